@@ -1,0 +1,533 @@
+//! Certificates and SM2 signatures.
+//!
+//! A phone proves itself with an X.509 certificate whose key is SM2 and whose
+//! chain ends at a root of one of the session's accepted trust domains
+//! (several roots per domain: each CA of the platform, or of the national
+//! mutual-recognition system). [`TrustStore::check`] does the whole check in
+//! the order the protocol names and says which part failed.
+//!
+//! Chain signatures are the expensive part and do not change, so their
+//! outcome is cached by the SHA-256 fingerprint of the presented
+//! certificates, together with the leaf's verifying key (whose `Z` value the
+//! `sm2` crate computes once per key). What can change between two uses of
+//! the same certificate — the clock against the validity periods, the
+//! revocation list, the session's accepted domains and `expect_cert` — is
+//! checked on every call. A phone that signs often thus costs one SM2 verify
+//! per completion.
+//!
+//! Path building here is deliberately small (issuer name match plus
+//! signature, CA basic constraint on intermediates, depth ≤ 5): no crate in
+//! the ecosystem validates SM2 chains, so this part is written by hand.
+
+use crate::error::DomainError;
+use crate::session::ExpectCert;
+use crate::time::Timestamp;
+use base64::Engine;
+use der::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sm2::dsa::signature::Verifier;
+use sm2::dsa::{Signature, VerifyingKey};
+use sm2::pkcs8::der;
+use std::sync::Arc;
+use x509_cert::ext::pkix::BasicConstraints;
+use x509_cert::Certificate;
+
+/// The standard SM2 distinguishing ID (GM/T 0009). OpenSSL 3.0 uses an empty
+/// ID unless told; see shared/INTEROP.md.
+pub const DEFAULT_DIST_ID: &str = "1234567812345678";
+/// SM2-with-SM3 signature algorithm.
+pub const OID_SM2_WITH_SM3: &str = "1.2.156.10197.1.501";
+const MAX_CHAIN_DEPTH: usize = 5;
+const CACHE_ENTRIES: usize = 100_000;
+
+/// A certificate as the protocol reports it (`result.certificate`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateInfo {
+    pub pem: String,
+    pub serial: String,
+    pub subject: String,
+    pub issuer: String,
+    pub not_before: Timestamp,
+    pub not_after: Timestamp,
+    /// The trust domain it chained to.
+    pub domain: String,
+}
+
+/// Lowercase hex without leading zeros, from any-case hex input (colons
+/// allowed, as `openssl x509 -serial` and browsers print them). `None` if it
+/// is not hex.
+pub fn normalize_serial(s: &str) -> Option<String> {
+    let digits: String = s
+        .trim()
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if digits.is_empty() || digits.len() > 64 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let trimmed = digits.trim_start_matches('0');
+    Some(if trimmed.is_empty() {
+        "0".into()
+    } else {
+        trimmed.into()
+    })
+}
+
+/// The certificate's serial in the protocol's form.
+pub fn serial_hex(cert: &Certificate) -> String {
+    let hex = hex::encode(cert.tbs_certificate().serial_number().as_bytes());
+    normalize_serial(&hex).unwrap_or_else(|| "0".into())
+}
+
+/// Subject and issuer names as RFC 4514 strings.
+pub fn subject_string(cert: &Certificate) -> String {
+    cert.tbs_certificate().subject().to_string()
+}
+pub fn issuer_string(cert: &Certificate) -> String {
+    cert.tbs_certificate().issuer().to_string()
+}
+
+/// Parses a PEM input holding exactly one CERTIFICATE block; text around it is
+/// ignored (RFC 7468). Errors are `invalid_request` and say what was wrong.
+pub fn parse_pem(pem: &str) -> Result<Certificate, DomainError> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let blocks = pem.matches(BEGIN).count();
+    if blocks != 1 {
+        return Err(DomainError::invalid(format!(
+            "expected exactly one PEM CERTIFICATE block, found {blocks}"
+        )));
+    }
+    let start = pem.find(BEGIN).map(|i| i + BEGIN.len()).unwrap_or(0);
+    let end = pem[start..]
+        .find(END)
+        .map(|i| start + i)
+        .ok_or_else(|| DomainError::invalid("PEM certificate has no END line"))?;
+    let b64: String = pem[start..end]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| DomainError::invalid("PEM certificate body is not valid base64"))?;
+    Certificate::from_der(&der)
+        .map_err(|e| DomainError::invalid(format!("certificate does not parse as X.509: {e}")))
+}
+
+/// Canonical PEM of a certificate.
+pub fn to_pem(cert: &Certificate) -> String {
+    let der = cert.to_der().unwrap_or_default();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+/// The SM2 verifying key (default distinguishing ID) of a certificate.
+pub fn verifying_key(cert: &Certificate) -> Result<VerifyingKey, DomainError> {
+    let spki = cert.tbs_certificate().subject_public_key_info();
+    let bits = spki.subject_public_key.as_bytes().ok_or_else(|| {
+        DomainError::untrusted("certificate public key is not a whole number of bytes")
+    })?;
+    VerifyingKey::from_sec1_bytes(DEFAULT_DIST_ID, bits)
+        .map_err(|_| DomainError::untrusted("certificate public key is not an SM2 key"))
+}
+
+/// Verifies a DER SM2 signature (SM3, default ID) over `msg`.
+pub fn verify_signature(key: &VerifyingKey, msg: &[u8], sig_der: &[u8]) -> Result<(), DomainError> {
+    let sig = Signature::from_der(sig_der).map_err(|_| {
+        DomainError::bad_signature("the signature is not a DER-encoded SM2 signature")
+    })?;
+    key.verify(msg, &sig).map_err(|_| {
+        DomainError::bad_signature(
+            "the signature does not verify over this session's bytes with the certificate's key",
+        )
+    })
+}
+
+fn validity(cert: &Certificate) -> (Timestamp, Timestamp) {
+    let v = cert.tbs_certificate().validity();
+    let to_ts = |t: &x509_cert::time::Time| {
+        Timestamp::from_unix_millis(t.to_unix_duration().as_millis() as i64)
+    };
+    (to_ts(&v.not_before), to_ts(&v.not_after))
+}
+
+/// `issuer` signed `cert`: SM2-with-SM3 over its TBS bytes.
+fn signed_by(cert: &Certificate, issuer_key: &VerifyingKey) -> bool {
+    if cert.signature_algorithm().oid.to_string() != OID_SM2_WITH_SM3 {
+        return false;
+    }
+    let Ok(tbs) = cert.tbs_certificate().to_der() else {
+        return false;
+    };
+    let Some(sig) = cert.signature().as_bytes() else {
+        return false;
+    };
+    verify_signature(issuer_key, &tbs, sig).is_ok()
+}
+
+fn is_ca(cert: &Certificate) -> bool {
+    matches!(
+        cert.tbs_certificate().get_extension::<BasicConstraints>(),
+        Ok(Some((_, bc))) if bc.ca
+    )
+}
+
+/// A configured root CA.
+struct Anchor {
+    cert: Certificate,
+    subject_der: Vec<u8>,
+    key: VerifyingKey,
+}
+
+/// A named set of root CAs (`[[trust_domains]]`).
+pub struct TrustDomain {
+    pub name: String,
+    anchors: Vec<Anchor>,
+}
+
+impl TrustDomain {
+    /// Builds a domain from root certificates in PEM. Fails if a root does not
+    /// parse or does not hold an SM2 key, naming which.
+    pub fn from_pems(name: &str, pems: &[String]) -> Result<Self, DomainError> {
+        let mut anchors = Vec::new();
+        for (i, pem) in pems.iter().enumerate() {
+            let cert = parse_pem(pem).map_err(|e| {
+                DomainError::invalid(format!(
+                    "trust domain {name}: root #{}: {}",
+                    i + 1,
+                    e.message
+                ))
+            })?;
+            let key = verifying_key(&cert).map_err(|e| {
+                DomainError::invalid(format!(
+                    "trust domain {name}: root #{}: {}",
+                    i + 1,
+                    e.message
+                ))
+            })?;
+            let subject_der = cert
+                .tbs_certificate()
+                .subject()
+                .to_der()
+                .unwrap_or_default();
+            anchors.push(Anchor {
+                cert,
+                subject_der,
+                key,
+            });
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            anchors,
+        })
+    }
+
+    pub fn root_subjects(&self) -> Vec<String> {
+        self.anchors
+            .iter()
+            .map(|a| subject_string(&a.cert))
+            .collect()
+    }
+}
+
+/// One certificate of a verified path, with what must be re-checked per use.
+#[derive(Clone)]
+struct PathEntry {
+    serial: String,
+    subject: String,
+    not_before: Timestamp,
+    not_after: Timestamp,
+}
+
+/// The cached, time-independent outcome of checking a presented chain.
+struct ChainCheck {
+    /// Each domain the leaf chains to, with the path (leaf first, root last).
+    paths: Vec<(String, Vec<PathEntry>)>,
+    leaf: Certificate,
+    key: Arc<VerifyingKey>,
+}
+
+/// A certificate that passed every check for one use.
+#[derive(Clone)]
+pub struct CheckedCertificate {
+    pub info: CertificateInfo,
+    /// The leaf's key, shared with the cache: verify signatures with this.
+    pub key: Arc<VerifyingKey>,
+}
+
+/// What a check needs to know about the moment and the session.
+pub struct CheckContext<'a> {
+    pub now: Timestamp,
+    pub accept: &'a [String],
+    pub expect: Option<&'a ExpectCert>,
+    /// Is this (normalised) serial revoked?
+    pub is_revoked: &'a dyn Fn(&str) -> bool,
+}
+
+/// All configured trust domains plus the chain-check cache.
+pub struct TrustStore {
+    domains: Vec<TrustDomain>,
+    cache: quick_cache::sync::Cache<[u8; 32], Arc<ChainCheck>>,
+}
+
+impl TrustStore {
+    pub fn new(domains: Vec<TrustDomain>) -> Self {
+        Self {
+            domains,
+            cache: quick_cache::sync::Cache::new(CACHE_ENTRIES),
+        }
+    }
+
+    pub fn domain_names(&self) -> Vec<String> {
+        self.domains.iter().map(|d| d.name.clone()).collect()
+    }
+
+    pub fn domains(&self) -> &[TrustDomain] {
+        &self.domains
+    }
+
+    /// Checks a presented certificate (and optional intermediates) for one
+    /// use: chain to a root of an accepted domain, validity at `now`,
+    /// revocation, `expect_cert`. Parse failures are `invalid_request` (they
+    /// do not count as bad completions); trust failures are
+    /// `untrusted_certificate` with a message that says which check failed.
+    pub fn check(
+        &self,
+        leaf_pem: &str,
+        chain_pems: &[String],
+        ctx: &CheckContext<'_>,
+    ) -> Result<CheckedCertificate, DomainError> {
+        let chain = self.chain_check(leaf_pem, chain_pems)?;
+
+        // Accepted domains, in the session's order of preference.
+        let path = ctx
+            .accept
+            .iter()
+            .find_map(|want| chain.paths.iter().find(|(d, _)| d == want))
+            .ok_or_else(|| {
+                let issuer = issuer_string(&chain.leaf);
+                if chain.paths.is_empty() {
+                    DomainError::untrusted(format!(
+                        "certificate issuer \"{issuer}\" is not a CA of any configured trust domain \
+                         (accepted here: {})",
+                        ctx.accept.join(", ")
+                    ))
+                } else {
+                    let found: Vec<&str> = chain.paths.iter().map(|(d, _)| d.as_str()).collect();
+                    DomainError::untrusted(format!(
+                        "certificate belongs to trust domain {} but this session accepts only {}",
+                        found.join(", "),
+                        ctx.accept.join(", ")
+                    ))
+                }
+            })?;
+        let (domain, entries) = path;
+
+        for (i, e) in entries.iter().enumerate() {
+            let which = if i == 0 {
+                "certificate".to_string()
+            } else {
+                format!("issuing CA \"{}\"", e.subject)
+            };
+            if ctx.now < e.not_before {
+                return Err(DomainError::untrusted(format!(
+                    "{which} is not valid before {}",
+                    e.not_before
+                )));
+            }
+            if ctx.now > e.not_after {
+                return Err(DomainError::untrusted(format!(
+                    "{which} expired at {}",
+                    e.not_after
+                )));
+            }
+            if (ctx.is_revoked)(&e.serial) {
+                return Err(DomainError::untrusted(format!(
+                    "{which} (serial {}) has been revoked",
+                    e.serial
+                )));
+            }
+        }
+
+        let serial = serial_hex(&chain.leaf);
+        let issuer = issuer_string(&chain.leaf);
+        if let Some(expect) = ctx.expect {
+            let issuer_ok = expect
+                .issuer
+                .as_ref()
+                .is_none_or(|want| names_equal(want, &issuer));
+            if serial != expect.serial || !issuer_ok {
+                return Err(DomainError::untrusted(format!(
+                    "this session expects certificate serial {}{}, but got serial {serial} issued by \"{issuer}\"",
+                    expect.serial,
+                    expect
+                        .issuer
+                        .as_ref()
+                        .map(|i| format!(" issued by \"{i}\""))
+                        .unwrap_or_default()
+                )));
+            }
+        }
+
+        let (not_before, not_after) = validity(&chain.leaf);
+        Ok(CheckedCertificate {
+            info: CertificateInfo {
+                pem: to_pem(&chain.leaf),
+                serial,
+                subject: subject_string(&chain.leaf),
+                issuer,
+                not_before,
+                not_after,
+                domain: domain.clone(),
+            },
+            key: chain.key.clone(),
+        })
+    }
+
+    /// Parses the leaf and builds its paths, from the cache when possible.
+    fn chain_check(
+        &self,
+        leaf_pem: &str,
+        chain_pems: &[String],
+    ) -> Result<Arc<ChainCheck>, DomainError> {
+        let leaf = parse_pem(leaf_pem)?;
+        let mut intermediates = Vec::with_capacity(chain_pems.len());
+        for (i, pem) in chain_pems.iter().enumerate() {
+            intermediates.push(
+                parse_pem(pem)
+                    .map_err(|e| DomainError::invalid(format!("chain_pem[{i}]: {}", e.message)))?,
+            );
+        }
+        let mut fp = Sha256::new();
+        for cert in std::iter::once(&leaf).chain(intermediates.iter()) {
+            let der = cert.to_der().unwrap_or_default();
+            fp.update((der.len() as u64).to_be_bytes());
+            fp.update(&der);
+        }
+        let fingerprint: [u8; 32] = fp.finalize().into();
+        if let Some(hit) = self.cache.get(&fingerprint) {
+            return Ok(hit);
+        }
+
+        let key = Arc::new(verifying_key(&leaf)?);
+        let mut paths = Vec::new();
+        for domain in &self.domains {
+            if let Some(path) = build_path(&leaf, &key, &intermediates, &domain.anchors) {
+                paths.push((domain.name.clone(), path));
+            }
+        }
+        let check = Arc::new(ChainCheck { paths, leaf, key });
+        self.cache.insert(fingerprint, check.clone());
+        Ok(check)
+    }
+}
+
+/// Depth-first search from the leaf to an anchor through the intermediates.
+fn build_path(
+    leaf: &Certificate,
+    _leaf_key: &VerifyingKey,
+    intermediates: &[Certificate],
+    anchors: &[Anchor],
+) -> Option<Vec<PathEntry>> {
+    fn entry(cert: &Certificate) -> PathEntry {
+        let (not_before, not_after) = validity(cert);
+        PathEntry {
+            serial: serial_hex(cert),
+            subject: subject_string(cert),
+            not_before,
+            not_after,
+        }
+    }
+    fn walk(
+        cert: &Certificate,
+        intermediates: &[Certificate],
+        anchors: &[Anchor],
+        depth: usize,
+        path: &mut Vec<PathEntry>,
+    ) -> bool {
+        if depth > MAX_CHAIN_DEPTH {
+            return false;
+        }
+        let issuer_der = cert.tbs_certificate().issuer().to_der().unwrap_or_default();
+        for anchor in anchors {
+            if anchor.subject_der == issuer_der && signed_by(cert, &anchor.key) {
+                path.push(entry(&anchor.cert));
+                return true;
+            }
+        }
+        for ca in intermediates {
+            let subject = ca.tbs_certificate().subject().to_der().unwrap_or_default();
+            if subject != issuer_der || !is_ca(ca) || std::ptr::eq(ca, cert) {
+                continue;
+            }
+            let Ok(ca_key) = verifying_key(ca) else {
+                continue;
+            };
+            if signed_by(cert, &ca_key) {
+                path.push(entry(ca));
+                if walk(ca, intermediates, anchors, depth + 1, path) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    let mut path = vec![entry(leaf)];
+    walk(leaf, intermediates, anchors, 1, &mut path).then_some(path)
+}
+
+/// Compares two RFC 4514 strings leniently: case and spaces around `,`/`=`
+/// differ between tools that print the same name.
+pub fn names_equal(a: &str, b: &str) -> bool {
+    fn norm(s: &str) -> String {
+        s.split(',')
+            .map(|rdn| {
+                rdn.split('=')
+                    .map(|p| p.trim().to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join("=")
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+    norm(a) == norm(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serials_are_normalised() {
+        assert_eq!(normalize_serial("00AB:CD").as_deref(), Some("abcd"));
+        assert_eq!(normalize_serial("0000").as_deref(), Some("0"));
+        assert_eq!(normalize_serial("xyz"), None);
+        assert_eq!(normalize_serial(""), None);
+    }
+
+    #[test]
+    fn pem_needs_exactly_one_block() {
+        assert!(parse_pem("no pem here").is_err());
+        let two = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n".repeat(2);
+        let e = parse_pem(&two).unwrap_err();
+        assert!(e.message.contains("found 2"), "{e}");
+        let garbage = "hello\n-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\nbye";
+        let e = parse_pem(garbage).unwrap_err();
+        assert!(e.message.contains("X.509"), "{e}");
+    }
+
+    #[test]
+    fn names_compare_leniently() {
+        assert!(names_equal("CN=Root CA,O=Demo", "cn = root ca, o=demo"));
+        assert!(!names_equal("CN=Root CA,O=Demo", "CN=Other,O=Demo"));
+    }
+}

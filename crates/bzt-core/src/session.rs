@@ -1,0 +1,945 @@
+//! The scan session and its state machine.
+//!
+//! ```text
+//!            claim                 approve
+//! pending ─────────▶ scanned ─────────────▶ approved
+//!    │                  │  ├── reject / match_failed ──▶ rejected
+//!    │                  │  └── 3rd bad completion ─────▶ failed
+//!    └──── cancel / expire (from pending or scanned) ──▶ cancelled / expired
+//! ```
+//! Every transition is a [`Session::apply`] of an [`Op`] at a given `now`. It
+//! either applies completely or not at all, and it bumps `version` exactly
+//! when the status changes. A store makes "read, apply, write" atomic (a lock
+//! in memory, compare-and-set on [`Session::rev`] in Redis); nothing else
+//! about the rules lives outside this file.
+//!
+//! Randomness (tokens, number-match codes, rotated secrets) is drawn by the
+//! caller and passed in, so applying an op is deterministic and a store may
+//! retry it after losing a compare-and-set race.
+
+use crate::codec::{b64, b64_opt};
+use crate::error::{DomainError, ErrorCode};
+use crate::pki::CertificateInfo;
+use crate::secret::{random_bytes, ConversationId, Secret, SecretHash, SessionId};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// Allowed session lifetimes, seconds.
+pub const TTL_RANGE_S: std::ops::RangeInclusive<u32> = 30..=600;
+pub const DEFAULT_TTL_S: u32 = 180;
+/// A terminal session stays readable at least this long (PROTOCOL.md).
+pub const TERMINAL_RETENTION_S: i64 = 600;
+/// Completions that fail verification before the session moves to `failed`.
+pub const MAX_BAD_COMPLETIONS: u8 = 3;
+/// Grace during which a superseded claim secret of a rotating QR still works.
+pub const ROTATION_GRACE_MS: i64 = 3_000;
+pub const ROTATE_RANGE_S: std::ops::RangeInclusive<u32> = 5..=60;
+pub const MAX_TITLE_CHARS: usize = 200;
+pub const MAX_TBS_BYTES: usize = 64 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Login,
+    Bind,
+    Sign,
+    Encrypt,
+    Decrypt,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Login => "login",
+            Kind::Bind => "bind",
+            Kind::Sign => "sign",
+            Kind::Encrypt => "encrypt",
+            Kind::Decrypt => "decrypt",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Scanned,
+    Approved,
+    Rejected,
+    Expired,
+    Cancelled,
+    Failed,
+}
+
+impl Status {
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Status::Pending | Status::Scanned)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Scanned => "scanned",
+            Status::Approved => "approved",
+            Status::Rejected => "rejected",
+            Status::Expired => "expired",
+            Status::Cancelled => "cancelled",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// What the phone shows the user.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisplayText {
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The end user on whose behalf the session runs, as the RP or the broker saw them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requester {
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub user_agent: Option<String>,
+    #[serde(default)]
+    pub origin: Option<String>,
+}
+
+/// The phone that claimed the session, as it described itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    pub id: String,
+    pub name: String,
+}
+
+/// Only this certificate may complete the session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectCert {
+    /// Normalised: lowercase hex without leading zeros.
+    pub serial: String,
+    pub issuer: Option<String>,
+}
+
+/// Limits of a conversation a `sign` session may open (会话签章).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationPolicy {
+    #[serde(default = "ConversationPolicy::default_max_requests")]
+    pub max_requests: u32,
+    #[serde(default = "ConversationPolicy::default_idle_s")]
+    pub idle_s: u32,
+    #[serde(default = "ConversationPolicy::default_max_s")]
+    pub max_s: u32,
+}
+
+impl ConversationPolicy {
+    fn default_max_requests() -> u32 {
+        200
+    }
+    fn default_idle_s() -> u32 {
+        600
+    }
+    fn default_max_s() -> u32 {
+        7200
+    }
+}
+
+/// The claim secret of the QR code, with rotation state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClaimSecrets {
+    pub current: Secret,
+    /// Rotation counter, 0 for the first code.
+    pub seq: u32,
+    /// The superseded secret and the end of its grace period.
+    pub previous: Option<(Secret, Timestamp)>,
+    /// Rotation period (`rotate_s`), if the RP asked for a rotating QR.
+    pub rotate_s: Option<u32>,
+}
+
+impl ClaimSecrets {
+    fn accepts(&self, presented: &Secret, now: Timestamp) -> bool {
+        // Evaluate both comparisons so the time taken does not say which matched.
+        let current = self.current.matches(presented);
+        let previous = match &self.previous {
+            Some((s, until)) => s.matches(presented) && now < *until,
+            None => false,
+        };
+        current | previous
+    }
+
+    /// When the current code is due to be replaced.
+    pub fn next_rotation_at(&self, created_at: Timestamp) -> Option<Timestamp> {
+        self.rotate_s
+            .map(|r| created_at.plus_secs(i64::from(r) * (i64::from(self.seq) + 1)))
+    }
+}
+
+/// Number matching: the browser shows `code`, the phone must pick it from `choices`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumberMatch {
+    pub code: String,
+    pub choices: Vec<String>,
+}
+
+impl NumberMatch {
+    /// A two-digit code and three distinct two-digit choices containing it, in random order.
+    pub fn generate() -> Self {
+        let bytes = random_bytes::<16>();
+        let mut picks: Vec<String> = Vec::with_capacity(3);
+        for pair in bytes.chunks(2) {
+            let n = u16::from_le_bytes([pair[0], pair[1]]) % 100;
+            let s = format!("{n:02}");
+            if !picks.contains(&s) {
+                picks.push(s);
+            }
+            if picks.len() == 3 {
+                break;
+            }
+        }
+        // 8 draws from 100 values virtually never collide twice; fill deterministically if so.
+        let mut n = 0u16;
+        while picks.len() < 3 {
+            let s = format!("{n:02}");
+            if !picks.contains(&s) {
+                picks.push(s);
+            }
+            n += 1;
+        }
+        let code = picks[(bytes[15] % 3) as usize].clone();
+        Self {
+            code,
+            choices: picks,
+        }
+    }
+}
+
+/// A conversation opened by an approved `sign` session, as the RP and browser see it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConversationGrant {
+    pub id: ConversationId,
+    /// The requester's token (travels in `result.conversation.token`).
+    pub token: Secret,
+    pub expires_at: Timestamp,
+}
+
+/// What an approved session carries.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Approval {
+    pub certificate: CertificateInfo,
+    #[serde(with = "b64")]
+    pub signature: Vec<u8>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<CertificateInfo>,
+    #[serde(default, with = "b64_opt", skip_serializing_if = "Option::is_none")]
+    pub wrapped_key: Option<Vec<u8>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<ConversationGrant>,
+}
+
+/// How a session ended.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    Approved(Box<Approval>),
+    Rejected { reason: String },
+    Failed { reason: String },
+    Expired,
+    Cancelled,
+}
+
+/// Who cancelled, for logs and metrics (the wire does not distinguish).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelledBy {
+    Rp,
+    Browser,
+}
+
+/// Validated content of a create request. Built by [`NewSession::validate`],
+/// the only way to make one, so a `Session` never holds an unchecked field.
+#[derive(Clone, Debug)]
+pub struct NewSession {
+    pub kind: Kind,
+    pub ttl_s: u32,
+    pub display: DisplayText,
+    pub accept: Vec<String>,
+    pub expect_cert: Option<ExpectCert>,
+    pub requester: Option<Requester>,
+    pub tbs: Option<Vec<u8>>,
+    pub conversation: Option<ConversationPolicy>,
+    pub envelope_header: Option<Vec<u8>>,
+    pub reply_key: Option<String>,
+    pub webhook_url: Option<String>,
+    pub rotate_s: Option<u32>,
+    pub number_match: bool,
+}
+
+/// A create request as the RP sent it, before validation.
+#[derive(Clone, Debug, Default)]
+pub struct NewSessionRequest {
+    pub kind: Option<Kind>,
+    pub ttl_s: Option<u32>,
+    pub display: Option<DisplayText>,
+    pub accept: Option<Vec<String>>,
+    pub expect_cert: Option<ExpectCert>,
+    pub requester: Option<Requester>,
+    pub tbs: Option<Vec<u8>>,
+    pub conversation: Option<ConversationPolicy>,
+    pub envelope_header: Option<Vec<u8>>,
+    pub reply_key: Option<String>,
+    pub webhook_url: Option<String>,
+    pub rotate_s: Option<u32>,
+    pub number_match: Option<bool>,
+}
+
+impl NewSession {
+    /// Checks a create request against the protocol and the configured trust
+    /// domains. Messages name the field and say what is allowed.
+    pub fn validate(req: NewSessionRequest, trust_domains: &[String]) -> Result<Self, DomainError> {
+        let kind = req
+            .kind
+            .ok_or_else(|| DomainError::invalid("`kind` is required"))?;
+        let ttl_s = req.ttl_s.unwrap_or(DEFAULT_TTL_S);
+        if !TTL_RANGE_S.contains(&ttl_s) {
+            return Err(DomainError::invalid(format!(
+                "`ttl_s` must be between {} and {} seconds, got {ttl_s}",
+                TTL_RANGE_S.start(),
+                TTL_RANGE_S.end()
+            )));
+        }
+        let display = req
+            .display
+            .ok_or_else(|| DomainError::invalid("`display.title` is required"))?;
+        if display.title.trim().is_empty() {
+            return Err(DomainError::invalid("`display.title` must not be empty"));
+        }
+        if display.title.chars().count() > MAX_TITLE_CHARS {
+            return Err(DomainError::invalid(format!(
+                "`display.title` is longer than {MAX_TITLE_CHARS} characters"
+            )));
+        }
+        if let Some(d) = &display.detail {
+            if d.chars().count() > MAX_TITLE_CHARS {
+                return Err(DomainError::invalid(format!(
+                    "`display.detail` is longer than {MAX_TITLE_CHARS} characters"
+                )));
+            }
+        }
+        let accept = match req.accept {
+            None => trust_domains.to_vec(),
+            Some(list) if list.is_empty() => {
+                return Err(DomainError::invalid(
+                    "`accept` must name at least one trust domain (omit it to accept all)",
+                ))
+            }
+            Some(list) => {
+                let mut out: Vec<String> = Vec::new();
+                for name in list {
+                    if !trust_domains.contains(&name) {
+                        return Err(DomainError::invalid(format!(
+                            "`accept` names unknown trust domain {name:?}; configured: {}",
+                            trust_domains.join(", ")
+                        )));
+                    }
+                    if !out.contains(&name) {
+                        out.push(name);
+                    }
+                }
+                out
+            }
+        };
+        let expect_cert = req
+            .expect_cert
+            .map(|e| {
+                crate::pki::normalize_serial(&e.serial)
+                    .map(|serial| ExpectCert {
+                        serial,
+                        issuer: e.issuer,
+                    })
+                    .ok_or_else(|| {
+                        DomainError::invalid("`expect_cert.serial` must be a hex serial number")
+                    })
+            })
+            .transpose()?;
+
+        let only = |present: bool, field: &str, kinds: &str| {
+            if present {
+                Err(DomainError::invalid(format!(
+                    "`{field}` is only allowed for kind {kinds}, not {}",
+                    kind.as_str()
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        only(kind != Kind::Sign && req.tbs.is_some(), "tbs_b64", "sign")?;
+        only(
+            kind != Kind::Sign && req.conversation.is_some(),
+            "conversation",
+            "sign",
+        )?;
+        only(
+            kind != Kind::Decrypt && req.envelope_header.is_some(),
+            "envelope_header_b64",
+            "decrypt",
+        )?;
+        only(
+            kind != Kind::Decrypt && req.reply_key.is_some(),
+            "reply_key",
+            "decrypt",
+        )?;
+
+        if kind == Kind::Sign {
+            match &req.tbs {
+                None => return Err(DomainError::invalid("kind `sign` requires `tbs_b64`")),
+                Some(t) if t.is_empty() => {
+                    return Err(DomainError::invalid("`tbs_b64` must hold at least 1 byte"))
+                }
+                Some(t) if t.len() > MAX_TBS_BYTES => {
+                    return Err(DomainError::new(
+                        ErrorCode::PayloadTooLarge,
+                        format!(
+                            "`tbs_b64` holds {} bytes; at most {MAX_TBS_BYTES} may be signed",
+                            t.len()
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(c) = &req.conversation {
+            if c.max_requests == 0 || c.idle_s == 0 || c.max_s == 0 {
+                return Err(DomainError::invalid(
+                    "`conversation` limits must be positive numbers",
+                ));
+            }
+        }
+        if kind == Kind::Decrypt {
+            match &req.envelope_header {
+                None => {
+                    return Err(DomainError::invalid(
+                        "kind `decrypt` requires `envelope_header_b64`",
+                    ))
+                }
+                Some(h) if h.is_empty() => {
+                    return Err(DomainError::invalid("`envelope_header_b64` is empty"))
+                }
+                Some(_) => {}
+            }
+            match &req.reply_key {
+                None => return Err(DomainError::invalid("kind `decrypt` requires `reply_key`")),
+                Some(k) if !is_uncompressed_point_hex(k) => {
+                    return Err(DomainError::invalid(
+                        "`reply_key` must be an uncompressed SM2 point: 130 hex digits starting with 04",
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(r) = req.rotate_s {
+            if !ROTATE_RANGE_S.contains(&r) {
+                return Err(DomainError::invalid(format!(
+                    "`rotate_s` must be between {} and {} seconds, got {r}",
+                    ROTATE_RANGE_S.start(),
+                    ROTATE_RANGE_S.end()
+                )));
+            }
+        }
+        if let Some(url) = &req.webhook_url {
+            let lower = url.to_ascii_lowercase();
+            if !(lower.starts_with("https://") || lower.starts_with("http://"))
+                || url.len() > 2048
+                || url.chars().any(char::is_whitespace)
+            {
+                return Err(DomainError::invalid(
+                    "`webhook_url` must be an absolute http(s) URL",
+                ));
+            }
+        }
+        Ok(Self {
+            kind,
+            ttl_s,
+            display,
+            accept,
+            expect_cert,
+            requester: req.requester,
+            tbs: req.tbs,
+            conversation: req.conversation,
+            envelope_header: req.envelope_header,
+            reply_key: req.reply_key.map(|k| k.to_ascii_lowercase()),
+            webhook_url: req.webhook_url,
+            rotate_s: req.rotate_s,
+            number_match: req.number_match.unwrap_or(false),
+        })
+    }
+}
+
+fn is_uncompressed_point_hex(s: &str) -> bool {
+    s.len() == 130 && s.starts_with("04") && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// The secrets handed out once, at creation, in the create answer.
+#[derive(Debug)]
+pub struct CreatedSecrets {
+    pub browser_token: Secret,
+}
+
+/// A scan session as stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Session {
+    pub id: SessionId,
+    pub app_id: String,
+    pub kind: Kind,
+    pub status: Status,
+    /// Bumped by every status transition; what clients use to detect change.
+    pub version: u64,
+    /// Bumped by every write, including the ones that do not change `version`
+    /// (QR rotation, requester notes); the compare-and-set key of stores.
+    pub rev: u64,
+    pub display: DisplayText,
+    pub accept: Vec<String>,
+    pub expect_cert: Option<ExpectCert>,
+    pub requester: Option<Requester>,
+    /// The bytes the phone must sign: the RP's for `sign`, else the challenge.
+    #[serde(with = "b64")]
+    pub tbs: Vec<u8>,
+    pub conversation_policy: Option<ConversationPolicy>,
+    #[serde(default, with = "b64_opt")]
+    pub envelope_header: Option<Vec<u8>>,
+    pub reply_key: Option<String>,
+    pub webhook_url: Option<String>,
+    pub claim: ClaimSecrets,
+    /// Whether the RP asked for number matching.
+    pub number_match_required: bool,
+    /// Drawn at claim when required.
+    pub number_match: Option<NumberMatch>,
+    pub browser_token: SecretHash,
+    pub phone_token: Option<SecretHash>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub scanned_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
+    pub device: Option<Device>,
+    pub bad_completions: u8,
+    pub outcome: Option<Outcome>,
+}
+
+/// A change requested of a session. See the module doc for the rules.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// The phone presents the QR's claim secret.
+    Claim {
+        secret: Secret,
+        device: Device,
+        phone_token: SecretHash,
+        number_match: Option<NumberMatch>,
+    },
+    /// A completion that passed every check.
+    Approve {
+        phone_token: Secret,
+        approval: Box<Approval>,
+    },
+    /// A completion that failed certificate or signature checks (a 422).
+    BadCompletion { phone_token: Secret },
+    /// The phone declined.
+    Reject { phone_token: Secret, reason: String },
+    /// The phone picked the wrong number.
+    MatchFailed { phone_token: Secret },
+    /// The RP or the browser cancelled.
+    Cancel { by: CancelledBy },
+    /// The expiry timer fired (a no-op unless due and not terminal).
+    Expire,
+    /// The rotation timer fired (a no-op unless due and pending).
+    Rotate { new_secret: Secret },
+    /// First sight of the browser: remember who is asking, if the RP did not say.
+    NoteRequester(Requester),
+}
+
+/// What a successful op yields to its caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpOutput {
+    Done,
+    /// Nothing to do (expire not due, rotation not due, requester already known).
+    Unchanged,
+    Claimed {
+        match_choices: Option<Vec<String>>,
+    },
+    /// A bad completion was counted; `failed` says whether it was the last allowed.
+    BadCompletionCounted {
+        count: u8,
+        failed: bool,
+    },
+}
+
+/// The result of [`Session::apply`]: the op's answer, and whether the session
+/// changed and must be written back. An op can fail *and* change the session:
+/// a claim that arrives after `expires_at` both expires the session and answers 410.
+#[derive(Debug)]
+pub struct Applied {
+    pub changed: bool,
+    pub output: Result<OpOutput, DomainError>,
+}
+
+impl Session {
+    /// A new pending session. Returns it with the browser token, which is
+    /// stored only as a hash.
+    pub fn create(
+        id: SessionId,
+        app_id: &str,
+        spec: NewSession,
+        now: Timestamp,
+    ) -> (Self, CreatedSecrets) {
+        let expires_at = now.plus_secs(i64::from(spec.ttl_s));
+        let tbs = match spec.kind {
+            Kind::Sign => spec.tbs.unwrap_or_default(),
+            kind => crate::challenge::build(
+                kind,
+                app_id,
+                id.as_str(),
+                &crate::challenge::new_nonce(),
+                expires_at,
+                spec.envelope_header.as_deref(),
+            ),
+        };
+        let browser_token = Secret::generate();
+        let session = Session {
+            id,
+            app_id: app_id.to_owned(),
+            kind: spec.kind,
+            status: Status::Pending,
+            version: 1,
+            rev: 1,
+            display: spec.display,
+            accept: spec.accept,
+            expect_cert: spec.expect_cert,
+            requester: spec.requester,
+            tbs,
+            conversation_policy: spec.conversation,
+            envelope_header: spec.envelope_header,
+            reply_key: spec.reply_key,
+            webhook_url: spec.webhook_url,
+            claim: ClaimSecrets {
+                current: Secret::generate(),
+                seq: 0,
+                previous: None,
+                rotate_s: spec.rotate_s,
+            },
+            number_match_required: spec.number_match,
+            number_match: None,
+            browser_token: browser_token.hash(),
+            phone_token: None,
+            created_at: now,
+            expires_at,
+            scanned_at: None,
+            completed_at: None,
+            device: None,
+            bad_completions: 0,
+            outcome: None,
+        };
+        (session, CreatedSecrets { browser_token })
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        self.status.is_terminal()
+    }
+
+    /// When a terminal session may be forgotten.
+    pub fn purge_at(&self) -> Option<Timestamp> {
+        self.completed_at.map(|t| t.plus_secs(TERMINAL_RETENTION_S))
+    }
+
+    /// The QR text: `<public_base_url>/q/<session id>#<claim secret>`.
+    pub fn qr_text(&self, public_base_url: &str) -> String {
+        format!(
+            "{}/q/{}#{}",
+            public_base_url.trim_end_matches('/'),
+            self.id,
+            self.claim.current.expose()
+        )
+    }
+
+    /// Does this bearer token belong to the phone that claimed the session?
+    pub fn phone_token_matches(&self, token: &Secret) -> bool {
+        self.phone_token.is_some_and(|h| h.verify(token))
+    }
+
+    /// Is the presented secret this session's claim secret (or the previous one, in grace)?
+    pub fn claim_secret_matches(&self, secret: &Secret, now: Timestamp) -> bool {
+        self.claim.accepts(secret, now)
+    }
+
+    /// Checks that a completion by `phone_token` may proceed now, without
+    /// changing anything. Handlers call this before the (expensive)
+    /// certificate and signature checks, and [`Op::Approve`] checks it again.
+    pub fn check_completable(
+        &self,
+        phone_token: &Secret,
+        now: Timestamp,
+    ) -> Result<(), DomainError> {
+        if !self.phone_token_matches(phone_token) {
+            return Err(DomainError::new(
+                ErrorCode::Unauthorized,
+                "the phone token is not valid for this session",
+            ));
+        }
+        match self.status {
+            Status::Scanned if now >= self.expires_at => Err(expired_error()),
+            Status::Scanned => Ok(()),
+            Status::Expired => Err(expired_error()),
+            s => Err(DomainError::conflict(format!(
+                "the session is already {} and cannot be completed",
+                s.as_str()
+            ))),
+        }
+    }
+
+    /// Applies `op` at `now`. See [`Applied`].
+    pub fn apply(&mut self, op: &Op, now: Timestamp) -> Applied {
+        // Lazy expiry: whatever the op, a session past its deadline expires
+        // first, so no caller ever acts on a session the timer has not reached yet.
+        let expired_now = self.expire_if_due(now);
+        let output = self.apply_inner(op, now);
+        // Only expiry changes a session whose op then fails; every other op
+        // either applies or leaves the session untouched.
+        let changed = expired_now || matches!(&output, Ok(o) if *o != OpOutput::Unchanged);
+        if changed {
+            self.rev += 1;
+        }
+        Applied { changed, output }
+    }
+
+    fn apply_inner(&mut self, op: &Op, now: Timestamp) -> Result<OpOutput, DomainError> {
+        match op {
+            Op::Claim {
+                secret,
+                device,
+                phone_token,
+                number_match,
+            } => {
+                // The secret first: a wrong one must look exactly like an unknown session.
+                if !self.claim.accepts(secret, now) {
+                    return Err(unknown_session_error());
+                }
+                match self.status {
+                    Status::Pending => {}
+                    Status::Scanned => {
+                        return Err(DomainError::new(
+                            ErrorCode::AlreadyClaimed,
+                            "this QR code has already been scanned by another phone",
+                        ))
+                    }
+                    Status::Expired => return Err(expired_error()),
+                    s => {
+                        return Err(DomainError::conflict(format!(
+                            "the session is already {}",
+                            s.as_str()
+                        )))
+                    }
+                }
+                let number_match = if self.number_match_required {
+                    Some(number_match.clone().unwrap_or_else(NumberMatch::generate))
+                } else {
+                    None
+                };
+                let match_choices = number_match.as_ref().map(|m| m.choices.clone());
+                self.number_match = number_match;
+                self.phone_token = Some(*phone_token);
+                self.device = Some(device.clone());
+                self.scanned_at = Some(now);
+                // The claim secret is spent: forget the grace copy so it cannot be replayed.
+                self.claim.previous = None;
+                self.transition(Status::Scanned, now);
+                Ok(OpOutput::Claimed { match_choices })
+            }
+            Op::Approve {
+                phone_token,
+                approval,
+            } => {
+                self.check_completable(phone_token, now)?;
+                self.outcome = Some(Outcome::Approved(approval.clone()));
+                self.transition(Status::Approved, now);
+                Ok(OpOutput::Done)
+            }
+            Op::BadCompletion { phone_token } => {
+                self.check_completable(phone_token, now)?;
+                self.bad_completions = self.bad_completions.saturating_add(1);
+                let failed = self.bad_completions >= MAX_BAD_COMPLETIONS;
+                if failed {
+                    self.outcome = Some(Outcome::Failed {
+                        reason: "too_many_bad_completions".into(),
+                    });
+                    self.transition(Status::Failed, now);
+                }
+                Ok(OpOutput::BadCompletionCounted {
+                    count: self.bad_completions,
+                    failed,
+                })
+            }
+            Op::Reject {
+                phone_token,
+                reason,
+            } => {
+                self.check_completable(phone_token, now)?;
+                self.outcome = Some(Outcome::Rejected {
+                    reason: reason.clone(),
+                });
+                self.transition(Status::Rejected, now);
+                Ok(OpOutput::Done)
+            }
+            Op::MatchFailed { phone_token } => {
+                self.check_completable(phone_token, now)?;
+                self.outcome = Some(Outcome::Rejected {
+                    reason: "match_failed".into(),
+                });
+                self.transition(Status::Rejected, now);
+                Ok(OpOutput::Done)
+            }
+            Op::Cancel { .. } => match self.status {
+                Status::Pending | Status::Scanned => {
+                    self.outcome = Some(Outcome::Cancelled);
+                    self.transition(Status::Cancelled, now);
+                    Ok(OpOutput::Done)
+                }
+                s => Err(DomainError::conflict(format!(
+                    "the session is already {} and cannot be cancelled",
+                    s.as_str()
+                ))),
+            },
+            // Handled by `expire_if_due` before every op.
+            Op::Expire => Ok(OpOutput::Unchanged),
+            Op::Rotate { new_secret } => {
+                let due = self.claim.next_rotation_at(self.created_at);
+                match due {
+                    Some(at) if self.status == Status::Pending && now >= at => {
+                        let old = std::mem::replace(&mut self.claim.current, new_secret.clone());
+                        self.claim.previous = Some((old, now.plus_millis(ROTATION_GRACE_MS)));
+                        self.claim.seq += 1;
+                        Ok(OpOutput::Done)
+                    }
+                    _ => Ok(OpOutput::Unchanged),
+                }
+            }
+            Op::NoteRequester(r) => {
+                if self.requester.is_some() || self.is_terminal() {
+                    Ok(OpOutput::Unchanged)
+                } else {
+                    self.requester = Some(r.clone());
+                    Ok(OpOutput::Done)
+                }
+            }
+        }
+    }
+
+    fn expire_if_due(&mut self, now: Timestamp) -> bool {
+        if !self.is_terminal() && now >= self.expires_at {
+            self.outcome = Some(Outcome::Expired);
+            self.transition(Status::Expired, now);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn transition(&mut self, to: Status, now: Timestamp) {
+        debug_assert!(!self.status.is_terminal(), "terminal states never change");
+        self.status = to;
+        self.version += 1;
+        if to.is_terminal() {
+            self.completed_at = Some(now);
+            // Secrets that could act on a finished session are no longer needed.
+            self.claim.previous = None;
+        }
+    }
+
+    /// The `result` member of the session view: the outcome as the RP and
+    /// the browser see it (identical for both), `null` for expired and
+    /// cancelled, absent (`None`) while the session is not terminal.
+    pub fn result_json(&self) -> Option<Value> {
+        let outcome = self.outcome.as_ref()?;
+        Some(match outcome {
+            Outcome::Approved(a) => {
+                let mut r = json!({
+                    "certificate": a.certificate,
+                    "signature_b64": crate::codec::encode(&a.signature),
+                    "tbs_b64": crate::codec::encode(&self.tbs),
+                });
+                if self.kind == Kind::Encrypt {
+                    r["recipients"] = json!(a.recipients);
+                }
+                if let Some(k) = &a.wrapped_key {
+                    r["wrapped_key_b64"] = json!(crate::codec::encode(k));
+                }
+                if let Some(c) = &a.conversation {
+                    r["conversation"] = json!({
+                        "id": c.id,
+                        "token": c.token.expose(),
+                        "expires_at": c.expires_at,
+                    });
+                }
+                r
+            }
+            Outcome::Rejected { reason } | Outcome::Failed { reason } => {
+                json!({ "reason": reason })
+            }
+            Outcome::Expired | Outcome::Cancelled => Value::Null,
+        })
+    }
+
+    /// The session view of PROTOCOL.md (`GET /v1/sessions/<id>`, webhooks, snapshots).
+    pub fn view(&self) -> Value {
+        let mut v = json!({
+            "id": self.id,
+            "kind": self.kind,
+            "status": self.status,
+            "version": self.version,
+            "display": self.display,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+        });
+        if let Some(t) = self.scanned_at {
+            v["scanned_at"] = json!(t);
+        }
+        if let Some(t) = self.completed_at {
+            v["completed_at"] = json!(t);
+        }
+        if let Some(d) = &self.device {
+            v["device"] = json!({ "name": d.name });
+        }
+        if let Some(r) = self.result_json() {
+            v["result"] = r;
+        }
+        v
+    }
+
+    /// The browser's snapshot: the view plus the current `qr_text` while
+    /// pending and the `match_code` once scanned.
+    pub fn snapshot_view(&self, public_base_url: &str) -> Value {
+        let mut v = self.view();
+        if self.status == Status::Pending {
+            v["qr_text"] = json!(self.qr_text(public_base_url));
+            v["qr_seq"] = json!(self.claim.seq);
+        }
+        if let Some(m) = &self.number_match {
+            if self.status == Status::Scanned {
+                v["match_code"] = json!(m.code);
+            }
+        }
+        v
+    }
+}
+
+/// What a wrong claim secret and an unknown session both answer.
+pub fn unknown_session_error() -> DomainError {
+    DomainError::not_found("no such session, or the QR code is not valid")
+}
+
+fn expired_error() -> DomainError {
+    DomainError::expired("the session has expired; ask for a new QR code")
+}

@@ -1,0 +1,172 @@
+//! Start-up: build the broker from a configuration, bind, serve.
+
+use crate::broker::{Broker, Revocations};
+use crate::clock::Clock;
+use crate::config::{Config, StoreKind};
+use crate::http::{self, AppState};
+use crate::limits::Limits;
+use crate::store::{memory::MemoryStore, SessionStore};
+use crate::timers::TimerQueue;
+use crate::webhook::WebhookSender;
+use anyhow::{bail, Context};
+use axum::Router;
+use bzt_core::pki::{TrustDomain, TrustStore};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use tokio::net::TcpListener;
+
+/// A bound, ready-to-run broker. Tests build it on `127.0.0.1:0` and read [`Application::port`].
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    broker: Arc<Broker>,
+    limits: Arc<Limits>,
+}
+
+/// The Prometheus recorder is process-global; install it once.
+fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
+                .ok()
+        })
+        .clone()
+}
+
+/// Reads the PEM files of each trust domain (a file may hold several roots).
+pub fn load_trust_store(config: &Config) -> anyhow::Result<TrustStore> {
+    let mut domains = Vec::new();
+    for d in &config.trust_domains {
+        let mut pems = Vec::new();
+        for file in &d.ca_pem_files {
+            let text = std::fs::read_to_string(file).with_context(|| {
+                format!("trust domain {}: cannot read {}", d.name, file.display())
+            })?;
+            let blocks = split_pem_certificates(&text);
+            if blocks.is_empty() {
+                bail!(
+                    "trust domain {}: {} holds no CERTIFICATE block",
+                    d.name,
+                    file.display()
+                );
+            }
+            pems.extend(blocks);
+        }
+        domains
+            .push(TrustDomain::from_pems(&d.name, &pems).map_err(|e| anyhow::anyhow!(e.message))?);
+    }
+    Ok(TrustStore::new(domains))
+}
+
+/// Splits a PEM bundle into single-certificate PEM strings.
+pub fn split_pem_certificates(text: &str) -> Vec<String> {
+    const END: &str = "-----END CERTIFICATE-----";
+    text.split_inclusive(END)
+        .filter(|b| b.contains("-----BEGIN CERTIFICATE-----") && b.contains(END))
+        .map(|b| b.to_owned())
+        .collect()
+}
+
+impl Application {
+    /// Builds the broker and binds `config.listen`. `extra` routes (the
+    /// development demo) are merged into the router.
+    pub async fn build(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        extra: Option<Router<AppState>>,
+    ) -> anyhow::Result<Self> {
+        config.validate()?;
+        let store: Arc<dyn SessionStore> = match config.store.kind {
+            StoreKind::Memory => Arc::new(MemoryStore::new()),
+            StoreKind::Redis => bail!("store.kind = \"redis\" is not available in this build yet"),
+        };
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let mut public_base_url = config.public_base_url();
+        if config.public_base_url.is_none() {
+            // Port 0 (tests): advertise the port actually bound.
+            public_base_url = format!("http://{}", listener.local_addr()?);
+        }
+        let broker = Arc::new(Broker {
+            store,
+            trust: load_trust_store(config)?,
+            revocations: Revocations::new(&config.revocation.serials)
+                .map_err(anyhow::Error::msg)?,
+            apps: crate::apps::Apps::from_config(&config.apps)?,
+            clock,
+            timers: TimerQueue::new(),
+            webhooks: WebhookSender::new(config.webhooks.clone()),
+            public_base_url,
+        });
+        let limits = Arc::new(Limits::new(&config.limits));
+        let state = AppState {
+            broker: broker.clone(),
+            limits: limits.clone(),
+            admin_token: config.admin_token_hash()?,
+            trust_forwarded_for: config.trust_forwarded_for,
+            metrics: metrics_handle(),
+        };
+        let router = http::router(state, extra);
+        Ok(Self {
+            listener,
+            router,
+            broker,
+            limits,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn broker(&self) -> Arc<Broker> {
+        self.broker.clone()
+    }
+
+    /// Serves until `shutdown` resolves, with the background tasks (timers,
+    /// limiter housekeeping) running alongside.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let broker = self.broker.clone();
+        let timers = tokio::spawn(
+            broker
+                .timers
+                .clone()
+                .run(broker.clock.clone(), move |timer| {
+                    let broker = broker.clone();
+                    async move { broker.on_timer(timer).await }
+                }),
+        );
+        let limits = self.limits.clone();
+        let housekeeping = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                limits.shrink();
+            }
+        });
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        timers.abort();
+        housekeeping.abort();
+        served.context("server error")
+    }
+}

@@ -1,0 +1,611 @@
+//! The broker's use cases: what the RP, the browser and the phone can ask
+//! for, independent of how they ask (HTTP today; the transports in
+//! [`crate::http`] are thin).
+//!
+//! Every state change goes through [`SessionStore::apply`] and then
+//! [`Broker::after_update`], the one place that reacts to transitions
+//! (timers, webhooks, metrics), whichever request or timer caused them.
+
+use crate::apps::{App, Apps};
+use crate::clock::Clock;
+use crate::error::ApiError;
+use crate::store::{SessionStore, Update};
+use crate::timers::{Timer, TimerQueue};
+use crate::webhook::WebhookSender;
+use bzt_core::pki::{CheckContext, CheckedCertificate, TrustStore};
+use bzt_core::session::{
+    unknown_session_error, Approval, CancelledBy, Device, NewSession, NewSessionRequest,
+    NumberMatch, Op, OpOutput, Requester,
+};
+use bzt_core::{DomainError, ErrorCode, Kind, Secret, Session, SessionId, Status};
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Revoked certificate serials: the configured list (replaced on SIGHUP)
+/// plus those added at run time through the admin API.
+#[derive(Default)]
+pub struct Revocations {
+    configured: RwLock<HashSet<String>>,
+    runtime: RwLock<HashSet<String>>,
+}
+
+impl Revocations {
+    pub fn new(configured: &[String]) -> Result<Self, String> {
+        let r = Self::default();
+        r.replace_configured(configured)?;
+        Ok(r)
+    }
+
+    pub fn replace_configured(&self, serials: &[String]) -> Result<(), String> {
+        let set = normalize_all(serials)?;
+        *self.configured.write().unwrap_or_else(|p| p.into_inner()) = set;
+        Ok(())
+    }
+
+    pub fn add(&self, serial: &str) -> Result<String, String> {
+        let s = bzt_core::pki::normalize_serial(serial)
+            .ok_or_else(|| format!("{serial:?} is not a hex serial"))?;
+        self.runtime
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(s.clone());
+        Ok(s)
+    }
+
+    pub fn remove(&self, serial: &str) -> Option<String> {
+        let s = bzt_core::pki::normalize_serial(serial)?;
+        self.runtime
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&s)
+            .then_some(s)
+    }
+
+    pub fn contains(&self, serial: &str) -> bool {
+        self.configured
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(serial)
+            || self
+                .runtime
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(serial)
+    }
+
+    /// (configured, runtime), sorted.
+    pub fn list(&self) -> (Vec<String>, Vec<String>) {
+        let mut c: Vec<_> = self
+            .configured
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        let mut r: Vec<_> = self
+            .runtime
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        c.sort();
+        r.sort();
+        (c, r)
+    }
+}
+
+fn normalize_all(serials: &[String]) -> Result<HashSet<String>, String> {
+    serials
+        .iter()
+        .map(|s| {
+            bzt_core::pki::normalize_serial(s)
+                .ok_or_else(|| format!("revocation.serials: {s:?} is not a hex serial"))
+        })
+        .collect()
+}
+
+/// A phone's completion, parsed but not yet checked.
+#[derive(Debug, Default)]
+pub struct Completion {
+    pub certificate_pem: String,
+    pub chain_pem: Vec<String>,
+    pub signature: Vec<u8>,
+    pub recipients_pem: Option<Vec<String>>,
+    pub wrapped_key: Option<Vec<u8>>,
+    pub open_conversation: bool,
+    pub match_code: Option<String>,
+}
+
+/// What the phone gets back from a claim.
+pub struct Claimed {
+    pub session: Session,
+    pub app: Arc<App>,
+    pub phone_token: Secret,
+    pub match_choices: Option<Vec<String>>,
+}
+
+pub struct Broker {
+    pub store: Arc<dyn SessionStore>,
+    pub trust: TrustStore,
+    pub revocations: Revocations,
+    pub apps: Apps,
+    pub clock: Arc<dyn Clock>,
+    pub timers: Arc<TimerQueue>,
+    pub webhooks: WebhookSender,
+    /// Base of the QR text and of every absolute URL handed out.
+    pub public_base_url: String,
+}
+
+pub const MAX_RECIPIENTS: usize = 50;
+pub const MAX_WAIT_S: u64 = 30;
+
+impl Broker {
+    // ---- RP backend -------------------------------------------------------
+
+    pub async fn create_session(
+        &self,
+        app: &App,
+        req: NewSessionRequest,
+    ) -> Result<(Session, Secret), ApiError> {
+        let wants_webhook = req.webhook_url.is_some();
+        let spec = NewSession::validate(req, &self.trust.domain_names())?;
+        if wants_webhook && app.webhook_secret.is_none() {
+            return Err(ApiError::invalid(format!(
+                "`webhook_url` needs a webhook_secret configured for app {}",
+                app.id
+            )));
+        }
+        let now = self.clock.now();
+        let (session, secrets) = Session::create(SessionId::generate(), &app.id, spec, now);
+        self.store.insert(&session).await?;
+        self.timers
+            .schedule(session.expires_at, Timer::Expire(session.id.clone()));
+        if let Some(at) = session.claim.next_rotation_at(session.created_at) {
+            self.timers.schedule(at, Timer::Rotate(session.id.clone()));
+        }
+        metrics::counter!("bzt_sessions_created_total", "kind" => session.kind.as_str())
+            .increment(1);
+        tracing::info!(session = %session.id, app = %app.id, kind = session.kind.as_str(), "session created");
+        Ok((session, secrets.browser_token))
+    }
+
+    /// The session if it belongs to `app`; another app's session is `not_found`.
+    pub async fn session_for_app(&self, app: &App, id: &str) -> Result<Session, ApiError> {
+        let session = self.load(id).await?;
+        if session.app_id != app.id {
+            return Err(not_found());
+        }
+        Ok(session)
+    }
+
+    /// Long-poll: waits up to `wait` while the session's version equals
+    /// `version` (or, without one, for the next change), then answers the
+    /// current state.
+    pub async fn wait_session(
+        &self,
+        app: &App,
+        id: &str,
+        version: Option<u64>,
+        wait: Duration,
+    ) -> Result<Session, ApiError> {
+        let session = self.session_for_app(app, id).await?;
+        let target = version.unwrap_or(session.version);
+        if session.version != target || session.is_terminal() || wait.is_zero() {
+            return Ok(session);
+        }
+        let Some(mut changes) = self.store.subscribe(&session.id).await? else {
+            return Err(not_found());
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let current = self.load(id).await?;
+            if current.version != target || current.is_terminal() {
+                return Ok(current);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(not_found()),
+                Err(_) => return Ok(current),
+            }
+        }
+    }
+
+    pub async fn cancel(&self, id: &SessionId, by: CancelledBy) -> Result<Session, ApiError> {
+        let update = self.apply(id, &Op::Cancel { by }).await?;
+        update.output?;
+        Ok(update.session)
+    }
+
+    // ---- Browser ----------------------------------------------------------
+
+    /// The session named by a browser URL, if `token` is its browser token.
+    pub async fn session_for_browser(
+        &self,
+        id: &str,
+        token: Option<&str>,
+    ) -> Result<Session, ApiError> {
+        let token = token
+            .and_then(Secret::from_presented)
+            .ok_or_else(|| ApiError::unauthorized("the browser token (?t=) is missing"))?;
+        let session = self.load(id).await?;
+        if !session.browser_token.verify(&token) {
+            return Err(ApiError::unauthorized(
+                "the browser token (?t=) is not valid for this session",
+            ));
+        }
+        Ok(session)
+    }
+
+    /// Records who is asking, the first time a browser shows up, unless the RP said.
+    pub async fn note_requester(
+        &self,
+        session: &Session,
+        requester: Requester,
+    ) -> Result<(), ApiError> {
+        if session.requester.is_none() && !session.is_terminal() {
+            self.apply(&session.id, &Op::NoteRequester(requester))
+                .await?;
+        }
+        Ok(())
+    }
+
+    // ---- Phone ------------------------------------------------------------
+
+    pub async fn claim(&self, qr_text: &str, device: Device) -> Result<Claimed, ApiError> {
+        let (id, secret) = parse_qr_text(qr_text)?;
+        let current = self.load(id.as_str()).await?;
+        let phone_token = Secret::generate();
+        let op = Op::Claim {
+            secret,
+            device,
+            phone_token: phone_token.hash(),
+            number_match: current.number_match_required.then(NumberMatch::generate),
+        };
+        let update = self.apply(&id, &op).await?;
+        let match_choices = match update.output? {
+            OpOutput::Claimed { match_choices } => match_choices,
+            _ => None,
+        };
+        let app = self
+            .apps
+            .by_id(&update.session.app_id)
+            .ok_or_else(ApiError::internal)?;
+        tracing::info!(session = %id, "session claimed");
+        Ok(Claimed {
+            session: update.session,
+            app,
+            phone_token,
+            match_choices,
+        })
+    }
+
+    /// The phone declines.
+    pub async fn reject(
+        &self,
+        id: &str,
+        phone_token: &Secret,
+        reason: String,
+    ) -> Result<Session, ApiError> {
+        let session = self.load(id).await?;
+        self.check_completable(&session, phone_token).await?;
+        let update = self
+            .apply(
+                &session.id,
+                &Op::Reject {
+                    phone_token: phone_token.clone(),
+                    reason,
+                },
+            )
+            .await?;
+        update.output?;
+        Ok(update.session)
+    }
+
+    /// The phone approves: the checks of PROTOCOL.md in its order, then the transition.
+    pub async fn complete(
+        &self,
+        id: &str,
+        phone_token: &Secret,
+        c: Completion,
+    ) -> Result<Session, ApiError> {
+        let session = self.load(id).await?;
+        self.check_completable(&session, phone_token).await?;
+        let token = phone_token.clone();
+
+        if let Some(expected) = &session.number_match {
+            let picked = c.match_code.as_deref().ok_or_else(|| {
+                ApiError::invalid("this session uses number matching: send `match_code`")
+            })?;
+            if picked != expected.code {
+                self.apply(&session.id, &Op::MatchFailed { phone_token: token })
+                    .await?
+                    .output?;
+                return Err(ApiError::forbidden(
+                    "the number picked on the phone does not match the one shown in the browser; the session is rejected",
+                ));
+            }
+        }
+        validate_kind_extras(&session, &c)?;
+
+        let started = std::time::Instant::now();
+        let verified = self.verify_completion(&session, &c);
+        metrics::histogram!("bzt_completion_check_seconds").record(started.elapsed().as_secs_f64());
+        let (signer, recipients) = match verified {
+            Ok(v) => v,
+            Err(e) if e.code == ErrorCode::InvalidRequest => return Err(e.into()),
+            Err(e) => return Err(self.count_bad_completion(&session.id, token, e).await),
+        };
+
+        let approval = Approval {
+            certificate: signer.info,
+            signature: c.signature,
+            recipients: recipients.into_iter().map(|r| r.info).collect(),
+            wrapped_key: c.wrapped_key,
+            conversation: None,
+        };
+        let update = self
+            .apply(
+                &session.id,
+                &Op::Approve {
+                    phone_token: token,
+                    approval: Box::new(approval),
+                },
+            )
+            .await?;
+        update.output?;
+        Ok(update.session)
+    }
+
+    async fn check_completable(&self, session: &Session, token: &Secret) -> Result<(), ApiError> {
+        if let Err(e) = session.check_completable(token, self.clock.now()) {
+            if e.code == ErrorCode::Expired && !session.is_terminal() {
+                // Make the expiry visible to waiting browsers now, not at the next timer.
+                self.apply(&session.id, &Op::Expire).await?;
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Certificate, signature and (for `encrypt`) recipient checks.
+    fn verify_completion(
+        &self,
+        session: &Session,
+        c: &Completion,
+    ) -> Result<(CheckedCertificate, Vec<CheckedCertificate>), DomainError> {
+        let is_revoked = |serial: &str| self.revocations.contains(serial);
+        let ctx = CheckContext {
+            now: self.clock.now(),
+            accept: &session.accept,
+            expect: session.expect_cert.as_ref(),
+            is_revoked: &is_revoked,
+        };
+        let signer = self.trust.check(&c.certificate_pem, &c.chain_pem, &ctx)?;
+        bzt_core::pki::verify_signature(&signer.key, &session.tbs, &c.signature)?;
+        let mut recipients = Vec::new();
+        if let Some(pems) = &c.recipients_pem {
+            // Recipients are checked like a signer, without `expect_cert`
+            // (colleagues' certificates are other certificates by design).
+            let rctx = CheckContext {
+                expect: None,
+                ..ctx
+            };
+            for (i, pem) in pems.iter().enumerate() {
+                let r = self
+                    .trust
+                    .check(pem, &c.chain_pem, &rctx)
+                    .map_err(|e| DomainError {
+                        code: e.code,
+                        message: format!("recipients_pem[{i}]: {}", e.message),
+                    })?;
+                recipients.push(r);
+            }
+        }
+        Ok((signer, recipients))
+    }
+
+    /// Counts a 422 against the session and answers it; the third moves the session to `failed`.
+    async fn count_bad_completion(
+        &self,
+        id: &SessionId,
+        phone_token: Secret,
+        e: DomainError,
+    ) -> ApiError {
+        metrics::counter!("bzt_bad_completions_total", "code" => e.code.as_str()).increment(1);
+        match self.apply(id, &Op::BadCompletion { phone_token }).await {
+            Ok(u) => match u.output {
+                Ok(OpOutput::BadCompletionCounted { failed: true, .. }) => ApiError::new(
+                    e.code,
+                    format!(
+                        "{} (third failed completion: the session has failed)",
+                        e.message
+                    ),
+                ),
+                Ok(_) => e.into(),
+                Err(state) => state.into(),
+            },
+            Err(store) => store,
+        }
+    }
+
+    // ---- Shared -----------------------------------------------------------
+
+    pub async fn load(&self, id: &str) -> Result<Session, ApiError> {
+        let id = SessionId::parse(id).ok_or_else(not_found)?;
+        self.store.get(&id).await?.ok_or_else(not_found)
+    }
+
+    /// Applies an op and reacts to the transition it caused; `not_found` if the session is gone.
+    pub async fn apply(&self, id: &SessionId, op: &Op) -> Result<Update, ApiError> {
+        let update = self
+            .store
+            .apply(id, op, self.clock.now())
+            .await?
+            .ok_or_else(not_found)?;
+        self.after_update(&update);
+        Ok(update)
+    }
+
+    /// The single reaction point to a written change.
+    fn after_update(&self, u: &Update) {
+        if !u.changed {
+            return;
+        }
+        let s = &u.session;
+        if s.status != u.previous_status {
+            metrics::counter!("bzt_session_transitions_total", "kind" => s.kind.as_str(), "status" => s.status.as_str())
+                .increment(1);
+            if s.status == Status::Scanned {
+                if let Some(scanned) = s.scanned_at {
+                    let ms = s.created_at.millis_until(scanned).max(0) as f64 / 1000.0;
+                    metrics::histogram!("bzt_time_to_scan_seconds").record(ms);
+                }
+            }
+        }
+        if s.status.is_terminal() && !u.previous_status.is_terminal() {
+            tracing::info!(session = %s.id, status = s.status.as_str(), "session finished");
+            if let Some(at) = s.purge_at() {
+                self.timers.schedule(at, Timer::Purge(s.id.clone()));
+            }
+            if let Some(url) = &s.webhook_url {
+                if let Some(secret) = self
+                    .apps
+                    .by_id(&s.app_id)
+                    .and_then(|a| a.webhook_secret.clone())
+                {
+                    self.webhooks.deliver(url.clone(), secret, s.view());
+                }
+            }
+        } else if s.status == Status::Pending {
+            // A rotation happened: schedule the next one.
+            if let Some(at) = s.claim.next_rotation_at(s.created_at) {
+                self.timers.schedule(at, Timer::Rotate(s.id.clone()));
+            }
+        }
+    }
+
+    /// What the timer queue calls when a deadline passes.
+    pub async fn on_timer(&self, timer: Timer) {
+        let result = match &timer {
+            Timer::Expire(id) => self.apply(id, &Op::Expire).await.map(|_| ()),
+            Timer::Rotate(id) => self
+                .apply(
+                    id,
+                    &Op::Rotate {
+                        new_secret: Secret::generate(),
+                    },
+                )
+                .await
+                .map(|_| ()),
+            Timer::Purge(id) => self.store.remove(id).await.map_err(ApiError::from),
+        };
+        match result {
+            Ok(()) => {}
+            Err(e) if e.code == ErrorCode::NotFound => {}
+            Err(e) => {
+                tracing::warn!(?timer, error = %e, "timer failed; retrying in 1 s");
+                self.timers.schedule(self.clock.now().plus_secs(1), timer);
+            }
+        }
+    }
+}
+
+fn not_found() -> ApiError {
+    unknown_session_error().into()
+}
+
+/// Splits `<base>/q/<session id>#<claim secret>`.
+pub fn parse_qr_text(qr_text: &str) -> Result<(SessionId, Secret), ApiError> {
+    let bad = || {
+        ApiError::invalid(
+            "`qr_text` is not a QR code of this broker (expected <base>/q/<id>#<secret>)",
+        )
+    };
+    let (url, secret) = qr_text.trim().split_once('#').ok_or_else(bad)?;
+    let (_, id) = url.rsplit_once("/q/").ok_or_else(bad)?;
+    let id = SessionId::parse(id).ok_or_else(bad)?;
+    let secret = Secret::from_presented(secret).ok_or_else(bad)?;
+    Ok((id, secret))
+}
+
+/// Fields that belong to one kind only, and the ones a kind requires.
+fn validate_kind_extras(session: &Session, c: &Completion) -> Result<(), ApiError> {
+    let kind = session.kind;
+    if c.recipients_pem.is_some() && kind != Kind::Encrypt {
+        return Err(ApiError::invalid(
+            "`recipients_pem` is only allowed for kind encrypt",
+        ));
+    }
+    if c.wrapped_key.is_some() && kind != Kind::Decrypt {
+        return Err(ApiError::invalid(
+            "`wrapped_key_b64` is only allowed for kind decrypt",
+        ));
+    }
+    if c.open_conversation && kind != Kind::Sign {
+        return Err(ApiError::invalid(
+            "`open_conversation` is only allowed for kind sign",
+        ));
+    }
+    match kind {
+        Kind::Encrypt => match &c.recipients_pem {
+            Some(r) if (1..=MAX_RECIPIENTS).contains(&r.len()) => {}
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "kind encrypt needs `recipients_pem` with 1..{MAX_RECIPIENTS} certificates"
+                )))
+            }
+        },
+        Kind::Decrypt if c.wrapped_key.as_ref().is_none_or(|k| k.is_empty()) => {
+            return Err(ApiError::invalid("kind decrypt needs `wrapped_key_b64`"));
+        }
+        _ => {}
+    }
+    if c.open_conversation {
+        if session.conversation_policy.is_none() {
+            return Err(ApiError::invalid(
+                "this session was created without `conversation`, so it cannot open one",
+            ));
+        }
+        return Err(ApiError::invalid(
+            "conversations (会话签章) are not available on this broker version yet",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qr_text_is_split_into_id_and_secret() {
+        let (id, secret) = parse_qr_text("http://127.0.0.1:8700/q/abc_DEF-1#s3cr3t").unwrap();
+        assert_eq!(id.as_str(), "abc_DEF-1");
+        assert_eq!(secret.expose(), "s3cr3t");
+        for bad in [
+            "",
+            "http://x/q/abc",
+            "http://x/p/abc#s",
+            "http://x/q/#s",
+            "http://x/q/a b#s",
+            "http://x/q/a#",
+        ] {
+            let e = parse_qr_text(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidRequest, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn revocations_normalise_serials() {
+        let r = Revocations::new(&["00AB".into()]).unwrap();
+        assert!(r.contains("ab"));
+        assert_eq!(r.add("0x1").unwrap_err(), "\"0x1\" is not a hex serial");
+        r.add("CD").unwrap();
+        assert!(r.contains("cd"));
+        assert_eq!(r.remove("cd").as_deref(), Some("cd"));
+        assert!(!r.contains("cd"));
+        assert!(Revocations::new(&["zz".into()]).is_err());
+    }
+}

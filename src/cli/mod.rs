@@ -1,0 +1,53 @@
+//! Command-line interface.
+
+mod devca;
+mod phone;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "bzt",
+    version,
+    about = "QR scan-session broker for e-bidding platforms (扫码登录 / 签章 / 解密)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker (development mode when no configuration is given).
+    Serve(serve::ServeArgs),
+    /// Development CA issuing SM2 certificates for test phones.
+    #[command(name = "dev-ca", subcommand)]
+    DevCa(devca::DevCaCommand),
+    /// Reference phone client: claim a QR, approve or reject.
+    #[command(subcommand)]
+    Phone(phone::PhoneCommand),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::DevCa(cmd) => devca::run(cmd),
+        Command::Phone(cmd) => phone::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}

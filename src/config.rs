@@ -1,0 +1,336 @@
+//! Configuration: embedded defaults, then a TOML file, then `BZT_*`
+//! environment variables (nested keys with `__`: `BZT_STORE__KIND=redis`).
+//!
+//! Without a file the broker runs in development mode (see [`crate::dev`]):
+//! memory store, generated development CAs, a demo app. With a file nothing is
+//! invented: apps and trust domains must be configured.
+
+use anyhow::{bail, Context};
+use bzt_core::secret::SecretHash;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Base of every absolute URL the broker hands out (QR text, socket URLs).
+    /// Defaults to `http://<listen>`.
+    #[serde(default)]
+    pub public_base_url: Option<String>,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub apps: Vec<AppConfig>,
+    #[serde(default)]
+    pub trust_domains: Vec<TrustDomainConfig>,
+    #[serde(default)]
+    pub revocation: RevocationConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub webhooks: WebhookConfig,
+    /// Bearer token for `/v1/admin/*` (or its SHA-256 in `admin_token_sha256`).
+    /// Without either, the admin API is off.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    #[serde(default)]
+    pub admin_token_sha256: Option<String>,
+    /// Take the client address from `X-Forwarded-For` (only behind a proxy
+    /// you control, which overwrites that header).
+    #[serde(default)]
+    pub trust_forwarded_for: bool,
+    /// Where development mode keeps its CAs and demo app key.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// Development mode: serve the web demo and its RP backend. Set by the
+    /// embedded defaults; never set it on a production broker.
+    #[serde(default)]
+    pub dev_mode: bool,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8700".into()
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default)]
+    pub kind: StoreKind,
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key (several brokers may share one Redis).
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// Hex SHA-256 of the API key, so the config need not hold the key.
+    #[serde(default)]
+    pub api_key_sha256: Option<String>,
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+}
+
+impl AppConfig {
+    pub fn api_key_hash(&self) -> anyhow::Result<SecretHash> {
+        match (&self.api_key, &self.api_key_sha256) {
+            (Some(k), None) => Ok(SecretHash::of(k.as_bytes())),
+            (None, Some(h)) => SecretHash::from_hex(h)
+                .with_context(|| format!("app {}: api_key_sha256 must be 64 hex digits", self.id)),
+            _ => bail!(
+                "app {}: set exactly one of api_key and api_key_sha256",
+                self.id
+            ),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustDomainConfig {
+    pub name: String,
+    pub ca_pem_files: Vec<PathBuf>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationConfig {
+    /// Hex serials refused everywhere; re-read on SIGHUP.
+    #[serde(default)]
+    pub serials: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Claim attempts per client IP per minute (a brute-force brake on QR secrets).
+    pub claims_per_ip_per_minute: u32,
+    /// Session creations per app per second (burst of the same size).
+    pub creates_per_app_per_second: u32,
+    /// WebSocket/SSE connects per client IP per minute.
+    pub sockets_per_ip_per_minute: u32,
+    /// Simultaneous browser sockets (WebSocket + SSE) per session, per node.
+    pub sockets_per_session: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            claims_per_ip_per_minute: 60,
+            creates_per_app_per_second: 200,
+            sockets_per_ip_per_minute: 600,
+            sockets_per_session: 8,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Deliveries attempted per event before giving up.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt (with jitter), capped at `max_backoff_ms`.
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub timeout_ms: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            initial_backoff_ms: 1_000,
+            max_backoff_ms: 60_000,
+            timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Config {
+    /// The defaults every source is layered over.
+    pub fn defaults() -> Self {
+        Self {
+            listen: default_listen(),
+            public_base_url: None,
+            store: StoreConfig::default(),
+            apps: Vec::new(),
+            trust_domains: Vec::new(),
+            revocation: RevocationConfig::default(),
+            limits: LimitsConfig::default(),
+            webhooks: WebhookConfig::default(),
+            admin_token: None,
+            admin_token_sha256: None,
+            trust_forwarded_for: false,
+            data_dir: None,
+            dev_mode: false,
+        }
+    }
+
+    /// Loads `file` (if any) over the defaults, then the environment. Relative
+    /// paths in the file are made relative to the file's directory.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut fig = Figment::from(Serialized::defaults(Self::defaults()));
+        if let Some(f) = file {
+            if !f.exists() {
+                bail!("config file {} does not exist", f.display());
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        fig = fig.merge(Env::prefixed("BZT_").split("__").ignore(&["config"]));
+        let mut cfg: Config = fig.extract().context("invalid configuration")?;
+        if let Some(f) = file {
+            let base = f.parent().unwrap_or(Path::new("."));
+            cfg.resolve_paths(base);
+        }
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        for d in &mut self.trust_domains {
+            for p in &mut d.ca_pem_files {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
+        if let Some(p) = &mut self.data_dir {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
+    pub fn public_base_url(&self) -> String {
+        self.public_base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    /// Checks what serde cannot: at least one app and trust domain, unique
+    /// ids, readable CA files.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.apps.is_empty() {
+            bail!("no [[apps]] configured: the broker would refuse every request");
+        }
+        if self.trust_domains.is_empty() {
+            bail!("no [[trust_domains]] configured: no certificate could ever be accepted");
+        }
+        let mut ids = std::collections::HashSet::new();
+        for app in &self.apps {
+            if app.id.is_empty()
+                || !app
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                bail!("app id {:?} must be non-empty [A-Za-z0-9_-]", app.id);
+            }
+            if !ids.insert(&app.id) {
+                bail!("app id {} is configured twice", app.id);
+            }
+            app.api_key_hash()?;
+        }
+        let mut names = std::collections::HashSet::new();
+        for d in &self.trust_domains {
+            if !names.insert(&d.name) {
+                bail!("trust domain {} is configured twice", d.name);
+            }
+            if d.ca_pem_files.is_empty() {
+                bail!("trust domain {} lists no ca_pem_files", d.name);
+            }
+        }
+        if self.store.kind == StoreKind::Redis && self.store.redis_url.is_none() {
+            bail!("store.kind = \"redis\" needs store.redis_url");
+        }
+        if self.limits.sockets_per_session == 0 {
+            bail!("limits.sockets_per_session must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn admin_token_hash(&self) -> anyhow::Result<Option<SecretHash>> {
+        match (&self.admin_token, &self.admin_token_sha256) {
+            (None, None) => Ok(None),
+            (Some(t), None) => Ok(Some(SecretHash::of(t.as_bytes()))),
+            (None, Some(h)) => Ok(Some(
+                SecretHash::from_hex(h).context("admin_token_sha256 must be 64 hex digits")?,
+            )),
+            _ => bail!("set at most one of admin_token and admin_token_sha256"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment_with_relative_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bzt.toml");
+        std::fs::write(
+            &file,
+            r#"
+listen = "127.0.0.1:9000"
+[store]
+kind = "memory"
+[[apps]]
+id = "demo"
+name = "示例交易平台"
+api_key = "k"
+allowed_origins = ["http://127.0.0.1:9000"]
+[[trust_domains]]
+name = "platform"
+ca_pem_files = ["ca/root.pem"]
+"#,
+        )
+        .unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BZT_STORE__KIND", "redis");
+            jail.set_env("BZT_STORE__REDIS_URL", "redis://127.0.0.1:1");
+            let cfg = Config::load(Some(&file)).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.listen, "127.0.0.1:9000");
+            assert_eq!(cfg.store.kind, StoreKind::Redis);
+            assert_eq!(
+                cfg.trust_domains[0].ca_pem_files[0],
+                dir.path().join("ca/root.pem")
+            );
+            assert_eq!(cfg.public_base_url(), "http://127.0.0.1:9000");
+            cfg.validate().map_err(|e| e.to_string())?;
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bzt.toml");
+        std::fs::write(&file, "lisen = \"x\"\n").unwrap();
+        let err = Config::load(Some(&file)).unwrap_err();
+        assert!(format!("{err:#}").contains("lisen"), "{err:#}");
+    }
+}

@@ -1,0 +1,374 @@
+//! Browser API: WebSocket push, Server-Sent Events, QR images, the scan
+//! landing page, and CORS for the app's allowed origins.
+//!
+//! Both push transports run the same loop: send a snapshot, then wait for the
+//! store to say the session changed, re-read it, and send what is new (see
+//! [`crate::events`]). The stream ends after the terminal `result`.
+
+use super::{client_ip, header_str, AppState, TokenQuery};
+use crate::apps::App;
+use crate::error::ApiError;
+use crate::events::{BrowserEvent, Cursor};
+use crate::limits::SocketSlot;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use bzt_core::session::{CancelledBy, Requester};
+use bzt_core::{ErrorCode, Session, SessionId, Status};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// PROTOCOL.md: the server pings every 25 s.
+pub const PING_INTERVAL: Duration = Duration::from_secs(25);
+
+/// The session's app, if the request's `Origin` is allowed for it.
+pub fn check_origin(
+    state: &AppState,
+    session: &Session,
+    headers: &HeaderMap,
+) -> Result<Arc<App>, ApiError> {
+    let app = state
+        .broker
+        .apps
+        .by_id(&session.app_id)
+        .ok_or_else(ApiError::internal)?;
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if !app.origin_allowed(origin) {
+        return Err(ApiError::forbidden(format!(
+            "origin {} is not in the allowed_origins of app {}",
+            origin.unwrap_or("?"),
+            app.id
+        )));
+    }
+    Ok(app)
+}
+
+/// Adds CORS headers when the request came from an allowed origin.
+pub fn with_cors(mut resp: Response, app: &App, headers: &HeaderMap) -> Response {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        if app.origin_allowed(origin.to_str().ok()) {
+            let h = resp.headers_mut();
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        }
+    }
+    resp
+}
+
+/// CORS preflight for `DELETE /v1/sessions/<id>?t=` from the page.
+pub async fn preflight(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(session) = state.broker.load(&id).await else {
+        return StatusCode::NO_CONTENT.into_response();
+    };
+    let Ok(app) = check_origin(&state, &session, &headers) else {
+        return StatusCode::NO_CONTENT.into_response();
+    };
+    let mut resp = with_cors(StatusCode::NO_CONTENT.into_response(), &app, &headers);
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, DELETE"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    resp
+}
+
+/// Authenticates a browser request and records the requester on first sight.
+async fn open_browser_request(
+    state: &AppState,
+    id: &str,
+    q: &TokenQuery,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<(Session, Arc<App>), ApiError> {
+    let session = state.broker.session_for_browser(id, q.t.as_deref()).await?;
+    let app = check_origin(state, &session, headers)?;
+    let requester = Requester {
+        ip: Some(client_ip(state, headers, peer).to_string()),
+        user_agent: header_str(headers, header::USER_AGENT),
+        origin: header_str(headers, header::ORIGIN),
+    };
+    state.broker.note_requester(&session, requester).await?;
+    Ok((session, app))
+}
+
+pub async fn websocket(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    state
+        .limits
+        .socket_connect(client_ip(&state, &headers, peer))?;
+    let (session, _app) = open_browser_request(&state, &id, &q, &headers, peer).await?;
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::invalid(format!("expected a WebSocket upgrade: {}", e.body_text()))
+    })?;
+    let slot = state.limits.socket_slot(&session.id)?;
+    metrics::counter!("bzt_browser_connections_total", "transport" => "ws").increment(1);
+    Ok(upgrade
+        .max_message_size(4096)
+        .on_upgrade(move |socket| run_websocket(socket, state, session.id, slot)))
+}
+
+async fn run_websocket(mut socket: WebSocket, state: AppState, id: SessionId, _slot: SocketSlot) {
+    let gauge = metrics::gauge!("bzt_browser_sockets", "transport" => "ws");
+    gauge.increment(1.0);
+    let _ = websocket_loop(&mut socket, &state, &id).await;
+    gauge.decrement(1.0);
+}
+
+/// Returns when the session is finished, the browser left, or sending failed.
+async fn websocket_loop(
+    socket: &mut WebSocket,
+    state: &AppState,
+    id: &SessionId,
+) -> Result<(), axum::Error> {
+    let broker = &state.broker;
+    let base = &broker.public_base_url;
+    let Ok(Some(mut changes)) = broker.store.subscribe(id).await else {
+        return close(socket, 1011, "session unavailable").await;
+    };
+    let Ok(session) = broker.load(id.as_str()).await else {
+        return close(socket, 1011, "session unavailable").await;
+    };
+    let (snapshot, mut cursor) = Cursor::snapshot(&session, base);
+    if send_event(socket, &snapshot).await? {
+        return close(socket, 1000, "session finished").await;
+    }
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    loop {
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return close(socket, 1011, "session removed").await;
+                }
+                // A store hiccup leaves the socket open; the next change or
+                // a reconnect's snapshot catches up.
+                let Ok(session) = broker.load(id.as_str()).await else { continue };
+                for event in cursor.advance(&session, base) {
+                    if send_event(socket, &event).await? {
+                        return close(socket, 1000, "session finished").await;
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                socket.send(Message::Ping(Vec::new().into())).await?;
+            }
+            incoming = socket.recv() => {
+                match incoming {
+                    Some(Ok(Message::Text(text))) => handle_browser_message(socket, state, id, text.as_str()).await?,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
+                    Some(Ok(_)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The browser may send `{"type": "cancel"}`; anything else gets an error frame.
+async fn handle_browser_message(
+    socket: &mut WebSocket,
+    state: &AppState,
+    id: &SessionId,
+    text: &str,
+) -> Result<(), axum::Error> {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(text).ok();
+    let error = match parsed
+        .as_ref()
+        .and_then(|v| v.get("type"))
+        .and_then(|t| t.as_str())
+    {
+        Some("cancel") => match state.broker.cancel(id, CancelledBy::Browser).await {
+            // The result event follows through the change notification.
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        },
+        _ => ApiError::invalid("unknown message; the browser may send {\"type\": \"cancel\"}"),
+    };
+    let frame = serde_json::json!({
+        "type": "error",
+        "error": { "code": error.code.as_str(), "message": error.message },
+    });
+    socket.send(Message::Text(frame.to_string().into())).await
+}
+
+/// Sends one event; `true` if it ends the stream.
+async fn send_event(socket: &mut WebSocket, event: &BrowserEvent) -> Result<bool, axum::Error> {
+    socket
+        .send(Message::Text(event.data.to_string().into()))
+        .await?;
+    Ok(event.is_final())
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) -> Result<(), axum::Error> {
+    socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await
+}
+
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    state
+        .limits
+        .socket_connect(client_ip(&state, &headers, peer))?;
+    let (session, app) = open_browser_request(&state, &id, &q, &headers, peer).await?;
+    let slot = state.limits.socket_slot(&session.id)?;
+    metrics::counter!("bzt_browser_connections_total", "transport" => "sse").increment(1);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(8);
+    tokio::spawn(run_sse(tx, state, session.id, slot));
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(PING_INTERVAL));
+    let mut resp = with_cors(sse.into_response(), &app, &headers);
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Ask proxies such as nginx not to buffer the stream.
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
+}
+
+async fn run_sse(
+    tx: tokio::sync::mpsc::Sender<Result<Event, Infallible>>,
+    state: AppState,
+    id: SessionId,
+    _slot: SocketSlot,
+) {
+    let gauge = metrics::gauge!("bzt_browser_sockets", "transport" => "sse");
+    gauge.increment(1.0);
+    let broker = &state.broker;
+    let base = &broker.public_base_url;
+    let to_sse = |e: &BrowserEvent| {
+        Ok(Event::default()
+            .event(e.kind)
+            .id(e.id.clone())
+            .data(e.data.to_string()))
+    };
+    'stream: {
+        let (Ok(Some(mut changes)), Ok(session)) = (
+            broker.store.subscribe(&id).await,
+            broker.load(id.as_str()).await,
+        ) else {
+            break 'stream;
+        };
+        let (snapshot, mut cursor) = Cursor::snapshot(&session, base);
+        if tx.send(to_sse(&snapshot)).await.is_err() || snapshot.is_final() {
+            break 'stream;
+        }
+        loop {
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() { break 'stream; }
+                    let Ok(session) = broker.load(id.as_str()).await else { continue };
+                    for event in cursor.advance(&session, base) {
+                        if tx.send(to_sse(&event)).await.is_err() || event.is_final() {
+                            break 'stream;
+                        }
+                    }
+                }
+                _ = tx.closed() => break 'stream,
+            }
+        }
+    }
+    gauge.decrement(1.0);
+}
+
+/// The QR image may be drawn only while the session waits for a scan.
+async fn qr_session(
+    state: &AppState,
+    id: &str,
+    q: &TokenQuery,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<(Session, Arc<App>), ApiError> {
+    let (session, app) = open_browser_request(state, id, q, headers, peer).await?;
+    match session.status {
+        Status::Pending => Ok((session, app)),
+        Status::Expired => Err(ApiError::new(
+            ErrorCode::Expired,
+            "the session has expired; ask for a new QR code",
+        )),
+        s => Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "the session is {}; its QR code can no longer be scanned",
+                s.as_str()
+            ),
+        )),
+    }
+}
+
+fn image_response(
+    content_type: &'static str,
+    body: Vec<u8>,
+    app: &App,
+    headers: &HeaderMap,
+) -> Response {
+    let resp = (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response();
+    with_cors(resp, app, headers)
+}
+
+pub async fn qr_svg(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (session, app) = qr_session(&state, &id, &q, &headers, peer).await?;
+    let svg = crate::qr::svg(&session.qr_text(&state.broker.public_base_url))?;
+    Ok(image_response(
+        "image/svg+xml",
+        svg.into_bytes(),
+        &app,
+        &headers,
+    ))
+}
+
+pub async fn qr_png(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (session, app) = qr_session(&state, &id, &q, &headers, peer).await?;
+    let png = crate::qr::png(&session.qr_text(&state.broker.public_base_url))?;
+    Ok(image_response("image/png", png, &app, &headers))
+}
+
+/// What a generic QR scanner opens: tell the user to use the certificate app.
+/// The claim secret after `#` never reaches the server.
+pub async fn scan_landing_page(Path(_id): Path<String>) -> Html<&'static str> {
+    Html(include_str!("scan_landing.html"))
+}

@@ -1,0 +1,192 @@
+//! HTTP and WebSocket transport: routing, authentication, the error format.
+//!
+//! Handlers are thin: they parse and authenticate, call the [`Broker`], and
+//! shape the answer. `rp` serves relying-party backends (API key), `browser`
+//! the waiting page (browser token in `?t=`), `phone` the certificate app,
+//! `ops` health, metrics and the admin API.
+
+mod browser;
+mod ops;
+mod phone;
+mod rp;
+
+use crate::broker::Broker;
+use crate::error::ApiError;
+use crate::limits::Limits;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bzt_core::secret::SecretHash;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// Request bodies larger than this answer 413 (PROTOCOL.md).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub broker: Arc<Broker>,
+    pub limits: Arc<Limits>,
+    pub admin_token: Option<SecretHash>,
+    pub trust_forwarded_for: bool,
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+/// The broker's routes. `extra` is merged in (the development demo).
+pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router {
+    let mut r = Router::new()
+        .route("/v1/sessions", post(rp::create_session))
+        .route(
+            "/v1/sessions/{id}",
+            get(rp::get_session)
+                .delete(rp::cancel_session)
+                .options(browser::preflight),
+        )
+        .route("/v1/sessions/{id}/ws", get(browser::websocket))
+        .route("/v1/sessions/{id}/events", get(browser::events))
+        .route("/v1/sessions/{id}/qr.svg", get(browser::qr_svg))
+        .route("/v1/sessions/{id}/qr.png", get(browser::qr_png))
+        .route("/v1/claim", post(phone::claim))
+        .route("/v1/sessions/{id}/complete", post(phone::complete))
+        .route("/q/{id}", get(browser::scan_landing_page))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route(
+            "/v1/admin/revocations",
+            get(ops::list_revocations).post(ops::add_revocation),
+        )
+        .route(
+            "/v1/admin/revocations/{serial}",
+            axum::routing::delete(ops::remove_revocation),
+        );
+    if let Some(extra) = extra {
+        r = r.merge(extra);
+    }
+    r.fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                bzt_core::ErrorCode::MethodNotAllowed,
+                "method not allowed on this endpoint",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// One log line per request, with the path only: tokens travel in `?t=` and
+/// must never reach a log.
+async fn log_request(req: Request, next: axum::middleware::Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::warn!(%method, %path, status, ms, "request");
+    } else {
+        tracing::debug!(%method, %path, status, ms, "request");
+    }
+    resp
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body =
+            serde_json::json!({ "error": { "code": self.code.as_str(), "message": self.message } });
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+}
+
+/// `Json` whose rejections speak the protocol's error format: 413 for a body
+/// over the limit, 400 `invalid_request` (with serde's message, which names
+/// unknown or missing fields) for everything else.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            bzt_core::ErrorCode::PayloadTooLarge,
+            format!("request body is larger than {} KiB", MAX_BODY_BYTES / 1024),
+        );
+    }
+    match r {
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::invalid("send the body as JSON with `Content-Type: application/json`")
+        }
+        JsonRejection::JsonSyntaxError(e) => {
+            ApiError::invalid(format!("malformed JSON: {}", e.body_text()))
+        }
+        JsonRejection::JsonDataError(e) => {
+            ApiError::invalid(format!("invalid request body: {}", e.body_text()))
+        }
+        other => ApiError::invalid(other.body_text()),
+    }
+}
+
+/// `Authorization: Bearer <token>`.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The client's address: the socket peer, or the first `X-Forwarded-For`
+/// hop when the operator says a trusted proxy sets it.
+pub fn client_ip(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+    if state.trust_forwarded_for {
+        if let Some(ip) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok())
+        {
+            return ip;
+        }
+    }
+    peer.ip()
+}
+
+pub fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Query parameters every browser endpoint takes.
+#[derive(serde::Deserialize, Default)]
+pub struct TokenQuery {
+    pub t: Option<String>,
+}

@@ -1,0 +1,145 @@
+//! Phone API: claim the QR, then complete (approve or reject).
+
+use super::rp::decode_b64;
+use super::{bearer, client_ip, ApiJson, AppState};
+use crate::broker::Completion;
+use crate::error::ApiError;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use bzt_core::session::Device;
+use bzt_core::{codec, Kind, Secret};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+
+const MAX_DEVICE_FIELD: usize = 200;
+const MAX_REASON: usize = 500;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBody {
+    qr_text: String,
+    device: Device,
+}
+
+pub async fn claim(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<ClaimBody>,
+) -> Result<Json<Value>, ApiError> {
+    state.limits.claim(client_ip(&state, &headers, peer))?;
+    let d = &body.device;
+    if d.id.trim().is_empty() || d.name.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "`device.id` and `device.name` must not be empty",
+        ));
+    }
+    if d.id.chars().count() > MAX_DEVICE_FIELD || d.name.chars().count() > MAX_DEVICE_FIELD {
+        return Err(ApiError::invalid(format!(
+            "`device.id` and `device.name` hold at most {MAX_DEVICE_FIELD} characters"
+        )));
+    }
+    let claimed = state.broker.claim(&body.qr_text, body.device).await?;
+    let s = &claimed.session;
+    let mut answer = json!({
+        "session": {
+            "id": s.id,
+            "kind": s.kind,
+            "display": s.display,
+            "app": { "id": claimed.app.id, "name": claimed.app.name },
+            "requester": s.requester,
+            "expires_at": s.expires_at,
+            "accept": s.accept,
+        },
+        "tbs_b64": codec::encode(&s.tbs),
+        "phone_token": claimed.phone_token.expose(),
+    });
+    if let Some(choices) = claimed.match_choices {
+        answer["match_choices"] = json!(choices);
+    }
+    match s.kind {
+        Kind::Sign => answer["conversation_allowed"] = json!(s.conversation_policy.is_some()),
+        Kind::Decrypt => {
+            answer["envelope_header_b64"] = json!(s.envelope_header.as_deref().map(codec::encode));
+            answer["reply_key"] = json!(s.reply_key);
+        }
+        _ => {}
+    }
+    Ok(Json(answer))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteBody {
+    certificate_pem: Option<String>,
+    chain_pem: Option<Vec<String>>,
+    signature_b64: Option<String>,
+    recipients_pem: Option<Vec<String>>,
+    wrapped_key_b64: Option<String>,
+    open_conversation: Option<bool>,
+    match_code: Option<String>,
+    reject: Option<RejectBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RejectBody {
+    reason: String,
+}
+
+pub async fn complete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CompleteBody>,
+) -> Result<Json<Value>, ApiError> {
+    let token = bearer(&headers)
+        .and_then(Secret::from_presented)
+        .ok_or_else(|| {
+            ApiError::unauthorized("send the phone token as `Authorization: Bearer <phone_token>`")
+        })?;
+
+    if let Some(reject) = body.reject {
+        let approving = body.certificate_pem.is_some()
+            || body.signature_b64.is_some()
+            || body.recipients_pem.is_some()
+            || body.wrapped_key_b64.is_some()
+            || body.open_conversation.is_some();
+        if approving {
+            return Err(ApiError::invalid(
+                "send either `reject` or an approval, not both",
+            ));
+        }
+        let reason = reject.reason.trim().to_owned();
+        if reason.is_empty() || reason.chars().count() > MAX_REASON {
+            return Err(ApiError::invalid(format!(
+                "`reject.reason` must hold 1..{MAX_REASON} characters"
+            )));
+        }
+        let session = state.broker.reject(&id, &token, reason).await?;
+        return Ok(Json(
+            json!({ "id": session.id, "status": session.status, "version": session.version }),
+        ));
+    }
+
+    let certificate_pem = body
+        .certificate_pem
+        .ok_or_else(|| ApiError::invalid("`certificate_pem` is required (or send `reject`)"))?;
+    let signature = decode_b64("signature_b64", body.signature_b64)?
+        .ok_or_else(|| ApiError::invalid("`signature_b64` is required"))?;
+    let completion = Completion {
+        certificate_pem,
+        chain_pem: body.chain_pem.unwrap_or_default(),
+        signature,
+        recipients_pem: body.recipients_pem,
+        wrapped_key: decode_b64("wrapped_key_b64", body.wrapped_key_b64)?,
+        open_conversation: body.open_conversation.unwrap_or(false),
+        match_code: body.match_code,
+    };
+    let session = state.broker.complete(&id, &token, completion).await?;
+    Ok(Json(
+        json!({ "id": session.id, "status": session.status, "version": session.version }),
+    ))
+}

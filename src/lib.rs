@@ -1,0 +1,37 @@
+//! `bzt`: a QR scan-session broker with WebSocket push for e-bidding (招投标)
+//! platforms.
+//!
+//! The domain rules live in the `bzt-core` crate (sessions, state machine,
+//! challenge bytes, certificate and signature checks). This crate puts them
+//! on the network:
+//!
+//! - [`broker`]: the use cases (create, claim, complete, cancel, wait), the
+//!   one place that reacts to state transitions.
+//! - [`store`]: where sessions live, behind the [`store::SessionStore`] trait
+//!   ([`store::memory`] for one node).
+//! - [`http`]: axum routes for the RP backend, the browser (WebSocket, SSE,
+//!   QR images) and the phone; [`events`] derives the browser's events from
+//!   session state.
+//! - [`timers`], [`clock`]: expiry and rotation without scanning sessions,
+//!   against an injectable clock.
+//! - [`webhook`], [`limits`], [`qr`]: signed webhooks, abuse limits, QR images.
+//! - [`config`], [`dev`], [`app`]: configuration, development mode, start-up.
+
+pub mod app;
+pub mod apps;
+pub mod broker;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod dev;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod limits;
+pub mod qr;
+pub mod store;
+pub mod timers;
+pub mod webhook;
+
+pub use app::Application;
+pub use config::Config;
