@@ -943,3 +943,249 @@ pub fn unknown_session_error() -> DomainError {
 fn expired_error() -> DomainError {
     DomainError::expired("the session has expired; ask for a new QR code")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
+
+    fn request(kind: Kind) -> NewSessionRequest {
+        NewSessionRequest {
+            kind: Some(kind),
+            display: Some(DisplayText {
+                title: "登录".into(),
+                detail: None,
+            }),
+            tbs: (kind == Kind::Sign).then(|| b"contract".to_vec()),
+            ..Default::default()
+        }
+    }
+
+    fn domains() -> Vec<String> {
+        vec!["platform".into(), "national".into()]
+    }
+
+    fn session(kind: Kind) -> Session {
+        let spec = NewSession::validate(request(kind), &domains()).unwrap();
+        Session::create(SessionId::generate(), "demo", spec, T0).0
+    }
+
+    fn device() -> Device {
+        Device {
+            id: "d1".into(),
+            name: "张三的手机".into(),
+        }
+    }
+
+    /// Claims `s` with its own secret and returns the phone token.
+    fn claim(s: &mut Session, now: Timestamp) -> Secret {
+        let token = Secret::generate();
+        let op = Op::Claim {
+            secret: s.claim.current.clone(),
+            device: device(),
+            phone_token: token.hash(),
+            number_match: None,
+        };
+        let applied = s.apply(&op, now);
+        assert!(applied.output.is_ok(), "{:?}", applied.output);
+        token
+    }
+
+    #[test]
+    fn claim_moves_pending_to_scanned_once() {
+        let mut s = session(Kind::Login);
+        assert_eq!((s.status, s.version), (Status::Pending, 1));
+        let token = claim(&mut s, T0.plus_secs(1));
+        assert_eq!((s.status, s.version), (Status::Scanned, 2));
+        assert!(s.phone_token_matches(&token));
+
+        let again = s.apply(
+            &Op::Claim {
+                secret: s.claim.current.clone(),
+                device: device(),
+                phone_token: Secret::generate().hash(),
+                number_match: None,
+            },
+            T0.plus_secs(2),
+        );
+        assert_eq!(again.output.unwrap_err().code, ErrorCode::AlreadyClaimed);
+        assert!(!again.changed);
+        assert!(s.phone_token_matches(&token), "the winner keeps the session");
+    }
+
+    #[test]
+    fn wrong_secret_looks_like_an_unknown_session() {
+        let mut s = session(Kind::Login);
+        let applied = s.apply(
+            &Op::Claim {
+                secret: Secret::generate(),
+                device: device(),
+                phone_token: Secret::generate().hash(),
+                number_match: None,
+            },
+            T0,
+        );
+        assert_eq!(applied.output.unwrap_err(), unknown_session_error());
+        assert_eq!(s.status, Status::Pending);
+    }
+
+    #[test]
+    fn any_op_after_the_deadline_expires_first() {
+        let mut s = session(Kind::Login);
+        let late = s.expires_at;
+        let applied = s.apply(
+            &Op::Claim {
+                secret: s.claim.current.clone(),
+                device: device(),
+                phone_token: Secret::generate().hash(),
+                number_match: None,
+            },
+            late,
+        );
+        assert_eq!(applied.output.unwrap_err().code, ErrorCode::Expired);
+        assert!(applied.changed, "the expiry itself must be written");
+        assert_eq!((s.status, s.version), (Status::Expired, 2));
+        assert!(s.result_json().unwrap().is_null());
+        // A terminal state never changes again.
+        let cancel = s.apply(&Op::Cancel { by: CancelledBy::Rp }, late.plus_secs(1));
+        assert_eq!(cancel.output.unwrap_err().code, ErrorCode::Conflict);
+        assert_eq!(s.status, Status::Expired);
+    }
+
+    #[test]
+    fn expire_is_a_no_op_before_the_deadline_and_once_after() {
+        let mut s = session(Kind::Bind);
+        assert!(!s.apply(&Op::Expire, T0.plus_secs(179)).changed);
+        assert!(s.apply(&Op::Expire, T0.plus_secs(180)).changed);
+        let rev = s.rev;
+        assert!(!s.apply(&Op::Expire, T0.plus_secs(181)).changed);
+        assert_eq!(s.rev, rev);
+    }
+
+    #[test]
+    fn third_bad_completion_fails_the_session() {
+        let mut s = session(Kind::Sign);
+        let token = claim(&mut s, T0);
+        for n in 1..=2u8 {
+            let out = s.apply(&Op::BadCompletion { phone_token: token.clone() }, T0).output;
+            assert_eq!(out, Ok(OpOutput::BadCompletionCounted { count: n, failed: false }));
+            assert_eq!(s.status, Status::Scanned);
+        }
+        let out = s.apply(&Op::BadCompletion { phone_token: token.clone() }, T0).output;
+        assert_eq!(out, Ok(OpOutput::BadCompletionCounted { count: 3, failed: true }));
+        assert_eq!(s.status, Status::Failed);
+        assert_eq!(s.result_json().unwrap()["reason"], "too_many_bad_completions");
+    }
+
+    #[test]
+    fn completion_needs_the_phone_token() {
+        let mut s = session(Kind::Login);
+        claim(&mut s, T0);
+        let out = s
+            .apply(
+                &Op::Reject {
+                    phone_token: Secret::generate(),
+                    reason: "no".into(),
+                },
+                T0,
+            )
+            .output;
+        assert_eq!(out.unwrap_err().code, ErrorCode::Unauthorized);
+        assert_eq!(s.status, Status::Scanned);
+    }
+
+    #[test]
+    fn rotation_keeps_the_old_secret_for_the_grace_period_only() {
+        let mut req = request(Kind::Login);
+        req.rotate_s = Some(15);
+        let spec = NewSession::validate(req, &domains()).unwrap();
+        let (mut s, _) = Session::create(SessionId::generate(), "demo", spec, T0);
+        let first = s.claim.current.clone();
+        assert_eq!(s.claim.next_rotation_at(T0), Some(T0.plus_secs(15)));
+        // Not due yet.
+        let early = s.apply(&Op::Rotate { new_secret: Secret::generate() }, T0.plus_secs(14));
+        assert!(!early.changed);
+        let at = T0.plus_secs(15);
+        let rotated = s.apply(&Op::Rotate { new_secret: Secret::generate() }, at);
+        assert!(rotated.changed);
+        assert_eq!((s.claim.seq, s.version), (1, 1), "rotation does not bump version");
+        assert!(s.claim_secret_matches(&first, at.plus_millis(ROTATION_GRACE_MS - 1)));
+        assert!(!s.claim_secret_matches(&first, at.plus_millis(ROTATION_GRACE_MS)));
+        assert_eq!(s.claim.next_rotation_at(T0), Some(T0.plus_secs(30)));
+    }
+
+    #[test]
+    fn number_match_draws_three_distinct_choices_with_the_code() {
+        for _ in 0..200 {
+            let m = NumberMatch::generate();
+            assert_eq!(m.choices.len(), 3);
+            assert!(m.choices.contains(&m.code));
+            assert!(m.choices.iter().all(|c| c.len() == 2 && c.chars().all(|d| d.is_ascii_digit())));
+            let mut d = m.choices.clone();
+            d.sort();
+            d.dedup();
+            assert_eq!(d.len(), 3);
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field_and_the_rule() {
+        let check = |f: &dyn Fn(&mut NewSessionRequest), code: ErrorCode, words: &str| {
+            let mut r = request(Kind::Login);
+            f(&mut r);
+            let e = NewSession::validate(r, &domains()).unwrap_err();
+            assert_eq!(e.code, code, "{e}");
+            assert!(e.message.contains(words), "{e}");
+        };
+        check(&|r| r.ttl_s = Some(29), ErrorCode::InvalidRequest, "ttl_s");
+        check(&|r| r.ttl_s = Some(601), ErrorCode::InvalidRequest, "ttl_s");
+        check(&|r| r.display.as_mut().unwrap().title = "字".repeat(201), ErrorCode::InvalidRequest, "title");
+        check(&|r| r.accept = Some(vec!["mars".into()]), ErrorCode::InvalidRequest, "mars");
+        check(&|r| r.tbs = Some(vec![1]), ErrorCode::InvalidRequest, "tbs_b64");
+        check(&|r| r.rotate_s = Some(4), ErrorCode::InvalidRequest, "rotate_s");
+        check(&|r| r.webhook_url = Some("ftp://x".into()), ErrorCode::InvalidRequest, "webhook_url");
+        check(
+            &|r| {
+                r.kind = Some(Kind::Sign);
+                r.tbs = Some(vec![0; MAX_TBS_BYTES + 1]);
+            },
+            ErrorCode::PayloadTooLarge,
+            "65537",
+        );
+        check(
+            &|r| {
+                r.kind = Some(Kind::Decrypt);
+                r.envelope_header = Some(b"{}".to_vec());
+                r.reply_key = Some("04zz".into());
+            },
+            ErrorCode::InvalidRequest,
+            "reply_key",
+        );
+    }
+
+    #[test]
+    fn challenge_binds_kind_app_session_and_deadline() {
+        let s = session(Kind::Login);
+        let text = String::from_utf8(s.tbs.clone()).unwrap();
+        assert!(text.starts_with("BZT-CHALLENGE-V1\nkind:login\napp:demo\n"));
+        assert!(text.contains(&format!("\nsession:{}\n", s.id)));
+        assert!(text.ends_with(&format!("\nexpires:{}", s.expires_at)));
+        assert_ne!(session(Kind::Login).tbs, s.tbs, "every session has its own nonce");
+    }
+
+    #[test]
+    fn stored_form_round_trips_without_bearer_tokens() {
+        let spec = NewSession::validate(request(Kind::Sign), &domains()).unwrap();
+        let (mut s, secrets) = Session::create(SessionId::generate(), "demo", spec, T0);
+        let phone_token = claim(&mut s, T0);
+        let json = serde_json::to_string(&s).unwrap();
+        let back: Session = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.view(), s.view());
+        assert_eq!(back.rev, s.rev);
+        // Tokens are stored as hashes only: a store dump hands out no working token.
+        assert!(!json.contains(phone_token.expose()));
+        assert!(!json.contains(secrets.browser_token.expose()));
+        assert!(back.phone_token_matches(&phone_token));
+    }
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a bare Debian machine; skips what is present.
+# Idempotent; uses sudo only when not root.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+need_apt=()
+command -v openssl >/dev/null       || need_apt+=(openssl)
+command -v redis-server >/dev/null  || need_apt+=(redis-server)
+command -v redis-cli >/dev/null     || need_apt+=(redis-tools)
+command -v chromium >/dev/null      || need_apt+=(chromium)
+command -v node >/dev/null          || need_apt+=(nodejs npm)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "install-test-deps: apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# The broker must not pick up a system Redis started by the package: tests start their own.
+if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl stop redis-server >/dev/null 2>&1 || true; fi
+
+# SM4-GCM cross-check (OpenSSL 3.0's CLI has none).
+if ! python3 -c 'import cryptography' >/dev/null 2>&1; then
+  echo "install-test-deps: pip install cryptography"
+  python3 -m pip install -q cryptography
+fi
+
+# Browser tests of the SDK.
+if [ -f sdk-js/package-lock.json ] && [ ! -d sdk-js/node_modules ]; then
+  echo "install-test-deps: npm ci (sdk-js)"
+  (cd sdk-js && npm ci --no-audit --no-fund --loglevel=error)
+fi

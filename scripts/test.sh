@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test of the project, installing what the tests need first.
+# This is the README's test command and what CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-test-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo test"
+cargo test --workspace --locked
+
+if [ -f sdk-js/package.json ]; then
+  echo "== sdk-js: npm test"
+  (cd sdk-js && npm test)
+fi
