@@ -1,0 +1,76 @@
+//! The reference phone client for the bzt scan-session broker, as a library.
+//!
+//! A phone scans a QR code, claims the session, shows the user what is asked, and approves
+//! (signing with its certificate's SM2 key) or rejects. This crate does that against the Phone
+//! API of PROTOCOL.md and nothing else, so it doubles as an independent check of the broker. It is
+//! used by the `bzt phone ...` CLI, by integration tests, and by load generators.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), bzt_phone::Error> {
+//! use bzt_phone::{ApproveExtras, Phone, PhoneIdentity, QrText};
+//!
+//! let identity = PhoneIdentity::from_files("leaf.pem", "leaf.key.pem", Some("123456"))?
+//!     .with_device("dev-1", "张三的手机");
+//! let phone = Phone::new(reqwest::Client::new());
+//! let qr = QrText::parse("http://127.0.0.1:8700/q/SESSION#SECRET")?;
+//! let claimed = phone.claim(&qr, &identity).await?;
+//! println!("{}", claimed.describe_zh());
+//! let extras = ApproveExtras {
+//!     match_code: claimed.match_choices.as_ref().map(|c| c[0].clone()),
+//!     ..Default::default()
+//! };
+//! let done = phone.approve(&claimed, &identity, extras).await?;
+//! println!("{:?} v{}", done.status, done.version);
+//! # Ok(()) }
+//! ```
+//!
+//! # Modules
+//! - [`qr`]: [`QrText`], the scanned `<public_base_url>/q/<session id>#<claim secret>`.
+//! - [`identity`]: [`PhoneIdentity`] (certificate, chain, SM2 key built once, device) and [`sign`].
+//! - [`claim`]: [`Claimed`], the typed claim answer; its challenge check and Chinese screen text.
+//! - [`challenge`]: [`Challenge`], the `BZT-CHALLENGE-V1` text, parsed and checked strictly.
+//! - [`client`]: [`Phone`] with `claim`, `approve`, `reject`, `complete_raw`.
+//! - [`session`]: plain wire data ([`Kind`], [`CompleteAnswer`], ...).
+//! - [`error`]: [`Error`] and [`BrokerError`] (the protocol's `{"error": {"code", "message"}}`).
+//!
+//! # Not here yet (where it goes)
+//! - **Conversations** (`phone converse`, 会话签章): a `conversation` module. It starts from
+//!   [`CompleteAnswer::conversation`] ([`PhoneConversation`]: id, phone token) and opens the
+//!   WebSocket `GET /v1/conversations/<cid>/phone?t=<phone_token>` (tokio-tungstenite), receives
+//!   `sign_request`s, signs their `tbs_b64` with [`PhoneIdentity::sign`] and answers
+//!   `sign_response` (`auto_confirmed`) / `sign_reject` / `end`, reconnecting to collect requests
+//!   that waited. A per-request confirm callback (auto-confirm or ask) is the API to design.
+//! - **Encrypt extras** (生成投标文件): today the caller passes [`ApproveExtras::recipients_pem`];
+//!   choosing recipients (own certificate, the hall's) belongs in a helper next to
+//!   [`client::approval_body`].
+//! - **Decrypt extras** (扫码解密): today the caller passes [`ApproveExtras::wrapped_key_b64`]. The
+//!   phone itself should find its entry in the envelope header ([`Claimed::envelope_header_b64`],
+//!   matched by serial/issuer), SM2-decrypt the content key, and SM2-encrypt it to
+//!   [`Claimed::reply_key`] (GM/T 0009 DER), with `bzt-envelope`; [`PhoneIdentity`] then needs
+//!   its secret key for decryption, not only the signing key.
+//! - **Key splitting** (the broker co-signs with a split SM2 key): every completion signature is
+//!   made by [`sign`] / [`PhoneIdentity::sign`]; that is the one seam where a split signer (a
+//!   trait with a local and a co-signing implementation) replaces the local key.
+//!
+//! Every signature is SM2 over SM3 with the distinguishing ID `1234567812345678`, DER-encoded.
+
+pub mod challenge;
+pub mod claim;
+pub mod client;
+pub mod error;
+pub mod identity;
+pub mod qr;
+pub mod session;
+
+pub use challenge::{Challenge, ChallengeError};
+pub use claim::{Claimed, Token};
+pub use client::{approval_body, ApproveExtras, Phone};
+pub use error::{BrokerError, Error};
+pub use identity::{sign, Device, PhoneIdentity};
+pub use qr::{QrError, QrText};
+pub use session::{
+    AppInfo, CompleteAnswer, Kind, PhoneConversation, Requester, SessionDisplay, SessionStatus,
+};
+
+/// The SM2 distinguishing ID of every signature.
+pub use bzt_devca::SM2_DISTID;

@@ -1,0 +1,156 @@
+//! Plain data the broker sends about a session, as the Phone API's JSON has it.
+//!
+//! Every type here ignores unknown fields, so a newer broker adding fields does not break an
+//! older phone.
+
+use serde::{Deserialize, Serialize};
+
+/// What the phone is asked to do (the seed product's "扫码" operations).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// 扫码绑定: sign a challenge so the RP binds this certificate to an account.
+    Bind,
+    /// 扫码登录: sign a challenge to log in.
+    Login,
+    /// 扫码签章: sign the RP's bytes; may open a conversation.
+    Sign,
+    /// 生成投标文件: sign a challenge and pick the recipient certificates of a bid file.
+    Encrypt,
+    /// 扫码解密: re-wrap a bid file's content key to the opening hall's one-time key.
+    Decrypt,
+    /// A kind this phone does not know; it can only reject such a session.
+    #[serde(other)]
+    Unknown,
+}
+
+impl Kind {
+    /// The wire name (`bind`, `login`, ...; `unknown` for [`Kind::Unknown`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Bind => "bind",
+            Kind::Login => "login",
+            Kind::Sign => "sign",
+            Kind::Encrypt => "encrypt",
+            Kind::Decrypt => "decrypt",
+            Kind::Unknown => "unknown",
+        }
+    }
+
+    /// The known kind with this wire name.
+    pub fn from_wire(s: &str) -> Option<Kind> {
+        [
+            Kind::Bind,
+            Kind::Login,
+            Kind::Sign,
+            Kind::Encrypt,
+            Kind::Decrypt,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+
+    /// The operation's name on a Chinese phone screen.
+    pub fn label_zh(self) -> &'static str {
+        match self {
+            Kind::Bind => "扫码绑定",
+            Kind::Login => "扫码登录",
+            Kind::Sign => "扫码签章",
+            Kind::Encrypt => "生成投标文件",
+            Kind::Decrypt => "扫码解密",
+            Kind::Unknown => "未知操作",
+        }
+    }
+
+    /// True for kinds whose `tbs` is a `BZT-CHALLENGE-V1` text (all but `sign`).
+    pub fn signs_challenge(self) -> bool {
+        !matches!(self, Kind::Sign | Kind::Unknown)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A session's state as the broker reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStatus {
+    /// Created, not yet claimed.
+    Pending,
+    /// Claimed by a phone, waiting for its completion.
+    Scanned,
+    /// Completed by the phone with a valid signature.
+    Approved,
+    /// Declined by the phone (or a wrong number-match pick).
+    Rejected,
+    /// Its time ran out.
+    Expired,
+    /// Cancelled by the RP or the browser.
+    Cancelled,
+    /// Too many bad completions.
+    Failed,
+    /// A status this library does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// What the RP asked to show on the phone.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionDisplay {
+    /// Required by the broker, at most 200 characters.
+    pub title: String,
+    /// Optional, at most 200 characters.
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+/// The relying party's application that created the session.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppInfo {
+    /// The app id (also the challenge's `app:` line).
+    pub id: String,
+    /// Its human name, e.g. 示例交易平台.
+    pub name: String,
+}
+
+/// The end user's browser as the RP or the broker saw it: shown so the user can spot a relay.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requester {
+    /// The requester's IP address.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// The requester's browser User-Agent.
+    #[serde(default)]
+    pub user_agent: Option<String>,
+    /// The page's Origin.
+    #[serde(default)]
+    pub origin: Option<String>,
+}
+
+/// The conversation handle the phone gets when it opened one (`kind=sign`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhoneConversation {
+    /// Conversation id (`/v1/conversations/<id>/phone`).
+    pub id: String,
+    /// The phone's token for the conversation socket (`?t=`).
+    pub phone_token: crate::claim::Token,
+    /// When the conversation ends at the latest.
+    pub expires_at: String,
+}
+
+/// The broker's answer to a successful completion or rejection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompleteAnswer {
+    /// The session id.
+    pub id: String,
+    /// Its new status (`approved` or `rejected`).
+    pub status: SessionStatus,
+    /// Its new version.
+    pub version: u64,
+    /// Present when the completion opened a conversation.
+    #[serde(default)]
+    pub conversation: Option<PhoneConversation>,
+}
