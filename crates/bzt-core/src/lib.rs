@@ -12,6 +12,7 @@
 //!   Every transition is a method that takes `now` and either applies
 //!   completely or not at all, so a store only has to make "read, apply, write"
 //!   atomic.
+//! - [`conversation`]: signing conversations (会话签章) and their requests.
 //! - [`challenge`]: the `BZT-CHALLENGE-V1` bytes a phone signs for every kind
 //!   except `sign`.
 //! - [`pki`]: certificate parsing, chain checks against trust domains (cached by
@@ -20,6 +21,7 @@
 
 pub mod challenge;
 pub mod codec;
+pub mod conversation;
 pub mod error;
 pub mod pki;
 pub mod secret;

@@ -75,6 +75,12 @@ pub fn normalize_serial(s: &str) -> Option<String> {
     })
 }
 
+/// Lowercase hex SM3 of `bytes` (audit records, challenge envelope lines).
+pub fn sm3_hex(bytes: &[u8]) -> String {
+    use sm3::Digest as _;
+    hex::encode(sm3::Sm3::digest(bytes))
+}
+
 /// The certificate's serial in the protocol's form.
 pub fn serial_hex(cert: &Certificate) -> String {
     let hex = hex::encode(cert.tbs_certificate().serial_number().as_bytes());
@@ -83,10 +89,65 @@ pub fn serial_hex(cert: &Certificate) -> String {
 
 /// Subject and issuer names as RFC 4514 strings.
 pub fn subject_string(cert: &Certificate) -> String {
-    cert.tbs_certificate().subject().to_string()
+    name_string(cert.tbs_certificate().subject())
 }
 pub fn issuer_string(cert: &Certificate) -> String {
-    cert.tbs_certificate().issuer().to_string()
+    name_string(cert.tbs_certificate().issuer())
+}
+
+/// organizationIdentifier (X.520), where Chinese certificates carry the
+/// 统一社会信用代码.
+const OID_ORGANIZATION_IDENTIFIER: &str = "2.5.4.97";
+
+/// RFC 4514 form of a name (last RDN first), as x509-cert writes it, except
+/// that organizationIdentifier is written as text rather than as `#<hex DER>`,
+/// so a bidder can read the company's credit code.
+pub fn name_string(name: &x509_cert::name::Name) -> String {
+    let mut rdns: Vec<String> = name
+        .iter_rdn()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|atv| {
+                    if atv.oid.to_string() == OID_ORGANIZATION_IDENTIFIER {
+                        if let Some(text) = directory_string(&atv.value) {
+                            return format!("organizationIdentifier={}", escape_rfc4514(&text));
+                        }
+                    }
+                    atv.to_string()
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    rdns.reverse();
+    rdns.join(",")
+}
+
+fn directory_string(value: &der::Any) -> Option<String> {
+    use der::asn1::{PrintableStringRef, Utf8StringRef};
+    use der::{Tag, Tagged};
+    match value.tag() {
+        Tag::Utf8String => Utf8StringRef::try_from(value).ok().map(|s| s.as_str().to_owned()),
+        Tag::PrintableString => PrintableStringRef::try_from(value).ok().map(|s| s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+fn escape_rfc4514(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        match c {
+            '#' if i == 0 => out.push_str("\\#"),
+            ' ' if i == 0 || i == last => out.push_str("\\ "),
+            '"' | '+' | ',' | ';' | '<' | '>' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// Parses a PEM input holding exactly one CERTIFICATE block; text around it is
@@ -256,7 +317,7 @@ struct ChainCheck {
 }
 
 /// A certificate that passed every check for one use.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct CheckedCertificate {
     pub info: CertificateInfo,
     /// The leaf's key, shared with the cache: verify signatures with this.
@@ -529,5 +590,111 @@ mod tests {
     fn names_compare_leniently() {
         assert!(names_equal("CN=Root CA,O=Demo", "cn = root ca, o=demo"));
         assert!(!names_equal("CN=Root CA,O=Demo", "CN=Other,O=Demo"));
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+    use crate::session::ExpectCert;
+    use bzt_devca::{DevCa, LeafSpec};
+
+    fn store(cas: &[(&str, &DevCa)]) -> TrustStore {
+        TrustStore::new(
+            cas.iter()
+                .map(|(name, ca)| TrustDomain::from_pems(name, &[ca.cert_pem().to_owned()]).unwrap())
+                .collect(),
+        )
+    }
+
+    fn ctx<'a>(accept: &'a [String], revoked: &'a dyn Fn(&str) -> bool) -> CheckContext<'a> {
+        CheckContext {
+            now: Timestamp::now_utc(),
+            accept,
+            expect: None,
+            is_revoked: revoked,
+        }
+    }
+
+    #[test]
+    fn checks_say_which_part_failed() {
+        let platform = DevCa::generate("平台CA", "Org", "platform").unwrap();
+        let national = DevCa::generate("互认CA", "Org", "national").unwrap();
+        let stranger = DevCa::generate("Other CA", "Org", "platform").unwrap();
+        let trust = store(&[("platform", &platform), ("national", &national)]);
+        let both = vec!["platform".to_string(), "national".to_string()];
+        let never = |_: &str| false;
+
+        let leaf = platform
+            .issue(&LeafSpec::new("张三", "示例建设有限公司").with_uscc("91350100M000100Y43"))
+            .unwrap();
+        let ok = trust.check(&leaf.cert_pem, &[], &ctx(&both, &never)).unwrap();
+        assert_eq!(ok.info.domain, "platform");
+        assert_eq!(ok.info.serial, leaf.serial_hex);
+        assert!(
+            ok.info.subject.contains("organizationIdentifier=91350100M000100Y43"),
+            "{}",
+            ok.info.subject
+        );
+        assert!(ok.info.subject.starts_with("CN=张三"), "{}", ok.info.subject);
+
+        let only_national = vec!["national".to_string()];
+        let e = trust.check(&leaf.cert_pem, &[], &ctx(&only_national, &never)).unwrap_err();
+        assert!(e.message.contains("accepts only national"), "{e}");
+
+        let foreign = stranger.issue(&LeafSpec::new("李四", "Org")).unwrap();
+        let e = trust.check(&foreign.cert_pem, &[], &ctx(&both, &never)).unwrap_err();
+        assert_eq!(e.code, crate::ErrorCode::UntrustedCertificate);
+        assert!(e.message.contains("not a CA of any configured trust domain"), "{e}");
+
+        let now = time::OffsetDateTime::now_utc();
+        let old = platform
+            .issue(&LeafSpec::new("王五", "Org").with_validity(now - time::Duration::days(30), now - time::Duration::days(1)))
+            .unwrap();
+        let e = trust.check(&old.cert_pem, &[], &ctx(&both, &never)).unwrap_err();
+        assert!(e.message.contains("expired at"), "{e}");
+
+        let serial = leaf.serial_hex.clone();
+        let revoked = move |s: &str| s == serial;
+        let e = trust.check(&leaf.cert_pem, &[], &ctx(&both, &revoked)).unwrap_err();
+        assert!(e.message.contains("revoked"), "{e}");
+
+        let expect = ExpectCert {
+            serial: "abc".into(),
+            issuer: None,
+        };
+        let mut c = ctx(&both, &never);
+        c.expect = Some(&expect);
+        let e = trust.check(&leaf.cert_pem, &[], &c).unwrap_err();
+        assert!(e.message.contains("expects certificate serial abc"), "{e}");
+        let right = ExpectCert {
+            serial: leaf.serial_hex.clone(),
+            issuer: Some(issuer_string(&parse_pem(&leaf.cert_pem).unwrap()).to_lowercase()),
+        };
+        c.expect = Some(&right);
+        assert!(trust.check(&leaf.cert_pem, &[], &c).is_ok());
+    }
+
+    #[test]
+    fn signatures_verify_with_the_cached_key_only_over_their_bytes() {
+        use sm2::dsa::signature::Signer;
+        let ca = DevCa::generate("CA", "Org", "platform").unwrap();
+        let trust = store(&[("platform", &ca)]);
+        let leaf = ca.issue(&LeafSpec::new("张三", "Org")).unwrap();
+        let never = |_: &str| false;
+        let accept = vec!["platform".to_string()];
+        let first = trust.check(&leaf.cert_pem, &[], &ctx(&accept, &never)).unwrap();
+        let second = trust.check(&leaf.cert_pem, &[], &ctx(&accept, &never)).unwrap();
+        assert!(Arc::ptr_eq(&first.key, &second.key), "the chain check is cached");
+
+        let secret = bzt_devca::key_from_pem(&leaf.key_pem, None).unwrap();
+        let signer = sm2::dsa::SigningKey::new(DEFAULT_DIST_ID, &secret).unwrap();
+        let sig: sm2::dsa::Signature = signer.sign(b"tbs");
+        let der = sig.to_der();
+        assert!(verify_signature(&first.key, b"tbs", der.as_bytes()).is_ok());
+        let e = verify_signature(&first.key, b"other", der.as_bytes()).unwrap_err();
+        assert_eq!(e.code, crate::ErrorCode::BadSignature);
+        let e = verify_signature(&first.key, b"tbs", b"\x30\x00").unwrap_err();
+        assert!(e.message.contains("DER"), "{e}");
     }
 }
