@@ -91,7 +91,11 @@ pub struct SignRequest {
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub status: RequestStatus,
-    #[serde(default, with = "crate::codec::b64_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::codec::b64_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub signature: Option<Vec<u8>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_confirmed: Option<bool>,
@@ -262,7 +266,9 @@ impl Conversation {
         if self.is_ended() {
             return None;
         }
-        let idle = self.last_request_at.plus_secs(i64::from(self.policy.idle_s));
+        let idle = self
+            .last_request_at
+            .plus_secs(i64::from(self.policy.idle_s));
         let pending = self
             .requests
             .iter()
@@ -389,8 +395,12 @@ impl Conversation {
             .ok_or_else(|| DomainError::not_found("no such request in this conversation"))?;
         match req.status {
             RequestStatus::Pending => Ok(req),
-            RequestStatus::Expired if ended.is_some() => Err(ended_error(ended.map(|e| e.0).unwrap_or(EndedBy::Limit))),
-            RequestStatus::Expired => Err(DomainError::expired("the request expired before it was answered")),
+            RequestStatus::Expired if ended.is_some() => {
+                Err(ended_error(ended.map(|e| e.0).unwrap_or(EndedBy::Limit)))
+            }
+            RequestStatus::Expired => Err(DomainError::expired(
+                "the request expired before it was answered",
+            )),
             s => Err(DomainError::conflict(format!(
                 "the request is already {}; it is never signed twice",
                 s.as_str()
@@ -417,7 +427,11 @@ impl Conversation {
             self.end(EndedBy::Limit, now, finished);
             return true;
         }
-        if now >= self.last_request_at.plus_secs(i64::from(self.policy.idle_s)) {
+        if now
+            >= self
+                .last_request_at
+                .plus_secs(i64::from(self.policy.idle_s))
+        {
             self.end(EndedBy::Idle, now, finished);
             return true;
         }
@@ -537,7 +551,10 @@ mod tests {
         );
         assert_eq!(ok.finished, vec![id.clone()]);
         let r = c.request(&id).unwrap();
-        assert_eq!((r.status, r.auto_confirmed), (RequestStatus::Approved, Some(true)));
+        assert_eq!(
+            (r.status, r.auto_confirmed),
+            (RequestStatus::Approved, Some(true))
+        );
         assert!(r.tbs.is_empty(), "finished requests drop their bytes");
         let again = c.apply(
             &ConvOp::Respond {
@@ -575,7 +592,10 @@ mod tests {
         let after = c.apply(
             &ConvOp::AddRequest {
                 id: RequestId::generate(),
-                display: DisplayText { title: "x".into(), detail: None },
+                display: DisplayText {
+                    title: "x".into(),
+                    detail: None,
+                },
                 tbs: vec![1],
             },
             T0.plus_secs(101),
@@ -585,9 +605,22 @@ mod tests {
         let mut c = conv(policy(2, 600, 7200));
         let a = add(&mut c, T0);
         let b = add(&mut c, T0);
-        c.apply(&ConvOp::Decline { request_id: a, reason: "no".into() }, T0);
+        c.apply(
+            &ConvOp::Decline {
+                request_id: a,
+                reason: "no".into(),
+            },
+            T0,
+        );
         assert!(!c.is_ended());
-        c.apply(&ConvOp::Respond { request_id: b, verdict: Ok(vec![1]), auto_confirmed: false }, T0);
+        c.apply(
+            &ConvOp::Respond {
+                request_id: b,
+                verdict: Ok(vec![1]),
+                auto_confirmed: false,
+            },
+            T0,
+        );
         assert_eq!(c.ended.map(|e| e.0), Some(EndedBy::Limit));
     }
 
@@ -598,7 +631,12 @@ mod tests {
         let out = c.apply(&ConvOp::End { by: EndedBy::Phone }, T0.plus_secs(1));
         assert_eq!(out.finished, vec![id.clone()]);
         assert_eq!(c.request(&id).unwrap().status, RequestStatus::Expired);
-        let twice = c.apply(&ConvOp::End { by: EndedBy::Requester }, T0.plus_secs(2));
+        let twice = c.apply(
+            &ConvOp::End {
+                by: EndedBy::Requester,
+            },
+            T0.plus_secs(2),
+        );
         assert_eq!(twice.output.unwrap_err().code, ErrorCode::Expired);
         assert_eq!(c.ended.map(|e| e.0), Some(EndedBy::Phone));
     }

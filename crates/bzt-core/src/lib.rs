@@ -17,8 +17,10 @@
 //!   except `sign`.
 //! - [`pki`]: certificate parsing, chain checks against trust domains (cached by
 //!   fingerprint), validity, revocation, `expect_cert`, and SM2 signature checks.
+//! - [`audit`]: the tamper-evident audit record format and its verification.
 //! - [`error`]: the protocol's stable error codes.
 
+pub mod audit;
 pub mod challenge;
 pub mod codec;
 pub mod conversation;

@@ -127,8 +127,12 @@ fn directory_string(value: &der::Any) -> Option<String> {
     use der::asn1::{PrintableStringRef, Utf8StringRef};
     use der::{Tag, Tagged};
     match value.tag() {
-        Tag::Utf8String => Utf8StringRef::try_from(value).ok().map(|s| s.as_str().to_owned()),
-        Tag::PrintableString => PrintableStringRef::try_from(value).ok().map(|s| s.as_str().to_owned()),
+        Tag::Utf8String => Utf8StringRef::try_from(value)
+            .ok()
+            .map(|s| s.as_str().to_owned()),
+        Tag::PrintableString => PrintableStringRef::try_from(value)
+            .ok()
+            .map(|s| s.as_str().to_owned()),
         _ => None,
     }
 }
@@ -602,7 +606,9 @@ mod chain_tests {
     fn store(cas: &[(&str, &DevCa)]) -> TrustStore {
         TrustStore::new(
             cas.iter()
-                .map(|(name, ca)| TrustDomain::from_pems(name, &[ca.cert_pem().to_owned()]).unwrap())
+                .map(|(name, ca)| {
+                    TrustDomain::from_pems(name, &[ca.cert_pem().to_owned()]).unwrap()
+                })
                 .collect(),
         )
     }
@@ -628,35 +634,58 @@ mod chain_tests {
         let leaf = platform
             .issue(&LeafSpec::new("张三", "示例建设有限公司").with_uscc("91350100M000100Y43"))
             .unwrap();
-        let ok = trust.check(&leaf.cert_pem, &[], &ctx(&both, &never)).unwrap();
+        let ok = trust
+            .check(&leaf.cert_pem, &[], &ctx(&both, &never))
+            .unwrap();
         assert_eq!(ok.info.domain, "platform");
         assert_eq!(ok.info.serial, leaf.serial_hex);
         assert!(
-            ok.info.subject.contains("organizationIdentifier=91350100M000100Y43"),
+            ok.info
+                .subject
+                .contains("organizationIdentifier=91350100M000100Y43"),
             "{}",
             ok.info.subject
         );
-        assert!(ok.info.subject.starts_with("CN=张三"), "{}", ok.info.subject);
+        assert!(
+            ok.info.subject.starts_with("CN=张三"),
+            "{}",
+            ok.info.subject
+        );
 
         let only_national = vec!["national".to_string()];
-        let e = trust.check(&leaf.cert_pem, &[], &ctx(&only_national, &never)).unwrap_err();
+        let e = trust
+            .check(&leaf.cert_pem, &[], &ctx(&only_national, &never))
+            .unwrap_err();
         assert!(e.message.contains("accepts only national"), "{e}");
 
         let foreign = stranger.issue(&LeafSpec::new("李四", "Org")).unwrap();
-        let e = trust.check(&foreign.cert_pem, &[], &ctx(&both, &never)).unwrap_err();
+        let e = trust
+            .check(&foreign.cert_pem, &[], &ctx(&both, &never))
+            .unwrap_err();
         assert_eq!(e.code, crate::ErrorCode::UntrustedCertificate);
-        assert!(e.message.contains("not a CA of any configured trust domain"), "{e}");
+        assert!(
+            e.message
+                .contains("not a CA of any configured trust domain"),
+            "{e}"
+        );
 
         let now = time::OffsetDateTime::now_utc();
         let old = platform
-            .issue(&LeafSpec::new("王五", "Org").with_validity(now - time::Duration::days(30), now - time::Duration::days(1)))
+            .issue(&LeafSpec::new("王五", "Org").with_validity(
+                now - time::Duration::days(30),
+                now - time::Duration::days(1),
+            ))
             .unwrap();
-        let e = trust.check(&old.cert_pem, &[], &ctx(&both, &never)).unwrap_err();
+        let e = trust
+            .check(&old.cert_pem, &[], &ctx(&both, &never))
+            .unwrap_err();
         assert!(e.message.contains("expired at"), "{e}");
 
         let serial = leaf.serial_hex.clone();
         let revoked = move |s: &str| s == serial;
-        let e = trust.check(&leaf.cert_pem, &[], &ctx(&both, &revoked)).unwrap_err();
+        let e = trust
+            .check(&leaf.cert_pem, &[], &ctx(&both, &revoked))
+            .unwrap_err();
         assert!(e.message.contains("revoked"), "{e}");
 
         let expect = ExpectCert {
@@ -683,9 +712,16 @@ mod chain_tests {
         let leaf = ca.issue(&LeafSpec::new("张三", "Org")).unwrap();
         let never = |_: &str| false;
         let accept = vec!["platform".to_string()];
-        let first = trust.check(&leaf.cert_pem, &[], &ctx(&accept, &never)).unwrap();
-        let second = trust.check(&leaf.cert_pem, &[], &ctx(&accept, &never)).unwrap();
-        assert!(Arc::ptr_eq(&first.key, &second.key), "the chain check is cached");
+        let first = trust
+            .check(&leaf.cert_pem, &[], &ctx(&accept, &never))
+            .unwrap();
+        let second = trust
+            .check(&leaf.cert_pem, &[], &ctx(&accept, &never))
+            .unwrap();
+        assert!(
+            Arc::ptr_eq(&first.key, &second.key),
+            "the chain check is cached"
+        );
 
         let secret = bzt_devca::key_from_pem(&leaf.key_pem, None).unwrap();
         let signer = sm2::dsa::SigningKey::new(DEFAULT_DIST_ID, &secret).unwrap();

@@ -317,21 +317,7 @@ impl NewSession {
         let display = req
             .display
             .ok_or_else(|| DomainError::invalid("`display.title` is required"))?;
-        if display.title.trim().is_empty() {
-            return Err(DomainError::invalid("`display.title` must not be empty"));
-        }
-        if display.title.chars().count() > MAX_TITLE_CHARS {
-            return Err(DomainError::invalid(format!(
-                "`display.title` is longer than {MAX_TITLE_CHARS} characters"
-            )));
-        }
-        if let Some(d) = &display.detail {
-            if d.chars().count() > MAX_TITLE_CHARS {
-                return Err(DomainError::invalid(format!(
-                    "`display.detail` is longer than {MAX_TITLE_CHARS} characters"
-                )));
-            }
-        }
+        validate_display(&display)?;
         let accept = match req.accept {
             None => trust_domains.to_vec(),
             Some(list) if list.is_empty() => {
@@ -399,19 +385,7 @@ impl NewSession {
         if kind == Kind::Sign {
             match &req.tbs {
                 None => return Err(DomainError::invalid("kind `sign` requires `tbs_b64`")),
-                Some(t) if t.is_empty() => {
-                    return Err(DomainError::invalid("`tbs_b64` must hold at least 1 byte"))
-                }
-                Some(t) if t.len() > MAX_TBS_BYTES => {
-                    return Err(DomainError::new(
-                        ErrorCode::PayloadTooLarge,
-                        format!(
-                            "`tbs_b64` holds {} bytes; at most {MAX_TBS_BYTES} may be signed",
-                            t.len()
-                        ),
-                    ))
-                }
-                Some(_) => {}
+                Some(t) => validate_tbs(t)?,
             }
         }
         if let Some(c) = &req.conversation {
@@ -479,6 +453,45 @@ impl NewSession {
             number_match: req.number_match.unwrap_or(false),
         })
     }
+}
+
+/// `display`: a non-empty title and an optional detail, ≤ 200 characters each.
+pub fn validate_display(display: &DisplayText) -> Result<(), DomainError> {
+    if display.title.trim().is_empty() {
+        return Err(DomainError::invalid("`display.title` must not be empty"));
+    }
+    if display.title.chars().count() > MAX_TITLE_CHARS {
+        return Err(DomainError::invalid(format!(
+            "`display.title` is longer than {MAX_TITLE_CHARS} characters"
+        )));
+    }
+    if display
+        .detail
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > MAX_TITLE_CHARS)
+    {
+        return Err(DomainError::invalid(format!(
+            "`display.detail` is longer than {MAX_TITLE_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Bytes to sign: 1 B..64 KiB (more answers 413).
+pub fn validate_tbs(tbs: &[u8]) -> Result<(), DomainError> {
+    if tbs.is_empty() {
+        return Err(DomainError::invalid("`tbs_b64` must hold at least 1 byte"));
+    }
+    if tbs.len() > MAX_TBS_BYTES {
+        return Err(DomainError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "`tbs_b64` holds {} bytes; at most {MAX_TBS_BYTES} may be signed",
+                tbs.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn is_uncompressed_point_hex(s: &str) -> bool {
@@ -1011,7 +1024,10 @@ mod tests {
         );
         assert_eq!(again.output.unwrap_err().code, ErrorCode::AlreadyClaimed);
         assert!(!again.changed);
-        assert!(s.phone_token_matches(&token), "the winner keeps the session");
+        assert!(
+            s.phone_token_matches(&token),
+            "the winner keeps the session"
+        );
     }
 
     #[test]
@@ -1048,7 +1064,12 @@ mod tests {
         assert_eq!((s.status, s.version), (Status::Expired, 2));
         assert!(s.result_json().unwrap().is_null());
         // A terminal state never changes again.
-        let cancel = s.apply(&Op::Cancel { by: CancelledBy::Rp }, late.plus_secs(1));
+        let cancel = s.apply(
+            &Op::Cancel {
+                by: CancelledBy::Rp,
+            },
+            late.plus_secs(1),
+        );
         assert_eq!(cancel.output.unwrap_err().code, ErrorCode::Conflict);
         assert_eq!(s.status, Status::Expired);
     }
@@ -1068,14 +1089,43 @@ mod tests {
         let mut s = session(Kind::Sign);
         let token = claim(&mut s, T0);
         for n in 1..=2u8 {
-            let out = s.apply(&Op::BadCompletion { phone_token: token.clone() }, T0).output;
-            assert_eq!(out, Ok(OpOutput::BadCompletionCounted { count: n, failed: false }));
+            let out = s
+                .apply(
+                    &Op::BadCompletion {
+                        phone_token: token.clone(),
+                    },
+                    T0,
+                )
+                .output;
+            assert_eq!(
+                out,
+                Ok(OpOutput::BadCompletionCounted {
+                    count: n,
+                    failed: false
+                })
+            );
             assert_eq!(s.status, Status::Scanned);
         }
-        let out = s.apply(&Op::BadCompletion { phone_token: token.clone() }, T0).output;
-        assert_eq!(out, Ok(OpOutput::BadCompletionCounted { count: 3, failed: true }));
+        let out = s
+            .apply(
+                &Op::BadCompletion {
+                    phone_token: token.clone(),
+                },
+                T0,
+            )
+            .output;
+        assert_eq!(
+            out,
+            Ok(OpOutput::BadCompletionCounted {
+                count: 3,
+                failed: true
+            })
+        );
         assert_eq!(s.status, Status::Failed);
-        assert_eq!(s.result_json().unwrap()["reason"], "too_many_bad_completions");
+        assert_eq!(
+            s.result_json().unwrap()["reason"],
+            "too_many_bad_completions"
+        );
     }
 
     #[test]
@@ -1104,12 +1154,26 @@ mod tests {
         let first = s.claim.current.clone();
         assert_eq!(s.claim.next_rotation_at(T0), Some(T0.plus_secs(15)));
         // Not due yet.
-        let early = s.apply(&Op::Rotate { new_secret: Secret::generate() }, T0.plus_secs(14));
+        let early = s.apply(
+            &Op::Rotate {
+                new_secret: Secret::generate(),
+            },
+            T0.plus_secs(14),
+        );
         assert!(!early.changed);
         let at = T0.plus_secs(15);
-        let rotated = s.apply(&Op::Rotate { new_secret: Secret::generate() }, at);
+        let rotated = s.apply(
+            &Op::Rotate {
+                new_secret: Secret::generate(),
+            },
+            at,
+        );
         assert!(rotated.changed);
-        assert_eq!((s.claim.seq, s.version), (1, 1), "rotation does not bump version");
+        assert_eq!(
+            (s.claim.seq, s.version),
+            (1, 1),
+            "rotation does not bump version"
+        );
         assert!(s.claim_secret_matches(&first, at.plus_millis(ROTATION_GRACE_MS - 1)));
         assert!(!s.claim_secret_matches(&first, at.plus_millis(ROTATION_GRACE_MS)));
         assert_eq!(s.claim.next_rotation_at(T0), Some(T0.plus_secs(30)));
@@ -1121,7 +1185,10 @@ mod tests {
             let m = NumberMatch::generate();
             assert_eq!(m.choices.len(), 3);
             assert!(m.choices.contains(&m.code));
-            assert!(m.choices.iter().all(|c| c.len() == 2 && c.chars().all(|d| d.is_ascii_digit())));
+            assert!(m
+                .choices
+                .iter()
+                .all(|c| c.len() == 2 && c.chars().all(|d| d.is_ascii_digit())));
             let mut d = m.choices.clone();
             d.sort();
             d.dedup();
@@ -1140,11 +1207,31 @@ mod tests {
         };
         check(&|r| r.ttl_s = Some(29), ErrorCode::InvalidRequest, "ttl_s");
         check(&|r| r.ttl_s = Some(601), ErrorCode::InvalidRequest, "ttl_s");
-        check(&|r| r.display.as_mut().unwrap().title = "字".repeat(201), ErrorCode::InvalidRequest, "title");
-        check(&|r| r.accept = Some(vec!["mars".into()]), ErrorCode::InvalidRequest, "mars");
-        check(&|r| r.tbs = Some(vec![1]), ErrorCode::InvalidRequest, "tbs_b64");
-        check(&|r| r.rotate_s = Some(4), ErrorCode::InvalidRequest, "rotate_s");
-        check(&|r| r.webhook_url = Some("ftp://x".into()), ErrorCode::InvalidRequest, "webhook_url");
+        check(
+            &|r| r.display.as_mut().unwrap().title = "字".repeat(201),
+            ErrorCode::InvalidRequest,
+            "title",
+        );
+        check(
+            &|r| r.accept = Some(vec!["mars".into()]),
+            ErrorCode::InvalidRequest,
+            "mars",
+        );
+        check(
+            &|r| r.tbs = Some(vec![1]),
+            ErrorCode::InvalidRequest,
+            "tbs_b64",
+        );
+        check(
+            &|r| r.rotate_s = Some(4),
+            ErrorCode::InvalidRequest,
+            "rotate_s",
+        );
+        check(
+            &|r| r.webhook_url = Some("ftp://x".into()),
+            ErrorCode::InvalidRequest,
+            "webhook_url",
+        );
         check(
             &|r| {
                 r.kind = Some(Kind::Sign);
@@ -1171,7 +1258,11 @@ mod tests {
         assert!(text.starts_with("BZT-CHALLENGE-V1\nkind:login\napp:demo\n"));
         assert!(text.contains(&format!("\nsession:{}\n", s.id)));
         assert!(text.ends_with(&format!("\nexpires:{}", s.expires_at)));
-        assert_ne!(session(Kind::Login).tbs, s.tbs, "every session has its own nonce");
+        assert_ne!(
+            session(Kind::Login).tbs,
+            s.tbs,
+            "every session has its own nonce"
+        );
     }
 
     #[test]

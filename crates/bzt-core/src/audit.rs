@@ -1,0 +1,369 @@
+//! The audit trail of certificate use (证书使用记录, 操作追溯): the record
+//! format and the tamper-evidence rules. Storage lives elsewhere.
+//!
+//! Each record is one JSON line. It carries its sequence number, the SM3 of
+//! the previous record (`prev`) and its own SM3 (`hash`, over the record's
+//! JSON without `hash`). At intervals the log appends a *checkpoint*: the
+//! broker's SM2 signature over the chain head. So:
+//! - editing a record breaks its own `hash`;
+//! - deleting or reordering records breaks `seq` and `prev`;
+//! - rewriting the whole tail consistently still breaks the next
+//!   checkpoint's signature, which only the broker's key can make.
+//!
+//! [`verify_lines`] checks all of it and names the first bad record.
+
+use crate::pki::{sm3_hex, DEFAULT_DIST_ID};
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use sm2::dsa::signature::{Signer, Verifier};
+use sm2::dsa::{Signature, SigningKey, VerifyingKey};
+
+/// `prev` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One use of a certificate: a completed session or conversation request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operation {
+    pub app: String,
+    /// `login`, `bind`, `sign`, `encrypt`, `decrypt` or `conversation_request`.
+    pub kind: String,
+    pub session_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Empty when no certificate was verified (a rejection).
+    pub cert_serial: String,
+    pub cert_issuer: String,
+    pub cert_subject: String,
+    /// Lowercase hex SM3 of the bytes signed (or offered for signing).
+    pub tbs_sm3: String,
+    /// `approved`, `rejected`, `failed`, or `aborted` (a record written
+    /// before a transition that then did not happen).
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `true` when the phone signed without a tap (自动确认).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_confirmed: Option<bool>,
+    pub device_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_user_agent: Option<String>,
+}
+
+/// The broker's signature over the chain head.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    /// SEC1 uncompressed public key of the broker's audit key, hex.
+    pub public_key: String,
+    /// DER SM2 signature (SM3, default ID) over [`checkpoint_message`], base64.
+    pub signature_b64: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Operation(Operation),
+    Checkpoint(Checkpoint),
+}
+
+/// A record without its own hash: what the hash is computed over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordBody {
+    pub seq: u64,
+    pub time: Timestamp,
+    pub prev: String,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// A record as written: the body and its SM3.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    #[serde(flatten)]
+    pub body: RecordBody,
+    pub hash: String,
+}
+
+impl RecordBody {
+    fn digest(&self) -> String {
+        sm3_hex(&serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// Seals the body with its hash.
+    pub fn seal(self) -> Record {
+        let hash = self.digest();
+        Record { body: self, hash }
+    }
+}
+
+impl Record {
+    /// The JSON line (without newline).
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn operation(&self) -> Option<&Operation> {
+        match &self.body.event {
+            Event::Operation(op) => Some(op),
+            Event::Checkpoint(_) => None,
+        }
+    }
+}
+
+/// What a checkpoint signs.
+pub fn checkpoint_message(seq: u64, head: &str) -> String {
+    format!("BZT-AUDIT-CHECKPOINT-V1\nseq:{seq}\nhead:{head}")
+}
+
+/// A checkpoint record body for the chain whose last hash is `head`.
+pub fn checkpoint(seq: u64, time: Timestamp, head: &str, key: &SigningKey) -> RecordBody {
+    let signature: Signature = key.sign(checkpoint_message(seq, head).as_bytes());
+    let public_key = hex::encode(key.verifying_key().to_sec1_bytes());
+    RecordBody {
+        seq,
+        time,
+        prev: head.to_owned(),
+        event: Event::Checkpoint(Checkpoint {
+            public_key,
+            signature_b64: crate::codec::encode(&signature.to_der().to_bytes()),
+        }),
+    }
+}
+
+/// The outcome of checking a whole log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub records: u64,
+    pub checkpoints: u64,
+    /// Hash of the last record.
+    pub head: String,
+    /// Operations after the last checkpoint (chained, not yet signed).
+    pub unsigned_tail: u64,
+}
+
+/// The first problem found: which record (1-based line) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    pub line: u64,
+    pub seq: Option<u64>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.seq {
+            Some(seq) => write!(f, "record seq {seq} (line {}): {}", self.line, self.reason),
+            None => write!(f, "line {}: {}", self.line, self.reason),
+        }
+    }
+}
+
+/// Checks a log line by line. `expected_key` (SEC1 hex) pins the broker's
+/// key; without it, every checkpoint must at least use the same key as the
+/// first one.
+pub fn verify_lines<'a>(
+    lines: impl IntoIterator<Item = &'a str>,
+    expected_key: Option<&str>,
+) -> Result<Verified, Broken> {
+    let mut head = GENESIS.to_owned();
+    let mut seq = 0u64;
+    let mut checkpoints = 0u64;
+    let mut unsigned_tail = 0u64;
+    let mut pinned: Option<String> = expected_key.map(|k| k.to_ascii_lowercase());
+    for (i, line) in lines.into_iter().enumerate() {
+        let line_no = i as u64 + 1;
+        if line.trim().is_empty() {
+            return Err(Broken {
+                line: line_no,
+                seq: None,
+                reason: "empty line".into(),
+            });
+        }
+        let record: Record = serde_json::from_str(line).map_err(|e| Broken {
+            line: line_no,
+            seq: None,
+            reason: format!("not a valid audit record: {e}"),
+        })?;
+        let bad = |reason: String| Broken {
+            line: line_no,
+            seq: Some(record.body.seq),
+            reason,
+        };
+        if record.body.seq != seq + 1 {
+            return Err(bad(format!(
+                "expected seq {}, found {} (a record was removed or reordered)",
+                seq + 1,
+                record.body.seq
+            )));
+        }
+        if record.body.digest() != record.hash {
+            return Err(bad(
+                "its content does not match its hash (the record was edited)".into(),
+            ));
+        }
+        if record.body.prev != head {
+            return Err(bad(
+                "its prev hash does not match the record before it".into()
+            ));
+        }
+        match &record.body.event {
+            Event::Operation(_) => unsigned_tail += 1,
+            Event::Checkpoint(cp) => {
+                let key_hex = cp.public_key.to_ascii_lowercase();
+                match &pinned {
+                    Some(k) if *k != key_hex => {
+                        return Err(bad(
+                            "the checkpoint is signed by another key than the broker's".into(),
+                        ))
+                    }
+                    Some(_) => {}
+                    None => pinned = Some(key_hex.clone()),
+                }
+                let ok = hex::decode(&key_hex)
+                    .ok()
+                    .and_then(|k| VerifyingKey::from_sec1_bytes(DEFAULT_DIST_ID, &k).ok())
+                    .zip(
+                        crate::codec::decode(&cp.signature_b64)
+                            .ok()
+                            .and_then(|d| Signature::from_der(&d).ok()),
+                    )
+                    .is_some_and(|(key, sig)| {
+                        key.verify(checkpoint_message(record.body.seq, &head).as_bytes(), &sig)
+                            .is_ok()
+                    });
+                if !ok {
+                    return Err(bad("the checkpoint signature does not verify".into()));
+                }
+                checkpoints += 1;
+                unsigned_tail = 0;
+            }
+        }
+        head = record.hash.clone();
+        seq = record.body.seq;
+    }
+    Ok(Verified {
+        records: seq,
+        checkpoints,
+        head,
+        unsigned_tail,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(n: u32) -> Event {
+        Event::Operation(Operation {
+            app: "demo".into(),
+            kind: "sign".into(),
+            session_id: format!("s{n}"),
+            conversation_id: None,
+            request_id: None,
+            cert_serial: "abc".into(),
+            cert_issuer: "CN=CA".into(),
+            cert_subject: "CN=张三".into(),
+            tbs_sm3: sm3_hex(format!("page {n}").as_bytes()),
+            outcome: "approved".into(),
+            reason: None,
+            auto_confirmed: Some(n % 2 == 0),
+            device_name: "phone".into(),
+            requester_ip: Some("10.0.0.1".into()),
+            requester_user_agent: None,
+        })
+    }
+
+    fn log(n: u32, key: &SigningKey) -> Vec<String> {
+        let mut head = GENESIS.to_owned();
+        let mut lines = Vec::new();
+        let mut seq = 0;
+        for i in 1..=n {
+            seq += 1;
+            let r = RecordBody {
+                seq,
+                time: Timestamp::from_unix_millis(i64::from(i)),
+                prev: head.clone(),
+                event: op(i),
+            }
+            .seal();
+            head = r.hash.clone();
+            lines.push(r.to_line());
+            if i % 3 == 0 {
+                seq += 1;
+                let c =
+                    checkpoint(seq, Timestamp::from_unix_millis(i64::from(i)), &head, key).seal();
+                head = c.hash.clone();
+                lines.push(c.to_line());
+            }
+        }
+        lines
+    }
+
+    fn key() -> SigningKey {
+        use sm2::elliptic_curve::Generate;
+        let secret = sm2::SecretKey::try_generate().unwrap();
+        SigningKey::new(DEFAULT_DIST_ID, &secret).unwrap()
+    }
+
+    #[test]
+    fn an_intact_log_verifies() {
+        let k = key();
+        let lines = log(7, &k);
+        let v = verify_lines(lines.iter().map(String::as_str), None).unwrap();
+        assert_eq!((v.records, v.checkpoints, v.unsigned_tail), (9, 2, 1));
+        let pinned = hex::encode(k.verifying_key().to_sec1_bytes());
+        assert!(verify_lines(lines.iter().map(String::as_str), Some(&pinned)).is_ok());
+        let other = hex::encode(key().verifying_key().to_sec1_bytes());
+        let e = verify_lines(lines.iter().map(String::as_str), Some(&other)).unwrap_err();
+        assert!(e.reason.contains("another key"), "{e}");
+    }
+
+    #[test]
+    fn an_edited_record_is_named() {
+        let lines = log(7, &key());
+        let mut edited = lines.clone();
+        edited[4] = edited[4].replace("\"auto_confirmed\":true", "\"auto_confirmed\":false");
+        assert_ne!(edited[4], lines[4]);
+        let e = verify_lines(edited.iter().map(String::as_str), None).unwrap_err();
+        assert_eq!((e.line, e.seq), (5, Some(5)));
+        assert!(e.reason.contains("edited"), "{e}");
+    }
+
+    #[test]
+    fn a_deleted_record_is_named() {
+        let mut lines = log(7, &key());
+        lines.remove(3);
+        let e = verify_lines(lines.iter().map(String::as_str), None).unwrap_err();
+        assert_eq!(e.line, 4);
+        assert!(e.reason.contains("expected seq 4"), "{e}");
+    }
+
+    #[test]
+    fn a_consistently_rewritten_tail_fails_at_the_checkpoint() {
+        let k = key();
+        let lines = log(6, &k);
+        // Rewrite record 5 and re-chain everything after it, without the key.
+        let mut records: Vec<Record> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if let Event::Operation(op) = &mut records[4].body.event {
+            op.outcome = "rejected".into();
+        }
+        let mut head = records[3].hash.clone();
+        for r in records.iter_mut().skip(4) {
+            r.body.prev = head.clone();
+            *r = r.body.clone().seal();
+            head = r.hash.clone();
+        }
+        let rewritten: Vec<String> = records.iter().map(Record::to_line).collect();
+        let e = verify_lines(rewritten.iter().map(String::as_str), None).unwrap_err();
+        assert!(e.reason.contains("signature"), "{e}");
+        assert_eq!(e.seq, Some(8));
+    }
+}
