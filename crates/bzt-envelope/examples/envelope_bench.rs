@@ -59,7 +59,7 @@ fn main() -> Res<()> {
             break s;
         }
     };
-    let recipient = Recipient::new("1", "CN=bench", secret.public_key());
+    let recipient = Recipient::new("1", "CN=bench", secret.public_key())?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("plaintext: {size} bytes, threads: {threads}");
 

@@ -8,8 +8,9 @@ use sm3::{Digest, Sm3};
 
 use crate::error::{Error, Result};
 use crate::keys::{unwrap_key, ContentKey};
-use crate::recipient::{normalize_serial, Recipient};
+use crate::recipient::Recipient;
 use crate::{ALG, MAGIC, MAX_CHUNK, MAX_HEADER_LEN, NONCE_PREFIX_LEN, VERSION};
+use bzt_core::pki::normalize_serial;
 
 /// The parsed header of an envelope.
 ///
@@ -151,10 +152,10 @@ impl Header {
     /// The serial is compared case-insensitively and without leading zeros (the protocol's rule
     /// for serials); the issuer must match exactly, as [`Recipient::issuer`] renders it.
     pub fn find_recipient(&self, serial: &str, issuer: &str) -> Option<&RecipientEntry> {
-        let serial = normalize_serial(serial);
-        self.recipients
-            .iter()
-            .find(|e| normalize_serial(&e.serial) == serial && e.issuer == issuer)
+        let serial = normalize_serial(serial)?;
+        self.recipients.iter().find(|e| {
+            normalize_serial(&e.serial).as_deref() == Some(serial.as_str()) && e.issuer == issuer
+        })
     }
 
     /// Recovers the content key with a recipient's private key and certificate: finds the

@@ -1,5 +1,6 @@
 //! Who a file is sealed for: a certificate's serial, issuer and SM2 public key.
 
+use bzt_core::pki::{issuer_string, normalize_serial, serial_hex};
 use sm2::PublicKey;
 use x509_cert::der::{asn1::ObjectIdentifier, DecodePem};
 use x509_cert::Certificate;
@@ -17,12 +18,13 @@ const PEM_END: &str = "-----END CERTIFICATE-----";
 /// A recipient certificate reduced to what the envelope needs: its identity as the header
 /// names it, and the SM2 public key the content key is wrapped to.
 ///
-/// The identity strings are computed exactly as the broker computes them, so a phone can match
-/// its own certificate against a header's entries:
-/// - `serial`: the certificate's serial number as lowercase hex without leading zeros or
-///   colons (`0` for a zero serial), taken from the DER INTEGER's bytes;
-/// - `issuer`: the issuer Name as an RFC 4514 string, produced by x509-cert's `Display` for
-///   `Name` (last RDN first, e.g. `CN=Bid CA,O=Example,C=CN`).
+/// The identity strings are computed by the broker's own functions
+/// (`bzt_core::pki::serial_hex` and `issuer_string`), so a header names a certificate exactly
+/// as the broker, the phone and `expect_cert` do:
+/// - `serial`: lowercase hex without leading zeros or colons (`0` for a zero serial);
+/// - `issuer`: RFC 4514, last RDN first (`CN=Bid CA,O=Example,C=CN`), as x509-cert's `Display`
+///   for `Name` writes it except that organizationIdentifier (统一社会信用代码) is written as
+///   text, as OpenSSL's `-nameopt RFC2253` does, rather than as `#<hex DER>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recipient {
     /// Lowercase hex serial, no leading zeros: the header's `serial`.
@@ -65,20 +67,23 @@ impl Recipient {
         let public_key = PublicKey::from_sec1_bytes(spki.subject_public_key.raw_bytes())
             .map_err(|_| Error::BadCertificate("public key is not a valid SM2 point".into()))?;
         Ok(Self {
-            serial: serial_hex(tbs.serial_number().as_bytes()),
-            issuer: tbs.issuer().to_string(),
+            serial: serial_hex(cert),
+            issuer: issuer_string(cert),
             public_key,
         })
     }
 
-    /// Builds a recipient from its parts (e.g. for tests or when the certificate was parsed
-    /// elsewhere). `serial` is normalised to lowercase hex without leading zeros.
-    pub fn new(serial: &str, issuer: &str, public_key: PublicKey) -> Self {
-        Self {
-            serial: normalize_serial(serial),
+    /// Builds a recipient from its parts (e.g. when the certificate was parsed elsewhere).
+    /// `serial` is hex, normalised to lowercase without leading zeros or colons; `issuer` must
+    /// be in the form described above.
+    pub fn new(serial: &str, issuer: &str, public_key: PublicKey) -> Result<Self> {
+        let serial = normalize_serial(serial)
+            .ok_or_else(|| Error::BadCertificate(format!("serial {serial:?} is not hex")))?;
+        Ok(Self {
+            serial,
             issuer: issuer.to_owned(),
             public_key,
-        }
+        })
     }
 
     /// Serial number, lowercase hex without leading zeros.
@@ -94,22 +99,6 @@ impl Recipient {
     /// SM2 public key.
     pub fn public_key(&self) -> &PublicKey {
         &self.public_key
-    }
-}
-
-/// Lowercase hex of big-endian bytes without leading zeros (`"0"` when all are zero).
-fn serial_hex(bytes: &[u8]) -> String {
-    normalize_serial(&hex::encode(bytes))
-}
-
-/// Lowercases hex and strips leading zeros; serials are compared in this form.
-pub(crate) fn normalize_serial(serial: &str) -> String {
-    let lower = serial.trim().to_ascii_lowercase();
-    let stripped = lower.trim_start_matches('0');
-    if stripped.is_empty() {
-        "0".to_owned()
-    } else {
-        stripped.to_owned()
     }
 }
 
@@ -131,14 +120,6 @@ fn single_certificate_block(pem: &str) -> Result<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn serial_is_lowercase_without_leading_zeros() {
-        assert_eq!(serial_hex(&[0x00, 0x8A, 0x01]), "8a01");
-        assert_eq!(serial_hex(&[0x01]), "1");
-        assert_eq!(serial_hex(&[0x00]), "0");
-        assert_eq!(normalize_serial("00AB"), "ab");
-    }
 
     #[test]
     fn pem_block_count_is_checked() {

@@ -10,6 +10,14 @@ use tempfile::TempDir;
 
 pub const DISTID: &str = "distid:1234567812345678";
 
+/// The test CA's name as OpenSSL's `-subj` takes it. It carries an organizationIdentifier
+/// (统一社会信用代码), which the broker writes as text.
+const CA_SUBJECT: &str =
+    "/C=CN/O=Bid Test/organizationIdentifier=91310000MA1FL0001X/CN=Bid Test CA";
+
+/// The issuer string every test certificate gets, as the broker writes it.
+pub const ISSUER: &str = "CN=Bid Test CA,organizationIdentifier=91310000MA1FL0001X,O=Bid Test,C=CN";
+
 /// One certificate holder: key and certificate files, and the parsed forms.
 pub struct Party {
     pub key_path: PathBuf,
@@ -25,7 +33,7 @@ pub struct Pki {
 }
 
 impl Pki {
-    /// A CA (`/C=CN/O=Bid Test/CN=Bid Test CA`) issuing one certificate per name, with serials
+    /// A CA ([`CA_SUBJECT`]) issuing one certificate per name, with serials
     /// 0x00ab01, 0x00ab02, ... (the leading zero byte is deliberate).
     pub fn new(names: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -40,7 +48,7 @@ impl Pki {
             "-key",
             path(&ca_key),
             "-subj",
-            "/C=CN/O=Bid Test/CN=Bid Test CA",
+            CA_SUBJECT,
             "-sm3",
             "-sigopt",
             DISTID,

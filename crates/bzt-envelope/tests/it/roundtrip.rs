@@ -7,7 +7,7 @@ use bzt_envelope::{
 };
 use sm2::SecretKey;
 
-use crate::helpers::{body_offset, data, listing, seal_bytes, Pki};
+use crate::helpers::{body_offset, data, listing, seal_bytes, Pki, ISSUER};
 
 #[test]
 fn each_of_three_recipients_opens_byte_identical_and_a_fourth_is_named_out() {
@@ -42,10 +42,7 @@ fn each_of_three_recipients_opens_byte_identical_and_a_fourth_is_named_out() {
                 })
                 .collect();
             assert_eq!(recipients, &expected);
-            assert_eq!(
-                expected[0],
-                ("ab01".into(), "CN=Bid Test CA,O=Bid Test,C=CN".into())
-            );
+            assert_eq!(expected[0], ("ab01".into(), ISSUER.into()));
         }
         other => panic!("expected NotARecipient, got {other:?}"),
     }
@@ -272,7 +269,7 @@ fn header_is_the_documented_json() {
     assert_eq!(prefix.len(), 7);
     let r = &json["recipients"][1];
     assert_eq!(r["serial"], "ab02");
-    assert_eq!(r["issuer"], "CN=Bid Test CA,O=Bid Test,C=CN");
+    assert_eq!(r["issuer"], ISSUER);
     let wrapped = b64
         .decode(r["key_b64"].as_str().expect("str"))
         .expect("b64");
@@ -304,7 +301,8 @@ fn seal_refuses_bad_arguments() {
     let other = SecretKey::from_slice(&[0x11; 32])
         .expect("scalar")
         .public_key();
-    let impostor = bzt_envelope::Recipient::new(alice.serial(), alice.issuer(), other);
+    let impostor =
+        bzt_envelope::Recipient::new(alice.serial(), alice.issuer(), other).expect("recipient");
     let err = seal(
         &[alice, impostor],
         &b"x"[..],
