@@ -5,6 +5,7 @@ use crate::clock::Clock;
 use crate::config::{Config, StoreKind};
 use crate::http::{self, AppState};
 use crate::limits::Limits;
+use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::{memory::MemoryStore, SessionStore};
 use crate::timers::TimerQueue;
 use crate::webhook::WebhookSender;
@@ -72,6 +73,25 @@ pub fn split_pem_certificates(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// `[store]` as the Redis store wants it.
+fn redis_settings(config: &Config) -> anyhow::Result<RedisSettings> {
+    let url = config
+        .store
+        .redis_url
+        .as_deref()
+        .context("store.kind = \"redis\" needs store.redis_url")?;
+    let mut s = RedisSettings::new(url);
+    s.cluster |= config.store.cluster;
+    if let Some(p) = &config.store.key_prefix {
+        s.key_prefix = p.clone();
+    }
+    if let Some(ms) = config.store.timeout_ms {
+        s.timeout = std::time::Duration::from_millis(ms.max(1));
+    }
+    s.validate().map_err(anyhow::Error::msg)?;
+    Ok(s)
+}
+
 impl Application {
     /// Builds the broker and binds `config.listen`. `extra` routes (the
     /// development demo) are merged into the router.
@@ -83,7 +103,7 @@ impl Application {
         config.validate()?;
         let store: Arc<dyn SessionStore> = match config.store.kind {
             StoreKind::Memory => Arc::new(MemoryStore::new()),
-            StoreKind::Redis => bail!("store.kind = \"redis\" is not available in this build yet"),
+            StoreKind::Redis => Arc::new(RedisStore::connect(redis_settings(config)?).await?),
         };
         let listener = TcpListener::bind(&config.listen)
             .await
@@ -151,6 +171,21 @@ impl Application {
                     async move { broker.on_timer(timer).await }
                 }),
         );
+        // A shared store: also sweep expiries that other nodes' timers own
+        // (their node may be gone).
+        let expiry_poll = self.broker.store.expiry_poll_interval().map(|every| {
+            let broker = self.broker.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = broker.sweep_expiries().await {
+                        tracing::debug!(error = %e, "expiry poll failed");
+                    }
+                }
+            })
+        });
         let limits = self.limits.clone();
         let housekeeping = tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -167,6 +202,9 @@ impl Application {
             .await;
         timers.abort();
         housekeeping.abort();
+        if let Some(p) = expiry_poll {
+            p.abort();
+        }
         served.context("server error")
     }
 }

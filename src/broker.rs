@@ -486,10 +486,51 @@ impl Broker {
         }
     }
 
+    /// Expires every session whose deadline has passed, as handed out by
+    /// the store (see "Expiry deadlines" in [`crate::store`]): local timers
+    /// call this at each deadline, and with a shared store every node also
+    /// calls it every [`SessionStore::expiry_poll_interval`]. Returns how
+    /// many sessions it claimed.
+    pub async fn sweep_expiries(&self) -> Result<usize, ApiError> {
+        use futures_util::stream::{self, StreamExt};
+        const BATCH: usize = 512;
+        let mut claimed = 0;
+        loop {
+            let ids = self
+                .store
+                .claim_due_expiries(self.clock.now(), BATCH)
+                .await?;
+            let n = ids.len();
+            claimed += n;
+            let outcomes: Vec<_> = stream::iter(ids)
+                .map(|id| async move {
+                    let r = self.apply(&id, &Op::Expire).await;
+                    (id, r)
+                })
+                .buffer_unordered(16)
+                .collect()
+                .await;
+            let mut done = Vec::with_capacity(n);
+            for (id, r) in outcomes {
+                match r {
+                    Ok(_) => done.push(id),
+                    Err(e) if e.code == ErrorCode::NotFound => done.push(id),
+                    // Its lease runs out and a later sweep claims it again.
+                    Err(e) => tracing::warn!(session = %id, error = %e, "expiry failed"),
+                }
+            }
+            self.store.expiries_done(&done).await?;
+            if n < BATCH {
+                return Ok(claimed);
+            }
+        }
+    }
+
     /// What the timer queue calls when a deadline passes.
     pub async fn on_timer(&self, timer: Timer) {
         let result = match &timer {
-            Timer::Expire(id) => self.apply(id, &Op::Expire).await.map(|_| ()),
+            // The store hands each due session to one sweep, on one node.
+            Timer::Expire(_) => self.sweep_expiries().await.map(|_| ()),
             Timer::Rotate(id) => self
                 .apply(
                     id,

@@ -75,6 +75,14 @@ pub struct StoreConfig {
     /// Prefix of every Redis key (several brokers may share one Redis).
     #[serde(default)]
     pub key_prefix: Option<String>,
+    /// Redis Cluster (also implied by several comma-separated `redis_url`s,
+    /// which are then the seed nodes). See docs/redis.md.
+    #[serde(default)]
+    pub cluster: bool,
+    /// Time limit of every Redis call, milliseconds (default 500); past it
+    /// the API answers 503 `unavailable`.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -8,7 +8,10 @@
 //! The queue is local to a node. That is enough for correctness: every
 //! session op expires a due session first (see `Session::apply`), and an
 //! expiry applied twice (two nodes, or a timer and a late claim) changes the
-//! session once.
+//! session once. An `Expire` timer does not expire its session directly: it
+//! sweeps what the store says is due (see `Broker::sweep_expiries`), so with
+//! a shared store each session is expired by one node, and sessions whose
+//! creating node died are swept by the others' periodic polls.
 
 use crate::clock::Clock;
 use bzt_core::{SessionId, Timestamp};

@@ -4,13 +4,20 @@
 //! subscribers listen on. `apply` runs the (synchronous, microsecond-long)
 //! state machine while holding the entry's shard lock, which is what makes
 //! it atomic; no lock is ever held across an `.await`.
+//!
+//! Expiry deadlines sit in an ordered set beside the map. Only this node can
+//! expire its sessions, and it schedules a timer for each one it creates, so
+//! the broker never needs to poll ([`SessionStore::expiry_poll_interval`] is
+//! `None`).
 
-use super::{SessionStore, StoreError, Update};
+use super::{SessionStore, StoreError, Update, EXPIRY_LEASE};
 use async_trait::async_trait;
 use bzt_core::session::Op;
 use bzt_core::{Session, SessionId, Timestamp};
 use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
 use tokio::sync::watch;
 
 struct Entry {
@@ -23,6 +30,31 @@ struct Entry {
 #[derive(Default)]
 pub struct MemoryStore {
     sessions: DashMap<SessionId, Entry>,
+    /// Expiry deadlines (or claim leases), for `claim_due_expiries`. A std
+    /// mutex: held for a few set operations, never across an `.await`.
+    deadlines: Mutex<Deadlines>,
+}
+
+/// An ordered set of `(deadline, id)` and its reverse index.
+#[derive(Default)]
+struct Deadlines {
+    by_time: BTreeSet<(Timestamp, SessionId)>,
+    by_id: HashMap<SessionId, Timestamp>,
+}
+
+impl Deadlines {
+    fn set(&mut self, id: &SessionId, at: Timestamp) {
+        if let Some(old) = self.by_id.insert(id.clone(), at) {
+            self.by_time.remove(&(old, id.clone()));
+        }
+        self.by_time.insert((at, id.clone()));
+    }
+
+    fn remove(&mut self, id: &SessionId) {
+        if let Some(old) = self.by_id.remove(id) {
+            self.by_time.remove(&(old, id.clone()));
+        }
+    }
 }
 
 impl MemoryStore {
@@ -38,6 +70,10 @@ impl MemoryStore {
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
     }
+
+    fn deadlines(&self) -> std::sync::MutexGuard<'_, Deadlines> {
+        self.deadlines.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 #[async_trait]
@@ -46,6 +82,7 @@ impl SessionStore for MemoryStore {
         match self.sessions.entry(session.id.clone()) {
             MapEntry::Occupied(_) => Err(StoreError::Duplicate),
             MapEntry::Vacant(v) => {
+                self.deadlines().set(&session.id, session.expires_at);
                 let (changes, _) = watch::channel(session.rev);
                 v.insert(Entry {
                     session: session.clone(),
@@ -88,7 +125,40 @@ impl SessionStore for MemoryStore {
 
     async fn remove(&self, id: &SessionId) -> Result<(), StoreError> {
         self.sessions.remove(id);
+        self.deadlines().remove(id);
         Ok(())
+    }
+
+    async fn claim_due_expiries(
+        &self,
+        now: Timestamp,
+        max: usize,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let mut d = self.deadlines();
+        let due: Vec<SessionId> = d
+            .by_time
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(max)
+            .map(|(_, id)| id.clone())
+            .collect();
+        let lease_until = now.plus_millis(EXPIRY_LEASE.as_millis() as i64);
+        for id in &due {
+            d.set(id, lease_until);
+        }
+        Ok(due)
+    }
+
+    async fn expiries_done(&self, ids: &[SessionId]) -> Result<(), StoreError> {
+        let mut d = self.deadlines();
+        for id in ids {
+            d.remove(id);
+        }
+        Ok(())
+    }
+
+    fn expiry_poll_interval(&self) -> Option<std::time::Duration> {
+        None
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

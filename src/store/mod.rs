@@ -10,14 +10,42 @@
 //!   session is woken (with the new `rev`). A woken receiver re-reads the
 //!   session, so a coalesced or missed wake-up never loses a state.
 //! - Records are kept until `remove`; the broker removes a terminal session
-//!   after its retention period. Dropping a record closes its receivers.
+//!   after its retention period. Dropping a record closes its receivers (on
+//!   every node, for a shared store). A store may also forget a record by
+//!   itself, but never before `max(expires_at, completed_at)` plus the
+//!   protocol's 10-minute retention (Redis keys carry such a TTL, so a node
+//!   that dies before its purge timer leaks nothing).
 //! - Failures to reach the backing service are [`StoreError::Unavailable`]
-//!   and answer 503; they never panic.
+//!   and answer 503, quickly (every backend call has a time limit); they
+//!   never panic.
+//!
+//! Expiry deadlines, so that each session expires once although every node
+//! runs timers:
+//! - `insert` records the session's deadline (`expires_at`).
+//! - `claim_due_expiries(now, max)` hands out sessions whose deadline is at
+//!   or before `now`. A claim is a lease of [`EXPIRY_LEASE`]: no other caller,
+//!   on any node, gets the same session during it. The claimer applies
+//!   [`Op::Expire`] (a no-op for a session that already ended) and then calls
+//!   `expiries_done`, which forgets the deadlines. A claimer that dies in
+//!   between loses nothing: the lease runs out and another caller gets the
+//!   session again. An expiry applied twice changes the session once anyway
+//!   (`apply` is atomic), so the lease is an economy, not a safety net.
+//! - `remove` forgets the deadline too.
+//! - [`SessionStore::expiry_poll_interval`] tells the broker whether it must
+//!   poll: `None` when the node that creates a session is the only one that
+//!   can ever expire it (memory), so its local timer at `expires_at` is
+//!   enough; `Some(period)` when sessions are shared, so every node also
+//!   polls, which covers sessions whose creating node is gone.
 //!
 //! Implementations: [`memory::MemoryStore`] (one node only, the embedded
-//! default). A Redis implementation shares sessions between nodes.
+//! default) and [`redis::RedisStore`] (sessions shared by every node
+//! pointing at the same Redis or Redis Cluster; see docs/redis.md).
 
 pub mod memory;
+pub mod redis;
+
+/// How long a claimed expiry is reserved for its claimer (see the module doc).
+pub const EXPIRY_LEASE: std::time::Duration = std::time::Duration::from_secs(10);
 
 use async_trait::async_trait;
 use bzt_core::session::{Op, OpOutput};
@@ -71,6 +99,22 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Forgets a session (after its retention period).
     async fn remove(&self, id: &SessionId) -> Result<(), StoreError>;
+
+    /// Claims up to `max` sessions whose expiry deadline is at or before
+    /// `now`, oldest first, each for [`EXPIRY_LEASE`] (see the module doc).
+    async fn claim_due_expiries(
+        &self,
+        now: Timestamp,
+        max: usize,
+    ) -> Result<Vec<SessionId>, StoreError>;
+
+    /// Forgets the deadlines of claimed sessions whose expiry was applied
+    /// (or that no longer exist).
+    async fn expiries_done(&self, ids: &[SessionId]) -> Result<(), StoreError>;
+
+    /// How often every node should call `claim_due_expiries` besides its
+    /// own timers; `None` if local timers see every deadline (one node).
+    fn expiry_poll_interval(&self) -> Option<std::time::Duration>;
 
     /// Is the backing service reachable? (`/readyz`)
     async fn ping(&self) -> Result<(), StoreError>;

@@ -1,0 +1,534 @@
+//! Sessions in Redis (standalone or Cluster), shared by every broker node
+//! that points at it. Layout, channels and durability: docs/redis.md.
+//!
+//! - A session is a hash `<prefix>:{s:<id>}` with fields `rev` and `json`
+//!   (the serialized [`Session`]), with a TTL of
+//!   `max(expires_at, completed_at)` + 10 min retention + a margin, renewed
+//!   on every write. The `{s:<id>}` hash tag puts a session's key and its
+//!   channel `<prefix>:{s:<id>}:ch` in one Cluster slot, so one script can
+//!   write the one and publish on the other.
+//! - `apply` reads the record, runs [`Session::apply`] in Rust (all rules
+//!   stay in bzt-core) and writes back with a Lua compare-and-set on `rev`;
+//!   on conflict it reads again and retries. Exactly one node wins every
+//!   race; the losers re-run the op on the winner's state.
+//! - Expiry deadlines are one sorted set `<prefix>:{due}` (member = session
+//!   id, score = deadline in Unix ms); a claim re-scores the member to the
+//!   end of its lease in one script, so a deadline is handed to one node.
+//! - Every call has a time limit ([`RedisSettings::timeout`]): when Redis is
+//!   unreachable the store answers [`StoreError::Unavailable`] at once, and
+//!   the connections reconnect by themselves.
+
+mod conn;
+mod pubsub;
+
+use self::conn::{connect, timed, Conn};
+use self::pubsub::{Subscriber, Subscriptions};
+use super::{SessionStore, StoreError, Update, EXPIRY_LEASE};
+use async_trait::async_trait;
+use bzt_core::session::{Op, TERMINAL_RETENTION_S};
+use bzt_core::{Session, SessionId, Timestamp};
+use redis::Script;
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Kept beyond the protocol's retention, so a node whose clock runs a
+/// little behind never finds a record gone early.
+const TTL_MARGIN_MS: i64 = 60_000;
+/// Compare-and-set attempts before `apply` gives up (a hot session with
+/// this many writers at once is a bug or an attack).
+const MAX_CAS_ATTEMPTS: u32 = 64;
+
+/// How to reach Redis.
+#[derive(Clone, Debug)]
+pub struct RedisSettings {
+    /// `redis://` URLs: the server, or seed nodes of a Cluster.
+    pub urls: Vec<String>,
+    /// Speak the Cluster protocol (slot routing, `MOVED`/`ASK`).
+    pub cluster: bool,
+    /// Prefix of every key and channel, so several brokers (or tests) can
+    /// share one Redis. No braces: they would change the hash slot.
+    pub key_prefix: String,
+    /// Time limit of every Redis call.
+    pub timeout: Duration,
+    /// How often every node polls the shared expiry deadlines.
+    pub expiry_poll: Duration,
+}
+
+impl RedisSettings {
+    pub const DEFAULT_PREFIX: &'static str = "bzt";
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
+    pub const DEFAULT_EXPIRY_POLL: Duration = Duration::from_millis(500);
+
+    /// One server (or, with a comma-separated list, Cluster seed nodes).
+    pub fn new(url: &str) -> Self {
+        let urls: Vec<String> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Self {
+            cluster: urls.len() > 1,
+            urls,
+            key_prefix: Self::DEFAULT_PREFIX.into(),
+            timeout: Self::DEFAULT_TIMEOUT,
+            expiry_poll: Self::DEFAULT_EXPIRY_POLL,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.urls.is_empty() {
+            return Err("store.redis_url is empty".into());
+        }
+        if self.key_prefix.is_empty()
+            || self.key_prefix.contains(['{', '}'])
+            || self.key_prefix.chars().any(char::is_whitespace)
+        {
+            return Err(format!(
+                "store.key_prefix {:?} must be non-empty, without braces or spaces",
+                self.key_prefix
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Key and channel names.
+#[derive(Clone, Debug)]
+pub(crate) struct Keys {
+    prefix: String,
+    /// `<prefix>:{s:`, what every session key and channel starts with.
+    session_start: String,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            session_start: format!("{prefix}:{{s:"),
+        }
+    }
+
+    fn session(&self, id: &SessionId) -> String {
+        format!("{}{}}}", self.session_start, id)
+    }
+
+    fn channel(&self, id: &SessionId) -> String {
+        format!("{}{}}}:ch", self.session_start, id)
+    }
+
+    fn due(&self) -> String {
+        format!("{}:{{due}}", self.prefix)
+    }
+
+    fn id_from_channel(&self, channel: &str) -> Option<SessionId> {
+        channel
+            .strip_prefix(&self.session_start)?
+            .strip_suffix("}:ch")
+            .and_then(SessionId::parse)
+    }
+}
+
+/// Creates the record unless the key exists. KEYS: session.
+/// ARGV: rev, json, ttl ms. Returns 1 if created, 0 if taken.
+static INSERT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'rev', ARGV[1], 'json', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1",
+    )
+});
+
+/// Compare-and-set on `rev`, then announce the new rev. KEYS: session,
+/// channel. ARGV: expected rev, new rev, json, ttl ms, publish command.
+/// Returns 1 if written, 0 if `rev` moved on, -1 if the record is gone.
+static CAS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local cur = redis.call('HGET', KEYS[1], 'rev')
+if not cur then return -1 end
+if cur ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'rev', ARGV[2], 'json', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call(ARGV[5], KEYS[2], ARGV[2])
+return 1",
+    )
+});
+
+/// Deletes the record and tells other nodes (payload `0`). KEYS: session,
+/// channel. ARGV: publish command.
+static REMOVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local n = redis.call('DEL', KEYS[1])
+if n == 1 then redis.call(ARGV[1], KEYS[2], '0') end
+return n",
+    )
+});
+
+/// Claims due deadlines by moving them to the end of a lease. KEYS: due.
+/// ARGV: now ms, lease end ms, max. Returns the claimed ids.
+static CLAIM_DUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id) end
+return ids",
+    )
+});
+
+/// Aborts the subscriber task when the store goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub struct RedisStore {
+    /// Commands (a separate connection from the subscriber's, so a burst
+    /// of messages never queues behind, or in front of, a command).
+    conn: Conn,
+    keys: Keys,
+    /// This node's receivers, fed by the subscriber task.
+    subs: Arc<Subscriptions>,
+    /// `SPUBLISH` if the server has sharded pub/sub (Redis ≥ 7), else `PUBLISH`.
+    publish: &'static str,
+    timeout: Duration,
+    expiry_poll: Duration,
+    _subscriber: AbortOnDrop,
+}
+
+impl RedisStore {
+    /// Connects (failing if Redis cannot be reached now) and starts the
+    /// subscriber task; must run inside a Tokio runtime.
+    pub async fn connect(settings: RedisSettings) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        settings.validate().map_err(anyhow::Error::msg)?;
+        let what = || format!("cannot connect to Redis at {}", settings.urls.join(","));
+        let conn = tokio::time::timeout(settings.timeout * 4, connect(&settings, None))
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer"))
+            .with_context(what)?
+            .with_context(what)?;
+        let (push_tx, push_rx) = tokio::sync::mpsc::unbounded_channel();
+        let sub_conn =
+            tokio::time::timeout(settings.timeout * 4, connect(&settings, Some(push_tx)))
+                .await
+                .map_err(|_| anyhow::anyhow!("no answer"))
+                .with_context(what)?
+                .with_context(|| format!("{} (subscriber; Redis ≥ 6 is required)", what()))?;
+        let keys = Keys::new(&settings.key_prefix);
+        // Sharded pub/sub exists from Redis 7 on: ask by using it.
+        let probe_channel = format!("{}:{{probe}}:ch", settings.key_prefix);
+        let sharded = timed(
+            settings.timeout,
+            "SPUBLISH",
+            redis::cmd("SPUBLISH")
+                .arg(&probe_channel)
+                .arg("")
+                .query_async::<i64>(&mut conn.clone()),
+        )
+        .await
+        .is_ok();
+        let (subs, dirty_rx) = Subscriptions::new();
+        let subscriber = Subscriber {
+            subs: subs.clone(),
+            conn: sub_conn,
+            keys: keys.clone(),
+            sharded,
+            timeout: settings.timeout,
+            subscribed: HashSet::new(),
+        };
+        let task = tokio::spawn(subscriber.run(push_rx, dirty_rx));
+        tracing::info!(
+            urls = %settings.urls.join(","),
+            cluster = settings.cluster,
+            sharded_pubsub = sharded,
+            prefix = %settings.key_prefix,
+            "redis store connected"
+        );
+        Ok(Self {
+            conn,
+            keys,
+            subs,
+            publish: if sharded { "SPUBLISH" } else { "PUBLISH" },
+            timeout: settings.timeout,
+            expiry_poll: settings.expiry_poll,
+            _subscriber: AbortOnDrop(task),
+        })
+    }
+
+    /// Whether writes are announced with sharded pub/sub.
+    pub fn sharded_pubsub(&self) -> bool {
+        self.publish == "SPUBLISH"
+    }
+
+    /// Sessions with receivers on this node (tests).
+    pub fn local_subscriptions(&self) -> usize {
+        self.subs.len()
+    }
+
+    async fn read(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let json: Option<String> = timed(
+            self.timeout,
+            "HGET",
+            redis::cmd("HGET")
+                .arg(self.keys.session(id))
+                .arg("json")
+                .query_async(&mut self.conn.clone()),
+        )
+        .await?;
+        json.map(|j| {
+            serde_json::from_str(&j)
+                .map_err(|e| StoreError::Corrupt(format!("session {id} in redis: {e}")))
+        })
+        .transpose()
+    }
+}
+
+/// Milliseconds the record must live from `now`: until the session's
+/// deadline or end, plus the protocol's retention, plus a margin.
+fn ttl_ms(s: &Session, now: Timestamp) -> i64 {
+    let end = s.completed_at.map_or(s.expires_at, |c| c.max(s.expires_at));
+    (now.millis_until(end) + TERMINAL_RETENTION_S * 1000 + TTL_MARGIN_MS).max(TTL_MARGIN_MS)
+}
+
+fn to_json(s: &Session) -> Result<String, StoreError> {
+    serde_json::to_string(s).map_err(|e| StoreError::Corrupt(format!("session {}: {e}", s.id)))
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn insert(&self, session: &Session) -> Result<(), StoreError> {
+        let json = to_json(session)?;
+        // The deadline first: a record never exists without one (the sweep
+        // skips a deadline whose record is missing). NX keeps the deadline
+        // of an existing session with the same id.
+        timed(
+            self.timeout,
+            "ZADD",
+            redis::cmd("ZADD")
+                .arg(self.keys.due())
+                .arg("NX")
+                .arg(session.expires_at.unix_millis())
+                .arg(session.id.as_str())
+                .exec_async(&mut self.conn.clone()),
+        )
+        .await?;
+        let created: i64 = timed(
+            self.timeout,
+            "insert",
+            INSERT
+                .key(self.keys.session(&session.id))
+                .arg(session.rev)
+                .arg(json)
+                .arg(ttl_ms(session, session.created_at))
+                .invoke_async(&mut self.conn.clone()),
+        )
+        .await?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Duplicate)
+        }
+    }
+
+    async fn get(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        self.read(id).await
+    }
+
+    async fn apply(
+        &self,
+        id: &SessionId,
+        op: &Op,
+        now: Timestamp,
+    ) -> Result<Option<Update>, StoreError> {
+        for attempt in 0..MAX_CAS_ATTEMPTS {
+            let Some(mut session) = self.read(id).await? else {
+                return Ok(None);
+            };
+            let previous_status = session.status;
+            let expected = session.rev;
+            let applied = session.apply(op, now);
+            if !applied.changed {
+                return Ok(Some(Update {
+                    output: applied.output,
+                    session,
+                    changed: false,
+                    previous_status,
+                }));
+            }
+            let written: i64 = timed(
+                self.timeout,
+                "compare-and-set",
+                CAS.key(self.keys.session(id))
+                    .key(self.keys.channel(id))
+                    .arg(expected)
+                    .arg(session.rev)
+                    .arg(to_json(&session)?)
+                    .arg(ttl_ms(&session, now))
+                    .arg(self.publish)
+                    .invoke_async(&mut self.conn.clone()),
+            )
+            .await?;
+            match written {
+                1 => {
+                    self.subs.notify(id, session.rev);
+                    return Ok(Some(Update {
+                        output: applied.output,
+                        session,
+                        changed: true,
+                        previous_status,
+                    }));
+                }
+                -1 => return Ok(None),
+                _ => {
+                    metrics::counter!("bzt_store_cas_conflicts_total").increment(1);
+                    if attempt >= 3 {
+                        // Many writers at once: spread the retries out.
+                        let ms = rand::random::<u64>() % (2 * u64::from(attempt.min(20)));
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
+                }
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "session {id}: {MAX_CAS_ATTEMPTS} compare-and-set conflicts in a row"
+        )))
+    }
+
+    async fn subscribe(&self, id: &SessionId) -> Result<Option<watch::Receiver<u64>>, StoreError> {
+        let (mut rx, mut active) = self.subs.register(id);
+        let rev: Option<u64> = timed(
+            self.timeout,
+            "HGET",
+            redis::cmd("HGET")
+                .arg(self.keys.session(id))
+                .arg("rev")
+                .query_async(&mut self.conn.clone()),
+        )
+        .await?;
+        let Some(rev) = rev else {
+            return Ok(None);
+        };
+        self.subs.notify(id, rev);
+        // Wait until Redis confirmed the channel subscription: a write after
+        // this returns is then always announced to `rx`.
+        match tokio::time::timeout(self.timeout * 2, active.wait_for(|a| *a)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Ok(None), // removed meanwhile
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "redis: subscription to session {id} not confirmed"
+                )))
+            }
+        }
+        rx.borrow_and_update();
+        Ok(Some(rx))
+    }
+
+    async fn remove(&self, id: &SessionId) -> Result<(), StoreError> {
+        timed(
+            self.timeout,
+            "remove",
+            REMOVE
+                .key(self.keys.session(id))
+                .key(self.keys.channel(id))
+                .arg(self.publish)
+                .invoke_async::<i64>(&mut self.conn.clone()),
+        )
+        .await?;
+        self.subs.forget(id);
+        timed(
+            self.timeout,
+            "ZREM",
+            redis::cmd("ZREM")
+                .arg(self.keys.due())
+                .arg(id.as_str())
+                .exec_async(&mut self.conn.clone()),
+        )
+        .await
+    }
+
+    async fn claim_due_expiries(
+        &self,
+        now: Timestamp,
+        max: usize,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let lease_until = now.plus_millis(EXPIRY_LEASE.as_millis() as i64);
+        let ids: Vec<String> = timed(
+            self.timeout,
+            "claim expiries",
+            CLAIM_DUE
+                .key(self.keys.due())
+                .arg(now.unix_millis())
+                .arg(lease_until.unix_millis())
+                .arg(max)
+                .invoke_async(&mut self.conn.clone()),
+        )
+        .await?;
+        Ok(ids.iter().filter_map(|s| SessionId::parse(s)).collect())
+    }
+
+    async fn expiries_done(&self, ids: &[SessionId]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(self.keys.due());
+        for id in ids {
+            cmd.arg(id.as_str());
+        }
+        timed(self.timeout, "ZREM", cmd.exec_async(&mut self.conn.clone())).await
+    }
+
+    fn expiry_poll_interval(&self) -> Option<Duration> {
+        Some(self.expiry_poll)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        timed(
+            self.timeout,
+            "PING",
+            redis::cmd("PING").exec_async(&mut self.conn.clone()),
+        )
+        .await
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_a_hash_tag_and_parse_back() {
+        let k = Keys::new("bzt");
+        let id = SessionId::parse("abc_DEF-1").unwrap();
+        assert_eq!(k.session(&id), "bzt:{s:abc_DEF-1}");
+        assert_eq!(k.channel(&id), "bzt:{s:abc_DEF-1}:ch");
+        assert_eq!(k.due(), "bzt:{due}");
+        assert_eq!(k.id_from_channel(&k.channel(&id)), Some(id));
+        assert_eq!(k.id_from_channel("other:{s:abc}:ch"), None);
+    }
+
+    #[test]
+    fn settings_pick_cluster_from_several_urls_and_check_the_prefix() {
+        let s = RedisSettings::new("redis://a:7000, redis://b:7001");
+        assert!(s.cluster);
+        assert_eq!(s.urls.len(), 2);
+        assert!(!RedisSettings::new("redis://a:6379").cluster);
+        let mut bad = RedisSettings::new("redis://a");
+        bad.key_prefix = "x{y}".into();
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,315 @@
+//! Broker nodes as separate processes of the real binary, all pointing at
+//! one Redis (or Redis Cluster), and the RP, browser and phone sides that
+//! talk to them.
+//!
+//! Ports: a process cannot be told to bind port 0 and report it back
+//! cheaply, so each node gets a port found free by binding and releasing
+//! it, and its TOML config names it.
+
+use bzt_devca::{DevCa, LeafSpec};
+use bzt_phone::{Phone, PhoneIdentity, QrText};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+pub const API_KEY: &str = "bzt-multi-node-test-key";
+
+/// What every node shares: a CA its trust domain accepts, a phone identity
+/// it issued, and a directory for configs and logs.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub identity: PhoneIdentity,
+    pub http: reqwest::Client,
+    pub phone: Phone,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("bzt-nodes-")
+            .tempdir()
+            .unwrap();
+        let ca = DevCa::generate("测试根", "bzt 测试", "platform").unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
+        let leaf = ca
+            .issue(&LeafSpec::new("张三", "示例建设有限公司"))
+            .unwrap();
+        let identity = PhoneIdentity::from_pem(&leaf.cert_pem, &leaf.key_pem, None).unwrap();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(64)
+            .build()
+            .unwrap();
+        Self {
+            dir,
+            identity,
+            phone: Phone::new(http.clone()),
+            http,
+        }
+    }
+
+    /// Starts `n` nodes on `redis_url` (comma-separated: a Cluster) under
+    /// one key prefix, and waits until each is ready.
+    pub async fn start_nodes(&self, n: usize, redis_url: &str) -> Vec<Node> {
+        let prefix = format!("it-{}", bzt_core::SessionId::generate());
+        let mut nodes: Vec<Node> = (1..=n)
+            .map(|i| Node::spawn(self, &format!("node{i}"), redis_url, &prefix))
+            .collect();
+        for node in &mut nodes {
+            node.wait_ready(&self.http).await;
+        }
+        nodes
+    }
+}
+
+/// One `bzt serve` process.
+pub struct Node {
+    pub name: String,
+    pub port: u16,
+    pub base: String,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn spawn(fx: &Fixture, name: &str, redis_url: &str, prefix: &str) -> Self {
+        let port = super::redis::free_port(false);
+        let base = format!("http://127.0.0.1:{port}");
+        let config = fx.dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                r#"listen = "127.0.0.1:{port}"
+public_base_url = "{base}"
+[store]
+kind = "redis"
+redis_url = "{redis_url}"
+key_prefix = "{prefix}"
+[limits]
+claims_per_ip_per_minute = 1000000
+creates_per_app_per_second = 1000000
+sockets_per_ip_per_minute = 1000000
+sockets_per_session = 8
+[[apps]]
+id = "demo"
+name = "示例交易平台"
+api_key = "{API_KEY}"
+[[trust_domains]]
+name = "platform"
+ca_pem_files = ["ca.pem"]
+"#
+            ),
+        )
+        .unwrap();
+        let mut node = Self {
+            name: name.to_owned(),
+            port,
+            base,
+            config,
+            log: fx.dir.path().join(format!("{name}.log")),
+            child: None,
+        };
+        node.start();
+        node
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_bzt"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .env("BZT_LOG", "warn")
+            .env_remove("BZT_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start the bzt binary");
+        self.child = Some(child);
+    }
+
+    /// Waits for `/readyz` to answer 200 (the process is up and Redis reachable).
+    pub async fn wait_ready(&mut self, http: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("{} exited with {status}: {}", self.name, self.log());
+            }
+            if let Ok(r) = http.get(format!("{}/readyz", self.base)).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready in 30 s: {}",
+                self.name,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: no shutdown, no goodbye to its sockets.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Still running?
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The same URL, on this node (`http://host:port/...` or `ws://...`).
+    pub fn rebase(&self, url: &str) -> String {
+        let (scheme, rest) = url.split_once("://").expect("absolute URL");
+        let path = rest.find('/').map_or("", |i| &rest[i..]);
+        format!("{scheme}://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The create answer's useful parts.
+#[derive(Clone, Debug)]
+pub struct Created {
+    pub id: String,
+    pub qr_text: String,
+    pub ws_url: String,
+}
+
+/// `POST /v1/sessions` on `node`; the raw answer on any non-201.
+pub async fn try_create(
+    http: &reqwest::Client,
+    node: &Node,
+    ttl_s: u32,
+) -> Result<Created, (u16, Value, Option<String>)> {
+    let r = http
+        .post(format!("{}/v1/sessions", node.base))
+        .bearer_auth(API_KEY)
+        .json(&json!({ "kind": "login", "ttl_s": ttl_s, "display": { "title": "登录 示例交易平台" } }))
+        .send()
+        .await
+        .map_err(|e| (0, json!(e.to_string()), None))?;
+    let status = r.status().as_u16();
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    if status != 201 {
+        return Err((status, body, retry_after));
+    }
+    Ok(Created {
+        id: body["id"].as_str().unwrap().to_owned(),
+        qr_text: body["qr_text"].as_str().unwrap().to_owned(),
+        ws_url: body["ws_url"].as_str().unwrap().to_owned(),
+    })
+}
+
+pub async fn create(http: &reqwest::Client, node: &Node, ttl_s: u32) -> Created {
+    try_create(http, node, ttl_s)
+        .await
+        .unwrap_or_else(|e| panic!("create on {}: {e:?}", node.name))
+}
+
+/// The QR text as a phone would scan it, pointed at `node`.
+pub fn qr_on(node: &Node, qr_text: &str) -> QrText {
+    QrText::parse(&node.rebase(qr_text)).unwrap()
+}
+
+/// A browser's WebSocket.
+pub struct Browser {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+/// What a browser saw until its socket ended.
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub events: Vec<Value>,
+    /// The close frame's code, if the server sent one.
+    pub close_code: Option<u16>,
+}
+
+impl Seen {
+    pub fn of_type(&self, t: &str) -> Vec<&Value> {
+        self.events.iter().filter(|e| e["type"] == t).collect()
+    }
+}
+
+impl Browser {
+    pub async fn connect(ws_url: &str) -> Result<Self, String> {
+        let (ws, _) = tokio_tungstenite::connect_async(ws_url)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Self { ws })
+    }
+
+    /// The next JSON event; `None` if the socket ended (or `within` passed).
+    pub async fn next_event(&mut self, within: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??;
+            match msg {
+                Ok(Message::Text(t)) => return serde_json::from_str(t.as_str()).ok(),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Every event until the server closes the socket (or `within` passes).
+    pub async fn until_closed(mut self, within: Duration) -> Seen {
+        let mut seen = Seen::default();
+        let deadline = tokio::time::Instant::now() + within;
+        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, self.ws.next()).await {
+            match msg {
+                Ok(Message::Text(t)) => {
+                    if let Ok(v) = serde_json::from_str(t.as_str()) {
+                        seen.events.push(v);
+                    }
+                }
+                Ok(Message::Close(frame)) => {
+                    seen.close_code = frame.map(|f| u16::from(f.code));
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        let _ = self.ws.close(None).await;
+        seen
+    }
+
+    pub async fn send_json(&mut self, v: &Value) {
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .unwrap();
+    }
+}
