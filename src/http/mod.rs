@@ -17,7 +17,6 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Router;
 use bzt_core::secret::SecretHash;
 use std::net::{IpAddr, SocketAddr};
@@ -36,34 +35,49 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
+/// Declares the broker's routes once and derives both [`ROUTES`] and the
+/// router built by [`broker_routes`] from that one table, so the list can
+/// never drift from what is served.
+macro_rules! declare_routes {
+    ($($method:ident $path:literal => $handler:expr;)*) => {
+        /// Every route of the broker (not the development demo's `/demo`
+        /// routes), as `(method, path)`: the method in lowercase, as OpenAPI
+        /// spells its operations, the path in axum's `{param}` syntax, which
+        /// is also OpenAPI's. Generated from the same table as the router;
+        /// `tests/openapi.rs` checks it against `docs/openapi.yaml`, so a
+        /// route added without documentation fails the tests.
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+
+        /// The router of [`ROUTES`] (axum merges methods given for one path).
+        fn broker_routes() -> Router<AppState> {
+            Router::new()$(.route($path, axum::routing::$method($handler)))*
+        }
+    };
+}
+
+declare_routes! {
+    post "/v1/sessions" => rp::create_session;
+    get "/v1/sessions/{id}" => rp::get_session;
+    delete "/v1/sessions/{id}" => rp::cancel_session;
+    options "/v1/sessions/{id}" => browser::preflight;
+    get "/v1/sessions/{id}/ws" => browser::websocket;
+    get "/v1/sessions/{id}/events" => browser::events;
+    get "/v1/sessions/{id}/qr.svg" => browser::qr_svg;
+    get "/v1/sessions/{id}/qr.png" => browser::qr_png;
+    post "/v1/claim" => phone::claim;
+    post "/v1/sessions/{id}/complete" => phone::complete;
+    get "/q/{id}" => browser::scan_landing_page;
+    get "/healthz" => ops::healthz;
+    get "/readyz" => ops::readyz;
+    get "/metrics" => ops::metrics;
+    get "/v1/admin/revocations" => ops::list_revocations;
+    post "/v1/admin/revocations" => ops::add_revocation;
+    delete "/v1/admin/revocations/{serial}" => ops::remove_revocation;
+}
+
 /// The broker's routes. `extra` is merged in (the development demo).
 pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router {
-    let mut r = Router::new()
-        .route("/v1/sessions", post(rp::create_session))
-        .route(
-            "/v1/sessions/{id}",
-            get(rp::get_session)
-                .delete(rp::cancel_session)
-                .options(browser::preflight),
-        )
-        .route("/v1/sessions/{id}/ws", get(browser::websocket))
-        .route("/v1/sessions/{id}/events", get(browser::events))
-        .route("/v1/sessions/{id}/qr.svg", get(browser::qr_svg))
-        .route("/v1/sessions/{id}/qr.png", get(browser::qr_png))
-        .route("/v1/claim", post(phone::claim))
-        .route("/v1/sessions/{id}/complete", post(phone::complete))
-        .route("/q/{id}", get(browser::scan_landing_page))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route(
-            "/v1/admin/revocations",
-            get(ops::list_revocations).post(ops::add_revocation),
-        )
-        .route(
-            "/v1/admin/revocations/{serial}",
-            axum::routing::delete(ops::remove_revocation),
-        );
+    let mut r = broker_routes();
     if let Some(extra) = extra {
         r = r.merge(extra);
     }

@@ -1,0 +1,1339 @@
+//! `docs/openapi.yaml` kept honest against the real broker.
+//!
+//! - Every path and method of the document is routed: a request to it does
+//!   not fall through to the router's `404 no such endpoint` or `405`, and its
+//!   status is one the document lists for that operation.
+//! - Every route of [`bzt::http::ROUTES`] is in the document, and nothing else.
+//! - Real answers (create, session views, claim, complete, snapshots and
+//!   events over WebSocket and SSE, errors, admin, ops) validate against the
+//!   documented schemas, strictly: a field the server sends that the schema
+//!   does not declare fails too, so the document cannot fall behind.
+//! - The error-code enum and its statuses match [`bzt_core::ErrorCode`].
+//!
+//! The schema check is a small JSON Schema subset (the keywords the document
+//! uses): `$ref`, `type`, `const`, `enum`, `required`, `properties`,
+//! `additionalProperties: false`, `items`, `min/maxItems`, `min/maxLength`,
+//! `pattern`, `minimum`, `maximum`, `allOf`, `anyOf`, `oneOf`, `not`,
+//! `if`/`then`/`else`.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use bzt::clock::SystemClock;
+use bzt::config::{AppConfig, TrustDomainConfig};
+use bzt::{Application, Config};
+use bzt_core::ErrorCode;
+use bzt_devca::{DevCa, LeafSpec};
+use futures_util::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, OnceLock};
+use tokio_tungstenite::tungstenite::Message;
+
+const API_KEY: &str = "openapi-test-api-key";
+const ADMIN_TOKEN: &str = "openapi-test-admin-token";
+const ALLOWED_ORIGIN: &str = "http://rp.example";
+const HTTP_METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+// ---- The document -----------------------------------------------------------
+
+struct Doc {
+    root: Value,
+}
+
+fn doc() -> &'static Doc {
+    static DOC: OnceLock<Doc> = OnceLock::new();
+    DOC.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.yaml");
+        let text = std::fs::read_to_string(path).expect("read docs/openapi.yaml");
+        let root: Value = serde_norway::from_str(&text).expect("docs/openapi.yaml is valid YAML");
+        Doc { root }
+    })
+}
+
+impl Doc {
+    /// `(method, path)` of every operation, method in lowercase.
+    fn operations(&self) -> BTreeSet<(String, String)> {
+        let paths = self.root["paths"].as_object().expect("`paths` is a map");
+        let mut out = BTreeSet::new();
+        for (path, item) in paths {
+            for (key, _) in item.as_object().expect("a path item is a map") {
+                if HTTP_METHODS.contains(&key.as_str()) {
+                    out.insert((key.clone(), path.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    fn operation(&self, method: &str, path: &str) -> &Value {
+        &self.root["paths"][path][method]
+    }
+
+    /// Follows `$ref` chains (local references only).
+    fn resolve<'a>(&'a self, mut v: &'a Value) -> &'a Value {
+        for _ in 0..16 {
+            match v.get("$ref").and_then(Value::as_str) {
+                Some(r) => v = self.pointer(r),
+                None => return v,
+            }
+        }
+        panic!("$ref chain too long at {v}");
+    }
+
+    fn pointer(&self, reference: &str) -> &Value {
+        let ptr = reference
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("only local $ref are used: {reference}"));
+        self.root
+            .pointer(ptr)
+            .unwrap_or_else(|| panic!("$ref {reference} does not resolve"))
+    }
+
+    fn schema(&self, name: &str) -> &Value {
+        let s = &self.root["components"]["schemas"][name];
+        assert!(!s.is_null(), "no schema {name} in the document");
+        s
+    }
+
+    /// The documented response of an operation for `status`, resolved.
+    fn response(&self, method: &str, path: &str, status: u16) -> Option<&Value> {
+        let responses = &self.operation(method, path)["responses"];
+        responses
+            .get(status.to_string())
+            .or_else(|| responses.get("default"))
+            .map(|r| self.resolve(r))
+    }
+
+    /// Documented error codes and their statuses.
+    fn error_statuses(&self) -> BTreeMap<String, u64> {
+        let code = self.schema("ErrorCode");
+        let statuses = code["x-http-status"]
+            .as_object()
+            .expect("ErrorCode has x-http-status");
+        let enumerated: BTreeSet<String> = code["enum"]
+            .as_array()
+            .expect("ErrorCode has an enum")
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect();
+        let mapped: BTreeSet<String> = statuses.keys().cloned().collect();
+        assert_eq!(
+            enumerated, mapped,
+            "ErrorCode enum and x-http-status differ"
+        );
+        statuses
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+            .collect()
+    }
+
+    /// Validates `value` against `schema` strictly; panics with every finding.
+    fn assert_valid(&self, schema: &Value, value: &Value, what: &str) {
+        let mut errors = Vec::new();
+        self.walk(schema, value, "$", true, true, &mut errors);
+        assert!(
+            errors.is_empty(),
+            "{what} does not match the document:\n  {}\nvalue: {value:#}",
+            errors.join("\n  ")
+        );
+    }
+
+    fn assert_valid_named(&self, name: &str, value: &Value, what: &str) {
+        self.assert_valid(self.schema(name), value, what);
+    }
+
+    fn is_valid(&self, schema: &Value, value: &Value, strict: bool, closed: bool) -> bool {
+        let mut errors = Vec::new();
+        self.walk(schema, value, "$", strict, closed, &mut errors);
+        errors.is_empty()
+    }
+
+    /// Property names an object schema declares, through `allOf` and `$ref`.
+    fn declared(&self, schema: &Value, out: &mut BTreeSet<String>) {
+        let schema = self.resolve(schema);
+        if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+            out.extend(props.keys().cloned());
+        }
+        for member in schema
+            .get("allOf")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            self.declared(member, out);
+        }
+    }
+
+    /// `strict`: undeclared object properties are findings (in answers, an
+    /// undocumented field); `closed`: that check applies at this level (it is
+    /// made once, by the schema that sees every `allOf` member's properties).
+    fn walk(
+        &self,
+        schema: &Value,
+        value: &Value,
+        at: &str,
+        strict: bool,
+        closed: bool,
+        errors: &mut Vec<String>,
+    ) {
+        let schema = self.resolve(schema);
+        if schema == &Value::Bool(true) {
+            return;
+        }
+        let s = |k: &str| schema.get(k);
+
+        if let Some(t) = s("type") {
+            let types: Vec<&str> = match t {
+                Value::String(t) => vec![t.as_str()],
+                Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+                _ => panic!("bad `type` {t}"),
+            };
+            if !types.iter().any(|t| type_matches(t, value)) {
+                errors.push(format!("{at}: expected type {types:?}, got {value}"));
+                return;
+            }
+        }
+        if let Some(c) = s("const") {
+            if !json_eq(c, value) {
+                errors.push(format!("{at}: expected {c}, got {value}"));
+            }
+        }
+        if let Some(e) = s("enum").and_then(Value::as_array) {
+            if !e.iter().any(|c| json_eq(c, value)) {
+                errors.push(format!("{at}: {value} is not one of {e:?}"));
+            }
+        }
+        if let Value::String(text) = value {
+            let len = text.chars().count() as u64;
+            if let Some(min) = s("minLength").and_then(Value::as_u64) {
+                if len < min {
+                    errors.push(format!("{at}: shorter than {min}"));
+                }
+            }
+            if let Some(max) = s("maxLength").and_then(Value::as_u64) {
+                if len > max {
+                    errors.push(format!("{at}: longer than {max}"));
+                }
+            }
+            if let Some(p) = s("pattern").and_then(Value::as_str) {
+                let re = regex_lite::Regex::new(p).unwrap_or_else(|e| panic!("pattern {p}: {e}"));
+                if !re.is_match(text) {
+                    errors.push(format!("{at}: {text:?} does not match {p}"));
+                }
+            }
+        }
+        if let Some(n) = value.as_f64() {
+            if let Some(min) = s("minimum").and_then(Value::as_f64) {
+                if n < min {
+                    errors.push(format!("{at}: {n} < minimum {min}"));
+                }
+            }
+            if let Some(max) = s("maximum").and_then(Value::as_f64) {
+                if n > max {
+                    errors.push(format!("{at}: {n} > maximum {max}"));
+                }
+            }
+        }
+        if let Value::Array(items) = value {
+            if let Some(min) = s("minItems").and_then(Value::as_u64) {
+                if (items.len() as u64) < min {
+                    errors.push(format!("{at}: fewer than {min} items"));
+                }
+            }
+            if let Some(max) = s("maxItems").and_then(Value::as_u64) {
+                if (items.len() as u64) > max {
+                    errors.push(format!("{at}: more than {max} items"));
+                }
+            }
+            if let Some(item_schema) = s("items") {
+                for (i, item) in items.iter().enumerate() {
+                    self.walk(
+                        item_schema,
+                        item,
+                        &format!("{at}[{i}]"),
+                        strict,
+                        strict,
+                        errors,
+                    );
+                }
+            }
+        }
+        if let Value::Object(map) = value {
+            for r in s("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let r = r.as_str().unwrap();
+                if !map.contains_key(r) {
+                    errors.push(format!("{at}: missing required property `{r}`"));
+                }
+            }
+            let props = s("properties").and_then(Value::as_object);
+            for (k, v) in map {
+                if let Some(p) = props.and_then(|p| p.get(k)) {
+                    self.walk(p, v, &format!("{at}.{k}"), strict, strict, errors);
+                }
+            }
+            match s("additionalProperties") {
+                Some(Value::Bool(false)) => {
+                    for k in map.keys() {
+                        if !props.is_some_and(|p| p.contains_key(k)) {
+                            errors.push(format!("{at}: property `{k}` is not allowed"));
+                        }
+                    }
+                }
+                None if strict && closed => {
+                    let mut declared = BTreeSet::new();
+                    self.declared(schema, &mut declared);
+                    if !declared.is_empty() {
+                        for k in map.keys() {
+                            if !declared.contains(k) {
+                                errors.push(format!("{at}: property `{k}` is not documented"));
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for member in s("allOf").and_then(Value::as_array).into_iter().flatten() {
+            self.walk(member, value, at, strict, false, errors);
+        }
+        if let Some(any) = s("anyOf").and_then(Value::as_array) {
+            if !any.iter().any(|m| self.is_valid(m, value, strict, closed)) {
+                errors.push(format!("{at}: matches none of anyOf"));
+            }
+        }
+        if let Some(one) = s("oneOf").and_then(Value::as_array) {
+            let n = one
+                .iter()
+                .filter(|m| self.is_valid(m, value, strict, closed))
+                .count();
+            if n != 1 {
+                errors.push(format!("{at}: matches {n} of oneOf, not exactly one"));
+            }
+        }
+        if let Some(not) = s("not") {
+            if self.is_valid(not, value, false, false) {
+                errors.push(format!("{at}: matches a `not` schema {not}"));
+            }
+        }
+        if let Some(cond) = s("if") {
+            let branch = if self.is_valid(cond, value, false, false) {
+                s("then")
+            } else {
+                s("else")
+            };
+            if let Some(b) = branch {
+                self.walk(b, value, at, strict, false, errors);
+            }
+        }
+    }
+}
+
+fn type_matches(t: &str, v: &Value) -> bool {
+    match t {
+        "object" => v.is_object(),
+        "array" => v.is_array(),
+        "string" => v.is_string(),
+        "boolean" => v.is_boolean(),
+        "null" => v.is_null(),
+        "number" => v.is_number(),
+        "integer" => v.is_i64() || v.is_u64() || v.as_f64().is_some_and(|f| f.fract() == 0.0),
+        other => panic!("unknown type {other}"),
+    }
+}
+
+/// JSON equality with numbers compared by value (YAML `1` vs JSON `1`).
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
+}
+
+// ---- The broker -------------------------------------------------------------
+
+struct Broker {
+    base: String,
+    http: reqwest::Client,
+    ca: DevCa,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start() -> Broker {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = DevCa::generate("OpenAPI Test CA", "BZT Test", "platform").unwrap();
+    let ca_file = dir.path().join("platform-root.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+
+    let mut config = Config::defaults();
+    config.listen = "127.0.0.1:0".into();
+    config.data_dir = Some(dir.path().join("data"));
+    config.apps = vec![AppConfig {
+        id: "app1".into(),
+        name: "测试交易平台".into(),
+        api_key: Some(API_KEY.into()),
+        api_key_sha256: None,
+        allowed_origins: vec![ALLOWED_ORIGIN.into()],
+        webhook_secret: None,
+    }];
+    config.trust_domains = vec![TrustDomainConfig {
+        name: "platform".into(),
+        ca_pem_files: vec![ca_file],
+    }];
+    config.admin_token = Some(ADMIN_TOKEN.into());
+
+    let app = Application::build(&config, Arc::new(SystemClock), None)
+        .await
+        .expect("the broker builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run(async move {
+        let _ = stopped.await;
+    }));
+    Broker {
+        base,
+        http: reqwest::Client::new(),
+        ca,
+        _dir: dir,
+        _stop: stop,
+    }
+}
+
+/// An answer, read whole.
+struct Answer {
+    status: u16,
+    content_type: Option<String>,
+    headers: reqwest::header::HeaderMap,
+    bytes: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.bytes).unwrap_or_else(|e| {
+            panic!(
+                "answer {} is not JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.bytes)
+            )
+        })
+    }
+
+    /// The media type without parameters.
+    fn media_type(&self) -> Option<&str> {
+        self.content_type
+            .as_deref()
+            .map(|c| c.split(';').next().unwrap_or("").trim())
+    }
+}
+
+impl Broker {
+    async fn send(&self, req: reqwest::RequestBuilder) -> Answer {
+        let resp = req.send().await.expect("the broker answers");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let content_type = headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = resp.bytes().await.unwrap().to_vec();
+        Answer {
+            status,
+            content_type,
+            headers,
+            bytes,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn create(&self, body: &Value) -> Value {
+        doc().assert_valid_named("CreateSessionRequest", body, "the create request");
+        let a = self
+            .send(
+                self.http
+                    .post(self.url("/v1/sessions"))
+                    .bearer_auth(API_KEY)
+                    .json(body),
+            )
+            .await;
+        assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.bytes));
+        let v = a.json();
+        check_answer(&a, "post", "/v1/sessions");
+        v
+    }
+
+    async fn get_session(&self, id: &str) -> Value {
+        let a = self
+            .send(
+                self.http
+                    .get(self.url(&format!("/v1/sessions/{id}")))
+                    .bearer_auth(API_KEY),
+            )
+            .await;
+        assert_eq!(a.status, 200);
+        check_answer(&a, "get", "/v1/sessions/{id}");
+        a.json()
+    }
+
+    async fn claim(&self, qr_text: &str) -> Value {
+        let body = json!({ "qr_text": qr_text, "device": { "id": "dev-1", "name": "张三的手机" } });
+        doc().assert_valid_named("ClaimRequest", &body, "the claim request");
+        let a = self
+            .send(self.http.post(self.url("/v1/claim")).json(&body))
+            .await;
+        assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.bytes));
+        check_answer(&a, "post", "/v1/claim");
+        a.json()
+    }
+
+    async fn complete(&self, id: &str, phone_token: &str, body: &Value) -> Answer {
+        doc().assert_valid_named("CompleteRequest", body, "the complete request");
+        let a = self
+            .send(
+                self.http
+                    .post(self.url(&format!("/v1/sessions/{id}/complete")))
+                    .bearer_auth(phone_token)
+                    .json(body),
+            )
+            .await;
+        check_answer(&a, "post", "/v1/sessions/{id}/complete");
+        a
+    }
+}
+
+/// Checks an answer against the documented response of `method path`: its
+/// status is listed, its media type is one the response documents, a JSON
+/// body matches the schema, and an error body is exactly `{error: {code,
+/// message}}` with a documented code of that status.
+fn check_answer(a: &Answer, method: &str, path: &str) {
+    let d = doc();
+    let response = d.response(method, path, a.status).unwrap_or_else(|| {
+        panic!(
+            "{} {path} answered {}, which the document does not list: {}",
+            method.to_uppercase(),
+            a.status,
+            String::from_utf8_lossy(&a.bytes)
+        )
+    });
+    if a.status >= 400 {
+        assert_error_body(a);
+    }
+    let Some(content) = response.get("content").and_then(Value::as_object) else {
+        return;
+    };
+    let media = a
+        .media_type()
+        .unwrap_or_else(|| panic!("{method} {path} {}: no Content-Type", a.status));
+    let documented = content.get(media).unwrap_or_else(|| {
+        panic!(
+            "{method} {path} {} answered {media}, documented: {:?}",
+            a.status,
+            content.keys().collect::<Vec<_>>()
+        )
+    });
+    if media == "application/json" {
+        if let Some(schema) = documented.get("schema") {
+            d.assert_valid(
+                schema,
+                &a.json(),
+                &format!("{} {path} {}", method.to_uppercase(), a.status),
+            );
+        }
+    }
+}
+
+/// The protocol's error body, exactly.
+fn assert_error_body(a: &Answer) {
+    let v = a.json();
+    let obj = v.as_object().expect("error body is an object");
+    assert_eq!(
+        obj.keys().collect::<Vec<_>>(),
+        ["error"],
+        "error body has exactly `error`: {v}"
+    );
+    let err = v["error"].as_object().expect("`error` is an object");
+    let keys: BTreeSet<&str> = err.keys().map(String::as_str).collect();
+    assert_eq!(keys, BTreeSet::from(["code", "message"]), "{v}");
+    let code = err["code"].as_str().expect("code is a string");
+    assert!(
+        err["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
+    let statuses = doc().error_statuses();
+    let documented = statuses
+        .get(code)
+        .unwrap_or_else(|| panic!("error code {code} is not in the document's enum"));
+    assert_eq!(
+        *documented, a.status as u64,
+        "code {code} answered with status {}",
+        a.status
+    );
+    assert_eq!(
+        a.headers
+            .get(reqwest::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store"),
+        "error answers carry Cache-Control: no-store"
+    );
+}
+
+fn assert_error(a: &Answer, status: u16, code: &str) {
+    assert_eq!(a.status, status, "{}", String::from_utf8_lossy(&a.bytes));
+    assert_error_body(a);
+    assert_eq!(a.json()["error"]["code"], code);
+}
+
+fn fill_path(path: &str) -> String {
+    let re = regex_lite::Regex::new(r"\{([a-z_]+)\}").unwrap();
+    re.replace_all(path, |c: &regex_lite::Captures<'_>| match &c[1] {
+        "id" => "AAAAAAAAAAAAAAAAAAAAAA".to_owned(),
+        "serial" => "0a1b".to_owned(),
+        other => format!("dummy-{other}"),
+    })
+    .into_owned()
+}
+
+// ---- The document itself ------------------------------------------------------
+
+/// Every `$ref` anywhere in `v`.
+fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                match (k.as_str(), x) {
+                    ("$ref", Value::String(r)) => out.push(r),
+                    _ => refs(x, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_document_is_openapi_3_1_and_self_consistent() {
+    let d = doc();
+    assert_eq!(d.root["openapi"], "3.1.0");
+    assert!(d.root["info"]["title"].is_string());
+    assert!(d.root["info"]["version"].is_string());
+
+    let mut all = Vec::new();
+    refs(&d.root, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        d.pointer(r);
+    }
+
+    let schemes = d.root["components"]["securitySchemes"]
+        .as_object()
+        .expect("security schemes");
+    let mut ids = BTreeSet::new();
+    for (method, path) in d.operations() {
+        let op = d.operation(&method, &path);
+        let id = op["operationId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+        assert!(ids.insert(id.to_owned()), "operationId {id} twice");
+        assert!(
+            op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+            "{method} {path} documents no response"
+        );
+        let security = op["security"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{method} {path} states no `security` (use [] for none)"));
+        for requirement in security {
+            for name in requirement.as_object().unwrap().keys() {
+                assert!(schemes.contains_key(name), "{method} {path}: scheme {name}");
+            }
+        }
+        // Path parameters are declared, on the path item or the operation.
+        let item = &d.root["paths"][&path];
+        let declared: BTreeSet<String> = item["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(op["parameters"].as_array().into_iter().flatten())
+            .map(|p| d.resolve(p))
+            .filter(|p| p["in"] == "path")
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect();
+        let re = regex_lite::Regex::new(r"\{([a-z_]+)\}").unwrap();
+        let in_path: BTreeSet<String> = re.captures_iter(&path).map(|c| c[1].to_owned()).collect();
+        assert_eq!(declared, in_path, "path parameters of {method} {path}");
+        // Every error answer documents the Error body.
+        for (status, response) in op["responses"].as_object().unwrap() {
+            if status.starts_with('4') || status.starts_with('5') {
+                let r = d.resolve(response);
+                assert_eq!(
+                    r["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/Error",
+                    "{method} {path} {status} documents the Error body"
+                );
+            }
+        }
+    }
+
+    // `required` names declared properties.
+    for (name, schema) in d.root["components"]["schemas"].as_object().unwrap() {
+        let mut declared = BTreeSet::new();
+        d.declared(schema, &mut declared);
+        for r in schema["required"].as_array().into_iter().flatten() {
+            let r = r.as_str().unwrap();
+            assert!(
+                declared.contains(r),
+                "schema {name} requires undeclared {r}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_error_codes_are_the_servers() {
+    use ErrorCode::*;
+    let all = [
+        InvalidRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        MethodNotAllowed,
+        AlreadyClaimed,
+        Conflict,
+        Expired,
+        PayloadTooLarge,
+        BadSignature,
+        UntrustedCertificate,
+        RateLimited,
+        Internal,
+        Unavailable,
+    ];
+    // A new variant fails to compile here until it is listed above (and documented).
+    for c in all {
+        match c {
+            InvalidRequest | Unauthorized | Forbidden | NotFound | MethodNotAllowed
+            | AlreadyClaimed | Conflict | Expired | PayloadTooLarge | BadSignature
+            | UntrustedCertificate | RateLimited | Internal | Unavailable => {}
+        }
+    }
+    let server: BTreeMap<String, u64> = all
+        .iter()
+        .map(|c| (c.as_str().to_owned(), u64::from(c.http_status())))
+        .collect();
+    assert_eq!(doc().error_statuses(), server);
+}
+
+// ---- Routes ---------------------------------------------------------------
+
+#[test]
+fn every_route_is_documented_and_nothing_else() {
+    let routes: BTreeSet<(String, String)> = bzt::http::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(
+        routes.len(),
+        bzt::http::ROUTES.len(),
+        "ROUTES has duplicates"
+    );
+    let documented = doc().operations();
+    let undocumented: Vec<_> = routes.difference(&documented).collect();
+    let unrouted: Vec<_> = documented.difference(&routes).collect();
+    assert!(
+        undocumented.is_empty(),
+        "routes missing from docs/openapi.yaml: {undocumented:?}"
+    );
+    assert!(
+        unrouted.is_empty(),
+        "docs/openapi.yaml documents routes that bzt::http::ROUTES lacks: {unrouted:?}"
+    );
+    assert!(
+        documented.iter().all(|(_, p)| !p.starts_with("/demo")),
+        "the development demo is not part of the API"
+    );
+}
+
+#[tokio::test]
+async fn every_documented_operation_is_routed() {
+    let b = start().await;
+    let fallback = json!({ "error": { "code": "not_found", "message": "no such endpoint" } });
+
+    // The fallback itself, so the comparison below means something.
+    let a = b.send(b.http.get(b.url("/v1/no-such-thing"))).await;
+    assert_error(&a, 404, "not_found");
+    assert_eq!(a.json(), fallback);
+    let a = b.send(b.http.put(b.url("/v1/sessions"))).await;
+    assert_error(&a, 405, "method_not_allowed");
+
+    let ops = doc().operations();
+    assert!(ops.len() >= 17, "only {} operations documented", ops.len());
+    for (method, path) in ops {
+        let url = b.url(&fill_path(&path));
+        let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let a = b.send(b.http.request(m, &url)).await;
+        let routed = !(a.status == 404
+            && serde_json::from_slice::<Value>(&a.bytes).ok().as_ref() == Some(&fallback))
+            && a.status != 405;
+        assert!(
+            routed,
+            "{} {path} is documented but not routed: {} {}",
+            method.to_uppercase(),
+            a.status,
+            String::from_utf8_lossy(&a.bytes)
+        );
+        check_answer(&a, &method, &path);
+    }
+}
+
+// ---- Real answers against the schemas -------------------------------------------
+
+/// Reads SSE events until the first one is complete.
+async fn first_sse_event(resp: reqwest::Response) -> (String, String, Value) {
+    let mut resp = resp;
+    let mut buf = String::new();
+    let block = loop {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), resp.chunk())
+            .await
+            .expect("an SSE event in time")
+            .unwrap()
+            .expect("the stream stays open until the first event");
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        if let Some(end) = buf.find("\n\n") {
+            break buf[..end].to_owned();
+        }
+    };
+    let (mut event, mut id, mut data) = (String::new(), String::new(), String::new());
+    for line in block.lines() {
+        if let Some(v) = line.strip_prefix("event:") {
+            event = v.trim().to_owned();
+        } else if let Some(v) = line.strip_prefix("id:") {
+            id = v.trim().to_owned();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push_str(v.trim_start());
+        }
+    }
+    (
+        event,
+        id,
+        serde_json::from_str(&data).expect("SSE data is JSON"),
+    )
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next JSON text frame, or the close code.
+async fn next_frame(ws: &mut Ws) -> Result<Value, Option<u16>> {
+    loop {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame in time");
+        match msg {
+            Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(t.as_str()).unwrap()),
+            Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("socket error: {e}"),
+            None => return Err(None),
+        }
+    }
+}
+
+fn ws_frame_schema(frame: &Value) -> &'static str {
+    match frame["type"].as_str() {
+        Some("snapshot") => "WsSnapshot",
+        Some("status") => "WsStatus",
+        Some("qr") => "WsQr",
+        Some("result") => "WsResult",
+        Some("error") => "WsError",
+        other => panic!("undocumented frame type {other:?}"),
+    }
+}
+
+fn assert_ws_frame(frame: &Value, expected_type: &str) {
+    assert_eq!(frame["type"], expected_type, "{frame}");
+    // The document's own mapping of frame types to schemas.
+    let op = doc().operation("get", "/v1/sessions/{id}/ws");
+    let schema = &op["x-websocket"]["server-messages"][expected_type];
+    assert!(!schema.is_null(), "frame {expected_type} is not documented");
+    assert_eq!(
+        schema["$ref"],
+        format!("#/components/schemas/{}", ws_frame_schema(frame))
+    );
+    doc().assert_valid(schema, frame, &format!("WebSocket {expected_type} frame"));
+}
+
+/// Claims and approves `session` with a fresh certificate of the test CA.
+async fn claim_and_approve(b: &Broker, created: &Value, extra: Value) -> (Value, Answer) {
+    let claimed = b.claim(created["qr_text"].as_str().unwrap()).await;
+    let tbs = B64
+        .decode(claimed["tbs_b64"].as_str().unwrap())
+        .expect("tbs_b64 is base64");
+    let leaf = b.ca.issue(&LeafSpec::new("张三", "测试投标公司")).unwrap();
+    let key = bzt_devca::key_from_pem(&leaf.key_pem, None).unwrap();
+    let signer = bzt_devca::signing_key(&key).unwrap();
+    let signature = bzt_devca::sign_der(&signer, &tbs).unwrap();
+    let mut body = json!({
+        "certificate_pem": leaf.cert_pem,
+        "signature_b64": B64.encode(signature),
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let a = b
+        .complete(
+            created["id"].as_str().unwrap(),
+            claimed["phone_token"].as_str().unwrap(),
+            &body,
+        )
+        .await;
+    (claimed, a)
+}
+
+#[tokio::test]
+async fn browser_and_phone_answers_match_the_schemas() {
+    let b = start().await;
+    let d = doc();
+
+    let created = b
+        .create(&json!({
+            "kind": "login",
+            "display": { "title": "登录 示例交易平台", "detail": "项目 2026-001" },
+            "ttl_s": 120,
+            "accept": ["platform"],
+            "number_match": true,
+        }))
+        .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let t = created["browser_token"].as_str().unwrap().to_owned();
+    assert_eq!(created["ttl_s"], 120);
+
+    let pending = b.get_session(&id).await;
+    assert_eq!(pending["status"], "pending");
+
+    // QR images.
+    for (path, media) in [("qr.svg", "image/svg+xml"), ("qr.png", "image/png")] {
+        let a = b
+            .send(
+                b.http
+                    .get(b.url(&format!("/v1/sessions/{id}/{path}?t={t}"))),
+            )
+            .await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.media_type(), Some(media));
+        check_answer(&a, "get", &format!("/v1/sessions/{{id}}/{path}"));
+    }
+    let a = b
+        .send(b.http.get(b.url(&format!("/v1/sessions/{id}/qr.png"))))
+        .await;
+    assert_error(&a, 401, "unauthorized");
+    check_answer(&a, "get", "/v1/sessions/{id}/qr.png");
+    let a = b
+        .send(
+            b.http
+                .get(b.url(&format!("/v1/sessions/{id}/qr.svg?t={t}")))
+                .header("Origin", "http://evil.example"),
+        )
+        .await;
+    assert_error(&a, 403, "forbidden");
+
+    // SSE: the first event is the snapshot, id = version.
+    let resp = b
+        .http
+        .get(created["events_url"].as_str().unwrap())
+        .header("Origin", ALLOWED_ORIGIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        ALLOWED_ORIGIN
+    );
+    let (event, sse_id, data) = first_sse_event(resp).await;
+    assert_eq!((event.as_str(), sse_id.as_str()), ("snapshot", "1"));
+    let sse_schema = &d.operation("get", "/v1/sessions/{id}/events")["x-sse-events"]["snapshot"];
+    d.assert_valid(sse_schema, &data, "SSE snapshot");
+    assert!(data["session"]["qr_text"].is_string());
+
+    // WebSocket: snapshot, then an error frame for an unknown message.
+    let (mut ws, _) = tokio_tungstenite::connect_async(created["ws_url"].as_str().unwrap())
+        .await
+        .expect("the WebSocket upgrades");
+    let snapshot = next_frame(&mut ws).await.unwrap();
+    assert_ws_frame(&snapshot, "snapshot");
+    ws.send(Message::Text(r#"{"type":"hello"}"#.into()))
+        .await
+        .unwrap();
+    let error = next_frame(&mut ws).await.unwrap();
+    assert_ws_frame(&error, "error");
+    assert_eq!(error["error"]["code"], "invalid_request");
+
+    // A plain GET of the socket with a valid token is not an upgrade.
+    let a = b
+        .send(b.http.get(b.url(&format!("/v1/sessions/{id}/ws?t={t}"))))
+        .await;
+    assert_error(&a, 400, "invalid_request");
+    check_answer(&a, "get", "/v1/sessions/{id}/ws");
+
+    // Claim (with number matching), the browser's status event, the scanned view.
+    let claimed = b.claim(created["qr_text"].as_str().unwrap()).await;
+    assert_eq!(claimed["match_choices"].as_array().unwrap().len(), 3);
+    let status = next_frame(&mut ws).await.unwrap();
+    assert_ws_frame(&status, "status");
+    let code = status["match_code"].as_str().unwrap().to_owned();
+    let scanned = b.get_session(&id).await;
+    assert_eq!(scanned["status"], "scanned");
+
+    // A second claim.
+    let again = b
+        .send(b.http.post(b.url("/v1/claim")).json(&json!({
+            "qr_text": created["qr_text"], "device": { "id": "dev-2", "name": "李四的手机" }
+        })))
+        .await;
+    assert_error(&again, 409, "already_claimed");
+    check_answer(&again, "post", "/v1/claim");
+
+    // Completion errors: no token, a bad signature (counted, session stays scanned).
+    let phone_token = claimed["phone_token"].as_str().unwrap();
+    let a = b
+        .send(
+            b.http
+                .post(b.url(&format!("/v1/sessions/{id}/complete")))
+                .json(&json!({ "reject": { "reason": "no" } })),
+        )
+        .await;
+    assert_error(&a, 401, "unauthorized");
+    let leaf = b.ca.issue(&LeafSpec::new("张三", "测试投标公司")).unwrap();
+    let a = b
+        .complete(
+            &id,
+            phone_token,
+            &json!({
+                "certificate_pem": leaf.cert_pem,
+                "signature_b64": B64.encode(b"not a signature"),
+                "match_code": code,
+            }),
+        )
+        .await;
+    assert_eq!(a.status, 422);
+
+    // The phone rejects: answer, result event, close 1000, rejected view.
+    let a = b
+        .complete(
+            &id,
+            phone_token,
+            &json!({ "reject": { "reason": "不是我发起的" } }),
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json()["status"], "rejected");
+    let result = next_frame(&mut ws).await.unwrap();
+    assert_ws_frame(&result, "result");
+    assert_eq!(result["result"]["reason"], "不是我发起的");
+    assert_eq!(next_frame(&mut ws).await, Err(Some(1000)));
+    let rejected = b.get_session(&id).await;
+    assert_eq!(rejected["status"], "rejected");
+    assert_eq!(rejected["result"], result["result"]);
+
+    // A terminal session's socket: the snapshot carries the result, then 1000.
+    let (mut ws, _) = tokio_tungstenite::connect_async(created["ws_url"].as_str().unwrap())
+        .await
+        .unwrap();
+    let snapshot = next_frame(&mut ws).await.unwrap();
+    assert_ws_frame(&snapshot, "snapshot");
+    assert_eq!(snapshot["session"]["result"], result["result"]);
+    assert_eq!(next_frame(&mut ws).await, Err(Some(1000)));
+
+    // The QR of a finished session.
+    let a = b
+        .send(
+            b.http
+                .get(b.url(&format!("/v1/sessions/{id}/qr.svg?t={t}"))),
+        )
+        .await;
+    assert_error(&a, 409, "conflict");
+    check_answer(&a, "get", "/v1/sessions/{id}/qr.svg");
+
+    // Completing a finished session.
+    let a = b
+        .complete(
+            &id,
+            phone_token,
+            &json!({ "reject": { "reason": "again" } }),
+        )
+        .await;
+    assert_error(&a, 409, "conflict");
+
+    // Approvals: login, and encrypt (recipients) with a rotating QR.
+    let created = b
+        .create(&json!({ "kind": "login", "display": { "title": "扫码登录" } }))
+        .await;
+    let (claimed, a) = claim_and_approve(&b, &created, json!({})).await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.bytes));
+    assert!(claimed.get("match_choices").is_none());
+    let approved = b.get_session(created["id"].as_str().unwrap()).await;
+    assert_eq!(approved["status"], "approved");
+    assert_eq!(approved["result"]["certificate"]["domain"], "platform");
+
+    let created = b
+        .create(&json!({
+            "kind": "encrypt",
+            "display": { "title": "生成投标文件" },
+            "rotate_s": 30,
+            "requester": { "ip": "203.0.113.9", "user_agent": "Mozilla/5.0" },
+        }))
+        .await;
+    let colleague = b.ca.issue(&LeafSpec::new("李四", "测试投标公司")).unwrap();
+    let (claimed, a) = claim_and_approve(
+        &b,
+        &created,
+        json!({ "recipients_pem": [colleague.cert_pem] }),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.bytes));
+    assert_eq!(claimed["session"]["requester"]["ip"], "203.0.113.9");
+    let approved = b.get_session(created["id"].as_str().unwrap()).await;
+    assert_eq!(
+        approved["result"]["recipients"].as_array().unwrap().len(),
+        1
+    );
+
+    // Sign and decrypt claims carry their extras.
+    let created = b
+        .create(&json!({
+            "kind": "sign",
+            "display": { "title": "签章" },
+            "tbs_b64": B64.encode("合同正文"),
+            "conversation": { "max_requests": 10 },
+        }))
+        .await;
+    let claimed = b.claim(created["qr_text"].as_str().unwrap()).await;
+    assert_eq!(claimed["conversation_allowed"], true);
+    let created = b
+        .create(&json!({
+            "kind": "decrypt",
+            "display": { "title": "开标解密" },
+            "envelope_header_b64": B64.encode(r#"{"v":1}"#),
+            "reply_key": format!("04{}", "ab".repeat(64)),
+        }))
+        .await;
+    let claimed = b.claim(created["qr_text"].as_str().unwrap()).await;
+    assert!(claimed["envelope_header_b64"].is_string());
+}
+
+#[tokio::test]
+async fn rp_admin_and_ops_answers_match_the_schemas() {
+    let b = start().await;
+
+    // Cancel with the API key, then again: 409.
+    let created = b
+        .create(&json!({ "kind": "bind", "display": { "title": "绑定证书" } }))
+        .await;
+    let id = created["id"].as_str().unwrap();
+    let path = format!("/v1/sessions/{id}");
+    let a = b
+        .send(b.http.delete(b.url(&path)).bearer_auth(API_KEY))
+        .await;
+    assert_eq!(a.status, 200);
+    check_answer(&a, "delete", "/v1/sessions/{id}");
+    assert_eq!(a.json()["status"], "cancelled");
+    assert_eq!(a.json()["result"], Value::Null);
+    let a = b
+        .send(b.http.delete(b.url(&path)).bearer_auth(API_KEY))
+        .await;
+    assert_error(&a, 409, "conflict");
+    check_answer(&a, "delete", "/v1/sessions/{id}");
+
+    // Cancel from the page (`?t=`), with CORS and its preflight.
+    let created = b
+        .create(&json!({ "kind": "login", "display": { "title": "登录" } }))
+        .await;
+    let id = created["id"].as_str().unwrap();
+    let t = created["browser_token"].as_str().unwrap();
+    let path = format!("/v1/sessions/{id}");
+    let a = b
+        .send(
+            b.http
+                .request(Method::OPTIONS, b.url(&path))
+                .header("Origin", ALLOWED_ORIGIN)
+                .header("Access-Control-Request-Method", "DELETE"),
+        )
+        .await;
+    assert_eq!(a.status, 204);
+    check_answer(&a, "options", "/v1/sessions/{id}");
+    assert_eq!(a.headers["access-control-allow-origin"], ALLOWED_ORIGIN);
+    let a = b
+        .send(
+            b.http
+                .delete(b.url(&format!("{path}?t={t}")))
+                .header("Origin", ALLOWED_ORIGIN),
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    check_answer(&a, "delete", "/v1/sessions/{id}");
+    assert_eq!(a.headers["access-control-allow-origin"], ALLOWED_ORIGIN);
+
+    // Long-poll of a terminal session answers at once.
+    let a = b
+        .send(
+            b.http
+                .get(b.url(&format!("{path}?wait=30&version=1")))
+                .bearer_auth(API_KEY),
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    check_answer(&a, "get", "/v1/sessions/{id}");
+
+    // Request errors.
+    for (query, what) in [
+        ("?wait=31", "wait over 30"),
+        ("?wait=soon", "wait not a number"),
+        ("?version=x&wait=1", "version not a number"),
+        ("?since=1", "unknown query parameter"),
+    ] {
+        let a = b
+            .send(
+                b.http
+                    .get(b.url(&format!("{path}{query}")))
+                    .bearer_auth(API_KEY),
+            )
+            .await;
+        assert_eq!(a.status, 400, "{what}");
+        check_answer(&a, "get", "/v1/sessions/{id}");
+    }
+    let a = b
+        .send(
+            b.http
+                .get(b.url("/v1/sessions/AAAAAAAAAAAAAAAAAAAAAA"))
+                .bearer_auth(API_KEY),
+        )
+        .await;
+    assert_error(&a, 404, "not_found");
+    let a = b.send(b.http.get(b.url(&path)).bearer_auth("wrong")).await;
+    assert_error(&a, 401, "unauthorized");
+    for (body, status, code) in [
+        (
+            json!({ "kind": "login", "display": { "title": "x" }, "colour": "red" }),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({ "kind": "login", "display": { "title": "x" }, "ttl_s": 29 }),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({ "kind": "login", "display": { "title": "x" }, "rotate_s": 61 }),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({ "kind": "login", "display": { "title": "x".repeat(201) } }),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({ "kind": "login", "display": { "title": "x" }, "tbs_b64": "AA==" }),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({ "kind": "sign", "display": { "title": "x" }, "tbs_b64": B64.encode(vec![0u8; 64 * 1024 + 1]) }),
+            413,
+            "payload_too_large",
+        ),
+    ] {
+        // The document rejects what the server rejects (except the 64 KiB rule on decoded bytes).
+        if status == 400 {
+            let mut errors = Vec::new();
+            doc().walk(
+                doc().schema("CreateSessionRequest"),
+                &body,
+                "$",
+                true,
+                true,
+                &mut errors,
+            );
+            assert!(!errors.is_empty(), "the document accepts {body}");
+        }
+        let a = b
+            .send(
+                b.http
+                    .post(b.url("/v1/sessions"))
+                    .bearer_auth(API_KEY)
+                    .json(&body),
+            )
+            .await;
+        assert_error(&a, status, code);
+        check_answer(&a, "post", "/v1/sessions");
+    }
+    let a = b
+        .send(
+            b.http
+                .post(b.url("/v1/sessions"))
+                .bearer_auth(API_KEY)
+                .header("content-type", "application/json")
+                .body(vec![b' '; 300 * 1024]),
+        )
+        .await;
+    assert_error(&a, 413, "payload_too_large");
+
+    // Admin.
+    let a = b.send(b.http.get(b.url("/v1/admin/revocations"))).await;
+    assert_error(&a, 401, "unauthorized");
+    let a = b
+        .send(
+            b.http
+                .post(b.url("/v1/admin/revocations"))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({ "serial": "00:0A:1B" })),
+        )
+        .await;
+    assert_eq!(a.status, 201);
+    check_answer(&a, "post", "/v1/admin/revocations");
+    assert_eq!(a.json()["serial"], "a1b");
+    let a = b
+        .send(
+            b.http
+                .get(b.url("/v1/admin/revocations"))
+                .bearer_auth(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    check_answer(&a, "get", "/v1/admin/revocations");
+    assert_eq!(a.json()["runtime"], json!(["a1b"]));
+    for expected in [200, 404] {
+        let a = b
+            .send(
+                b.http
+                    .delete(b.url("/v1/admin/revocations/A1B"))
+                    .bearer_auth(ADMIN_TOKEN),
+            )
+            .await;
+        assert_eq!(a.status, expected);
+        check_answer(&a, "delete", "/v1/admin/revocations/{serial}");
+    }
+
+    // Ops and the landing page.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let a = b.send(b.http.get(b.url(path))).await;
+        assert_eq!(a.status, 200, "{path}");
+        check_answer(&a, "get", path);
+    }
+    let a = b.send(b.http.get(b.url(&format!("/q/{id}")))).await;
+    assert_eq!(a.status, 200);
+    check_answer(&a, "get", "/q/{id}");
+    assert!(String::from_utf8_lossy(&a.bytes).contains("lang=\"zh-CN\""));
+}
