@@ -127,8 +127,10 @@ ca_pem_files = ["ca.pem"]
             .arg("serve")
             .arg("--config")
             .arg(&self.config)
-            .env("BZT_LOG", "warn")
+            // Not BZT_LOG: the config loader reads every BZT_* variable as a
+            // key and rejects unknown ones, so logs stay at the default level.
             .env_remove("BZT_CONFIG")
+            .env_remove("BZT_LOG")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -1,0 +1,316 @@
+//! Several broker nodes (separate processes of the real `bzt` binary) on
+//! one Redis: what a browser, a phone and the RP see when their requests
+//! land on different nodes, when a node dies, and when Redis goes away.
+//! The main scenarios also run on a 3-master Redis Cluster.
+//!
+//! Each test starts its own Redis (or Cluster) and nodes; see
+//! tests/support. Expiry is real time here (30 s is the shortest TTL the
+//! protocol allows), so the expiry test waits about 35 s.
+
+mod support;
+
+use bzt_phone::ApproveExtras;
+use futures_util::future::join_all;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use support::nodes::{create, qr_on, try_create, Browser, Fixture, Node};
+use support::redis::{RedisCluster, RedisServer};
+
+const STEP: Duration = Duration::from_secs(10);
+
+/// Browser on node 1, claim on node 2, approval on node 3.
+async fn browser_sees_claim_and_result_from_other_nodes(fx: &Fixture, nodes: &[Node]) {
+    let created = create(&fx.http, &nodes[0], 180).await;
+    let mut browser = Browser::connect(&nodes[0].rebase(&created.ws_url))
+        .await
+        .unwrap();
+    let snapshot = browser.next_event(STEP).await.expect("snapshot");
+    assert_eq!(snapshot["type"], "snapshot");
+    assert_eq!(snapshot["session"]["status"], "pending");
+
+    let mut claimed = fx
+        .phone
+        .claim(&qr_on(&nodes[1], &created.qr_text), &fx.identity)
+        .await
+        .expect("claim on node 2");
+    let scanned = browser.next_event(STEP).await.expect("scanned event");
+    assert_eq!(scanned["type"], "status", "{scanned}");
+    assert_eq!(scanned["status"], "scanned");
+
+    claimed.base_url = nodes[2].base.clone();
+    fx.phone
+        .approve(&claimed, &fx.identity, ApproveExtras::default())
+        .await
+        .expect("approve on node 3");
+    let seen = browser.until_closed(STEP).await;
+    let results = seen.of_type("result");
+    assert_eq!(results.len(), 1, "{seen:?}");
+    assert_eq!(results[0]["status"], "approved");
+    assert_eq!(
+        results[0]["result"]["certificate"]["serial"],
+        Value::String(fx.identity.serial_hex())
+    );
+    assert_eq!(seen.close_code, Some(1000));
+}
+
+/// 200 phones claim one QR at once through 3 nodes: one wins.
+async fn concurrent_claims_have_one_winner(fx: &Fixture, nodes: &[Node]) {
+    let created = create(&fx.http, &nodes[0], 180).await;
+    let claims = (0..200).map(|i| {
+        let node = &nodes[i % nodes.len()];
+        let body = serde_json::json!({
+            "qr_text": node.rebase(&created.qr_text),
+            "device": { "id": format!("phone-{i}"), "name": format!("手机 {i}") },
+        });
+        let http = fx.http.clone();
+        let url = format!("{}/v1/claim", node.base);
+        async move {
+            let r = http.post(url).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            (status, body)
+        }
+    });
+    let answers = join_all(claims).await;
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!(ok, 1, "exactly one 200");
+    for (status, body) in answers.iter().filter(|(s, _)| *s != 200) {
+        assert_eq!(*status, 409, "{body}");
+        assert_eq!(body["error"]["code"], "already_claimed", "{body}");
+    }
+}
+
+/// Node 1 dies under its browser; the browser reconnects to node 2 and
+/// gets the result completed on node 3.
+async fn browser_survives_its_node_dying(fx: &Fixture, nodes: &mut [Node]) {
+    let created = create(&fx.http, &nodes[0], 180).await;
+    let mut browser = Browser::connect(&nodes[0].rebase(&created.ws_url))
+        .await
+        .unwrap();
+    assert_eq!(browser.next_event(STEP).await.unwrap()["type"], "snapshot");
+    nodes[0].kill();
+    // The socket ends without a result.
+    assert!(browser.next_event(STEP).await.is_none());
+
+    let mut claimed = fx
+        .phone
+        .claim(&qr_on(&nodes[1], &created.qr_text), &fx.identity)
+        .await
+        .unwrap();
+    let mut browser = Browser::connect(&nodes[1].rebase(&created.ws_url))
+        .await
+        .unwrap();
+    let snapshot = browser.next_event(STEP).await.unwrap();
+    assert_eq!(snapshot["session"]["status"], "scanned", "{snapshot}");
+    claimed.base_url = nodes[2].base.clone();
+    fx.phone
+        .approve(&claimed, &fx.identity, ApproveExtras::default())
+        .await
+        .unwrap();
+    let seen = browser.until_closed(STEP).await;
+    let results = seen.of_type("result");
+    assert_eq!(results.len(), 1, "{seen:?}");
+    assert_eq!(results[0]["status"], "approved");
+}
+
+/// `n` sessions with the shortest TTL, created on and watched from
+/// different nodes, expire together: each browser gets exactly one
+/// `expired` result.
+async fn sessions_expire_once_each(fx: &Fixture, nodes: &[Node], n: usize) {
+    let started = Instant::now();
+    let mut browsers = Vec::new();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(50) {
+        let batch = chunk.iter().map(|&i| async move {
+            let created = create(&fx.http, &nodes[i % nodes.len()], 30).await;
+            let watch_on = &nodes[(i + 1) % nodes.len()];
+            let mut b = Browser::connect(&watch_on.rebase(&created.ws_url))
+                .await
+                .unwrap();
+            assert_eq!(b.next_event(STEP).await.unwrap()["type"], "snapshot");
+            b
+        });
+        browsers.extend(join_all(batch).await);
+    }
+    eprintln!("{n} sessions and sockets ready in {:?}", started.elapsed());
+    let seen = join_all(
+        browsers
+            .into_iter()
+            .map(|b| b.until_closed(Duration::from_secs(60))),
+    )
+    .await;
+    eprintln!("{n} sessions expired after {:?}", started.elapsed());
+    for s in &seen {
+        let results = s.of_type("result");
+        assert_eq!(results.len(), 1, "{s:?}");
+        assert_eq!(results[0]["status"], "expired");
+        assert_eq!(s.close_code, Some(1000));
+    }
+}
+
+/// Creates, claims and approves one session on `node` (a smoke check).
+async fn full_flow_on(fx: &Fixture, node: &Node) {
+    let created = create(&fx.http, node, 180).await;
+    let browser = Browser::connect(&node.rebase(&created.ws_url))
+        .await
+        .unwrap();
+    let claimed = fx
+        .phone
+        .claim(&qr_on(node, &created.qr_text), &fx.identity)
+        .await
+        .unwrap();
+    fx.phone
+        .approve(&claimed, &fx.identity, ApproveExtras::default())
+        .await
+        .unwrap();
+    let seen = browser.until_closed(STEP).await;
+    assert_eq!(seen.of_type("result")[0]["status"], "approved", "{seen:?}");
+}
+
+// ---- standalone Redis -------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_one_redis_browser_phone_and_rp_on_different_nodes() {
+    let redis = RedisServer::start();
+    let fx = Fixture::new();
+    let nodes = fx.start_nodes(3, &redis.url()).await;
+    browser_sees_claim_and_result_from_other_nodes(&fx, &nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_one_redis_200_concurrent_claims_one_winner() {
+    let redis = RedisServer::start();
+    let fx = Fixture::new();
+    let nodes = fx.start_nodes(3, &redis.url()).await;
+    concurrent_claims_have_one_winner(&fx, &nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_one_redis_browser_reconnects_after_sigkill() {
+    let redis = RedisServer::start();
+    let fx = Fixture::new();
+    let mut nodes = fx.start_nodes(3, &redis.url()).await;
+    browser_survives_its_node_dying(&fx, &mut nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_one_redis_1000_sessions_expire_once_each() {
+    let redis = RedisServer::start();
+    let fx = Fixture::new();
+    let nodes = fx.start_nodes(3, &redis.url()).await;
+    sessions_expire_once_each(&fx, &nodes, 1000).await;
+}
+
+/// Redis stops for ~5 s while requests keep coming: fast 503s with
+/// Retry-After, `/readyz` 503, no crash; then every node recovers alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_survive_a_redis_outage() {
+    let mut redis = RedisServer::start();
+    let fx = Fixture::new();
+    let mut nodes = fx.start_nodes(3, &redis.url()).await;
+
+    // Load: sessions created round-robin until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    let load = {
+        let stop = stop.clone();
+        let http = fx.http.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut unavailable, mut slowest) = (0u32, 0u32, Duration::ZERO);
+            let mut i = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let base = &bases[i % bases.len()];
+                i += 1;
+                let t = Instant::now();
+                let r = http
+                    .post(format!("{base}/v1/sessions"))
+                    .bearer_auth(support::nodes::API_KEY)
+                    .json(&serde_json::json!({ "kind": "login", "display": { "title": "x" } }))
+                    .send()
+                    .await
+                    .expect("the node answers");
+                slowest = slowest.max(t.elapsed());
+                match r.status().as_u16() {
+                    201 => ok += 1,
+                    503 => {
+                        assert!(r.headers().contains_key("retry-after"));
+                        let body: Value = r.json().await.unwrap();
+                        assert_eq!(body["error"]["code"], "unavailable");
+                        unavailable += 1;
+                    }
+                    other => panic!("unexpected {other}"),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (ok, unavailable, slowest)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    tokio::task::block_in_place(|| redis.stop());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for node in &nodes {
+        let t = Instant::now();
+        let r = fx
+            .http
+            .get(format!("{}/readyz", node.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "{} /readyz while Redis is down", node.name);
+        assert!(t.elapsed() < Duration::from_secs(2));
+        match try_create(&fx.http, node, 60).await {
+            Err((503, body, retry_after)) => {
+                assert_eq!(body["error"]["code"], "unavailable");
+                assert!(retry_after.is_some());
+            }
+            other => panic!("expected 503, got {other:?}"),
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::task::block_in_place(|| redis.restart());
+
+    // Every node comes back by itself.
+    for node in &mut nodes {
+        node.wait_ready(&fx.http).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, unavailable, slowest) = load.await.unwrap();
+    eprintln!("outage load: {ok} created, {unavailable} answered 503, slowest {slowest:?}");
+    assert!(ok > 0 && unavailable > 0);
+    assert!(
+        slowest < Duration::from_secs(3),
+        "slowest answer {slowest:?}"
+    );
+    for node in &mut nodes {
+        assert!(node.alive(), "{} crashed: {}", node.name, node.log());
+    }
+    for node in &nodes {
+        full_flow_on(&fx, node).await;
+    }
+    browser_sees_claim_and_result_from_other_nodes(&fx, &nodes).await;
+}
+
+// ---- Redis Cluster ----------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_three_nodes_cross_node_flow_claims_and_node_death() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
+        .await
+        .unwrap();
+    let fx = Fixture::new();
+    let mut nodes = fx.start_nodes(3, &cluster.urls()).await;
+    browser_sees_claim_and_result_from_other_nodes(&fx, &nodes).await;
+    concurrent_claims_have_one_winner(&fx, &nodes).await;
+    browser_survives_its_node_dying(&fx, &mut nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_three_nodes_sessions_expire_once_each() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
+        .await
+        .unwrap();
+    let fx = Fixture::new();
+    let nodes = fx.start_nodes(3, &cluster.urls()).await;
+    sessions_expire_once_each(&fx, &nodes, 300).await;
+}
