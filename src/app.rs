@@ -115,6 +115,12 @@ impl Application {
         }
         let broker = Arc::new(Broker {
             store,
+            conversations: Arc::new(crate::store::conversation::MemoryConversationStore::new()),
+            audit: Arc::new(crate::audit::FileAuditLog::open(
+                &config.audit_path(),
+                crate::audit::load_or_create_key(&config.audit_key_path())?,
+                config.audit.checkpoint_every,
+            )?),
             trust: load_trust_store(config)?,
             revocations: Revocations::new(&config.revocation.serials)
                 .map_err(anyhow::Error::msg)?,

@@ -128,6 +128,8 @@ pub struct Claimed {
 
 pub struct Broker {
     pub store: Arc<dyn SessionStore>,
+    pub conversations: Arc<dyn crate::store::conversation::ConversationStore>,
+    pub audit: Arc<dyn crate::audit::AuditLog>,
     pub trust: TrustStore,
     pub revocations: Revocations,
     pub apps: Apps,
@@ -290,17 +292,42 @@ impl Broker {
     ) -> Result<Session, ApiError> {
         let session = self.load(id).await?;
         self.check_completable(&session, phone_token).await?;
-        let update = self
-            .apply(
-                &session.id,
-                &Op::Reject {
-                    phone_token: phone_token.clone(),
-                    reason,
-                },
-            )
-            .await?;
-        update.output?;
-        Ok(update.session)
+        let record = audit_operation(&session, None, "rejected", Some(reason.clone()));
+        self.audited(
+            record,
+            &session.id,
+            &Op::Reject {
+                phone_token: phone_token.clone(),
+                reason,
+            },
+        )
+        .await
+    }
+
+    /// Appends the audit record, then applies the op it records: the record
+    /// is durable before anyone can learn the outcome. If the op then does not
+    /// happen (the session ended meanwhile), an `aborted` record follows.
+    async fn audited(
+        &self,
+        record: bzt_core::audit::Operation,
+        id: &SessionId,
+        op: &Op,
+    ) -> Result<Session, ApiError> {
+        self.audit.append(record.clone(), self.clock.now()).await?;
+        let applied = self
+            .apply(id, op)
+            .await
+            .and_then(|u| u.output.map(|_| u.session).map_err(ApiError::from));
+        if applied.is_err() {
+            let aborted = bzt_core::audit::Operation {
+                outcome: "aborted".into(),
+                ..record
+            };
+            if let Err(e) = self.audit.append(aborted, self.clock.now()).await {
+                tracing::error!(session = %id, error = %e, "could not record an aborted operation");
+            }
+        }
+        applied
     }
 
     /// The phone approves: the checks of PROTOCOL.md in its order, then the transition.
@@ -309,7 +336,7 @@ impl Broker {
         id: &str,
         phone_token: &Secret,
         c: Completion,
-    ) -> Result<Session, ApiError> {
+    ) -> Result<(Session, Option<crate::conversations::OpenedConversation>), ApiError> {
         let session = self.load(id).await?;
         self.check_completable(&session, phone_token).await?;
         let token = phone_token.clone();
@@ -338,24 +365,43 @@ impl Broker {
             Err(e) => return Err(self.count_bad_completion(&session.id, token, e).await),
         };
 
+        let opened = if c.open_conversation {
+            Some(
+                self.open_conversation(&session, &signer.info, &c.chain_pem)
+                    .await?,
+            )
+        } else {
+            None
+        };
         let approval = Approval {
             certificate: signer.info,
             signature: c.signature,
             recipients: recipients.into_iter().map(|r| r.info).collect(),
             wrapped_key: c.wrapped_key,
-            conversation: None,
+            conversation: opened.as_ref().map(|o| o.grant.clone()),
         };
-        let update = self
-            .apply(
+        let record = audit_operation(&session, Some(&approval.certificate), "approved", None);
+        let approved = self
+            .audited(
+                record,
                 &session.id,
                 &Op::Approve {
                     phone_token: token,
                     approval: Box::new(approval),
                 },
             )
-            .await?;
-        update.output?;
-        Ok(update.session)
+            .await;
+        match approved {
+            Ok(session) => Ok((session, opened)),
+            Err(e) => {
+                // The session ended meanwhile (expired, cancelled): the
+                // conversation it would have opened must not outlive it.
+                if let Some(o) = &opened {
+                    let _ = self.conversations.remove_conversation(&o.grant.id).await;
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn check_completable(&self, session: &Session, token: &Secret) -> Result<(), ApiError> {
@@ -416,13 +462,24 @@ impl Broker {
         metrics::counter!("bzt_bad_completions_total", "code" => e.code.as_str()).increment(1);
         match self.apply(id, &Op::BadCompletion { phone_token }).await {
             Ok(u) => match u.output {
-                Ok(OpOutput::BadCompletionCounted { failed: true, .. }) => ApiError::new(
-                    e.code,
-                    format!(
-                        "{} (third failed completion: the session has failed)",
-                        e.message
-                    ),
-                ),
+                Ok(OpOutput::BadCompletionCounted { failed: true, .. }) => {
+                    let record = audit_operation(
+                        &u.session,
+                        None,
+                        "failed",
+                        Some("too_many_bad_completions".into()),
+                    );
+                    if let Err(e) = self.audit.append(record, self.clock.now()).await {
+                        tracing::error!(session = %id, error = %e, "could not record a failed session");
+                    }
+                    ApiError::new(
+                        e.code,
+                        format!(
+                            "{} (third failed completion: the session has failed)",
+                            e.message
+                        ),
+                    )
+                }
                 Ok(_) => e.into(),
                 Err(state) => state.into(),
             },
@@ -541,6 +598,12 @@ impl Broker {
                 .await
                 .map(|_| ()),
             Timer::Purge(id) => self.store.remove(id).await.map_err(ApiError::from),
+            Timer::Conversation(id) => self.tick_conversation(id).await,
+            Timer::PurgeConversation(id) => self
+                .conversations
+                .remove_conversation(id)
+                .await
+                .map_err(ApiError::from),
         };
         match result {
             Ok(()) => {}
@@ -550,6 +613,36 @@ impl Broker {
                 self.timers.schedule(self.clock.now().plus_secs(1), timer);
             }
         }
+    }
+}
+
+/// The audit record of a session's completion.
+fn audit_operation(
+    s: &Session,
+    certificate: Option<&bzt_core::pki::CertificateInfo>,
+    outcome: &str,
+    reason: Option<String>,
+) -> bzt_core::audit::Operation {
+    bzt_core::audit::Operation {
+        app: s.app_id.clone(),
+        kind: s.kind.as_str().into(),
+        session_id: s.id.to_string(),
+        conversation_id: None,
+        request_id: None,
+        cert_serial: certificate.map(|c| c.serial.clone()).unwrap_or_default(),
+        cert_issuer: certificate.map(|c| c.issuer.clone()).unwrap_or_default(),
+        cert_subject: certificate.map(|c| c.subject.clone()).unwrap_or_default(),
+        tbs_sm3: bzt_core::pki::sm3_hex(&s.tbs),
+        outcome: outcome.into(),
+        reason,
+        auto_confirmed: None,
+        device_name: s
+            .device
+            .as_ref()
+            .map(|d| d.name.clone())
+            .unwrap_or_default(),
+        requester_ip: s.requester.as_ref().and_then(|r| r.ip.clone()),
+        requester_user_agent: s.requester.as_ref().and_then(|r| r.user_agent.clone()),
     }
 }
 
@@ -609,9 +702,6 @@ fn validate_kind_extras(session: &Session, c: &Completion) -> Result<(), ApiErro
                 "this session was created without `conversation`, so it cannot open one",
             ));
         }
-        return Err(ApiError::invalid(
-            "conversations (会话签章) are not available on this broker version yet",
-        ));
     }
     Ok(())
 }

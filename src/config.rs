@@ -47,6 +47,8 @@ pub struct Config {
     /// Where development mode keeps its CAs and demo app key.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Development mode: serve the web demo and its RP backend. Set by the
     /// embedded defaults; never set it on a production broker.
     #[serde(default)]
@@ -176,7 +178,60 @@ impl Default for WebhookConfig {
     }
 }
 
+/// The audit trail of certificate use (`[audit]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The JSON-lines log (default: `<data_dir>/audit.jsonl`).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// The broker's SM2 key signing checkpoints (default:
+    /// `<data_dir>/audit-signing-key.pem`, created on first start).
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    /// Operations between two signed checkpoints.
+    #[serde(default = "AuditConfig::default_checkpoint_every")]
+    pub checkpoint_every: u64,
+}
+
+impl AuditConfig {
+    fn default_checkpoint_every() -> u64 {
+        100
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            signing_key_file: None,
+            checkpoint_every: Self::default_checkpoint_every(),
+        }
+    }
+}
+
 impl Config {
+    /// Where relative defaults (audit log, development CAs) live.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("bzt-data"))
+    }
+
+    pub fn audit_path(&self) -> PathBuf {
+        self.audit
+            .path
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("audit.jsonl"))
+    }
+
+    pub fn audit_key_path(&self) -> PathBuf {
+        self.audit
+            .signing_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("audit-signing-key.pem"))
+    }
+
     /// The defaults every source is layered over.
     pub fn defaults() -> Self {
         Self {
@@ -192,6 +247,7 @@ impl Config {
             admin_token_sha256: None,
             trust_forwarded_for: false,
             data_dir: None,
+            audit: AuditConfig::default(),
             dev_mode: false,
         }
     }
@@ -221,6 +277,14 @@ impl Config {
                 if p.is_relative() {
                     *p = base.join(&*p);
                 }
+            }
+        }
+        for p in [&mut self.audit.path, &mut self.audit.signing_key_file]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
             }
         }
         if let Some(p) = &mut self.data_dir {

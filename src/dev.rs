@@ -66,7 +66,7 @@ fn load_or_create_secrets(data_dir: &Path) -> anyhow::Result<DevSecrets> {
     Ok(secrets)
 }
 
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);

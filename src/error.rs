@@ -36,6 +36,10 @@ impl ApiError {
         Self::new(ErrorCode::Forbidden, message)
     }
 
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)
     }

@@ -19,9 +19,11 @@
 
 pub mod app;
 pub mod apps;
+pub mod audit;
 pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod conversations;
 pub mod demo;
 pub mod dev;
 pub mod error;

@@ -14,6 +14,7 @@
 //! creating node died are swept by the others' periodic polls.
 
 use crate::clock::Clock;
+use bzt_core::secret::ConversationId;
 use bzt_core::{SessionId, Timestamp};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,9 @@ pub enum Timer {
     Expire(SessionId),
     Rotate(SessionId),
     Purge(SessionId),
+    /// A conversation's next deadline (request TTL, idle, max lifetime).
+    Conversation(ConversationId),
+    PurgeConversation(ConversationId),
 }
 
 #[derive(Default)]

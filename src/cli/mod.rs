@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+mod audit;
 mod devca;
 mod phone;
 mod serve;
@@ -25,7 +26,10 @@ enum Command {
     /// Development CA issuing SM2 certificates for test phones.
     #[command(name = "dev-ca", subcommand)]
     DevCa(devca::DevCaCommand),
-    /// Reference phone client: claim a QR, approve or reject.
+    /// Read and verify the audit trail of certificate use.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Reference phone client: claim a QR, approve or reject, converse (会话签章).
     #[command(subcommand)]
     Phone(phone::PhoneCommand),
 }
@@ -36,6 +40,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::DevCa(cmd) => devca::run(cmd),
         Command::Phone(cmd) => phone::run(cmd),
+        Command::Audit(cmd) => audit::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,7 +5,9 @@
 //! the waiting page (browser token in `?t=`), `phone` the certificate app,
 //! `ops` health, metrics and the admin API.
 
+mod audit;
 mod browser;
+mod conversation;
 mod ops;
 mod phone;
 mod rp;
@@ -73,6 +75,13 @@ declare_routes! {
     get "/v1/admin/revocations" => ops::list_revocations;
     post "/v1/admin/revocations" => ops::add_revocation;
     delete "/v1/admin/revocations/{serial}" => ops::remove_revocation;
+    get "/v1/conversations/{id}" => conversation::get_conversation;
+    delete "/v1/conversations/{id}" => conversation::end_conversation;
+    post "/v1/conversations/{id}/requests" => conversation::create_request;
+    get "/v1/conversations/{id}/requests/{rid}" => conversation::get_request;
+    get "/v1/conversations/{id}/ws" => conversation::requester_socket;
+    get "/v1/conversations/{id}/phone" => conversation::phone_socket;
+    get "/v1/audit" => audit::list;
 }
 
 /// The broker's routes. `extra` is merged in (the development demo).
@@ -89,6 +98,7 @@ pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(protocol_error_body))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -126,6 +136,49 @@ impl IntoResponse for ApiError {
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp
     }
+}
+
+/// Gives every error answer the protocol's body. Handlers answer through
+/// [`ApiError`] already; this catches axum's own plain-text rejections (a
+/// path segment that is not UTF-8, a malformed query string), so no non-2xx
+/// answer escapes the `{"error": {"code", "message"}}` format.
+async fn protocol_error_body(resp: Response) -> Response {
+    use bzt_core::ErrorCode;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let code = match status.as_u16() {
+        401 => ErrorCode::Unauthorized,
+        403 => ErrorCode::Forbidden,
+        404 => ErrorCode::NotFound,
+        405 => ErrorCode::MethodNotAllowed,
+        409 => ErrorCode::Conflict,
+        410 => ErrorCode::Expired,
+        413 => ErrorCode::PayloadTooLarge,
+        429 => ErrorCode::RateLimited,
+        503 => ErrorCode::Unavailable,
+        s if s >= 500 => return ApiError::internal().into_response(),
+        _ => ErrorCode::InvalidRequest,
+    };
+    let text = axum::body::to_bytes(resp.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_owned()
+    } else {
+        text
+    };
+    ApiError::new(code, message).into_response()
 }
 
 /// `Json` whose rejections speak the protocol's error format: 413 for a body

@@ -138,8 +138,15 @@ pub async fn complete(
         open_conversation: body.open_conversation.unwrap_or(false),
         match_code: body.match_code,
     };
-    let session = state.broker.complete(&id, &token, completion).await?;
-    Ok(Json(
-        json!({ "id": session.id, "status": session.status, "version": session.version }),
-    ))
+    let (session, conversation) = state.broker.complete(&id, &token, completion).await?;
+    let mut answer =
+        json!({ "id": session.id, "status": session.status, "version": session.version });
+    if let Some(c) = conversation {
+        answer["conversation"] = json!({
+            "id": c.grant.id,
+            "phone_token": c.phone_token.expose(),
+            "expires_at": c.grant.expires_at,
+        });
+    }
+    Ok(Json(answer))
 }

@@ -41,6 +41,7 @@
 //! default) and [`redis::RedisStore`] (sessions shared by every node
 //! pointing at the same Redis or Redis Cluster; see docs/redis.md).
 
+pub mod conversation;
 pub mod memory;
 pub mod redis;
 

@@ -157,6 +157,9 @@ pub struct Conversation {
     pub chain_pem: Vec<String>,
     /// The phone's device name, for the audit trail.
     pub device_name: String,
+    /// The end user of the opening session, for the audit trail.
+    #[serde(default)]
+    pub requester: Option<crate::session::Requester>,
     pub requester_token: SecretHash,
     pub phone_token: SecretHash,
     pub policy: ConversationPolicy,
@@ -220,6 +223,7 @@ pub struct OpenConversation {
     pub certificate: CertificateInfo,
     pub chain_pem: Vec<String>,
     pub device_name: String,
+    pub requester: Option<crate::session::Requester>,
     pub requester_token: SecretHash,
     pub phone_token: SecretHash,
     pub policy: ConversationPolicy,
@@ -241,6 +245,7 @@ impl Conversation {
             certificate: o.certificate,
             chain_pem: o.chain_pem,
             device_name: o.device_name,
+            requester: o.requester,
             requester_token: o.requester_token,
             phone_token: o.phone_token,
             policy: o.policy,
@@ -504,6 +509,7 @@ mod tests {
                 },
                 chain_pem: vec![],
                 device_name: "phone".into(),
+                requester: None,
                 requester_token: SecretHash::of(b"r"),
                 phone_token: SecretHash::of(b"p"),
                 policy,

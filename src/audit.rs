@@ -1,0 +1,397 @@
+//! The audit trail's storage: an append-only JSON-lines file, fsync'd
+//! before an append is acknowledged.
+//!
+//! One writer thread owns the file. Appends queue to it; it writes every
+//! queued record, calls `fsync` once for the batch (group commit, so a busy
+//! broker pays one disk flush per batch, not per record), then acknowledges
+//! each append. Every `checkpoint_every` operations it also appends a
+//! checkpoint signed with the broker's SM2 audit key. The record format and
+//! the verification rules are in [`bzt_core::audit`].
+//!
+//! Queries scan the file. That is fine for the volumes of one platform's
+//! audit period; an index (or the Redis stream, in Redis mode) is the next
+//! step when it is not.
+
+use crate::error::ApiError;
+use bzt_core::audit::{checkpoint, Event, Operation, Record, RecordBody, GENESIS};
+use bzt_core::Timestamp;
+use sm2::dsa::SigningKey;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// Filters of `GET /v1/audit` and `bzt audit`.
+#[derive(Debug, Default, Clone)]
+pub struct AuditQuery {
+    pub app: Option<String>,
+    pub serial: Option<String>,
+    pub since: Option<Timestamp>,
+    pub limit: usize,
+}
+
+impl AuditQuery {
+    fn matches(&self, r: &Record) -> bool {
+        let Some(op) = r.operation() else {
+            return false;
+        };
+        self.app.as_ref().is_none_or(|a| *a == op.app)
+            && self.serial.as_ref().is_none_or(|s| *s == op.cert_serial)
+            && self.since.is_none_or(|t| r.body.time >= t)
+    }
+}
+
+type Ack = oneshot::Sender<Result<u64, String>>;
+
+struct Append {
+    op: Operation,
+    time: Timestamp,
+    ack: Ack,
+}
+
+/// Where audit records go. Appends are durable when they return: callers
+/// append *before* reporting the outcome they record.
+#[async_trait::async_trait]
+pub trait AuditLog: Send + Sync + 'static {
+    /// Appends an operation; returns its sequence number once it is durable.
+    async fn append(&self, op: Operation, time: Timestamp) -> Result<u64, ApiError>;
+    /// Matching operations, oldest first, at most `limit` (0: no limit).
+    async fn query(&self, q: AuditQuery) -> Result<Vec<Record>, ApiError>;
+}
+
+#[async_trait::async_trait]
+impl AuditLog for FileAuditLog {
+    async fn append(&self, op: Operation, time: Timestamp) -> Result<u64, ApiError> {
+        FileAuditLog::append(self, op, time).await
+    }
+    async fn query(&self, q: AuditQuery) -> Result<Vec<Record>, ApiError> {
+        FileAuditLog::query(self, q).await
+    }
+}
+
+/// Handle to the audit file; cheap to clone.
+#[derive(Clone)]
+pub struct FileAuditLog {
+    path: Arc<PathBuf>,
+    writer: Arc<WriterHandle>,
+}
+
+/// The writer thread. Dropping the last handle closes the queue and joins
+/// the thread, which releases the file lock: a broker rebuilt in the same
+/// process (tests, restarts) can reopen the log at once.
+struct WriterHandle {
+    tx: Option<mpsc::Sender<Append>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl FileAuditLog {
+    /// Opens (or creates) the log, recovering its sequence and head from the
+    /// last line, and starts the writer thread.
+    pub fn open(path: &Path, key: SigningKey, checkpoint_every: u64) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        // Two writers would interleave two chains: refuse a log another
+        // broker (or another node sharing a directory) already writes.
+        file.try_lock().map_err(|_| {
+            anyhow::anyhow!(
+                "audit log {} is in use by another broker process; give each node its own [audit] path",
+                path.display()
+            )
+        })?;
+        let (seq, head, since_checkpoint) = recover(path)?;
+        let (tx, rx) = mpsc::channel::<Append>();
+        let writer = Writer {
+            file,
+            seq,
+            head,
+            since_checkpoint,
+            checkpoint_every: checkpoint_every.max(1),
+            key,
+        };
+        let thread = std::thread::Builder::new()
+            .name("bzt-audit".into())
+            .spawn(move || writer.run(rx))?;
+        Ok(Self {
+            path: Arc::new(path.to_owned()),
+            writer: Arc::new(WriterHandle {
+                tx: Some(tx),
+                thread: Some(thread),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends an operation; returns its sequence number once it is on disk.
+    pub async fn append(&self, op: Operation, time: Timestamp) -> Result<u64, ApiError> {
+        let (ack, done) = oneshot::channel();
+        let tx = self
+            .writer
+            .tx
+            .as_ref()
+            .ok_or_else(|| audit_unavailable("the audit writer stopped"))?;
+        tx.send(Append { op, time, ack })
+            .map_err(|_| audit_unavailable("the audit writer stopped"))?;
+        match done.await {
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(e)) => Err(audit_unavailable(&e)),
+            Err(_) => Err(audit_unavailable("the audit writer stopped")),
+        }
+    }
+
+    /// Matching operations, oldest first, at most `limit`.
+    pub async fn query(&self, q: AuditQuery) -> Result<Vec<Record>, ApiError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || read_matching(&path, &q))
+            .await
+            .map_err(|_| ApiError::internal())?
+            .map_err(|e| {
+                tracing::error!(error = %e, "audit query failed");
+                ApiError::internal()
+            })
+    }
+}
+
+fn audit_unavailable(detail: &str) -> ApiError {
+    tracing::error!(%detail, "audit log unavailable");
+    ApiError::new(
+        bzt_core::ErrorCode::Unavailable,
+        "the audit log cannot be written; the operation was not recorded and not performed",
+    )
+    .with_retry_after(1)
+}
+
+/// Reads a whole log file's records (for queries and `bzt audit`).
+pub fn read_matching(path: &Path, q: &AuditQuery) -> std::io::Result<Vec<Record>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for line in BufReader::new(file).lines() {
+        let line = line?;
+        let Ok(record) = serde_json::from_str::<Record>(&line) else {
+            continue;
+        };
+        if q.matches(&record) {
+            out.push(record);
+            if q.limit > 0 && out.len() >= q.limit {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// (last seq, last hash, operations since the last checkpoint) of an existing log.
+fn recover(path: &Path) -> anyhow::Result<(u64, String, u64)> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, GENESIS.into(), 0)),
+        Err(e) => return Err(e.into()),
+    };
+    let mut last: Option<Record> = None;
+    let mut since_checkpoint = 0;
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        let record: Record = serde_json::from_str(&line).map_err(|e| {
+            anyhow::anyhow!(
+                "audit log {} line {} is not a record ({e}); run `bzt audit verify` and repair it before starting",
+                path.display(),
+                i + 1
+            )
+        })?;
+        match record.body.event {
+            Event::Checkpoint(_) => since_checkpoint = 0,
+            Event::Operation(_) => since_checkpoint += 1,
+        }
+        last = Some(record);
+    }
+    Ok(match last {
+        Some(r) => (r.body.seq, r.hash, since_checkpoint),
+        None => (0, GENESIS.into(), 0),
+    })
+}
+
+struct Writer {
+    file: File,
+    seq: u64,
+    head: String,
+    since_checkpoint: u64,
+    checkpoint_every: u64,
+    key: SigningKey,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Append>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter().take(1023));
+            let result = self.write_batch(&batch);
+            for (append, seq) in batch.into_iter().zip(result.iter().cloned()) {
+                let _ = append.ack.send(seq);
+            }
+        }
+    }
+
+    /// Writes the batch and fsyncs once; one result per append.
+    fn write_batch(&mut self, batch: &[Append]) -> Vec<Result<u64, String>> {
+        let (seq0, head0, since0) = (self.seq, self.head.clone(), self.since_checkpoint);
+        let mut text = String::new();
+        let mut seqs = Vec::with_capacity(batch.len());
+        for a in batch {
+            let r = self.next(a.time, Event::Operation(a.op.clone()));
+            text.push_str(&r.to_line());
+            text.push('\n');
+            seqs.push(r.body.seq);
+            self.since_checkpoint += 1;
+            if self.since_checkpoint >= self.checkpoint_every {
+                let c = checkpoint(self.seq + 1, a.time, &self.head, &self.key).seal();
+                self.seq = c.body.seq;
+                self.head = c.hash.clone();
+                text.push_str(&c.to_line());
+                text.push('\n');
+                self.since_checkpoint = 0;
+            }
+        }
+        let written = self
+            .file
+            .write_all(text.as_bytes())
+            .and_then(|_| self.file.sync_data());
+        match written {
+            Ok(()) => seqs.into_iter().map(Ok).collect(),
+            Err(e) => {
+                // Nothing of the batch counts; the next batch continues the
+                // chain from the last durable record (a partial line, if any,
+                // makes `bzt audit verify` point at it).
+                (self.seq, self.head, self.since_checkpoint) = (seq0, head0, since0);
+                let msg = format!("audit write failed: {e}");
+                batch.iter().map(|_| Err(msg.clone())).collect()
+            }
+        }
+    }
+
+    fn next(&mut self, time: Timestamp, event: Event) -> Record {
+        self.seq += 1;
+        let r = RecordBody {
+            seq: self.seq,
+            time,
+            prev: self.head.clone(),
+            event,
+        }
+        .seal();
+        self.head = r.hash.clone();
+        r
+    }
+}
+
+/// Loads an existing audit signing key (for `bzt audit verify --key`).
+pub fn load_existing_key(path: &Path) -> anyhow::Result<SigningKey> {
+    use anyhow::Context;
+    let pem =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let secret = bzt_devca::key_from_pem(&pem, None)
+        .with_context(|| format!("{} is not an SM2 key", path.display()))?;
+    SigningKey::new(bzt_core::pki::DEFAULT_DIST_ID, &secret)
+        .map_err(|e| anyhow::anyhow!("audit key: {e}"))
+}
+
+/// Loads the broker's audit signing key, creating it on first use.
+pub fn load_or_create_key(path: &Path) -> anyhow::Result<SigningKey> {
+    use sm2::elliptic_curve::Generate;
+    if path.exists() {
+        return load_existing_key(path);
+    }
+    let secret = sm2::SecretKey::try_generate()
+        .map_err(|e| anyhow::anyhow!("no randomness for a key: {e}"))?;
+    let pem = bzt_devca::key_to_pem(&secret)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    crate::dev::write_private(path, &pem)?;
+    SigningKey::new(bzt_core::pki::DEFAULT_DIST_ID, &secret)
+        .map_err(|e| anyhow::anyhow!("audit key: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(n: u32) -> Operation {
+        Operation {
+            app: if n % 2 == 0 { "a".into() } else { "b".into() },
+            kind: "login".into(),
+            session_id: format!("s{n}"),
+            conversation_id: None,
+            request_id: None,
+            cert_serial: format!("{n:x}"),
+            cert_issuer: "CN=CA".into(),
+            cert_subject: "CN=x".into(),
+            tbs_sm3: String::new(),
+            outcome: "approved".into(),
+            reason: None,
+            auto_confirmed: None,
+            device_name: "d".into(),
+            requester_ip: None,
+            requester_user_agent: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_survive_reopening_and_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let key = load_or_create_key(&dir.path().join("audit-key.pem")).unwrap();
+        let log = FileAuditLog::open(&path, key.clone(), 4).unwrap();
+        for n in 1..=6 {
+            log.append(op(n), Timestamp::from_unix_millis(i64::from(n) * 1000))
+                .await
+                .unwrap();
+        }
+        drop(log);
+        // Reopen: the chain continues from the last record.
+        let log = FileAuditLog::open(&path, key, 4).unwrap();
+        let seq = log
+            .append(op(7), Timestamp::from_unix_millis(7000))
+            .await
+            .unwrap();
+        assert_eq!(seq, 8, "six operations and one checkpoint before it");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v = bzt_core::audit::verify_lines(text.lines(), None).unwrap();
+        assert_eq!((v.records, v.checkpoints, v.unsigned_tail), (8, 1, 3));
+
+        let q = AuditQuery {
+            app: Some("a".into()),
+            since: Some(Timestamp::from_unix_millis(3000)),
+            ..Default::default()
+        };
+        let found = log.query(q).await.unwrap();
+        let ids: Vec<_> = found
+            .iter()
+            .filter_map(|r| r.operation())
+            .map(|o| o.session_id.clone())
+            .collect();
+        assert_eq!(ids, ["s4", "s6"]);
+        let q = AuditQuery {
+            serial: Some("7".into()),
+            ..Default::default()
+        };
+        assert_eq!(log.query(q).await.unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,458 @@
+//! Conversation use cases (会话签章): opening one from an approved `sign`
+//! session, requests from the requester, answers from the phone, ending.
+//!
+//! Every change goes through [`Broker::apply_conversation`] and its one
+//! reaction point, which schedules the conversation's next deadline and
+//! purges it after the retention period. Every signature is checked against
+//! the certificate that opened the conversation, re-checked (validity,
+//! revocation) at that moment.
+
+use crate::broker::Broker;
+use crate::error::ApiError;
+use crate::store::conversation::ConvUpdate;
+use crate::timers::Timer;
+use bzt_core::conversation::{
+    ConvOp, ConvOutput, Conversation, EndedBy, OpenConversation, SignRequest,
+};
+use bzt_core::pki::{CertificateInfo, CheckContext};
+use bzt_core::secret::{ConversationId, RequestId};
+use bzt_core::session::{
+    validate_display, validate_tbs, ConversationGrant, DisplayText, TERMINAL_RETENTION_S,
+};
+use bzt_core::{DomainError, ErrorCode, Secret, Session};
+use std::time::Duration;
+
+/// What the phone and the requester receive when a conversation opens.
+pub struct OpenedConversation {
+    /// For the requester (`result.conversation`).
+    pub grant: ConversationGrant,
+    /// For the phone (the complete answer).
+    pub phone_token: Secret,
+}
+
+/// The audit record of a conversation request's answer.
+fn audit_request(
+    c: &Conversation,
+    r: &SignRequest,
+    outcome: &str,
+    reason: Option<String>,
+    auto_confirmed: Option<bool>,
+) -> bzt_core::audit::Operation {
+    bzt_core::audit::Operation {
+        app: c.app_id.clone(),
+        kind: "conversation_request".into(),
+        session_id: c.session_id.to_string(),
+        conversation_id: Some(c.id.to_string()),
+        request_id: Some(r.id.to_string()),
+        cert_serial: c.certificate.serial.clone(),
+        cert_issuer: c.certificate.issuer.clone(),
+        cert_subject: c.certificate.subject.clone(),
+        tbs_sm3: r.tbs_sm3.clone(),
+        outcome: outcome.into(),
+        reason,
+        auto_confirmed,
+        device_name: c.device_name.clone(),
+        requester_ip: c.requester.as_ref().and_then(|q| q.ip.clone()),
+        requester_user_agent: c.requester.as_ref().and_then(|q| q.user_agent.clone()),
+    }
+}
+
+fn unknown_conversation() -> ApiError {
+    ApiError::not_found("no such conversation")
+}
+
+impl Broker {
+    /// Opens the conversation of a `sign` session being approved.
+    pub(crate) async fn open_conversation(
+        &self,
+        session: &Session,
+        certificate: &CertificateInfo,
+        chain_pem: &[String],
+    ) -> Result<OpenedConversation, ApiError> {
+        let policy = session.conversation_policy.ok_or_else(|| {
+            ApiError::invalid(
+                "this session was created without `conversation`, so it cannot open one",
+            )
+        })?;
+        let requester_token = Secret::generate();
+        let phone_token = Secret::generate();
+        let conversation = Conversation::open(
+            OpenConversation {
+                id: ConversationId::generate(),
+                app_id: session.app_id.clone(),
+                session_id: session.id.clone(),
+                certificate: certificate.clone(),
+                chain_pem: chain_pem.to_vec(),
+                device_name: session
+                    .device
+                    .as_ref()
+                    .map(|d| d.name.clone())
+                    .unwrap_or_default(),
+                requester: session.requester.clone(),
+                requester_token: requester_token.hash(),
+                phone_token: phone_token.hash(),
+                policy,
+            },
+            self.clock.now(),
+        );
+        self.conversations
+            .insert_conversation(&conversation)
+            .await?;
+        self.schedule_conversation(&conversation);
+        metrics::counter!("bzt_conversations_opened_total").increment(1);
+        tracing::info!(conversation = %conversation.id, session = %session.id, "conversation opened");
+        Ok(OpenedConversation {
+            grant: ConversationGrant {
+                id: conversation.id.clone(),
+                token: requester_token,
+                expires_at: conversation.expires_at,
+            },
+            phone_token,
+        })
+    }
+
+    async fn load_conversation(&self, id: &str) -> Result<Conversation, ApiError> {
+        let id = ConversationId::parse(id).ok_or_else(unknown_conversation)?;
+        self.conversations
+            .get_conversation(&id)
+            .await?
+            .ok_or_else(unknown_conversation)
+    }
+
+    /// The conversation with what is due applied first (request TTLs, idle,
+    /// max lifetime), as sessions do: a read never shows a request `pending`
+    /// past its TTL because this node's timer has not fired yet (or the timer
+    /// lives on another node).
+    async fn load_current(&self, id: &str) -> Result<Conversation, ApiError> {
+        let c = self.load_conversation(id).await?;
+        if c.is_ended() || c.next_deadline().is_none_or(|at| at > self.clock.now()) {
+            return Ok(c);
+        }
+        Ok(self
+            .apply_conversation(&c.id, &ConvOp::Tick)
+            .await?
+            .conversation)
+    }
+
+    /// The conversation if it belongs to `app_id`; another app's is `not_found`.
+    pub async fn conversation_for_app(
+        &self,
+        app_id: &str,
+        id: &str,
+    ) -> Result<Conversation, ApiError> {
+        let c = self.load_current(id).await?;
+        if c.app_id != app_id {
+            return Err(unknown_conversation());
+        }
+        Ok(c)
+    }
+
+    /// The conversation if `token` is its requester token (`?t=`).
+    pub async fn conversation_for_requester(
+        &self,
+        id: &str,
+        token: Option<&str>,
+    ) -> Result<Conversation, ApiError> {
+        let c = self.load_current(id).await?;
+        let token = token
+            .and_then(Secret::from_presented)
+            .ok_or_else(|| ApiError::unauthorized("the conversation token (?t=) is missing"))?;
+        if !c.requester_token.verify(&token) {
+            return Err(ApiError::unauthorized(
+                "the conversation token (?t=) is not valid",
+            ));
+        }
+        Ok(c)
+    }
+
+    /// The conversation if `token` is its phone token.
+    pub async fn conversation_for_phone(
+        &self,
+        id: &str,
+        token: Option<&str>,
+    ) -> Result<Conversation, ApiError> {
+        let c = self.load_current(id).await?;
+        let token = token
+            .and_then(Secret::from_presented)
+            .ok_or_else(|| ApiError::unauthorized("the phone token (?t=) is missing"))?;
+        if !c.phone_token.verify(&token) {
+            return Err(ApiError::unauthorized("the phone token (?t=) is not valid"));
+        }
+        Ok(c)
+    }
+
+    /// The requester asks for one more signature.
+    pub async fn add_request(
+        &self,
+        app_id: &str,
+        id: &str,
+        display: DisplayText,
+        tbs: Vec<u8>,
+    ) -> Result<SignRequest, ApiError> {
+        validate_display(&display)?;
+        validate_tbs(&tbs)?;
+        let c = self.conversation_for_app(app_id, id).await?;
+        if !c.is_ended() {
+            // A certificate revoked or expired since the conversation opened stops it.
+            if let Err(e) = self.check_opener(&c) {
+                self.apply_conversation(
+                    &c.id,
+                    &ConvOp::End {
+                        by: EndedBy::Certificate,
+                    },
+                )
+                .await?;
+                return Err(ApiError::new(
+                    ErrorCode::Expired,
+                    format!("the conversation has ended: {}", e.message),
+                ));
+            }
+        }
+        let request_id = RequestId::generate();
+        let update = self
+            .apply_conversation(
+                &c.id,
+                &ConvOp::AddRequest {
+                    id: request_id.clone(),
+                    display,
+                    tbs,
+                },
+            )
+            .await?;
+        match update.output? {
+            ConvOutput::Added { .. } => {}
+            _ => return Err(ApiError::internal()),
+        }
+        metrics::counter!("bzt_conversation_requests_total").increment(1);
+        update
+            .conversation
+            .request(&request_id)
+            .cloned()
+            .ok_or_else(ApiError::internal)
+    }
+
+    /// Long-poll a request until it finishes (or `wait` passes).
+    pub async fn wait_request(
+        &self,
+        app_id: &str,
+        id: &str,
+        request_id: &str,
+        wait: Duration,
+    ) -> Result<SignRequest, ApiError> {
+        let c = self.conversation_for_app(app_id, id).await?;
+        let rid =
+            RequestId::parse(request_id).ok_or_else(|| ApiError::not_found("no such request"))?;
+        let find = |c: &Conversation| {
+            c.request(&rid)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found("no such request"))
+        };
+        let first = find(&c)?;
+        if first.is_finished() || wait.is_zero() {
+            return Ok(first);
+        }
+        let Some(mut changes) = self.conversations.subscribe_conversation(&c.id).await? else {
+            return Err(unknown_conversation());
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Tick so a request past its TTL reads as expired, timer or not.
+            let current = self
+                .apply_conversation(&c.id, &ConvOp::Tick)
+                .await?
+                .conversation;
+            let r = find(&current)?;
+            if r.is_finished() {
+                return Ok(r);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(unknown_conversation()),
+                Err(_) => return Ok(r),
+            }
+        }
+    }
+
+    /// The phone's signature for a request: verified against the opening
+    /// certificate, then recorded (approved), or recorded as rejected.
+    /// Answers the error the phone should see, if any.
+    pub async fn respond(
+        &self,
+        c: &Conversation,
+        request_id: &str,
+        signature: Vec<u8>,
+        auto_confirmed: bool,
+    ) -> Result<(), ApiError> {
+        let rid =
+            RequestId::parse(request_id).ok_or_else(|| ApiError::not_found("no such request"))?;
+        let current = self.load_conversation(c.id.as_str()).await?;
+        let request = current
+            .request(&rid)
+            .ok_or_else(|| ApiError::not_found("no such request in this conversation"))?;
+        let key = match self.check_opener(&current) {
+            Ok(key) => key,
+            Err(e) => {
+                let record = audit_request(
+                    &current,
+                    request,
+                    "rejected",
+                    Some("certificate_not_acceptable".into()),
+                    Some(auto_confirmed),
+                );
+                self.audit.append(record, self.clock.now()).await?;
+                self.apply_conversation(
+                    &c.id,
+                    &ConvOp::Respond {
+                        request_id: rid.clone(),
+                        verdict: Err("certificate_not_acceptable".into()),
+                        auto_confirmed,
+                    },
+                )
+                .await?
+                .output?;
+                self.apply_conversation(
+                    &c.id,
+                    &ConvOp::End {
+                        by: EndedBy::Certificate,
+                    },
+                )
+                .await?;
+                return Err(e.into());
+            }
+        };
+        let verdict = bzt_core::pki::verify_signature(&key, &request.tbs, &signature);
+        let error = verdict.as_ref().err().cloned();
+        let (outcome, reason) = match &error {
+            None => ("approved", None),
+            Some(_) => ("rejected", Some("bad_signature".to_owned())),
+        };
+        self.audit
+            .append(
+                audit_request(&current, request, outcome, reason, Some(auto_confirmed)),
+                self.clock.now(),
+            )
+            .await?;
+        let op = ConvOp::Respond {
+            request_id: rid,
+            verdict: verdict
+                .map(|_| signature)
+                .map_err(|_| "bad_signature".to_owned()),
+            auto_confirmed,
+        };
+        self.apply_conversation(&c.id, &op).await?.output?;
+        match error {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    pub async fn decline(
+        &self,
+        c: &Conversation,
+        request_id: &str,
+        reason: String,
+    ) -> Result<(), ApiError> {
+        let rid =
+            RequestId::parse(request_id).ok_or_else(|| ApiError::not_found("no such request"))?;
+        let current = self.load_conversation(c.id.as_str()).await?;
+        let request = current
+            .request(&rid)
+            .filter(|r| !r.is_finished())
+            .ok_or_else(|| {
+                ApiError::conflict("no pending request with this id; it is answered once")
+            })?;
+        self.audit
+            .append(
+                audit_request(
+                    &current,
+                    request,
+                    "rejected",
+                    Some(reason.clone()),
+                    Some(false),
+                ),
+                self.clock.now(),
+            )
+            .await?;
+        self.apply_conversation(
+            &c.id,
+            &ConvOp::Decline {
+                request_id: rid,
+                reason,
+            },
+        )
+        .await?
+        .output?;
+        Ok(())
+    }
+
+    pub async fn end_conversation(
+        &self,
+        id: &ConversationId,
+        by: EndedBy,
+    ) -> Result<Conversation, ApiError> {
+        let update = self.apply_conversation(id, &ConvOp::End { by }).await?;
+        update.output?;
+        Ok(update.conversation)
+    }
+
+    pub(crate) async fn tick_conversation(&self, id: &ConversationId) -> Result<(), ApiError> {
+        self.apply_conversation(id, &ConvOp::Tick).await.map(|_| ())
+    }
+
+    /// The opening certificate, checked again now (validity, revocation).
+    fn check_opener(
+        &self,
+        c: &Conversation,
+    ) -> Result<std::sync::Arc<sm2::dsa::VerifyingKey>, DomainError> {
+        let is_revoked = |serial: &str| self.revocations.contains(serial);
+        let accept = [c.certificate.domain.clone()];
+        let ctx = CheckContext {
+            now: self.clock.now(),
+            accept: &accept,
+            expect: None,
+            is_revoked: &is_revoked,
+        };
+        self.trust
+            .check(&c.certificate.pem, &c.chain_pem, &ctx)
+            .map(|checked| checked.key)
+    }
+
+    /// Applies an op and reacts to it; `not_found` if the conversation is gone.
+    pub async fn apply_conversation(
+        &self,
+        id: &ConversationId,
+        op: &ConvOp,
+    ) -> Result<ConvUpdate, ApiError> {
+        let update = self
+            .conversations
+            .apply_conversation(id, op, self.clock.now())
+            .await?
+            .ok_or_else(unknown_conversation)?;
+        if update.changed {
+            self.schedule_conversation(&update.conversation);
+            for rid in &update.finished {
+                if let Some(r) = update.conversation.request(rid) {
+                    metrics::counter!("bzt_conversation_results_total", "status" => r.status.as_str()).increment(1);
+                }
+            }
+        }
+        if update.ended_now {
+            let c = &update.conversation;
+            let by = c.ended.map(|(by, _)| by.as_str()).unwrap_or("?");
+            tracing::info!(conversation = %c.id, by, "conversation ended");
+            if let Some((_, at)) = c.ended {
+                self.timers.schedule(
+                    at.plus_secs(TERMINAL_RETENTION_S),
+                    Timer::PurgeConversation(c.id.clone()),
+                );
+            }
+        }
+        Ok(update)
+    }
+
+    fn schedule_conversation(&self, c: &Conversation) {
+        if let Some(at) = c.next_deadline() {
+            self.timers.schedule(at, Timer::Conversation(c.id.clone()));
+        }
+    }
+}

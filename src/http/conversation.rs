@@ -1,0 +1,376 @@
+//! Conversation API (会话签章): the requester's HTTP calls and socket, and
+//! the phone's socket.
+//!
+//! Like the browser's session socket, both sockets derive what to send from
+//! stored state after every change: the phone gets every pending request it
+//! has not been sent on this connection (all of them after a reconnect, in
+//! order); the requester gets every finished request it has not been told
+//! about on this connection (all of them after a reconnect). Both get
+//! `ended` and a close 1000 when the conversation ends.
+
+use super::rp::{authenticate, decode_b64};
+use super::{ApiJson, AppState, TokenQuery};
+use crate::error::ApiError;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bzt_core::conversation::{Conversation, EndedBy};
+use bzt_core::secret::{ConversationId, RequestId};
+use bzt_core::session::DisplayText;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::browser::PING_INTERVAL;
+
+pub async fn get_conversation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let app = authenticate(&state, &headers)?;
+    let c = state.broker.conversation_for_app(&app.id, &id).await?;
+    Ok(Json(c.view()))
+}
+
+/// Ends the conversation: API key, or the requester token in `?t=`.
+pub async fn end_conversation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<TokenQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let c = match q.t.as_deref() {
+        Some(t) => {
+            state
+                .broker
+                .conversation_for_requester(&id, Some(t))
+                .await?
+        }
+        None => {
+            let app = authenticate(&state, &headers)?;
+            state.broker.conversation_for_app(&app.id, &id).await?
+        }
+    };
+    let ended = state
+        .broker
+        .end_conversation(&c.id, EndedBy::Requester)
+        .await?;
+    Ok(Json(ended.view()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRequestBody {
+    tbs_b64: String,
+    display: DisplayText,
+}
+
+pub async fn create_request(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<NewRequestBody>,
+) -> Result<Response, ApiError> {
+    let app = authenticate(&state, &headers)?;
+    let tbs = decode_b64("tbs_b64", Some(body.tbs_b64))?.unwrap_or_default();
+    let r = state
+        .broker
+        .add_request(&app.id, &id, body.display, tbs)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "request_id": r.id, "expires_at": r.expires_at })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitQuery {
+    wait: Option<String>,
+}
+
+pub async fn get_request(
+    State(state): State<AppState>,
+    Path((id, rid)): Path<(String, String)>,
+    headers: HeaderMap,
+    query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let app = authenticate(&state, &headers)?;
+    let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let wait = match q.wait {
+        None => 0,
+        Some(w) => w
+            .parse::<u64>()
+            .ok()
+            .filter(|w| *w <= crate::broker::MAX_WAIT_S)
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "`wait` must be a whole number of seconds, at most {}",
+                    crate::broker::MAX_WAIT_S
+                ))
+            })?,
+    };
+    let r = state
+        .broker
+        .wait_request(&app.id, &id, &rid, Duration::from_secs(wait))
+        .await?;
+    Ok(Json(r.result_view()))
+}
+
+fn upgrade_or_400(
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<WebSocketUpgrade, ApiError> {
+    upgrade
+        .map_err(|e| ApiError::invalid(format!("expected a WebSocket upgrade: {}", e.body_text())))
+}
+
+async fn send_json(socket: &mut WebSocket, v: &Value) -> Result<(), axum::Error> {
+    socket.send(Message::Text(v.to_string().into())).await
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) -> Result<(), axum::Error> {
+    socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await
+}
+
+fn ended_frame(c: &Conversation) -> Option<Value> {
+    c.ended
+        .map(|(by, at)| json!({ "type": "ended", "by": by.as_str(), "at": at }))
+}
+
+fn error_frame(e: &ApiError, request_id: Option<&str>) -> Value {
+    let mut v =
+        json!({ "type": "error", "error": { "code": e.code.as_str(), "message": e.message } });
+    if let Some(r) = request_id {
+        v["request_id"] = json!(r);
+    }
+    v
+}
+
+// ---- Requester socket ------------------------------------------------------
+
+pub async fn requester_socket(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let c = state
+        .broker
+        .conversation_for_requester(&id, q.t.as_deref())
+        .await?;
+    let upgrade = upgrade_or_400(upgrade)?;
+    Ok(upgrade
+        .max_message_size(4096)
+        .on_upgrade(move |mut socket| async move {
+            let _ = requester_loop(&mut socket, &state, &c.id).await;
+        }))
+}
+
+async fn requester_loop(
+    socket: &mut WebSocket,
+    state: &AppState,
+    id: &ConversationId,
+) -> Result<(), axum::Error> {
+    let conversations = &state.broker.conversations;
+    let Ok(Some(mut changes)) = conversations.subscribe_conversation(id).await else {
+        return close(socket, 1011, "conversation unavailable").await;
+    };
+    let mut reported: HashSet<RequestId> = HashSet::new();
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    loop {
+        if let Ok(Some(c)) = conversations.get_conversation(id).await {
+            for r in c.requests.iter().filter(|r| r.is_finished()) {
+                if reported.insert(r.id.clone()) {
+                    let mut frame = r.result_view();
+                    frame["type"] = json!("request_result");
+                    send_json(socket, &frame).await?;
+                }
+            }
+            if let Some(frame) = ended_frame(&c) {
+                send_json(socket, &frame).await?;
+                return close(socket, 1000, "conversation ended").await;
+            }
+        }
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return close(socket, 1011, "conversation removed").await;
+                }
+            }
+            _ = ping.tick() => socket.send(Message::Ping(Vec::new().into())).await?,
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
+                Some(Ok(Message::Text(_))) => {
+                    let e = ApiError::invalid("this socket only receives; end the conversation with DELETE");
+                    send_json(socket, &error_frame(&e, None)).await?;
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+// ---- Phone socket ------------------------------------------------------------
+
+pub async fn phone_socket(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let c = state
+        .broker
+        .conversation_for_phone(&id, q.t.as_deref())
+        .await?;
+    let upgrade = upgrade_or_400(upgrade)?;
+    Ok(upgrade
+        // A response carries a DER signature; requests come the other way.
+        .max_message_size(16 * 1024)
+        .on_upgrade(move |mut socket| async move {
+            let gauge = metrics::gauge!("bzt_phone_sockets");
+            gauge.increment(1.0);
+            let _ = phone_loop(&mut socket, &state, &c.id).await;
+            gauge.decrement(1.0);
+        }))
+}
+
+async fn phone_loop(
+    socket: &mut WebSocket,
+    state: &AppState,
+    id: &ConversationId,
+) -> Result<(), axum::Error> {
+    let conversations = &state.broker.conversations;
+    let Ok(Some(mut changes)) = conversations.subscribe_conversation(id).await else {
+        return close(socket, 1011, "conversation unavailable").await;
+    };
+    // Highest request seq sent on this connection; a reconnect starts at 0,
+    // so pending requests are sent again (the phone dedupes by request_id,
+    // and the broker accepts one answer per request).
+    let mut sent_seq = 0u32;
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    loop {
+        if let Ok(Some(c)) = conversations.get_conversation(id).await {
+            if let Some(frame) = ended_frame(&c) {
+                send_json(socket, &frame).await?;
+                return close(socket, 1000, "conversation ended").await;
+            }
+            let already = sent_seq;
+            for r in c
+                .requests
+                .iter()
+                .filter(|r| !r.is_finished() && r.seq > already)
+            {
+                send_json(socket, &r.phone_frame()).await?;
+                sent_seq = r.seq;
+            }
+        }
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return close(socket, 1011, "conversation removed").await;
+                }
+            }
+            _ = ping.tick() => socket.send(Message::Ping(Vec::new().into())).await?,
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
+                Some(Ok(Message::Text(text))) => handle_phone_message(socket, state, id, text.as_str()).await?,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum PhoneMessage {
+    SignResponse {
+        request_id: String,
+        signature_b64: String,
+        #[serde(default)]
+        auto_confirmed: bool,
+    },
+    SignReject {
+        request_id: String,
+        reason: String,
+    },
+    End,
+}
+
+/// Acts on one phone frame; answers `ack` or `error` on the socket.
+async fn handle_phone_message(
+    socket: &mut WebSocket,
+    state: &AppState,
+    id: &ConversationId,
+    text: &str,
+) -> Result<(), axum::Error> {
+    let broker = &state.broker;
+    let message: PhoneMessage = match serde_json::from_str(text) {
+        Ok(m) => m,
+        Err(e) => {
+            let err = ApiError::invalid(format!(
+                "unknown or malformed message ({e}); send sign_response, sign_reject or end"
+            ));
+            return send_json(socket, &error_frame(&err, None)).await;
+        }
+    };
+    let Ok(Some(c)) = broker.conversations.get_conversation(id).await else {
+        let err = ApiError::new(
+            bzt_core::ErrorCode::Unavailable,
+            "the conversation cannot be read; retry",
+        );
+        return send_json(socket, &error_frame(&err, None)).await;
+    };
+    let (request_id, result) = match message {
+        PhoneMessage::SignResponse {
+            request_id,
+            signature_b64,
+            auto_confirmed,
+        } => {
+            let result = match decode_b64("signature_b64", Some(signature_b64)) {
+                Ok(sig) => broker
+                    .respond(&c, &request_id, sig.unwrap_or_default(), auto_confirmed)
+                    .await
+                    .map(|_| "approved"),
+                Err(e) => Err(e),
+            };
+            (Some(request_id), result)
+        }
+        PhoneMessage::SignReject { request_id, reason } => {
+            let reason: String = reason.chars().take(500).collect();
+            let result = broker
+                .decline(&c, &request_id, reason)
+                .await
+                .map(|_| "rejected");
+            (Some(request_id), result)
+        }
+        PhoneMessage::End => {
+            // The `ended` frame follows through the change notification.
+            return match broker.end_conversation(&c.id, EndedBy::Phone).await {
+                Ok(_) => Ok(()),
+                Err(e) => send_json(socket, &error_frame(&e, None)).await,
+            };
+        }
+    };
+    match result {
+        Ok(status) => {
+            send_json(
+                socket,
+                &json!({ "type": "ack", "request_id": request_id, "status": status }),
+            )
+            .await
+        }
+        Err(e) => send_json(socket, &error_frame(&e, request_id.as_deref())).await,
+    }
+}
