@@ -6,7 +6,8 @@
 //! SIZE is bytes with an optional K/M/G suffix (powers of 1024), default 1G; it is ignored when
 //! `--input` names an existing plaintext file. Work files go to DIR (default: the system temp
 //! directory) and are deleted at the end. MB/s counts plaintext bytes, 1 MB = 10^6 bytes.
-//! Peak RSS is the process's VmHWM.
+//! CPU seconds (user + system, all threads) are printed too, so that runs on a busy machine can
+//! still be compared per CPU-second. Peak RSS is the process's VmHWM.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
@@ -63,50 +64,85 @@ fn main() -> Res<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("plaintext: {size} bytes, threads: {threads}");
 
-    let t = Instant::now();
-    let report = seal(
-        std::slice::from_ref(&recipient),
-        File::open(&plain_path)?,
-        File::create(&sealed_path)?,
-        &SealOptions::default(),
-    )?;
-    let seal_s = t.elapsed().as_secs_f64();
-    println!(
-        "seal:         {:8.1} MB/s ({seal_s:.2} s, {} chunks)",
-        mbps(size, seal_s),
-        report.chunks
-    );
-
-    let t = Instant::now();
-    open(&secret, &recipient, File::open(&sealed_path)?, io::sink())?;
-    let open_s = t.elapsed().as_secs_f64();
-    println!(
-        "open (sink):  {:8.1} MB/s ({open_s:.2} s)",
-        mbps(size, open_s)
-    );
-
-    let t = Instant::now();
-    open_to_path(&secret, &recipient, &sealed_path, &out_path)?;
-    let open_path_s = t.elapsed().as_secs_f64();
-    println!(
-        "open_to_path: {:8.1} MB/s ({open_path_s:.2} s, temp file + fsync + rename)",
-        mbps(size, open_path_s)
-    );
+    let mut chunks = 0;
+    let seal_t = measure(|| {
+        let report = seal(
+            std::slice::from_ref(&recipient),
+            File::open(&plain_path)?,
+            File::create(&sealed_path)?,
+            &SealOptions::default(),
+        )?;
+        chunks = report.chunks;
+        Ok(())
+    })?;
+    seal_t.print("seal", size, &format!("{chunks} chunks"));
+    let open_t = measure(|| {
+        open(&secret, &recipient, File::open(&sealed_path)?, io::sink())?;
+        Ok(())
+    })?;
+    open_t.print("open (sink)", size, "");
+    let path_t = measure(|| {
+        open_to_path(&secret, &recipient, &sealed_path, &out_path)?;
+        Ok(())
+    })?;
+    path_t.print("open_to_path", size, "temp file + fsync + rename");
 
     if !same_contents(&plain_path, &out_path)? {
         return Err("opened file differs from the plaintext".into());
     }
     println!("opened file is byte-identical");
-    println!("peak RSS (VmHWM): {} KiB", vm_hwm_kib()?);
+    let rss = vm_hwm_kib()?;
+    println!("peak RSS (VmHWM): {rss} KiB");
     // Machine-readable line for loadtest/envelope-bench.sh.
     println!(
-        "RESULT seal_mbps={:.1} open_mbps={:.1} open_to_path_mbps={:.1} peak_rss_kib={} threads={threads}",
-        mbps(size, seal_s),
-        mbps(size, open_s),
-        mbps(size, open_path_s),
-        vm_hwm_kib()?
+        "RESULT seal_mbps={:.1} seal_cpu_s={:.2} open_mbps={:.1} open_cpu_s={:.2} \
+         open_to_path_mbps={:.1} open_to_path_cpu_s={:.2} peak_rss_kib={rss} threads={threads}",
+        mbps(size, seal_t.wall),
+        seal_t.cpu,
+        mbps(size, open_t.wall),
+        open_t.cpu,
+        mbps(size, path_t.wall),
+        path_t.cpu,
     );
     Ok(())
+}
+
+/// Wall-clock and CPU seconds of one phase.
+struct Timing {
+    wall: f64,
+    cpu: f64,
+}
+
+impl Timing {
+    fn print(&self, what: &str, size: u64, note: &str) {
+        println!(
+            "{what:<13} {:8.1} MB/s ({:.2} s, {:.2} CPU s) {note}",
+            mbps(size, self.wall),
+            self.wall,
+            self.cpu
+        );
+    }
+}
+
+fn measure(f: impl FnOnce() -> Res<()>) -> Res<Timing> {
+    let (start, cpu) = (Instant::now(), cpu_seconds()?);
+    f()?;
+    Ok(Timing {
+        wall: start.elapsed().as_secs_f64(),
+        cpu: cpu_seconds()? - cpu,
+    })
+}
+
+/// User + system CPU seconds of this process, all threads: fields 14 and 15 of
+/// /proc/self/stat, in clock ticks of 1/100 s (the value on mainstream Linux).
+fn cpu_seconds() -> Res<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the parenthesised command name, which may contain spaces.
+    let rest = stat.rsplit_once(')').ok_or("bad /proc/self/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11).ok_or("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).ok_or("no stime")?.parse()?;
+    Ok((utime + stime) as f64 / 100.0)
 }
 
 fn parse_size(text: &str) -> Res<u64> {
