@@ -1,0 +1,15 @@
+//! Integration tests of the broker core: each test starts a real broker on
+//! `127.0.0.1:0` (see `helpers::TestApp`) and talks to it as the RP backend,
+//! the browser and the phone do, following PROTOCOL.md.
+
+mod browser;
+mod claims;
+mod completion;
+mod errors;
+mod flows;
+mod helpers;
+mod interop;
+mod limits;
+mod ops;
+mod relay;
+mod webhooks;

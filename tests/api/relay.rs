@@ -1,0 +1,227 @@
+//! Relay defences: number matching and the rotating QR code.
+
+use crate::helpers::*;
+use bzt_phone::ApproveExtras;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn number_match_login() -> Value {
+    json!({"kind": "login", "display": {"title": "t"}, "number_match": true})
+}
+
+#[tokio::test]
+async fn number_matching_with_the_right_pick_approves() {
+    let app = TestApp::spawn().await;
+    let created = app.create_session(number_match_login()).await;
+    let mut browser = app.browser(&created).await;
+    browser.next_event().await;
+    let phone = app.phone("platform", "张三的手机");
+    let claimed = phone.claim(&created).await;
+
+    let status = browser.next_event().await;
+    assert_eq!(status["status"], "scanned");
+    let code = status["match_code"]
+        .as_str()
+        .expect("scanned carries match_code")
+        .to_owned();
+    assert!(
+        code.len() == 2 && code.chars().all(|c| c.is_ascii_digit()),
+        "{code}"
+    );
+    let choices = claimed
+        .match_choices
+        .clone()
+        .expect("claim carries match_choices");
+    assert_eq!(choices.len(), 3);
+    assert!(choices.contains(&code), "{choices:?} lacks {code}");
+    for c in &choices {
+        assert!(c.len() == 2 && c.chars().all(|d| d.is_ascii_digit()), "{c}");
+    }
+    let mut distinct = choices.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "{choices:?}");
+
+    // A reconnecting browser gets the code in its snapshot.
+    let mut again = app.browser(&created).await;
+    assert_eq!(
+        again.next_event().await["session"]["match_code"],
+        code.as_str()
+    );
+
+    // Without a pick the completion is invalid (and nothing changes).
+    let body = phone.completion_over(&claimed.tbs);
+    let resp = app
+        .complete_raw(&created.id, claimed.phone_token.expose(), &body)
+        .await;
+    assert_error(resp, 400, "invalid_request").await;
+    assert_eq!(app.status_of(&created.id).await, "scanned");
+
+    let extras = ApproveExtras {
+        match_code: Some(code),
+        ..Default::default()
+    };
+    phone
+        .phone
+        .approve(&claimed, &phone.identity, extras)
+        .await
+        .unwrap();
+    assert_eq!(browser.next_event().await["status"], "approved");
+}
+
+#[tokio::test]
+async fn number_matching_with_a_wrong_pick_rejects() {
+    let app = TestApp::spawn().await;
+    let created = app.create_session(number_match_login()).await;
+    let mut browser = app.browser(&created).await;
+    browser.next_event().await;
+    let phone = app.phone("platform", "p");
+    let claimed = phone.claim(&created).await;
+    let code = browser.next_event().await["match_code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wrong = claimed
+        .match_choices
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| **c != code)
+        .unwrap()
+        .clone();
+
+    let extras = ApproveExtras {
+        match_code: Some(wrong),
+        ..Default::default()
+    };
+    let err = broker_error(
+        phone
+            .phone
+            .approve(&claimed, &phone.identity, extras)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((err.status, err.code.as_str()), (403, "forbidden"));
+
+    let result = browser.next_event().await;
+    assert_eq!(
+        result,
+        json!({"type": "result", "status": "rejected", "version": 3, "result": {"reason": "match_failed"}})
+    );
+    let view = app.get_session(&created.id).await;
+    assert_eq!(view["status"], "rejected");
+    assert_eq!(view["result"], json!({"reason": "match_failed"}));
+    // The right code afterwards is too late.
+    let extras = ApproveExtras {
+        match_code: Some(code),
+        ..Default::default()
+    };
+    let err = broker_error(
+        phone
+            .phone
+            .approve(&claimed, &phone.identity, extras)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((err.status, err.code.as_str()), (409, "conflict"));
+}
+
+fn claim_body(qr_text: &str) -> Value {
+    json!({"qr_text": qr_text, "device": {"id": "d", "name": "d"}})
+}
+
+#[tokio::test]
+async fn a_rotating_qr_code_changes_its_secret_with_a_grace_period() {
+    let app = TestApp::spawn().await;
+    let body = json!({"kind": "login", "display": {"title": "t"}, "rotate_s": 5});
+    let a = app.create_session(body.clone()).await;
+    let b = app.create_session(body).await;
+    let mut browser = app.browser(&a).await;
+    assert_eq!(
+        browser.next_event().await["session"]["qr_text"],
+        a.qr_text.as_str()
+    );
+    let mut browser_b = app.browser(&b).await;
+    assert_eq!(browser_b.next_event().await["session"]["qr_seq"], 0);
+
+    app.advance(Duration::from_millis(4_999));
+    app.advance(Duration::from_millis(1));
+    let rotated = browser.next_event().await;
+    assert_eq!(rotated["type"], "qr", "{rotated}");
+    assert_eq!(rotated["seq"], 1);
+    assert_eq!(
+        rotated["version"], 1,
+        "a rotation does not change the version"
+    );
+    let new_text = rotated["qr_text"].as_str().unwrap();
+    assert_ne!(new_text, a.qr_text);
+    assert!(new_text.starts_with(&format!("{}/q/{}#", app.address, a.id)));
+    assert_eq!(app.get_session(&a.id).await["version"], 1);
+    let rotated_b = browser_b.next_event().await;
+    assert_eq!(rotated_b["seq"], 1);
+
+    // Within the 3 s grace the superseded code still claims.
+    app.advance(Duration::from_secs(2));
+    let resp = app.claim_raw(&claim_body(&a.qr_text)).await;
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "{}",
+        resp.text().await.unwrap()
+    );
+    assert_eq!(browser.next_event().await["status"], "scanned");
+
+    // After it, the superseded code is as good as an unknown one.
+    app.advance(Duration::from_millis(1_500));
+    let resp = app.claim_raw(&claim_body(&b.qr_text)).await;
+    assert_error(resp, 404, "not_found").await;
+    // A reconnecting browser gets the current code, which claims.
+    let mut again = app.browser(&b).await;
+    let snapshot = again.next_event().await;
+    assert_eq!(snapshot["session"]["qr_seq"], 1);
+    let current = snapshot["session"]["qr_text"].as_str().unwrap();
+    assert_eq!(current, rotated_b["qr_text"].as_str().unwrap());
+    let resp = app.claim_raw(&claim_body(current)).await;
+    assert_eq!(resp.status().as_u16(), 200);
+}
+
+/// Reads the raw SSE text until it contains `needle`.
+async fn read_until(resp: &mut reqwest::Response, text: &mut String, needle: &str) {
+    while !text.contains(needle) {
+        let chunk = tokio::time::timeout(EVENT_TIMEOUT, resp.chunk())
+            .await
+            .expect("timed out reading SSE")
+            .unwrap()
+            .expect("stream ended");
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+#[tokio::test]
+async fn rotation_reaches_sse_with_a_dotted_id_and_stops_once_scanned() {
+    let app = TestApp::spawn().await;
+    let created = app
+        .create_session(json!({"kind": "login", "display": {"title": "t"}, "rotate_s": 5}))
+        .await;
+    let mut resp = app.http.get(&created.events_url).send().await.unwrap();
+    let mut text = String::new();
+    read_until(&mut resp, &mut text, "event: snapshot").await;
+    app.advance(Duration::from_secs(5));
+    read_until(&mut resp, &mut text, "id: 1.1").await;
+    assert!(text.contains("event: qr"), "{text}");
+    app.advance(Duration::from_secs(5));
+    read_until(&mut resp, &mut text, "id: 1.2").await;
+
+    let mut browser = app.browser(&created).await;
+    let current = browser.next_event().await["session"]["qr_text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resp = app.claim_raw(&claim_body(&current)).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(browser.next_event().await["status"], "scanned");
+    app.advance(Duration::from_secs(5));
+    app.cancel_session(&created.id).await;
+    // The next event after `scanned` is the result: no rotation once scanned.
+    assert_eq!(browser.next_event().await["type"], "result");
+}
