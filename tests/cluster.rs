@@ -73,7 +73,10 @@ async fn concurrent_claims_have_one_winner(fx: &Fixture, nodes: &[Node]) {
     });
     let answers = join_all(claims).await;
     let ok = answers.iter().filter(|(s, _)| *s == 200).count();
-    assert_eq!(ok, 1, "exactly one 200");
+    let mut statuses: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
+    statuses.sort();
+    statuses.dedup();
+    assert_eq!(ok, 1, "exactly one 200; statuses seen: {statuses:?}");
     for (status, body) in answers.iter().filter(|(s, _)| *s != 200) {
         assert_eq!(*status, 409, "{body}");
         assert_eq!(body["error"]["code"], "already_claimed", "{body}");
@@ -257,7 +260,7 @@ async fn three_nodes_survive_a_redis_outage() {
             .await
             .unwrap();
         assert_eq!(r.status(), 503, "{} /readyz while Redis is down", node.name);
-        assert!(t.elapsed() < Duration::from_secs(2));
+        assert!(t.elapsed() < Duration::from_secs(3));
         match try_create(&fx.http, node, 60).await {
             Err((503, body, retry_after)) => {
                 assert_eq!(body["error"]["code"], "unavailable");
@@ -279,7 +282,7 @@ async fn three_nodes_survive_a_redis_outage() {
     eprintln!("outage load: {ok} created, {unavailable} answered 503, slowest {slowest:?}");
     assert!(ok > 0 && unavailable > 0);
     assert!(
-        slowest < Duration::from_secs(3),
+        slowest < Duration::from_secs(2),
         "slowest answer {slowest:?}"
     );
     for node in &mut nodes {

@@ -78,6 +78,8 @@ fn shared_cluster() -> &'static RedisCluster {
 async fn redis_store(url: &str, prefix: &str) -> RedisStore {
     let mut settings = RedisSettings::new(url);
     settings.key_prefix = prefix.to_owned();
+    // A loaded 2-core test machine; production keeps the 500 ms default.
+    settings.timeout = Duration::from_secs(2);
     RedisStore::connect(settings)
         .await
         .expect("connect to redis")
@@ -386,8 +388,9 @@ async fn redis_outage_is_fast_unavailable_then_recovers() {
             Err(StoreError::Unavailable(_))
         ));
     }
+    eprintln!("9 calls against a dead Redis: {:?}", started.elapsed());
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(1),
         "9 calls against a dead Redis took {:?}",
         started.elapsed()
     );

@@ -89,6 +89,9 @@ public_base_url = "{base}"
 kind = "redis"
 redis_url = "{redis_url}"
 key_prefix = "{prefix}"
+# Generous for a loaded 2-core test machine running six servers; production
+# keeps the 500 ms default.
+timeout_ms = 2000
 [limits]
 claims_per_ip_per_minute = 1000000
 creates_per_app_per_second = 1000000

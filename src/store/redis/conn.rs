@@ -75,14 +75,14 @@ pub(super) async fn connect(
         Ok(Conn::Cluster(client.get_async_connection().await?))
     } else {
         let mut info = settings.urls[0].as_str().into_connection_info()?;
-        // Few, short reconnection attempts: callers have a time limit and
-        // the next call tries again anyway.
+        // One connection attempt per reconnection, no backoff: a call that
+        // finds Redis down fails at once (a refused connection is instant),
+        // and the next call starts the next attempt. With retries, every
+        // call would wait out the backoff (a second or more) instead.
         let mut config = ConnectionManagerConfig::new()
             .set_connection_timeout(t)
             .set_response_timeout(t)
-            .set_number_of_retries(1)
-            .set_factor(50)
-            .set_max_delay(250);
+            .set_number_of_retries(0);
         if let Some(tx) = push {
             info.redis.protocol = ProtocolVersion::RESP3;
             config = config.set_push_sender(tx);
