@@ -1,15 +1,21 @@
-//! `bzt phone claim | approve | reject`: the reference phone on the command line.
+//! `bzt phone claim | approve | reject | converse`: the reference phone on the command line.
 //!
 //! `approve` and `reject` act without asking (scripts, tests); `claim` shows
-//! what a phone screen would show and asks on the terminal.
+//! what a phone screen would show and asks on the terminal; `converse`
+//! approves a `sign` session opening a conversation (会话签章) and then
+//! answers its signing requests, asking for each or auto-confirming.
 
 use anyhow::{bail, Context};
 use bzt_phone::client::{ApproveExtras, Phone};
+use bzt_phone::conversation::{Decision, Outcome, SignRequest};
 use bzt_phone::identity::PhoneIdentity;
 use bzt_phone::qr::QrText;
+use bzt_phone::{Kind, PhoneConversation};
 use clap::{Args, Subcommand};
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Subcommand)]
 pub enum PhoneCommand {
@@ -24,6 +30,18 @@ pub enum PhoneCommand {
         /// Reason shown to the RP.
         #[arg(long, default_value = "用户拒绝")]
         reason: String,
+    },
+    /// Claim the QR of a `sign` session, approve it opening a conversation
+    /// (会话签章), then answer its signing requests until it ends.
+    Converse {
+        #[command(flatten)]
+        phone: PhoneArgs,
+        /// Sign every request without asking (自动确认).
+        #[arg(long)]
+        auto_confirm: bool,
+        /// End the conversation after answering this many requests.
+        #[arg(long, value_name = "N")]
+        max: Option<u64>,
     },
 }
 
@@ -57,6 +75,11 @@ pub fn run(cmd: PhoneCommand) -> anyhow::Result<()> {
             PhoneCommand::Claim(a) => flow(a, Mode::Ask).await,
             PhoneCommand::Approve(a) => flow(a, Mode::Approve).await,
             PhoneCommand::Reject { phone, reason } => flow(phone, Mode::Reject(reason)).await,
+            PhoneCommand::Converse {
+                phone,
+                auto_confirm,
+                max,
+            } => converse(phone, auto_confirm, max).await,
         }
     })
 }
@@ -118,17 +141,7 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
         println!("已拒绝 (session {} → {:?})", answer.id, answer.status);
         return Ok(());
     }
-    let match_code = match (&a.match_code, &claimed.match_choices) {
-        (Some(c), _) => Some(c.clone()),
-        (None, Some(choices)) => Some(prompt(&format!(
-            "请选择电脑上显示的数字 {}: ",
-            choices.join(" / ")
-        ))?),
-        (None, None) => None,
-    };
-    if claimed.match_choices.is_some() && match_code.is_none() {
-        bail!("this session uses number matching: pass --match-code");
-    }
+    let match_code = match_code(&a, &claimed)?;
     let answer = phone
         .approve(
             &claimed,
@@ -142,6 +155,189 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
     println!(
         "已签名 (session {} → {:?}, version {})",
         answer.id, answer.status, answer.version
+    );
+    Ok(())
+}
+
+/// The number-matching pick: `--match-code`, else asked on the terminal when
+/// the session uses number matching.
+fn match_code(a: &PhoneArgs, claimed: &bzt_phone::Claimed) -> anyhow::Result<Option<String>> {
+    let code = match (&a.match_code, &claimed.match_choices) {
+        (Some(c), _) => Some(c.clone()),
+        (None, Some(choices)) => Some(prompt(&format!(
+            "请选择电脑上显示的数字 {}: ",
+            choices.join(" / ")
+        ))?),
+        (None, None) => None,
+    };
+    if claimed.match_choices.is_some() && code.is_none() {
+        bail!("this session uses number matching: pass --match-code");
+    }
+    Ok(code)
+}
+
+/// `converse`: approve a `sign` session opening a conversation, then answer
+/// its requests until it ends (by either side, a limit, `--max`, Ctrl-C or
+/// end of input).
+async fn converse(a: PhoneArgs, auto_confirm: bool, max: Option<u64>) -> anyhow::Result<()> {
+    let identity = load_identity(&a)?;
+    let qr = QrText::parse(&a.qr_text)?;
+    let phone = Phone::new(reqwest::Client::new());
+    let claimed = phone.claim(&qr, &identity).await?;
+    println!("{}", claimed.describe_zh());
+    if claimed.kind != Kind::Sign || !claimed.conversation_allowed {
+        // The claim is one-time: release the session rather than leave it hanging.
+        let _ = phone.reject(&claimed, "此请求不支持会话签章").await;
+        bail!(
+            "this session does not allow a conversation (it must be kind sign, created with \
+             `conversation`); it was declined"
+        );
+    }
+    let match_code = match_code(&a, &claimed)?;
+    let extras = ApproveExtras {
+        match_code,
+        open_conversation: true,
+        ..Default::default()
+    };
+    let answer = phone.approve(&claimed, &identity, extras).await?;
+    let grant = answer
+        .conversation
+        .context("the broker approved the session but opened no conversation")?;
+    println!(
+        "已签名并开启会话 / conversation opened: {}（有效期至 / until {}）",
+        grant.id, grant.expires_at
+    );
+    let mut socket = PhoneConversation::connect(&claimed.base_url, &grant).await?;
+    if auto_confirm {
+        println!("自动确认已开启：之后的签章请求将不再询问 / auto-confirm is on");
+    }
+    if let Some(n) = max {
+        println!("最多处理 {n} 个请求 / ending after {n} requests");
+    }
+    println!("按 Ctrl-C 结束会话 / Ctrl-C ends the conversation");
+
+    // Lines typed on the terminal, for the y/n questions; end of input (EOF,
+    // Ctrl-D on a terminal) ends the conversation.
+    let (lines_tx, lines_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (eof_tx, mut eof_rx) = tokio::sync::watch::channel(false);
+    let watch_stdin = !auto_confirm || std::io::stdin().is_terminal();
+    if watch_stdin {
+        // A plain thread: a blocking read would keep a tokio runtime from shutting down.
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+            drop(lines_tx);
+            let _ = eof_tx.send(true);
+        });
+    }
+    let lines = Arc::new(tokio::sync::Mutex::new(lines_rx));
+    let terminal_eof = watch_stdin && std::io::stdin().is_terminal();
+
+    let mut counts = (0u64, 0u64, 0u64); // approved, rejected, refused
+    let mut answered = 0u64;
+    let on_answered = |r: &SignRequest, outcome: &Outcome| {
+        let title = r.clean_title();
+        match outcome {
+            Outcome::Approved {
+                auto_confirmed: true,
+            } => {
+                counts.0 += 1;
+                println!("自动确认 #{} {title} → 已签名 / signed", r.seq);
+            }
+            Outcome::Approved { .. } => {
+                counts.0 += 1;
+                println!("已签名 / signed #{} {title}", r.seq);
+            }
+            Outcome::AnsweredBeforeReconnect => {
+                counts.0 += 1;
+                println!(
+                    "已签名（重连前已送达）/ signed before a reconnect #{} {title}",
+                    r.seq
+                );
+            }
+            Outcome::Rejected { .. } => {
+                counts.1 += 1;
+                println!("已拒绝 / declined #{} {title}", r.seq);
+            }
+            Outcome::Refused(e) => {
+                counts.2 += 1;
+                println!(
+                    "未被接受 / refused #{} {title}: {} {}",
+                    r.seq, e.code, e.message
+                );
+            }
+        }
+        answered += 1;
+        if max.is_some_and(|n| answered >= n) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    };
+    let decide = |r: &SignRequest| {
+        let text = r.describe_zh();
+        let lines = lines.clone();
+        async move {
+            if auto_confirm {
+                return Decision::Approve {
+                    auto_confirmed: true,
+                };
+            }
+            println!("{text}");
+            eprint!("签署此请求? / sign it? [y/N, q 结束会话 / q ends] ");
+            let _ = std::io::stderr().flush();
+            match lines.lock().await.recv().await {
+                None => {
+                    eprintln!();
+                    Decision::End
+                }
+                Some(l) => match l.trim() {
+                    "y" | "Y" | "yes" | "是" => Decision::Approve {
+                        auto_confirmed: false,
+                    },
+                    "q" | "Q" => Decision::End,
+                    _ => Decision::Reject("用户拒绝".into()),
+                },
+            }
+        }
+    };
+
+    let finished = {
+        let run = socket.run(&identity, decide, on_answered);
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+            _ = eof_rx.wait_for(|eof| *eof), if terminal_eof => None,
+        }
+    };
+    let ended = match finished {
+        Some(r) => r?.ended,
+        None => {
+            println!();
+            match socket.end().await {
+                Err(e) if e.is_reconnectable() => {
+                    socket.reconnect_with_backoff().await?;
+                    socket.end().await?
+                }
+                other => other?,
+            }
+        }
+    };
+    println!(
+        "会话已结束：{} / conversation {} ended by {}{}",
+        ended.by.label_zh(),
+        socket.conversation_id(),
+        ended.by,
+        ended.at.map(|t| format!(" at {t}")).unwrap_or_default()
+    );
+    println!(
+        "已签名 {} 个，已拒绝 {} 个，未被接受 {} 个 / signed {}, declined {}, refused {}",
+        counts.0, counts.1, counts.2, counts.0, counts.1, counts.2
     );
     Ok(())
 }

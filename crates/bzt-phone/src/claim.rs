@@ -230,7 +230,7 @@ impl Claimed {
 
 /// Replaces control characters (line breaks included) and bidirectional-override characters
 /// with a space, so broker-supplied text cannot forge lines or reorder what the user reads.
-fn clean(s: &str) -> String {
+pub(crate) fn clean(s: &str) -> String {
     s.chars()
         .map(|c| {
             let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');

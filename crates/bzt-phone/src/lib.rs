@@ -30,16 +30,15 @@
 //! - [`claim`]: [`Claimed`], the typed claim answer; its challenge check and Chinese screen text.
 //! - [`challenge`]: [`Challenge`], the `BZT-CHALLENGE-V1` text, parsed and checked strictly.
 //! - [`client`]: [`Phone`] with `claim`, `approve`, `reject`, `complete_raw`.
+//! - [`conversation`]: [`ConversationSocket`], the phone's side of a conversation (会话签章):
+//!   opened from [`CompleteAnswer::conversation`] with [`PhoneConversation::connect`], it hands
+//!   out each [`SignRequest`] once (across reconnects), answers with `approve` / `reject` / `end`,
+//!   and runs the whole loop with [`ConversationSocket::run`] (a decision per request) or
+//!   [`ConversationSocket::run_auto_confirm`] (自动确认).
 //! - [`session`]: plain wire data ([`Kind`], [`CompleteAnswer`], ...).
 //! - [`error`]: [`Error`] and [`BrokerError`] (the protocol's `{"error": {"code", "message"}}`).
 //!
 //! # Not here yet (where it goes)
-//! - **Conversations** (`phone converse`, 会话签章): a `conversation` module. It starts from
-//!   [`CompleteAnswer::conversation`] ([`PhoneConversation`]: id, phone token) and opens the
-//!   WebSocket `GET /v1/conversations/<cid>/phone?t=<phone_token>` (tokio-tungstenite), receives
-//!   `sign_request`s, signs their `tbs_b64` with [`PhoneIdentity::sign`] and answers
-//!   `sign_response` (`auto_confirmed`) / `sign_reject` / `end`, reconnecting to collect requests
-//!   that waited. A per-request confirm callback (auto-confirm or ask) is the API to design.
 //! - **Encrypt extras** (生成投标文件): today the caller passes [`ApproveExtras::recipients_pem`];
 //!   choosing recipients (own certificate, the hall's) belongs in a helper next to
 //!   [`client::approval_body`].
@@ -57,6 +56,7 @@
 pub mod challenge;
 pub mod claim;
 pub mod client;
+pub mod conversation;
 pub mod error;
 pub mod identity;
 pub mod qr;
@@ -65,6 +65,10 @@ pub mod session;
 pub use challenge::{Challenge, ChallengeError};
 pub use claim::{Claimed, Token};
 pub use client::{approval_body, ApproveExtras, Phone};
+pub use conversation::{
+    Ack, AckStatus, ConversationError, ConversationSocket, Decision, Ended, EndedBy, FrameError,
+    Outcome, Reconnect, RunSummary, SignRequest,
+};
 pub use error::{BrokerError, Error};
 pub use identity::{sign, Device, PhoneIdentity};
 pub use qr::{QrError, QrText};

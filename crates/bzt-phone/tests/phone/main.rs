@@ -3,4 +3,5 @@
 
 mod broker;
 mod common;
+mod conversation;
 mod identity;
