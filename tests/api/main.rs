@@ -5,6 +5,7 @@
 mod browser;
 mod claims;
 mod completion;
+mod conversation;
 mod errors;
 mod flows;
 mod helpers;
