@@ -335,7 +335,7 @@ mod tests {
 
     fn op(n: u32) -> Operation {
         Operation {
-            app: if n % 2 == 0 { "a".into() } else { "b".into() },
+            app: if n.is_multiple_of(2) { "a".into() } else { "b".into() },
             kind: "login".into(),
             session_id: format!("s{n}"),
             conversation_id: None,

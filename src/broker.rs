@@ -696,12 +696,10 @@ fn validate_kind_extras(session: &Session, c: &Completion) -> Result<(), ApiErro
         }
         _ => {}
     }
-    if c.open_conversation {
-        if session.conversation_policy.is_none() {
-            return Err(ApiError::invalid(
-                "this session was created without `conversation`, so it cannot open one",
-            ));
-        }
+    if c.open_conversation && session.conversation_policy.is_none() {
+        return Err(ApiError::invalid(
+            "this session was created without `conversation`, so it cannot open one",
+        ));
     }
     Ok(())
 }

@@ -381,6 +381,8 @@ ca_pem_files = ["ca/root.pem"]
 "#,
         )
         .unwrap();
+        // figment's Jail API fixes the closure's error type.
+        #[allow(clippy::result_large_err)]
         figment::Jail::expect_with(|jail| {
             jail.set_env("BZT_STORE__KIND", "redis");
             jail.set_env("BZT_STORE__REDIS_URL", "redis://127.0.0.1:1");
