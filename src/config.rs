@@ -262,7 +262,8 @@ impl Config {
             }
             fig = fig.merge(Toml::file(f));
         }
-        fig = fig.merge(Env::prefixed("BZT_").split("__").ignore(&["config"]));
+        // BZT_CONFIG names the file and BZT_LOG the log filter: not config keys.
+        fig = fig.merge(Env::prefixed("BZT_").split("__").ignore(&["config", "log"]));
         let mut cfg: Config = fig.extract().context("invalid configuration")?;
         if let Some(f) = file {
             let base = f.parent().unwrap_or(Path::new("."));
@@ -384,6 +385,7 @@ ca_pem_files = ["ca/root.pem"]
         // figment's Jail API fixes the closure's error type.
         #[allow(clippy::result_large_err)]
         figment::Jail::expect_with(|jail| {
+            jail.set_env("BZT_LOG", "debug");
             jail.set_env("BZT_STORE__KIND", "redis");
             jail.set_env("BZT_STORE__REDIS_URL", "redis://127.0.0.1:1");
             let cfg = Config::load(Some(&file)).map_err(|e| e.to_string())?;
