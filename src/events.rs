@@ -61,11 +61,20 @@ impl Cursor {
     pub fn advance(&mut self, session: &Session, public_base_url: &str) -> Vec<BrowserEvent> {
         let mut out = Vec::new();
         if session.version > self.version {
-            if session.status == Status::Scanned {
+            // A fast phone can scan and finish between two wake-ups; the
+            // browser still hears `scanned` (with the device, and the match
+            // code) before the result. Scanning is always the transition
+            // just before the terminal one, so its version is known.
+            let scanned_version = match session.status {
+                Status::Scanned => Some(session.version),
+                s if s.is_terminal() && session.scanned_at.is_some() => Some(session.version - 1),
+                _ => None,
+            };
+            if let Some(v) = scanned_version.filter(|v| *v > self.version) {
                 let mut data = json!({
                     "type": "status",
                     "status": "scanned",
-                    "version": session.version,
+                    "version": v,
                     "device": session.device.as_ref().map(|d| json!({ "name": d.name })),
                 });
                 if let Some(m) = &session.number_match {
@@ -73,10 +82,11 @@ impl Cursor {
                 }
                 out.push(BrowserEvent {
                     kind: "status",
-                    id: session.version.to_string(),
+                    id: v.to_string(),
                     data,
                 });
-            } else if session.status.is_terminal() {
+            }
+            if session.status.is_terminal() {
                 out.push(BrowserEvent {
                     kind: "result",
                     id: session.version.to_string(),
@@ -104,5 +114,71 @@ impl Cursor {
             self.qr_seq = session.claim.seq;
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bzt_core::session::{CancelledBy, Device, NewSession, NewSessionRequest, Op};
+    use bzt_core::{Kind, Secret, SessionId, Timestamp};
+
+    fn session() -> Session {
+        let req = NewSessionRequest {
+            kind: Some(Kind::Login),
+            display: Some(bzt_core::session::DisplayText {
+                title: "t".into(),
+                detail: None,
+            }),
+            ..Default::default()
+        };
+        let spec = NewSession::validate(req, &["platform".into()]).unwrap();
+        Session::create(
+            SessionId::generate(),
+            "demo",
+            spec,
+            Timestamp::from_unix_millis(0),
+        )
+        .0
+    }
+
+    #[test]
+    fn a_scan_coalesced_with_the_result_is_still_told_first() {
+        let mut s = session();
+        let (_, mut cursor) = Cursor::snapshot(&s, "http://b");
+        let now = Timestamp::from_unix_millis(1_000);
+        let claim = Op::Claim {
+            secret: s.claim.current.clone(),
+            device: Device {
+                id: "d".into(),
+                name: "张三的手机".into(),
+            },
+            phone_token: Secret::generate().hash(),
+            number_match: None,
+        };
+        s.apply(&claim, now).output.unwrap();
+        s.apply(
+            &Op::Cancel {
+                by: CancelledBy::Rp,
+            },
+            now,
+        )
+        .output
+        .unwrap();
+        let events = cursor.advance(&s, "http://b");
+        let kinds: Vec<_> = events.iter().map(|e| (e.kind, e.id.as_str())).collect();
+        assert_eq!(kinds, [("status", "2"), ("result", "3")]);
+        assert_eq!(events[0].data["device"]["name"], "张三的手机");
+        assert!(cursor.advance(&s, "http://b").is_empty());
+    }
+
+    #[test]
+    fn an_unscanned_session_that_ends_tells_only_the_result() {
+        let mut s = session();
+        let (_, mut cursor) = Cursor::snapshot(&s, "http://b");
+        s.apply(&Op::Expire, Timestamp::from_unix_millis(10_000_000));
+        let events = cursor.advance(&s, "http://b");
+        let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["result"]);
     }
 }

@@ -297,16 +297,9 @@ async fn run_sse(
 }
 
 /// The QR image may be drawn only while the session waits for a scan.
-async fn qr_session(
-    state: &AppState,
-    id: &str,
-    q: &TokenQuery,
-    headers: &HeaderMap,
-    peer: SocketAddr,
-) -> Result<(Session, Arc<App>), ApiError> {
-    let (session, app) = open_browser_request(state, id, q, headers, peer).await?;
+fn drawable(session: &Session) -> Result<(), ApiError> {
     match session.status {
-        Status::Pending => Ok((session, app)),
+        Status::Pending => Ok(()),
         Status::Expired => Err(ApiError::new(
             ErrorCode::Expired,
             "the session has expired; ask for a new QR code",
@@ -321,21 +314,29 @@ async fn qr_session(
     }
 }
 
-fn image_response(
-    content_type: &'static str,
-    body: Vec<u8>,
-    app: &App,
-    headers: &HeaderMap,
-) -> Response {
-    let resp = (
+fn image_response(content_type: &'static str, body: Vec<u8>) -> Response {
+    (
         [
             (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-store"),
         ],
         body,
     )
-        .into_response();
-    with_cors(resp, app, headers)
+        .into_response()
+}
+
+/// Once the page is known to be allowed, its answer carries CORS whether it
+/// is the image or an error the page should be able to read (410, 409).
+fn qr_answer(
+    answer: Result<Response, ApiError>,
+    app: &App,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    Ok(with_cors(
+        answer.unwrap_or_else(IntoResponse::into_response),
+        app,
+        headers,
+    ))
 }
 
 pub async fn qr_svg(
@@ -345,14 +346,11 @@ pub async fn qr_svg(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (session, app) = qr_session(&state, &id, &q, &headers, peer).await?;
-    let svg = crate::qr::svg(&session.qr_text(&state.broker.public_base_url))?;
-    Ok(image_response(
-        "image/svg+xml",
-        svg.into_bytes(),
-        &app,
-        &headers,
-    ))
+    let (session, app) = open_browser_request(&state, &id, &q, &headers, peer).await?;
+    let answer = drawable(&session)
+        .and_then(|()| crate::qr::svg(&session.qr_text(&state.broker.public_base_url)))
+        .map(|svg| image_response("image/svg+xml", svg.into_bytes()));
+    qr_answer(answer, &app, &headers)
 }
 
 pub async fn qr_png(
@@ -362,9 +360,11 @@ pub async fn qr_png(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (session, app) = qr_session(&state, &id, &q, &headers, peer).await?;
-    let png = crate::qr::png(&session.qr_text(&state.broker.public_base_url))?;
-    Ok(image_response("image/png", png, &app, &headers))
+    let (session, app) = open_browser_request(&state, &id, &q, &headers, peer).await?;
+    let answer = drawable(&session)
+        .and_then(|()| crate::qr::png(&session.qr_text(&state.broker.public_base_url)))
+        .map(|png| image_response("image/png", png));
+    qr_answer(answer, &app, &headers)
 }
 
 /// What a generic QR scanner opens: tell the user to use the certificate app.
