@@ -85,6 +85,7 @@ impl Node {
             format!(
                 r#"listen = "127.0.0.1:{port}"
 public_base_url = "{base}"
+data_dir = "{name}-data"
 [store]
 kind = "redis"
 redis_url = "{redis_url}"
@@ -130,10 +131,8 @@ ca_pem_files = ["ca.pem"]
             .arg("serve")
             .arg("--config")
             .arg(&self.config)
-            // Not BZT_LOG: the config loader reads every BZT_* variable as a
-            // key and rejects unknown ones, so logs stay at the default level.
+            .env("BZT_LOG", "warn")
             .env_remove("BZT_CONFIG")
-            .env_remove("BZT_LOG")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
