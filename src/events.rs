@@ -15,22 +15,9 @@ pub struct BrowserEvent {
     pub kind: &'static str,
     pub id: String,
     pub data: Value,
-}
-
-impl BrowserEvent {
-    /// Whether the stream ends after this event.
-    pub fn is_final(&self) -> bool {
-        self.kind == "result"
-            || (self.kind == "snapshot" && self.data["session"]["result"] != Value::Null)
-            || (self.kind == "snapshot" && is_terminal_status(&self.data["session"]["status"]))
-    }
-}
-
-fn is_terminal_status(v: &Value) -> bool {
-    matches!(
-        v.as_str(),
-        Some("approved" | "rejected" | "expired" | "cancelled" | "failed")
-    )
+    /// The stream ends after this event: the result, or the snapshot of a
+    /// session that has already ended.
+    pub is_final: bool,
 }
 
 /// What one connection has told its browser so far.
@@ -47,6 +34,7 @@ impl Cursor {
             kind: "snapshot",
             id: session.version.to_string(),
             data: json!({ "type": "snapshot", "session": session.snapshot_view(public_base_url) }),
+            is_final: session.is_terminal(),
         };
         (
             event,
@@ -84,6 +72,7 @@ impl Cursor {
                     kind: "status",
                     id: v.to_string(),
                     data,
+                    is_final: false,
                 });
             }
             if session.status.is_terminal() {
@@ -96,6 +85,7 @@ impl Cursor {
                         "version": session.version,
                         "result": session.result_json(),
                     }),
+                    is_final: true,
                 });
             }
             self.version = session.version;
@@ -110,6 +100,7 @@ impl Cursor {
                     "version": session.version,
                     "seq": session.claim.seq,
                 }),
+                is_final: false,
             });
             self.qr_seq = session.claim.seq;
         }

@@ -213,7 +213,7 @@ async fn send_event(socket: &mut WebSocket, event: &BrowserEvent) -> Result<bool
     socket
         .send(Message::Text(event.data.to_string().into()))
         .await?;
-    Ok(event.is_final())
+    Ok(event.is_final)
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) -> Result<(), axum::Error> {
@@ -275,7 +275,7 @@ async fn run_sse(
             break 'stream;
         };
         let (snapshot, mut cursor) = Cursor::snapshot(&session, base);
-        if tx.send(to_sse(&snapshot)).await.is_err() || snapshot.is_final() {
+        if tx.send(to_sse(&snapshot)).await.is_err() || snapshot.is_final {
             break 'stream;
         }
         loop {
@@ -284,7 +284,7 @@ async fn run_sse(
                     if changed.is_err() { break 'stream; }
                     let Ok(session) = broker.load(id.as_str()).await else { continue };
                     for event in cursor.advance(&session, base) {
-                        if tx.send(to_sse(&event)).await.is_err() || event.is_final() {
+                        if tx.send(to_sse(&event)).await.is_err() || event.is_final {
                             break 'stream;
                         }
                     }
