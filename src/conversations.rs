@@ -285,10 +285,10 @@ impl Broker {
     ) -> Result<(), ApiError> {
         let rid =
             RequestId::parse(request_id).ok_or_else(|| ApiError::not_found("no such request"))?;
-        let current = self.load_conversation(c.id.as_str()).await?;
-        let request = current
-            .request(&rid)
-            .ok_or_else(|| ApiError::not_found("no such request in this conversation"))?;
+        // Refuse what cannot be answered (already answered, expired, ended)
+        // before anything is written to the audit trail.
+        let current = self.load_current(c.id.as_str()).await?;
+        let request = current.answerable(&rid)?;
         let key = match self.check_opener(&current) {
             Ok(key) => key,
             Err(e) => {
@@ -299,17 +299,18 @@ impl Broker {
                     Some("certificate_not_acceptable".into()),
                     Some(auto_confirmed),
                 );
-                self.audit.append(record, self.clock.now()).await?;
-                self.apply_conversation(
-                    &c.id,
-                    &ConvOp::Respond {
-                        request_id: rid.clone(),
-                        verdict: Err("certificate_not_acceptable".into()),
-                        auto_confirmed,
-                    },
-                )
-                .await?
-                .output?;
+                // The conversation ends whatever became of this answer.
+                let answered = self
+                    .audited_answer(
+                        record,
+                        &c.id,
+                        &ConvOp::Respond {
+                            request_id: rid.clone(),
+                            verdict: Err("certificate_not_acceptable".into()),
+                            auto_confirmed,
+                        },
+                    )
+                    .await;
                 self.apply_conversation(
                     &c.id,
                     &ConvOp::End {
@@ -317,6 +318,7 @@ impl Broker {
                     },
                 )
                 .await?;
+                answered?;
                 return Err(e.into());
             }
         };
@@ -326,12 +328,7 @@ impl Broker {
             None => ("approved", None),
             Some(_) => ("rejected", Some("bad_signature".to_owned())),
         };
-        self.audit
-            .append(
-                audit_request(&current, request, outcome, reason, Some(auto_confirmed)),
-                self.clock.now(),
-            )
-            .await?;
+        let record = audit_request(&current, request, outcome, reason, Some(auto_confirmed));
         let op = ConvOp::Respond {
             request_id: rid,
             verdict: verdict
@@ -339,7 +336,7 @@ impl Broker {
                 .map_err(|_| "bad_signature".to_owned()),
             auto_confirmed,
         };
-        self.apply_conversation(&c.id, &op).await?.output?;
+        self.audited_answer(record, &c.id, &op).await?;
         match error {
             Some(e) => Err(e.into()),
             None => Ok(()),
@@ -354,35 +351,51 @@ impl Broker {
     ) -> Result<(), ApiError> {
         let rid =
             RequestId::parse(request_id).ok_or_else(|| ApiError::not_found("no such request"))?;
-        let current = self.load_conversation(c.id.as_str()).await?;
-        let request = current
-            .request(&rid)
-            .filter(|r| !r.is_finished())
-            .ok_or_else(|| {
-                ApiError::conflict("no pending request with this id; it is answered once")
-            })?;
-        self.audit
-            .append(
-                audit_request(
-                    &current,
-                    request,
-                    "rejected",
-                    Some(reason.clone()),
-                    Some(false),
-                ),
-                self.clock.now(),
-            )
-            .await?;
-        self.apply_conversation(
-            &c.id,
-            &ConvOp::Decline {
-                request_id: rid,
-                reason,
-            },
-        )
-        .await?
-        .output?;
+        let current = self.load_current(c.id.as_str()).await?;
+        let request = current.answerable(&rid)?;
+        let record = audit_request(
+            &current,
+            request,
+            "rejected",
+            Some(reason.clone()),
+            Some(false),
+        );
+        let op = ConvOp::Decline {
+            request_id: rid,
+            reason,
+        };
+        self.audited_answer(record, &c.id, &op).await?;
         Ok(())
+    }
+
+    /// Appends the audit record of an answer, then applies the answer: the
+    /// record is durable before the requester can learn the outcome. If the
+    /// answer then does not happen (answered or ended meanwhile), an
+    /// `aborted` record follows, as for sessions.
+    async fn audited_answer(
+        &self,
+        record: bzt_core::audit::Operation,
+        id: &ConversationId,
+        op: &ConvOp,
+    ) -> Result<ConvUpdate, ApiError> {
+        self.audit.append(record.clone(), self.clock.now()).await?;
+        let applied = self
+            .apply_conversation(id, op)
+            .await
+            .and_then(|u| match &u.output {
+                Ok(_) => Ok(u),
+                Err(e) => Err(ApiError::from(e.clone())),
+            });
+        if applied.is_err() {
+            let aborted = bzt_core::audit::Operation {
+                outcome: "aborted".into(),
+                ..record
+            };
+            if let Err(e) = self.audit.append(aborted, self.clock.now()).await {
+                tracing::error!(conversation = %id, error = %e, "could not record an aborted answer");
+            }
+        }
+        applied
     }
 
     pub async fn end_conversation(

@@ -14,7 +14,7 @@ use bzt_phone::{
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::ControlFlow;
 use std::time::Duration;
 
@@ -271,6 +271,32 @@ fn page(i: usize) -> Vec<u8> {
     let mut v = format!("投标文件 第{i}页\n").into_bytes();
     v.extend_from_slice(&[0, 0xff, (i % 256) as u8]);
     v
+}
+
+/// The audit trail's outcomes for the conversation's requests, by request id.
+async fn audited_outcomes(app: &TestApp, conv: &Conv) -> BTreeMap<String, Vec<String>> {
+    let url = app.url(&format!(
+        "/v1/audit?serial={}&limit=1000",
+        conv.phone.serial()
+    ));
+    let resp = app.http.get(url).bearer_auth(API_KEY).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in body["records"].as_array().expect("records") {
+        if r["kind"] == "conversation_request" && r["conversation_id"] == conv.id.as_str() {
+            out.entry(r["request_id"].as_str().unwrap().to_owned())
+                .or_default()
+                .push(r["outcome"].as_str().unwrap().to_owned());
+        }
+    }
+    out
+}
+
+fn outcomes(list: &[(&String, &str)]) -> BTreeMap<String, Vec<String>> {
+    list.iter()
+        .map(|(id, o)| ((*id).clone(), vec![(*o).to_owned()]))
+        .collect()
 }
 
 async fn revoke(app: &TestApp, serial: &str) {
@@ -545,6 +571,17 @@ async fn requests_wait_for_a_phone_that_reconnects_and_expire_after_their_ttl() 
         statuses,
         ["approved", "expired", "approved", "approved", "approved"]
     );
+    // One audit record per answer that took effect; none for the refused
+    // second answer or the answer to the expired request.
+    assert_eq!(
+        audited_outcomes(&app, &conv).await,
+        outcomes(&[
+            (&r1, "approved"),
+            (&r3, "approved"),
+            (&r4, "approved"),
+            (&r5, "approved")
+        ])
+    );
 }
 
 #[tokio::test]
@@ -770,6 +807,10 @@ async fn signatures_by_another_certificate_or_over_other_bytes_are_rejected() {
         (&json!(r3), &json!("approved"))
     );
     assert_eq!(conv.view(&app).await["status"], "open");
+    assert_eq!(
+        audited_outcomes(&app, &conv).await,
+        outcomes(&[(&r1, "rejected"), (&r2, "rejected"), (&r3, "approved")])
+    );
 }
 
 #[tokio::test]

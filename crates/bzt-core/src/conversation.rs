@@ -236,6 +236,23 @@ fn ended_error(by: EndedBy) -> DomainError {
     )
 }
 
+/// Why `req` cannot be answered, if it cannot.
+fn refuse_answer(ended: Option<(EndedBy, Timestamp)>, req: &SignRequest) -> Option<DomainError> {
+    match req.status {
+        RequestStatus::Pending => None,
+        RequestStatus::Expired if ended.is_some() => {
+            Some(ended_error(ended.map(|e| e.0).unwrap_or(EndedBy::Limit)))
+        }
+        RequestStatus::Expired => Some(DomainError::expired(
+            "the request expired before it was answered",
+        )),
+        s => Some(DomainError::conflict(format!(
+            "the request is already {}; it is never signed twice",
+            s.as_str()
+        ))),
+    }
+}
+
 impl Conversation {
     pub fn open(o: OpenConversation, now: Timestamp) -> Self {
         Self {
@@ -391,6 +408,20 @@ impl Conversation {
         }
     }
 
+    /// The request `id` if it can be answered (`Respond`, `Decline`) in the
+    /// state as stored; else the error those ops answer. Lets a caller
+    /// refuse before it writes an audit record for an answer that cannot
+    /// happen. Apply what is due ([`ConvOp::Tick`]) first.
+    pub fn answerable(&self, id: &RequestId) -> Result<&SignRequest, DomainError> {
+        let req = self
+            .request(id)
+            .ok_or_else(|| DomainError::not_found("no such request in this conversation"))?;
+        match refuse_answer(self.ended, req) {
+            Some(e) => Err(e),
+            None => Ok(req),
+        }
+    }
+
     fn pending_request_mut(&mut self, id: &RequestId) -> Result<&mut SignRequest, DomainError> {
         let ended = self.ended;
         let req = self
@@ -398,18 +429,9 @@ impl Conversation {
             .iter_mut()
             .find(|r| &r.id == id)
             .ok_or_else(|| DomainError::not_found("no such request in this conversation"))?;
-        match req.status {
-            RequestStatus::Pending => Ok(req),
-            RequestStatus::Expired if ended.is_some() => {
-                Err(ended_error(ended.map(|e| e.0).unwrap_or(EndedBy::Limit)))
-            }
-            RequestStatus::Expired => Err(DomainError::expired(
-                "the request expired before it was answered",
-            )),
-            s => Err(DomainError::conflict(format!(
-                "the request is already {}; it is never signed twice",
-                s.as_str()
-            ))),
+        match refuse_answer(ended, req) {
+            Some(e) => Err(e),
+            None => Ok(req),
         }
     }
 
@@ -564,13 +586,20 @@ mod tests {
         assert!(r.tbs.is_empty(), "finished requests drop their bytes");
         let again = c.apply(
             &ConvOp::Respond {
-                request_id: id,
+                request_id: id.clone(),
                 verdict: Ok(vec![3]),
                 auto_confirmed: false,
             },
             T0.plus_secs(2),
         );
         assert_eq!(again.output.unwrap_err().code, ErrorCode::Conflict);
+        assert_eq!(c.answerable(&id).unwrap_err().code, ErrorCode::Conflict);
+        let other = add(&mut c, T0.plus_secs(3));
+        assert!(c.answerable(&other).is_ok());
+        assert_eq!(
+            c.answerable(&RequestId::generate()).unwrap_err().code,
+            ErrorCode::NotFound
+        );
     }
 
     #[test]
