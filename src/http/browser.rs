@@ -31,10 +31,20 @@ pub fn check_origin(
     session: &Session,
     headers: &HeaderMap,
 ) -> Result<Arc<App>, ApiError> {
+    check_app_origin(state, &session.app_id, headers)
+}
+
+/// The app, if the request's `Origin` is allowed for it (browser endpoints
+/// of sessions and conversations alike).
+pub fn check_app_origin(
+    state: &AppState,
+    app_id: &str,
+    headers: &HeaderMap,
+) -> Result<Arc<App>, ApiError> {
     let app = state
         .broker
         .apps
-        .by_id(&session.app_id)
+        .by_id(app_id)
         .ok_or_else(ApiError::internal)?;
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if !app.origin_allowed(origin) {

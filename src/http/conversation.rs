@@ -162,12 +162,15 @@ pub async fn requester_socket(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let c = state
         .broker
         .conversation_for_requester(&id, q.t.as_deref())
         .await?;
+    // The requester's socket is opened by the bid tool's page: same origin rule as sessions.
+    super::browser::check_app_origin(&state, &c.app_id, &headers)?;
     let upgrade = upgrade_or_400(upgrade)?;
     Ok(upgrade
         .max_message_size(4096)
