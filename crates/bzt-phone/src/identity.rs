@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use sm2::dsa::SigningKey;
+use sm2::SecretKey;
 use sm3::{Digest, Sm3};
 use x509_cert::der::{Encode, EncodePem};
 use x509_cert::Certificate;
@@ -141,6 +142,13 @@ impl PhoneIdentity {
     /// The signing key (SM3, ID `1234567812345678`).
     pub fn signing_key(&self) -> &SigningKey {
         &self.signing_key
+    }
+
+    /// The certificate's SM2 private key, for decryption: a `decrypt` session unwraps the bid
+    /// file's content key with it ([`crate::envelope::decrypt_answer`]). A copy, wiped when
+    /// dropped; keep it no longer than the operation needs.
+    pub fn secret_key(&self) -> SecretKey {
+        SecretKey::from(self.signing_key.as_nonzero_scalar())
     }
 
     /// Signs `tbs`: SM2 over SM3 with ID `1234567812345678`, DER `SEQUENCE {r, s}`.

@@ -35,18 +35,15 @@
 //!   out each [`SignRequest`] once (across reconnects), answers with `approve` / `reject` / `end`,
 //!   and runs the whole loop with [`ConversationSocket::run`] (a decision per request) or
 //!   [`ConversationSocket::run_auto_confirm`] (自动确认).
+//! - [`envelope`]: bid-file encryption (多证书加密) and opening (扫码解密):
+//!   [`encrypt_recipients`] (own certificate first, then colleagues'), [`decrypt_answer`] (find
+//!   the phone's entry in the envelope header, unwrap the content key, re-wrap it to the hall's
+//!   `reply_key`), [`Phone::approve_encrypt`], [`Phone::approve_decrypt`] (rejects with a
+//!   Chinese [`DecryptRefusal::reason`] when the phone cannot decrypt).
 //! - [`session`]: plain wire data ([`Kind`], [`CompleteAnswer`], ...).
 //! - [`error`]: [`Error`] and [`BrokerError`] (the protocol's `{"error": {"code", "message"}}`).
 //!
 //! # Not here yet (where it goes)
-//! - **Encrypt extras** (生成投标文件): today the caller passes [`ApproveExtras::recipients_pem`];
-//!   choosing recipients (own certificate, the hall's) belongs in a helper next to
-//!   [`client::approval_body`].
-//! - **Decrypt extras** (扫码解密): today the caller passes [`ApproveExtras::wrapped_key_b64`]. The
-//!   phone itself should find its entry in the envelope header ([`Claimed::envelope_header_b64`],
-//!   matched by serial/issuer), SM2-decrypt the content key, and SM2-encrypt it to
-//!   [`Claimed::reply_key`] (GM/T 0009 DER), with `bzt-envelope`; [`PhoneIdentity`] then needs
-//!   its secret key for decryption, not only the signing key.
 //! - **Key splitting** (the broker co-signs with a split SM2 key): every completion signature is
 //!   made by [`sign`] / [`PhoneIdentity::sign`]; that is the one seam where a split signer (a
 //!   trait with a local and a co-signing implementation) replaces the local key.
@@ -57,6 +54,7 @@ pub mod challenge;
 pub mod claim;
 pub mod client;
 pub mod conversation;
+pub mod envelope;
 pub mod error;
 pub mod identity;
 pub mod qr;
@@ -69,6 +67,7 @@ pub use conversation::{
     Ack, AckStatus, ConversationError, ConversationSocket, Decision, Ended, EndedBy, FrameError,
     Outcome, Reconnect, RunSummary, SignRequest,
 };
+pub use envelope::{decrypt_answer, encrypt_recipients, DecryptOutcome, DecryptRefusal};
 pub use error::{BrokerError, Error};
 pub use identity::{sign, Device, PhoneIdentity};
 pub use qr::{QrError, QrText};
