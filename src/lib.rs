@@ -16,6 +16,8 @@
 //!   against an injectable clock.
 //! - [`webhook`], [`limits`], [`qr`]: signed webhooks, abuse limits, QR images.
 //! - [`config`], [`dev`], [`app`]: configuration, development mode, start-up.
+//! - [`hall`]: the opening hall's side of 扫码解密 (a client of the broker, used by
+//!   `bzt hall decrypt`).
 
 pub mod app;
 pub mod apps;
@@ -28,6 +30,7 @@ pub mod demo;
 pub mod dev;
 pub mod error;
 pub mod events;
+pub mod hall;
 pub mod http;
 pub mod limits;
 pub mod qr;

@@ -2,6 +2,8 @@
 
 mod audit;
 mod devca;
+mod envelope;
+mod hall;
 mod phone;
 mod serve;
 
@@ -32,6 +34,12 @@ enum Command {
     /// Reference phone client: claim a QR, approve or reject, converse (会话签章).
     #[command(subcommand)]
     Phone(phone::PhoneCommand),
+    /// Bid-file envelopes (多证书加密): seal to several certificates, open, inspect.
+    #[command(subcommand)]
+    Envelope(envelope::EnvelopeCommand),
+    /// Opening hall (开标大厅): decrypt a sealed bid file with a recipient's phone (扫码解密).
+    #[command(subcommand)]
+    Hall(hall::HallCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -41,6 +49,8 @@ pub fn main() -> ExitCode {
         Command::DevCa(cmd) => devca::run(cmd),
         Command::Phone(cmd) => phone::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Envelope(cmd) => envelope::run(cmd),
+        Command::Hall(cmd) => hall::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -67,6 +67,10 @@ pub struct PhoneArgs {
     /// Number-matching pick (the two digits the browser shows).
     #[arg(long)]
     match_code: Option<String>,
+    /// `encrypt` sessions: a colleague's certificate (PEM) that may also open the bid file;
+    /// repeatable. The phone's own certificate is always included.
+    #[arg(long = "recipient", value_name = "CERT")]
+    recipients: Vec<PathBuf>,
 }
 
 pub fn run(cmd: PhoneCommand) -> anyhow::Result<()> {
@@ -119,6 +123,7 @@ fn load_identity(a: &PhoneArgs) -> anyhow::Result<PhoneIdentity> {
 
 async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
     let identity = load_identity(&a)?;
+    let colleagues = super::envelope::read_recipients(&a.recipients)?;
     let qr = QrText::parse(&a.qr_text)?;
     let phone = Phone::new(reqwest::Client::new());
     let claimed = phone.claim(&qr, &identity).await?;
@@ -142,16 +147,20 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
         return Ok(());
     }
     let match_code = match_code(&a, &claimed)?;
-    let answer = phone
-        .approve(
-            &claimed,
-            &identity,
-            ApproveExtras {
-                match_code,
-                ..Default::default()
-            },
-        )
-        .await?;
+    // encrypt: own certificate + --recipient; decrypt: re-wrap the file's key (or decline).
+    let extras = match super::envelope::phone_extras(&claimed, &identity, &colleagues, match_code)?
+    {
+        super::envelope::PhoneExtras::Approve(extras) => extras,
+        super::envelope::PhoneExtras::Refuse(refusal) => {
+            let answer = phone.reject(&claimed, &refusal.reason()).await?;
+            println!(
+                "无法解密，已拒绝 (session {} → {:?})",
+                answer.id, answer.status
+            );
+            bail!("cannot decrypt: {refusal}");
+        }
+    };
+    let answer = phone.approve(&claimed, &identity, extras).await?;
     println!(
         "已签名 (session {} → {:?}, version {})",
         answer.id, answer.status, answer.version

@@ -1,0 +1,555 @@
+//! The opening hall's side of 扫码解密, as a library (`bzt hall decrypt` is a thin shell over it).
+//!
+//! 1. Generate a one-time SM2 key ([`OneTimeKey`]); its public half is the session's
+//!    `reply_key`.
+//! 2. Create a `decrypt` session whose `envelope_header_b64` is the sealed file's header,
+//!    byte for byte as in the file ([`HallClient::create_decrypt`]); show its QR.
+//! 3. Wait on the browser WebSocket ([`DecryptSession::wait`]), reconnecting after a drop: every
+//!    (re)connect starts with a snapshot, so no outcome is lost.
+//! 4. On `approved`, check the result (the signed challenge is this session's and names this
+//!    header; the signature verifies with the signer's certificate), unwrap `wrapped_key_b64`
+//!    with the one-time key and open the file ([`DecryptSession::finish`]); nothing is written
+//!    unless the whole file authenticates. On `rejected`, report the phone's reason.
+//!
+//! The content key exists in clear only on the phone and here (wiped on drop); the broker sees
+//! it only wrapped to the one-time key, which never leaves this process.
+//!
+//! Not checked here: that the signer's certificate chains to a trusted root (the broker did
+//! that; a hall that does not trust its broker should check `result.certificate` against its
+//! own CA list).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bzt_envelope::{
+    header_digest, open_to_path_with_content_key, read_header, unwrap_key, ContentKey, Header,
+    OpenReport,
+};
+use bzt_phone::{Challenge, Kind};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use sm2::SecretKey;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Longest display title the broker accepts (characters).
+const MAX_TITLE_CHARS: usize = 200;
+/// How long after the session's expiry the hall keeps trying to learn its outcome.
+const EXPIRY_GRACE: Duration = Duration::from_secs(30);
+/// First and largest pause between WebSocket reconnects.
+const RECONNECT_MIN: Duration = Duration::from_millis(250);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// Everything the hall can fail with. A phone's refusal is not an error: it is
+/// [`HallOutcome::Rejected`].
+#[derive(Debug, thiserror::Error)]
+pub enum HallError {
+    /// The sealed file could not be read, or is not an envelope, or did not open.
+    #[error(transparent)]
+    Envelope(#[from] bzt_envelope::Error),
+    /// The broker refused a request with a protocol error.
+    #[error("the broker answered HTTP {status} {code}: {message}")]
+    Broker {
+        /// HTTP status.
+        status: u16,
+        /// The protocol's error code.
+        code: String,
+        /// The broker's message.
+        message: String,
+    },
+    /// The broker could not be reached (after retries, for the WebSocket).
+    #[error("cannot talk to the broker: {0}")]
+    Transport(String),
+    /// The broker answered something the protocol does not allow.
+    #[error("unexpected answer from the broker: {0}")]
+    Protocol(String),
+    /// The approved result does not check out (wrong challenge, bad signature, a wrapped key
+    /// that does not decrypt with the one-time key): the file is not opened.
+    #[error("the approval does not check out: {0}")]
+    BadResult(String),
+    /// No outcome arrived before the session's expiry (plus a grace period).
+    #[error("no outcome from the broker by the session's expiry")]
+    TimedOut,
+}
+
+/// The hall's one-time SM2 key pair: the phone wraps the content key to its public half.
+/// Made per session, never stored; the secret is wiped when dropped.
+pub struct OneTimeKey {
+    /// Unwraps `wrapped_key_b64`.
+    secret: SecretKey,
+}
+
+impl OneTimeKey {
+    /// A fresh key from the operating system's generator.
+    pub fn generate() -> Result<Self, HallError> {
+        use sm2::elliptic_curve::Generate;
+        let secret = SecretKey::try_generate()
+            .map_err(|_| HallError::Transport("the system random generator failed".into()))?;
+        Ok(Self { secret })
+    }
+
+    /// The session's `reply_key`: lowercase hex of the uncompressed point `04||X||Y`.
+    pub fn reply_key_hex(&self) -> String {
+        hex::encode(self.secret.public_key().to_sec1_bytes())
+    }
+
+    /// Decrypts a `wrapped_key_b64` (GM/T 0009 DER, base64) into the content key.
+    pub fn unwrap(&self, wrapped_b64: &str) -> Result<ContentKey, HallError> {
+        let der = STANDARD
+            .decode(wrapped_b64)
+            .map_err(|_| HallError::BadResult("wrapped_key_b64 is not base64".into()))?;
+        let key = unwrap_key(&self.secret, &der).map_err(|_| {
+            HallError::BadResult("the wrapped key does not decrypt with the one-time key".into())
+        })?;
+        ContentKey::from_slice(&key)
+            .map_err(|_| HallError::BadResult("the wrapped key is not a 16-byte key".into()))
+    }
+}
+
+/// How to create the session.
+#[derive(Clone, Debug, Default)]
+pub struct DecryptOptions {
+    /// Shown on the phone; default `开标解密：<file name>`.
+    pub title: Option<String>,
+    /// Session lifetime in seconds (broker default when `None`).
+    pub ttl_s: Option<u64>,
+    /// Ask for number matching (recommended for `decrypt`).
+    pub number_match: bool,
+}
+
+/// Talks to a broker as an RP backend (API key).
+#[derive(Clone, Debug)]
+pub struct HallClient {
+    /// Shared connection pool.
+    http: reqwest::Client,
+    /// The broker's base URL, no trailing slash.
+    base_url: String,
+    /// The app's API key.
+    api_key: String,
+}
+
+/// A created `decrypt` session, with what the hall needs to finish it.
+pub struct DecryptSession {
+    /// Session id.
+    pub id: String,
+    /// The text to show as a QR code (updated by [`HallEvent::Qr`] when it rotates).
+    pub qr_text: String,
+    /// The session's expiry, as the broker wrote it.
+    pub expires_at: String,
+    /// The browser WebSocket (absolute `ws:`/`wss:` URL with the browser token).
+    ws_url: String,
+    /// The sealed file.
+    input: PathBuf,
+    /// The file's header bytes exactly as in the file: what the challenge names.
+    header_raw: Vec<u8>,
+    /// The parsed header (recipients, to tell whether the signer is one).
+    header: Header,
+    /// Unwraps the phone's answer.
+    key: OneTimeKey,
+    /// When to stop waiting.
+    deadline: tokio::time::Instant,
+}
+
+/// What happens while the hall waits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HallEvent {
+    /// The QR text changed (rotation), or was seen again after a reconnect while pending.
+    Qr(String),
+    /// A phone claimed the session; with number matching, the two digits to show large.
+    Scanned {
+        /// The phone's device name.
+        device: Option<String>,
+        /// The number-matching code.
+        match_code: Option<String>,
+    },
+    /// The socket dropped; the hall reconnects after `delay`.
+    Reconnecting {
+        /// What went wrong.
+        error: String,
+        /// The pause before the next attempt.
+        delay: Duration,
+    },
+}
+
+/// A terminal session as the socket reported it.
+#[derive(Clone, Debug)]
+pub struct Terminal {
+    /// `approved`, `rejected`, `expired`, `cancelled` or `failed`.
+    pub status: String,
+    /// The session's `result` (`null` for expired and cancelled).
+    pub result: Value,
+}
+
+/// Who approved the opening.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signer {
+    /// Subject, RFC 4514.
+    pub subject: String,
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// Issuer, RFC 4514.
+    pub issuer: String,
+    /// Whether the file's header lists this certificate as a recipient.
+    pub is_recipient: bool,
+}
+
+/// How a decryption ended.
+#[derive(Clone, Debug)]
+pub enum HallOutcome {
+    /// The file was opened to the output path.
+    Opened {
+        /// Who approved.
+        signer: Signer,
+        /// Plaintext bytes and chunks.
+        report: OpenReport,
+    },
+    /// The phone declined; its reason (e.g. 本证书不在该投标文件的解密证书列表中…).
+    Rejected {
+        /// The phone's reason, as the broker passed it on.
+        reason: String,
+    },
+    /// Nobody completed the session in time.
+    Expired,
+    /// The session was cancelled.
+    Cancelled,
+    /// Too many bad completions (or another failure the broker reports).
+    Failed {
+        /// The broker's reason.
+        reason: String,
+    },
+}
+
+impl HallClient {
+    /// A client of the broker at `base_url` (e.g. `http://127.0.0.1:8700`) with an app's API key.
+    pub fn new(http: reqwest::Client, base_url: &str, api_key: &str) -> Self {
+        Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            api_key: api_key.to_owned(),
+        }
+    }
+
+    /// Reads the sealed file's header, makes a one-time key and creates the `decrypt` session.
+    pub async fn create_decrypt(
+        &self,
+        input: &Path,
+        options: &DecryptOptions,
+    ) -> Result<DecryptSession, HallError> {
+        let file = std::fs::File::open(input).map_err(bzt_envelope::Error::Io)?;
+        let (header, header_raw) = read_header(std::io::BufReader::new(file))?;
+        let key = OneTimeKey::generate()?;
+        let name = input
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| input.display().to_string());
+        let title = options
+            .title
+            .clone()
+            .unwrap_or_else(|| format!("开标解密：{name}"));
+        let title: String = title.chars().take(MAX_TITLE_CHARS).collect();
+        let detail = format!(
+            "投标文件信封 SM3：{}…；可解密证书 {} 个",
+            &hex::encode(header_digest(&header_raw))[..16],
+            header.recipients().len()
+        );
+        let mut body = json!({
+            "kind": "decrypt",
+            "display": { "title": title, "detail": detail },
+            "envelope_header_b64": STANDARD.encode(&header_raw),
+            "reply_key": key.reply_key_hex(),
+        });
+        if let Some(ttl) = options.ttl_s {
+            body["ttl_s"] = json!(ttl);
+        }
+        if options.number_match {
+            body["number_match"] = json!(true);
+        }
+        let resp = self
+            .http
+            .post(format!("{}/v1/sessions", self.base_url))
+            .bearer_auth(&self.api_key)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| HallError::Transport(e.to_string()))?;
+        let created = read_json(resp).await?;
+        let field = |k: &str| {
+            created[k]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| HallError::Protocol(format!("the create answer has no {k}")))
+        };
+        let ttl = created["ttl_s"].as_u64().or(options.ttl_s).unwrap_or(600);
+        Ok(DecryptSession {
+            id: field("id")?,
+            qr_text: field("qr_text")?,
+            expires_at: field("expires_at")?,
+            ws_url: field("ws_url")?,
+            input: input.to_owned(),
+            header_raw,
+            header,
+            key,
+            deadline: tokio::time::Instant::now() + Duration::from_secs(ttl) + EXPIRY_GRACE,
+        })
+    }
+
+    /// The whole flow: create the session, report its QR (as a first [`HallEvent::Qr`]), wait,
+    /// and open `input` into `output` when approved.
+    pub async fn decrypt_file(
+        &self,
+        input: &Path,
+        output: &Path,
+        options: &DecryptOptions,
+        mut on_event: impl FnMut(&DecryptSession, HallEvent),
+    ) -> Result<HallOutcome, HallError> {
+        let session = self.create_decrypt(input, options).await?;
+        on_event(&session, HallEvent::Qr(session.qr_text.clone()));
+        let terminal = session.wait(|e| on_event(&session, e)).await?;
+        session.finish(&terminal, output)
+    }
+}
+
+impl DecryptSession {
+    /// Waits for the session to end, on the browser WebSocket. Reconnects (with backoff) after
+    /// any drop, and reads the outcome from the snapshot that starts every connection; gives up
+    /// ([`HallError::TimedOut`]) a little after the session's expiry.
+    pub async fn wait(&self, mut on_event: impl FnMut(HallEvent)) -> Result<Terminal, HallError> {
+        let mut shown_qr = self.qr_text.clone();
+        let mut shown_scan = false;
+        let mut delay = RECONNECT_MIN;
+        loop {
+            let attempt = tokio::time::timeout_at(
+                self.deadline,
+                self.watch_once(&mut shown_qr, &mut shown_scan, &mut on_event),
+            )
+            .await
+            .map_err(|_| HallError::TimedOut)?;
+            let error = match attempt {
+                Ok(Some(terminal)) => return Ok(terminal),
+                Ok(None) => {
+                    // A clean close without a result: reconnect at once for the snapshot.
+                    delay = RECONNECT_MIN;
+                    "the broker closed the socket".to_owned()
+                }
+                Err(Fatal(e)) => return Err(e),
+                Err(Retry(e)) => e,
+            };
+            if tokio::time::Instant::now() + delay >= self.deadline {
+                return Err(HallError::TimedOut);
+            }
+            on_event(HallEvent::Reconnecting { error, delay });
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(RECONNECT_MAX);
+        }
+    }
+
+    /// One connection: `Ok(Some)` on a terminal event, `Ok(None)` on a close without one.
+    async fn watch_once(
+        &self,
+        shown_qr: &mut String,
+        shown_scan: &mut bool,
+        on_event: &mut impl FnMut(HallEvent),
+    ) -> Result<Option<Terminal>, WatchError> {
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        let (mut ws, _) = match tokio_tungstenite::connect_async(self.ws_url.as_str()).await {
+            Ok(ok) => ok,
+            Err(WsError::Http(resp)) if resp.status().is_client_error() && resp.status() != 429 => {
+                let body = resp
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                return Err(Fatal(error_from_body(resp.status().as_u16(), &body)));
+            }
+            Err(e) => return Err(Retry(format!("WebSocket connect: {e}"))),
+        };
+        while let Some(frame) = ws.next().await {
+            let text = match frame {
+                Ok(Message::Text(t)) => t,
+                Ok(Message::Close(Some(c))) if c.code != CloseCode::Normal => {
+                    return Err(Retry(format!("closed with code {}", u16::from(c.code))))
+                }
+                Ok(Message::Close(_)) => return Ok(None),
+                Ok(_) => continue,
+                Err(e) => return Err(Retry(format!("WebSocket: {e}"))),
+            };
+            let event: Value = serde_json::from_str(text.as_str())
+                .map_err(|e| Fatal(HallError::Protocol(format!("event is not JSON: {e}"))))?;
+            let (status, view) = match event["type"].as_str() {
+                Some("snapshot") => (event["session"]["status"].as_str(), &event["session"]),
+                Some("status") | Some("result") => (event["status"].as_str(), &event),
+                Some("qr") => (Some("pending"), &event),
+                _ => continue,
+            };
+            match status {
+                Some("pending") => {
+                    if let Some(qr) = view["qr_text"].as_str().filter(|q| *q != shown_qr) {
+                        *shown_qr = qr.to_owned();
+                        on_event(HallEvent::Qr(qr.to_owned()));
+                    }
+                }
+                Some("scanned") if !*shown_scan => {
+                    *shown_scan = true;
+                    on_event(HallEvent::Scanned {
+                        device: view["device"]["name"].as_str().map(str::to_owned),
+                        match_code: view["match_code"].as_str().map(str::to_owned),
+                    });
+                }
+                Some(s @ ("approved" | "rejected" | "expired" | "cancelled" | "failed")) => {
+                    return Ok(Some(Terminal {
+                        status: s.to_owned(),
+                        result: view["result"].clone(),
+                    }));
+                }
+                _ => {}
+            }
+        }
+        Err(Retry("the socket ended without a close frame".into()))
+    }
+
+    /// Turns the terminal session into the outcome; for `approved`, checks the result, unwraps
+    /// the content key and opens the file into `output` (nothing is written unless the whole
+    /// file authenticates; an existing `output` is replaced only then).
+    pub fn finish(&self, terminal: &Terminal, output: &Path) -> Result<HallOutcome, HallError> {
+        let reason = || {
+            terminal.result["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        match terminal.status.as_str() {
+            "approved" => {}
+            "rejected" => return Ok(HallOutcome::Rejected { reason: reason() }),
+            "expired" => return Ok(HallOutcome::Expired),
+            "cancelled" => return Ok(HallOutcome::Cancelled),
+            _ => return Ok(HallOutcome::Failed { reason: reason() }),
+        }
+        let signer = self.check_approval(&terminal.result)?;
+        let wrapped = terminal.result["wrapped_key_b64"]
+            .as_str()
+            .ok_or_else(|| HallError::BadResult("the result has no wrapped_key_b64".into()))?;
+        let key = self.key.unwrap(wrapped)?;
+        let report = open_to_path_with_content_key(&key, &self.input, output)?;
+        Ok(HallOutcome::Opened { signer, report })
+    }
+
+    /// The broker is a courier, not an oracle: the signed bytes must be this session's
+    /// `decrypt` challenge naming this header, and the signature must verify.
+    fn check_approval(&self, result: &Value) -> Result<Signer, HallError> {
+        let bad = |why: &str| HallError::BadResult(why.to_owned());
+        let tbs = result["tbs_b64"]
+            .as_str()
+            .and_then(|t| STANDARD.decode(t).ok())
+            .ok_or_else(|| bad("no tbs_b64"))?;
+        let challenge =
+            Challenge::parse(&tbs).map_err(|e| HallError::BadResult(format!("challenge: {e}")))?;
+        if challenge.kind != Kind::Decrypt
+            || challenge.session != self.id
+            || challenge.expires != self.expires_at
+            || challenge.envelope != Some(header_digest(&self.header_raw))
+        {
+            return Err(bad(
+                "the signed challenge is not this session's, or names another envelope header",
+            ));
+        }
+        let pem = result["certificate"]["pem"]
+            .as_str()
+            .ok_or_else(|| bad("no certificate"))?;
+        let cert = bzt_core::pki::parse_pem(pem)
+            .map_err(|e| HallError::BadResult(format!("certificate: {}", e.message)))?;
+        let signature = result["signature_b64"]
+            .as_str()
+            .and_then(|s| STANDARD.decode(s).ok())
+            .ok_or_else(|| bad("no signature_b64"))?;
+        let key = bzt_core::pki::verifying_key(&cert)
+            .map_err(|e| HallError::BadResult(format!("certificate: {}", e.message)))?;
+        bzt_core::pki::verify_signature(&key, &tbs, &signature)
+            .map_err(|e| HallError::BadResult(e.message))?;
+        let serial = bzt_core::pki::serial_hex(&cert);
+        let issuer = bzt_core::pki::issuer_string(&cert);
+        Ok(Signer {
+            subject: bzt_core::pki::subject_string(&cert),
+            is_recipient: self.header.find_recipient(&serial, &issuer).is_some(),
+            serial,
+            issuer,
+        })
+    }
+}
+
+/// Why one connection ended without an outcome.
+enum WatchError {
+    /// Try again (network, server restart, 1011).
+    Retry(String),
+    /// Give up (401/404: the session or token is not valid).
+    Fatal(HallError),
+}
+use WatchError::{Fatal, Retry};
+
+async fn read_json(resp: reqwest::Response) -> Result<Value, HallError> {
+    let status = resp.status().as_u16();
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| HallError::Transport(e.to_string()))?;
+    if (200..300).contains(&status) {
+        serde_json::from_str(&text)
+            .map_err(|e| HallError::Protocol(format!("HTTP {status}, body is not JSON: {e}")))
+    } else {
+        Err(error_from_body(status, &text))
+    }
+}
+
+fn error_from_body(status: u16, body: &str) -> HallError {
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    match (v["error"]["code"].as_str(), v["error"]["message"].as_str()) {
+        (Some(code), message) => HallError::Broker {
+            status,
+            code: code.to_owned(),
+            message: message.unwrap_or_default().to_owned(),
+        },
+        _ => HallError::Protocol(format!(
+            "HTTP {status} without a protocol error body: {}",
+            body.chars().take(200).collect::<String>()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_time_keys_round_trip() {
+        let key = OneTimeKey::generate().unwrap();
+        let hex_text = key.reply_key_hex();
+        assert_eq!(hex_text.len(), 130);
+        assert!(hex_text.starts_with("04"));
+        let public = bzt_envelope::parse_reply_key(&hex_text).unwrap();
+        let content = ContentKey::generate().unwrap();
+        let wrapped = bzt_envelope::wrap_key(&public, content.as_bytes()).unwrap();
+        let back = key.unwrap(&STANDARD.encode(wrapped)).unwrap();
+        assert_eq!(back.as_bytes(), content.as_bytes());
+        let other = OneTimeKey::generate().unwrap();
+        let wrapped = bzt_envelope::wrap_key(&public, content.as_bytes()).unwrap();
+        assert!(matches!(
+            other.unwrap(&STANDARD.encode(wrapped)),
+            Err(HallError::BadResult(_))
+        ));
+    }
+
+    #[test]
+    fn broker_errors_are_read_from_the_body() {
+        match error_from_body(404, r#"{"error":{"code":"not_found","message":"no"}}"#) {
+            HallError::Broker { status, code, .. } => {
+                assert_eq!((status, code.as_str()), (404, "not_found"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            error_from_body(502, "<html>"),
+            HallError::Protocol(_)
+        ));
+    }
+}
