@@ -81,6 +81,8 @@ pub struct TestApp {
     pub cas: Arc<TestCas>,
     /// Holds the CA files and anything a test writes; removed on drop.
     pub dir: tempfile::TempDir,
+    /// The broker inside the server, to look at what it stores.
+    broker: Arc<bzt::broker::Broker>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -147,6 +149,7 @@ impl TestApp {
             .await
             .expect("the broker should start");
         let port = application.port();
+        let broker = application.broker();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(application.run(async move {
             let _ = rx.await;
@@ -161,8 +164,14 @@ impl TestApp {
             http,
             cas,
             dir,
+            broker,
             _shutdown: tx,
         }
+    }
+
+    /// The broker handle (its store, audit log, ...), for tests of what it keeps.
+    pub fn broker(&self) -> Arc<bzt::broker::Broker> {
+        self.broker.clone()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -6,6 +6,7 @@ mod browser;
 mod claims;
 mod completion;
 mod conversation;
+mod envelope_flows;
 mod errors;
 mod flows;
 mod helpers;
