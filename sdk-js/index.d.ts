@@ -317,7 +317,7 @@ export interface RequestResult {
   local?: boolean;
 }
 
-export type EndedBy = 'phone' | 'requester' | 'idle' | 'limit';
+export type EndedBy = 'phone' | 'requester' | 'idle' | 'limit' | 'certificate';
 
 export interface ConversationTexts {
   connecting: string;
@@ -327,6 +327,7 @@ export interface ConversationTexts {
   ended_requester: string;
   ended_idle: string;
   ended_limit: string;
+  ended_certificate: string;
   pending: string;
 }
 export declare const CONVERSATION_TEXTS: Readonly<ConversationTexts>;
@@ -356,14 +357,14 @@ export interface ConversationOptions {
   requestGraceMs?: number;
   endAckTimeoutMs?: number;
   onRequestResult?: (r: RequestResult) => void;
-  onEnded?: (ev: { by: EndedBy; local: boolean }) => void;
+  onEnded?: (ev: { by: EndedBy; local: boolean; at?: string }) => void;
   onError?: (err: BztError) => void;
   onState?: (ev: { state: Conversation['state'] }) => void;
 }
 
 export interface ConversationEvents {
   request_result: RequestResult;
-  ended: { by: EndedBy; local: boolean };
+  ended: { by: EndedBy; local: boolean; at?: string };
   error: BztError;
   state: { state: Conversation['state'] };
 }
@@ -374,13 +375,13 @@ export declare class Conversation {
   readonly state: 'connecting' | 'open' | 'reconnecting' | 'ended' | 'closed';
   readonly endedBy: EndedBy | null;
   /** Resolves when the conversation ends (by the phone, the requester, idle or limit). */
-  readonly ended: Promise<{ by: EndedBy; local: boolean }>;
+  readonly ended: Promise<{ by: EndedBy; local: boolean; at?: string }>;
   on<K extends keyof ConversationEvents>(type: K, fn: (ev: ConversationEvents[K]) => void): Unsubscribe;
   off<K extends keyof ConversationEvents>(type: K, fn: (ev: ConversationEvents[K]) => void): void;
   /** Sends through options.sendRequest; resolves with the request's result (approved, rejected or expired). */
   request(req: { tbs_b64: string; display?: { title: string; detail?: string } }): Promise<RequestResult>;
   /** Ends the conversation (options.end, else DELETE ?t=). */
-  end(): Promise<{ by: EndedBy; local: boolean }>;
+  end(): Promise<{ by: EndedBy; local: boolean; at?: string }>;
   /** Stop listening; the conversation goes on at the broker. */
   close(): void;
   /** close() and remove the status line. */

@@ -621,6 +621,13 @@ class SessionWatcher extends Emitter {
       case 'qr':
         this._applyQr(msg);
         break;
+      case 'error': {
+        // The broker refused a frame we sent (e.g. a cancel that came too late: `conflict`).
+        const e = msg.error || {};
+        this.emit('error', new BztError(e.code || 'bad_message', e.message || 'the broker refused a message'));
+        if (e.code === 'conflict') this.reconnectNow(); // already terminal: the snapshot says how
+        break;
+      }
       default:
       // Unknown types are ignored so newer brokers can add events.
     }
@@ -1043,6 +1050,7 @@ const CONVERSATION_TEXTS = {
   ended_requester: '会话已结束',
   ended_idle: '会话因长时间无操作已结束',
   ended_limit: '会话已达上限，已结束',
+  ended_certificate: '证书已失效，会话已结束',
   pending: '等待手机签署 {count} 项…',
 };
 
@@ -1180,7 +1188,7 @@ class Conversation extends Emitter {
       await this.options.end({ id: this.id });
     } else {
       const res = await this._fetch(this.endpoints.endUrl, { method: 'DELETE', credentials: 'omit', cache: 'no-store' });
-      if (!res.ok && res.status !== 409 && res.status !== 404) {
+      if (!res.ok && res.status !== 409 && res.status !== 410) {
         throw new BztError('http_' + res.status, 'ending the conversation failed', { status: res.status });
       }
     }
@@ -1256,7 +1264,7 @@ class Conversation extends Emitter {
   _handle(msg) {
     if (!msg || typeof msg !== 'object') return;
     if (msg.type === 'request_result') this._deliver(msg);
-    else if (msg.type === 'ended') this._setEnded(msg.by || 'requester', false);
+    else if (msg.type === 'ended') this._setEnded(msg.by || 'requester', false, msg.at);
   }
 
   _deliver(res) {
@@ -1267,7 +1275,9 @@ class Conversation extends Emitter {
       this._pending.delete(rid);
       entry.d.resolve(res);
     } else if (this._seen && this._seen.has(rid)) {
-      return; // duplicate (socket result after a poll, or vice versa)
+      // The broker resends every finished result on each (re)connect; a poll may also have
+      // delivered it first. Each request_id is delivered once.
+      return;
     } else {
       this._early.set(rid, res);
     }
@@ -1305,7 +1315,7 @@ class Conversation extends Emitter {
     if (this._pending.has(rid)) this._deliver({ type: 'request_result', request_id: rid, status: 'expired', local: true });
   }
 
-  _setEnded(by, local) {
+  _setEnded(by, local, at) {
     if (this._endedBy) return;
     this._endedBy = by;
     this._stop();
@@ -1317,6 +1327,7 @@ class Conversation extends Emitter {
     this._pending.clear();
     this._setState('ended');
     const ev = { by, local: !!local };
+    if (at) ev.at = at;
     this.emit('ended', ev);
     this._endedD.resolve(ev);
     this._render();
@@ -1675,8 +1686,19 @@ class LoginWidget extends Emitter {
     if (!url) return;
     const load = ++this._qrLoads;
     this._lastQrLoad = Date.now();
+    let res;
     try {
-      const res = await this._fetch(url, { cache: 'no-store', credentials: 'omit' });
+      res = await this._fetch(url, { cache: 'no-store', credentials: 'omit' });
+    } catch (e) {
+      if (load !== this._qrLoads || this._destroyed) return;
+      // No CORS on the image endpoint, or a blocked fetch: let the <img> load it directly.
+      this._img.src = url;
+      this._img.setAttribute('data-qr-rev', String(load));
+      this.emit('error', new BztError('network', 'loading the QR failed: ' + (e && e.message)));
+      return;
+    }
+    try {
+      // 409 once scanned, 410 after expiry: the status events say why; keep the last image.
       if (!res.ok) throw await errorFromResponse(res);
       const blob = await res.blob();
       if (load !== this._qrLoads || this._destroyed) return;
@@ -1684,13 +1706,11 @@ class LoginWidget extends Emitter {
       if (this._blobUrl) URL.revokeObjectURL(this._blobUrl);
       this._blobUrl = objUrl;
       this._img.src = objUrl;
+      this._img.setAttribute('data-qr-rev', String(load));
     } catch (e) {
       if (load !== this._qrLoads || this._destroyed) return;
-      // No CORS on the image endpoint, or a blocked fetch: let the <img> load it directly.
-      this._img.src = url;
       this.emit('error', e instanceof BztError ? e : new BztError('network', 'loading the QR failed: ' + (e && e.message)));
     }
-    this._img.setAttribute('data-qr-rev', String(load));
   }
 
   _tick() {

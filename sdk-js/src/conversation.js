@@ -13,6 +13,7 @@ export const CONVERSATION_TEXTS = {
   ended_requester: '会话已结束',
   ended_idle: '会话因长时间无操作已结束',
   ended_limit: '会话已达上限，已结束',
+  ended_certificate: '证书已失效，会话已结束',
   pending: '等待手机签署 {count} 项…',
 };
 
@@ -150,7 +151,7 @@ export class Conversation extends Emitter {
       await this.options.end({ id: this.id });
     } else {
       const res = await this._fetch(this.endpoints.endUrl, { method: 'DELETE', credentials: 'omit', cache: 'no-store' });
-      if (!res.ok && res.status !== 409 && res.status !== 404) {
+      if (!res.ok && res.status !== 409 && res.status !== 410) {
         throw new BztError('http_' + res.status, 'ending the conversation failed', { status: res.status });
       }
     }
@@ -226,7 +227,7 @@ export class Conversation extends Emitter {
   _handle(msg) {
     if (!msg || typeof msg !== 'object') return;
     if (msg.type === 'request_result') this._deliver(msg);
-    else if (msg.type === 'ended') this._setEnded(msg.by || 'requester', false);
+    else if (msg.type === 'ended') this._setEnded(msg.by || 'requester', false, msg.at);
   }
 
   _deliver(res) {
@@ -237,7 +238,9 @@ export class Conversation extends Emitter {
       this._pending.delete(rid);
       entry.d.resolve(res);
     } else if (this._seen && this._seen.has(rid)) {
-      return; // duplicate (socket result after a poll, or vice versa)
+      // The broker resends every finished result on each (re)connect; a poll may also have
+      // delivered it first. Each request_id is delivered once.
+      return;
     } else {
       this._early.set(rid, res);
     }
@@ -275,7 +278,7 @@ export class Conversation extends Emitter {
     if (this._pending.has(rid)) this._deliver({ type: 'request_result', request_id: rid, status: 'expired', local: true });
   }
 
-  _setEnded(by, local) {
+  _setEnded(by, local, at) {
     if (this._endedBy) return;
     this._endedBy = by;
     this._stop();
@@ -287,6 +290,7 @@ export class Conversation extends Emitter {
     this._pending.clear();
     this._setState('ended');
     const ev = { by, local: !!local };
+    if (at) ev.at = at;
     this.emit('ended', ev);
     this._endedD.resolve(ev);
     this._render();

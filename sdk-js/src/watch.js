@@ -230,6 +230,13 @@ export class SessionWatcher extends Emitter {
       case 'qr':
         this._applyQr(msg);
         break;
+      case 'error': {
+        // The broker refused a frame we sent (e.g. a cancel that came too late: `conflict`).
+        const e = msg.error || {};
+        this.emit('error', new BztError(e.code || 'bad_message', e.message || 'the broker refused a message'));
+        if (e.code === 'conflict') this.reconnectNow(); // already terminal: the snapshot says how
+        break;
+      }
       default:
       // Unknown types are ignored so newer brokers can add events.
     }

@@ -306,8 +306,19 @@ export class LoginWidget extends Emitter {
     if (!url) return;
     const load = ++this._qrLoads;
     this._lastQrLoad = Date.now();
+    let res;
     try {
-      const res = await this._fetch(url, { cache: 'no-store', credentials: 'omit' });
+      res = await this._fetch(url, { cache: 'no-store', credentials: 'omit' });
+    } catch (e) {
+      if (load !== this._qrLoads || this._destroyed) return;
+      // No CORS on the image endpoint, or a blocked fetch: let the <img> load it directly.
+      this._img.src = url;
+      this._img.setAttribute('data-qr-rev', String(load));
+      this.emit('error', new BztError('network', 'loading the QR failed: ' + (e && e.message)));
+      return;
+    }
+    try {
+      // 409 once scanned, 410 after expiry: the status events say why; keep the last image.
       if (!res.ok) throw await errorFromResponse(res);
       const blob = await res.blob();
       if (load !== this._qrLoads || this._destroyed) return;
@@ -315,13 +326,11 @@ export class LoginWidget extends Emitter {
       if (this._blobUrl) URL.revokeObjectURL(this._blobUrl);
       this._blobUrl = objUrl;
       this._img.src = objUrl;
+      this._img.setAttribute('data-qr-rev', String(load));
     } catch (e) {
       if (load !== this._qrLoads || this._destroyed) return;
-      // No CORS on the image endpoint, or a blocked fetch: let the <img> load it directly.
-      this._img.src = url;
       this.emit('error', e instanceof BztError ? e : new BztError('network', 'loading the QR failed: ' + (e && e.message)));
     }
-    this._img.setAttribute('data-qr-rev', String(load));
   }
 
   _tick() {

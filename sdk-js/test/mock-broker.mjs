@@ -66,14 +66,17 @@ export async function startMockBroker(options = {}) {
     };
     if (s.scanned_at) v.scanned_at = s.scanned_at;
     if (s.completed_at) v.completed_at = s.completed_at;
-    if (s.device) v.device = s.device;
+    if (s.device) v.device = { name: s.device.name }; // the device id is not shown (docs/protocol.md)
     if (isTerminal(s.status)) v.result = s.result;
     return v;
   }
 
   function browserView(s) {
     const v = rpView(s);
-    if (s.status === 'pending') v.qr_text = s.qr_text;
+    if (s.status === 'pending') {
+      v.qr_text = s.qr_text;
+      v.qr_seq = s.qr_seq;
+    }
     if (s.match_code && s.status === 'scanned') v.match_code = s.match_code;
     return v;
   }
@@ -209,7 +212,7 @@ export async function startMockBroker(options = {}) {
       s.device = device;
       s.scanned_at = iso(Date.now());
       if (s.number_match) s.match_code = String(crypto.randomInt(10, 100));
-      const extra = { device };
+      const extra = { device: { name: device.name } };
       if (s.match_code) extra.match_code = s.match_code;
       return transition(s, 'scanned', null, extra);
     },
@@ -245,10 +248,7 @@ export async function startMockBroker(options = {}) {
         r.signature_b64 = answer.signature_b64 || crypto.randomBytes(70).toString('base64');
         r.auto_confirmed = answer.auto_confirmed ?? true;
       } else if (answer.reason) r.reason = answer.reason;
-      const ev = { type: 'request_result', request_id: rid, status: r.status };
-      if (r.signature_b64) ev.signature_b64 = r.signature_b64;
-      if (r.auto_confirmed != null) ev.auto_confirmed = r.auto_confirmed;
-      if (r.reason) ev.reason = r.reason;
+      const ev = requestResult(r);
       record('request_result', { id: cid, rid, status: r.status });
       for (const w of c.watchers) w.send(ev);
       for (const f of r.waiters) f();
@@ -309,13 +309,22 @@ export async function startMockBroker(options = {}) {
     return { id: c.id, token: c.token, expires_at: c.expires_at };
   }
 
+  function requestResult(r) {
+    const ev = { type: 'request_result', request_id: r.id, status: r.status, expires_at: r.expires_at };
+    if (r.signature_b64) ev.signature_b64 = r.signature_b64;
+    if (r.auto_confirmed != null) ev.auto_confirmed = r.auto_confirmed;
+    if (r.reason) ev.reason = r.reason;
+    return ev;
+  }
+
   function endConversation(cid, by) {
     const c = conversations.get(cid);
     if (!c || c.ended_by) return false;
     c.ended_by = by;
+    c.ended_at = iso(Date.now());
     record('conversation_end', { id: cid, by });
     for (const w of c.watchers) {
-      w.send({ type: 'ended', by });
+      w.send({ type: 'ended', by, at: c.ended_at });
       w.end();
     }
     c.watchers.clear();
@@ -510,6 +519,9 @@ export async function startMockBroker(options = {}) {
       browserAuth(s, url);
       if (m[2] === 'events') return sseStream(req, res, s);
       record('qr_svg', { id: s.id, qr_seq: s.qr_seq, origin: req.headers.origin || null });
+      // Rendered only while pending: 410 after expiry, 409 once scanned or otherwise finished.
+      if (s.status === 'expired') throw new ApiError(410, 'expired', 'session expired');
+      if (s.status !== 'pending') throw new ApiError(409, 'conflict', 'session is ' + s.status);
       res.writeHead(200, { 'Content-Type': 'image/svg+xml', 'Cache-Control': 'no-store' });
       return res.end(qrSvg(s.qr_text));
     }
@@ -527,7 +539,7 @@ export async function startMockBroker(options = {}) {
           browserCors(req, res);
           if (url.searchParams.get('t') !== c.token) throw new ApiError(401, 'unauthorized', 'wrong token');
         } else auth(req);
-        if (c.ended_by) throw new ApiError(409, 'conflict', 'already ended');
+        if (c.ended_by) throw new ApiError(410, 'expired', 'already ended');
         endConversation(c.id, 'requester');
         return send(res, 200, { id: c.id, ended_by: 'requester' });
       }
@@ -536,7 +548,7 @@ export async function startMockBroker(options = {}) {
         const body = await readBody(req);
         for (const k of Object.keys(body || {})) if (!['tbs_b64', 'display'].includes(k)) throw new ApiError(400, 'invalid_request', `unknown field ${k}`);
         if (!body || !body.tbs_b64) throw new ApiError(400, 'invalid_request', 'tbs_b64 required');
-        if (c.ended_by) throw new ApiError(409, 'conflict', 'conversation ended');
+        if (c.ended_by) throw new ApiError(410, 'expired', 'conversation ended');
         const rid = 'req_' + rand(9);
         const r = { id: rid, status: 'pending', tbs_b64: body.tbs_b64, display: body.display, expires_at: iso(Date.now() + 60000), waiters: new Set() };
         c.requests.set(rid, r);
@@ -647,11 +659,15 @@ export async function startMockBroker(options = {}) {
       try {
         msg = JSON.parse(String(data));
       } catch (_) {
-        return;
+        msg = null;
       }
       if (msg && msg.type === 'cancel') {
         record('ws_cancel', { id: s.id });
-        transition(s, 'cancelled', null);
+        if (!transition(s, 'cancelled', null)) {
+          ws.send(JSON.stringify({ type: 'error', error: { code: 'conflict', message: 'session already ' + s.status } }));
+        }
+      } else {
+        ws.send(JSON.stringify({ type: 'error', error: { code: 'invalid_request', message: 'only {"type":"cancel"} is accepted' } }));
       }
     });
     ws.on('close', () => {
@@ -663,8 +679,10 @@ export async function startMockBroker(options = {}) {
 
   function onConversationSocket(ws, c) {
     record('conversation_ws_open', { id: c.id });
+    // Every finished result is sent again on each (re)connect, in request order (docs/protocol.md).
+    for (const r of c.requests.values()) if (r.status !== 'pending') ws.send(JSON.stringify(requestResult(r)));
     if (c.ended_by) {
-      ws.send(JSON.stringify({ type: 'ended', by: c.ended_by }));
+      ws.send(JSON.stringify({ type: 'ended', by: c.ended_by, at: c.ended_at }));
       ws.close(1000);
       return;
     }

@@ -179,3 +179,18 @@ test('watcher: cancel() sends {"type":"cancel"} on an open socket', async () => 
   made[0].recv({ type: 'result', status: 'cancelled', version: 2, result: null });
   assert.equal((await p).status, 'cancelled');
 });
+
+test("watcher: an error frame is reported; 'conflict' makes it reconnect to learn the outcome", async () => {
+  const { FakeWS, made } = fakeSockets();
+  const errors = [];
+  const w = watchSession(SESSION, { WebSocket: FakeWS, onError: (e) => errors.push([e.code, e.fatal]) });
+  made[0].open();
+  made[0].recv({ type: 'error', error: { code: 'invalid_request', message: 'x' } });
+  assert.equal(made.length, 1);
+  made[0].recv({ type: 'error', error: { code: 'conflict', message: 'already approved' } });
+  assert.equal(made.length, 2, 'reconnected at once');
+  made[1].open();
+  made[1].recv({ type: 'snapshot', session: { id: 's1', status: 'approved', version: 3, result: { ok: 1 } } });
+  assert.equal((await w.result).status, 'approved');
+  assert.deepEqual(errors, [['invalid_request', false], ['conflict', false]]);
+});

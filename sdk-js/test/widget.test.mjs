@@ -23,7 +23,9 @@ test('login: QR, countdown, scan → 已扫码, approve → result with the cert
     return img && img.complete && img.naturalWidth > 0 && img.src.startsWith('blob:');
   });
   const svg = await page.evaluate(() => fetch(document.querySelector('.bzt-qr').src).then((r) => r.text()));
-  assert.ok(svg.includes(session.qr_text.replace(/&/g, '&amp;')), 'the image is the broker SVG of this session');
+  assert.match(svg, /^<svg|<\?xml/, 'the image is the broker SVG');
+  // The mock writes the qr_text into its SVG; a real broker draws the modules.
+  if (broker.isMock) assert.ok(svg.includes(session.qr_text.replace(/&/g, '&amp;')), 'the SVG of this session');
   const countdown = await page.textContent('.bzt-countdown');
   assert.match(countdown, /^0[23]:\d\d 后失效$/, 'countdown mm:ss to expires_at');
   await shot(page, 'login-1-waiting');
@@ -36,8 +38,9 @@ test('login: QR, countdown, scan → 已扫码, approve → result with the cert
   const outcome = await page.evaluate(() => widget.result);
   assert.equal(outcome.status, 'approved');
   assert.equal(outcome.session.id, session.id);
-  assert.equal(outcome.result.certificate.serial, '5a17c0de');
+  if (broker.isMock) assert.equal(outcome.result.certificate.serial, '5a17c0de');
   assert.match(outcome.result.certificate.subject, /CN=张三/);
+  assert.match(outcome.result.certificate.pem, /BEGIN CERTIFICATE/);
   assert.ok(outcome.result.signature_b64);
   await waitStatus(page, '成功');
   await shot(page, 'login-3-approved');
@@ -65,7 +68,8 @@ test('ESM build: watchSession follows a session to its result', async () => {
   await broker.phone.reject(session, 'user_declined');
   const outcome = await page.evaluate(() => w.result);
   assert.equal(outcome.status, 'rejected', 'non-approved outcomes resolve, not reject');
-  assert.deepEqual(outcome.result, { reason: 'user_declined' });
+  if (broker.isMock) assert.deepEqual(outcome.result, { reason: 'user_declined' });
+  else assert.equal(typeof outcome.result.reason, 'string');
   await page.close();
 });
 
