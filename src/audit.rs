@@ -111,6 +111,7 @@ impl FileAuditLog {
                 path.display()
             )
         })?;
+        drop_torn_tail(&file, path)?;
         let (seq, head, since_checkpoint) = recover(path)?;
         let (tx, rx) = mpsc::channel::<Append>();
         let writer = Writer {
@@ -120,6 +121,7 @@ impl FileAuditLog {
             since_checkpoint,
             checkpoint_every: checkpoint_every.max(1),
             key,
+            broken: None,
         };
         let thread = std::thread::Builder::new()
             .name("bzt-audit".into())
@@ -184,9 +186,11 @@ pub fn read_matching(path: &Path, q: &AuditQuery) -> std::io::Result<Vec<Record>
         Err(e) => return Err(e),
     };
     let mut out = Vec::new();
-    for line in BufReader::new(file).lines() {
+    // Split on bytes: one damaged line (even one that is not UTF-8) must not
+    // hide the others; `bzt audit verify` names it.
+    for line in BufReader::new(file).split(b'\n') {
         let line = line?;
-        let Ok(record) = serde_json::from_str::<Record>(&line) else {
+        let Ok(record) = serde_json::from_slice::<Record>(&line) else {
             continue;
         };
         if q.matches(&record) {
@@ -197,6 +201,39 @@ pub fn read_matching(path: &Path, q: &AuditQuery) -> std::io::Result<Vec<Record>
         }
     }
     Ok(out)
+}
+
+/// Drops a torn last line: an append cut short by a crash. Every append
+/// ends with a newline and is acknowledged only once it is on disk, so a
+/// last line without one is a record nobody was told about (and whose
+/// operation did not happen). Left in place, it would stop every start.
+fn drop_torn_tail(file: &File, path: &Path) -> anyhow::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    let mut reader = File::open(path)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut keep = len;
+    while keep > 0 {
+        let start = keep.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(keep - start) as usize];
+        reader.seek(SeekFrom::Start(start))?;
+        reader.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|b| *b == b'\n') {
+            keep = start + i as u64 + 1;
+            break;
+        }
+        keep = start;
+    }
+    if keep < len {
+        tracing::warn!(
+            path = %path.display(),
+            bytes = len - keep,
+            "dropping the torn last line of the audit log (an append interrupted before it was acknowledged)"
+        );
+        file.set_len(keep)?;
+        file.sync_data()?;
+    }
+    Ok(())
 }
 
 /// (last seq, last hash, operations since the last checkpoint) of an existing log.
@@ -236,6 +273,9 @@ struct Writer {
     since_checkpoint: u64,
     checkpoint_every: u64,
     key: SigningKey,
+    /// Set when a failed batch could not be taken back: the end of the file
+    /// is unknown, so nothing more is appended until a restart.
+    broken: Option<String>,
 }
 
 impl Writer {
@@ -252,7 +292,11 @@ impl Writer {
 
     /// Writes the batch and fsyncs once; one result per append.
     fn write_batch(&mut self, batch: &[Append]) -> Vec<Result<u64, String>> {
+        if let Some(why) = &self.broken {
+            return batch.iter().map(|_| Err(why.clone())).collect();
+        }
         let (seq0, head0, since0) = (self.seq, self.head.clone(), self.since_checkpoint);
+        let len0 = self.file.metadata().map(|m| m.len());
         let mut text = String::new();
         let mut seqs = Vec::with_capacity(batch.len());
         for a in batch {
@@ -277,11 +321,21 @@ impl Writer {
         match written {
             Ok(()) => seqs.into_iter().map(Ok).collect(),
             Err(e) => {
-                // Nothing of the batch counts; the next batch continues the
-                // chain from the last durable record (a partial line, if any,
-                // makes `bzt audit verify` point at it).
+                // Nothing of the batch counts: take back whatever reached
+                // the file, so the next batch continues the chain right
+                // after the last acknowledged record (left there, the
+                // unacknowledged records would be chained twice).
                 (self.seq, self.head, self.since_checkpoint) = (seq0, head0, since0);
-                let msg = format!("audit write failed: {e}");
+                let mut msg = format!("audit write failed: {e}");
+                let undone = len0
+                    .and_then(|len| self.file.set_len(len))
+                    .and_then(|()| self.file.sync_data());
+                if let Err(u) = undone {
+                    msg = format!(
+                        "{msg}; taking the partial write back failed too ({u}): no more appends until a restart"
+                    );
+                    self.broken = Some(msg.clone());
+                }
                 batch.iter().map(|_| Err(msg.clone())).collect()
             }
         }
@@ -393,5 +447,44 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(log.query(q).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_line_is_dropped_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let key = load_or_create_key(&dir.path().join("audit-key.pem")).unwrap();
+        let log = FileAuditLog::open(&path, key.clone(), 2).unwrap();
+        for n in 1..=3 {
+            log.append(op(n), Timestamp::from_unix_millis(1000))
+                .await
+                .unwrap();
+        }
+        drop(log);
+        // A crash in the middle of the next append.
+        let intact = std::fs::read_to_string(&path).unwrap();
+        let next = intact.lines().next().unwrap();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&next.as_bytes()[..next.len() / 2]).unwrap();
+        drop(f);
+
+        let log = FileAuditLog::open(&path, key, 2).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), intact);
+        let seq = log
+            .append(op(4), Timestamp::from_unix_millis(2000))
+            .await
+            .unwrap();
+        assert_eq!(seq, 5, "three operations and one checkpoint before it");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v = bzt_core::audit::verify_lines(text.lines(), None).unwrap();
+        assert_eq!((v.records, v.checkpoints), (6, 2));
+        // Lines that do not parse (or are not UTF-8) do not hide the others from queries.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"\xff\xfe not a record\n").unwrap();
+        drop(f);
+        assert_eq!(
+            read_matching(&path, &AuditQuery::default()).unwrap().len(),
+            4
+        );
     }
 }

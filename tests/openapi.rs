@@ -1337,3 +1337,307 @@ async fn rp_admin_and_ops_answers_match_the_schemas() {
     check_answer(&a, "get", "/q/{id}");
     assert!(String::from_utf8_lossy(&a.bytes).contains("lang=\"zh-CN\""));
 }
+
+/// A frame of a documented socket, against the schema the document maps its
+/// `type` to (`x-websocket.server-messages` or `client-messages`).
+fn assert_socket_frame(path: &str, direction: &str, frame: &Value, expected_type: &str) {
+    assert_eq!(frame["type"], expected_type, "{frame}");
+    let schema = &doc().operation("get", path)["x-websocket"][direction][expected_type];
+    assert!(
+        !schema.is_null(),
+        "{path}: {direction} frame {expected_type} is not documented"
+    );
+    doc().assert_valid(schema, frame, &format!("{path} {expected_type} frame"));
+}
+
+const REQUESTER_WS: &str = "/v1/conversations/{id}/ws";
+const PHONE_WS: &str = "/v1/conversations/{id}/phone";
+
+#[tokio::test]
+async fn conversation_and_audit_answers_match_the_schemas() {
+    let b = start().await;
+    let d = doc();
+    let leaf = b.ca.issue(&LeafSpec::new("张三", "测试投标公司")).unwrap();
+    let signer =
+        bzt_devca::signing_key(&bzt_devca::key_from_pem(&leaf.key_pem, None).unwrap()).unwrap();
+    let sign = |tbs: &[u8]| B64.encode(bzt_devca::sign_der(&signer, tbs).unwrap());
+
+    // A `sign` session approved with `open_conversation: true`.
+    let created = b
+        .create(&json!({
+            "kind": "sign",
+            "display": { "title": "签署投标文件" },
+            "tbs_b64": B64.encode("投标文件 第1页"),
+            "conversation": { "max_requests": 10, "idle_s": 300, "max_s": 3600 },
+            "requester": { "ip": "203.0.113.9", "user_agent": "Mozilla/5.0" },
+        }))
+        .await;
+    let sid = created["id"].as_str().unwrap().to_owned();
+    let claimed = b.claim(created["qr_text"].as_str().unwrap()).await;
+    assert_eq!(claimed["conversation_allowed"], true);
+    let a = b
+        .complete(
+            &sid,
+            claimed["phone_token"].as_str().unwrap(),
+            &json!({
+                "certificate_pem": leaf.cert_pem,
+                "signature_b64": sign("投标文件 第1页".as_bytes()),
+                "open_conversation": true,
+            }),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.bytes));
+    let phone_grant = a.json()["conversation"].clone();
+    assert!(
+        phone_grant.is_object(),
+        "the complete answer carries the phone's grant"
+    );
+    let cid = phone_grant["id"].as_str().unwrap().to_owned();
+    let phone_token = phone_grant["phone_token"].as_str().unwrap().to_owned();
+    let session = b.get_session(&sid).await;
+    let grant = &session["result"]["conversation"];
+    assert_eq!(grant["id"], cid.as_str());
+    let token = grant["token"].as_str().unwrap().to_owned();
+
+    // The conversation view.
+    let path = format!("/v1/conversations/{cid}");
+    let a = b.send(b.http.get(b.url(&path)).bearer_auth(API_KEY)).await;
+    assert_eq!(a.status, 200);
+    check_answer(&a, "get", "/v1/conversations/{id}");
+    assert_eq!(a.json()["status"], "open");
+
+    // Both sockets.
+    let ws_base = b.base.replacen("http", "ws", 1);
+    let (mut requester, _) =
+        tokio_tungstenite::connect_async(format!("{ws_base}{path}/ws?t={token}"))
+            .await
+            .expect("the requester socket upgrades");
+    let (mut phone, _) =
+        tokio_tungstenite::connect_async(format!("{ws_base}{path}/phone?t={phone_token}"))
+            .await
+            .expect("the phone socket upgrades");
+
+    // A request: 202, pending view, the phone's sign_request.
+    let post = |tbs: &str| {
+        let body = json!({ "tbs_b64": B64.encode(tbs), "display": { "title": "签署附件", "detail": tbs } });
+        d.assert_valid_named("ConversationRequestInput", &body, "the request body");
+        b.send(
+            b.http
+                .post(b.url(&format!("{path}/requests")))
+                .bearer_auth(API_KEY)
+                .json(&body),
+        )
+    };
+    let a = post("附件一").await;
+    assert_eq!(a.status, 202, "{}", String::from_utf8_lossy(&a.bytes));
+    check_answer(&a, "post", "/v1/conversations/{id}/requests");
+    let r1 = a.json()["request_id"].as_str().unwrap().to_owned();
+    let request_path = |rid: &str, query: &str| format!("{path}/requests/{rid}{query}");
+    let a = b
+        .send(
+            b.http
+                .get(b.url(&request_path(&r1, "?wait=0")))
+                .bearer_auth(API_KEY),
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    check_answer(&a, "get", "/v1/conversations/{id}/requests/{rid}");
+    assert_eq!(a.json()["status"], "pending");
+    let frame = next_frame(&mut phone).await.unwrap();
+    assert_socket_frame(PHONE_WS, "server-messages", &frame, "sign_request");
+
+    // Approved with auto-confirm: ack, request_result, approved view.
+    let answer = json!({ "type": "sign_response", "request_id": r1, "signature_b64": sign("附件一".as_bytes()), "auto_confirmed": true });
+    assert_socket_frame(PHONE_WS, "client-messages", &answer, "sign_response");
+    phone
+        .send(Message::Text(answer.to_string().into()))
+        .await
+        .unwrap();
+    let ack = next_frame(&mut phone).await.unwrap();
+    assert_socket_frame(PHONE_WS, "server-messages", &ack, "ack");
+    assert_eq!(ack["status"], "approved");
+    let result = next_frame(&mut requester).await.unwrap();
+    assert_socket_frame(REQUESTER_WS, "server-messages", &result, "request_result");
+    assert_eq!(result["status"], "approved");
+    let a = b
+        .send(
+            b.http
+                .get(b.url(&request_path(&r1, "?wait=5")))
+                .bearer_auth(API_KEY),
+        )
+        .await;
+    check_answer(&a, "get", "/v1/conversations/{id}/requests/{rid}");
+    assert_eq!(a.json()["auto_confirmed"], true);
+
+    // Declined: ack, rejected result.
+    let a = post("附件二").await;
+    let r2 = a.json()["request_id"].as_str().unwrap().to_owned();
+    let frame = next_frame(&mut phone).await.unwrap();
+    assert_socket_frame(PHONE_WS, "server-messages", &frame, "sign_request");
+    let answer = json!({ "type": "sign_reject", "request_id": r2, "reason": "内容不对" });
+    assert_socket_frame(PHONE_WS, "client-messages", &answer, "sign_reject");
+    phone
+        .send(Message::Text(answer.to_string().into()))
+        .await
+        .unwrap();
+    let ack = next_frame(&mut phone).await.unwrap();
+    assert_socket_frame(PHONE_WS, "server-messages", &ack, "ack");
+    assert_eq!(ack["status"], "rejected");
+    let result = next_frame(&mut requester).await.unwrap();
+    assert_socket_frame(REQUESTER_WS, "server-messages", &result, "request_result");
+    assert_eq!(result["reason"], "内容不对");
+
+    // A bad signature, an answer to an answered request, a malformed frame: error frames.
+    let a = post("附件三").await;
+    let r3 = a.json()["request_id"].as_str().unwrap().to_owned();
+    next_frame(&mut phone).await.unwrap();
+    for (answer, code) in [
+        (
+            json!({ "type": "sign_response", "request_id": r3, "signature_b64": sign(b"other") }),
+            "bad_signature",
+        ),
+        (
+            json!({ "type": "sign_response", "request_id": r1, "signature_b64": sign("附件一".as_bytes()) }),
+            "conflict",
+        ),
+        (json!({ "type": "hello" }), "invalid_request"),
+    ] {
+        phone
+            .send(Message::Text(answer.to_string().into()))
+            .await
+            .unwrap();
+        let error = next_frame(&mut phone).await.unwrap();
+        assert_socket_frame(PHONE_WS, "server-messages", &error, "error");
+        assert_eq!(error["error"]["code"], code, "{error}");
+    }
+    let result = next_frame(&mut requester).await.unwrap();
+    assert_socket_frame(REQUESTER_WS, "server-messages", &result, "request_result");
+    assert_eq!(result["reason"], "bad_signature");
+    requester
+        .send(Message::Text(r#"{"type":"cancel"}"#.into()))
+        .await
+        .unwrap();
+    let error = next_frame(&mut requester).await.unwrap();
+    assert_socket_frame(REQUESTER_WS, "server-messages", &error, "error");
+
+    // Request errors.
+    let a = b
+        .send(
+            b.http
+                .get(b.url(&request_path(&r1, "?wait=31")))
+                .bearer_auth(API_KEY),
+        )
+        .await;
+    assert_error(&a, 400, "invalid_request");
+    check_answer(&a, "get", "/v1/conversations/{id}/requests/{rid}");
+    let a = b
+        .send(
+            b.http
+                .get(b.url(&request_path("AAAAAAAAAAAAAAAAAAAAAA", "")))
+                .bearer_auth(API_KEY),
+        )
+        .await;
+    assert_error(&a, 404, "not_found");
+    check_answer(&a, "get", "/v1/conversations/{id}/requests/{rid}");
+    for (body, status) in [
+        (
+            json!({ "tbs_b64": B64.encode("x"), "display": { "title": "x" }, "colour": "red" }),
+            400,
+        ),
+        (json!({ "tbs_b64": "", "display": { "title": "x" } }), 400),
+        (
+            json!({ "tbs_b64": B64.encode(vec![0u8; 64 * 1024 + 1]), "display": { "title": "x" } }),
+            413,
+        ),
+    ] {
+        let a = b
+            .send(
+                b.http
+                    .post(b.url(&format!("{path}/requests")))
+                    .bearer_auth(API_KEY)
+                    .json(&body),
+            )
+            .await;
+        assert_eq!(a.status, status, "{}", String::from_utf8_lossy(&a.bytes));
+        check_answer(&a, "post", "/v1/conversations/{id}/requests");
+    }
+    for (socket, t) in [("ws", phone_token.as_str()), ("phone", token.as_str())] {
+        let a = b
+            .send(b.http.get(b.url(&format!("{path}/{socket}?t={t}"))))
+            .await;
+        assert_error(&a, 401, "unauthorized");
+        check_answer(&a, "get", &format!("/v1/conversations/{{id}}/{socket}"));
+    }
+    let a = b
+        .send(b.http.get(b.url(&format!("{path}/ws?t={token}"))))
+        .await;
+    assert_error(&a, 400, "invalid_request");
+    check_answer(&a, "get", REQUESTER_WS);
+
+    // The requester ends it (`?t=`): the view, `ended` on both sockets, close 1000.
+    let a = b
+        .send(b.http.delete(b.url(&format!("{path}?t={token}"))))
+        .await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.bytes));
+    check_answer(&a, "delete", "/v1/conversations/{id}");
+    assert_eq!(a.json()["ended_by"], "requester");
+    let ended = next_frame(&mut requester).await.unwrap();
+    assert_socket_frame(REQUESTER_WS, "server-messages", &ended, "ended");
+    assert_eq!(next_frame(&mut requester).await, Err(Some(1000)));
+    let ended = next_frame(&mut phone).await.unwrap();
+    assert_socket_frame(PHONE_WS, "server-messages", &ended, "ended");
+    assert_eq!(next_frame(&mut phone).await, Err(Some(1000)));
+    let a = b
+        .send(b.http.delete(b.url(&path)).bearer_auth(API_KEY))
+        .await;
+    assert_error(&a, 410, "expired");
+    check_answer(&a, "delete", "/v1/conversations/{id}");
+    let a = post("附件四").await;
+    assert_error(&a, 410, "expired");
+    check_answer(&a, "post", "/v1/conversations/{id}/requests");
+    let a = b.send(b.http.get(b.url(&path)).bearer_auth(API_KEY)).await;
+    check_answer(&a, "get", "/v1/conversations/{id}");
+    assert_eq!(a.json()["status"], "ended");
+
+    // The audit trail: the session and the three answered requests.
+    let audit = |query: &'static str| {
+        b.send(
+            b.http
+                .get(b.url(&format!("/v1/audit{query}")))
+                .bearer_auth(API_KEY),
+        )
+    };
+    let a = audit("").await;
+    assert_eq!(a.status, 200);
+    check_answer(&a, "get", "/v1/audit");
+    let records = a.json()["records"].as_array().unwrap().clone();
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "sign",
+            "conversation_request",
+            "conversation_request",
+            "conversation_request"
+        ]
+    );
+    let serial = session["result"]["certificate"]["serial"].as_str().unwrap();
+    let a = b
+        .send(
+            b.http
+                .get(b.url("/v1/audit"))
+                .query(&[("serial", serial), ("limit", "2")])
+                .bearer_auth(API_KEY),
+        )
+        .await;
+    check_answer(&a, "get", "/v1/audit");
+    assert_eq!(a.json()["records"].as_array().unwrap().len(), 2);
+    for query in ["?limit=0", "?since=soon", "?serial=xyz", "?kind=sign"] {
+        let a = audit(query).await;
+        assert_error(&a, 400, "invalid_request");
+        check_answer(&a, "get", "/v1/audit");
+    }
+}

@@ -87,8 +87,10 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
         }
         AuditCommand::Verify { log, key } => {
             let path = log.path()?;
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            // Lossy, so a line that is not UTF-8 is named like any other bad record.
+            let text = String::from_utf8_lossy(&bytes);
             let pinned = key
                 .map(|k| -> anyhow::Result<String> {
                     let signing = bzt::audit::load_existing_key(&k)?;

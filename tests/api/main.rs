@@ -2,6 +2,7 @@
 //! `127.0.0.1:0` (see `helpers::TestApp`) and talks to it as the RP backend,
 //! the browser and the phone do, following PROTOCOL.md.
 
+mod audit;
 mod browser;
 mod claims;
 mod completion;
