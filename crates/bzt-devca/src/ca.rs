@@ -283,6 +283,38 @@ impl DevCa {
         let secret = SecretKey::try_generate()
             .map_err(|e| Error::Key(format!("no randomness for a key: {e}")))?;
         let leaf_key = signing_key(&secret)?;
+        let cert = self.build_leaf(spec, spki_of(&leaf_key)?)?;
+        Ok(IssuedCert {
+            cert_pem: to_pem("CERTIFICATE", &cert.to_der().map_err(cert_err)?)?,
+            key_pem: key_to_pem(&secret)?,
+            serial_hex: serial_hex(&cert),
+        })
+    }
+
+    /// Issues a leaf certificate for a public key held elsewhere (a phone that keeps its private
+    /// key to itself), with the same profile as [`DevCa::issue`]. Returns the certificate PEM and
+    /// its serial ([`serial_hex`]).
+    pub fn issue_for_public_key(
+        &self,
+        spec: &LeafSpec,
+        public_key: &sm2::PublicKey,
+    ) -> Result<(String, String), Error> {
+        let spki = SubjectPublicKeyInfo::from_key(public_key).map_err(cert_err)?;
+        let cert = self.build_leaf(spec, spki)?;
+        Ok((
+            to_pem("CERTIFICATE", &cert.to_der().map_err(cert_err)?)?,
+            serial_hex(&cert),
+        ))
+    }
+
+    fn build_leaf(
+        &self,
+        spec: &LeafSpec,
+        spki: SubjectPublicKeyInfo<der::asn1::Any, der::asn1::BitString>,
+    ) -> Result<Certificate, Error> {
+        if spec.not_after <= spec.not_before {
+            return Err(Error::Invalid("not_after must be after not_before".into()));
+        }
         let subject = subject(&spec.cn, &spec.org, None, spec.uscc.as_deref())?;
         let validity = validity(spec.not_before.into(), spec.not_after.into())?;
         let profile = Profile {
@@ -291,12 +323,7 @@ impl DevCa {
             aki: Some(self.ski.clone()),
             ca: false,
         };
-        let cert = build(profile, validity, spki_of(&leaf_key)?, &self.key)?;
-        Ok(IssuedCert {
-            cert_pem: to_pem("CERTIFICATE", &cert.to_der().map_err(cert_err)?)?,
-            key_pem: key_to_pem(&secret)?,
-            serial_hex: serial_hex(&cert),
-        })
+        build(profile, validity, spki, &self.key)
     }
 }
 
@@ -436,4 +463,46 @@ fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), Error> {
     }
     file.write_all(contents.as_bytes()).map_err(io)?;
     file.sync_all().map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sm2sig::{cert_public_key, cert_verifying_key, verify_cert_signature};
+
+    #[test]
+    fn issue_for_public_key_certifies_that_key() {
+        let ca = DevCa::generate("Test CA", "Test", "platform").expect("ca");
+        let secret = SecretKey::try_generate().expect("key");
+        let public = secret.public_key();
+        let (pem, serial) = ca
+            .issue_for_public_key(&LeafSpec::new("张三", "示例建设有限公司"), &public)
+            .expect("issue");
+        let cert = pem_certificate(&pem).expect("parse");
+        assert_eq!(serial_hex(&cert), serial);
+        assert_eq!(cert_public_key(&cert).expect("spki"), public);
+        let root_key = cert_verifying_key(ca.certificate()).expect("root key");
+        verify_cert_signature(&cert, &root_key).expect("signed by the CA");
+        assert!(cert
+            .tbs_certificate()
+            .subject()
+            .to_string()
+            .contains("CN=张三"));
+        // A certificate for another key is a different certificate.
+        let other = SecretKey::try_generate().expect("key").public_key();
+        let (pem2, _) = ca
+            .issue_for_public_key(&LeafSpec::new("张三", "示例建设有限公司"), &other)
+            .expect("issue");
+        let cert2 = pem_certificate(&pem2).expect("parse");
+        assert_ne!(cert_public_key(&cert2).expect("spki"), public);
+    }
+
+    #[test]
+    fn issue_for_public_key_rejects_bad_validity() {
+        let ca = DevCa::generate("Test CA", "Test", "platform").expect("ca");
+        let public = SecretKey::try_generate().expect("key").public_key();
+        let now = OffsetDateTime::now_utc();
+        let spec = LeafSpec::new("a", "b").with_validity(now, now);
+        assert!(ca.issue_for_public_key(&spec, &public).is_err());
+    }
 }
