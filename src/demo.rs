@@ -12,7 +12,7 @@ use crate::http::{ApiJson, AppState};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -25,6 +25,8 @@ struct DemoRp {
     /// Where the broker answers (itself).
     broker_url: String,
     api_key: String,
+    /// The development data directory (the dev CAs live there).
+    data_dir: PathBuf,
 }
 
 /// Finds a directory of the source tree (`web-demo`, `sdk-js/dist`): next to
@@ -42,10 +44,21 @@ pub fn routes(config: &Config, secrets: &DevSecrets) -> Router<AppState> {
         http: reqwest::Client::new(),
         broker_url: local_url(config),
         api_key: secrets.demo_api_key.clone(),
+        data_dir: crate::dev::data_dir(config),
     });
     let api = Router::new()
         .route("/demo/api/sessions", post(create))
         .route("/demo/api/sessions/{id}", get(wait).delete(cancel))
+        .route("/demo/api/phone-certificate", post(phone_certificate))
+        .route("/demo/api/conversations/{id}", delete(end_conversation))
+        .route(
+            "/demo/api/conversations/{id}/requests",
+            post(conversation_request),
+        )
+        .route(
+            "/demo/api/conversations/{id}/requests/{rid}",
+            get(conversation_request_wait),
+        )
         .with_state(rp);
     Router::new()
         .route("/", get(|| async { Redirect::temporary("/demo/") }))
@@ -78,6 +91,14 @@ struct DemoCreate {
     number_match: Option<bool>,
     #[serde(default)]
     rotate_s: Option<u32>,
+    /// kind=sign: the bytes to sign as base64 (instead of `tbs_text`).
+    #[serde(default)]
+    tbs_b64: Option<String>,
+    /// kind=sign: allow a conversation (会话签章), passed on as is.
+    #[serde(default)]
+    conversation: Option<Value>,
+    #[serde(default)]
+    detail: Option<String>,
 }
 
 impl DemoRp {
@@ -108,13 +129,19 @@ async fn create(
     });
     let mut body = json!({
         "kind": req.kind,
-        "display": { "title": title, "detail": "来自 bzt 开发演示" },
+        "display": { "title": title, "detail": req.detail.unwrap_or_else(|| "来自 bzt 开发演示".into()) },
     });
     if let Some(t) = req.ttl_s {
         body["ttl_s"] = json!(t);
     }
     if let Some(text) = req.tbs_text {
         body["tbs_b64"] = json!(bzt_core::codec::encode(text.as_bytes()));
+    }
+    if let Some(b64) = req.tbs_b64 {
+        body["tbs_b64"] = json!(b64);
+    }
+    if let Some(c) = req.conversation {
+        body["conversation"] = c;
     }
     if let Some(n) = req.number_match {
         body["number_match"] = json!(n);
@@ -166,4 +193,150 @@ fn urlencode(s: &str) -> String {
     s.chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .collect()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PhoneCertRequest {
+    /// SM2 public key, uncompressed: hex `04||X||Y` (130 digits) or `X||Y` (128, as sm-crypto
+    /// may give it).
+    public_key_hex: String,
+    cn: String,
+    org: String,
+    #[serde(default)]
+    domain: Option<String>,
+}
+
+/// Development only: the dev CA certifies a public key generated in the phone simulator's page,
+/// whose private key never leaves the page.
+async fn phone_certificate(
+    State(rp): State<Arc<DemoRp>>,
+    ApiJson(req): ApiJson<PhoneCertRequest>,
+) -> Result<Response, ApiError> {
+    let domain = req.domain.unwrap_or_else(|| "platform".into());
+    if !crate::dev::DOMAINS.iter().any(|(d, _)| *d == domain) {
+        return Err(ApiError::invalid(
+            "domain must be one of the development trust domains (platform, national)",
+        ));
+    }
+    let cn = req.cn.trim().to_string();
+    let org = req.org.trim().to_string();
+    if cn.is_empty() || org.is_empty() || cn.chars().count() > 64 || org.chars().count() > 64 {
+        return Err(ApiError::invalid("cn and org: 1..64 characters each"));
+    }
+    let hex_key = req.public_key_hex.trim().to_ascii_lowercase();
+    let hex_key = if hex_key.len() == 128 {
+        format!("04{hex_key}")
+    } else {
+        hex_key
+    };
+    let bytes =
+        hex::decode(&hex_key).map_err(|_| ApiError::invalid("public_key_hex is not hex"))?;
+    if bytes.len() != 65 {
+        return Err(ApiError::invalid(
+            "public_key_hex: an uncompressed SM2 point (04||X||Y) is expected",
+        ));
+    }
+    let public = bzt_devca::sm2::PublicKey::from_sec1_bytes(&bytes)
+        .map_err(|_| ApiError::invalid("public_key_hex is not a point on the SM2 curve"))?;
+    let data_dir = rp.data_dir.clone();
+    let issued = tokio::task::spawn_blocking(move || {
+        let ca = crate::dev::dev_ca(&data_dir, &domain)?;
+        let spec = bzt_devca::LeafSpec::new(cn, org);
+        let (cert_pem, serial) = ca.issue_for_public_key(&spec, &public)?;
+        anyhow::Ok((cert_pem, serial, ca.cert_pem().to_string(), domain))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("certificate task: {e}"))
+    .and_then(|r| r)
+    .map_err(|e| {
+        tracing::warn!(error = %e, "demo phone certificate not issued");
+        ApiError::new(
+            bzt_core::ErrorCode::Internal,
+            "the development CA could not issue the certificate",
+        )
+    })?;
+    let (cert_pem, serial, ca_pem, domain) = issued;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "certificate_pem": cert_pem,
+            "serial": serial,
+            "ca_pem": ca_pem,
+            "domain": domain,
+        })),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DemoConversationRequest {
+    #[serde(default)]
+    tbs_b64: Option<String>,
+    #[serde(default)]
+    tbs_text: Option<String>,
+    title: String,
+    #[serde(default)]
+    detail: Option<String>,
+}
+
+async fn conversation_request(
+    State(rp): State<Arc<DemoRp>>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<DemoConversationRequest>,
+) -> Result<Response, ApiError> {
+    let tbs_b64 = match (req.tbs_b64, req.tbs_text) {
+        (Some(b), None) => b,
+        (None, Some(t)) => bzt_core::codec::encode(t.as_bytes()),
+        _ => return Err(ApiError::invalid("give exactly one of tbs_b64, tbs_text")),
+    };
+    let mut display = json!({ "title": req.title });
+    if let Some(d) = req.detail {
+        display["detail"] = json!(d);
+    }
+    rp.call(
+        rp.http
+            .post(format!(
+                "{}/v1/conversations/{}/requests",
+                rp.broker_url,
+                urlencode(&id)
+            ))
+            .json(&json!({ "tbs_b64": tbs_b64, "display": display })),
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+struct RequestWaitQuery {
+    wait: Option<u32>,
+}
+
+async fn conversation_request_wait(
+    State(rp): State<Arc<DemoRp>>,
+    Path((id, rid)): Path<(String, String)>,
+    Query(q): Query<RequestWaitQuery>,
+) -> Result<Response, ApiError> {
+    let mut url = format!(
+        "{}/v1/conversations/{}/requests/{}",
+        rp.broker_url,
+        urlencode(&id),
+        urlencode(&rid)
+    );
+    if let Some(w) = q.wait {
+        url.push_str(&format!("?wait={}", w.min(25)));
+    }
+    rp.call(rp.http.get(url)).await
+}
+
+async fn end_conversation(
+    State(rp): State<Arc<DemoRp>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    rp.call(rp.http.delete(format!(
+        "{}/v1/conversations/{}",
+        rp.broker_url,
+        urlencode(&id)
+    )))
+    .await
 }

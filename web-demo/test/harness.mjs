@@ -1,0 +1,171 @@
+// Test plumbing for the web demo: the REAL broker (`bzt serve` in development mode on a free
+// port with a throw-away data directory) and Debian's Chromium driven by playwright-core.
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const REPO = path.resolve(ROOT, '..');
+export const OUT = path.join(ROOT, 'test-output');
+export const CHROMIUM = process.env.BZT_CHROMIUM || '/usr/bin/chromium';
+export const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-sync',
+];
+export const PIN = '135790';
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** target/debug/bzt (or BZT_BIN), built with `cargo build --bin bzt` when missing. */
+function brokerBinary() {
+  if (process.env.BZT_BIN) return process.env.BZT_BIN;
+  const targetDir = process.env.CARGO_TARGET_DIR || path.join(REPO, 'target');
+  const bin = path.join(targetDir, 'debug', 'bzt');
+  if (!fs.existsSync(bin)) {
+    const r = spawnSync('cargo', ['build', '--bin', 'bzt'], { cwd: REPO, stdio: 'inherit' });
+    if (r.status !== 0) throw new Error('cargo build --bin bzt failed');
+  }
+  return bin;
+}
+
+/** Starts the real broker in development mode; resolves when /healthz answers. */
+export async function startBroker() {
+  const bin = brokerBinary();
+  const port = await freePort();
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bzt-web-demo-'));
+  const url = `http://127.0.0.1:${port}`;
+  const env = { ...process.env, BZT_LISTEN: `127.0.0.1:${port}`, BZT_DATA_DIR: dataDir, RUST_LOG: process.env.RUST_LOG || 'warn' };
+  delete env.BZT_CONFIG;
+  delete env.BZT_PUBLIC_BASE_URL;
+  // The broker finds web-demo/ and sdk-js/dist relative to its working directory.
+  const child = spawn(bin, ['serve'], { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stdout.on('data', (d) => { log += d; });
+  child.stderr.on('data', (d) => { log += d; });
+  const deadline = Date.now() + 60000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`bzt serve exited (${child.exitCode}):\n${log}`);
+    try {
+      const r = await fetch(url + '/healthz');
+      if (r.ok) break;
+    } catch {}
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`bzt serve did not answer /healthz in 60 s:\n${log}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return {
+    url,
+    dataDir,
+    log: () => log,
+    async stop() {
+      if (child.exitCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+        await exited;
+        clearTimeout(t);
+      }
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Debian's Chromium with a fresh, throw-away user-data-dir. */
+export async function launchBrowser() {
+  if (!fs.existsSync(CHROMIUM)) {
+    throw new Error(`Chromium not found at ${CHROMIUM}: apt-get install -y chromium (or set BZT_CHROMIUM)`);
+  }
+  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bzt-web-demo-chromium-'));
+  const context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: CHROMIUM_ARGS,
+    viewport: { width: 1000, height: 760 },
+    locale: 'zh-CN',
+  });
+  return {
+    context,
+    async close() {
+      await context.close().catch(() => {});
+      fs.rmSync(userDataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Broker + browser for one test; everything is torn down by the returned cleanup. */
+export async function setup(t) {
+  const broker = await startBroker();
+  const browser = await launchBrowser();
+  const errors = [];
+  browser.context.on('page', (p) => p.on('pageerror', (e) => errors.push(String(e))));
+  t.after(async () => {
+    await browser.close();
+    await broker.stop();
+  });
+  return { broker, browser, errors };
+}
+
+export async function shot(page, name) {
+  fs.mkdirSync(OUT, { recursive: true });
+  await page.screenshot({ path: path.join(OUT, name + '.png'), fullPage: true });
+}
+
+/** Opens phone.html and gets a development certificate for a key made in the page. */
+export async function openPhone(browser, base, { cn = '张三', pin = PIN } = {}) {
+  const phone = await browser.context.newPage();
+  await phone.setViewportSize({ width: 460, height: 900 });
+  await phone.goto(base + '/demo/phone.html');
+  await phone.fill('#cn', cn);
+  await phone.fill('#pin-new', pin);
+  await phone.click('#issue');
+  await phone.locator('#cert-serial').waitFor({ timeout: 20000 });
+  return phone;
+}
+
+/** Pastes the QR text into the phone page and claims it. */
+export async function scan(phone, qrText) {
+  await phone.fill('#qr-input', qrText);
+  await phone.click('#claim');
+  await phone.locator('#confirm:not(.hidden)').waitFor({ timeout: 15000 });
+}
+
+export async function confirmWithPin(phone, pin = PIN) {
+  await phone.fill('#pin', pin);
+  await phone.click('#approve');
+}
+
+/** The QR text the login widget currently shows (login.html copies it into #qr-text). */
+export async function qrTextOf(page, previous = null) {
+  const loc = page.locator('#qr-text');
+  await page.waitForFunction(
+    (prev) => {
+      const t = document.getElementById('qr-text').textContent;
+      return t.includes('/q/') && t !== prev;
+    },
+    previous,
+    { timeout: 20000 },
+  );
+  return (await loc.textContent()).trim();
+}
