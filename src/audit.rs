@@ -389,7 +389,11 @@ mod tests {
 
     fn op(n: u32) -> Operation {
         Operation {
-            app: if n.is_multiple_of(2) { "a".into() } else { "b".into() },
+            app: if n.is_multiple_of(2) {
+                "a".into()
+            } else {
+                "b".into()
+            },
             kind: "login".into(),
             session_id: format!("s{n}"),
             conversation_id: None,
