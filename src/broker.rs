@@ -346,9 +346,10 @@ impl Broker {
                 ApiError::invalid("this session uses number matching: send `match_code`")
             })?;
             if picked != expected.code {
-                self.apply(&session.id, &Op::MatchFailed { phone_token: token })
-                    .await?
-                    .output?;
+                let record =
+                    audit_operation(&session, None, "rejected", Some("match_failed".into()));
+                self.audited(record, &session.id, &Op::MatchFailed { phone_token: token })
+                    .await?;
                 return Err(ApiError::forbidden(
                     "the number picked on the phone does not match the one shown in the browser; the session is rejected",
                 ));

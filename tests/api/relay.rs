@@ -111,6 +111,27 @@ async fn number_matching_with_a_wrong_pick_rejects() {
     let view = app.get_session(&created.id).await;
     assert_eq!(view["status"], "rejected");
     assert_eq!(view["result"], json!({"reason": "match_failed"}));
+    // A mismatch is what a relayed QR looks like: it is in the audit trail.
+    let audit: Value = app
+        .http
+        .get(app.url("/v1/audit"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let records = audit["records"].as_array().unwrap();
+    let record = records
+        .iter()
+        .find(|r| r["session_id"] == created.id.as_str())
+        .expect("the wrong pick is recorded");
+    assert_eq!(
+        (record["outcome"].as_str(), record["reason"].as_str()),
+        (Some("rejected"), Some("match_failed"))
+    );
+    assert_eq!(record["device_name"], "p");
     // The right code afterwards is too late.
     let extras = ApproveExtras {
         match_code: Some(code),
