@@ -19,3 +19,10 @@ if [ -f sdk-js/package.json ]; then
   echo "== sdk-js: npm test"
   (cd sdk-js && npm test)
 fi
+
+if [ -f web-demo/package.json ]; then
+  # The demo pages (login, phone simulator, bid tool) in Chromium against the real broker
+  # (target/debug/bzt, built by the cargo test above).
+  echo "== web-demo: npm test"
+  (cd web-demo && npm ci --no-audit --no-fund --loglevel=error && npm test)
+fi

@@ -36,16 +36,24 @@ function freePort() {
   });
 }
 
-/** target/debug/bzt (or BZT_BIN), built with `cargo build --bin bzt` when missing. */
+let binary = null;
+/**
+ * The broker binary: BZT_BIN, else `cargo build --bin bzt` (a no-op when up to date) and a private
+ * copy of target/debug/bzt, so that another build sharing the target directory cannot swap the
+ * binary under the tests.
+ */
 function brokerBinary() {
   if (process.env.BZT_BIN) return process.env.BZT_BIN;
+  if (binary) return binary;
+  const r = spawnSync('cargo', ['build', '--bin', 'bzt'], { cwd: REPO, stdio: ['ignore', 2, 2] });
+  if (r.status !== 0) throw new Error('cargo build --bin bzt failed');
   const targetDir = process.env.CARGO_TARGET_DIR || path.join(REPO, 'target');
-  const bin = path.join(targetDir, 'debug', 'bzt');
-  if (!fs.existsSync(bin)) {
-    const r = spawnSync('cargo', ['build', '--bin', 'bzt'], { cwd: REPO, stdio: 'inherit' });
-    if (r.status !== 0) throw new Error('cargo build --bin bzt failed');
-  }
-  return bin;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bzt-web-demo-bin-'));
+  binary = path.join(dir, 'bzt');
+  fs.copyFileSync(path.join(targetDir, 'debug', 'bzt'), binary);
+  fs.chmodSync(binary, 0o755);
+  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  return binary;
 }
 
 /** Starts the real broker in development mode; resolves when /healthz answers. */
@@ -169,3 +177,6 @@ export async function qrTextOf(page, previous = null) {
   );
   return (await loc.textContent()).trim();
 }
+
+// Build (or check) the broker before any test's clock starts.
+brokerBinary();
