@@ -62,9 +62,10 @@ export async function startBroker() {
   const port = await freePort();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bzt-web-demo-'));
   const url = `http://127.0.0.1:${port}`;
-  const env = { ...process.env, BZT_LISTEN: `127.0.0.1:${port}`, BZT_DATA_DIR: dataDir, RUST_LOG: process.env.RUST_LOG || 'warn' };
-  delete env.BZT_CONFIG;
-  delete env.BZT_PUBLIC_BASE_URL;
+  // The broker reads every BZT_* variable as configuration: pass none of the caller's (BZT_CONFIG,
+  // BZT_CHROMIUM, BZT_BIN, ...), only ours.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BZT_')));
+  Object.assign(env, { BZT_LISTEN: `127.0.0.1:${port}`, BZT_DATA_DIR: dataDir, RUST_LOG: process.env.RUST_LOG || 'warn' });
   // The broker finds web-demo/ and sdk-js/dist relative to its working directory.
   const child = spawn(bin, ['serve'], { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
