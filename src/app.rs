@@ -1,10 +1,12 @@
 //! Start-up: build the broker from a configuration, bind, serve.
 
+use crate::audit::AuditLog;
 use crate::broker::{Broker, Revocations};
 use crate::clock::Clock;
 use crate::config::{Config, StoreKind};
 use crate::http::{self, AppState};
 use crate::limits::Limits;
+use crate::store::conversation::{ConversationStore, MemoryConversationStore};
 use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::{memory::MemoryStore, SessionStore};
 use crate::timers::TimerQueue;
@@ -74,7 +76,7 @@ pub fn split_pem_certificates(text: &str) -> Vec<String> {
 }
 
 /// `[store]` as the Redis store wants it.
-fn redis_settings(config: &Config) -> anyhow::Result<RedisSettings> {
+pub fn redis_settings(config: &Config) -> anyhow::Result<RedisSettings> {
     let url = config
         .store
         .redis_url
@@ -92,6 +94,83 @@ fn redis_settings(config: &Config) -> anyhow::Result<RedisSettings> {
     Ok(s)
 }
 
+type Stores = (
+    Arc<dyn SessionStore>,
+    Arc<dyn ConversationStore>,
+    Arc<dyn AuditLog>,
+);
+
+/// Sessions, conversations and the audit trail: in this process (memory
+/// store, audit file) or shared by every node on one Redis (docs/redis.md).
+async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
+    let key = crate::audit::load_or_create_key(&config.audit_key_path())?;
+    let every = config.audit.checkpoint_every;
+    Ok(match config.store.kind {
+        StoreKind::Memory => (
+            Arc::new(MemoryStore::new()),
+            Arc::new(MemoryConversationStore::new()),
+            Arc::new(crate::audit::FileAuditLog::open(
+                &config.audit_path(),
+                key,
+                every,
+            )?),
+        ),
+        StoreKind::Redis => {
+            let settings = redis_settings(config)?;
+            let redis = Arc::new(RedisStore::connect(settings).await?);
+            let audit = redis.audit_log(key, every).await?;
+            if config.audit.path.is_some() {
+                tracing::warn!(
+                    "[audit] path is ignored with the Redis store: the audit trail is the stream {}",
+                    audit.stream()
+                );
+            }
+            (redis.clone(), redis, Arc::new(audit))
+        }
+    })
+}
+
+/// Ticks the conversations whose deadline passed, as the shared store hands
+/// them out (see "Deadlines" in [`crate::store::conversation`]): every node
+/// calls this every [`ConversationStore::conversation_poll_interval`], so a
+/// deadline is applied even when the node whose timer held it is gone.
+async fn sweep_conversation_deadlines(broker: &Broker) -> Result<(), crate::error::ApiError> {
+    use bzt_core::conversation::ConvOp;
+    use futures_util::stream::{self, StreamExt};
+    const BATCH: usize = 256;
+    loop {
+        let ids = broker
+            .conversations
+            .claim_due_conversations(broker.clock.now(), BATCH)
+            .await?;
+        let n = ids.len();
+        stream::iter(ids)
+            .for_each_concurrent(16, |id| async move {
+                let ticked = match broker.apply_conversation(&id, &ConvOp::Tick).await {
+                    Ok(u) => {
+                        broker
+                            .conversations
+                            .conversation_ticked(&u.conversation)
+                            .await
+                    }
+                    // Gone (purged): forget its deadline too.
+                    Err(e) if e.code == bzt_core::ErrorCode::NotFound => {
+                        broker.conversations.remove_conversation(&id).await
+                    }
+                    Err(e) => Err(crate::store::StoreError::Unavailable(e.message)),
+                };
+                if let Err(e) = ticked {
+                    // Its lease runs out and a later sweep claims it again.
+                    tracing::warn!(conversation = %id, error = %e, "conversation deadline failed");
+                }
+            })
+            .await;
+        if n < BATCH {
+            return Ok(());
+        }
+    }
+}
+
 impl Application {
     /// Builds the broker and binds `config.listen`. `extra` routes (the
     /// development demo) are merged into the router.
@@ -101,10 +180,7 @@ impl Application {
         extra: Option<Router<AppState>>,
     ) -> anyhow::Result<Self> {
         config.validate()?;
-        let store: Arc<dyn SessionStore> = match config.store.kind {
-            StoreKind::Memory => Arc::new(MemoryStore::new()),
-            StoreKind::Redis => Arc::new(RedisStore::connect(redis_settings(config)?).await?),
-        };
+        let (store, conversations, audit) = build_stores(config).await?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -115,12 +191,8 @@ impl Application {
         }
         let broker = Arc::new(Broker {
             store,
-            conversations: Arc::new(crate::store::conversation::MemoryConversationStore::new()),
-            audit: Arc::new(crate::audit::FileAuditLog::open(
-                &config.audit_path(),
-                crate::audit::load_or_create_key(&config.audit_key_path())?,
-                config.audit.checkpoint_every,
-            )?),
+            conversations,
+            audit,
             trust: load_trust_store(config)?,
             revocations: Revocations::new(&config.revocation.serials)
                 .map_err(anyhow::Error::msg)?,
@@ -192,6 +264,23 @@ impl Application {
                 }
             })
         });
+        let conversation_poll =
+            self.broker
+                .conversations
+                .conversation_poll_interval()
+                .map(|every| {
+                    let broker = self.broker.clone();
+                    tokio::spawn(async move {
+                        let mut tick = tokio::time::interval(every);
+                        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        loop {
+                            tick.tick().await;
+                            if let Err(e) = sweep_conversation_deadlines(&broker).await {
+                                tracing::debug!(error = %e, "conversation deadline poll failed");
+                            }
+                        }
+                    })
+                });
         let limits = self.limits.clone();
         let housekeeping = tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -208,7 +297,7 @@ impl Application {
             .await;
         timers.abort();
         housekeeping.abort();
-        if let Some(p) = expiry_poll {
+        for p in [expiry_poll, conversation_poll].into_iter().flatten() {
             p.abort();
         }
         served.context("server error")

@@ -9,8 +9,11 @@
 //! the verification rules are in [`bzt_core::audit`].
 //!
 //! Queries scan the file. That is fine for the volumes of one platform's
-//! audit period; an index (or the Redis stream, in Redis mode) is the next
-//! step when it is not.
+//! audit period; an index is the next step when it is not.
+//!
+//! With several nodes (Redis mode) the trail is one Redis Stream instead,
+//! same records, one chain for all nodes:
+//! [`crate::store::redis::RedisAuditLog`].
 
 use crate::error::ApiError;
 use bzt_core::audit::{checkpoint, Event, Operation, Record, RecordBody, GENESIS};
@@ -33,7 +36,7 @@ pub struct AuditQuery {
 }
 
 impl AuditQuery {
-    fn matches(&self, r: &Record) -> bool {
+    pub(crate) fn matches(&self, r: &Record) -> bool {
         let Some(op) = r.operation() else {
             return false;
         };
@@ -169,7 +172,7 @@ impl FileAuditLog {
     }
 }
 
-fn audit_unavailable(detail: &str) -> ApiError {
+pub(crate) fn audit_unavailable(detail: &str) -> ApiError {
     tracing::error!(%detail, "audit log unavailable");
     ApiError::new(
         bzt_core::ErrorCode::Unavailable,

@@ -1,7 +1,9 @@
 //! Several broker nodes (separate processes of the real `bzt` binary) on
 //! one Redis: what a browser, a phone and the RP see when their requests
-//! land on different nodes, when a node dies, and when Redis goes away.
-//! The main scenarios also run on a 3-master Redis Cluster.
+//! land on different nodes, when a node dies, and when Redis goes away; a
+//! conversation whose phone, requester and requests are on three nodes, and
+//! its audit trail read from any node. The main scenarios also run on a
+//! 3-master Redis Cluster.
 //!
 //! Each test starts its own Redis (or Cluster) and nodes; see
 //! tests/support. Expiry is real time here (30 s is the shortest TTL the
@@ -9,11 +11,12 @@
 
 mod support;
 
-use bzt_phone::ApproveExtras;
+use base64::Engine;
+use bzt_phone::{ApproveExtras, EndedBy, PhoneConversation};
 use futures_util::future::join_all;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use support::nodes::{create, qr_on, try_create, Browser, Fixture, Node};
+use support::nodes::{create, qr_on, try_create, Browser, Fixture, Node, API_KEY};
 use support::redis::{RedisCluster, RedisServer};
 
 const STEP: Duration = Duration::from_secs(10);
@@ -169,6 +172,277 @@ async fn full_flow_on(fx: &Fixture, node: &Node) {
     assert_eq!(seen.of_type("result")[0]["status"], "approved", "{seen:?}");
 }
 
+/// A conversation opened by a `sign` session created on node 1, claimed on
+/// node 2 and approved with `open_conversation` on node 3: the session id,
+/// the phone's grant and the requester's token.
+async fn open_conversation(
+    fx: &Fixture,
+    nodes: &[Node],
+    policy: Value,
+) -> (String, PhoneConversation, String) {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let r = fx
+        .http
+        .post(format!("{}/v1/sessions", nodes[0].base))
+        .bearer_auth(API_KEY)
+        .json(&json!({
+            "kind": "sign",
+            "display": { "title": "签署投标文件", "detail": "开启会话签章" },
+            "tbs_b64": b64("投标文件 第0页".as_bytes()),
+            "conversation": policy,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let session_id = created["id"].as_str().unwrap().to_owned();
+    let qr = qr_on(&nodes[1], created["qr_text"].as_str().unwrap());
+    let mut claimed = fx.phone.claim(&qr, &fx.identity).await.unwrap();
+    claimed.base_url = nodes[2].base.clone();
+    let extras = ApproveExtras {
+        open_conversation: true,
+        ..Default::default()
+    };
+    let answer = fx
+        .phone
+        .approve(&claimed, &fx.identity, extras)
+        .await
+        .unwrap();
+    let grant = answer.conversation.expect("a conversation was opened");
+    let session: Value = fx
+        .http
+        .get(format!("{}/v1/sessions/{session_id}", nodes[0].base))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = session["result"]["conversation"]["token"]
+        .as_str()
+        .expect("result.conversation.token")
+        .to_owned();
+    (session_id, grant, token)
+}
+
+/// The node that opened a conversation (the only one with a timer for it)
+/// dies; the sockets on the other nodes still hear it end when it goes
+/// idle, because every node polls the shared deadlines.
+async fn conversation_deadline_outlives_its_node(fx: &Fixture, nodes: &mut [Node]) {
+    const IDLE_S: u64 = 8;
+    let started = Instant::now();
+    let policy = json!({ "max_requests": 5, "idle_s": IDLE_S, "max_s": 3600 });
+    let (_, grant, token) = open_conversation(fx, nodes, policy).await;
+    let mut phone = PhoneConversation::connect(&nodes[0].base, &grant)
+        .await
+        .expect("phone socket on node 1");
+    let requester = Browser::connect(&format!(
+        "ws://127.0.0.1:{}/v1/conversations/{}/ws?t={token}",
+        nodes[1].port, grant.id
+    ))
+    .await
+    .expect("requester socket on node 2");
+    nodes[2].kill();
+    assert!(
+        started.elapsed() < Duration::from_secs(IDLE_S - 2),
+        "too slow to test this: the sockets must be up before the idle deadline ({:?})",
+        started.elapsed()
+    );
+    let seen = requester
+        .until_closed(Duration::from_secs(IDLE_S + 15))
+        .await;
+    let ended = seen.of_type("ended");
+    assert_eq!(ended.len(), 1, "the requester heard the end: {seen:?}");
+    assert_eq!(ended[0]["by"], "idle");
+    let next = tokio::time::timeout(STEP, phone.next_request())
+        .await
+        .expect("ended within 10 s")
+        .expect("phone socket");
+    assert!(next.is_none());
+    assert_eq!(phone.ended().map(|e| e.by), Some(EndedBy::Idle));
+    eprintln!("idle end heard after {:?}", started.elapsed());
+}
+
+/// A conversation (会话签章) split across nodes: the phone's socket on node
+/// 1, the requester's on node 2, requests POSTed to node 3. Every request
+/// reaches the phone and every result the requester; `ended` reaches both.
+/// Then the audit records of the flow read the same from every node, and
+/// the stream verifies as one chain (`bzt audit verify --redis`).
+async fn conversation_across_nodes(fx: &Fixture, nodes: &[Node], redis_url: &str) {
+    const REQUESTS: usize = 6;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let policy = json!({ "max_requests": 50, "idle_s": 600, "max_s": 3600 });
+    let (session_id, grant, token) = open_conversation(fx, nodes, policy).await;
+    let cid = grant.id.clone();
+
+    let mut phone = PhoneConversation::connect(&nodes[0].base, &grant)
+        .await
+        .expect("phone socket on node 1");
+    let mut requester = Browser::connect(&format!(
+        "ws://127.0.0.1:{}/v1/conversations/{cid}/ws?t={token}",
+        nodes[1].port
+    ))
+    .await
+    .expect("requester socket on node 2");
+
+    // The phone answers while the requests arrive one by one on node 3.
+    let answering = async {
+        let mut answered = Vec::new();
+        while answered.len() < REQUESTS {
+            let req = tokio::time::timeout(STEP, phone.next_request())
+                .await
+                .expect("a request within 10 s")
+                .expect("phone socket")
+                .expect("not ended");
+            phone
+                .approve(&req, &fx.identity, true)
+                .await
+                .unwrap_or_else(|e| panic!("approving {}: {e}", req.request_id));
+            answered.push(req.request_id);
+        }
+        answered
+    };
+    let requesting = async {
+        let mut ids = Vec::new();
+        for i in 1..=REQUESTS {
+            let r = fx
+                .http
+                .post(format!("{}/v1/conversations/{cid}/requests", nodes[2].base))
+                .bearer_auth(API_KEY)
+                .json(&json!({
+                    "tbs_b64": b64(format!("投标文件 第{i}页").as_bytes()),
+                    "display": { "title": format!("第{i}页") },
+                }))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(status, 202, "{body}");
+            ids.push(body["request_id"].as_str().unwrap().to_owned());
+        }
+        ids
+    };
+    let (answered, mut requested) = tokio::join!(answering, requesting);
+    assert_eq!(
+        answered, requested,
+        "every request reached the phone, in order"
+    );
+
+    let mut results = Vec::new();
+    while results.len() < REQUESTS {
+        let e = requester
+            .next_event(STEP)
+            .await
+            .expect("a request_result within 10 s");
+        assert_eq!(e["type"], "request_result", "{e}");
+        assert_eq!(e["status"], "approved", "{e}");
+        assert_eq!(e["auto_confirmed"], true, "{e}");
+        assert!(e["signature_b64"].as_str().is_some_and(|s| !s.is_empty()));
+        results.push(e["request_id"].as_str().unwrap().to_owned());
+    }
+    results.sort();
+    requested.sort();
+    assert_eq!(results, requested, "one result per request");
+
+    // The requester ends it on node 3: both sockets hear it.
+    let r = fx
+        .http
+        .delete(format!("{}/v1/conversations/{cid}", nodes[2].base))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = requester.until_closed(STEP).await;
+    let ended = seen.of_type("ended");
+    assert_eq!(ended.len(), 1, "{seen:?}");
+    assert_eq!(ended[0]["by"], "requester");
+    assert_eq!(seen.close_code, Some(1000));
+    let next = tokio::time::timeout(STEP, phone.next_request())
+        .await
+        .expect("ended within 10 s")
+        .expect("phone socket");
+    assert!(next.is_none());
+    assert_eq!(phone.ended().map(|e| e.by), Some(EndedBy::Requester));
+
+    // The audit records of the flow, from any node: the same.
+    let mut seen_by_node = Vec::new();
+    for node in nodes {
+        let r = fx
+            .http
+            .get(format!("{}/v1/audit?limit=1000", node.base))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        let ours: Vec<Value> = body["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["session_id"] == session_id.as_str())
+            .cloned()
+            .collect();
+        seen_by_node.push(ours);
+    }
+    assert_eq!(seen_by_node[0], seen_by_node[1]);
+    assert_eq!(seen_by_node[0], seen_by_node[2]);
+    let ours = &seen_by_node[0];
+    assert_eq!(ours.len(), 1 + REQUESTS, "{ours:#?}");
+    assert_eq!(ours[0]["kind"], "sign");
+    assert_eq!(ours[0]["outcome"], "approved");
+    let mut audited: Vec<String> = ours[1..]
+        .iter()
+        .map(|r| {
+            assert_eq!(r["kind"], "conversation_request");
+            assert_eq!(r["outcome"], "approved");
+            assert_eq!(r["conversation_id"], cid.as_str());
+            assert_eq!(r["auto_confirmed"], true);
+            r["request_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    audited.sort();
+    assert_eq!(audited, requested);
+
+    // The whole stream is one chain signed by the shared key.
+    let out = tokio::task::spawn_blocking({
+        let args = [
+            "audit".to_owned(),
+            "verify".to_owned(),
+            "--redis".to_owned(),
+            redis_url.to_owned(),
+            "--prefix".to_owned(),
+            nodes[0].prefix.clone(),
+            "--key".to_owned(),
+            fx.dir
+                .path()
+                .join("audit-signing-key.pem")
+                .display()
+                .to_string(),
+        ];
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_bzt"))
+                .args(&args)
+                .env_remove("BZT_CONFIG")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("OK: "),
+        "bzt audit verify --redis: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{}", stdout.lines().next().unwrap_or_default());
+}
+
 // ---- standalone Redis -------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,6 +467,22 @@ async fn three_nodes_one_redis_browser_reconnects_after_sigkill() {
     let fx = Fixture::new();
     let mut nodes = fx.start_nodes(3, &redis.url()).await;
     browser_survives_its_node_dying(&fx, &mut nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_one_redis_conversation_split_across_nodes_and_its_audit_trail() {
+    let redis = RedisServer::start();
+    let fx = Fixture::new();
+    let nodes = fx.start_nodes(3, &redis.url()).await;
+    conversation_across_nodes(&fx, &nodes, &redis.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_one_redis_conversation_deadline_outlives_its_node() {
+    let redis = RedisServer::start();
+    let fx = Fixture::new();
+    let mut nodes = fx.start_nodes(3, &redis.url()).await;
+    conversation_deadline_outlives_its_node(&fx, &mut nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,7 +587,7 @@ async fn three_nodes_survive_a_redis_outage() {
 // ---- Redis Cluster ----------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cluster_three_nodes_cross_node_flow_claims_and_node_death() {
+async fn redis_cluster_three_nodes_cross_node_flow_claims_conversation_and_node_death() {
     let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
         .await
         .unwrap();
@@ -305,6 +595,7 @@ async fn redis_cluster_three_nodes_cross_node_flow_claims_and_node_death() {
     let mut nodes = fx.start_nodes(3, &cluster.urls()).await;
     browser_sees_claim_and_result_from_other_nodes(&fx, &nodes).await;
     concurrent_claims_have_one_winner(&fx, &nodes).await;
+    conversation_across_nodes(&fx, &nodes, &cluster.urls()).await;
     browser_survives_its_node_dying(&fx, &mut nodes).await;
 }
 

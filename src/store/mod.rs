@@ -39,7 +39,9 @@
 //!
 //! Implementations: [`memory::MemoryStore`] (one node only, the embedded
 //! default) and [`redis::RedisStore`] (sessions shared by every node
-//! pointing at the same Redis or Redis Cluster; see docs/redis.md).
+//! pointing at the same Redis or Redis Cluster; see docs/redis.md). The
+//! same split holds for conversations ([`conversation`]), and in Redis mode
+//! the audit trail is a Redis stream ([`redis::RedisAuditLog`]).
 
 pub mod conversation;
 pub mod memory;

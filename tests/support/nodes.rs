@@ -18,7 +18,8 @@ use tokio_tungstenite::tungstenite::Message;
 pub const API_KEY: &str = "bzt-multi-node-test-key";
 
 /// What every node shares: a CA its trust domain accepts, a phone identity
-/// it issued, and a directory for configs and logs.
+/// it issued, the audit signing key (the audit trail is one chain in Redis,
+/// signed by one key), and a directory for configs and logs.
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub identity: PhoneIdentity,
@@ -38,6 +39,7 @@ impl Fixture {
             .issue(&LeafSpec::new("张三", "示例建设有限公司"))
             .unwrap();
         let identity = PhoneIdentity::from_pem(&leaf.cert_pem, &leaf.key_pem, None).unwrap();
+        bzt::audit::load_or_create_key(&dir.path().join("audit-signing-key.pem")).unwrap();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(64)
@@ -70,6 +72,8 @@ pub struct Node {
     pub name: String,
     pub port: u16,
     pub base: String,
+    /// The Redis key prefix every node of the test shares.
+    pub prefix: String,
     config: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -98,6 +102,9 @@ claims_per_ip_per_minute = 1000000
 creates_per_app_per_second = 1000000
 sockets_per_ip_per_minute = 1000000
 sockets_per_session = 8
+[audit]
+signing_key_file = "audit-signing-key.pem"
+checkpoint_every = 5
 [[apps]]
 id = "demo"
 name = "示例交易平台"
@@ -113,6 +120,7 @@ ca_pem_files = ["ca.pem"]
             name: name.to_owned(),
             port,
             base,
+            prefix: prefix.to_owned(),
             config,
             log: fx.dir.path().join(format!("{name}.log")),
             child: None,

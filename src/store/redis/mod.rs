@@ -1,5 +1,7 @@
 //! Sessions in Redis (standalone or Cluster), shared by every broker node
-//! that points at it. Layout, channels and durability: docs/redis.md.
+//! that points at it; conversations (`conversation.rs`) on the same
+//! machinery, and the audit trail as a stream (`audit.rs`). Layout, channels
+//! and durability: docs/redis.md.
 //!
 //! - A session is a hash `<prefix>:{s:<id>}` with fields `rev` and `json`
 //!   (the serialized [`Session`]), with a TTL of
@@ -18,13 +20,18 @@
 //!   unreachable the store answers [`StoreError::Unavailable`] at once, and
 //!   the connections reconnect by themselves.
 
+mod audit;
 mod conn;
+mod conversation;
 mod pubsub;
+
+pub use self::audit::RedisAuditLog;
 
 use self::conn::{connect, timed, Conn};
 use self::pubsub::{Subscriber, Subscriptions};
 use super::{SessionStore, StoreError, Update, EXPIRY_LEASE};
 use async_trait::async_trait;
+use bzt_core::secret::ConversationId;
 use bzt_core::session::{Op, TERMINAL_RETENTION_S};
 use bzt_core::{Session, SessionId, Timestamp};
 use redis::Script;
@@ -95,39 +102,50 @@ impl RedisSettings {
     }
 }
 
-/// Key and channel names.
+/// Key and channel names (docs/redis.md, "Key layout").
 #[derive(Clone, Debug)]
 pub(crate) struct Keys {
     prefix: String,
-    /// `<prefix>:{s:`, what every session key and channel starts with.
-    session_start: String,
 }
 
 impl Keys {
     fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
-            session_start: format!("{prefix}:{{s:"),
         }
     }
 
     fn session(&self, id: &SessionId) -> String {
-        format!("{}{}}}", self.session_start, id)
+        format!("{}:{{s:{id}}}", self.prefix)
     }
 
     fn channel(&self, id: &SessionId) -> String {
-        format!("{}{}}}:ch", self.session_start, id)
+        format!("{}:{{s:{id}}}:ch", self.prefix)
     }
 
     fn due(&self) -> String {
         format!("{}:{{due}}", self.prefix)
     }
 
-    fn id_from_channel(&self, channel: &str) -> Option<SessionId> {
-        channel
-            .strip_prefix(&self.session_start)?
-            .strip_suffix("}:ch")
-            .and_then(SessionId::parse)
+    fn conversation(&self, id: &ConversationId) -> String {
+        format!("{}:{{c:{id}}}", self.prefix)
+    }
+
+    fn conversation_channel(&self, id: &ConversationId) -> String {
+        format!("{}:{{c:{id}}}:ch", self.prefix)
+    }
+
+    fn conversation_due(&self) -> String {
+        format!("{}:{{cdue}}", self.prefix)
+    }
+
+    /// The audit stream; its head key shares the `{audit}` slot.
+    fn audit(&self) -> String {
+        format!("{}:{{audit}}", self.prefix)
+    }
+
+    fn audit_head(&self) -> String {
+        format!("{}:{{audit}}:head", self.prefix)
     }
 }
 
@@ -190,6 +208,10 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Sessions and conversations in Redis (see the module doc). One value
+/// serves as the node's [`SessionStore`] and its
+/// [`ConversationStore`](super::conversation::ConversationStore): both kinds
+/// of record share the connection, the scripts and the subscriber.
 pub struct RedisStore {
     /// Commands (a separate connection from the subscriber's, so a burst
     /// of messages never queues behind, or in front of, a command).
@@ -240,7 +262,6 @@ impl RedisStore {
         let subscriber = Subscriber {
             subs: subs.clone(),
             conn: sub_conn,
-            keys: keys.clone(),
             sharded,
             timeout: settings.timeout,
             subscribed: HashSet::new(),
@@ -269,44 +290,191 @@ impl RedisStore {
         self.publish == "SPUBLISH"
     }
 
-    /// Sessions with receivers on this node (tests).
+    /// Records (sessions, conversations) with receivers on this node (tests).
     pub fn local_subscriptions(&self) -> usize {
         self.subs.len()
     }
 
-    async fn read(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+    // ---- one record: a hash of `rev` and `json`, and its channel ----------
+
+    /// The record's `json` field, parsed.
+    async fn read_record<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
         let json: Option<String> = timed(
             self.timeout,
             "HGET",
             redis::cmd("HGET")
-                .arg(self.keys.session(id))
+                .arg(key)
                 .arg("json")
                 .query_async(&mut self.conn.clone()),
         )
         .await?;
         json.map(|j| {
-            serde_json::from_str(&j)
-                .map_err(|e| StoreError::Corrupt(format!("session {id} in redis: {e}")))
+            serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))
         })
         .transpose()
     }
+
+    /// Creates the record; `Duplicate` if the key exists.
+    async fn insert_record(
+        &self,
+        key: &str,
+        rev: u64,
+        json: String,
+        ttl_ms: i64,
+    ) -> Result<(), StoreError> {
+        let created: i64 = timed(
+            self.timeout,
+            "insert",
+            INSERT
+                .key(key)
+                .arg(rev)
+                .arg(json)
+                .arg(ttl_ms)
+                .invoke_async(&mut self.conn.clone()),
+        )
+        .await?;
+        if created == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Duplicate)
+        }
+    }
+
+    /// Writes the record if its `rev` is still `expected` and announces
+    /// `rev` (here and, through Redis, on every node).
+    async fn cas_record(
+        &self,
+        key: &str,
+        channel: &str,
+        expected: u64,
+        rev: u64,
+        json: String,
+        ttl_ms: i64,
+    ) -> Result<Cas, StoreError> {
+        let written: i64 = timed(
+            self.timeout,
+            "compare-and-set",
+            CAS.key(key)
+                .key(channel)
+                .arg(expected)
+                .arg(rev)
+                .arg(json)
+                .arg(ttl_ms)
+                .arg(self.publish)
+                .invoke_async(&mut self.conn.clone()),
+        )
+        .await?;
+        Ok(match written {
+            1 => {
+                self.subs.notify(channel, rev);
+                Cas::Written
+            }
+            -1 => Cas::Gone,
+            _ => {
+                metrics::counter!("bzt_store_cas_conflicts_total").increment(1);
+                Cas::Conflict
+            }
+        })
+    }
+
+    /// A receiver of the record's changes, once Redis confirmed the channel
+    /// subscription; `None` if there is no such record.
+    async fn subscribe_record(
+        &self,
+        key: &str,
+        channel: &str,
+    ) -> Result<Option<watch::Receiver<u64>>, StoreError> {
+        let (mut rx, mut active) = self.subs.register(channel);
+        let rev: Option<u64> = timed(
+            self.timeout,
+            "HGET",
+            redis::cmd("HGET")
+                .arg(key)
+                .arg("rev")
+                .query_async(&mut self.conn.clone()),
+        )
+        .await?;
+        let Some(rev) = rev else {
+            return Ok(None);
+        };
+        self.subs.notify(channel, rev);
+        // Wait until Redis confirmed the channel subscription: a write after
+        // this returns is then always announced to `rx`.
+        match tokio::time::timeout(self.timeout * 2, active.wait_for(|a| *a)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Ok(None), // removed meanwhile
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "redis: subscription to {channel} not confirmed"
+                )))
+            }
+        }
+        rx.borrow_and_update();
+        Ok(Some(rx))
+    }
+
+    /// Deletes the record and closes its receivers on every node.
+    async fn remove_record(&self, key: &str, channel: &str) -> Result<(), StoreError> {
+        timed(
+            self.timeout,
+            "remove",
+            REMOVE
+                .key(key)
+                .key(channel)
+                .arg(self.publish)
+                .invoke_async::<i64>(&mut self.conn.clone()),
+        )
+        .await?;
+        self.subs.forget(channel);
+        Ok(())
+    }
+
+    /// Pauses before the next compare-and-set attempt when many writers
+    /// collide, so their retries spread out.
+    async fn back_off(attempt: u32) {
+        if attempt >= 3 {
+            let ms = rand::random::<u64>() % (2 * u64::from(attempt.min(20)));
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
 }
 
-/// Milliseconds the record must live from `now`: until the session's
-/// deadline or end, plus the protocol's retention, plus a margin.
-fn ttl_ms(s: &Session, now: Timestamp) -> i64 {
-    let end = s.completed_at.map_or(s.expires_at, |c| c.max(s.expires_at));
+/// What a compare-and-set did.
+enum Cas {
+    Written,
+    /// Another writer was first: read again and retry.
+    Conflict,
+    /// The record no longer exists.
+    Gone,
+}
+
+/// Milliseconds a record must live from `now`: until `end` (its deadline
+/// or end, whichever is later), plus the protocol's retention, plus a margin.
+fn ttl_until(end: Timestamp, now: Timestamp) -> i64 {
     (now.millis_until(end) + TERMINAL_RETENTION_S * 1000 + TTL_MARGIN_MS).max(TTL_MARGIN_MS)
 }
 
-fn to_json(s: &Session) -> Result<String, StoreError> {
-    serde_json::to_string(s).map_err(|e| StoreError::Corrupt(format!("session {}: {e}", s.id)))
+fn ttl_ms(s: &Session, now: Timestamp) -> i64 {
+    ttl_until(
+        s.completed_at.map_or(s.expires_at, |c| c.max(s.expires_at)),
+        now,
+    )
+}
+
+fn to_json<T: serde::Serialize>(
+    record: &T,
+    what: &dyn std::fmt::Display,
+) -> Result<String, StoreError> {
+    serde_json::to_string(record).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn insert(&self, session: &Session) -> Result<(), StoreError> {
-        let json = to_json(session)?;
+        let json = to_json(session, &session.id)?;
         // The deadline first: a record never exists without one (the sweep
         // skips a deadline whose record is missing). NX keeps the deadline
         // of an existing session with the same id.
@@ -321,26 +489,17 @@ impl SessionStore for RedisStore {
                 .exec_async(&mut self.conn.clone()),
         )
         .await?;
-        let created: i64 = timed(
-            self.timeout,
-            "insert",
-            INSERT
-                .key(self.keys.session(&session.id))
-                .arg(session.rev)
-                .arg(json)
-                .arg(ttl_ms(session, session.created_at))
-                .invoke_async(&mut self.conn.clone()),
+        self.insert_record(
+            &self.keys.session(&session.id),
+            session.rev,
+            json,
+            ttl_ms(session, session.created_at),
         )
-        .await?;
-        if created == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Duplicate)
-        }
+        .await
     }
 
     async fn get(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        self.read(id).await
+        self.read_record(&self.keys.session(id)).await
     }
 
     async fn apply(
@@ -349,8 +508,9 @@ impl SessionStore for RedisStore {
         op: &Op,
         now: Timestamp,
     ) -> Result<Option<Update>, StoreError> {
+        let (key, channel) = (self.keys.session(id), self.keys.channel(id));
         for attempt in 0..MAX_CAS_ATTEMPTS {
-            let Some(mut session) = self.read(id).await? else {
+            let Some(mut session) = self.read_record::<Session>(&key).await? else {
                 return Ok(None);
             };
             let previous_status = session.status;
@@ -364,38 +524,22 @@ impl SessionStore for RedisStore {
                     previous_status,
                 }));
             }
-            let written: i64 = timed(
-                self.timeout,
-                "compare-and-set",
-                CAS.key(self.keys.session(id))
-                    .key(self.keys.channel(id))
-                    .arg(expected)
-                    .arg(session.rev)
-                    .arg(to_json(&session)?)
-                    .arg(ttl_ms(&session, now))
-                    .arg(self.publish)
-                    .invoke_async(&mut self.conn.clone()),
-            )
-            .await?;
-            match written {
-                1 => {
-                    self.subs.notify(id, session.rev);
+            let json = to_json(&session, id)?;
+            let ttl = ttl_ms(&session, now);
+            match self
+                .cas_record(&key, &channel, expected, session.rev, json, ttl)
+                .await?
+            {
+                Cas::Written => {
                     return Ok(Some(Update {
                         output: applied.output,
                         session,
                         changed: true,
                         previous_status,
-                    }));
+                    }))
                 }
-                -1 => return Ok(None),
-                _ => {
-                    metrics::counter!("bzt_store_cas_conflicts_total").increment(1);
-                    if attempt >= 3 {
-                        // Many writers at once: spread the retries out.
-                        let ms = rand::random::<u64>() % (2 * u64::from(attempt.min(20)));
-                        tokio::time::sleep(Duration::from_millis(ms)).await;
-                    }
-                }
+                Cas::Gone => return Ok(None),
+                Cas::Conflict => Self::back_off(attempt).await,
             }
         }
         Err(StoreError::Unavailable(format!(
@@ -404,47 +548,13 @@ impl SessionStore for RedisStore {
     }
 
     async fn subscribe(&self, id: &SessionId) -> Result<Option<watch::Receiver<u64>>, StoreError> {
-        let (mut rx, mut active) = self.subs.register(id);
-        let rev: Option<u64> = timed(
-            self.timeout,
-            "HGET",
-            redis::cmd("HGET")
-                .arg(self.keys.session(id))
-                .arg("rev")
-                .query_async(&mut self.conn.clone()),
-        )
-        .await?;
-        let Some(rev) = rev else {
-            return Ok(None);
-        };
-        self.subs.notify(id, rev);
-        // Wait until Redis confirmed the channel subscription: a write after
-        // this returns is then always announced to `rx`.
-        match tokio::time::timeout(self.timeout * 2, active.wait_for(|a| *a)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => return Ok(None), // removed meanwhile
-            Err(_) => {
-                return Err(StoreError::Unavailable(format!(
-                    "redis: subscription to session {id} not confirmed"
-                )))
-            }
-        }
-        rx.borrow_and_update();
-        Ok(Some(rx))
+        self.subscribe_record(&self.keys.session(id), &self.keys.channel(id))
+            .await
     }
 
     async fn remove(&self, id: &SessionId) -> Result<(), StoreError> {
-        timed(
-            self.timeout,
-            "remove",
-            REMOVE
-                .key(self.keys.session(id))
-                .key(self.keys.channel(id))
-                .arg(self.publish)
-                .invoke_async::<i64>(&mut self.conn.clone()),
-        )
-        .await?;
-        self.subs.forget(id);
+        self.remove_record(&self.keys.session(id), &self.keys.channel(id))
+            .await?;
         timed(
             self.timeout,
             "ZREM",
@@ -517,8 +627,12 @@ mod tests {
         assert_eq!(k.session(&id), "bzt:{s:abc_DEF-1}");
         assert_eq!(k.channel(&id), "bzt:{s:abc_DEF-1}:ch");
         assert_eq!(k.due(), "bzt:{due}");
-        assert_eq!(k.id_from_channel(&k.channel(&id)), Some(id));
-        assert_eq!(k.id_from_channel("other:{s:abc}:ch"), None);
+        let c = ConversationId::parse("xyz_1").unwrap();
+        assert_eq!(k.conversation(&c), "bzt:{c:xyz_1}");
+        assert_eq!(k.conversation_channel(&c), "bzt:{c:xyz_1}:ch");
+        assert_eq!(k.conversation_due(), "bzt:{cdue}");
+        assert_eq!(k.audit(), "bzt:{audit}");
+        assert_eq!(k.audit_head(), "bzt:{audit}:head");
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Cross-node wake-ups: one subscriber connection per node, multiplexing
-//! the channels of the sessions that have local receivers.
+//! the channels of the records (sessions, conversations) that have local
+//! receivers. This module knows channels only by name: any record whose
+//! writes publish their `rev` on a channel can use it.
 //!
-//! - Every write publishes the session's new `rev` on the session's channel
+//! - Every write publishes the record's new `rev` on the record's channel
 //!   (from inside the compare-and-set script, so no write goes unannounced).
 //! - [`Subscriptions::register`] gives a local `watch` receiver. The first
-//!   one for a session makes the subscriber task subscribe to its channel
+//!   one for a channel makes the subscriber task subscribe to it
 //!   (`SSUBSCRIBE` on Redis ≥ 7, else `SUBSCRIBE`); the task unsubscribes
 //!   once the last receiver is gone, noticed by a sweep every
 //!   [`SWEEP_EVERY`]. Reference counting is `watch::Sender::receiver_count`,
@@ -14,14 +16,12 @@
 //!   subscription.
 //! - After a disconnection the task re-subscribes every wanted channel,
 //!   then wakes every local receiver, because messages may have been
-//!   published while it was away. Receivers re-read the session when woken,
+//!   published while it was away. Receivers re-read the record when woken,
 //!   so a lost message never loses a state; at worst it costs a re-read.
-//! - A payload of `0` means the session was removed: local receivers are
-//!   closed, as the memory store closes them.
+//! - A payload of `0` means the record was removed: local receivers are
+//!   closed, as the memory stores close them.
 
 use super::conn::{timed, Conn};
-use super::Keys;
-use bzt_core::SessionId;
 use futures_util::stream::{self, StreamExt};
 use redis::{Msg, PushInfo, PushKind};
 use std::collections::{HashMap, HashSet};
@@ -38,10 +38,11 @@ const RETRY_EVERY: Duration = Duration::from_millis(200);
 
 /// This node's local receivers, shared by the store and the subscriber task.
 pub(super) struct Subscriptions {
-    /// A std mutex: held for map operations only, never across an `.await`.
-    locals: Mutex<HashMap<SessionId, Local>>,
-    /// Sessions whose wanted subscription may have changed, for the task.
-    dirty: mpsc::UnboundedSender<SessionId>,
+    /// By channel name. A std mutex: held for map operations only, never
+    /// across an `.await`.
+    locals: Mutex<HashMap<String, Local>>,
+    /// Channels whose wanted subscription may have changed, for the task.
+    dirty: mpsc::UnboundedSender<String>,
 }
 
 struct Local {
@@ -54,7 +55,7 @@ struct Local {
 }
 
 impl Subscriptions {
-    pub(super) fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<SessionId>) {
+    pub(super) fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<String>) {
         let (dirty, rx) = mpsc::unbounded_channel();
         let s = Self {
             locals: Mutex::new(HashMap::new()),
@@ -63,28 +64,28 @@ impl Subscriptions {
         (Arc::new(s), rx)
     }
 
-    fn locals(&self) -> MutexGuard<'_, HashMap<SessionId, Local>> {
+    fn locals(&self) -> MutexGuard<'_, HashMap<String, Local>> {
         self.locals.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A receiver for `id`'s changes, and one that turns `true` once the
-    /// channel subscription is confirmed.
-    pub(super) fn register(&self, id: &SessionId) -> (watch::Receiver<u64>, watch::Receiver<bool>) {
+    /// A receiver for the changes announced on `channel`, and one that
+    /// turns `true` once the channel subscription is confirmed.
+    pub(super) fn register(&self, channel: &str) -> (watch::Receiver<u64>, watch::Receiver<bool>) {
         let mut locals = self.locals();
-        if let Some(l) = locals.get(id) {
+        if let Some(l) = locals.get(channel) {
             return (l.changes.subscribe(), l.active.subscribe());
         }
         let (changes, rx) = watch::channel(0);
         let (active, active_rx) = watch::channel(false);
-        locals.insert(id.clone(), Local { changes, active });
+        locals.insert(channel.to_owned(), Local { changes, active });
         drop(locals);
-        let _ = self.dirty.send(id.clone());
+        let _ = self.dirty.send(channel.to_owned());
         (rx, active_rx)
     }
 
-    /// Wakes `id`'s receivers if `rev` is newer than what they saw.
-    pub(super) fn notify(&self, id: &SessionId, rev: u64) {
-        if let Some(l) = self.locals().get(id) {
+    /// Wakes `channel`'s receivers if `rev` is newer than what they saw.
+    pub(super) fn notify(&self, channel: &str, rev: u64) {
+        if let Some(l) = self.locals().get(channel) {
             l.changes.send_if_modified(|seen| {
                 let newer = rev > *seen;
                 if newer {
@@ -95,10 +96,10 @@ impl Subscriptions {
         }
     }
 
-    /// The session is gone: close its receivers.
-    pub(super) fn forget(&self, id: &SessionId) {
-        if self.locals().remove(id).is_some() {
-            let _ = self.dirty.send(id.clone());
+    /// The record is gone: close its receivers.
+    pub(super) fn forget(&self, channel: &str) {
+        if self.locals().remove(channel).is_some() {
+            let _ = self.dirty.send(channel.to_owned());
         }
     }
 
@@ -109,29 +110,29 @@ impl Subscriptions {
         }
     }
 
-    fn deliver(&self, id: &SessionId, payload: &str) {
+    fn deliver(&self, channel: &str, payload: &str) {
         match payload.parse::<u64>() {
-            Ok(0) => self.forget(id),
-            Ok(rev) => self.notify(id, rev),
+            Ok(0) => self.forget(channel),
+            Ok(rev) => self.notify(channel, rev),
             Err(_) => {
-                tracing::warn!(session = %id, payload, "unexpected message on a session channel")
+                tracing::warn!(channel, payload, "unexpected message on a record channel")
             }
         }
     }
 
-    fn wanted(&self, id: &SessionId) -> bool {
-        self.locals().contains_key(id)
+    fn wanted(&self, channel: &str) -> bool {
+        self.locals().contains_key(channel)
     }
 
-    fn set_active(&self, id: &SessionId, active: bool) {
-        if let Some(l) = self.locals().get(id) {
+    fn set_active(&self, channel: &str, active: bool) {
+        if let Some(l) = self.locals().get(channel) {
             l.active
                 .send_if_modified(|a| std::mem::replace(a, active) != active);
         }
     }
 
-    /// Drops the sessions nobody listens to any more; returns their ids.
-    fn sweep(&self) -> Vec<SessionId> {
+    /// Drops the channels nobody listens to any more; returns them.
+    fn sweep(&self) -> Vec<String> {
         let mut gone = Vec::new();
         self.locals().retain(|id, l| {
             let keep = l.changes.receiver_count() > 0;
@@ -143,7 +144,7 @@ impl Subscriptions {
         gone
     }
 
-    fn all(&self) -> Vec<SessionId> {
+    fn all(&self) -> Vec<String> {
         self.locals().keys().cloned().collect()
     }
 
@@ -153,7 +154,7 @@ impl Subscriptions {
         }
     }
 
-    /// How many sessions have local receivers (tests, metrics).
+    /// How many channels have local receivers (tests, metrics).
     pub(super) fn len(&self) -> usize {
         self.locals().len()
     }
@@ -163,20 +164,19 @@ impl Subscriptions {
 pub(super) struct Subscriber {
     pub(super) subs: Arc<Subscriptions>,
     pub(super) conn: Conn,
-    pub(super) keys: Keys,
     /// `SSUBSCRIBE` (Redis ≥ 7, and required for a Cluster to scale) or
     /// plain `SUBSCRIBE`.
     pub(super) sharded: bool,
     pub(super) timeout: Duration,
     /// Channels Redis has confirmed on the current connection.
-    pub(super) subscribed: HashSet<SessionId>,
+    pub(super) subscribed: HashSet<String>,
 }
 
 impl Subscriber {
     pub(super) async fn run(
         mut self,
         mut pushes: mpsc::UnboundedReceiver<PushInfo>,
-        mut dirty: mpsc::UnboundedReceiver<SessionId>,
+        mut dirty: mpsc::UnboundedReceiver<String>,
     ) {
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -212,10 +212,8 @@ impl Subscriber {
         match push.kind {
             PushKind::Message | PushKind::SMessage => {
                 if let Some(msg) = Msg::from_push_info(push) {
-                    if let Some(id) = self.keys.id_from_channel(msg.get_channel_name()) {
-                        let payload: String = msg.get_payload().unwrap_or_default();
-                        self.subs.deliver(&id, &payload);
-                    }
+                    let payload: String = msg.get_payload().unwrap_or_default();
+                    self.subs.deliver(msg.get_channel_name(), &payload);
                 }
                 true
             }
@@ -227,12 +225,12 @@ impl Subscriber {
         }
     }
 
-    /// Brings Redis's subscriptions for `ids` in line with the local
+    /// Brings Redis's subscriptions for `channels` in line with the local
     /// receivers; `false` if Redis could not be reached.
-    async fn reconcile(&mut self, ids: Vec<SessionId>) -> bool {
+    async fn reconcile(&mut self, channels: Vec<String>) -> bool {
         let mut to_subscribe = Vec::new();
         let mut to_unsubscribe = Vec::new();
-        for id in ids {
+        for id in channels {
             match (self.subs.wanted(&id), self.subscribed.contains(&id)) {
                 (true, true) => self.subs.set_active(&id, true),
                 (true, false) => to_subscribe.push(id),
@@ -257,7 +255,7 @@ impl Subscriber {
                     self.subs.set_active(&id, true);
                 }
                 Err(e) => {
-                    tracing::warn!(session = %id, error = %e, "redis subscribe failed");
+                    tracing::warn!(channel = %id, error = %e, "redis subscribe failed");
                     ok = false;
                 }
             }
@@ -274,16 +272,15 @@ impl Subscriber {
     async fn run_all(
         &self,
         command: &'static str,
-        ids: Vec<SessionId>,
-    ) -> Vec<(SessionId, Result<(), crate::store::StoreError>)> {
-        stream::iter(ids)
+        channels: Vec<String>,
+    ) -> Vec<(String, Result<(), crate::store::StoreError>)> {
+        stream::iter(channels)
             .map(|id| {
                 let mut conn = self.conn.clone();
-                let channel = self.keys.channel(&id);
                 let limit = self.timeout;
                 async move {
                     let mut cmd = redis::cmd(command);
-                    cmd.arg(channel);
+                    cmd.arg(&id);
                     let r = timed(limit, command, cmd.exec_async(&mut conn)).await;
                     (id, r)
                 }
@@ -294,7 +291,7 @@ impl Subscriber {
     }
 
     /// After a disconnection: wait for Redis, re-subscribe everything
-    /// wanted, then wake every receiver so it re-reads its session.
+    /// wanted, then wake every receiver so it re-reads its record.
     async fn resync(&mut self) {
         self.subs.deactivate_all();
         self.subscribed.clear();
