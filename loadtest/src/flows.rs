@@ -1,0 +1,385 @@
+//! Full login flows: an RP creates a session, a browser waits on its socket,
+//! a phone claims, signs with SM2 and completes, and the browser gets the
+//! result pushed. Open loop at a target rate, or closed loop for the maximum.
+
+use crate::broker::API_KEY;
+use crate::stats::{proc_sample, round3, Errors, Lat};
+use bzt_phone::{approval_body, ApproveExtras, Phone, PhoneIdentity, QrText};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// What every flow shares.
+pub struct Ctx {
+    pub http: reqwest::Client,
+    pub phone: Phone,
+    /// Base URLs of the nodes; flow `i` creates and waits on node `i % n` and
+    /// its phone claims on node `(i + 1) % n` (so pushes cross nodes).
+    pub nodes: Vec<String>,
+    pub identities: Vec<PhoneIdentity>,
+    /// Source addresses for sockets (127.0.0.x), so ports do not run out.
+    pub src_ips: Vec<Ipv4Addr>,
+}
+
+impl Ctx {
+    pub fn new(
+        nodes: Vec<String>,
+        identities: Vec<PhoneIdentity>,
+        src_ips: usize,
+    ) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(4096)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self {
+            phone: Phone::new(http.clone()),
+            http,
+            nodes,
+            identities,
+            src_ips: (1..=src_ips.max(1))
+                .map(|i| Ipv4Addr::new(127, 0, 0, i as u8))
+                .collect(),
+        })
+    }
+}
+
+/// `scheme://host:port/path` → the same path on `base`'s host (`ws:` kept).
+pub fn rebase(url: &str, base: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    let host = base.split_once("://").map_or(base, |(_, h)| h);
+    format!("{scheme}://{host}{path}")
+}
+
+/// Opens a WebSocket from source address `src`.
+pub async fn connect_ws(url: &str, src: Ipv4Addr) -> Result<Ws, String> {
+    let hostport = url
+        .split_once("://")
+        .and_then(|(_, r)| r.split('/').next())
+        .ok_or("bad ws url")?;
+    let addr: SocketAddr = hostport.parse().map_err(|_| "ws url host is not ip:port")?;
+    let sock = tokio::net::TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+    sock.bind(SocketAddr::new(IpAddr::V4(src), 0))
+        .map_err(|e| format!("bind: {e}"))?;
+    let stream = sock
+        .connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    stream.set_nodelay(true).ok();
+    let (ws, _) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .map_err(|e| format!("ws_handshake: {e}"))?;
+    Ok(ws)
+}
+
+/// The next JSON text frame; `None` when the socket ended.
+pub async fn next_json(ws: &mut Ws) -> Option<Value> {
+    loop {
+        match ws.next().await? {
+            Ok(Message::Text(t)) => return serde_json::from_str(t.as_str()).ok(),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// POST /v1/sessions; `(id, qr_text, ws_url)`.
+pub async fn create_session(
+    http: &reqwest::Client,
+    base: &str,
+    body: &Value,
+) -> Result<(String, String, String), String> {
+    let r = http
+        .post(format!("{base}/v1/sessions"))
+        .bearer_auth(API_KEY)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| transport_code("create", &e))?;
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.map_err(|_| "create_body".to_owned())?;
+    if status != 201 {
+        return Err(format!(
+            "create_{}",
+            v["error"]["code"].as_str().unwrap_or("http")
+        ));
+    }
+    let s = |k: &str| {
+        v[k].as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("create_missing_{k}"))
+    };
+    Ok((s("id")?, s("qr_text")?, s("ws_url")?))
+}
+
+fn transport_code(what: &str, e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        format!("{what}_timeout")
+    } else if e.is_connect() {
+        format!("{what}_connect")
+    } else {
+        format!("{what}_transport")
+    }
+}
+
+fn phone_code(what: &str, e: &bzt_phone::Error) -> String {
+    match e.broker() {
+        Some(b) => format!("{what}_{}", b.code),
+        None => format!("{what}_client"),
+    }
+}
+
+/// Timings of one flow.
+pub struct FlowTimes {
+    pub create: Duration,
+    pub claim: Duration,
+    pub push: Duration,
+    pub e2e: Duration,
+}
+
+/// One login flow; `intended` is when it was scheduled (end-to-end counts
+/// from there, so a late start is not hidden).
+pub async fn one_flow(ctx: &Ctx, i: usize, intended: Instant) -> Result<FlowTimes, String> {
+    let n = ctx.nodes.len();
+    let rp = &ctx.nodes[i % n];
+    let phone_node = &ctx.nodes[(i + 1) % n];
+    let identity = &ctx.identities[i % ctx.identities.len()];
+    let t0 = Instant::now();
+    let body = json!({"kind": "login", "ttl_s": 120, "display": {"title": "登录 负载测试平台"}});
+    let (_id, qr_text, ws_url) = create_session(&ctx.http, rp, &body).await?;
+    let t1 = Instant::now();
+    let mut ws = connect_ws(&rebase(&ws_url, rp), ctx.src_ips[i % ctx.src_ips.len()]).await?;
+    match next_json(&mut ws).await {
+        Some(v) if v["type"] == "snapshot" => {}
+        _ => return Err("ws_no_snapshot".into()),
+    }
+    let browser = async move {
+        loop {
+            match next_json(&mut ws).await {
+                Some(v) if v["type"] == "result" => {
+                    return Ok::<_, String>((
+                        Instant::now(),
+                        v["status"].as_str().unwrap_or("").to_owned(),
+                    ))
+                }
+                Some(_) => {}
+                None => return Err("ws_closed_before_result".to_owned()),
+            }
+        }
+    };
+    let phone = async {
+        let qr = QrText::parse(&rebase(&qr_text, phone_node)).map_err(|_| "qr_parse".to_owned())?;
+        let t2 = Instant::now();
+        let claimed = ctx
+            .phone
+            .claim(&qr, identity)
+            .await
+            .map_err(|e| phone_code("claim", &e))?;
+        let claim = t2.elapsed();
+        let body = approval_body(&claimed, identity, &ApproveExtras::default())
+            .map_err(|e| phone_code("sign", &e))?;
+        let sent = Instant::now();
+        ctx.phone
+            .complete_raw(&claimed, &body)
+            .await
+            .map_err(|e| phone_code("complete", &e))?;
+        Ok::<_, String>((claim, sent))
+    };
+    let (b, p) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(browser, phone)
+    })
+    .await
+    .map_err(|_| "flow_timeout".to_owned())?;
+    let (claim, sent) = p?;
+    let (got, status) = b?;
+    if status != "approved" {
+        return Err(format!("result_{status}"));
+    }
+    Ok(FlowTimes {
+        create: t1 - t0,
+        claim,
+        push: got.saturating_duration_since(sent),
+        e2e: got.saturating_duration_since(intended),
+    })
+}
+
+/// Histograms and errors of one run.
+#[derive(Default)]
+pub struct FlowStats {
+    pub create: Lat,
+    pub claim: Lat,
+    pub push: Lat,
+    pub e2e: Lat,
+    pub errors: Errors,
+    pub ok: u64,
+}
+
+impl FlowStats {
+    fn add(&mut self, r: Result<FlowTimes, String>) {
+        match r {
+            Ok(t) => {
+                self.ok += 1;
+                self.create.record(t.create);
+                self.claim.record(t.claim);
+                self.push.record(t.push);
+                self.e2e.record(t.e2e);
+            }
+            Err(code) => self.errors.add(code),
+        }
+    }
+}
+
+/// Broker pids to sample for CPU and RSS.
+fn cpu_of(pids: &[u32]) -> (Duration, u64) {
+    pids.iter()
+        .filter_map(|p| proc_sample(*p))
+        .fold((Duration::ZERO, 0), |(c, r), s| {
+            (c + s.cpu, r + s.rss_bytes)
+        })
+}
+
+fn step_json(
+    mode: &str,
+    offered: Option<f64>,
+    concurrency: Option<usize>,
+    measured: Duration,
+    st: &FlowStats,
+    cpu: Duration,
+    rss: u64,
+) -> Value {
+    let secs = measured.as_secs_f64().max(1e-9);
+    let achieved = st.ok as f64 / secs;
+    let attempts = st.ok + st.errors.total();
+    json!({
+        "mode": mode,
+        "offered_per_s": offered,
+        "concurrency": concurrency,
+        "measured_s": round3(secs),
+        "completed": st.ok,
+        "achieved_per_s": round3(achieved),
+        "error_rate": if attempts == 0 { 0.0 } else { round3(st.errors.total() as f64 / attempts as f64) },
+        "errors": st.errors.to_json(),
+        "latency_ms": {
+            "create": st.create.summary(),
+            "claim": st.claim.summary(),
+            "push": st.push.summary(),
+            "end_to_end": st.e2e.summary(),
+        },
+        "broker_cpu_s": round3(cpu.as_secs_f64()),
+        "broker_cpu_cores": round3(cpu.as_secs_f64() / secs),
+        "broker_cpu_us_per_flow": if st.ok == 0 { Value::Null } else { json!(round3(cpu.as_secs_f64() * 1e6 / st.ok as f64)) },
+        "broker_rss_mib": round3(rss as f64 / 1048576.0),
+        "loadavg": crate::stats::loadavg(),
+    })
+}
+
+/// Open loop: flows started at `rate`/s regardless of completions, for
+/// `warm` (not counted) then `measure`. At most `max_inflight` at once (more
+/// count as `overload_skipped`).
+pub async fn open_loop(
+    ctx: Arc<Ctx>,
+    pids: &[u32],
+    rate: f64,
+    warm: Duration,
+    measure: Duration,
+    max_inflight: usize,
+) -> Value {
+    let stats = Arc::new(Mutex::new(FlowStats::default()));
+    let start = Instant::now();
+    let measure_from = start + warm;
+    let end = measure_from + measure;
+    let mut set = tokio::task::JoinSet::new();
+    let mut cpu0 = None;
+    let mut i = 0usize;
+    loop {
+        let at = start + Duration::from_secs_f64(i as f64 / rate);
+        if at >= end {
+            break;
+        }
+        tokio::time::sleep_until(at).await;
+        if cpu0.is_none() && at >= measure_from {
+            cpu0 = Some(cpu_of(pids).0);
+        }
+        while set.try_join_next().is_some() {}
+        let counted = at >= measure_from;
+        if set.len() >= max_inflight {
+            if counted {
+                lock(&stats).errors.add("overload_skipped");
+            }
+        } else {
+            let ctx = ctx.clone();
+            let stats = stats.clone();
+            set.spawn(async move {
+                let r = one_flow(&ctx, i, at).await;
+                if counted {
+                    lock(&stats).add(r);
+                }
+            });
+        }
+        i += 1;
+    }
+    while set.join_next().await.is_some() {}
+    let (cpu1, rss) = cpu_of(pids);
+    let cpu = cpu1.saturating_sub(cpu0.unwrap_or(cpu1));
+    let st = lock(&stats);
+    step_json("open", Some(rate), None, measure, &st, cpu, rss)
+}
+
+/// Closed loop: `concurrency` workers each running flows back to back.
+pub async fn closed_loop(
+    ctx: Arc<Ctx>,
+    pids: &[u32],
+    concurrency: usize,
+    warm: Duration,
+    measure: Duration,
+) -> Value {
+    let stats = Arc::new(Mutex::new(FlowStats::default()));
+    let start = Instant::now();
+    let measure_from = start + warm;
+    let end = measure_from + measure;
+    let mut set = tokio::task::JoinSet::new();
+    for w in 0..concurrency {
+        let ctx = ctx.clone();
+        let stats = stats.clone();
+        set.spawn(async move {
+            let mut k = 0usize;
+            loop {
+                let at = Instant::now();
+                if at >= end {
+                    break;
+                }
+                let r = one_flow(&ctx, w + k * concurrency, at).await;
+                if at >= measure_from && Instant::now() <= end {
+                    lock(&stats).add(r);
+                }
+                k += 1;
+            }
+        });
+    }
+    tokio::time::sleep_until(measure_from).await;
+    let cpu0 = cpu_of(pids).0;
+    tokio::time::sleep_until(end).await;
+    let (cpu1, rss) = cpu_of(pids);
+    while set.join_next().await.is_some() {}
+    let st = lock(&stats);
+    step_json(
+        "closed",
+        None,
+        Some(concurrency),
+        measure,
+        &st,
+        cpu1.saturating_sub(cpu0),
+        rss,
+    )
+}
+
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
