@@ -249,7 +249,34 @@ async fn encrypt_then_decrypt(app: &TestApp) -> Flow {
 #[tokio::test]
 async fn encrypt_picks_recipients_and_a_colleagues_phone_opens_the_file_at_the_hall() {
     let app = TestApp::spawn().await;
-    encrypt_then_decrypt(&app).await;
+    let flow = encrypt_then_decrypt(&app).await;
+
+    // Both operations are in the audit trail, each under the app that asked for it.
+    for (api_key, session_id, kind) in [
+        (API_KEY, &flow.session_ids[0], "encrypt"),
+        (OTHER_API_KEY, &flow.session_ids[1], "decrypt"),
+    ] {
+        let audit: Value = app
+            .http
+            .get(app.url("/v1/audit"))
+            .bearer_auth(api_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let records: Vec<&Value> = audit["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["session_id"] == session_id.as_str())
+            .collect();
+        assert_eq!(records.len(), 1, "{audit}");
+        assert_eq!(records[0]["kind"], kind);
+        assert_eq!(records[0]["outcome"], "approved");
+        assert!(!records[0]["cert_serial"].as_str().unwrap().is_empty());
+    }
 }
 
 #[tokio::test]
