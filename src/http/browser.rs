@@ -25,6 +25,13 @@ use std::time::Duration;
 /// PROTOCOL.md: the server pings every 25 s.
 pub const PING_INTERVAL: Duration = Duration::from_secs(25);
 
+/// Read buffer of a socket. Clients send a few small frames, and the
+/// library's default (128 KiB per connection) dominated the memory of idle
+/// browser sockets in the load test; frames larger than this still arrive
+/// (the buffer grows). Writes go out at once (write buffer 0): every frame
+/// is an event the other side is waiting for.
+pub const SOCKET_BUFFER: usize = 4 * 1024;
+
 /// The session's app, if the request's `Origin` is allowed for it.
 pub fn check_origin(
     state: &AppState,
@@ -132,6 +139,8 @@ pub async fn websocket(
     metrics::counter!("bzt_browser_connections_total", "transport" => "ws").increment(1);
     Ok(upgrade
         .max_message_size(4096)
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |socket| run_websocket(socket, state, session.id, slot)))
 }
 

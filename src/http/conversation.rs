@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::browser::PING_INTERVAL;
+use super::browser::{PING_INTERVAL, SOCKET_BUFFER};
 
 pub async fn get_conversation(
     State(state): State<AppState>,
@@ -174,6 +174,8 @@ pub async fn requester_socket(
     let upgrade = upgrade_or_400(upgrade)?;
     Ok(upgrade
         .max_message_size(4096)
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |mut socket| async move {
             let _ = requester_loop(&mut socket, &state, &c.id).await;
         }))
@@ -240,6 +242,8 @@ pub async fn phone_socket(
     Ok(upgrade
         // A response carries a DER signature; requests come the other way.
         .max_message_size(16 * 1024)
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |mut socket| async move {
             let gauge = metrics::gauge!("bzt_phone_sockets");
             gauge.increment(1.0);
