@@ -153,16 +153,8 @@ impl Broker {
         id: &str,
         token: Option<&str>,
     ) -> Result<Conversation, ApiError> {
-        let c = self.load_current(id).await?;
-        let token = token
-            .and_then(Secret::from_presented)
-            .ok_or_else(|| ApiError::unauthorized("the conversation token (?t=) is missing"))?;
-        if !c.requester_token.verify(&token) {
-            return Err(ApiError::unauthorized(
-                "the conversation token (?t=) is not valid",
-            ));
-        }
-        Ok(c)
+        self.conversation_with_token(id, token, "conversation", |c| &c.requester_token)
+            .await
     }
 
     /// The conversation if `token` is its phone token.
@@ -171,12 +163,26 @@ impl Broker {
         id: &str,
         token: Option<&str>,
     ) -> Result<Conversation, ApiError> {
+        self.conversation_with_token(id, token, "phone", |c| &c.phone_token)
+            .await
+    }
+
+    /// The conversation if `token` hashes to the one `expected` picks from it.
+    async fn conversation_with_token(
+        &self,
+        id: &str,
+        token: Option<&str>,
+        which: &str,
+        expected: impl Fn(&Conversation) -> &bzt_core::secret::SecretHash,
+    ) -> Result<Conversation, ApiError> {
         let c = self.load_current(id).await?;
         let token = token
             .and_then(Secret::from_presented)
-            .ok_or_else(|| ApiError::unauthorized("the phone token (?t=) is missing"))?;
-        if !c.phone_token.verify(&token) {
-            return Err(ApiError::unauthorized("the phone token (?t=) is not valid"));
+            .ok_or_else(|| ApiError::unauthorized(format!("the {which} token (?t=) is missing")))?;
+        if !expected(&c).verify(&token) {
+            return Err(ApiError::unauthorized(format!(
+                "the {which} token (?t=) is not valid"
+            )));
         }
         Ok(c)
     }

@@ -102,19 +102,7 @@ pub async fn get_request(
 ) -> Result<Json<Value>, ApiError> {
     let app = authenticate(&state, &headers)?;
     let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let wait = match q.wait {
-        None => 0,
-        Some(w) => w
-            .parse::<u64>()
-            .ok()
-            .filter(|w| *w <= crate::broker::MAX_WAIT_S)
-            .ok_or_else(|| {
-                ApiError::invalid(format!(
-                    "`wait` must be a whole number of seconds, at most {}",
-                    crate::broker::MAX_WAIT_S
-                ))
-            })?,
-    };
+    let wait = super::rp::parse_wait(q.wait)?.unwrap_or(0);
     let r = state
         .broker
         .wait_request(&app.id, &id, &rid, Duration::from_secs(wait))

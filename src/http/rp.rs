@@ -132,20 +132,7 @@ pub async fn get_session(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let app = authenticate(&state, &headers)?;
     let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let wait = q
-        .wait
-        .map(|w| {
-            w.parse::<u64>()
-                .ok()
-                .filter(|w| *w <= crate::broker::MAX_WAIT_S)
-                .ok_or_else(|| {
-                    ApiError::invalid(format!(
-                        "`wait` must be a whole number of seconds, at most {}",
-                        crate::broker::MAX_WAIT_S
-                    ))
-                })
-        })
-        .transpose()?;
+    let wait = parse_wait(q.wait)?;
     let version = q
         .version
         .map(|v| {
@@ -163,6 +150,22 @@ pub async fn get_session(
         None => state.broker.session_for_app(&app, &id).await?,
     };
     Ok(Json(session.view()))
+}
+
+/// A long-poll's `?wait=N`: whole seconds, at most [`crate::broker::MAX_WAIT_S`].
+pub fn parse_wait(wait: Option<String>) -> Result<Option<u64>, ApiError> {
+    wait.map(|w| {
+        w.parse::<u64>()
+            .ok()
+            .filter(|w| *w <= crate::broker::MAX_WAIT_S)
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "`wait` must be a whole number of seconds, at most {}",
+                    crate::broker::MAX_WAIT_S
+                ))
+            })
+    })
+    .transpose()
 }
 
 /// Cancels with the API key (server to server, no CORS) or with the browser
