@@ -41,6 +41,31 @@ fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
         .clone()
 }
 
+/// Runs `sweep` every `every` (a shared store's deadline polling); a
+/// failed sweep is logged and tried again at the next tick.
+fn poll_every<F, Fut, E>(
+    every: std::time::Duration,
+    broker: Arc<Broker>,
+    what: &'static str,
+    sweep: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(Arc<Broker>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), E>> + Send,
+    E: std::fmt::Display,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = sweep(broker.clone()).await {
+                tracing::debug!(error = %e, what, "deadline poll failed");
+            }
+        }
+    })
+}
+
 /// Reads the PEM files of each trust domain (a file may hold several roots).
 pub fn load_trust_store(config: &Config) -> anyhow::Result<TrustStore> {
     let mut domains = Vec::new();
@@ -252,16 +277,8 @@ impl Application {
         // A shared store: also sweep expiries that other nodes' timers own
         // (their node may be gone).
         let expiry_poll = self.broker.store.expiry_poll_interval().map(|every| {
-            let broker = self.broker.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = broker.sweep_expiries().await {
-                        tracing::debug!(error = %e, "expiry poll failed");
-                    }
-                }
+            poll_every(every, self.broker.clone(), "expiry", |b| async move {
+                b.sweep_expiries().await.map(|_| ())
             })
         });
         let conversation_poll =
@@ -269,17 +286,12 @@ impl Application {
                 .conversations
                 .conversation_poll_interval()
                 .map(|every| {
-                    let broker = self.broker.clone();
-                    tokio::spawn(async move {
-                        let mut tick = tokio::time::interval(every);
-                        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                        loop {
-                            tick.tick().await;
-                            if let Err(e) = sweep_conversation_deadlines(&broker).await {
-                                tracing::debug!(error = %e, "conversation deadline poll failed");
-                            }
-                        }
-                    })
+                    poll_every(
+                        every,
+                        self.broker.clone(),
+                        "conversation deadline",
+                        |b| async move { sweep_conversation_deadlines(&b).await.map(|_| ()) },
+                    )
                 });
         let limits = self.limits.clone();
         let housekeeping = tokio::spawn(async move {

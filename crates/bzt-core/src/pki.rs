@@ -157,6 +157,16 @@ fn escape_rfc4514(value: &str) -> String {
 /// Parses a PEM input holding exactly one CERTIFICATE block; text around it is
 /// ignored (RFC 7468). Errors are `invalid_request` and say what was wrong.
 pub fn parse_pem(pem: &str) -> Result<Certificate, DomainError> {
+    parse_der(&pem_to_der(pem)?)
+}
+
+fn parse_der(der: &[u8]) -> Result<Certificate, DomainError> {
+    Certificate::from_der(der)
+        .map_err(|e| DomainError::invalid(format!("certificate does not parse as X.509: {e}")))
+}
+
+/// The DER bytes of a PEM input holding exactly one CERTIFICATE block.
+fn pem_to_der(pem: &str) -> Result<Vec<u8>, DomainError> {
     const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
     const END: &str = "-----END CERTIFICATE-----";
     let blocks = pem.matches(BEGIN).count();
@@ -174,11 +184,9 @@ pub fn parse_pem(pem: &str) -> Result<Certificate, DomainError> {
         .chars()
         .filter(|c| !c.is_whitespace())
         .collect();
-    let der = base64::engine::general_purpose::STANDARD
+    base64::engine::general_purpose::STANDARD
         .decode(b64)
-        .map_err(|_| DomainError::invalid("PEM certificate body is not valid base64"))?;
-    Certificate::from_der(&der)
-        .map_err(|e| DomainError::invalid(format!("certificate does not parse as X.509: {e}")))
+        .map_err(|_| DomainError::invalid("PEM certificate body is not valid base64"))
 }
 
 /// Canonical PEM of a certificate.
@@ -316,7 +324,9 @@ struct PathEntry {
 struct ChainCheck {
     /// Each domain the leaf chains to, with the path (leaf first, root last).
     paths: Vec<(String, Vec<PathEntry>)>,
-    leaf: Certificate,
+    /// What a result reports about the leaf, computed once (`domain` is
+    /// filled in per use: it depends on the session's accepted domains).
+    leaf: CertificateInfo,
     key: Arc<VerifyingKey>,
 }
 
@@ -378,7 +388,7 @@ impl TrustStore {
             .iter()
             .find_map(|want| chain.paths.iter().find(|(d, _)| d == want))
             .ok_or_else(|| {
-                let issuer = issuer_string(&chain.leaf);
+                let issuer = &chain.leaf.issuer;
                 if chain.paths.is_empty() {
                     DomainError::untrusted(format!(
                         "certificate issuer \"{issuer}\" is not a CA of any configured trust domain \
@@ -422,14 +432,13 @@ impl TrustStore {
             }
         }
 
-        let serial = serial_hex(&chain.leaf);
-        let issuer = issuer_string(&chain.leaf);
+        let (serial, issuer) = (&chain.leaf.serial, &chain.leaf.issuer);
         if let Some(expect) = ctx.expect {
             let issuer_ok = expect
                 .issuer
                 .as_ref()
-                .is_none_or(|want| names_equal(want, &issuer));
-            if serial != expect.serial || !issuer_ok {
+                .is_none_or(|want| names_equal(want, issuer));
+            if *serial != expect.serial || !issuer_ok {
                 return Err(DomainError::untrusted(format!(
                     "this session expects certificate serial {}{}, but got serial {serial} issued by \"{issuer}\"",
                     expect.serial,
@@ -442,54 +451,71 @@ impl TrustStore {
             }
         }
 
-        let (not_before, not_after) = validity(&chain.leaf);
         Ok(CheckedCertificate {
             info: CertificateInfo {
-                pem: to_pem(&chain.leaf),
-                serial,
-                subject: subject_string(&chain.leaf),
-                issuer,
-                not_before,
-                not_after,
                 domain: domain.clone(),
+                ..chain.leaf.clone()
             },
             key: chain.key.clone(),
         })
     }
 
-    /// Parses the leaf and builds its paths, from the cache when possible.
+    /// The leaf's paths, from the cache when possible. The cache key is the
+    /// SHA-256 of the presented DER bytes, so a hit costs base64 decoding and
+    /// one hash: no X.509 parsing, no chain signatures.
     fn chain_check(
         &self,
         leaf_pem: &str,
         chain_pems: &[String],
     ) -> Result<Arc<ChainCheck>, DomainError> {
-        let leaf = parse_pem(leaf_pem)?;
-        let mut intermediates = Vec::with_capacity(chain_pems.len());
+        let leaf_der = pem_to_der(leaf_pem)?;
+        let mut chain_ders = Vec::with_capacity(chain_pems.len());
         for (i, pem) in chain_pems.iter().enumerate() {
-            intermediates.push(
-                parse_pem(pem)
+            chain_ders.push(
+                pem_to_der(pem)
                     .map_err(|e| DomainError::invalid(format!("chain_pem[{i}]: {}", e.message)))?,
             );
         }
         let mut fp = Sha256::new();
-        for cert in std::iter::once(&leaf).chain(intermediates.iter()) {
-            let der = cert.to_der().unwrap_or_default();
+        for der in std::iter::once(&leaf_der).chain(chain_ders.iter()) {
             fp.update((der.len() as u64).to_be_bytes());
-            fp.update(&der);
+            fp.update(der);
         }
         let fingerprint: [u8; 32] = fp.finalize().into();
         if let Some(hit) = self.cache.get(&fingerprint) {
             return Ok(hit);
         }
 
+        let leaf = parse_der(&leaf_der)?;
+        let mut intermediates = Vec::with_capacity(chain_ders.len());
+        for (i, der) in chain_ders.iter().enumerate() {
+            intermediates.push(
+                parse_der(der)
+                    .map_err(|e| DomainError::invalid(format!("chain_pem[{i}]: {}", e.message)))?,
+            );
+        }
         let key = Arc::new(verifying_key(&leaf)?);
         let mut paths = Vec::new();
         for domain in &self.domains {
-            if let Some(path) = build_path(&leaf, &key, &intermediates, &domain.anchors) {
+            if let Some(path) = build_path(&leaf, &intermediates, &domain.anchors) {
                 paths.push((domain.name.clone(), path));
             }
         }
-        let check = Arc::new(ChainCheck { paths, leaf, key });
+        let (not_before, not_after) = validity(&leaf);
+        let info = CertificateInfo {
+            pem: to_pem(&leaf),
+            serial: serial_hex(&leaf),
+            subject: subject_string(&leaf),
+            issuer: issuer_string(&leaf),
+            not_before,
+            not_after,
+            domain: String::new(),
+        };
+        let check = Arc::new(ChainCheck {
+            paths,
+            leaf: info,
+            key,
+        });
         self.cache.insert(fingerprint, check.clone());
         Ok(check)
     }
@@ -498,7 +524,6 @@ impl TrustStore {
 /// Depth-first search from the leaf to an anchor through the intermediates.
 fn build_path(
     leaf: &Certificate,
-    _leaf_key: &VerifyingKey,
     intermediates: &[Certificate],
     anchors: &[Anchor],
 ) -> Option<Vec<PathEntry>> {
