@@ -85,6 +85,31 @@ test('WebSocket and SSE both blocked → polling through the page backend comple
   await page.close();
 });
 
+test('polling through the page backend shows the number-matching code (match_code in the RP view)', async () => {
+  const { broker } = env;
+  const page = await env.newPage('/');
+  // Block both push paths in the page itself, so this runs against the mock and the real broker.
+  await page.routeWebSocket(/\/v1\/sessions\/.*\/ws/, (ws) => ws.close({ code: 1006, reason: 'blocked by test' }));
+  await page.route('**/v1/sessions/*/events?*', (route) => route.abort('connectionreset'));
+  await page.evaluate(() =>
+    mountWidget({ usePoll: true, body: { kind: 'bind', number_match: true, display: { title: '绑定证书' } }, widget: { watchOptions: { backoffBaseMs: 100 } } }),
+  );
+  const session = await sessionOf(page);
+  await page.waitForFunction(() => widget.watcher.transport === 'poll', null, { timeout: 15000 });
+  await broker.phone.scan(session);
+  await waitStatus(page, '已扫码，请在手机上确认');
+  await page.waitForFunction(() => !document.querySelector('.bzt-match').hidden, null, { timeout: 10000 });
+  const shown = await page.textContent('.bzt-match-code');
+  assert.match(shown, /^\d\d$/);
+  if (broker.isMock) assert.equal(shown, broker.control.session(session.id).match_code);
+  const ev = (await page.evaluate(() => eventsOf('status'))).find((e) => e.status === 'scanned');
+  assert.equal(ev.match_code, shown);
+  assert.equal(await page.evaluate(() => widget.watcher.matchCode), shown);
+  await shot(page, 'fallback-poll-number-match');
+  await page.evaluate(() => widget.destroy());
+  await page.close();
+});
+
 test("poll without a pollSession hook: short SSE reads, re-opened", { skip: MOCK_ONLY }, async () => {
   const { broker } = env;
   const page = await env.newPage('/');

@@ -68,6 +68,8 @@ export async function startMockBroker(options = {}) {
     if (s.completed_at) v.completed_at = s.completed_at;
     if (s.device) v.device = { name: s.device.name }; // the device id is not shown (docs/protocol.md)
     if (isTerminal(s.status)) v.result = s.result;
+    // As the broker's GET view (docs/protocol.md): the number to pick while scanned.
+    if (s.match_code && s.status === 'scanned') v.match_code = s.match_code;
     return v;
   }
 
@@ -77,7 +79,6 @@ export async function startMockBroker(options = {}) {
       v.qr_text = s.qr_text;
       v.qr_seq = s.qr_seq;
     }
-    if (s.match_code && s.status === 'scanned') v.match_code = s.match_code;
     return v;
   }
 

@@ -149,7 +149,7 @@ pub async fn get_session(
         }
         None => state.broker.session_for_app(&app, &id).await?,
     };
-    Ok(Json(session.view()))
+    Ok(Json(session.rp_view()))
 }
 
 /// A long-poll's `?wait=N`: whole seconds, at most [`crate::broker::MAX_WAIT_S`].
@@ -199,5 +199,5 @@ pub async fn cancel_session(
     let app = authenticate(&state, &headers)?;
     let session: Session = state.broker.session_for_app(&app, &id).await?;
     let cancelled = state.broker.cancel(&session.id, CancelledBy::Rp).await?;
-    Ok(Json(cancelled.view()).into_response())
+    Ok(Json(cancelled.rp_view()).into_response())
 }

@@ -15,4 +15,5 @@ mod interop;
 mod limits;
 mod ops;
 mod relay;
+mod rp_match_code;
 mod webhooks;

@@ -931,6 +931,16 @@ impl Session {
         v
     }
 
+    /// The RP's view (`GET` and `DELETE /v1/sessions/<id>` with the API key): the view plus
+    /// the `match_code` while the session is scanned with number matching, so a page that
+    /// learns the session's progress through its backend (the SDK's poll fallback) can still
+    /// show the two digits. Webhooks (terminal only) never carry it.
+    pub fn rp_view(&self) -> Value {
+        let mut v = self.view();
+        self.add_match_code(&mut v);
+        v
+    }
+
     /// The browser's snapshot: the view plus the current `qr_text` while
     /// pending and the `match_code` once scanned.
     pub fn snapshot_view(&self, public_base_url: &str) -> Value {
@@ -939,12 +949,18 @@ impl Session {
             v["qr_text"] = json!(self.qr_text(public_base_url));
             v["qr_seq"] = json!(self.claim.seq);
         }
+        self.add_match_code(&mut v);
+        v
+    }
+
+    /// `match_code` while scanned with number matching (never before the claim, never once
+    /// terminal: the code only matters while the phone is choosing).
+    fn add_match_code(&self, v: &mut Value) {
         if let Some(m) = &self.number_match {
             if self.status == Status::Scanned {
                 v["match_code"] = json!(m.code);
             }
         }
-        v
     }
 }
 
@@ -1028,6 +1044,32 @@ mod tests {
             s.phone_token_matches(&token),
             "the winner keeps the session"
         );
+    }
+
+    #[test]
+    fn rp_view_carries_the_match_code_only_while_scanned() {
+        let mut req = request(Kind::Bind);
+        req.number_match = Some(true);
+        let spec = NewSession::validate(req, &domains()).unwrap();
+        let mut s = Session::create(SessionId::generate(), "demo", spec, T0).0;
+        assert!(s.rp_view().get("match_code").is_none(), "not before the claim");
+        claim(&mut s, T0.plus_secs(1));
+        let code = s.number_match.as_ref().unwrap().code.clone();
+        assert_eq!(s.rp_view()["match_code"], json!(code));
+        assert_eq!(s.snapshot_view("http://x")["match_code"], json!(code));
+        assert!(s.view().get("match_code").is_none(), "webhooks never carry it");
+        s.apply(
+            &Op::Cancel {
+                by: CancelledBy::Rp,
+            },
+            T0.plus_secs(2),
+        );
+        assert_eq!(s.status, Status::Cancelled);
+        assert!(s.rp_view().get("match_code").is_none(), "not once terminal");
+
+        let mut plain = session(Kind::Login);
+        claim(&mut plain, T0.plus_secs(1));
+        assert!(plain.rp_view().get("match_code").is_none());
     }
 
     #[test]
