@@ -4,6 +4,15 @@
 //! This is an RP like any other: it holds the demo app's API key and talks
 //! to the broker over HTTP, exactly as a trading platform's server would. It
 //! is mounted only in development mode and is not part of the broker proper.
+//!
+//! - this file: sessions for the login page and the bid tool's 会话签章, conversations,
+//!   the phone simulator's development certificates;
+//! - [`files`]: uploads and results, bounded temporary files;
+//! - [`bidfile`]: 生成投标文件 (seal an upload to the recipients the phone picked) and
+//!   开标大厅 (open a sealed file through a `decrypt` session).
+
+mod bidfile;
+mod files;
 
 use crate::config::Config;
 use crate::dev::DevSecrets;
@@ -25,8 +34,16 @@ struct DemoRp {
     /// Where the broker answers (itself).
     broker_url: String,
     api_key: String,
+    /// The demo app's id (the `app:` line of its challenges).
+    app_id: String,
     /// The development data directory (the dev CAs live there).
     data_dir: PathBuf,
+    /// Uploaded bid files and sealed / opened results.
+    files: files::FileStore,
+    /// The opening hall's client (one-time keys, `decrypt` sessions).
+    hall: crate::hall::HallClient,
+    /// Bid-file sessions in progress.
+    jobs: bidfile::Jobs,
 }
 
 /// Finds a directory of the source tree (`web-demo`, `sdk-js/dist`): next to
@@ -40,11 +57,17 @@ fn asset_dir(rel: &str) -> PathBuf {
 }
 
 pub fn routes(config: &Config, secrets: &DevSecrets) -> Router<AppState> {
+    let http = reqwest::Client::new();
+    let broker_url = local_url(config);
     let rp = Arc::new(DemoRp {
-        http: reqwest::Client::new(),
-        broker_url: local_url(config),
+        hall: crate::hall::HallClient::new(http.clone(), &broker_url, &secrets.demo_api_key),
+        http,
+        broker_url,
         api_key: secrets.demo_api_key.clone(),
+        app_id: crate::dev::DEMO_APP_ID.to_owned(),
         data_dir: crate::dev::data_dir(config),
+        files: files::FileStore::new(),
+        jobs: bidfile::Jobs::default(),
     });
     let api = Router::new()
         .route("/demo/api/sessions", post(create))
@@ -59,6 +82,7 @@ pub fn routes(config: &Config, secrets: &DevSecrets) -> Router<AppState> {
             "/demo/api/conversations/{id}/requests/{rid}",
             get(conversation_request_wait),
         )
+        .merge(bidfile::routes())
         .with_state(rp);
     Router::new()
         .route("/", get(|| async { Redirect::temporary("/demo/") }))
@@ -114,6 +138,28 @@ impl DemoRp {
             StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         Ok((status, Json(body)).into_response())
+    }
+
+    /// Calls the broker with the API key and answers its JSON body; a broker error keeps its
+    /// code and message.
+    async fn broker_json(&self, req: reqwest::RequestBuilder) -> Result<Value, ApiError> {
+        let resp = req.bearer_auth(&self.api_key).send().await.map_err(|e| {
+            tracing::warn!(error = %e.without_url(), "demo RP cannot reach the broker");
+            ApiError::new(
+                bzt_core::ErrorCode::Unavailable,
+                "the demo backend cannot reach the broker",
+            )
+        })?;
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let code = body["error"]["code"].as_str().unwrap_or_default();
+        let message = body["error"]["message"]
+            .as_str()
+            .unwrap_or("the broker refused the request");
+        Err(ApiError::new(bidfile::code_of(code, status), message))
     }
 }
 
@@ -257,11 +303,19 @@ async fn phone_certificate(
         )
     })?;
     let (cert_pem, serial, ca_pem, domain) = issued;
+    // Subject and issuer as the broker and the envelope write them (the phone simulator finds
+    // its entry in an envelope header by serial and issuer).
+    let cert = bzt_core::pki::parse_pem(&cert_pem).map_err(|e| {
+        tracing::warn!(error = %e.message, "demo phone certificate does not parse");
+        ApiError::internal()
+    })?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
             "certificate_pem": cert_pem,
             "serial": serial,
+            "subject": bzt_core::pki::subject_string(&cert),
+            "issuer": bzt_core::pki::issuer_string(&cert),
             "ca_pem": ca_pem,
             "domain": domain,
         })),

@@ -138,6 +138,10 @@ pub struct DecryptSession {
     pub qr_text: String,
     /// The session's expiry, as the broker wrote it.
     pub expires_at: String,
+    /// The broker's create answer as received (`browser_token`, `ws_url`, `events_url`,
+    /// `qr_svg_url`, ...): what a hall's web page needs to show the QR itself (the web demo's
+    /// 开标大厅 hands it to the browser SDK).
+    pub created: Value,
     /// The browser WebSocket (absolute `ws:`/`wss:` URL with the browser token).
     ws_url: String,
     /// The sealed file.
@@ -287,6 +291,7 @@ impl HallClient {
             qr_text: field("qr_text")?,
             expires_at: field("expires_at")?,
             ws_url: field("ws_url")?,
+            created,
             input: input.to_owned(),
             header_raw,
             header,

@@ -1052,12 +1052,18 @@ mod tests {
         req.number_match = Some(true);
         let spec = NewSession::validate(req, &domains()).unwrap();
         let mut s = Session::create(SessionId::generate(), "demo", spec, T0).0;
-        assert!(s.rp_view().get("match_code").is_none(), "not before the claim");
+        assert!(
+            s.rp_view().get("match_code").is_none(),
+            "not before the claim"
+        );
         claim(&mut s, T0.plus_secs(1));
         let code = s.number_match.as_ref().unwrap().code.clone();
         assert_eq!(s.rp_view()["match_code"], json!(code));
         assert_eq!(s.snapshot_view("http://x")["match_code"], json!(code));
-        assert!(s.view().get("match_code").is_none(), "webhooks never carry it");
+        assert!(
+            s.view().get("match_code").is_none(),
+            "webhooks never carry it"
+        );
         s.apply(
             &Op::Cancel {
                 by: CancelledBy::Rp,
