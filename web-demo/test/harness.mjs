@@ -101,8 +101,8 @@ export async function startBroker() {
   };
 }
 
-/** Debian's Chromium with a fresh, throw-away user-data-dir. */
-export async function launchBrowser() {
+/** Debian's Chromium with a fresh, throw-away user-data-dir; `extraArgs` are added to CHROMIUM_ARGS. */
+export async function launchBrowser(extraArgs = []) {
   if (!fs.existsSync(CHROMIUM)) {
     throw new Error(`Chromium not found at ${CHROMIUM}: apt-get install -y chromium (or set BZT_CHROMIUM)`);
   }
@@ -110,7 +110,8 @@ export async function launchBrowser() {
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: CHROMIUM,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...extraArgs],
+    acceptDownloads: true,
     viewport: { width: 1000, height: 760 },
     locale: 'zh-CN',
   });
@@ -181,3 +182,62 @@ export async function qrTextOf(page, previous = null) {
 
 // Build (or check) the broker before any test's clock starts.
 brokerBinary();
+
+/** A throw-away directory removed after the test. */
+export function tempDir(t, prefix = 'bzt-web-demo-files-') {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/**
+ * The modules of a QR code as the broker's qr.svg draws them (one `M<x> <y>h<s>v<s>…` square per
+ * dark module): `{ size, modules: [[x, y], ...], module }` in SVG units.
+ */
+export function qrSvgModules(svg) {
+  const size = Number(/viewBox="0 0 (\d+) (\d+)"/.exec(svg)[1]);
+  const modules = [];
+  let module = 0;
+  for (const m of svg.matchAll(/M(\d+) (\d+)h(\d+)/g)) {
+    modules.push([Number(m[1]), Number(m[2])]);
+    module = Number(m[3]);
+  }
+  return { size, modules, module };
+}
+
+/**
+ * A YUV4MPEG2 video (what Chromium's --use-file-for-fake-video-capture plays, in a loop) of
+ * `frames` identical frames showing the QR code of `svg`, centred on white, 640x480, 4:2:0.
+ */
+export function qrY4m(svg, file, { width = 640, height = 480, frames = 2 } = {}) {
+  const { size, modules, module } = qrSvgModules(svg);
+  const scale = Math.floor((height - 40) / size) || 1;
+  const px = Math.max(1, Math.floor(module * scale));
+  const y = Buffer.alloc(width * height, 235); // white (video range)
+  const ox = Math.floor((width - size * scale) / 2);
+  const oy = Math.floor((height - size * scale) / 2);
+  for (const [mx, my] of modules) {
+    const x0 = ox + mx * scale;
+    const y0 = oy + my * scale;
+    for (let yy = y0; yy < y0 + px; yy++) y.fill(16, yy * width + x0, yy * width + x0 + px); // black
+  }
+  const chroma = Buffer.alloc((width / 2) * (height / 2), 128);
+  const parts = [Buffer.from(`YUV4MPEG2 W${width} H${height} F5:1 Ip A1:1 C420jpeg\n`)];
+  for (let i = 0; i < frames; i++) parts.push(Buffer.from('FRAME\n'), y, chroma, chroma);
+  fs.writeFileSync(file, Buffer.concat(parts));
+  return file;
+}
+
+/** Chromium flags for a fake camera that plays `y4m`, with the permission prompt auto-accepted. */
+export const fakeCameraArgs = (y4m) => [
+  '--use-fake-ui-for-media-stream',
+  '--use-fake-device-for-media-stream',
+  `--use-file-for-fake-video-capture=${y4m}`,
+];
+
+/** Clicks a link that downloads and saves the file to `file`. */
+export async function download(page, selector, file) {
+  const [dl] = await Promise.all([page.waitForEvent('download'), page.click(selector)]);
+  await dl.saveAs(file);
+  return { file, suggested: dl.suggestedFilename() };
+}
