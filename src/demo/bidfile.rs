@@ -5,7 +5,8 @@
 //! 1. `POST /demo/api/files?name=` uploads the bid file ([`super::files`]);
 //! 2. `POST /demo/api/encrypt {file_id}` creates an `encrypt` session for it and answers the
 //!    broker's create answer, which the page hands to the SDK widget (QR, live status);
-//! 3. once the page saw `approved`, `POST /demo/api/encrypt/<session>/seal` reads the session
+//! 3. once the page saw `approved`, `POST /demo/api/encrypt/<session>/seal?t=<browser token>`
+//!    reads the session
 //!    **from the broker** (API key), re-checks the signed challenge and the signature, seals the
 //!    upload to exactly the certificates in the broker's `result.recipients` and answers the
 //!    sealed file's download link with the recipients. Nothing the page says about the outcome
@@ -18,11 +19,15 @@
 //!    task waits for the outcome on the session's socket and, when approved, checks the signed
 //!    challenge, unwraps the re-wrapped content key and opens the file
 //!    ([`crate::hall::DecryptSession::finish`]);
-//! 3. `GET /demo/api/decrypt/<session>?wait=N` answers that task's state: `waiting`, `opened`
+//! 3. `GET /demo/api/decrypt/<session>?t=<browser token>&wait=N` answers that task's state: `waiting`, `opened`
 //!    (signer, plaintext download link, size, SM3), `rejected` (the phone's reason, e.g. 本证书不在
 //!    该投标文件的解密证书列表中…), `expired`, `cancelled`, `failed` or `error`.
 //!
 //! `GET /demo/api/files/<id>` downloads a result (sealed file or plaintext).
+//!
+//! A session id is no secret (it is in the QR code, which a hall shows on a big screen), so the
+//! job endpoints also want the session's browser token, which only the page that created the
+//! session holds; the results' file ids are random.
 
 use super::files::{FileKind, FileStore, StoredFile, FILE_TTL};
 use super::DemoRp;
@@ -64,6 +69,8 @@ pub struct Jobs {
 }
 
 pub struct EncryptJob {
+    /// The session's browser token: only the page that created the session may seal.
+    browser_token: String,
     /// The bid file to seal.
     upload: Arc<StoredFile>,
     /// The answer of the first successful seal, repeated to later calls (sealing twice would
@@ -74,6 +81,9 @@ pub struct EncryptJob {
 }
 
 pub struct DecryptJob {
+    /// The session's browser token: only the page that created the session learns the outcome
+    /// (and so the plaintext's download link).
+    browser_token: String,
     /// The hall task's state.
     state: watch::Receiver<Value>,
     /// For expiry.
@@ -113,6 +123,17 @@ fn remember<T: Aged>(map: &Mutex<HashMap<String, Arc<T>>>, id: String, job: T) {
         jobs.remove(&oldest);
     }
     jobs.insert(id, Arc::new(job));
+}
+
+/// The job's browser token, compared in constant time.
+fn check_token(expected: &str, given: Option<&str>) -> Result<(), ApiError> {
+    use subtle::ConstantTimeEq;
+    match given {
+        Some(g) if bool::from(g.as_bytes().ct_eq(expected.as_bytes())) => Ok(()),
+        _ => Err(ApiError::unauthorized(
+            "give the session's browser token as ?t=<browser_token> (from the create answer)",
+        )),
+    }
 }
 
 fn find<T: Aged>(map: &Mutex<HashMap<String, Arc<T>>>, id: &str) -> Result<Arc<T>, ApiError> {
@@ -259,14 +280,18 @@ async fn create_encrypt(
                 .json(&body),
         )
         .await?;
-    let id = created["id"]
-        .as_str()
-        .ok_or_else(|| bad_broker("the create answer has no id"))?
-        .to_owned();
+    let field = |k: &str| {
+        created[k]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| bad_broker(&format!("the create answer has no {k}")))
+    };
+    let (id, browser_token) = (field("id")?, field("browser_token")?);
     remember(
         &rp.jobs.encrypt,
         id,
         EncryptJob {
+            browser_token,
             upload,
             sealed: tokio::sync::OnceCell::new(),
             created: Instant::now(),
@@ -275,12 +300,24 @@ async fn create_encrypt(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
-/// `POST /demo/api/encrypt/<session>/seal`: seals the upload to the approved recipients.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenQuery {
+    /// The session's browser token.
+    #[serde(default)]
+    t: Option<String>,
+}
+
+/// `POST /demo/api/encrypt/<session>/seal?t=<browser token>`: seals the upload to the approved
+/// recipients.
 async fn seal(
     State(rp): State<Arc<DemoRp>>,
     Path(id): Path<String>,
+    query: Result<Query<TokenQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|_| ApiError::invalid("the only parameter is ?t="))?;
     let job = find(&rp.jobs.encrypt, &id)?;
+    check_token(&job.browser_token, q.t.as_deref())?;
     let answer = job
         .sealed
         .get_or_try_init(|| seal_once(&rp, &id, &job.upload))
@@ -459,11 +496,16 @@ async fn create_decrypt(
         .map_err(hall_error)?;
     let created = session.created.clone();
     let id = session.id.clone();
+    let browser_token = created["browser_token"]
+        .as_str()
+        .ok_or_else(|| bad_broker("the create answer has no browser_token"))?
+        .to_owned();
     let (tx, rx) = watch::channel(json!({ "status": "waiting" }));
     remember(
         &rp.jobs.decrypt,
         id,
         DecryptJob {
+            browser_token,
             state: rx,
             created: Instant::now(),
         },
@@ -533,19 +575,23 @@ fn plaintext_name(sealed: &str) -> String {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StateQuery {
+    /// The session's browser token.
+    #[serde(default)]
+    t: Option<String>,
     #[serde(default)]
     wait: Option<u64>,
 }
 
-/// `GET /demo/api/decrypt/<session>?wait=N`: the hall task's state, held up to N seconds
+/// `GET /demo/api/decrypt/<session>?t=<browser token>&wait=N`: the hall task's state, held up to N seconds
 /// (at most 25) while it is `waiting`.
 async fn decrypt_state(
     State(rp): State<Arc<DemoRp>>,
     Path(id): Path<String>,
     query: Result<Query<StateQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) =
-        query.map_err(|_| ApiError::invalid("`wait` must be a whole number of seconds (0..25)"))?;
+    let Query(q) = query.map_err(|_| {
+        ApiError::invalid("parameters: t (the browser token) and wait (whole seconds, 0..25)")
+    })?;
     let wait = q.wait.unwrap_or(0);
     if wait > MAX_WAIT_S {
         return Err(ApiError::invalid(format!(
@@ -553,6 +599,7 @@ async fn decrypt_state(
         )));
     }
     let job = find(&rp.jobs.decrypt, &id)?;
+    check_token(&job.browser_token, q.t.as_deref())?;
     let mut rx = job.state.clone();
     if rx.borrow()["status"] == "waiting" && wait > 0 {
         let _ = tokio::time::timeout(Duration::from_secs(wait), rx.changed()).await;
@@ -660,6 +707,15 @@ mod tests {
         assert_eq!(plaintext_name("bid.pdf.bze"), "bid.pdf");
         assert_eq!(plaintext_name("bid.bin"), "bid.bin.opened");
         assert_eq!(plaintext_name(".bze"), ".bze.opened");
+    }
+
+    #[test]
+    fn job_tokens_must_match() {
+        assert!(check_token("abc", Some("abc")).is_ok());
+        for given in [None, Some(""), Some("abd"), Some("abcd")] {
+            let e = check_token("abc", given).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Unauthorized);
+        }
     }
 
     #[test]

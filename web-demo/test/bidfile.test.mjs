@@ -21,15 +21,24 @@ function bidBytes() {
   return b;
 }
 
-async function qrOf(page, selector) {
-  await page.waitForFunction((sel) => document.querySelector(sel).textContent.includes('/q/'), selector, { timeout: 20000 });
+/** The QR text `selector` shows, once it is one and differs from `previous`. */
+async function qrOf(page, selector, previous = null) {
+  await page.waitForFunction(
+    ([sel, prev]) => {
+      const t = document.querySelector(sel).textContent.trim();
+      return t.includes('/q/') && t !== prev;
+    },
+    [selector, previous],
+    { timeout: 20000 },
+  );
   return (await page.textContent(selector)).trim();
 }
 
-/** Runs one 扫码解密 at the hall with `phone`; resolves once the phone confirmed. */
+/** Starts a new 扫码解密 at the hall and lets `phone` scan its QR code (a new one each time). */
 async function hallScan(hall, phone) {
+  const previous = (await hall.textContent('#qr-text')).trim();
   await hall.click('#start');
-  const qr = await qrOf(hall, '#qr-text');
+  const qr = await qrOf(hall, '#qr-text', previous);
   await scan(phone, qr);
   assert.equal(await phone.textContent('#op-kind'), '扫码解密投标文件');
   return qr;
@@ -99,7 +108,7 @@ test('bid file: sealed to three certificates in the bid tool, opened at the hall
   await hall.goto(broker.url + '/demo/hall.html');
   await hall.setInputFiles('#file', sealedPath);
   for (const [who, phone, name] of [['张三', zhang, 'owner'], ['李四', li, 'colleague']]) {
-    await hallScan(hall, phone);
+    const hallQr = await hallScan(hall, phone);
     assert.match(await phone.textContent('#decrypt-info'), /可解密证书 3 个/);
     assert.ok(await phone.locator('#decrypt-refusal').isHidden());
     // Number matching: pick the digits the hall shows.
@@ -118,6 +127,12 @@ test('bid file: sealed to three certificates in the bid tool, opened at the hall
     assert.equal(got.suggested, '示例道路工程投标文件.bin');
     assert.ok(fs.readFileSync(out).equals(original), `${who}: the plaintext is byte for byte the original`);
     if (name === 'colleague') await shot(hall, '15-hall-opened');
+    // The session id is in the QR code for anyone to see: the outcome (with the plaintext's
+    // download link) needs the page's browser token too.
+    const sid = /\/q\/([^#]+)#/.exec(hallQr)[1];
+    const anon = await fetch(`${broker.url}/demo/api/decrypt/${sid}`);
+    assert.equal(anon.status, 401);
+    assert.equal((await anon.json()).error.code, 'unauthorized');
   }
 
   // ---- 王五 is not a recipient: the phone says so, declines, and the hall shows the reason ----
