@@ -134,7 +134,7 @@ export interface WatchOptions {
   baseUrl?: string;
   fetch?: typeof fetch;
   WebSocket?: typeof WebSocket;
-  /** Poll fallback through your backend (the browser cannot long-poll: that needs the API key). Returns the session view. */
+  /** Poll fallback through your backend (the browser cannot long-poll: that needs the API key). Returns the session view unchanged (it carries `match_code` while a number-matching session is scanned). */
   pollSession?: (args: PollArgs) => Promise<SessionView | { session: SessionView }>;
   /** A WebSocket not open after this long counts as a failed attempt (default 8000). */
   wsConnectTimeoutMs?: number;
