@@ -12,6 +12,7 @@ use crate::store::{memory::MemoryStore, SessionStore};
 use crate::timers::TimerQueue;
 use crate::webhook::WebhookSender;
 use anyhow::{bail, Context};
+use axum::serve::ListenerExt;
 use axum::Router;
 use bzt_core::pki::{TrustDomain, TrustStore};
 use std::future::Future;
@@ -304,7 +305,15 @@ impl Application {
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, service)
+        // Every frame the broker sends is small and latency-bound (a push, a
+        // result, a conversation request): without TCP_NODELAY, Nagle holds a
+        // second small write until the peer's delayed ACK, ~40 ms later.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+        let served = axum::serve(listener, service)
             .with_graceful_shutdown(shutdown)
             .await;
         timers.abort();

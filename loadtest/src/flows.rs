@@ -236,13 +236,41 @@ impl FlowStats {
     }
 }
 
-/// Broker pids to sample for CPU and RSS.
-fn cpu_of(pids: &[u32]) -> (Duration, u64) {
-    pids.iter()
+/// CPU used so far by the brokers (`pids`) and by this load generator, and
+/// the brokers' RSS: with both on one machine, their sum per flow is what
+/// bounds the rate.
+#[derive(Clone, Copy)]
+struct CpuMark {
+    broker: Duration,
+    loadgen: Duration,
+    rss: u64,
+}
+
+fn cpu_of(pids: &[u32]) -> CpuMark {
+    let (broker, rss) = pids
+        .iter()
         .filter_map(|p| proc_sample(*p))
         .fold((Duration::ZERO, 0), |(c, r), s| {
             (c + s.cpu, r + s.rss_bytes)
-        })
+        });
+    let loadgen = proc_sample(std::process::id())
+        .map(|s| s.cpu)
+        .unwrap_or_default();
+    CpuMark {
+        broker,
+        loadgen,
+        rss,
+    }
+}
+
+impl CpuMark {
+    fn since(self, start: CpuMark) -> CpuMark {
+        CpuMark {
+            broker: self.broker.saturating_sub(start.broker),
+            loadgen: self.loadgen.saturating_sub(start.loadgen),
+            rss: self.rss,
+        }
+    }
 }
 
 fn step_json(
@@ -251,9 +279,15 @@ fn step_json(
     concurrency: Option<usize>,
     measured: Duration,
     st: &FlowStats,
-    cpu: Duration,
-    rss: u64,
+    cpu: CpuMark,
 ) -> Value {
+    let per_flow = |d: Duration| {
+        if st.ok == 0 {
+            Value::Null
+        } else {
+            json!(round3(d.as_secs_f64() * 1e6 / st.ok as f64))
+        }
+    };
     let secs = measured.as_secs_f64().max(1e-9);
     let achieved = st.ok as f64 / secs;
     let attempts = st.ok + st.errors.total();
@@ -272,10 +306,12 @@ fn step_json(
             "push": st.push.summary(),
             "end_to_end": st.e2e.summary(),
         },
-        "broker_cpu_s": round3(cpu.as_secs_f64()),
-        "broker_cpu_cores": round3(cpu.as_secs_f64() / secs),
-        "broker_cpu_us_per_flow": if st.ok == 0 { Value::Null } else { json!(round3(cpu.as_secs_f64() * 1e6 / st.ok as f64)) },
-        "broker_rss_mib": round3(rss as f64 / 1048576.0),
+        "broker_cpu_s": round3(cpu.broker.as_secs_f64()),
+        "broker_cpu_cores": round3(cpu.broker.as_secs_f64() / secs),
+        "broker_cpu_us_per_flow": per_flow(cpu.broker),
+        "loadgen_cpu_cores": round3(cpu.loadgen.as_secs_f64() / secs),
+        "loadgen_cpu_us_per_flow": per_flow(cpu.loadgen),
+        "broker_rss_mib": round3(cpu.rss as f64 / 1048576.0),
         "loadavg": crate::stats::loadavg(),
     })
 }
@@ -305,7 +341,7 @@ pub async fn open_loop(
         }
         tokio::time::sleep_until(at).await;
         if cpu0.is_none() && at >= measure_from {
-            cpu0 = Some(cpu_of(pids).0);
+            cpu0 = Some(cpu_of(pids));
         }
         while set.try_join_next().is_some() {}
         let counted = at >= measure_from;
@@ -326,10 +362,10 @@ pub async fn open_loop(
         i += 1;
     }
     while set.join_next().await.is_some() {}
-    let (cpu1, rss) = cpu_of(pids);
-    let cpu = cpu1.saturating_sub(cpu0.unwrap_or(cpu1));
+    let end = cpu_of(pids);
+    let cpu = end.since(cpu0.unwrap_or(end));
     let st = lock(&stats);
-    step_json("open", Some(rate), None, measure, &st, cpu, rss)
+    step_json("open", Some(rate), None, measure, &st, cpu)
 }
 
 /// Closed loop: `concurrency` workers each running flows back to back.
@@ -364,9 +400,9 @@ pub async fn closed_loop(
         });
     }
     tokio::time::sleep_until(measure_from).await;
-    let cpu0 = cpu_of(pids).0;
+    let cpu0 = cpu_of(pids);
     tokio::time::sleep_until(end).await;
-    let (cpu1, rss) = cpu_of(pids);
+    let cpu1 = cpu_of(pids);
     while set.join_next().await.is_some() {}
     let st = lock(&stats);
     step_json(
@@ -375,8 +411,7 @@ pub async fn closed_loop(
         Some(concurrency),
         measure,
         &st,
-        cpu1.saturating_sub(cpu0),
-        rss,
+        cpu1.since(cpu0),
     )
 }
 

@@ -35,20 +35,20 @@ pub fn reference_md(r: &Value) -> String {
 
 pub fn steps_md(steps: &[Value]) -> String {
     let mut s = String::from(
-        "| mode | offered/s | conc. | done/s | errors | create p50/p99 | claim p50/p99 | push p50/p99/p99.9 | end-to-end p50/p90/p99/p99.9 | broker CPU µs/flow | broker cores | RSS MiB | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| mode | offered/s | conc. | done/s | errors | create p50/p99 | claim p50/p99 | push p50/p99/p99.9 | end-to-end p50/p90/p99/p99.9 | broker CPU µs/flow | broker cores | load-generator CPU µs/flow | RSS MiB | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for st in steps {
         let l = &st["latency_ms"];
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} / {} | {} / {} | {} / {} / {} | {} / {} / {} / {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} / {} | {} / {} | {} / {} / {} | {} / {} / {} / {} | {} | {} | {} | {} | {} |",
             f(&st["mode"]), f(&st["offered_per_s"]), f(&st["concurrency"]), f(&st["achieved_per_s"]),
             errors_md(&st["errors"]),
             f(&l["create"]["p50_ms"]), f(&l["create"]["p99_ms"]),
             f(&l["claim"]["p50_ms"]), f(&l["claim"]["p99_ms"]),
             f(&l["push"]["p50_ms"]), f(&l["push"]["p99_ms"]), f(&l["push"]["p999_ms"]),
             f(&l["end_to_end"]["p50_ms"]), f(&l["end_to_end"]["p90_ms"]), f(&l["end_to_end"]["p99_ms"]), f(&l["end_to_end"]["p999_ms"]),
-            f(&st["broker_cpu_us_per_flow"]), f(&st["broker_cpu_cores"]), f(&st["broker_rss_mib"]), f(&st["loadavg"]),
+            f(&st["broker_cpu_us_per_flow"]), f(&st["broker_cpu_cores"]), f(&st["loadgen_cpu_us_per_flow"]), f(&st["broker_rss_mib"]), f(&st["loadavg"]),
         );
     }
     s.push_str("\nLatencies in ms. push = phone's completion sent → browser's `result` frame received; end-to-end = scheduled start → result received.\n\n");
