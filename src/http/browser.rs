@@ -25,12 +25,17 @@ use std::time::Duration;
 /// PROTOCOL.md: the server pings every 25 s.
 pub const PING_INTERVAL: Duration = Duration::from_secs(25);
 
-/// Read buffer of a socket. Clients send a few small frames, and the
-/// library's default (128 KiB per connection) dominated the memory of idle
-/// browser sockets in the load test; frames larger than this still arrive
+/// Read buffer of a conversation socket. Clients send a few small frames,
+/// and the library's default (128 KiB per connection) dominated the memory
+/// of idle sockets in the load test; frames larger than this still arrive
 /// (the buffer grows). Writes go out at once (write buffer 0): every frame
 /// is an event the other side is waiting for.
 pub const SOCKET_BUFFER: usize = 4 * 1024;
+
+/// Read buffer of a browser socket: the browser only ever sends `cancel`
+/// (and pongs), and a login page's socket is the one a node holds by the
+/// hundred thousand, so every KiB here is ~100 MiB there.
+pub const BROWSER_SOCKET_BUFFER: usize = 1024;
 
 /// The session's app, if the request's `Origin` is allowed for it.
 pub fn check_origin(
@@ -139,7 +144,7 @@ pub async fn websocket(
     metrics::counter!("bzt_browser_connections_total", "transport" => "ws").increment(1);
     Ok(upgrade
         .max_message_size(4096)
-        .read_buffer_size(SOCKET_BUFFER)
+        .read_buffer_size(BROWSER_SOCKET_BUFFER)
         .write_buffer_size(0)
         .on_upgrade(move |socket| run_websocket(socket, state, session.id, slot)))
 }
@@ -152,23 +157,21 @@ async fn run_websocket(mut socket: WebSocket, state: AppState, id: SessionId, _s
 }
 
 /// Returns when the session is finished, the browser left, or sending failed.
+///
+/// Most sockets spend their life parked in the `select!` below, so its
+/// future is what an idle socket costs: the snapshot and the work done on a
+/// change or a browser message are boxed and live only while they run.
 async fn websocket_loop(
     socket: &mut WebSocket,
     state: &AppState,
     id: &SessionId,
 ) -> Result<(), axum::Error> {
-    let broker = &state.broker;
-    let base = &broker.public_base_url;
-    let Ok(Some(mut changes)) = broker.store.subscribe(id).await else {
+    let Ok(Some(mut changes)) = state.broker.store.subscribe(id).await else {
         return close(socket, 1011, "session unavailable").await;
     };
-    let Ok(session) = broker.load(id.as_str()).await else {
-        return close(socket, 1011, "session unavailable").await;
+    let Some(mut cursor) = Box::pin(send_snapshot(socket, state, id)).await? else {
+        return Ok(());
     };
-    let (snapshot, mut cursor) = Cursor::snapshot(&session, base);
-    if send_event(socket, &snapshot).await? {
-        return close(socket, 1000, "session finished").await;
-    }
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
     loop {
@@ -177,13 +180,8 @@ async fn websocket_loop(
                 if changed.is_err() {
                     return close(socket, 1011, "session removed").await;
                 }
-                // A store hiccup leaves the socket open; the next change or
-                // a reconnect's snapshot catches up.
-                let Ok(session) = broker.load(id.as_str()).await else { continue };
-                for event in cursor.advance(&session, base) {
-                    if send_event(socket, &event).await? {
-                        return close(socket, 1000, "session finished").await;
-                    }
+                if Box::pin(send_changes(socket, state, id, &mut cursor)).await? {
+                    return Ok(());
                 }
             }
             _ = ping.tick() => {
@@ -191,13 +189,56 @@ async fn websocket_loop(
             }
             incoming = socket.recv() => {
                 match incoming {
-                    Some(Ok(Message::Text(text))) => handle_browser_message(socket, state, id, text.as_str()).await?,
+                    Some(Ok(Message::Text(text))) => {
+                        Box::pin(handle_browser_message(socket, state, id, text.as_str())).await?
+                    }
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
                     Some(Ok(_)) => {}
                 }
             }
         }
     }
+}
+
+/// Sends the snapshot; the cursor for what follows, or `None` once the
+/// socket is closed (the session was already finished or is gone).
+async fn send_snapshot(
+    socket: &mut WebSocket,
+    state: &AppState,
+    id: &SessionId,
+) -> Result<Option<Cursor>, axum::Error> {
+    let Ok(session) = state.broker.load(id.as_str()).await else {
+        close(socket, 1011, "session unavailable").await?;
+        return Ok(None);
+    };
+    let (snapshot, cursor) = Cursor::snapshot(&session, &state.broker.public_base_url);
+    if send_event(socket, &snapshot).await? {
+        close(socket, 1000, "session finished").await?;
+        return Ok(None);
+    }
+    Ok(Some(cursor))
+}
+
+/// Re-reads the session after a change notification and sends what is new;
+/// `true` once the socket is closed after the final event.
+async fn send_changes(
+    socket: &mut WebSocket,
+    state: &AppState,
+    id: &SessionId,
+    cursor: &mut Cursor,
+) -> Result<bool, axum::Error> {
+    // A store hiccup leaves the socket open; the next change or a
+    // reconnect's snapshot catches up.
+    let Ok(session) = state.broker.load(id.as_str()).await else {
+        return Ok(false);
+    };
+    for event in cursor.advance(&session, &state.broker.public_base_url) {
+        if send_event(socket, &event).await? {
+            close(socket, 1000, "session finished").await?;
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The browser may send `{"type": "cancel"}`; anything else gets an error frame.
