@@ -108,6 +108,12 @@ impl Node {
                 "kind = \"redis\"\nredis_url = \"{url}\"\nkey_prefix = \"{prefix}\"\ntimeout_ms = 2000"
             ),
         };
+        // Nodes sharing a store append to one audit stream, signed with one
+        // key (the first node creates it; they start one after another).
+        let audit_toml = match store {
+            Store::Memory => "",
+            Store::Redis { .. } => "[audit]\nsigning_key_file = \"audit-signing-key.pem\"\n",
+        };
         let config = fx.dir.path().join(format!("{name}.toml"));
         std::fs::write(
             &config,
@@ -122,7 +128,7 @@ claims_per_ip_per_minute = 1000000000
 creates_per_app_per_second = 1000000000
 sockets_per_ip_per_minute = 1000000000
 sockets_per_session = 8
-[[apps]]
+{audit_toml}[[apps]]
 id = "load"
 name = "负载测试平台"
 api_key = "{API_KEY}"

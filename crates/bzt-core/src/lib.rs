@@ -28,6 +28,7 @@ pub mod error;
 pub mod pki;
 pub mod secret;
 pub mod session;
+pub mod sm2verify;
 pub mod time;
 
 pub use error::{DomainError, ErrorCode};

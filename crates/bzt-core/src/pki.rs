@@ -26,7 +26,6 @@ use base64::Engine;
 use der::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sm2::dsa::signature::Verifier;
 use sm2::dsa::{Signature, VerifyingKey};
 use sm2::pkcs8::der;
 use std::sync::Arc;
@@ -217,11 +216,13 @@ pub fn verify_signature(key: &VerifyingKey, msg: &[u8], sig_der: &[u8]) -> Resul
     let sig = Signature::from_der(sig_der).map_err(|_| {
         DomainError::bad_signature("the signature is not a DER-encoded SM2 signature")
     })?;
-    key.verify(msg, &sig).map_err(|_| {
-        DomainError::bad_signature(
+    if crate::sm2verify::verify(key, msg, &sig) {
+        Ok(())
+    } else {
+        Err(DomainError::bad_signature(
             "the signature does not verify over this session's bytes with the certificate's key",
-        )
-    })
+        ))
+    }
 }
 
 fn validity(cert: &Certificate) -> (Timestamp, Timestamp) {
