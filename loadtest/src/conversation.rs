@@ -11,16 +11,51 @@ use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// An open conversation: its id, the results seen on the requester socket.
+/// Requests one conversation takes (the broker's upper bound for
+/// `max_requests`); then its workers move on to a fresh one.
+const REQUESTS_PER_CONVERSATION: u64 = 1000;
+
+/// An open conversation: its id, the results seen on the requester socket,
+/// and how many requests were handed out for it.
 struct Conv {
     id: String,
     results: Mutex<HashMap<String, (Instant, String)>>,
     notify: Notify,
+    posted: AtomicU64,
+}
+
+/// The conversation a group of workers currently uses: replaced by a new
+/// one (a new scan, in real life) once it has taken its requests.
+struct Slot {
+    i: usize,
+    current: tokio::sync::Mutex<Arc<Conv>>,
+}
+
+impl Slot {
+    /// The conversation to post to next, opening a fresh one when the
+    /// current one has handed out all its requests.
+    async fn next(
+        &self,
+        ctx: &Arc<Ctx>,
+        tasks: &Mutex<tokio::task::JoinSet<()>>,
+        rotations: &AtomicU64,
+    ) -> Result<Arc<Conv>, String> {
+        let mut cur = self.current.lock().await;
+        if cur.posted.fetch_add(1, Ordering::Relaxed) < REQUESTS_PER_CONVERSATION {
+            return Ok(cur.clone());
+        }
+        let fresh = open(ctx.clone(), self.i, tasks).await?;
+        fresh.posted.store(1, Ordering::Relaxed);
+        rotations.fetch_add(1, Ordering::Relaxed);
+        *cur = fresh.clone();
+        Ok(fresh)
+    }
 }
 
 /// Opens a conversation through a `sign` session, starts its phone
@@ -35,7 +70,7 @@ async fn open(
     let body = json!({
         "kind": "sign", "ttl_s": 120, "display": {"title": "会话签章 负载测试"},
         "tbs_b64": STANDARD.encode(b"open conversation"),
-        "conversation": {"max_requests": 100000000u32, "idle_s": 600, "max_s": 7200},
+        "conversation": {"max_requests": REQUESTS_PER_CONVERSATION, "idle_s": 600, "max_s": 7200},
     });
     let (sid, qr_text, _) = create_session(&ctx.http, &base, &body).await?;
     let qr = QrText::parse(&qr_text).map_err(|_| "qr_parse")?;
@@ -85,6 +120,7 @@ async fn open(
         id: grant.id.clone(),
         results: Mutex::new(HashMap::new()),
         notify: Notify::new(),
+        posted: AtomicU64::new(0),
     });
     let mut set = lock(tasks);
     set.spawn(async move {
@@ -155,7 +191,7 @@ pub async fn run(
     warm: Duration,
     measure: Duration,
 ) -> Value {
-    let tasks = Mutex::new(tokio::task::JoinSet::new());
+    let tasks = Arc::new(Mutex::new(tokio::task::JoinSet::new()));
     let mut errors = Errors::default();
     let t = Instant::now();
     let opened: Vec<Result<Arc<Conv>, String>> = stream::iter(0..conversations)
@@ -164,26 +200,38 @@ pub async fn run(
         .collect()
         .await;
     let open_s = t.elapsed().as_secs_f64();
-    let convs: Vec<Arc<Conv>> = opened
+    let slots: Vec<Arc<Slot>> = opened
         .into_iter()
-        .filter_map(|r| {
+        .enumerate()
+        .filter_map(|(i, r)| {
             r.map_err(|e| errors.add(format!("open: {}", e.split(':').next().unwrap_or(""))))
                 .ok()
+                .map(|c| {
+                    Arc::new(Slot {
+                        i,
+                        current: tokio::sync::Mutex::new(c),
+                    })
+                })
         })
         .collect();
+    let rotations = Arc::new(AtomicU64::new(0));
     let stats = Arc::new(Mutex::new((Lat::new(), Errors::default(), 0u64)));
     let start = Instant::now();
     let from = start + warm;
     let end = from + measure;
     let mut workers = tokio::task::JoinSet::new();
-    for (ci, conv) in convs.iter().enumerate() {
+    for (ci, slot) in slots.iter().enumerate() {
         for w in 0..per_conv {
-            let (ctx, conv, stats) = (ctx.clone(), conv.clone(), stats.clone());
+            let (ctx, slot, stats) = (ctx.clone(), slot.clone(), stats.clone());
+            let (tasks, rotations) = (tasks.clone(), rotations.clone());
             workers.spawn(async move {
                 let mut k = (ci * 1000 + w) as u64 * 1_000_000;
                 while Instant::now() < end {
                     let at = Instant::now();
-                    let r = one_request(&ctx, &conv, k).await;
+                    let r = match slot.next(&ctx, &tasks, &rotations).await {
+                        Ok(conv) => one_request(&ctx, &conv, k).await,
+                        Err(e) => Err(format!("open: {}", e.split(':').next().unwrap_or(""))),
+                    };
                     k += 1;
                     if at >= from && Instant::now() <= end {
                         let mut s = lock(&stats);
@@ -218,7 +266,8 @@ pub async fn run(
     let cpu = cpu1.saturating_sub(cpu0);
     json!({
         "conversations_requested": conversations,
-        "conversations_open": convs.len(),
+        "conversations_open": slots.len(),
+        "conversations_rotated": rotations.load(Ordering::Relaxed),
         "open_s": round3(open_s),
         "outstanding_per_conversation": per_conv,
         "measured_s": round3(measure.as_secs_f64()),

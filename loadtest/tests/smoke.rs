@@ -1,8 +1,9 @@
 //! A tiny load run that must complete without errors: 50 login flows at a
 //! low rate, a few idle sockets pushed to, and a conversation, against a
-//! broker process started here. No timing is asserted.
+//! broker process started here; and 30 flows across 3 nodes sharing a
+//! `redis-server` (the `cluster` scenario's setup). No timing is asserted.
 
-use bzt_loadtest::broker::{Fixture, Node, Store};
+use bzt_loadtest::broker::{spawn_redis, Fixture, Node, Store};
 use bzt_loadtest::flows::{open_loop, Ctx};
 use bzt_loadtest::{conversation, idle};
 use std::path::PathBuf;
@@ -56,4 +57,38 @@ async fn tiny_run_completes_without_errors() {
     assert_eq!(conv["conversations_open"], 2, "{conv}");
     assert_eq!(conv["errors"], serde_json::json!({}), "{conv}");
     assert!(conv["completed"].as_u64().unwrap() > 0, "{conv}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_cluster_run_completes_without_errors() {
+    let fx = Fixture::new(4).unwrap();
+    let (_redis, url) = spawn_redis(fx.dir.path()).unwrap();
+    let store = Store::Redis {
+        url,
+        prefix: "smoke".into(),
+    };
+    let bin = broker_bin();
+    let mut nodes = Vec::new();
+    for i in 1..=3 {
+        nodes.push(
+            Node::spawn(&bin, &fx, &format!("node{i}"), &store)
+                .await
+                .unwrap(),
+        );
+    }
+    // Each flow creates and waits on one node and completes on the next.
+    let bases = nodes.iter().map(|n| n.base.clone()).collect();
+    let ctx = Arc::new(Ctx::new(bases, fx.identities.clone(), 2).unwrap());
+    let pids: Vec<u32> = nodes.iter().map(Node::pid).collect();
+    let st = open_loop(
+        ctx,
+        &pids,
+        15.0,
+        Duration::ZERO,
+        Duration::from_secs(2),
+        1000,
+    )
+    .await;
+    assert_eq!(st["completed"], 30, "{st}");
+    assert_eq!(st["errors"], serde_json::json!({}), "{st}");
 }

@@ -950,3 +950,31 @@ async fn conversations_are_guarded_by_their_tokens_and_app() {
     }
     assert!(view.get("ended_by").is_none());
 }
+
+#[tokio::test]
+async fn conversation_limits_have_upper_bounds() {
+    let app = TestApp::spawn().await;
+    let sign = |policy: Value| {
+        json!({
+            "kind": "sign",
+            "display": { "title": "签署投标文件" },
+            "tbs_b64": b64(b"page"),
+            "conversation": policy,
+        })
+    };
+    for (policy, field) in [
+        (policy(1001, 600, 7200), "max_requests"),
+        (policy(200, 3601, 7200), "idle_s"),
+        (policy(200, 600, 28801), "max_s"),
+    ] {
+        let message = assert_error(
+            app.post_session(&sign(policy)).await,
+            400,
+            "invalid_request",
+        )
+        .await;
+        assert!(message.contains(field), "{message}");
+    }
+    let at_the_bounds = app.post_session(&sign(policy(1000, 3600, 28800))).await;
+    assert_eq!(at_the_bounds.status(), 201);
+}

@@ -24,6 +24,7 @@ use crate::session::{ConversationPolicy, DisplayText};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 /// Lifetime of one signing request (PROTOCOL.md).
 pub const REQUEST_TTL_S: i64 = 60;
@@ -168,7 +169,10 @@ pub struct Conversation {
     pub expires_at: Timestamp,
     /// When the last request arrived (or the conversation opened): the idle clock.
     pub last_request_at: Timestamp,
-    pub requests: Vec<SignRequest>,
+    /// Shared, so that the copies a store hands out (one per change) cost
+    /// a pointer per request, not the request; a change copies only the
+    /// request it changes (`Arc::make_mut`).
+    pub requests: Vec<Arc<SignRequest>>,
     pub ended: Option<(EndedBy, Timestamp)>,
     /// Bumped by every write; the compare-and-set key of stores.
     pub rev: u64,
@@ -280,7 +284,7 @@ impl Conversation {
     }
 
     pub fn request(&self, id: &RequestId) -> Option<&SignRequest> {
-        self.requests.iter().find(|r| &r.id == id)
+        self.requests.iter().find(|r| &r.id == id).map(|r| &**r)
     }
 
     /// The next moment something falls due (request TTL, idle, max lifetime).
@@ -353,7 +357,7 @@ impl Conversation {
                     )));
                 }
                 let expires_at = now.plus_secs(REQUEST_TTL_S);
-                self.requests.push(SignRequest {
+                self.requests.push(Arc::new(SignRequest {
                     id: id.clone(),
                     seq: self.requests.len() as u32 + 1,
                     display: display.clone(),
@@ -366,7 +370,7 @@ impl Conversation {
                     auto_confirmed: None,
                     reason: None,
                     completed_at: None,
-                });
+                }));
                 self.last_request_at = now;
                 Ok(ConvOutput::Added { expires_at })
             }
@@ -431,7 +435,7 @@ impl Conversation {
             .ok_or_else(|| DomainError::not_found("no such request in this conversation"))?;
         match refuse_answer(ended, req) {
             Some(e) => Err(e),
-            None => Ok(req),
+            None => Ok(Arc::make_mut(req)),
         }
     }
 
@@ -443,6 +447,7 @@ impl Conversation {
         let mut changed = false;
         for r in self.requests.iter_mut() {
             if r.status == RequestStatus::Pending && now >= r.expires_at {
+                let r = Arc::make_mut(r);
                 r.status = RequestStatus::Expired;
                 r.completed_at = Some(now);
                 r.tbs = Vec::new();
@@ -469,7 +474,7 @@ impl Conversation {
     }
 
     fn end_if_limit_reached(&mut self, now: Timestamp, finished: &mut Vec<RequestId>) {
-        let all_answered = self.requests.iter().all(SignRequest::is_finished);
+        let all_answered = self.requests.iter().all(|r| r.is_finished());
         if self.requests.len() >= self.policy.max_requests as usize && all_answered {
             self.end(EndedBy::Limit, now, finished);
         }
@@ -478,6 +483,7 @@ impl Conversation {
     fn end(&mut self, by: EndedBy, now: Timestamp, finished: &mut Vec<RequestId>) {
         for r in self.requests.iter_mut() {
             if r.status == RequestStatus::Pending {
+                let r = Arc::make_mut(r);
                 r.status = RequestStatus::Expired;
                 r.reason = Some("conversation_ended".into());
                 r.completed_at = Some(now);

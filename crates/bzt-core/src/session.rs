@@ -140,6 +140,14 @@ pub struct ConversationPolicy {
 }
 
 impl ConversationPolicy {
+    /// Upper bounds. A conversation keeps its requests (with their bytes
+    /// and signatures) until it ends, and every change rewrites it in the
+    /// store, so its length must stay bounded; eight hours covers a working
+    /// day's bid document.
+    pub const MAX_REQUESTS: u32 = 1000;
+    pub const MAX_IDLE_S: u32 = 3600;
+    pub const MAX_LIFETIME_S: u32 = 8 * 3600;
+
     fn default_max_requests() -> u32 {
         200
     }
@@ -393,6 +401,21 @@ impl NewSession {
                 return Err(DomainError::invalid(
                     "`conversation` limits must be positive numbers",
                 ));
+            }
+            for (name, value, max) in [
+                (
+                    "max_requests",
+                    c.max_requests,
+                    ConversationPolicy::MAX_REQUESTS,
+                ),
+                ("idle_s", c.idle_s, ConversationPolicy::MAX_IDLE_S),
+                ("max_s", c.max_s, ConversationPolicy::MAX_LIFETIME_S),
+            ] {
+                if value > max {
+                    return Err(DomainError::invalid(format!(
+                        "`conversation.{name}` is {value}; at most {max} (open a new conversation after it ends)"
+                    )));
+                }
             }
         }
         if kind == Kind::Decrypt {
