@@ -192,13 +192,15 @@ pub async fn one_flow(ctx: &Ctx, i: usize, intended: Instant) -> Result<FlowTime
             .map_err(|e| phone_code("complete", &e))?;
         Ok::<_, String>((claim, sent))
     };
-    let (b, p) = tokio::time::timeout(Duration::from_secs(30), async {
-        tokio::join!(browser, phone)
-    })
-    .await
-    .map_err(|_| "flow_timeout".to_owned())?;
-    let (claim, sent) = p?;
-    let (got, status) = b?;
+    // Each side has its own deadline, so a timeout says which side stalled:
+    // the phone's requests, or the push to a browser whose flow completed.
+    let limit = Duration::from_secs(30);
+    let (b, p) = tokio::join!(
+        tokio::time::timeout(limit, browser),
+        tokio::time::timeout(limit, phone)
+    );
+    let (claim, sent) = p.map_err(|_| "phone_timeout".to_owned())??;
+    let (got, status) = b.map_err(|_| "push_timeout".to_owned())??;
     if status != "approved" {
         return Err(format!("result_{status}"));
     }

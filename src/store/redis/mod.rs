@@ -265,6 +265,7 @@ impl RedisStore {
             sharded,
             timeout: settings.timeout,
             subscribed: HashSet::new(),
+            retry: Vec::new(),
         };
         let task = tokio::spawn(subscriber.run(push_rx, dirty_rx));
         tracing::info!(

@@ -14,6 +14,11 @@
 //!   a plain `watch::Receiver`. The short delay before unsubscribing is
 //!   deliberate: a browser that reconnects within it reuses the
 //!   subscription.
+//! - Messages are delivered by a task of their own, so a result never
+//!   waits behind subscribe round trips (which queue up under load).
+//! - A subscribe that fails while Redis still answers (a timeout under
+//!   load) is retried on its own after [`RETRY_EVERY`]; its receivers are
+//!   woken once it succeeds.
 //! - After a disconnection the task re-subscribes every wanted channel,
 //!   then wakes every local receiver, because messages may have been
 //!   published while it was away. Receivers re-read the record when woken,
@@ -103,6 +108,16 @@ impl Subscriptions {
         }
     }
 
+    /// Wakes the receivers of `channels` (after a gap in their messages).
+    fn wake<'a>(&self, channels: impl Iterator<Item = &'a String>) {
+        let locals = self.locals();
+        for c in channels {
+            if let Some(l) = locals.get(c) {
+                l.changes.send_modify(|_| {});
+            }
+        }
+    }
+
     /// Wakes every receiver (after a gap in the message stream).
     fn wake_all(&self) {
         for l in self.locals().values() {
@@ -160,7 +175,10 @@ impl Subscriptions {
     }
 }
 
-/// The task that owns the subscriber connection.
+/// The task that owns the subscriber connection's subscriptions. Messages
+/// themselves are delivered by a task of their own ([`deliver_pushes`]):
+/// under load the subscribe and unsubscribe round trips queue up, and a
+/// result must not wait behind them.
 pub(super) struct Subscriber {
     pub(super) subs: Arc<Subscriptions>,
     pub(super) conn: Conn,
@@ -170,20 +188,54 @@ pub(super) struct Subscriber {
     pub(super) timeout: Duration,
     /// Channels Redis has confirmed on the current connection.
     pub(super) subscribed: HashSet<String>,
+    /// Channels whose subscribe failed while Redis still answered (a
+    /// timeout under load): tried again every [`RETRY_EVERY`].
+    pub(super) retry: Vec<String>,
+}
+
+/// Delivers messages to local receivers as they arrive; reports a
+/// disconnection (the gap the subscriber must repair) on `gaps`.
+async fn deliver_pushes(
+    subs: Arc<Subscriptions>,
+    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+    gaps: mpsc::UnboundedSender<()>,
+) {
+    while let Some(push) = pushes.recv().await {
+        match push.kind {
+            PushKind::Message | PushKind::SMessage => {
+                if let Some(msg) = Msg::from_push_info(push) {
+                    let payload: String = msg.get_payload().unwrap_or_default();
+                    subs.deliver(msg.get_channel_name(), &payload);
+                }
+            }
+            PushKind::Disconnection => {
+                tracing::warn!("redis subscriber connection lost; re-subscribing");
+                if gaps.send(()).is_err() {
+                    return;
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Subscriber {
     pub(super) async fn run(
         mut self,
-        mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+        pushes: mpsc::UnboundedReceiver<PushInfo>,
         mut dirty: mpsc::UnboundedReceiver<String>,
     ) {
+        let (gap_tx, mut gaps) = mpsc::unbounded_channel();
+        let delivery = tokio::spawn(deliver_pushes(self.subs.clone(), pushes, gap_tx));
+        let _delivery = super::AbortOnDrop(delivery);
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut retry = tokio::time::interval(RETRY_EVERY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let healthy = tokio::select! {
-                push = pushes.recv() => match push {
-                    Some(p) => self.on_push(p),
+                gap = gaps.recv() => match gap {
+                    Some(()) => false,
                     None => return,
                 },
                 id = dirty.recv() => match id {
@@ -200,6 +252,14 @@ impl Subscriber {
                     let gone = self.subs.sweep();
                     self.reconcile(gone).await
                 }
+                _ = retry.tick(), if !self.retry.is_empty() => {
+                    let again = std::mem::take(&mut self.retry);
+                    let healthy = self.reconcile(again.clone()).await;
+                    // Messages published while these were unsubscribed are
+                    // lost: their receivers re-read the record.
+                    self.subs.wake(again.iter().filter(|c| self.subscribed.contains(*c)));
+                    healthy
+                }
             };
             if !healthy {
                 self.resync().await;
@@ -207,26 +267,9 @@ impl Subscriber {
         }
     }
 
-    /// Handles one push; `false` when the connection dropped.
-    fn on_push(&self, push: PushInfo) -> bool {
-        match push.kind {
-            PushKind::Message | PushKind::SMessage => {
-                if let Some(msg) = Msg::from_push_info(push) {
-                    let payload: String = msg.get_payload().unwrap_or_default();
-                    self.subs.deliver(msg.get_channel_name(), &payload);
-                }
-                true
-            }
-            PushKind::Disconnection => {
-                tracing::warn!("redis subscriber connection lost; re-subscribing");
-                false
-            }
-            _ => true,
-        }
-    }
-
     /// Brings Redis's subscriptions for `channels` in line with the local
-    /// receivers; `false` if Redis could not be reached.
+    /// receivers. A channel whose subscribe fails is retried later; `false`
+    /// only if Redis stopped answering (the connection needs a resync).
     async fn reconcile(&mut self, channels: Vec<String>) -> bool {
         let mut to_subscribe = Vec::new();
         let mut to_unsubscribe = Vec::new();
@@ -242,7 +285,7 @@ impl Subscriber {
         to_subscribe.dedup();
         to_unsubscribe.sort();
         to_unsubscribe.dedup();
-        let mut ok = true;
+        let mut failed = false;
         let (sub, unsub) = if self.sharded {
             ("SSUBSCRIBE", "SUNSUBSCRIBE")
         } else {
@@ -255,18 +298,30 @@ impl Subscriber {
                     self.subs.set_active(&id, true);
                 }
                 Err(e) => {
-                    tracing::warn!(channel = %id, error = %e, "redis subscribe failed");
-                    ok = false;
+                    tracing::warn!(channel = %id, error = %e, "redis subscribe failed; retrying");
+                    self.retry.push(id);
+                    failed = true;
                 }
             }
         }
         for (id, result) in self.run_all(unsub, to_unsubscribe).await {
+            // An unsubscribe that failed only leaves messages nobody wants.
             self.subscribed.remove(&id);
-            if result.is_err() {
-                ok = false;
-            }
+            failed |= result.is_err();
         }
-        ok
+        !failed || self.answers().await
+    }
+
+    /// Whether Redis answers a `PING` on the subscriber connection.
+    async fn answers(&self) -> bool {
+        let mut conn = self.conn.clone();
+        timed(
+            self.timeout,
+            "PING",
+            redis::cmd("PING").exec_async(&mut conn),
+        )
+        .await
+        .is_ok()
     }
 
     async fn run_all(
@@ -295,22 +350,18 @@ impl Subscriber {
     async fn resync(&mut self) {
         self.subs.deactivate_all();
         self.subscribed.clear();
+        self.retry.clear();
         loop {
-            let mut conn = self.conn.clone();
-            let ping = timed(
-                self.timeout,
-                "PING",
-                redis::cmd("PING").exec_async(&mut conn),
-            )
-            .await;
-            if ping.is_ok() && self.reconcile(self.subs.all()).await {
+            if self.answers().await && self.reconcile(self.subs.all()).await {
                 break;
             }
             self.subscribed.clear();
+            self.retry.clear();
             tokio::time::sleep(RETRY_EVERY).await;
         }
         tracing::info!(
             channels = self.subscribed.len(),
+            retrying = self.retry.len(),
             "redis subscriptions restored"
         );
         self.subs.wake_all();
