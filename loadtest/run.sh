@@ -18,5 +18,18 @@ if [ "$scenario" = cluster ] && ! command -v redis-server >/dev/null; then
 fi
 extra=()
 if [ "$scenario" = quick ]; then extra=(--ref-seconds 1); fi
+scenario_args=("$@")
+# 100,000 idle sockets need ~101,000 descriptors in each of the broker and
+# the load generator; where the hard limit is lower (a container without
+# CAP_SYS_RESOURCE), hold as many as it allows and say so.
+if [ "$scenario" = idle ] && [[ " $* " != *" --n "* ]]; then
+  limit=$(ulimit -n)
+  n=100000
+  if [ "$limit" -lt 101000 ]; then
+    n=$((limit - 1000))
+    echo "open-file limit is $limit: holding $n idle sockets instead of 100,000" >&2
+  fi
+  scenario_args+=(--n "$n")
+fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-exec target/release/bzt-load --out loadtest/results "${extra[@]}" "$scenario" "$@"
+exec target/release/bzt-load --out loadtest/results "${extra[@]}" "$scenario" "${scenario_args[@]}"
