@@ -25,16 +25,13 @@ use std::time::Duration;
 /// PROTOCOL.md: the server pings every 25 s.
 pub const PING_INTERVAL: Duration = Duration::from_secs(25);
 
-/// Read buffer of a conversation socket. Clients send a few small frames,
-/// and the library's default (128 KiB per connection) dominated the memory
-/// of idle sockets in the load test; frames larger than this still arrive
-/// (the buffer grows). Writes go out at once (write buffer 0): every frame
-/// is an event the other side is waiting for.
-pub const SOCKET_BUFFER: usize = 4 * 1024;
-
-/// Read buffer of a browser socket: the browser only ever sends `cancel`
-/// (and pongs), and a login page's socket is the one a node holds by the
-/// hundred thousand, so every KiB here is ~100 MiB there.
+/// Read buffer of a browser socket. The library's default (128 KiB per
+/// connection) dominated the memory of idle sockets in the load test; the
+/// browser only ever sends `cancel` (and pongs), and a login page's socket
+/// is the one a node holds by the hundred thousand, so every KiB here is
+/// ~100 MiB there. Larger frames still arrive (the buffer grows). Writes
+/// go out at once (write buffer 0): every frame is an event the other side
+/// is waiting for.
 pub const BROWSER_SOCKET_BUFFER: usize = 1024;
 
 /// The session's app, if the request's `Origin` is allowed for it.

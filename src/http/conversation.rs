@@ -24,7 +24,13 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::browser::{PING_INTERVAL, SOCKET_BUFFER};
+use super::browser::PING_INTERVAL;
+
+/// Read buffer of a conversation socket: phones and requesters send a few
+/// frames of a few hundred bytes (larger ones still arrive: the buffer
+/// grows), and the library's 128 KiB default would dominate an idle
+/// socket's memory (see [`super::browser::BROWSER_SOCKET_BUFFER`]).
+const SOCKET_BUFFER: usize = 4 * 1024;
 
 pub async fn get_conversation(
     State(state): State<AppState>,
