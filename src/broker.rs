@@ -247,7 +247,7 @@ impl Broker {
         requester: Requester,
     ) -> Result<(), ApiError> {
         if session.requester.is_none() && !session.is_terminal() {
-            self.apply(&session.id, &Op::NoteRequester(requester))
+            self.apply_on(session, &Op::NoteRequester(requester))
                 .await?;
         }
         Ok(())
@@ -265,7 +265,7 @@ impl Broker {
             phone_token: phone_token.hash(),
             number_match: current.number_match_required.then(NumberMatch::generate),
         };
-        let update = self.apply(&id, &op).await?;
+        let update = self.apply_on(&current, &op).await?;
         let match_choices = match update.output? {
             OpOutput::Claimed { match_choices } => match_choices,
             _ => None,
@@ -295,7 +295,7 @@ impl Broker {
         let record = audit_operation(&session, None, "rejected", Some(reason.clone()));
         self.audited(
             record,
-            &session.id,
+            &session,
             &Op::Reject {
                 phone_token: phone_token.clone(),
                 reason,
@@ -310,12 +310,13 @@ impl Broker {
     async fn audited(
         &self,
         record: bzt_core::audit::Operation,
-        id: &SessionId,
+        session: &Session,
         op: &Op,
     ) -> Result<Session, ApiError> {
+        let id = &session.id;
         self.audit.append(record.clone(), self.clock.now()).await?;
         let applied = self
-            .apply(id, op)
+            .apply_on(session, op)
             .await
             .and_then(|u| u.output.map(|_| u.session).map_err(ApiError::from));
         if applied.is_err() {
@@ -348,7 +349,7 @@ impl Broker {
             if picked != expected.code {
                 let record =
                     audit_operation(&session, None, "rejected", Some("match_failed".into()));
-                self.audited(record, &session.id, &Op::MatchFailed { phone_token: token })
+                self.audited(record, &session, &Op::MatchFailed { phone_token: token })
                     .await?;
                 return Err(ApiError::forbidden(
                     "the number picked on the phone does not match the one shown in the browser; the session is rejected",
@@ -385,7 +386,7 @@ impl Broker {
         let approved = self
             .audited(
                 record,
-                &session.id,
+                &session,
                 &Op::Approve {
                     phone_token: token,
                     approval: Box::new(approval),
@@ -409,7 +410,7 @@ impl Broker {
         if let Err(e) = session.check_completable(token, self.clock.now()) {
             if e.code == ErrorCode::Expired && !session.is_terminal() {
                 // Make the expiry visible to waiting browsers now, not at the next timer.
-                self.apply(&session.id, &Op::Expire).await?;
+                self.apply_on(session, &Op::Expire).await?;
             }
             return Err(e.into());
         }
@@ -500,6 +501,18 @@ impl Broker {
         let update = self
             .store
             .apply(id, op, self.clock.now())
+            .await?
+            .ok_or_else(not_found)?;
+        self.after_update(&update);
+        Ok(update)
+    }
+
+    /// [`Broker::apply`] for a session just read: the store may skip
+    /// reading it again.
+    async fn apply_on(&self, current: &Session, op: &Op) -> Result<Update, ApiError> {
+        let update = self
+            .store
+            .apply_on(current, op, self.clock.now())
             .await?
             .ok_or_else(not_found)?;
         self.after_update(&update);

@@ -378,6 +378,53 @@ async fn due_expiries_come_oldest_first_in_batches(nodes: Nodes) {
     nodes[0].expiries_done(&ids).await.unwrap();
 }
 
+/// A caller that just read the session may write from its copy; a stale
+/// copy must never win over what happened since.
+async fn apply_on_a_stale_copy_sees_what_happened_since(nodes: Nodes) {
+    let now = Timestamp::now_utc();
+    let s = session(180, now);
+    nodes[0].insert(&s).await.unwrap();
+    let stale = nodes[1].get(&s.id).await.unwrap().unwrap();
+    let first = nodes[0]
+        .apply(&s.id, &claim(&s, 1), now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.changed);
+
+    let late = nodes[1]
+        .apply_on(&stale, &claim(&s, 2), now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(late.output.unwrap_err().code, ErrorCode::AlreadyClaimed);
+    assert!(!late.changed);
+    assert_eq!(late.session.rev, 2, "it answers the current session");
+
+    let cancel = Op::Cancel {
+        by: CancelledBy::Rp,
+    };
+    let fresh = nodes[1].get(&s.id).await.unwrap().unwrap();
+    let done = nodes[1]
+        .apply_on(&fresh, &cancel, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(done.changed);
+    assert_eq!(done.previous_status, Status::Scanned);
+    assert_eq!(done.session.status, Status::Cancelled);
+    let after = nodes[0].get(&s.id).await.unwrap().unwrap();
+    assert_eq!(after.status, Status::Cancelled);
+    assert_eq!(after.rev, 3, "one write each");
+
+    nodes[0].remove(&s.id).await.unwrap();
+    assert!(nodes[1]
+        .apply_on(&fresh, &cancel, now)
+        .await
+        .unwrap()
+        .is_none());
+}
+
 macro_rules! conformance {
     ($backend:ident, $nodes:path) => {
         mod $backend {
@@ -388,6 +435,11 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn apply_is_atomic() {
                 super::apply_is_atomic($nodes(3, "atomic").await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn apply_on_a_stale_copy_sees_what_happened_since() {
+                super::apply_on_a_stale_copy_sees_what_happened_since($nodes(2, "stale").await)
+                    .await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn subscribe_wakes_on_change() {

@@ -96,6 +96,18 @@ pub trait SessionStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Option<Update>, StoreError>;
 
+    /// As [`SessionStore::apply`], for a caller that has just read the
+    /// session: a store that reads before writing may try its write on
+    /// `current` first (a stale copy only costs a retry on a fresh read).
+    async fn apply_on(
+        &self,
+        current: &Session,
+        op: &Op,
+        now: Timestamp,
+    ) -> Result<Option<Update>, StoreError> {
+        self.apply(&current.id, op, now).await
+    }
+
     /// A receiver woken after every write of the session (its value is the
     /// session's `rev`); `None` if there is no such session.
     async fn subscribe(&self, id: &SessionId) -> Result<Option<watch::Receiver<u64>>, StoreError>;

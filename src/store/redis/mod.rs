@@ -472,6 +472,60 @@ fn to_json<T: serde::Serialize>(
     serde_json::to_string(record).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
+impl RedisStore {
+    /// Read, apply in Rust, compare-and-set; the first attempt may start
+    /// from the caller's copy instead of a read (one round trip fewer).
+    async fn apply_cas(
+        &self,
+        id: &SessionId,
+        mut current: Option<&Session>,
+        op: &Op,
+        now: Timestamp,
+    ) -> Result<Option<Update>, StoreError> {
+        let (key, channel) = (self.keys.session(id), self.keys.channel(id));
+        for attempt in 0..MAX_CAS_ATTEMPTS {
+            let mut session = match current.take() {
+                Some(s) => s.clone(),
+                None => match self.read_record::<Session>(&key).await? {
+                    Some(s) => s,
+                    None => return Ok(None),
+                },
+            };
+            let previous_status = session.status;
+            let expected = session.rev;
+            let applied = session.apply(op, now);
+            if !applied.changed {
+                return Ok(Some(Update {
+                    output: applied.output,
+                    session,
+                    changed: false,
+                    previous_status,
+                }));
+            }
+            let json = to_json(&session, id)?;
+            let ttl = ttl_ms(&session, now);
+            match self
+                .cas_record(&key, &channel, expected, session.rev, json, ttl)
+                .await?
+            {
+                Cas::Written => {
+                    return Ok(Some(Update {
+                        output: applied.output,
+                        session,
+                        changed: true,
+                        previous_status,
+                    }))
+                }
+                Cas::Gone => return Ok(None),
+                Cas::Conflict => Self::back_off(attempt).await,
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "session {id}: {MAX_CAS_ATTEMPTS} compare-and-set conflicts in a row"
+        )))
+    }
+}
+
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn insert(&self, session: &Session) -> Result<(), StoreError> {
@@ -509,45 +563,17 @@ impl SessionStore for RedisStore {
         op: &Op,
         now: Timestamp,
     ) -> Result<Option<Update>, StoreError> {
-        let (key, channel) = (self.keys.session(id), self.keys.channel(id));
-        for attempt in 0..MAX_CAS_ATTEMPTS {
-            let Some(mut session) = self.read_record::<Session>(&key).await? else {
-                return Ok(None);
-            };
-            let previous_status = session.status;
-            let expected = session.rev;
-            let applied = session.apply(op, now);
-            if !applied.changed {
-                return Ok(Some(Update {
-                    output: applied.output,
-                    session,
-                    changed: false,
-                    previous_status,
-                }));
-            }
-            let json = to_json(&session, id)?;
-            let ttl = ttl_ms(&session, now);
-            match self
-                .cas_record(&key, &channel, expected, session.rev, json, ttl)
-                .await?
-            {
-                Cas::Written => {
-                    return Ok(Some(Update {
-                        output: applied.output,
-                        session,
-                        changed: true,
-                        previous_status,
-                    }))
-                }
-                Cas::Gone => return Ok(None),
-                Cas::Conflict => Self::back_off(attempt).await,
-            }
-        }
-        Err(StoreError::Unavailable(format!(
-            "session {id}: {MAX_CAS_ATTEMPTS} compare-and-set conflicts in a row"
-        )))
+        self.apply_cas(id, None, op, now).await
     }
 
+    async fn apply_on(
+        &self,
+        current: &Session,
+        op: &Op,
+        now: Timestamp,
+    ) -> Result<Option<Update>, StoreError> {
+        self.apply_cas(&current.id, Some(current), op, now).await
+    }
     async fn subscribe(&self, id: &SessionId) -> Result<Option<watch::Receiver<u64>>, StoreError> {
         self.subscribe_record(&self.keys.session(id), &self.keys.channel(id))
             .await
