@@ -422,7 +422,7 @@ impl Broker {
     fn check_opener(
         &self,
         c: &Conversation,
-    ) -> Result<std::sync::Arc<sm2::dsa::VerifyingKey>, DomainError> {
+    ) -> Result<std::sync::Arc<bzt_core::pki::KeptKey>, DomainError> {
         let is_revoked = |serial: &str| self.revocations.contains(serial);
         let accept = [c.certificate.domain.clone()];
         let ctx = CheckContext {

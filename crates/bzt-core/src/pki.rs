@@ -8,8 +8,8 @@
 //!
 //! Chain signatures are the expensive part and do not change, so their
 //! outcome is cached by the SHA-256 fingerprint of the presented
-//! certificates, together with the leaf's verifying key (whose `Z` value the
-//! `sm2` crate computes once per key). What can change between two uses of
+//! certificates, together with the leaf's verifying key and its `Z` value
+//! ([`KeptKey`]). What can change between two uses of
 //! the same certificate — the clock against the validity periods, the
 //! revocation list, the session's accepted domains and `expect_cert` — is
 //! checked on every call. A phone that signs often thus costs one SM2 verify
@@ -21,6 +21,7 @@
 
 use crate::error::DomainError;
 use crate::session::ExpectCert;
+pub use crate::sm2verify::KeptKey;
 use crate::time::Timestamp;
 use base64::Engine;
 use der::{Decode, Encode};
@@ -202,17 +203,19 @@ pub fn to_pem(cert: &Certificate) -> String {
 }
 
 /// The SM2 verifying key (default distinguishing ID) of a certificate.
-pub fn verifying_key(cert: &Certificate) -> Result<VerifyingKey, DomainError> {
+pub fn verifying_key(cert: &Certificate) -> Result<KeptKey, DomainError> {
     let spki = cert.tbs_certificate().subject_public_key_info();
     let bits = spki.subject_public_key.as_bytes().ok_or_else(|| {
         DomainError::untrusted("certificate public key is not a whole number of bytes")
     })?;
     VerifyingKey::from_sec1_bytes(DEFAULT_DIST_ID, bits)
-        .map_err(|_| DomainError::untrusted("certificate public key is not an SM2 key"))
+        .ok()
+        .and_then(KeptKey::new)
+        .ok_or_else(|| DomainError::untrusted("certificate public key is not an SM2 key"))
 }
 
 /// Verifies a DER SM2 signature (SM3, default ID) over `msg`.
-pub fn verify_signature(key: &VerifyingKey, msg: &[u8], sig_der: &[u8]) -> Result<(), DomainError> {
+pub fn verify_signature(key: &KeptKey, msg: &[u8], sig_der: &[u8]) -> Result<(), DomainError> {
     let sig = Signature::from_der(sig_der).map_err(|_| {
         DomainError::bad_signature("the signature is not a DER-encoded SM2 signature")
     })?;
@@ -234,7 +237,7 @@ fn validity(cert: &Certificate) -> (Timestamp, Timestamp) {
 }
 
 /// `issuer` signed `cert`: SM2-with-SM3 over its TBS bytes.
-fn signed_by(cert: &Certificate, issuer_key: &VerifyingKey) -> bool {
+fn signed_by(cert: &Certificate, issuer_key: &KeptKey) -> bool {
     if cert.signature_algorithm().oid.to_string() != OID_SM2_WITH_SM3 {
         return false;
     }
@@ -258,7 +261,7 @@ fn is_ca(cert: &Certificate) -> bool {
 struct Anchor {
     cert: Certificate,
     subject_der: Vec<u8>,
-    key: VerifyingKey,
+    key: KeptKey,
 }
 
 /// A named set of root CAs (`[[trust_domains]]`).
@@ -328,7 +331,7 @@ struct ChainCheck {
     /// What a result reports about the leaf, computed once (`domain` is
     /// filled in per use: it depends on the session's accepted domains).
     leaf: CertificateInfo,
-    key: Arc<VerifyingKey>,
+    key: Arc<KeptKey>,
 }
 
 /// A certificate that passed every check for one use.
@@ -336,7 +339,7 @@ struct ChainCheck {
 pub struct CheckedCertificate {
     pub info: CertificateInfo,
     /// The leaf's key, shared with the cache: verify signatures with this.
-    pub key: Arc<VerifyingKey>,
+    pub key: Arc<KeptKey>,
 }
 
 /// What a check needs to know about the moment and the session.
