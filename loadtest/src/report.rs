@@ -21,7 +21,7 @@ fn f(v: &Value) -> String {
 
 pub fn machine_md(m: &Value) -> String {
     format!(
-        "Date: {} · machine: {} cores, {}, {} GiB RAM, kernel {} · load average at start: {} (other engineers' builds share the cores; the load generator runs on the same machine)\n\n",
+        "Date: {} · machine: {} cores, {}, {} GiB RAM, kernel {} · load average at start: {} (the load generator runs on the same machine; the load average also counts whatever else ran)\n\n",
         f(&m["date_utc"]), f(&m["nproc"]), f(&m["cpu_model"]), f(&m["mem_gib"]), f(&m["kernel"]), f(&m["loadavg_start"])
     )
 }
