@@ -498,23 +498,22 @@ impl Broker {
 
     /// Applies an op and reacts to the transition it caused; `not_found` if the session is gone.
     pub async fn apply(&self, id: &SessionId, op: &Op) -> Result<Update, ApiError> {
-        let update = self
-            .store
-            .apply(id, op, self.clock.now())
-            .await?
-            .ok_or_else(not_found)?;
-        self.after_update(&update);
-        Ok(update)
+        let written = self.store.apply(id, op, self.clock.now()).await;
+        self.applied(written)
     }
 
     /// [`Broker::apply`] for a session just read: the store may skip
     /// reading it again.
     async fn apply_on(&self, current: &Session, op: &Op) -> Result<Update, ApiError> {
-        let update = self
-            .store
-            .apply_on(current, op, self.clock.now())
-            .await?
-            .ok_or_else(not_found)?;
+        let written = self.store.apply_on(current, op, self.clock.now()).await;
+        self.applied(written)
+    }
+
+    fn applied(
+        &self,
+        written: Result<Option<Update>, crate::store::StoreError>,
+    ) -> Result<Update, ApiError> {
+        let update = written?.ok_or_else(not_found)?;
         self.after_update(&update);
         Ok(update)
     }

@@ -667,27 +667,13 @@ fn bad_broker(why: &str) -> ApiError {
 
 /// The protocol's code for a broker error (its code string, else its status).
 pub(super) fn code_of(code: &str, status: u16) -> ErrorCode {
-    use ErrorCode::*;
-    const ALL: [ErrorCode; 14] = [
-        InvalidRequest,
-        Unauthorized,
-        Forbidden,
-        NotFound,
-        MethodNotAllowed,
-        AlreadyClaimed,
-        Conflict,
-        Expired,
-        PayloadTooLarge,
-        BadSignature,
-        UntrustedCertificate,
-        RateLimited,
-        Internal,
-        Unavailable,
-    ];
-    ALL.into_iter()
-        .find(|c| c.as_str() == code)
-        .or_else(|| ALL.into_iter().find(|c| c.http_status() == status))
-        .unwrap_or(Internal)
+    ErrorCode::parse(code)
+        .or_else(|| {
+            ErrorCode::ALL
+                .into_iter()
+                .find(|c| c.http_status() == status)
+        })
+        .unwrap_or(ErrorCode::Internal)
 }
 
 #[cfg(test)]
