@@ -1835,6 +1835,9 @@
       if (isTerminal(s) || s === 'error') {
         this._countdown.hidden = true;
         this._hint.hidden = true;
+      } else if (this._countdown) {
+        // Draw the countdown with the status, not up to one timer tick later.
+        this._tick();
       }
     }
   }

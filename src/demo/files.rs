@@ -148,7 +148,9 @@ impl FileStore {
         body: Body,
     ) -> Result<Arc<StoredFile>, ApiError> {
         let name = sanitize_name(name)?;
+        let mut stream = body.into_data_stream();
         if declared_len.is_some_and(|n| n > MAX_UPLOAD_BYTES) {
+            discard_rest(&mut stream, 0).await;
             return Err(too_large());
         }
         let (id, path) = self.new_path().await?;
@@ -156,13 +158,13 @@ impl FileStore {
         let mut file = tokio::fs::File::create(&path).await.map_err(io_error)?;
         let mut hasher = Sm3::new();
         let mut size: u64 = 0;
-        let mut stream = body.into_data_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|_| {
                 ApiError::invalid("the upload was interrupted before its end; send the file again")
             })?;
             size += chunk.len() as u64;
             if size > MAX_UPLOAD_BYTES {
+                discard_rest(&mut stream, size).await;
                 return Err(too_large());
             }
             hasher.update(&chunk);
@@ -284,6 +286,25 @@ fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
         hasher.update(&buf[..n]);
     }
     Ok((size, hex::encode(hasher.finalize())))
+}
+
+/// Most bytes of a refused upload read and thrown away before answering 413.
+const DISCARD_LIMIT_BYTES: u64 = 4 * MAX_UPLOAD_BYTES;
+
+/// Reads what is left of a refused upload (up to [`DISCARD_LIMIT_BYTES`] in all) before the 413
+/// goes out. Answering early and closing a connection with unread bytes makes the kernel reset
+/// it, and the reset can destroy the 413 in the client's buffers ("fetch failed" instead of a
+/// clear error). Past the limit the connection is dropped: the client gets what it gets.
+async fn discard_rest<S, E>(stream: &mut S, mut read: u64)
+where
+    S: futures_util::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
+{
+    while read <= DISCARD_LIMIT_BYTES {
+        match stream.next().await {
+            Some(Ok(chunk)) => read += chunk.len() as u64,
+            _ => return,
+        }
+    }
 }
 
 fn too_large() -> ApiError {
