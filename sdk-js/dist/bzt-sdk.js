@@ -1835,7 +1835,7 @@
       if (isTerminal(s) || s === 'error') {
         this._countdown.hidden = true;
         this._hint.hidden = true;
-      } else if (this._countdown) {
+      } else {
         // Draw the countdown with the status, not up to one timer tick later.
         this._tick();
       }

@@ -453,7 +453,7 @@ export class LoginWidget extends Emitter {
     if (isTerminal(s) || s === 'error') {
       this._countdown.hidden = true;
       this._hint.hidden = true;
-    } else if (this._countdown) {
+    } else {
       // Draw the countdown with the status, not up to one timer tick later.
       this._tick();
     }

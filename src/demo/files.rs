@@ -364,6 +364,46 @@ mod tests {
         assert!(kept.ends_with(".pdf"));
     }
 
+    /// A body of `chunks` chunks of 1 MiB that counts how many bytes were pulled from it.
+    fn counted_body(chunks: usize) -> (Body, Arc<std::sync::atomic::AtomicU64>) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let pulled = Arc::new(AtomicU64::new(0));
+        let p = pulled.clone();
+        let stream = futures_util::stream::iter(0..chunks).map(move |_| {
+            p.fetch_add(1024 * 1024, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![7u8; 1024 * 1024]))
+        });
+        (Body::from_stream(stream), pulled)
+    }
+
+    #[tokio::test]
+    async fn a_refused_upload_is_read_to_its_end_before_the_413_up_to_a_bound() {
+        use std::sync::atomic::Ordering;
+        let store = FileStore::new();
+        let mib = 1024 * 1024;
+        // Over the limit while streaming, and refused from its declared length: both read it all.
+        let (body, pulled) = counted_body(25);
+        let err = store.upload("big.bin", None, body).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::PayloadTooLarge);
+        assert_eq!(pulled.load(Ordering::SeqCst), 25 * mib);
+        let (body, pulled) = counted_body(25);
+        let err = store
+            .upload("big.bin", Some(25 * mib), body)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::PayloadTooLarge);
+        assert_eq!(pulled.load(Ordering::SeqCst), 25 * mib);
+        // A huge body is not read past the bound.
+        let (body, pulled) = counted_body(1000);
+        let err = store.upload("huge.bin", None, body).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::PayloadTooLarge);
+        let read = pulled.load(Ordering::SeqCst);
+        assert!(
+            read > DISCARD_LIMIT_BYTES && read <= DISCARD_LIMIT_BYTES + mib,
+            "{read}"
+        );
+    }
+
     #[tokio::test]
     async fn uploads_are_hashed_limited_and_deleted_with_their_entry() {
         let store = FileStore::new();
