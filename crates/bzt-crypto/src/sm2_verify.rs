@@ -93,11 +93,13 @@ fn hex32(b: &[u8; 32]) -> String {
 /// Odd multiples of `B, 2⁶⁴B, 2¹²⁸B, 2¹⁹²B`, affine, piece by piece.
 struct KeyTable {
     points: Vec<Affine>,
+    /// The count this table is in (the process-wide one outside tests).
+    alive: &'static AtomicUsize,
 }
 
 impl Drop for KeyTable {
     fn drop(&mut self) {
-        KEY_TABLES_ALIVE.fetch_sub(1, Ordering::Relaxed);
+        self.alive.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -164,12 +166,25 @@ impl VerifyKey {
     /// true if and only if the signature is valid. Builds this key's table
     /// on its second use, while the budget allows.
     pub fn verify_digest(&self, e: &[u8; 32], r: &[u8; 32], s: &[u8; 32]) -> bool {
+        self.verify_digest_within(&KEY_TABLES_ALIVE, MAX_KEY_TABLES, e, r, s)
+    }
+
+    /// [`Self::verify_digest`] with the table count and bound given (tests
+    /// use their own, so as not to exhaust the process's).
+    fn verify_digest_within(
+        &self,
+        alive: &'static AtomicUsize,
+        max_tables: usize,
+        e: &[u8; 32],
+        r: &[u8; 32],
+        s: &[u8; 32],
+    ) -> bool {
         let table = match self.table.get() {
             Some(t) => Some(t.as_ref()),
             None => {
                 let uses = self.uses.fetch_add(1, Ordering::Relaxed);
                 if uses >= TABLE_AFTER_USES {
-                    self.build_table()
+                    self.build_table(alive, max_tables)
                 } else {
                     None
                 }
@@ -184,15 +199,16 @@ impl VerifyKey {
         verify_with(&self.point, None, e, r, s)
     }
 
-    fn build_table(&self) -> Option<&KeyTable> {
-        if KEY_TABLES_ALIVE.fetch_add(1, Ordering::Relaxed) >= MAX_KEY_TABLES {
-            KEY_TABLES_ALIVE.fetch_sub(1, Ordering::Relaxed);
+    fn build_table(&self, alive: &'static AtomicUsize, max_tables: usize) -> Option<&KeyTable> {
+        if alive.fetch_add(1, Ordering::Relaxed) >= max_tables {
+            alive.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
         // Counted above; its Drop uncounts it (also if another thread's
         // table wins the race below).
         let built = Arc::new(KeyTable {
             points: split_table(&self.point, P_SPLIT_W),
+            alive,
         });
         let _ = self.table.set(built);
         self.table.get().map(|t| t.as_ref())
@@ -363,6 +379,51 @@ pub(crate) fn lincomb_split(s: &[u64; 4], t: &[u64; 4], p_table: &[Affine]) -> J
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_tables_are_built_on_the_second_use_and_bounded_in_number() {
+        let (x, y) = (G.x.to_be_bytes(), G.y.to_be_bytes());
+        let (e, r, s) = ([7u8; 32], [1u8; 32], [2u8; 32]);
+        // The same code as the process-wide bound, with a count of its own.
+        static ALIVE: AtomicUsize = AtomicUsize::new(0);
+        const MAX: usize = 16;
+        let verify = |k: &VerifyKey| k.verify_digest_within(&ALIVE, MAX, &e, &r, &s);
+        let keys: Vec<VerifyKey> = (0..MAX + 8)
+            .map(|_| VerifyKey::from_coordinates(&x, &y).expect("G is on the curve"))
+            .collect();
+        verify(&keys[0]);
+        assert!(!keys[0].has_table(), "a key seen once has no table");
+        for key in &keys {
+            verify(key);
+            verify(key);
+        }
+        assert!(keys[0].has_table(), "a key seen twice has one");
+        let with_table = keys.iter().filter(|k| k.has_table()).count();
+        assert_eq!(with_table, MAX, "as many tables as the bound allows");
+        assert_eq!(ALIVE.load(Ordering::Relaxed), MAX);
+        // A clone shares its original's table: no new one.
+        let clone = keys[0].clone();
+        verify(&clone);
+        assert!(clone.has_table());
+        assert_eq!(ALIVE.load(Ordering::Relaxed), MAX);
+        drop(keys);
+        assert_eq!(
+            ALIVE.load(Ordering::Relaxed),
+            1,
+            "the clone keeps one alive"
+        );
+        drop(clone);
+        assert_eq!(
+            ALIVE.load(Ordering::Relaxed),
+            0,
+            "dropping the keys frees their tables"
+        );
+        assert_eq!(
+            MAX_KEY_TABLES * 64 * std::mem::size_of::<Affine>(),
+            16 << 20,
+            "16 MiB at most"
+        );
+    }
 
     #[test]
     fn n_is_below_p_and_n_plus_small_is_not() {
