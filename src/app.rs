@@ -76,7 +76,8 @@ pub fn load_trust_store(config: &Config) -> anyhow::Result<TrustStore> {
             let text = std::fs::read_to_string(file).with_context(|| {
                 format!("trust domain {}: cannot read {}", d.name, file.display())
             })?;
-            let blocks = split_pem_certificates(&text);
+            let blocks = split_pem_certificates(&text)
+                .with_context(|| format!("trust domain {}: {}", d.name, file.display()))?;
             if blocks.is_empty() {
                 bail!(
                     "trust domain {}: {} holds no CERTIFICATE block",
@@ -92,13 +93,16 @@ pub fn load_trust_store(config: &Config) -> anyhow::Result<TrustStore> {
     Ok(TrustStore::new(domains))
 }
 
-/// Splits a PEM bundle into single-certificate PEM strings.
-pub fn split_pem_certificates(text: &str) -> Vec<String> {
-    const END: &str = "-----END CERTIFICATE-----";
-    text.split_inclusive(END)
-        .filter(|b| b.contains("-----BEGIN CERTIFICATE-----") && b.contains(END))
-        .map(|b| b.to_owned())
-        .collect()
+/// Splits a PEM bundle into single-certificate PEM strings (other blocks and
+/// text around them ignored; a block that does not decode is an error).
+pub fn split_pem_certificates(text: &str) -> anyhow::Result<Vec<String>> {
+    let mut pems = Vec::new();
+    for block in bzt_crypto::pem::pem_blocks(text)? {
+        if block.label == "CERTIFICATE" {
+            pems.push(bzt_crypto::pem::to_pem(&block.label, &block.der)?);
+        }
+    }
+    Ok(pems)
 }
 
 /// `[store]` as the Redis store wants it.

@@ -283,7 +283,7 @@ async fn phone_certificate(
             "public_key_hex: an uncompressed SM2 point (04||X||Y) is expected",
         ));
     }
-    let public = bzt_devca::sm2::PublicKey::from_sec1_bytes(&bytes)
+    let public = sm2::PublicKey::from_sec1_bytes(&bytes)
         .map_err(|_| ApiError::invalid("public_key_hex is not a point on the SM2 curve"))?;
     let data_dir = rp.data_dir.clone();
     let issued = tokio::task::spawn_blocking(move || {

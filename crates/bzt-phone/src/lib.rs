@@ -76,4 +76,4 @@ pub use session::{
 };
 
 /// The SM2 distinguishing ID of every signature.
-pub use bzt_devca::SM2_DISTID;
+pub use bzt_crypto::SM2_DISTID;
