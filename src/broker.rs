@@ -331,7 +331,7 @@ impl Broker {
         applied
     }
 
-    /// The phone approves: the checks of PROTOCOL.md in its order, then the transition.
+    /// The phone approves: the checks of docs/protocol.md in its order, then the transition.
     pub async fn complete(
         &self,
         id: &str,

@@ -1,4 +1,4 @@
-// A mock of the bzt broker's browser-facing side (PROTOCOL.md "Browser API", "Relay defences",
+// A mock of the bzt broker's browser-facing side (docs/protocol.md "Browser API", "Relay defences",
 // "Conversations", "Errors") plus just enough of the RP API (create, get with long-poll, cancel,
 // conversation requests) for the SDK's tests. The phone is simulated by test hooks.
 //

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// Lifetime of one signing request (PROTOCOL.md).
+/// Lifetime of one signing request (docs/protocol.md).
 pub const REQUEST_TTL_S: i64 = 60;
 /// Unanswered requests a conversation holds at once. Bounds the record
 /// (each may carry 64 KiB) and the phone's queue.
@@ -40,7 +40,7 @@ pub enum EndedBy {
     Requester,
     Idle,
     Limit,
-    /// The opening certificate was revoked or expired (an addition to PROTOCOL.md).
+    /// The opening certificate was revoked or expired (an addition to contract v1, docs/protocol.md).
     Certificate,
 }
 

@@ -1,7 +1,7 @@
 //! Domain core of the `bzt` scan-session broker.
 //!
 //! This crate knows nothing of HTTP, WebSocket or Redis. It holds the
-//! vocabulary of the wire contract (`shared/PROTOCOL.md`) and the rules that
+//! vocabulary of the wire contract (`docs/protocol.md`) and the rules that
 //! every transport and every store must agree on:
 //!
 //! - [`time`]: millisecond UTC timestamps and their RFC 3339 wire form.

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 /// Allowed session lifetimes, seconds.
 pub const TTL_RANGE_S: std::ops::RangeInclusive<u32> = 30..=600;
 pub const DEFAULT_TTL_S: u32 = 180;
-/// A terminal session stays readable at least this long (PROTOCOL.md).
+/// A terminal session stays readable at least this long (docs/protocol.md).
 pub const TERMINAL_RETENTION_S: i64 = 600;
 /// Completions that fail verification before the session moves to `failed`.
 pub const MAX_BAD_COMPLETIONS: u8 = 3;
@@ -928,7 +928,7 @@ impl Session {
         })
     }
 
-    /// The session view of PROTOCOL.md (`GET /v1/sessions/<id>`, webhooks, snapshots).
+    /// The session view of docs/protocol.md (`GET /v1/sessions/<id>`, webhooks, snapshots).
     pub fn view(&self) -> Value {
         let mut v = json!({
             "id": self.id,
