@@ -485,7 +485,7 @@ impl Conversation {
             if r.status == RequestStatus::Pending {
                 let r = Arc::make_mut(r);
                 r.status = RequestStatus::Expired;
-                r.reason = Some("conversation_ended".into());
+                r.reason = Some(crate::reason::CONVERSATION_ENDED.into());
                 r.completed_at = Some(now);
                 r.tbs = Vec::new();
                 finished.push(r.id.clone());

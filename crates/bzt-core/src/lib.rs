@@ -18,7 +18,8 @@
 //! - [`pki`]: certificate parsing, chain checks against trust domains (cached by
 //!   fingerprint), validity, revocation, `expect_cert`, and SM2 signature checks.
 //! - [`audit`]: the tamper-evident audit record format and its verification.
-//! - [`error`]: the protocol's stable error codes.
+//! - [`error`]: the protocol's stable error codes; [`reason`]: the broker's
+//!   own terminal reasons.
 
 pub mod audit;
 pub mod challenge;
@@ -26,6 +27,7 @@ pub mod codec;
 pub mod conversation;
 pub mod error;
 pub mod pki;
+pub mod reason;
 pub mod secret;
 pub mod session;
 pub mod sm2verify;

@@ -809,7 +809,7 @@ impl Session {
                 let failed = self.bad_completions >= MAX_BAD_COMPLETIONS;
                 if failed {
                     self.outcome = Some(Outcome::Failed {
-                        reason: "too_many_bad_completions".into(),
+                        reason: crate::reason::TOO_MANY_BAD_COMPLETIONS.into(),
                     });
                     self.transition(Status::Failed, now);
                 }
@@ -832,7 +832,7 @@ impl Session {
             Op::MatchFailed { phone_token } => {
                 self.check_completable(phone_token, now)?;
                 self.outcome = Some(Outcome::Rejected {
-                    reason: "match_failed".into(),
+                    reason: crate::reason::MATCH_FAILED.into(),
                 });
                 self.transition(Status::Rejected, now);
                 Ok(OpOutput::Done)
