@@ -331,7 +331,7 @@ impl Broker {
         applied
     }
 
-    /// The phone approves: the checks of PROTOCOL.md in its order, then the transition.
+    /// The phone approves: the checks of docs/protocol.md in its order, then the transition.
     pub async fn complete(
         &self,
         id: &str,
@@ -348,7 +348,7 @@ impl Broker {
             })?;
             if picked != expected.code {
                 let record =
-                    audit_operation(&session, None, "rejected", Some("match_failed".into()));
+                    audit_operation(&session, None, "rejected", Some(bzt_core::reason::MATCH_FAILED.into()));
                 self.audited(record, &session, &Op::MatchFailed { phone_token: token })
                     .await?;
                 return Err(ApiError::forbidden(
@@ -469,7 +469,7 @@ impl Broker {
                         &u.session,
                         None,
                         "failed",
-                        Some("too_many_bad_completions".into()),
+                        Some(bzt_core::reason::TOO_MANY_BAD_COMPLETIONS.into()),
                     );
                     if let Err(e) = self.audit.append(record, self.clock.now()).await {
                         tracing::error!(session = %id, error = %e, "could not record a failed session");
