@@ -9,6 +9,7 @@
 use crate::apps::{App, Apps};
 use crate::clock::Clock;
 use crate::error::ApiError;
+pub use crate::revocations::Revocations;
 use crate::store::{SessionStore, Update};
 use crate::timers::{Timer, TimerQueue};
 use crate::webhook::WebhookSender;
@@ -18,93 +19,8 @@ use bzt_core::session::{
     NumberMatch, Op, OpOutput, Requester,
 };
 use bzt_core::{DomainError, ErrorCode, Kind, Secret, Session, SessionId, Status};
-use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
-
-/// Revoked certificate serials: the configured list (replaced on SIGHUP)
-/// plus those added at run time through the admin API.
-#[derive(Default)]
-pub struct Revocations {
-    configured: RwLock<HashSet<String>>,
-    runtime: RwLock<HashSet<String>>,
-}
-
-impl Revocations {
-    pub fn new(configured: &[String]) -> Result<Self, String> {
-        let r = Self::default();
-        r.replace_configured(configured)?;
-        Ok(r)
-    }
-
-    pub fn replace_configured(&self, serials: &[String]) -> Result<(), String> {
-        let set = normalize_all(serials)?;
-        *self.configured.write().unwrap_or_else(|p| p.into_inner()) = set;
-        Ok(())
-    }
-
-    pub fn add(&self, serial: &str) -> Result<String, String> {
-        let s = bzt_core::pki::normalize_serial(serial)
-            .ok_or_else(|| format!("{serial:?} is not a hex serial"))?;
-        self.runtime
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(s.clone());
-        Ok(s)
-    }
-
-    pub fn remove(&self, serial: &str) -> Option<String> {
-        let s = bzt_core::pki::normalize_serial(serial)?;
-        self.runtime
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&s)
-            .then_some(s)
-    }
-
-    pub fn contains(&self, serial: &str) -> bool {
-        self.configured
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(serial)
-            || self
-                .runtime
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(serial)
-    }
-
-    /// (configured, runtime), sorted.
-    pub fn list(&self) -> (Vec<String>, Vec<String>) {
-        let mut c: Vec<_> = self
-            .configured
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect();
-        let mut r: Vec<_> = self
-            .runtime
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect();
-        c.sort();
-        r.sort();
-        (c, r)
-    }
-}
-
-fn normalize_all(serials: &[String]) -> Result<HashSet<String>, String> {
-    serials
-        .iter()
-        .map(|s| {
-            bzt_core::pki::normalize_serial(s)
-                .ok_or_else(|| format!("revocation.serials: {s:?} is not a hex serial"))
-        })
-        .collect()
-}
 
 /// A phone's completion, parsed but not yet checked.
 #[derive(Debug, Default)]
@@ -656,6 +572,7 @@ fn audit_operation(
             .unwrap_or_default(),
         requester_ip: s.requester.as_ref().and_then(|r| r.ip.clone()),
         requester_user_agent: s.requester.as_ref().and_then(|r| r.user_agent.clone()),
+        actor: None,
     }
 }
 
@@ -737,17 +654,5 @@ mod tests {
             let e = parse_qr_text(bad).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidRequest, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn revocations_normalise_serials() {
-        let r = Revocations::new(&["00AB".into()]).unwrap();
-        assert!(r.contains("ab"));
-        assert_eq!(r.add("0x1").unwrap_err(), "\"0x1\" is not a hex serial");
-        r.add("CD").unwrap();
-        assert!(r.contains("cd"));
-        assert_eq!(r.remove("cd").as_deref(), Some("cd"));
-        assert!(!r.contains("cd"));
-        assert!(Revocations::new(&["zz".into()]).is_err());
     }
 }

@@ -34,6 +34,7 @@ pub mod hall;
 pub mod http;
 pub mod limits;
 pub mod qr;
+pub mod revocations;
 pub mod store;
 pub mod timers;
 pub mod webhook;
