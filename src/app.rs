@@ -92,6 +92,22 @@ pub fn load_trust_store(config: &Config) -> anyhow::Result<TrustStore> {
     Ok(TrustStore::new(domains))
 }
 
+/// Reads the trusted seal makers' certificates (`[seals] trusted_makers_pem_files`).
+pub fn load_seal_makers(config: &Config) -> anyhow::Result<Vec<x509_cert::Certificate>> {
+    let mut makers = Vec::new();
+    for file in &config.seals.trusted_makers_pem_files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("seals: cannot read {}", file.display()))?;
+        let certs = bzt_devca::pem_certificates(&text)
+            .with_context(|| format!("seals: {}", file.display()))?;
+        if certs.is_empty() {
+            bail!("seals: {} holds no CERTIFICATE block", file.display());
+        }
+        makers.extend(certs);
+    }
+    Ok(makers)
+}
+
 /// Splits a PEM bundle into single-certificate PEM strings.
 pub fn split_pem_certificates(text: &str) -> Vec<String> {
     const END: &str = "-----END CERTIFICATE-----";
@@ -220,6 +236,7 @@ impl Application {
             conversations,
             audit,
             trust: load_trust_store(config)?,
+            seal_makers: load_seal_makers(config)?,
             revocations: Revocations::new(&config.revocation.serials)
                 .map_err(anyhow::Error::msg)?,
             apps: crate::apps::Apps::from_config(&config.apps)?,

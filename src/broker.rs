@@ -131,6 +131,8 @@ pub struct Broker {
     pub conversations: Arc<dyn crate::store::conversation::ConversationStore>,
     pub audit: Arc<dyn crate::audit::AuditLog>,
     pub trust: TrustStore,
+    /// Trusted seal makers (制章者): a seal signature's seal must be made by one of them.
+    pub seal_makers: Vec<x509_cert::Certificate>,
     pub revocations: Revocations,
     pub apps: Apps,
     pub clock: Arc<dyn Clock>,
