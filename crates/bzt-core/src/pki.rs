@@ -166,7 +166,7 @@ fn parse_der(der: &[u8]) -> Result<Certificate, DomainError> {
 }
 
 /// The DER bytes of a PEM input holding exactly one CERTIFICATE block.
-fn pem_to_der(pem: &str) -> Result<Vec<u8>, DomainError> {
+pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, DomainError> {
     const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
     const END: &str = "-----END CERTIFICATE-----";
     let blocks = pem.matches(BEGIN).count();
