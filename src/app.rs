@@ -94,6 +94,22 @@ pub fn load_trust_store(config: &Config) -> anyhow::Result<TrustStore> {
     Ok(TrustStore::new(domains))
 }
 
+/// Reads the trusted seal makers' certificates (`[seals] trusted_makers_pem_files`).
+pub fn load_seal_makers(config: &Config) -> anyhow::Result<Vec<x509_cert::Certificate>> {
+    let mut makers = Vec::new();
+    for file in &config.seals.trusted_makers_pem_files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("seals: cannot read {}", file.display()))?;
+        let certs = bzt_crypto::pem_certificates(&text)
+            .with_context(|| format!("seals: {}", file.display()))?;
+        if certs.is_empty() {
+            bail!("seals: {} holds no CERTIFICATE block", file.display());
+        }
+        makers.extend(certs);
+    }
+    Ok(makers)
+}
+
 /// Splits a PEM bundle into single-certificate PEM strings (other blocks and
 /// text around them ignored; a block that does not decode is an error).
 pub fn split_pem_certificates(text: &str) -> anyhow::Result<Vec<String>> {
@@ -229,6 +245,7 @@ impl Application {
             conversations,
             audit,
             trust: load_trust_store(config)?,
+            seal_makers: load_seal_makers(config)?,
             revocations: Revocations::open(&config.revocation.serials, revocation_records).await?,
             apps: crate::apps::Apps::from_config(&config.apps)?,
             clock,
