@@ -105,7 +105,7 @@ fn prompt(question: &str) -> anyhow::Result<String> {
 fn load_identity(a: &PhoneArgs) -> anyhow::Result<PhoneIdentity> {
     let key_text = std::fs::read_to_string(&a.key)
         .with_context(|| format!("cannot read {}", a.key.display()))?;
-    let pin = match (&a.pin, bzt_devca::is_encrypted_key_pem(&key_text)) {
+    let pin = match (&a.pin, bzt_crypto::is_encrypted_key_pem(&key_text)) {
         (Some(p), _) => Some(p.clone()),
         (None, true) => Some(prompt("请输入证书 PIN 码: ")?),
         (None, false) => None,
@@ -116,7 +116,9 @@ fn load_identity(a: &PhoneArgs) -> anyhow::Result<PhoneIdentity> {
     if let Some(chain) = &a.chain {
         let text = std::fs::read_to_string(chain)
             .with_context(|| format!("cannot read {}", chain.display()))?;
-        identity = identity.with_chain(bzt::app::split_pem_certificates(&text));
+        let chain_pems = bzt::app::split_pem_certificates(&text)
+            .with_context(|| format!("{}", chain.display()))?;
+        identity = identity.with_chain(chain_pems);
     }
     Ok(identity)
 }
