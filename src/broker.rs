@@ -267,8 +267,12 @@ impl Broker {
                 ApiError::invalid("this session uses number matching: send `match_code`")
             })?;
             if picked != expected.code {
-                let record =
-                    audit_operation(&session, None, "rejected", Some(bzt_core::reason::MATCH_FAILED.into()));
+                let record = audit_operation(
+                    &session,
+                    None,
+                    "rejected",
+                    Some(bzt_core::reason::MATCH_FAILED.into()),
+                );
                 self.audited(record, &session, &Op::MatchFailed { phone_token: token })
                     .await?;
                 return Err(ApiError::forbidden(

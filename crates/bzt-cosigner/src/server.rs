@@ -1,11 +1,14 @@
 //! The service: HTTP routes, and each operation as the protocol's steps.
 //!
-//! Every sign or decrypt request runs the same gate, in this order: open the
+//! Every sign or decrypt request runs the same gates, in this order: open the
 //! sealed body; the key exists, is not revoked, not frozen, not locked; the
-//! received point is valid; the PIN proof is fresh and verifies (a failure
-//! counts, the fifth in a row locks) and its nonce was never used; then the
-//! content: the bytes come from the broker (or, for a PKCS#10 request at
-//! enrolment, are checked to carry the joint key), never from the phone.
+//! content: the bytes come from the broker for a live session of this phone
+//! (or, for a PKCS#10 request at enrolment, are checked to carry the joint
+//! key), never from the phone, and a decryption is inside its opening window;
+//! then the received point is valid, the PIN proof is fresh and verifies (a
+//! failure counts, the fifth in a row locks) and its nonce was never used.
+//! The content comes before the PIN so that only a phone holding a live
+//! session's token can spend a key's five attempts.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -356,15 +359,8 @@ impl Service {
         }
     }
 
-    /// The gate every operation passes: usable key, valid point, PIN proof.
-    async fn admit(
-        &self,
-        key_id: &str,
-        operation: &str,
-        context: &Context,
-        point_hex: &str,
-        proof: &PinProofWire,
-    ) -> Result<(KeyRecord, ServiceShare, ProjectivePoint), ServiceError> {
+    /// The first gate: the key exists and is neither revoked, frozen nor locked.
+    async fn usable(&self, key_id: &str) -> Result<KeyRecord, ServiceError> {
         let record = self
             .store
             .get(key_id)
@@ -384,6 +380,21 @@ impl Service {
         if self.store.failures(key_id).await? >= MAX_FAILURES {
             return Err(locked());
         }
+        Ok(record)
+    }
+
+    /// The last gate, once the content is known to be asked for (so that
+    /// only a phone holding a live session's token can spend the key's five
+    /// PIN attempts): valid point, fresh PIN proof that verifies, unused nonce.
+    async fn check_pin(
+        &self,
+        record: &KeyRecord,
+        operation: &str,
+        context: &Context,
+        point_hex: &str,
+        proof: &PinProofWire,
+    ) -> Result<(ServiceShare, ProjectivePoint), ServiceError> {
+        let key_id = record.key_id.as_str();
         let point = decode_point(&hex::decode(point_hex).unwrap_or_default())
             .map_err(|_| ServiceError::invalid("the point is not 04||X||Y on the SM2 curve"))?;
         let nonce: [u8; 16] = hex::decode(&proof.nonce)
@@ -459,7 +470,7 @@ impl Service {
                 tracing::error!(key_id, "server share does not open under the master key");
                 ServiceError::internal()
             })?;
-        Ok((record, share, point))
+        Ok((share, point))
     }
 
     async fn sign(
@@ -467,15 +478,7 @@ impl Service {
         key_id: &str,
         request: &SignRequest,
     ) -> Result<(SignAnswer, String), ServiceError> {
-        let (record, share, q1) = self
-            .admit(
-                key_id,
-                "sign",
-                &request.context,
-                &request.q1,
-                &request.pin_proof,
-            )
-            .await?;
+        let record = self.usable(key_id).await?;
         let joint = point_from_hex(&record.public_key).map_err(|_| ServiceError::internal())?;
         let tbs = match &request.context {
             Context::Session(s) => {
@@ -490,6 +493,15 @@ impl Service {
             }
             Context::Csr(csr) => self.checked_csr(&record, &joint, &csr.tbs_b64)?,
         };
+        let (share, q1) = self
+            .check_pin(
+                &record,
+                "sign",
+                &request.context,
+                &request.q1,
+                &request.pin_proof,
+            )
+            .await?;
         let e = message_digest(&joint, &tbs).map_err(|_| ServiceError::internal())?;
         let (r, s1) = service_sign(&share, &q1, &e).map_err(|_| ServiceError::internal())?;
         let answer = SignAnswer {
@@ -509,15 +521,7 @@ impl Service {
                 "a co-decryption answers a decrypt session: context must be {\"session\": …}",
             ));
         };
-        let (_, share, t1) = self
-            .admit(
-                key_id,
-                "decrypt",
-                &request.context,
-                &request.t1,
-                &request.pin_proof,
-            )
-            .await?;
+        let record = self.usable(key_id).await?;
         let (tbs, context) = self
             .broker_tbs(BrokerContextRequest::Session(session.clone()))
             .await?;
@@ -527,6 +531,15 @@ impl Service {
             ));
         }
         self.check_opening(&tbs, context.opening.as_ref()).await?;
+        let (share, t1) = self
+            .check_pin(
+                &record,
+                "decrypt",
+                &request.context,
+                &request.t1,
+                &request.pin_proof,
+            )
+            .await?;
         if !self
             .store
             .use_once(

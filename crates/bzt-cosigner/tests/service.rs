@@ -230,6 +230,33 @@ async fn five_wrong_pins_lock_the_key_until_its_owner_unlocks_it() {
 }
 
 #[tokio::test]
+async fn wrong_pins_without_a_live_session_do_not_count() {
+    let broker = TestBroker::start().await;
+    let service = TestService::start(&broker).await;
+    let phone = Phone::enrol(&service).await;
+    // Whoever knows the key id but holds no session of this phone cannot lock it.
+    let unknown = Context::Session(bzt_cosigner::wire::SessionRef {
+        id: "nope".into(),
+        phone_token: "t".into(),
+    });
+    for _ in 0..6 {
+        assert_eq!(
+            code(phone.sign("000000", &unknown, b"x").await),
+            "not_requested"
+        );
+    }
+    assert_eq!(
+        phone
+            .client
+            .key_status(ADMIN_TOKEN, &phone.file.key_id)
+            .await
+            .unwrap()
+            .failures,
+        0
+    );
+}
+
+#[tokio::test]
 async fn a_right_pin_resets_the_count_of_wrong_ones() {
     let broker = TestBroker::start().await;
     let service = TestService::start(&broker).await;
