@@ -21,8 +21,8 @@ use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use bzt_crypto::two_party::{
-    decode_point, message_digest, point_from_hex, point_to_hex, service_decrypt, service_sign,
-    ChannelKey, PinProof, PinStatement, ResponseKey, SchnorrProof, ServiceShare,
+    decode_point, encode_point, message_digest, point_from_hex, point_to_hex, service_decrypt,
+    service_sign, ChannelKey, PinProof, PinStatement, ResponseKey, SchnorrProof, ServiceShare,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -265,7 +265,10 @@ async fn enrol(
     let record = KeyRecord {
         key_id: key_id.clone(),
         label: request.label,
-        p1: request.p1.to_lowercase(),
+        sealed_p1: svc
+            .master
+            .seal(format!("p1:{key_id}").as_bytes(), &encode_point(&p1))
+            .map_err(|_| ServiceError::internal())?,
         public_key: point_to_hex(&joint),
         sealed_share: Some(sealed_share),
         state: KeyState::Active,
@@ -413,7 +416,15 @@ impl Service {
                 "the PIN proof is not fresh: check the phone's clock and make a new one",
             ));
         }
-        let p1 = point_from_hex(&record.p1).map_err(|_| ServiceError::internal())?;
+        let p1 = self
+            .master
+            .open(format!("p1:{key_id}").as_bytes(), &record.sealed_p1)
+            .ok()
+            .and_then(|bytes| decode_point(&bytes).ok())
+            .ok_or_else(|| {
+                tracing::error!(key_id, "P1 does not open under the master key");
+                ServiceError::internal()
+            })?;
         let canonical = context.canonical();
         let statement = PinStatement {
             key_id,

@@ -273,7 +273,28 @@ async fn no_message_and_no_phone_file_holds_d_d2_or_the_pin() {
             );
         }
     }
-    // The search can find what is there: the file does hold its masked share.
+    // The service's store, read without the master key, holds neither d2 nor
+    // P1 (which, with the phone file, would test PIN guesses).
+    let store = std::fs::read(service.config.store_path()).unwrap();
+    let p1 = hex::encode(bzt_crypto::two_party::encode_point(
+        &ProjectivePoint::mul_by_generator(&*d1.invert()),
+    ));
+    let mut store_needles: Vec<(String, Vec<u8>)> = needles
+        .iter()
+        .filter(|(n, _)| n.starts_with("d2") || n == "PIN")
+        .cloned()
+        .collect();
+    store_needles.push(("P1 hex".into(), p1.clone().into_bytes()));
+    store_needles.push(("P1 x".into(), p1[2..66].as_bytes().to_vec()));
+    for (name, needle) in &store_needles {
+        assert!(
+            !store.windows(needle.len()).any(|w| w == needle.as_slice()),
+            "{name} found in the service's store"
+        );
+    }
+    // The search can find what is there: the store does hold the joint key,
+    assert!(store.windows(130).any(|w| w == file.public_key.as_bytes()));
+    // and the file its masked share.
     assert!(phone_file
         .windows(64)
         .any(|w| w == file.masked_share.as_bytes()));
