@@ -285,7 +285,7 @@ async fn no_message_and_no_phone_file_holds_d_d2_or_the_pin() {
         .cloned()
         .collect();
     store_needles.push(("P1 hex".into(), p1.clone().into_bytes()));
-    store_needles.push(("P1 x".into(), p1[2..66].as_bytes().to_vec()));
+    store_needles.push(("P1 x".into(), p1.as_bytes()[2..66].to_vec()));
     for (name, needle) in &store_needles {
         assert!(
             !store.windows(needle.len()).any(|w| w == needle.as_slice()),
