@@ -465,3 +465,58 @@ async fn the_joint_key_co_signs_its_own_certificate_request_only_for_itself() {
     });
     assert_eq!(code(phone.sign(PIN, &csr, &theirs).await), "not_requested");
 }
+
+#[tokio::test]
+async fn the_service_refuses_points_off_the_curve_before_using_its_share() {
+    use bzt_cosigner::wire::{channel_aad, PinProofWire, SealedBody, SignRequest};
+    let broker = TestBroker::start().await;
+    let service = TestService::start(&broker).await;
+    let phone = Phone::enrol(&service).await;
+    let tbs = challenge("login");
+    let session = broker.scanned("login", &tbs, None);
+    let service_key = bzt_crypto::two_party::point_from_hex(&phone.file.service_key).unwrap();
+    let generator = bzt_crypto::two_party::encode_point(&sm2::ProjectivePoint::GENERATOR);
+    let mut off_curve = generator.clone();
+    off_curve[64] ^= 1;
+    for (name, q1) in [
+        ("off the curve", hex::encode(&off_curve)),
+        ("identity", "00".to_owned()),
+        ("compressed", hex::encode(&generator[..33])),
+    ] {
+        let request = SignRequest {
+            context: session.clone(),
+            q1,
+            pin_proof: PinProofWire {
+                nonce: "00".repeat(16),
+                issued_at: OffsetDateTime::now_utc().unix_timestamp(),
+                proof: "00".repeat(97),
+            },
+        };
+        let path = format!("/v1/keys/{}/sign", phone.file.key_id);
+        let (sealed, _) = bzt_crypto::two_party::channel::seal_request(
+            &service_key,
+            &channel_aad("POST", &path),
+            &serde_json::to_vec(&request).unwrap(),
+        )
+        .unwrap();
+        let resp = reqwest::Client::new()
+            .post(format!("{}{path}", service.url))
+            .json(&SealedBody::from_sealed(&sealed))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{name}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_request", "{name}");
+    }
+    // None of them counted as a wrong PIN.
+    assert_eq!(
+        phone
+            .client
+            .key_status(ADMIN_TOKEN, &phone.file.key_id)
+            .await
+            .unwrap()
+            .failures,
+        0
+    );
+}
