@@ -25,6 +25,37 @@ use support::*;
 
 const PIN: &str = "735194";
 
+/// Every log line of this test binary (service and client alike), for the
+/// search for secrets.
+fn captured_logs() -> &'static std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || LogWriter(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("one subscriber per test binary");
+        logs
+    })
+}
+
+struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// One exchange as JSON: path, request body, answer body.
 #[derive(Clone)]
 struct Message {
@@ -241,7 +272,8 @@ async fn a_capture_plus_the_phone_file_does_not_let_a_thief_test_pins() {
 }
 
 #[tokio::test]
-async fn no_message_and_no_phone_file_holds_d_d2_or_the_pin() {
+async fn no_message_log_line_or_phone_file_holds_d_d2_or_the_pin() {
+    let logs = captured_logs();
     let (_broker, service, proxy, file, _, _) = phone_session_through_proxy().await;
     let secrets = service_secrets(&service, &file.key_id);
     let d1 = file.unmask(PIN).unwrap();
