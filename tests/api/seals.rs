@@ -407,3 +407,218 @@ async fn seal_fields_are_checked_at_create_and_complete() {
         "{message}"
     );
 }
+
+/// Runs the `bzt` binary; returns (success, stdout + stderr).
+async fn bzt(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_bzt"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("BZT_CONFIG")
+        .env_remove("BZT_DATA_DIR")
+        .env_remove("BZT_PHONE_PIN")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run bzt");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn the_cli_makes_a_seal_the_cli_phone_stamps_with_it_and_bzt_seal_verify_checks_the_document()
+{
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let data = d.join("data");
+    let data_s = data.to_str().unwrap();
+    assert!(bzt(d, &["dev-ca", "init", "--data-dir", data_s]).await.0);
+    let cas = std::sync::Arc::new(TestCas {
+        platform: DevCa::load(&bzt::dev::ca_dir(&data, "platform")).unwrap(),
+        national: DevCa::load(&bzt::dev::ca_dir(&data, "national")).unwrap(),
+    });
+    let app = TestApp::spawn_with_cas(cas, |c| {
+        c.seals.trusted_makers_pem_files = c.trust_domains[0].ca_pem_files.clone();
+    })
+    .await;
+
+    let (ok, out) = bzt(
+        d,
+        &[
+            "dev-ca",
+            "issue",
+            "--data-dir",
+            data_s,
+            "--cn",
+            "示例建设有限公司",
+            "--org",
+            "示例建设有限公司",
+            "--out",
+            "co",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    image::RgbaImage::from_pixel(8, 8, image::Rgba([200, 0, 0, 255]))
+        .save(d.join("seal.png"))
+        .unwrap();
+    std::fs::create_dir(d.join("seals")).unwrap();
+    let (ok, out) = bzt(
+        d,
+        &[
+            "dev-ca",
+            "make-seal",
+            "--data-dir",
+            data_s,
+            "--owner-cert",
+            "co/cert.pem",
+            "--name",
+            "示例建设有限公司",
+            "--picture",
+            "seal.png",
+            "--out",
+            "seals/company.seal",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("made company seal \"示例建设有限公司\""),
+        "{out}"
+    );
+    let (ok, out) = bzt(
+        d,
+        &[
+            "dev-ca",
+            "make-seal",
+            "--data-dir",
+            data_s,
+            "--owner-cert",
+            "co/cert.pem",
+            "--name",
+            "x",
+            "--picture",
+            "co/cert.pem",
+            "--out",
+            "bad.seal",
+        ],
+    )
+    .await;
+    assert!(
+        !ok && out.contains("is not a PNG, JPG, GIF, BMP or SVG picture"),
+        "{out}"
+    );
+
+    let document = "投标文件：示例工程施工投标".as_bytes();
+    std::fs::write(d.join("bid.txt"), document).unwrap();
+    let created = app.create_session(seal_session_body(document)).await;
+    let (ok, out) = bzt(
+        d,
+        &[
+            "phone",
+            "approve",
+            &created.qr_text,
+            "--cert",
+            "co/cert.pem",
+            "--key",
+            "co/key.pem",
+            "--seals",
+            "seals",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(out.contains("使用印章：示例建设有限公司（公章"), "{out}");
+    let view = app.get_session(&created.id).await;
+    assert_eq!(view["status"], "approved", "{view}");
+    let picture = unb64(
+        view["result"]["seal"]["picture"]["data_b64"]
+            .as_str()
+            .unwrap(),
+    );
+    assert_eq!(picture, std::fs::read(d.join("seal.png")).unwrap());
+    std::fs::write(
+        d.join("sig.der"),
+        unb64(view["result"]["seal_signature_b64"].as_str().unwrap()),
+    )
+    .unwrap();
+
+    let (ok, out) = bzt(
+        d,
+        &[
+            "seal",
+            "verify",
+            "sig.der",
+            "--data",
+            "bid.txt",
+            "--data-dir",
+            data_s,
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(out.starts_with("OK: stamped"), "{out}");
+    std::fs::write(d.join("bid.txt"), "投标文件：另一份".as_bytes()).unwrap();
+    let (ok, out) = bzt(
+        d,
+        &[
+            "seal",
+            "verify",
+            "sig.der",
+            "--data",
+            "bid.txt",
+            "--data-dir",
+            data_s,
+        ],
+    )
+    .await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("does NOT verify: TBS_Sign.dataHash"), "{out}");
+    // Another installation's makers do not vouch for this seal.
+    let other = d.join("other");
+    assert!(
+        bzt(
+            d,
+            &["dev-ca", "init", "--data-dir", other.to_str().unwrap()]
+        )
+        .await
+        .0
+    );
+    let (ok, out) = bzt(
+        d,
+        &[
+            "seal",
+            "verify",
+            "seals/company.seal",
+            "--data-dir",
+            other.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(!ok && out.contains("not a trusted seal maker"), "{out}");
+
+    // A phone without a usable seal declines rather than leave the session hanging.
+    let created = app.create_session(seal_session_body(document)).await;
+    let (ok, out) = bzt(
+        d,
+        &[
+            "phone",
+            "approve",
+            &created.qr_text,
+            "--cert",
+            "co/cert.pem",
+            "--key",
+            "co/key.pem",
+            "--seals",
+            "seals",
+            "--seal",
+            "no-such-seal",
+        ],
+    )
+    .await;
+    assert!(!ok && out.contains("no usable seal"), "{out}");
+    assert_eq!(app.status_of(&created.id).await, "rejected");
+}
