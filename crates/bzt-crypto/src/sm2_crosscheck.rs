@@ -4,7 +4,7 @@
 //! inputs, and the same verdict on valid, altered and out-of-range
 //! signatures, including keys with small or large coordinates. OpenSSL-made
 //! signatures are checked in tests/api/interop.rs and
-//! crates/bzt-core/tests/sm2_openssl.rs.
+//! crates/bzt-crypto/tests/sm2_openssl.rs.
 
 use crate::sm2_point::Affine;
 use crate::sm2_verify::{lincomb_split, lincomb_wide, split_table, VerifyKey, P_SPLIT_W};

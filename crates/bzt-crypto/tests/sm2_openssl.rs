@@ -4,8 +4,8 @@
 //! table — and refuses them altered, over another message, or made with
 //! OpenSSL's default empty distinguishing ID.
 
-use bzt_core::pki::{KeptKey, DEFAULT_DIST_ID};
-use bzt_core::sm2verify::{verify, verify_without_table};
+use bzt_crypto::sm2verify::{verify, verify_without_table};
+use bzt_crypto::{KeptKey, SM2_DISTID as DEFAULT_DIST_ID};
 use sm2::dsa::{Signature, VerifyingKey};
 use sm2::pkcs8::DecodePublicKey;
 use std::path::{Path, PathBuf};

@@ -3,13 +3,13 @@
 //! Verification handles only public values (key, message, signature), so
 //! constant time buys nothing here. The digest `e = SM3(Z ‖ M)` is computed
 //! here with the key's kept `Z`; the curve arithmetic (steps B1–B7) is
-//! `bzt_crypto::sm2_verify`, hand-written for speed (about 3× OpenSSL 3.0
+//! [`crate::sm2_verify`], hand-written for speed (about 3× OpenSSL 3.0
 //! for a key seen once, more for a kept key, which gets its own table from
 //! its second use: see loadtest/RESULTS.md) and cross-checked against the
 //! `sm2` crate there. Unit tests check that it agrees with the crate's own
 //! verify, and tests/api/interop.rs that it accepts OpenSSL's signatures.
 
-use bzt_crypto::sm2_verify::VerifyKey;
+use crate::sm2_verify::VerifyKey;
 use sm2::dsa::{Signature, VerifyingKey};
 use sm3::{Digest, Sm3};
 
@@ -42,7 +42,7 @@ const fn hex32(s: &str) -> [u8; 32] {
 
 /// A verifying key with its `Z` value, computed once, and its fast form
 /// (with a precomputed table from the second verify on, 4 KiB, bounded in
-/// number by `bzt_crypto`): what the chain cache keeps per certificate, so a
+/// number by [`crate::sm2_verify`]): what the chain cache keeps per certificate, so a
 /// phone that signs often costs the verify alone.
 #[derive(Clone, Debug)]
 pub struct KeptKey {
@@ -95,7 +95,7 @@ pub fn verify_without_table(key: &KeptKey, msg: &[u8], sig: &Signature) -> bool 
 }
 
 /// B3, B4: `e = SM3(Z ‖ M)`, with `r` and `s` as big-endian bytes; B1, B2,
-/// B5–B7 are `bzt_crypto`'s.
+/// B5–B7 are [`crate::sm2_verify`]'s.
 fn digest_and_scalars(
     key: &KeptKey,
     msg: &[u8],
@@ -119,7 +119,7 @@ mod tests {
         let mut bytes = [0u8; 32];
         bytes[..8].copy_from_slice(&seed.to_be_bytes());
         bytes[31] = 1;
-        SigningKey::from_slice(crate::pki::DEFAULT_DIST_ID, &bytes).expect("valid scalar")
+        SigningKey::from_slice(crate::SM2_DISTID, &bytes).expect("valid scalar")
     }
 
     #[test]
@@ -167,11 +167,9 @@ mod tests {
         let sig: Signature = sk.sign(b"message digest");
         let kept = KeptKey::new(sk.verifying_key().clone()).expect("short ID");
         assert!(verify(&kept, b"message digest", &sig));
-        let default_id = VerifyingKey::from_sec1_bytes(
-            crate::pki::DEFAULT_DIST_ID,
-            &sk.verifying_key().to_sec1_bytes(),
-        )
-        .expect("same point");
+        let default_id =
+            VerifyingKey::from_sec1_bytes(crate::SM2_DISTID, &sk.verifying_key().to_sec1_bytes())
+                .expect("same point");
         let default_id = KeptKey::new(default_id).expect("default ID");
         assert!(!verify(&default_id, b"message digest", &sig));
     }
