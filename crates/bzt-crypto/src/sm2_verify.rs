@@ -103,8 +103,10 @@ impl Drop for KeyTable {
     }
 }
 
-/// `[odd multiples of 2⁶⁴ʲ·base for j in 0..4]`, `2^(w−2)` per piece.
-pub(crate) fn split_table(base: &Affine, w: u32) -> Vec<Affine> {
+/// `[odd multiples of 2⁶⁴ʲ·base for j in 0..4]`, `2^(w−2)` per piece;
+/// `None` if one were the point at infinity (impossible for a point of
+/// the prime order n, which every point on the curve but O has).
+pub(crate) fn split_table(base: &Affine, w: u32) -> Option<Vec<Affine>> {
     let mut piece_base = Jacobian::from(*base);
     let mut all = Vec::with_capacity(PIECES << (w - 2));
     for j in 0..PIECES {
@@ -115,20 +117,22 @@ pub(crate) fn split_table(base: &Affine, w: u32) -> Vec<Affine> {
         }
         all.extend(odd_multiples(&piece_base, w));
     }
-    // The base has prime order n > 2²⁵⁶⁻¹: no multiple here is infinity.
-    batch_to_affine(&all).unwrap_or_default()
+    batch_to_affine(&all)
 }
 
 fn g_wide() -> &'static [Affine] {
     static TABLE: OnceLock<Vec<Affine>> = OnceLock::new();
     TABLE.get_or_init(|| {
-        batch_to_affine(&odd_multiples(&Jacobian::from(G), G_WIDE_W)).unwrap_or_default()
+        batch_to_affine(&odd_multiples(&Jacobian::from(G), G_WIDE_W))
+            .expect("small multiples of G, of prime order n, are never infinity")
     })
 }
 
 fn g_split() -> &'static [Affine] {
     static TABLE: OnceLock<Vec<Affine>> = OnceLock::new();
-    TABLE.get_or_init(|| split_table(&G, G_SPLIT_W))
+    TABLE.get_or_init(|| {
+        split_table(&G, G_SPLIT_W).expect("multiples of G below n are never infinity")
+    })
 }
 
 impl VerifyKey {
@@ -204,12 +208,13 @@ impl VerifyKey {
             alive.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
+        let Some(points) = split_table(&self.point, P_SPLIT_W) else {
+            alive.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        };
         // Counted above; its Drop uncounts it (also if another thread's
         // table wins the race below).
-        let built = Arc::new(KeyTable {
-            points: split_table(&self.point, P_SPLIT_W),
-            alive,
-        });
+        let built = Arc::new(KeyTable { points, alive });
         let _ = self.table.set(built);
         self.table.get().map(|t| t.as_ref())
     }
