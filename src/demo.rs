@@ -13,6 +13,7 @@
 
 mod bidfile;
 mod files;
+mod seals;
 
 use crate::config::Config;
 use crate::dev::DevSecrets;
@@ -83,6 +84,7 @@ pub fn routes(config: &Config, secrets: &DevSecrets) -> Router<AppState> {
             get(conversation_request_wait),
         )
         .merge(bidfile::routes())
+        .merge(seals::routes())
         .with_state(rp);
     Router::new()
         .route("/", get(|| async { Redirect::temporary("/demo/") }))
@@ -123,6 +125,9 @@ struct DemoCreate {
     conversation: Option<Value>,
     #[serde(default)]
     detail: Option<String>,
+    /// kind=sign: ask for a seal signature (`{data_hash_b64, property_info}`), passed on as is.
+    #[serde(default)]
+    seal: Option<Value>,
 }
 
 impl DemoRp {
@@ -188,6 +193,9 @@ async fn create(
     }
     if let Some(c) = req.conversation {
         body["conversation"] = c;
+    }
+    if let Some(seal) = req.seal {
+        body["seal"] = seal;
     }
     if let Some(n) = req.number_match {
         body["number_match"] = json!(n);
