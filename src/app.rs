@@ -219,7 +219,8 @@ impl Application {
             store,
             conversations,
             audit,
-            trust: load_trust_store(config)?,
+            trust: Arc::new(load_trust_store(config)?),
+            cert_checks: crate::cert_checks::CheckPool::per_cpu(),
             revocations: Revocations::new(&config.revocation.serials)
                 .map_err(anyhow::Error::msg)?,
             apps: crate::apps::Apps::from_config(&config.apps)?,

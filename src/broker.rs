@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::store::{SessionStore, Update};
 use crate::timers::{Timer, TimerQueue};
 use crate::webhook::WebhookSender;
-use bzt_core::pki::{CheckContext, CheckedCertificate, TrustStore};
+use bzt_core::pki::{CheckContext, CheckedCertificate, SignatureBudget, TrustStore};
 use bzt_core::session::{
     unknown_session_error, Approval, CancelledBy, Device, NewSession, NewSessionRequest,
     NumberMatch, Op, OpOutput, Requester,
@@ -130,7 +130,9 @@ pub struct Broker {
     pub store: Arc<dyn SessionStore>,
     pub conversations: Arc<dyn crate::store::conversation::ConversationStore>,
     pub audit: Arc<dyn crate::audit::AuditLog>,
-    pub trust: TrustStore,
+    pub trust: Arc<TrustStore>,
+    /// Where chain and signature checks run: off the async workers.
+    pub cert_checks: crate::cert_checks::CheckPool,
     pub revocations: Revocations,
     pub apps: Apps,
     pub clock: Arc<dyn Clock>,
@@ -359,8 +361,10 @@ impl Broker {
         validate_kind_extras(&session, &c)?;
 
         let started = std::time::Instant::now();
-        let verified = self.verify_completion(&session, &c);
+        let verified = self.verify_completion(&session, &c).await?;
         metrics::histogram!("bzt_completion_check_seconds").record(started.elapsed().as_secs_f64());
+        // Every refusal but a malformed request counts, the costly ones
+        // (a hostile chain is `untrusted_certificate`) included.
         let (signer, recipients) = match verified {
             Ok(v) => v,
             Err(e) if e.code == ErrorCode::InvalidRequest => return Err(e.into()),
@@ -417,12 +421,47 @@ impl Broker {
         Ok(())
     }
 
-    /// Certificate, signature and (for `encrypt`) recipient checks.
-    fn verify_completion(
+    /// Certificate, signature and (for `encrypt`) recipient checks. The SM2
+    /// work (chains, signature) runs in the check pool within one budget for
+    /// the whole completion; the per-use checks (validity, revocation,
+    /// `expect_cert`) are cheap and run here, so errors come in the
+    /// protocol's order. The outer error is the broker's own failure.
+    async fn verify_completion(
         &self,
         session: &Session,
         c: &Completion,
-    ) -> Result<(CheckedCertificate, Vec<CheckedCertificate>), DomainError> {
+    ) -> Result<Result<(CheckedCertificate, Vec<CheckedCertificate>), DomainError>, ApiError> {
+        let trust = self.trust.clone();
+        let (leaf, chain, recipients_pem) = (
+            c.certificate_pem.clone(),
+            c.chain_pem.clone(),
+            c.recipients_pem.clone().unwrap_or_default(),
+        );
+        let (tbs, signature) = (session.tbs.clone(), c.signature.clone());
+        let (signer, signed, recipient_chains) = self
+            .cert_checks
+            .run(move || {
+                let mut budget = SignatureBudget::for_certificates(1 + recipients_pem.len());
+                let signer = trust.verify_chain(&leaf, &chain, &mut budget);
+                let signed = signer
+                    .as_ref()
+                    .ok()
+                    .map(|v| bzt_core::pki::verify_signature(v.key(), &tbs, &signature));
+                let mut recipients = Vec::new();
+                if matches!(signed, Some(Ok(()))) {
+                    for pem in &recipients_pem {
+                        let checked = trust.verify_chain(pem, &chain, &mut budget);
+                        let failed = checked.is_err();
+                        recipients.push(checked);
+                        if failed {
+                            break;
+                        }
+                    }
+                }
+                (signer, signed, recipients)
+            })
+            .await?;
+
         let is_revoked = |serial: &str| self.revocations.contains(serial);
         let ctx = CheckContext {
             now: self.clock.now(),
@@ -430,28 +469,28 @@ impl Broker {
             expect: session.expect_cert.as_ref(),
             is_revoked: &is_revoked,
         };
-        let signer = self.trust.check(&c.certificate_pem, &c.chain_pem, &ctx)?;
-        bzt_core::pki::verify_signature(&signer.key, &session.tbs, &c.signature)?;
-        let mut recipients = Vec::new();
-        if let Some(pems) = &c.recipients_pem {
+        let checked = (|| {
+            let signer = signer?.check_use(&ctx)?;
+            signed.unwrap_or(Ok(()))?;
             // Recipients are checked like a signer, without `expect_cert`
             // (colleagues' certificates are other certificates by design).
             let rctx = CheckContext {
                 expect: None,
                 ..ctx
             };
-            for (i, pem) in pems.iter().enumerate() {
-                let r = self
-                    .trust
-                    .check(pem, &c.chain_pem, &rctx)
+            let mut recipients = Vec::new();
+            for (i, chain) in recipient_chains.into_iter().enumerate() {
+                let r = chain
+                    .and_then(|v| v.check_use(&rctx))
                     .map_err(|e| DomainError {
                         code: e.code,
                         message: format!("recipients_pem[{i}]: {}", e.message),
                     })?;
                 recipients.push(r);
             }
-        }
-        Ok((signer, recipients))
+            Ok((signer, recipients))
+        })();
+        Ok(checked)
     }
 
     /// Counts a 422 against the session and answers it; the third moves the session to `failed`.

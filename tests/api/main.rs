@@ -11,6 +11,7 @@ mod envelope_flows;
 mod errors;
 mod flows;
 mod helpers;
+mod hostile_chains;
 mod interop;
 mod limits;
 mod ops;

@@ -185,6 +185,26 @@ impl DevCa {
         Self::from_parts(cert, secret, key)
     }
 
+    /// Issues a subordinate CA `C=CN, O=<org>, OU=<domain>, CN=<cn>` signed by this one, with a
+    /// fresh SM2 key and this root's validity profile: the intermediate of a longer chain (tests
+    /// of path building, and platforms whose leaves come from a sub-CA).
+    pub fn issue_ca(&self, cn: &str, org: &str, domain: &str) -> Result<Self, Error> {
+        let secret = SecretKey::try_generate()
+            .map_err(|e| Error::Key(format!("no randomness for a key: {e}")))?;
+        let key = signing_key(&secret)?;
+        let subject = subject(cn, org, Some(domain), None)?;
+        let now = SystemTime::now();
+        let validity = validity(now - BACKDATE, now + ROOT_VALIDITY)?;
+        let profile = Profile {
+            issuer: Some(self.cert.tbs_certificate().subject().clone()),
+            subject,
+            aki: Some(self.ski.clone()),
+            ca: true,
+        };
+        let cert = build(profile, validity, spki_of(&key)?, &self.key)?;
+        Self::from_parts(cert, secret, key)
+    }
+
     /// Loads the CA written by [`DevCa::save`] from `dir` (`ca.pem`, `ca.key.pem`), checking that
     /// the key belongs to the certificate.
     pub fn load(dir: &Path) -> Result<Self, Error> {
