@@ -29,6 +29,7 @@ pub mod pki;
 pub mod secret;
 pub mod session;
 pub mod sm2verify;
+pub mod text;
 pub mod time;
 
 pub use error::{DomainError, ErrorCode};
