@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::store::{SessionStore, Update};
 use crate::timers::{Timer, TimerQueue};
 use crate::webhook::WebhookSender;
-use bzt_core::pki::{CheckContext, CheckedCertificate, SignatureBudget, TrustStore};
+use bzt_core::pki::{CheckContext, CheckedCertificate, KeyUse, SignatureBudget, TrustStore};
 use bzt_core::session::{
     unknown_session_error, Approval, CancelledBy, Device, NewSession, NewSessionRequest,
     NumberMatch, Op, OpOutput, Requester,
@@ -464,6 +464,7 @@ impl Broker {
 
         let is_revoked = |serial: &str| self.revocations.contains(serial);
         let ctx = CheckContext {
+            usage: KeyUse::Sign,
             now: self.clock.now(),
             accept: &session.accept,
             expect: session.expect_cert.as_ref(),
@@ -475,6 +476,7 @@ impl Broker {
             // Recipients are checked like a signer, without `expect_cert`
             // (colleagues' certificates are other certificates by design).
             let rctx = CheckContext {
+                usage: KeyUse::Encrypt,
                 expect: None,
                 ..ctx
             };

@@ -14,6 +14,7 @@ mod flows;
 mod helpers;
 mod hostile_chains;
 mod interop;
+mod key_usage;
 mod limits;
 mod ops;
 mod relay;

@@ -40,7 +40,7 @@ use sha2::{Digest, Sha256};
 use sm2::dsa::{Signature, VerifyingKey};
 use sm2::pkcs8::der;
 use std::sync::Arc;
-use x509_cert::ext::pkix::BasicConstraints;
+use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
 use x509_cert::Certificate;
 
 /// The standard SM2 distinguishing ID (GM/T 0009). OpenSSL 3.0 uses an empty
@@ -354,6 +354,8 @@ struct ChainCheck {
     /// filled in per use: it depends on the session's accepted domains).
     leaf: CertificateInfo,
     key: Arc<KeptKey>,
+    /// The leaf's keyUsage bits, if it has the extension.
+    usage: Option<KeyUsage>,
 }
 
 /// A certificate that passed every check for one use.
@@ -364,8 +366,21 @@ pub struct CheckedCertificate {
     pub key: Arc<KeptKey>,
 }
 
+/// What the leaf's key is about to be used for; checked against its
+/// keyUsage extension where the certificate has one (RFC 5280 §4.2.1.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyUse {
+    /// Sign a challenge or the RP's bytes (every kind's signer): needs
+    /// digitalSignature.
+    Sign,
+    /// Receive a bid file's content key (`encrypt` recipients): needs
+    /// keyEncipherment or dataEncipherment.
+    Encrypt,
+}
+
 /// What a check needs to know about the moment and the session.
 pub struct CheckContext<'a> {
+    pub usage: KeyUse,
     pub now: Timestamp,
     pub accept: &'a [String],
     pub expect: Option<&'a ExpectCert>,
@@ -543,6 +558,8 @@ fn check_use(
         }
     }
 
+    check_key_usage(chain.usage, ctx.usage)?;
+
     let (serial, issuer) = (&chain.leaf.serial, &chain.leaf.issuer);
     if let Some(expect) = ctx.expect {
         let issuer_ok = expect
@@ -635,14 +652,68 @@ impl TrustStore {
             not_after,
             domain: String::new(),
         };
+        let usage = match leaf.tbs_certificate().get_extension::<KeyUsage>() {
+            Ok(found) => found.map(|(_, usage)| usage),
+            Err(e) => {
+                return Err(DomainError::untrusted(format!(
+                    "certificate keyUsage extension does not parse: {e}"
+                )))
+            }
+        };
         let check = Arc::new(ChainCheck {
             paths,
             leaf: info,
             key,
+            usage,
         });
         self.cache.insert(fingerprint, check.clone());
         Ok(check)
     }
+}
+
+/// The leaf's keyUsage, where present, must allow `wanted`.
+fn check_key_usage(usage: Option<KeyUsage>, wanted: KeyUse) -> Result<(), DomainError> {
+    let Some(usage) = usage else {
+        return Ok(());
+    };
+    let has = |bit: KeyUsages| usage.0.contains(bit);
+    let allowed = match wanted {
+        KeyUse::Sign => has(KeyUsages::DigitalSignature),
+        KeyUse::Encrypt => has(KeyUsages::KeyEncipherment) || has(KeyUsages::DataEncipherment),
+    };
+    if allowed {
+        return Ok(());
+    }
+    let names = [
+        (KeyUsages::DigitalSignature, "digitalSignature"),
+        (KeyUsages::NonRepudiation, "nonRepudiation"),
+        (KeyUsages::KeyEncipherment, "keyEncipherment"),
+        (KeyUsages::DataEncipherment, "dataEncipherment"),
+        (KeyUsages::KeyAgreement, "keyAgreement"),
+        (KeyUsages::KeyCertSign, "keyCertSign"),
+        (KeyUsages::CRLSign, "cRLSign"),
+        (KeyUsages::EncipherOnly, "encipherOnly"),
+        (KeyUsages::DecipherOnly, "decipherOnly"),
+    ];
+    let present: Vec<&str> = names
+        .iter()
+        .filter(|(bit, _)| has(*bit))
+        .map(|(_, name)| *name)
+        .collect();
+    let present = if present.is_empty() {
+        "none".to_string()
+    } else {
+        present.join(", ")
+    };
+    Err(DomainError::untrusted(match wanted {
+        KeyUse::Sign => format!(
+            "certificate key usage lacks digitalSignature (it allows: {present}), so it cannot sign or log in"
+        ),
+        KeyUse::Encrypt => format!(
+            "certificate key usage has neither keyEncipherment nor dataEncipherment (it allows: {present}), \
+             so it cannot be a recipient of an encrypted bid file"
+        ),
+    }))
 }
 
 /// A certificate of the presented chain: the leaf or an intermediate (index
@@ -877,6 +948,7 @@ mod chain_tests {
 
     fn ctx<'a>(accept: &'a [String], revoked: &'a dyn Fn(&str) -> bool) -> CheckContext<'a> {
         CheckContext {
+            usage: KeyUse::Sign,
             now: Timestamp::now_utc(),
             accept,
             expect: None,
@@ -1144,5 +1216,41 @@ mod chain_tests {
             SignatureBudget::for_certificates(51).remaining,
             SIGNATURE_CHECKS_PER_CHAIN + 50 * SIGNATURE_CHECKS_PER_EXTRA_CERTIFICATE
         );
+    }
+
+    #[test]
+    fn key_usage_where_present_decides_what_a_leaf_may_do() {
+        use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
+        let root = DevCa::generate("Root", "Org", "platform").unwrap();
+        let trust = store(&[("platform", &root)]);
+        let accept = vec!["platform".to_string()];
+        let never = |_: &str| false;
+        let leaf = |usage: KeyUsage| {
+            root.issue(&LeafSpec::new("x", "Org").with_key_usage(usage))
+                .unwrap()
+        };
+        let encipher_only = leaf(KeyUsage(KeyUsages::KeyEncipherment.into()));
+        let sign_only = leaf(KeyUsage(KeyUsages::DigitalSignature.into()));
+        let data_only = leaf(KeyUsage(KeyUsages::DataEncipherment.into()));
+        let mut c = ctx(&accept, &never);
+
+        let e = trust.check(&encipher_only.cert_pem, &[], &c).unwrap_err();
+        assert_eq!(e.code, crate::ErrorCode::UntrustedCertificate);
+        assert!(
+            e.message
+                .contains("lacks digitalSignature (it allows: keyEncipherment)"),
+            "{e}"
+        );
+        assert!(trust.check(&sign_only.cert_pem, &[], &c).is_ok());
+
+        c.usage = KeyUse::Encrypt;
+        let e = trust.check(&sign_only.cert_pem, &[], &c).unwrap_err();
+        assert!(
+            e.message
+                .contains("neither keyEncipherment nor dataEncipherment"),
+            "{e}"
+        );
+        assert!(trust.check(&encipher_only.cert_pem, &[], &c).is_ok());
+        assert!(trust.check(&data_only.cert_pem, &[], &c).is_ok());
     }
 }
