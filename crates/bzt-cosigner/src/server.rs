@@ -437,21 +437,8 @@ impl Service {
             issued_at: proof.issued_at,
             proof: schnorr,
         };
-        if pin.verify(&p1, &statement).is_err() {
-            let failures = self.store.add_failure(key_id).await?;
-            tracing::warn!(key_id, failures, "wrong PIN proof");
-            if failures >= MAX_FAILURES {
-                return Err(locked());
-            }
-            return Err(ServiceError::new(
-                StatusCode::FORBIDDEN,
-                "wrong_pin",
-                format!(
-                    "wrong PIN; {} attempt(s) left before the key locks",
-                    MAX_FAILURES - failures
-                ),
-            ));
-        }
+        // A nonce is spent before anything else, so a replayed proof neither
+        // counts nor, being valid, resets the count of wrong ones.
         let ttl = 2 * self.config.proof_window_s + 1;
         if !self
             .store
@@ -465,6 +452,27 @@ impl Service {
                 StatusCode::CONFLICT,
                 "replayed",
                 "this PIN proof was used already; make a new one",
+            ));
+        }
+        // Each attempt is counted before it is checked (atomically, across
+        // nodes), so parallel guesses cannot slip past the limit; a right PIN
+        // then clears the count.
+        let attempt = self.store.add_failure(key_id).await?;
+        if attempt > MAX_FAILURES {
+            return Err(locked());
+        }
+        if pin.verify(&p1, &statement).is_err() {
+            tracing::warn!(key_id, failures = attempt, "wrong PIN proof");
+            if attempt >= MAX_FAILURES {
+                return Err(locked());
+            }
+            return Err(ServiceError::new(
+                StatusCode::FORBIDDEN,
+                "wrong_pin",
+                format!(
+                    "wrong PIN; {} attempt(s) left before the key locks",
+                    MAX_FAILURES - attempt
+                ),
             ));
         }
         self.store.reset_failures(key_id).await?;
