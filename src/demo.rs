@@ -92,13 +92,15 @@ pub fn routes(config: &Config, secrets: &DevSecrets) -> Router<AppState> {
 }
 
 /// The broker's own address for the RP backend's calls (loopback when bound to all interfaces).
+/// The demo backend lives in the broker's process, so it calls the listen address directly, never
+/// `public_base_url`: behind a TLS proxy (docs/deploy.md) that name may carry a certificate this
+/// process does not trust, and the detour would only add a hop.
 fn local_url(config: &Config) -> String {
-    let listen = config.listen.replace("0.0.0.0", "127.0.0.1");
-    if config.public_base_url.is_some() {
-        config.public_base_url()
-    } else {
-        format!("http://{listen}")
-    }
+    let listen = config
+        .listen
+        .replace("0.0.0.0", "127.0.0.1")
+        .replace("[::]", "[::1]");
+    format!("http://{listen}")
 }
 
 #[derive(Deserialize)]

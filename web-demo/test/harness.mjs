@@ -24,7 +24,7 @@ export const CHROMIUM_ARGS = [
 ];
 export const PIN = '135790';
 
-function freePort() {
+export function freePort() {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.unref();
@@ -56,8 +56,8 @@ function brokerBinary() {
   return binary;
 }
 
-/** Starts the real broker in development mode; resolves when /healthz answers. */
-export async function startBroker() {
+/** Starts the real broker in development mode (`env`: extra BZT_* settings); resolves when /healthz answers. */
+export async function startBroker({ env: extraEnv = {} } = {}) {
   const bin = brokerBinary();
   const port = await freePort();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bzt-web-demo-'));
@@ -66,6 +66,7 @@ export async function startBroker() {
   // BZT_CHROMIUM, BZT_BIN, ...), only ours.
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BZT_')));
   Object.assign(env, { BZT_LISTEN: `127.0.0.1:${port}`, BZT_DATA_DIR: dataDir, RUST_LOG: process.env.RUST_LOG || 'warn' });
+  Object.assign(env, extraEnv);
   // The broker finds web-demo/ and sdk-js/dist relative to its working directory.
   const child = spawn(bin, ['serve'], { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
