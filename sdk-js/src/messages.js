@@ -39,7 +39,7 @@ export const ERROR_MESSAGES = {
 
 /** What the broker writes as `result.reason` or a request's `reason` (bzt_core::reason::ALL). */
 export const REASON_MESSAGES = {
-  match_failed: '手机上选择的数字与网页显示的不一致，已拒绝',
+  match_failed: '手机上选择的数字与网页显示的不一致（二维码可能被他人转发）',
   too_many_bad_completions: '多次验证未通过，本次扫码已失败，请刷新二维码后重试',
   bad_signature: '签名验证未通过',
   certificate_not_acceptable: '证书已失效或已吊销，不能继续签署',

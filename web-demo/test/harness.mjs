@@ -143,12 +143,13 @@ export async function shot(page, name) {
   await page.screenshot({ path: path.join(OUT, name + '.png'), fullPage: true });
 }
 
-/** Opens phone.html and gets a development certificate for a key made in the page. */
-export async function openPhone(browser, base, { cn = '张三', pin = PIN } = {}) {
+/** Opens phone.html and gets a development certificate (trust domain `domain`, default platform) for a key made in the page. */
+export async function openPhone(browser, base, { cn = '张三', pin = PIN, domain = null } = {}) {
   const phone = await browser.context.newPage();
   await phone.setViewportSize({ width: 460, height: 900 });
   await phone.goto(base + '/demo/phone.html');
   await phone.fill('#cn', cn);
+  if (domain) await phone.selectOption('#domain', domain);
   await phone.fill('#pin-new', pin);
   await phone.click('#issue');
   await phone.locator('#cert-serial').waitFor({ timeout: 20000 });
