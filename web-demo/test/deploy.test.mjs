@@ -183,8 +183,8 @@ test('deploy: a login through nginx over https:// and wss://, SSE unbuffered, X-
   const sse = followSse(session.events_url, { ca, headers: { 'X-Forwarded-For': '203.0.113.9' } });
   t.after(() => sse.close());
   await waitUntil(() => sse.events.length >= 1, 10000, 'the SSE snapshot through nginx');
-  assert.equal(sse.status, 200);
-  assert.match(sse.contentType, /text\/event-stream/);
+  assert.equal(sse.events.status, 200);
+  assert.match(sse.events.contentType, /text\/event-stream/);
   assert.equal(sse.events[0].type, 'snapshot');
 
   const browser = await launchBrowser(['--ignore-certificate-errors']);
