@@ -54,6 +54,7 @@ fn audit_request(
         device_name: c.device_name.clone(),
         requester_ip: c.requester.as_ref().and_then(|q| q.ip.clone()),
         requester_user_agent: c.requester.as_ref().and_then(|q| q.user_agent.clone()),
+        actor: None,
     }
 }
 

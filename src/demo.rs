@@ -295,7 +295,7 @@ async fn phone_certificate(
             "public_key_hex: an uncompressed SM2 point (04||X||Y) is expected",
         ));
     }
-    let public = bzt_devca::sm2::PublicKey::from_sec1_bytes(&bytes)
+    let public = sm2::PublicKey::from_sec1_bytes(&bytes)
         .map_err(|_| ApiError::invalid("public_key_hex is not a point on the SM2 curve"))?;
     let uscc = req
         .uscc

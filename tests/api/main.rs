@@ -16,4 +16,5 @@ mod limits;
 mod ops;
 mod relay;
 mod rp_match_code;
+mod seals;
 mod webhooks;

@@ -30,8 +30,10 @@ pub mod pki;
 pub mod reason;
 pub mod secret;
 pub mod session;
-pub mod sm2verify;
 pub mod time;
+
+/// The variable-time SM2 verify, now in the crypto crate; re-exported for old paths.
+pub use bzt_crypto::sm2verify;
 
 pub use error::{DomainError, ErrorCode};
 pub use secret::{Secret, SessionId};
