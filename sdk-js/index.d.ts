@@ -336,7 +336,7 @@ export declare function createLoginWidget(options: LoginWidgetOptions): LoginWid
 export type BrokerErrorCode =
   | 'invalid_request' | 'unauthorized' | 'forbidden' | 'not_found' | 'method_not_allowed' | 'already_claimed'
   | 'conflict' | 'expired' | 'payload_too_large' | 'bad_signature' | 'untrusted_certificate' | 'rate_limited'
-  | 'internal' | 'unavailable';
+  | 'internal' | 'unavailable' | 'seal_not_acceptable';
 /** The SDK's own error codes (BztError). */
 export type SdkErrorCode =
   | 'network' | 'timeout' | 'create_failed' | 'closed' | 'destroyed' | 'conversation_ended' | 'bad_session'

@@ -22,6 +22,7 @@ export const ERROR_MESSAGES = {
   payload_too_large: '提交的内容过大，请减小文件或内容后重试',
   bad_signature: '签名验证未通过，请确认使用的是本人证书后重试',
   untrusted_certificate: '证书不被接受：证书不属于本二维码接受的类型、已过期、已吊销，或不是指定的证书',
+  seal_not_acceptable: '电子印章不可用：印章不属于本证书、已过期，或制章机构不受信任',
   rate_limited: '操作过于频繁，请稍后再试',
   internal: '服务内部错误，请稍后重试',
   unavailable: '服务暂时不可用，请稍后重试',
