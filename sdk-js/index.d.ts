@@ -253,8 +253,9 @@ export interface LoginWidgetOptions {
   /**
    * Calls YOUR backend, which creates the session with its API key and returns the create answer.
    * With `domains`, pass `accept` on to `POST /v1/sessions` (one session per tab); without, `accept`
-   * is null (one QR for every trust domain). An error with a string `code` (e.g. the broker's,
-   * passed on by your backend) is shown with that code's zh-CN message.
+   * is null (one QR for every trust domain). A failure becomes a `create_failed` BztError whose
+   * `cause` is what you threw; give it a string `code` (e.g. the broker's, passed on by your
+   * backend) and the widget shows that code's zh-CN message.
    */
   createSession: (context: { accept: string[] | null; domain: string | null }) => Promise<CreatedSession>;
   /**

@@ -286,11 +286,17 @@
 
   /**
    * The zh-CN text for an error: a BztError, a protocol error body `{error: {code}}`, `{code}` or the
-   * code itself. Never the broker's English message: an unknown code gets a generic Chinese text.
+   * code itself; for `create_failed`, the code of its `cause` when that has a message. Never the
+   * broker's English message: an unknown code gets a generic Chinese text.
    */
   function errorMessage(error, overrides) {
     let code = error;
-    if (error && typeof error === 'object') code = error.error && error.error.code ? error.error.code : error.code;
+    if (error && typeof error === 'object') {
+      code = error.error && error.error.code ? error.error.code : error.code;
+      // createSession failed: the page's backend usually knows why (the broker's code it passed on).
+      const cause = error.cause;
+      if (code === 'create_failed' && cause && typeof cause.code === 'string' && lookup(ERROR_MESSAGES, overrides, cause.code) != null) code = cause.code;
+    }
     if (typeof code === 'string') {
       const text = lookup(ERROR_MESSAGES, overrides, code);
       if (text != null) return text;
@@ -1856,9 +1862,9 @@
         if (!session || !session.id) throw new BztError('bad_session', 'createSession must return the create answer');
       } catch (e) {
         if (this._destroyed) return;
-        // Keep the broker's code when the page's backend passed it on ({error: {code}} → e.code).
-        const code = e && typeof e.code === 'string' && e.code ? e.code : 'create_failed';
-        const err = e instanceof BztError ? e : new BztError(code, 'createSession failed: ' + (e && e.message), { cause: e, status: e && e.status });
+        // `cause` keeps the page backend's error: errorMessage() shows its code's text (e.g. the
+        // broker's `rate_limited` passed on as e.code) rather than a generic one.
+        const err = e instanceof BztError ? e : new BztError('create_failed', 'createSession failed: ' + (e && e.message), { cause: e, status: e && e.status });
         this._setStatus('error', { overlay: this.texts.createFailed, error: err });
         this.emit('error', err);
         return;

@@ -84,11 +84,17 @@ function lookup(table, overrides, key) {
 
 /**
  * The zh-CN text for an error: a BztError, a protocol error body `{error: {code}}`, `{code}` or the
- * code itself. Never the broker's English message: an unknown code gets a generic Chinese text.
+ * code itself; for `create_failed`, the code of its `cause` when that has a message. Never the
+ * broker's English message: an unknown code gets a generic Chinese text.
  */
 export function errorMessage(error, overrides) {
   let code = error;
-  if (error && typeof error === 'object') code = error.error && error.error.code ? error.error.code : error.code;
+  if (error && typeof error === 'object') {
+    code = error.error && error.error.code ? error.error.code : error.code;
+    // createSession failed: the page's backend usually knows why (the broker's code it passed on).
+    const cause = error.cause;
+    if (code === 'create_failed' && cause && typeof cause.code === 'string' && lookup(ERROR_MESSAGES, overrides, cause.code) != null) code = cause.code;
+  }
   if (typeof code === 'string') {
     const text = lookup(ERROR_MESSAGES, overrides, code);
     if (text != null) return text;
