@@ -4,6 +4,7 @@ mod audit;
 mod devca;
 mod envelope;
 mod hall;
+mod net;
 mod phone;
 mod serve;
 

@@ -17,6 +17,9 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Per-request timeout of the phone's HTTP calls.
+const HTTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Subcommand)]
 pub enum PhoneCommand {
     /// Claim a QR, show the request, and ask whether to sign.
@@ -71,6 +74,8 @@ pub struct PhoneArgs {
     /// repeatable. The phone's own certificate is always included.
     #[arg(long = "recipient", value_name = "CERT")]
     recipients: Vec<PathBuf>,
+    #[command(flatten)]
+    tls: super::net::TlsArgs,
 }
 
 pub fn run(cmd: PhoneCommand) -> anyhow::Result<()> {
@@ -127,7 +132,8 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
     let identity = load_identity(&a)?;
     let colleagues = super::envelope::read_recipients(&a.recipients)?;
     let qr = QrText::parse(&a.qr_text)?;
-    let phone = Phone::new(reqwest::Client::new());
+    let tls = a.tls.client_tls()?;
+    let phone = Phone::new(a.tls.http_client(&tls, HTTP_TIMEOUT)?);
     let claimed = phone.claim(&qr, &identity).await?;
     println!("{}", claimed.describe_zh());
 
@@ -193,7 +199,8 @@ fn match_code(a: &PhoneArgs, claimed: &bzt_phone::Claimed) -> anyhow::Result<Opt
 async fn converse(a: PhoneArgs, auto_confirm: bool, max: Option<u64>) -> anyhow::Result<()> {
     let identity = load_identity(&a)?;
     let qr = QrText::parse(&a.qr_text)?;
-    let phone = Phone::new(reqwest::Client::new());
+    let tls = a.tls.client_tls()?;
+    let phone = Phone::new(a.tls.http_client(&tls, HTTP_TIMEOUT)?);
     let claimed = phone.claim(&qr, &identity).await?;
     println!("{}", claimed.describe_zh());
     if claimed.kind != Kind::Sign || !claimed.conversation_allowed {
@@ -218,7 +225,7 @@ async fn converse(a: PhoneArgs, auto_confirm: bool, max: Option<u64>) -> anyhow:
         "已签名并开启会话 / conversation opened: {}（有效期至 / until {}）",
         grant.id, grant.expires_at
     );
-    let mut socket = PhoneConversation::connect(&claimed.base_url, &grant).await?;
+    let mut socket = PhoneConversation::connect_with_tls(&claimed.base_url, &grant, tls).await?;
     if auto_confirm {
         println!("自动确认已开启：之后的签章请求将不再询问 / auto-confirm is on");
     }
