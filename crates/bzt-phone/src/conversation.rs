@@ -366,8 +366,7 @@ impl Default for Reconnect {
     }
 }
 
-/// Anything a socket runs over: plain TCP or TLS.
-
+/// A conversation socket, over plain TCP or TLS.
 type Ws = crate::net::WsStream;
 
 /// A frame from the broker, as sent. Unknown types are ignored (a newer broker may add some).
