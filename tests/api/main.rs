@@ -16,4 +16,5 @@ mod limits;
 mod ops;
 mod relay;
 mod rp_match_code;
+mod tls_front;
 mod webhooks;

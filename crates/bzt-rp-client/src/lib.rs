@@ -368,9 +368,25 @@ impl RpClient {
             .bearer_auth(&self.api_key)
             .send()
             .await
-            .map_err(|e| RpError::Transport(e.to_string()))?;
+            .map_err(|e| RpError::Transport(error_chain(&e)))?;
         read_answer(resp).await
     }
+}
+
+/// An error with its causes ("error sending request: ...: invalid peer certificate: ..."):
+/// reqwest's own message alone does not say why a connection failed.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// A path segment, percent-encoded (ids are URL-safe base64 today; this keeps a stray `/` or
