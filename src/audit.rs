@@ -409,6 +409,7 @@ mod tests {
             device_name: "d".into(),
             requester_ip: None,
             requester_user_agent: None,
+            actor: None,
         }
     }
 

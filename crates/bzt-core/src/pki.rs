@@ -71,7 +71,7 @@ fn parse_der(der: &[u8]) -> Result<Certificate, DomainError> {
 }
 
 /// The DER bytes of a PEM input holding exactly one CERTIFICATE block.
-fn pem_to_der(pem: &str) -> Result<Vec<u8>, DomainError> {
+pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, DomainError> {
     bzt_crypto::pem::certificate_der(pem).map_err(|e| DomainError::invalid(crypto_message(e)))
 }
 

@@ -14,6 +14,10 @@
 //! - [`names`]: the one serial format ([`serial_hex`]), RFC 4514 names as the protocol shows
 //!   them, subject names and the 统一社会信用代码 (USCC).
 //! - [`keyfile`]: plain and PIN-protected PKCS#8 SM2 key files (OpenSSL reads them).
+//! - [`two_party`]: two-party SM2 (密钥拆分): key generation with proofs of
+//!   knowledge, co-signing, blinded co-decryption, the phone's PIN-masked
+//!   share and PIN proof, and the channel encryption between phone and
+//!   co-signing service.
 
 // One line per module, sorted, so that branches adding modules merge cleanly.
 pub mod keyfile;
@@ -21,6 +25,7 @@ pub mod names;
 pub mod pem;
 pub mod sm2sig;
 pub mod sm2verify;
+pub mod two_party;
 pub mod wrap;
 
 pub use keyfile::{is_encrypted_key_pem, key_from_pem, key_to_encrypted_pem, key_to_pem};
