@@ -9,102 +9,18 @@
 use crate::apps::{App, Apps};
 use crate::clock::Clock;
 use crate::error::ApiError;
+pub use crate::revocations::Revocations;
 use crate::store::{SessionStore, Update};
 use crate::timers::{Timer, TimerQueue};
 use crate::webhook::WebhookSender;
-use bzt_core::pki::{CheckContext, CheckedCertificate, TrustStore};
+use bzt_core::pki::{CheckContext, CheckedCertificate, KeyUse, SignatureBudget, TrustStore};
 use bzt_core::session::{
     unknown_session_error, Approval, CancelledBy, Device, NewSession, NewSessionRequest,
     NumberMatch, Op, OpOutput, Requester,
 };
 use bzt_core::{DomainError, ErrorCode, Kind, Secret, Session, SessionId, Status};
-use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
-
-/// Revoked certificate serials: the configured list (replaced on SIGHUP)
-/// plus those added at run time through the admin API.
-#[derive(Default)]
-pub struct Revocations {
-    configured: RwLock<HashSet<String>>,
-    runtime: RwLock<HashSet<String>>,
-}
-
-impl Revocations {
-    pub fn new(configured: &[String]) -> Result<Self, String> {
-        let r = Self::default();
-        r.replace_configured(configured)?;
-        Ok(r)
-    }
-
-    pub fn replace_configured(&self, serials: &[String]) -> Result<(), String> {
-        let set = normalize_all(serials)?;
-        *self.configured.write().unwrap_or_else(|p| p.into_inner()) = set;
-        Ok(())
-    }
-
-    pub fn add(&self, serial: &str) -> Result<String, String> {
-        let s = bzt_core::pki::normalize_serial(serial)
-            .ok_or_else(|| format!("{serial:?} is not a hex serial"))?;
-        self.runtime
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(s.clone());
-        Ok(s)
-    }
-
-    pub fn remove(&self, serial: &str) -> Option<String> {
-        let s = bzt_core::pki::normalize_serial(serial)?;
-        self.runtime
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&s)
-            .then_some(s)
-    }
-
-    pub fn contains(&self, serial: &str) -> bool {
-        self.configured
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(serial)
-            || self
-                .runtime
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(serial)
-    }
-
-    /// (configured, runtime), sorted.
-    pub fn list(&self) -> (Vec<String>, Vec<String>) {
-        let mut c: Vec<_> = self
-            .configured
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect();
-        let mut r: Vec<_> = self
-            .runtime
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect();
-        c.sort();
-        r.sort();
-        (c, r)
-    }
-}
-
-fn normalize_all(serials: &[String]) -> Result<HashSet<String>, String> {
-    serials
-        .iter()
-        .map(|s| {
-            bzt_core::pki::normalize_serial(s)
-                .ok_or_else(|| format!("revocation.serials: {s:?} is not a hex serial"))
-        })
-        .collect()
-}
 
 /// A phone's completion, parsed but not yet checked.
 #[derive(Debug, Default)]
@@ -132,9 +48,11 @@ pub struct Broker {
     pub store: Arc<dyn SessionStore>,
     pub conversations: Arc<dyn crate::store::conversation::ConversationStore>,
     pub audit: Arc<dyn crate::audit::AuditLog>,
-    pub trust: TrustStore,
+    pub trust: Arc<TrustStore>,
+    /// Where chain and signature checks run: off the async workers.
+    pub cert_checks: crate::cert_checks::CheckPool,
     /// Trusted seal makers (制章者): a seal signature's seal must be made by one of them.
-    pub seal_makers: Vec<x509_cert::Certificate>,
+    pub seal_makers: Arc<Vec<x509_cert::Certificate>>,
     pub revocations: Revocations,
     pub apps: Apps,
     pub clock: Arc<dyn Clock>,
@@ -335,7 +253,7 @@ impl Broker {
         applied
     }
 
-    /// The phone approves: the checks of PROTOCOL.md in its order, then the transition.
+    /// The phone approves: the checks of docs/protocol.md in its order, then the transition.
     pub async fn complete(
         &self,
         id: &str,
@@ -351,8 +269,12 @@ impl Broker {
                 ApiError::invalid("this session uses number matching: send `match_code`")
             })?;
             if picked != expected.code {
-                let record =
-                    audit_operation(&session, None, "rejected", Some("match_failed".into()));
+                let record = audit_operation(
+                    &session,
+                    None,
+                    "rejected",
+                    Some(bzt_core::reason::MATCH_FAILED.into()),
+                );
                 self.audited(record, &session, &Op::MatchFailed { phone_token: token })
                     .await?;
                 return Err(ApiError::forbidden(
@@ -363,8 +285,10 @@ impl Broker {
         validate_kind_extras(&session, &c)?;
 
         let started = std::time::Instant::now();
-        let verified = self.verify_completion(&session, &c);
+        let verified = self.verify_completion(&session, &c).await?;
         metrics::histogram!("bzt_completion_check_seconds").record(started.elapsed().as_secs_f64());
+        // Every refusal but a malformed request counts, the costly ones
+        // (a hostile chain is `untrusted_certificate`) included.
         let (signer, recipients, seal) = match verified {
             Ok(v) => v,
             Err(e) if e.code == ErrorCode::InvalidRequest => return Err(e.into()),
@@ -426,65 +350,108 @@ impl Broker {
         Ok(())
     }
 
-    /// Certificate, signature (or seal signature) and (for `encrypt`) recipient checks.
+    /// Certificate, signature (or seal signature) and (for `encrypt`)
+    /// recipient checks. The costly work (chains, SM2 signatures, the seal)
+    /// runs in the check pool within one signature budget for the whole
+    /// completion; the per-use checks (validity, revocation, key usage,
+    /// `expect_cert`) are cheap and run here, so errors come in the
+    /// protocol's order. The outer error is the broker's own failure.
     #[allow(clippy::type_complexity)]
-    fn verify_completion(
+    async fn verify_completion(
         &self,
         session: &Session,
         c: &Completion,
     ) -> Result<
-        (
-            CheckedCertificate,
-            Vec<CheckedCertificate>,
-            Option<crate::seals::CheckedSealSignature>,
-        ),
-        DomainError,
+        Result<
+            (
+                CheckedCertificate,
+                Vec<CheckedCertificate>,
+                Option<crate::seals::CheckedSealSignature>,
+            ),
+            DomainError,
+        >,
+        ApiError,
     > {
+        let now = self.clock.now();
+        let (trust, makers) = (self.trust.clone(), self.seal_makers.clone());
+        let (leaf, chain, recipients_pem) = (
+            c.certificate_pem.clone(),
+            c.chain_pem.clone(),
+            c.recipients_pem.clone().unwrap_or_default(),
+        );
+        let (tbs, signature) = (session.tbs.clone(), c.signature.clone());
+        let seal_check = match (&session.seal, &c.seal_signature) {
+            (Some(wanted), Some(der)) => Some((wanted.clone(), der.clone())),
+            _ => None,
+        };
+        let created_at = session.created_at;
+        let (signer, signed, recipient_chains) =
+            self.cert_checks
+                .run(move || {
+                    let mut budget = SignatureBudget::for_certificates(1 + recipients_pem.len());
+                    let signer = trust.verify_chain(&leaf, &chain, &mut budget);
+                    let signed = signer.as_ref().ok().map(|v| match &seal_check {
+                        Some((wanted, der)) => {
+                            let signer_der = bzt_core::pki::pem_to_der(&leaf)?;
+                            crate::seals::check_seal_signature(
+                                der,
+                                wanted,
+                                &signer_der,
+                                &makers,
+                                created_at,
+                                now,
+                            )
+                            .map(Some)
+                        }
+                        None => bzt_core::pki::verify_signature(v.key(), &tbs, &signature)
+                            .map(|()| None),
+                    });
+                    let mut recipients = Vec::new();
+                    if matches!(signed, Some(Ok(_))) {
+                        for pem in &recipients_pem {
+                            let checked = trust.verify_chain(pem, &chain, &mut budget);
+                            let failed = checked.is_err();
+                            recipients.push(checked);
+                            if failed {
+                                break;
+                            }
+                        }
+                    }
+                    (signer, signed, recipients)
+                })
+                .await?;
+
         let is_revoked = |serial: &str| self.revocations.contains(serial);
         let ctx = CheckContext {
-            now: self.clock.now(),
+            usage: KeyUse::Sign,
+            now,
             accept: &session.accept,
             expect: session.expect_cert.as_ref(),
             is_revoked: &is_revoked,
         };
-        let signer = self.trust.check(&c.certificate_pem, &c.chain_pem, &ctx)?;
-        let seal = match (&session.seal, &c.seal_signature) {
-            (Some(wanted), Some(der)) => {
-                let signer_der = bzt_core::pki::pem_to_der(&c.certificate_pem)?;
-                Some(crate::seals::check_seal_signature(
-                    der,
-                    wanted,
-                    &signer_der,
-                    &self.seal_makers,
-                    session.created_at,
-                    ctx.now,
-                )?)
-            }
-            _ => {
-                bzt_core::pki::verify_signature(&signer.key, &session.tbs, &c.signature)?;
-                None
-            }
-        };
-        let mut recipients = Vec::new();
-        if let Some(pems) = &c.recipients_pem {
+        let checked = (|| {
+            let signer = signer?.check_use(&ctx)?;
+            let seal = signed.unwrap_or(Ok(None))?;
             // Recipients are checked like a signer, without `expect_cert`
             // (colleagues' certificates are other certificates by design).
             let rctx = CheckContext {
+                usage: KeyUse::Encrypt,
                 expect: None,
                 ..ctx
             };
-            for (i, pem) in pems.iter().enumerate() {
-                let r = self
-                    .trust
-                    .check(pem, &c.chain_pem, &rctx)
+            let mut recipients = Vec::new();
+            for (i, chain) in recipient_chains.into_iter().enumerate() {
+                let r = chain
+                    .and_then(|v| v.check_use(&rctx))
                     .map_err(|e| DomainError {
                         code: e.code,
                         message: format!("recipients_pem[{i}]: {}", e.message),
                     })?;
                 recipients.push(r);
             }
-        }
-        Ok((signer, recipients, seal))
+            Ok((signer, recipients, seal))
+        })();
+        Ok(checked)
     }
 
     /// Counts a 422 against the session and answers it; the third moves the session to `failed`.
@@ -502,7 +469,7 @@ impl Broker {
                         &u.session,
                         None,
                         "failed",
-                        Some("too_many_bad_completions".into()),
+                        Some(bzt_core::reason::TOO_MANY_BAD_COMPLETIONS.into()),
                     );
                     if let Err(e) = self.audit.append(record, self.clock.now()).await {
                         tracing::error!(session = %id, error = %e, "could not record a failed session");
@@ -689,6 +656,7 @@ fn audit_operation(
             .unwrap_or_default(),
         requester_ip: s.requester.as_ref().and_then(|r| r.ip.clone()),
         requester_user_agent: s.requester.as_ref().and_then(|r| r.user_agent.clone()),
+        actor: None,
     }
 }
 
@@ -788,17 +756,5 @@ mod tests {
             let e = parse_qr_text(bad).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidRequest, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn revocations_normalise_serials() {
-        let r = Revocations::new(&["00AB".into()]).unwrap();
-        assert!(r.contains("ab"));
-        assert_eq!(r.add("0x1").unwrap_err(), "\"0x1\" is not a hex serial");
-        r.add("CD").unwrap();
-        assert!(r.contains("cd"));
-        assert_eq!(r.remove("cd").as_deref(), Some("cd"));
-        assert!(!r.contains("cd"));
-        assert!(Revocations::new(&["zz".into()]).is_err());
     }
 }

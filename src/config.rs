@@ -144,6 +144,11 @@ pub struct RevocationConfig {
     /// Hex serials refused everywhere; re-read on SIGHUP.
     #[serde(default)]
     pub serials: Vec<String>,
+    /// Where the memory store keeps run-time revocations (`POST
+    /// /v1/admin/revocations`) across restarts (default:
+    /// `<data_dir>/revocations.json`). In Redis mode they live in Redis.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -239,6 +244,13 @@ impl Config {
             .unwrap_or_else(|| self.data_dir().join("audit.jsonl"))
     }
 
+    pub fn revocations_path(&self) -> PathBuf {
+        self.revocation
+            .file
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("revocations.json"))
+    }
+
     pub fn audit_key_path(&self) -> PathBuf {
         self.audit
             .signing_key_file
@@ -300,9 +312,13 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
-        for p in [&mut self.audit.path, &mut self.audit.signing_key_file]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut self.audit.path,
+            &mut self.audit.signing_key_file,
+            &mut self.revocation.file,
+        ]
+        .into_iter()
+        .flatten()
         {
             if p.is_relative() {
                 *p = base.join(&*p);

@@ -1,9 +1,11 @@
 //! Command-line interface.
 
 mod audit;
+mod cosigner;
 mod devca;
 mod envelope;
 mod hall;
+mod net;
 mod phone;
 mod seal;
 mod serve;
@@ -44,6 +46,9 @@ enum Command {
     /// Opening hall (开标大厅): decrypt a sealed bid file with a recipient's phone (扫码解密).
     #[command(subcommand)]
     Hall(hall::HallCommand),
+    /// Co-signing service for split keys (密钥拆分): `bzt cosigner serve`.
+    #[command(subcommand)]
+    Cosigner(cosigner::CosignerCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -55,6 +60,7 @@ pub fn main() -> ExitCode {
         Command::Audit(cmd) => audit::run(cmd),
         Command::Envelope(cmd) => envelope::run(cmd),
         Command::Hall(cmd) => hall::run(cmd),
+        Command::Cosigner(cmd) => cosigner::run(cmd),
         Command::Seal(cmd) => seal::run(cmd),
     };
     match result {

@@ -1,20 +1,24 @@
 //! Integration tests of the broker core: each test starts a real broker on
 //! `127.0.0.1:0` (see `helpers::TestApp`) and talks to it as the RP backend,
-//! the browser and the phone do, following PROTOCOL.md.
+//! the browser and the phone do, following docs/protocol.md.
 
 mod audit;
 mod browser;
 mod claims;
 mod completion;
 mod conversation;
+mod display_text;
 mod envelope_flows;
 mod errors;
 mod flows;
 mod helpers;
+mod hostile_chains;
 mod interop;
+mod key_usage;
 mod limits;
 mod ops;
 mod relay;
 mod rp_match_code;
 mod seals;
+mod tls_front;
 mod webhooks;

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use std::fmt;
 
-/// Stable error codes of PROTOCOL.md's "Errors" section. Clients branch on
+/// Stable error codes of docs/protocol.md's "Errors" section. Clients branch on
 /// these strings, so they never change meaning; the HTTP status is fixed per
 /// code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

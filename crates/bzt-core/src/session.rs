@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 /// Allowed session lifetimes, seconds.
 pub const TTL_RANGE_S: std::ops::RangeInclusive<u32> = 30..=600;
 pub const DEFAULT_TTL_S: u32 = 180;
-/// A terminal session stays readable at least this long (PROTOCOL.md).
+/// A terminal session stays readable at least this long (docs/protocol.md).
 pub const TERMINAL_RETENTION_S: i64 = 600;
 /// Completions that fail verification before the session moves to `failed`.
 pub const MAX_BAD_COMPLETIONS: u8 = 3;
@@ -584,7 +584,8 @@ impl NewSession {
     }
 }
 
-/// `display`: a non-empty title and an optional detail, ≤ 200 characters each.
+/// `display`: a non-empty title and an optional detail, ≤ 200 characters each,
+/// free of control, bidi and invisible characters ([`crate::text`]).
 pub fn validate_display(display: &DisplayText) -> Result<(), DomainError> {
     if display.title.trim().is_empty() {
         return Err(DomainError::invalid("`display.title` must not be empty"));
@@ -602,6 +603,11 @@ pub fn validate_display(display: &DisplayText) -> Result<(), DomainError> {
         return Err(DomainError::invalid(format!(
             "`display.detail` is longer than {MAX_TITLE_CHARS} characters"
         )));
+    }
+    use crate::text::{check_display_text, Lines};
+    check_display_text("display.title", &display.title, Lines::One)?;
+    if let Some(detail) = &display.detail {
+        check_display_text("display.detail", detail, Lines::Many)?;
     }
     Ok(())
 }
@@ -920,7 +926,7 @@ impl Session {
                 let failed = self.bad_completions >= MAX_BAD_COMPLETIONS;
                 if failed {
                     self.outcome = Some(Outcome::Failed {
-                        reason: "too_many_bad_completions".into(),
+                        reason: crate::reason::TOO_MANY_BAD_COMPLETIONS.into(),
                     });
                     self.transition(Status::Failed, now);
                 }
@@ -943,7 +949,7 @@ impl Session {
             Op::MatchFailed { phone_token } => {
                 self.check_completable(phone_token, now)?;
                 self.outcome = Some(Outcome::Rejected {
-                    reason: "match_failed".into(),
+                    reason: crate::reason::MATCH_FAILED.into(),
                 });
                 self.transition(Status::Rejected, now);
                 Ok(OpOutput::Done)
@@ -1045,7 +1051,7 @@ impl Session {
         })
     }
 
-    /// The session view of PROTOCOL.md (`GET /v1/sessions/<id>`, webhooks, snapshots).
+    /// The session view of docs/protocol.md (`GET /v1/sessions/<id>`, webhooks, snapshots).
     pub fn view(&self) -> Value {
         let mut v = json!({
             "id": self.id,
