@@ -385,40 +385,41 @@ impl Broker {
             _ => None,
         };
         let created_at = session.created_at;
-        let (signer, signed, recipient_chains) = self
-            .cert_checks
-            .run(move || {
-                let mut budget = SignatureBudget::for_certificates(1 + recipients_pem.len());
-                let signer = trust.verify_chain(&leaf, &chain, &mut budget);
-                let signed = signer.as_ref().ok().map(|v| match &seal_check {
-                    Some((wanted, der)) => {
-                        let signer_der = bzt_core::pki::pem_to_der(&leaf)?;
-                        crate::seals::check_seal_signature(
-                            der,
-                            wanted,
-                            &signer_der,
-                            &makers,
-                            created_at,
-                            now,
-                        )
-                        .map(Some)
-                    }
-                    None => bzt_core::pki::verify_signature(v.key(), &tbs, &signature).map(|()| None),
-                });
-                let mut recipients = Vec::new();
-                if matches!(signed, Some(Ok(_))) {
-                    for pem in &recipients_pem {
-                        let checked = trust.verify_chain(pem, &chain, &mut budget);
-                        let failed = checked.is_err();
-                        recipients.push(checked);
-                        if failed {
-                            break;
+        let (signer, signed, recipient_chains) =
+            self.cert_checks
+                .run(move || {
+                    let mut budget = SignatureBudget::for_certificates(1 + recipients_pem.len());
+                    let signer = trust.verify_chain(&leaf, &chain, &mut budget);
+                    let signed = signer.as_ref().ok().map(|v| match &seal_check {
+                        Some((wanted, der)) => {
+                            let signer_der = bzt_core::pki::pem_to_der(&leaf)?;
+                            crate::seals::check_seal_signature(
+                                der,
+                                wanted,
+                                &signer_der,
+                                &makers,
+                                created_at,
+                                now,
+                            )
+                            .map(Some)
+                        }
+                        None => bzt_core::pki::verify_signature(v.key(), &tbs, &signature)
+                            .map(|()| None),
+                    });
+                    let mut recipients = Vec::new();
+                    if matches!(signed, Some(Ok(_))) {
+                        for pem in &recipients_pem {
+                            let checked = trust.verify_chain(pem, &chain, &mut budget);
+                            let failed = checked.is_err();
+                            recipients.push(checked);
+                            if failed {
+                                break;
+                            }
                         }
                     }
-                }
-                (signer, signed, recipients)
-            })
-            .await?;
+                    (signer, signed, recipients)
+                })
+                .await?;
 
         let is_revoked = |serial: &str| self.revocations.contains(serial);
         let ctx = CheckContext {

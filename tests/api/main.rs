@@ -20,4 +20,5 @@ mod ops;
 mod relay;
 mod rp_match_code;
 mod seals;
+mod webhook_targets;
 mod webhooks;

@@ -539,15 +539,7 @@ impl NewSession {
             }
         }
         if let Some(url) = &req.webhook_url {
-            let lower = url.to_ascii_lowercase();
-            if !(lower.starts_with("https://") || lower.starts_with("http://"))
-                || url.len() > 2048
-                || url.chars().any(char::is_whitespace)
-            {
-                return Err(DomainError::invalid(
-                    "`webhook_url` must be an absolute http(s) URL",
-                ));
-            }
+            validate_webhook_url(url)?;
         }
         Ok(Self {
             kind,
@@ -592,6 +584,31 @@ pub fn validate_display(display: &DisplayText) -> Result<(), DomainError> {
     check_display_text("display.title", &display.title, Lines::One)?;
     if let Some(detail) = &display.detail {
         check_display_text("display.detail", detail, Lines::Many)?;
+    }
+    Ok(())
+}
+
+/// `webhook_url`: an absolute http(s) URL of at most 2048 characters with a
+/// host and a port other than 0 (`http://` and `http://:0/` would fail on
+/// every delivery). Whether the host may be reached is decided at delivery,
+/// after DNS.
+pub fn validate_webhook_url(url: &str) -> Result<(), DomainError> {
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("https://") || lower.starts_with("http://"))
+        || url.len() > 2048
+        || url.chars().any(char::is_whitespace)
+    {
+        return Err(DomainError::invalid(
+            "`webhook_url` must be an absolute http(s) URL",
+        ));
+    }
+    let parsed = url::Url::parse(url)
+        .map_err(|e| DomainError::invalid(format!("`webhook_url` is not a valid URL: {e}")))?;
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(DomainError::invalid("`webhook_url` has no host"));
+    }
+    if parsed.port() == Some(0) {
+        return Err(DomainError::invalid("`webhook_url` names port 0"));
     }
     Ok(())
 }
