@@ -13,6 +13,7 @@ mod errors;
 mod flows;
 mod helpers;
 mod hostile_chains;
+mod input_gaps;
 mod interop;
 mod key_usage;
 mod limits;

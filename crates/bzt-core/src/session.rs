@@ -526,6 +526,12 @@ impl NewSession {
                         "`reply_key` must be an uncompressed SM2 point: 130 hex digits starting with 04",
                     ))
                 }
+                // The phone would only find out after the user scanned.
+                Some(k) if !is_on_curve(k) => {
+                    return Err(DomainError::invalid(
+                        "`reply_key` is not a point on the SM2 curve (check that x and y belong to one public key)",
+                    ))
+                }
                 Some(_) => {}
             }
         }
@@ -540,6 +546,9 @@ impl NewSession {
         }
         if let Some(url) = &req.webhook_url {
             validate_webhook_url(url)?;
+        }
+        if let Some(r) = &req.requester {
+            validate_requester(r)?;
         }
         Ok(Self {
             kind,
@@ -584,6 +593,53 @@ pub fn validate_display(display: &DisplayText) -> Result<(), DomainError> {
     check_display_text("display.title", &display.title, Lines::One)?;
     if let Some(detail) = &display.detail {
         check_display_text("display.detail", detail, Lines::Many)?;
+    }
+    Ok(())
+}
+
+/// An uncompressed SM2 point in hex that is on the curve.
+fn is_on_curve(hex_point: &str) -> bool {
+    hex::decode(hex_point)
+        .ok()
+        .is_some_and(|bytes| sm2::PublicKey::from_sec1_bytes(&bytes).is_ok())
+}
+
+/// Longest `requester.user_agent` kept or accepted, in characters.
+pub const MAX_USER_AGENT_CHARS: usize = 512;
+/// Longest `requester.origin`, in characters.
+pub const MAX_ORIGIN_CHARS: usize = 256;
+
+/// `requester` from the RP: `ip` an IP address, `user_agent` at most 512
+/// and `origin` at most 256 characters of displayable text (the phone shows
+/// them), `origin` an http(s) origin.
+pub fn validate_requester(r: &Requester) -> Result<(), DomainError> {
+    use crate::text::{check_display_text, Lines};
+    if let Some(ip) = &r.ip {
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(DomainError::invalid(format!(
+                "`requester.ip` must be an IPv4 or IPv6 address, got {:?}",
+                ip.chars().take(64).collect::<String>()
+            )));
+        }
+    }
+    if let Some(ua) = &r.user_agent {
+        if ua.chars().count() > MAX_USER_AGENT_CHARS {
+            return Err(DomainError::invalid(format!(
+                "`requester.user_agent` is longer than {MAX_USER_AGENT_CHARS} characters"
+            )));
+        }
+        check_display_text("requester.user_agent", ua, Lines::One)?;
+    }
+    if let Some(origin) = &r.origin {
+        let lower = origin.to_ascii_lowercase();
+        if origin.chars().count() > MAX_ORIGIN_CHARS
+            || !(lower.starts_with("https://") || lower.starts_with("http://"))
+        {
+            return Err(DomainError::invalid(format!(
+                "`requester.origin` must be an http(s) origin of at most {MAX_ORIGIN_CHARS} characters"
+            )));
+        }
+        check_display_text("requester.origin", origin, Lines::One)?;
     }
     Ok(())
 }
