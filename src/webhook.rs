@@ -21,7 +21,7 @@
 use crate::config::WebhookConfig;
 use anyhow::Context;
 use bzt_core::Secret;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use ipnet::IpNet;
 use sha2::Sha256;
 use std::net::{IpAddr, SocketAddr};

@@ -21,5 +21,6 @@ mod ops;
 mod relay;
 mod rp_match_code;
 mod seals;
+mod tls_front;
 mod webhook_targets;
 mod webhooks;

@@ -6,7 +6,6 @@ use std::time::{Duration, SystemTime};
 use der::asn1::OctetString;
 use der::referenced::OwnedToRef;
 use der::Encode;
-use rand::RngCore;
 use sm2::dsa::SigningKey;
 use sm2::elliptic_curve::Generate;
 use sm2::SecretKey;
@@ -452,7 +451,7 @@ fn build(
 /// 16 random bytes, top bit clear (positive) and the next set (no leading zero nibble).
 fn random_serial() -> Result<SerialNumber, Error> {
     let mut bytes = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    getrandom::fill(&mut bytes).map_err(|_| Error::Random)?;
     bytes[0] = (bytes[0] & 0x7f) | 0x40;
     SerialNumber::new(&bytes).map_err(cert_err)
 }
