@@ -251,7 +251,7 @@ impl Application {
             apps: crate::apps::Apps::from_config(&config.apps)?,
             clock,
             timers: TimerQueue::new(),
-            webhooks: WebhookSender::new(config.webhooks.clone()),
+            webhooks: WebhookSender::new(config.webhooks.clone())?,
             public_base_url,
         });
         let limits = Arc::new(Limits::new(&config.limits));

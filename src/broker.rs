@@ -178,6 +178,18 @@ impl Broker {
     // ---- Phone ------------------------------------------------------------
 
     pub async fn claim(&self, qr_text: &str, device: Device) -> Result<Claimed, ApiError> {
+        // A QR code that names another host (a phishing page that copied a
+        // real session's id and secret) is not this broker's.
+        let expected = format!("{}/q/", self.public_base_url.trim_end_matches('/'));
+        let issued_here = qr_text
+            .trim()
+            .get(..expected.len())
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(&expected));
+        if !issued_here {
+            return Err(ApiError::invalid(format!(
+                "`qr_text` is not a QR code of this broker: it must start with {expected}"
+            )));
+        }
         let (id, secret) = parse_qr_text(qr_text)?;
         let current = self.load(id.as_str()).await?;
         let phone_token = Secret::generate();

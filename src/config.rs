@@ -184,6 +184,11 @@ pub struct WebhookConfig {
     pub initial_backoff_ms: u64,
     pub max_backoff_ms: u64,
     pub timeout_ms: u64,
+    /// Networks (CIDR, e.g. `10.1.0.0/16`, `127.0.0.1/32`) that webhooks may
+    /// reach although they are loopback, link-local, private or unique-local:
+    /// RPs inside the broker's own network. Empty: public addresses only.
+    #[serde(default)]
+    pub allowed_private_networks: Vec<String>,
 }
 
 impl Default for WebhookConfig {
@@ -193,6 +198,7 @@ impl Default for WebhookConfig {
             initial_backoff_ms: 1_000,
             max_backoff_ms: 60_000,
             timeout_ms: 5_000,
+            allowed_private_networks: Vec::new(),
         }
     }
 }

@@ -113,10 +113,14 @@ async fn open_browser_request(
 ) -> Result<(Session, Arc<App>), ApiError> {
     let session = state.broker.session_for_browser(id, q.t.as_deref()).await?;
     let app = check_origin(state, &session, headers)?;
+    // Header text reaches the phone: keep it displayable and bounded.
+    use bzt_core::session::{MAX_ORIGIN_CHARS, MAX_USER_AGENT_CHARS};
+    use bzt_core::text::displayable;
     let requester = Requester {
         ip: Some(client_ip(state, headers, peer).to_string()),
-        user_agent: header_str(headers, header::USER_AGENT),
-        origin: header_str(headers, header::ORIGIN),
+        user_agent: header_str(headers, header::USER_AGENT)
+            .map(|ua| displayable(&ua, MAX_USER_AGENT_CHARS)),
+        origin: header_str(headers, header::ORIGIN).map(|o| displayable(&o, MAX_ORIGIN_CHARS)),
     };
     state.broker.note_requester(&session, requester).await?;
     Ok((session, app))
