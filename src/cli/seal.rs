@@ -289,16 +289,16 @@ fn trusted_makers(a: &VerifyArgs) -> anyhow::Result<Vec<x509_cert::Certificate>>
 /// A seal signature starts `SEQUENCE { SEQUENCE { INTEGER 4, ...`; a seal `SEQUENCE { SEQUENCE
 /// { SEQUENCE { IA5String "ES"`: try the signature first, and name the seal only if it reads as one.
 enum Read {
-    Signature(SealSignature),
-    Seal(Seal),
+    Signature(Box<SealSignature>),
+    Seal(Box<Seal>),
 }
 
 fn read(file: &Path) -> anyhow::Result<Read> {
     let der = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     match SealSignature::from_der(&der) {
-        Ok(s) => Ok(Read::Signature(s)),
+        Ok(s) => Ok(Read::Signature(Box::new(s))),
         Err(sig_err) => match Seal::from_der(&der) {
-            Ok(s) => Ok(Read::Seal(s)),
+            Ok(s) => Ok(Read::Seal(Box::new(s))),
             Err(_) => bail!("{} is not a seal signature: {sig_err}", file.display()),
         },
     }
@@ -437,7 +437,7 @@ fn seal_json(seal: &Seal) -> serde_json::Value {
 
 fn show(a: ShowArgs) -> anyhow::Result<()> {
     let (v, seal) = match read(&a.file)? {
-        Read::Seal(s) => (serde_json::json!({"seal": seal_json(&s)}), s),
+        Read::Seal(s) => (serde_json::json!({"seal": seal_json(&s)}), *s),
         Read::Signature(sig) => (
             serde_json::json!({
                 "seal": seal_json(sig.seal()),
