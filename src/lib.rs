@@ -24,6 +24,7 @@ pub mod app;
 pub mod apps;
 pub mod audit;
 pub mod broker;
+pub mod cert_checks;
 pub mod clock;
 pub mod config;
 pub mod conversations;
