@@ -353,6 +353,9 @@ mod request_id_tests {
             );
         }
         assert!(!log.contains("secret-token"), "no query string in the log");
-        assert!(!log.contains("client-chosen-id"), "the client's id is not logged");
+        assert!(
+            !log.contains("client-chosen-id"),
+            "the client's id is not logged"
+        );
     }
 }
