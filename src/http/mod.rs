@@ -325,6 +325,8 @@ mod request_id_tests {
         for _ in 0..2 {
             let resp = http
                 .get(format!("http://{addr}/inside?t=secret-token"))
+                // A client's own id is not taken (it would put its text into the log).
+                .header(REQUEST_ID_HEADER, "client-chosen-id")
                 .send()
                 .await
                 .unwrap();
@@ -351,5 +353,9 @@ mod request_id_tests {
             );
         }
         assert!(!log.contains("secret-token"), "no query string in the log");
+        assert!(
+            !log.contains("client-chosen-id"),
+            "the client's id is not logged"
+        );
     }
 }

@@ -5,6 +5,7 @@
 mod audit;
 mod browser;
 mod claims;
+mod cli_output;
 mod completion;
 mod conversation;
 mod display_text;
