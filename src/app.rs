@@ -27,6 +27,7 @@ pub struct Application {
     router: Router,
     broker: Arc<Broker>,
     limits: Arc<Limits>,
+    crl_sources: Vec<crate::crl::DomainSources>,
 }
 
 /// The Prometheus recorder is process-global; install it once.
@@ -220,11 +221,14 @@ impl Application {
             // Port 0 (tests): advertise the port actually bound.
             public_base_url = format!("http://{}", listener.local_addr()?);
         }
+        let trust = load_trust_store(config)?;
+        let crl_sources = crate::crl::load_at_start(config, &trust).await?;
+        crate::crl::record_metrics(&trust, clock.now(), true);
         let broker = Arc::new(Broker {
             store,
             conversations,
             audit,
-            trust: load_trust_store(config)?,
+            trust,
             revocations: Revocations::open(&config.revocation.serials, revocation_records).await?,
             apps: crate::apps::Apps::from_config(&config.apps)?,
             clock,
@@ -246,6 +250,7 @@ impl Application {
             router,
             broker,
             limits,
+            crl_sources,
         })
     }
 
@@ -304,6 +309,11 @@ impl Application {
                 b.revocations.refresh().await.map(|_| ())
             })
         });
+        let crl_refresh: Vec<_> = self
+            .crl_sources
+            .iter()
+            .map(|s| tokio::spawn(crate::crl::refresh_forever(self.broker.clone(), s.clone())))
+            .collect();
         let limits = self.limits.clone();
         let housekeeping = tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -328,6 +338,9 @@ impl Application {
             .await;
         timers.abort();
         housekeeping.abort();
+        for r in crl_refresh {
+            r.abort();
+        }
         for p in [expiry_poll, conversation_poll, revocation_poll]
             .into_iter()
             .flatten()

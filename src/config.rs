@@ -117,11 +117,39 @@ impl AppConfig {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustDomainConfig {
     pub name: String,
     pub ca_pem_files: Vec<PathBuf>,
+    /// CRLs (PEM or DER) of this domain's roots, read at start (a bad one
+    /// stops the start) and again every `crl_refresh_s`.
+    #[serde(default)]
+    pub crl_files: Vec<PathBuf>,
+    /// CRLs fetched over HTTP(S) at start and every `crl_refresh_s`.
+    #[serde(default)]
+    pub crl_urls: Vec<String>,
+    /// Seconds between two reloads of each CRL (default 3600, at least 10).
+    #[serde(default)]
+    pub crl_refresh_s: Option<u64>,
+    /// What a CRL past its nextUpdate does: `warn` (default: a metric and a
+    /// log line) or `refuse` (its CA's certificates are refused).
+    #[serde(default)]
+    pub crl_stale: CrlStale,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CrlStale {
+    #[default]
+    Warn,
+    Refuse,
+}
+
+impl TrustDomainConfig {
+    pub fn crl_refresh(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.crl_refresh_s.unwrap_or(3600).max(10))
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -286,7 +314,7 @@ impl Config {
 
     fn resolve_paths(&mut self, base: &Path) {
         for d in &mut self.trust_domains {
-            for p in &mut d.ca_pem_files {
+            for p in d.ca_pem_files.iter_mut().chain(d.crl_files.iter_mut()) {
                 if p.is_relative() {
                     *p = base.join(&*p);
                 }

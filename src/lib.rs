@@ -26,6 +26,7 @@ pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod conversations;
+pub mod crl;
 pub mod demo;
 pub mod dev;
 pub mod error;

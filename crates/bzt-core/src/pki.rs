@@ -307,6 +307,15 @@ impl TrustDomain {
         })
     }
 
+    /// Keys of the roots whose subject is `name_der` (a CRL's issuer).
+    pub fn anchor_keys_for(&self, name_der: &[u8]) -> Vec<&KeptKey> {
+        self.anchors
+            .iter()
+            .filter(|a| a.subject_der == name_der)
+            .map(|a| &a.key)
+            .collect()
+    }
+
     pub fn root_subjects(&self) -> Vec<String> {
         self.anchors
             .iter()
@@ -355,6 +364,8 @@ pub struct CheckContext<'a> {
 pub struct TrustStore {
     domains: Vec<TrustDomain>,
     cache: quick_cache::sync::Cache<[u8; 32], Arc<ChainCheck>>,
+    /// The domains' CRLs, checked on every use (not cached: they change).
+    crls: crate::crl::CrlSet,
 }
 
 impl TrustStore {
@@ -362,7 +373,13 @@ impl TrustStore {
         Self {
             domains,
             cache: quick_cache::sync::Cache::new(CACHE_ENTRIES),
+            crls: crate::crl::CrlSet::default(),
         }
+    }
+
+    /// The CRLs the broker loads and refreshes (see [`crate::crl`]).
+    pub fn crls(&self) -> &crate::crl::CrlSet {
+        &self.crls
     }
 
     pub fn domain_names(&self) -> Vec<String> {
@@ -435,6 +452,17 @@ impl TrustStore {
                 )));
             }
         }
+
+        // CRLs (crate::crl): each certificate's issuer is the next one's subject.
+        let links: Vec<(&str, &str)> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let issuer = entries.get(i + 1).unwrap_or(e);
+                (e.serial.as_str(), issuer.subject.as_str())
+            })
+            .collect();
+        self.crls.check(domain, &links, ctx.now)?;
 
         let (serial, issuer) = (&chain.leaf.serial, &chain.leaf.issuer);
         if let Some(expect) = ctx.expect {
