@@ -78,7 +78,8 @@ pub fn load_trust_store(config: &Config) -> anyhow::Result<TrustStore> {
             let text = std::fs::read_to_string(file).with_context(|| {
                 format!("trust domain {}: cannot read {}", d.name, file.display())
             })?;
-            let blocks = split_pem_certificates(&text);
+            let blocks = split_pem_certificates(&text)
+                .with_context(|| format!("trust domain {}: {}", d.name, file.display()))?;
             if blocks.is_empty() {
                 bail!(
                     "trust domain {}: {} holds no CERTIFICATE block",
@@ -94,13 +95,32 @@ pub fn load_trust_store(config: &Config) -> anyhow::Result<TrustStore> {
     Ok(TrustStore::new(domains))
 }
 
-/// Splits a PEM bundle into single-certificate PEM strings.
-pub fn split_pem_certificates(text: &str) -> Vec<String> {
-    const END: &str = "-----END CERTIFICATE-----";
-    text.split_inclusive(END)
-        .filter(|b| b.contains("-----BEGIN CERTIFICATE-----") && b.contains(END))
-        .map(|b| b.to_owned())
-        .collect()
+/// Reads the trusted seal makers' certificates (`[seals] trusted_makers_pem_files`).
+pub fn load_seal_makers(config: &Config) -> anyhow::Result<Vec<x509_cert::Certificate>> {
+    let mut makers = Vec::new();
+    for file in &config.seals.trusted_makers_pem_files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("seals: cannot read {}", file.display()))?;
+        let certs = bzt_crypto::pem_certificates(&text)
+            .with_context(|| format!("seals: {}", file.display()))?;
+        if certs.is_empty() {
+            bail!("seals: {} holds no CERTIFICATE block", file.display());
+        }
+        makers.extend(certs);
+    }
+    Ok(makers)
+}
+
+/// Splits a PEM bundle into single-certificate PEM strings (other blocks and
+/// text around them ignored; a block that does not decode is an error).
+pub fn split_pem_certificates(text: &str) -> anyhow::Result<Vec<String>> {
+    let mut pems = Vec::new();
+    for block in bzt_crypto::pem::pem_blocks(text)? {
+        if block.label == "CERTIFICATE" {
+            pems.push(bzt_crypto::pem::to_pem(&block.label, &block.der)?);
+        }
+    }
+    Ok(pems)
 }
 
 /// `[store]` as the Redis store wants it.
@@ -229,6 +249,7 @@ impl Application {
             conversations,
             audit,
             trust,
+            seal_makers: load_seal_makers(config)?,
             revocations: Revocations::open(&config.revocation.serials, revocation_records).await?,
             apps: crate::apps::Apps::from_config(&config.apps)?,
             clock,

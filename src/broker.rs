@@ -28,6 +28,8 @@ pub struct Completion {
     pub certificate_pem: String,
     pub chain_pem: Vec<String>,
     pub signature: Vec<u8>,
+    /// A seal session's `SES_Signature` (DER), instead of `signature`.
+    pub seal_signature: Option<Vec<u8>>,
     pub recipients_pem: Option<Vec<String>>,
     pub wrapped_key: Option<Vec<u8>>,
     pub open_conversation: bool,
@@ -47,6 +49,8 @@ pub struct Broker {
     pub conversations: Arc<dyn crate::store::conversation::ConversationStore>,
     pub audit: Arc<dyn crate::audit::AuditLog>,
     pub trust: TrustStore,
+    /// Trusted seal makers (制章者): a seal signature's seal must be made by one of them.
+    pub seal_makers: Vec<x509_cert::Certificate>,
     pub revocations: Revocations,
     pub apps: Apps,
     pub clock: Arc<dyn Clock>,
@@ -247,7 +251,7 @@ impl Broker {
         applied
     }
 
-    /// The phone approves: the checks of PROTOCOL.md in its order, then the transition.
+    /// The phone approves: the checks of docs/protocol.md in its order, then the transition.
     pub async fn complete(
         &self,
         id: &str,
@@ -263,8 +267,12 @@ impl Broker {
                 ApiError::invalid("this session uses number matching: send `match_code`")
             })?;
             if picked != expected.code {
-                let record =
-                    audit_operation(&session, None, "rejected", Some("match_failed".into()));
+                let record = audit_operation(
+                    &session,
+                    None,
+                    "rejected",
+                    Some(bzt_core::reason::MATCH_FAILED.into()),
+                );
                 self.audited(record, &session, &Op::MatchFailed { phone_token: token })
                     .await?;
                 return Err(ApiError::forbidden(
@@ -277,7 +285,7 @@ impl Broker {
         let started = std::time::Instant::now();
         let verified = self.verify_completion(&session, &c);
         metrics::histogram!("bzt_completion_check_seconds").record(started.elapsed().as_secs_f64());
-        let (signer, recipients) = match verified {
+        let (signer, recipients, seal) = match verified {
             Ok(v) => v,
             Err(e) if e.code == ErrorCode::InvalidRequest => return Err(e.into()),
             Err(e) => return Err(self.count_bad_completion(&session.id, token, e).await),
@@ -291,9 +299,14 @@ impl Broker {
         } else {
             None
         };
+        let (signature, seal) = match seal {
+            Some(checked) => (checked.signature, Some(Box::new(checked.approval))),
+            None => (c.signature, None),
+        };
         let approval = Approval {
             certificate: signer.info,
-            signature: c.signature,
+            signature,
+            seal,
             recipients: recipients.into_iter().map(|r| r.info).collect(),
             wrapped_key: c.wrapped_key,
             conversation: opened.as_ref().map(|o| o.grant.clone()),
@@ -333,12 +346,20 @@ impl Broker {
         Ok(())
     }
 
-    /// Certificate, signature and (for `encrypt`) recipient checks.
+    /// Certificate, signature (or seal signature) and (for `encrypt`) recipient checks.
+    #[allow(clippy::type_complexity)]
     fn verify_completion(
         &self,
         session: &Session,
         c: &Completion,
-    ) -> Result<(CheckedCertificate, Vec<CheckedCertificate>), DomainError> {
+    ) -> Result<
+        (
+            CheckedCertificate,
+            Vec<CheckedCertificate>,
+            Option<crate::seals::CheckedSealSignature>,
+        ),
+        DomainError,
+    > {
         let is_revoked = |serial: &str| self.revocations.contains(serial);
         let ctx = CheckContext {
             now: self.clock.now(),
@@ -347,7 +368,23 @@ impl Broker {
             is_revoked: &is_revoked,
         };
         let signer = self.trust.check(&c.certificate_pem, &c.chain_pem, &ctx)?;
-        bzt_core::pki::verify_signature(&signer.key, &session.tbs, &c.signature)?;
+        let seal = match (&session.seal, &c.seal_signature) {
+            (Some(wanted), Some(der)) => {
+                let signer_der = bzt_core::pki::pem_to_der(&c.certificate_pem)?;
+                Some(crate::seals::check_seal_signature(
+                    der,
+                    wanted,
+                    &signer_der,
+                    &self.seal_makers,
+                    session.created_at,
+                    ctx.now,
+                )?)
+            }
+            _ => {
+                bzt_core::pki::verify_signature(&signer.key, &session.tbs, &c.signature)?;
+                None
+            }
+        };
         let mut recipients = Vec::new();
         if let Some(pems) = &c.recipients_pem {
             // Recipients are checked like a signer, without `expect_cert`
@@ -367,7 +404,7 @@ impl Broker {
                 recipients.push(r);
             }
         }
-        Ok((signer, recipients))
+        Ok((signer, recipients, seal))
     }
 
     /// Counts a 422 against the session and answers it; the third moves the session to `failed`.
@@ -385,7 +422,7 @@ impl Broker {
                         &u.session,
                         None,
                         "failed",
-                        Some("too_many_bad_completions".into()),
+                        Some(bzt_core::reason::TOO_MANY_BAD_COMPLETIONS.into()),
                     );
                     if let Err(e) = self.audit.append(record, self.clock.now()).await {
                         tracing::error!(session = %id, error = %e, "could not record a failed session");
@@ -606,6 +643,24 @@ fn validate_kind_extras(session: &Session, c: &Completion) -> Result<(), ApiErro
         return Err(ApiError::invalid(
             "`wrapped_key_b64` is only allowed for kind decrypt",
         ));
+    }
+    match (&session.seal, &c.seal_signature) {
+        (Some(_), None) => {
+            return Err(ApiError::invalid(
+                "this session asks for a seal signature (扫码签章): send `seal_signature_b64` (an SES_Signature), not `signature_b64`",
+            ))
+        }
+        (Some(_), Some(_)) if !c.signature.is_empty() => {
+            return Err(ApiError::invalid(
+                "send `seal_signature_b64` alone: the signature is inside the SES_Signature",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::invalid(
+                "`seal_signature_b64` is only allowed when the session was created with `seal`",
+            ))
+        }
+        _ => {}
     }
     if c.open_conversation && kind != Kind::Sign {
         return Err(ApiError::invalid(

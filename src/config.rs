@@ -49,6 +49,9 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Electronic seals (GB/T 38540): whose seals the broker accepts.
+    #[serde(default)]
+    pub seals: SealsConfig,
     /// Development mode: serve the web demo and its RP backend. Set by the
     /// embedded defaults; never set it on a production broker.
     #[serde(default)]
@@ -150,6 +153,17 @@ impl TrustDomainConfig {
     pub fn crl_refresh(&self) -> std::time::Duration {
         std::time::Duration::from_secs(self.crl_refresh_s.unwrap_or(3600).max(10))
     }
+}
+
+/// `[seals]`: the seal makers (制章者) whose seals a seal signature may carry.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealsConfig {
+    /// PEM files of trusted maker certificates: a seal's maker certificate must be one of them
+    /// or be issued by one. Empty: every seal signature is refused (development mode trusts its
+    /// development CAs, which make the demo's seals).
+    #[serde(default)]
+    pub trusted_makers_pem_files: Vec<PathBuf>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -288,6 +302,7 @@ impl Config {
             trust_forwarded_for: false,
             data_dir: None,
             audit: AuditConfig::default(),
+            seals: SealsConfig::default(),
             dev_mode: false,
         }
     }
@@ -318,6 +333,11 @@ impl Config {
                 if p.is_relative() {
                     *p = base.join(&*p);
                 }
+            }
+        }
+        for p in &mut self.seals.trusted_makers_pem_files {
+            if p.is_relative() {
+                *p = base.join(&*p);
             }
         }
         for p in [

@@ -303,7 +303,7 @@ impl Broker {
                     &current,
                     request,
                     "rejected",
-                    Some("certificate_not_acceptable".into()),
+                    Some(bzt_core::reason::CERTIFICATE_NOT_ACCEPTABLE.into()),
                     Some(auto_confirmed),
                 );
                 // The conversation ends whatever became of this answer.
@@ -313,7 +313,7 @@ impl Broker {
                         &c.id,
                         &ConvOp::Respond {
                             request_id: rid.clone(),
-                            verdict: Err("certificate_not_acceptable".into()),
+                            verdict: Err(bzt_core::reason::CERTIFICATE_NOT_ACCEPTABLE.into()),
                             auto_confirmed,
                         },
                     )
@@ -333,14 +333,14 @@ impl Broker {
         let error = verdict.as_ref().err().cloned();
         let (outcome, reason) = match &error {
             None => ("approved", None),
-            Some(_) => ("rejected", Some("bad_signature".to_owned())),
+            Some(_) => ("rejected", Some(bzt_core::reason::BAD_SIGNATURE.to_owned())),
         };
         let record = audit_request(&current, request, outcome, reason, Some(auto_confirmed));
         let op = ConvOp::Respond {
             request_id: rid,
             verdict: verdict
                 .map(|_| signature)
-                .map_err(|_| "bad_signature".to_owned()),
+                .map_err(|_| bzt_core::reason::BAD_SIGNATURE.to_owned()),
             auto_confirmed,
         };
         self.audited_answer(record, &c.id, &op).await?;

@@ -16,6 +16,7 @@
 //!   against an injectable clock.
 //! - [`webhook`], [`limits`], [`qr`]: signed webhooks, abuse limits, QR images.
 //! - [`config`], [`dev`], [`app`]: configuration, development mode, start-up.
+//! - [`seals`]: the check of a seal signature (扫码签章 with a GB/T 38540 seal).
 //! - [`hall`]: the opening hall's side of 扫码解密 (a client of the broker, used by
 //!   `bzt hall decrypt`).
 
@@ -36,6 +37,7 @@ pub mod http;
 pub mod limits;
 pub mod qr;
 pub mod revocations;
+pub mod seals;
 pub mod store;
 pub mod timers;
 pub mod webhook;

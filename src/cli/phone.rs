@@ -71,6 +71,13 @@ pub struct PhoneArgs {
     /// repeatable. The phone's own certificate is always included.
     #[arg(long = "recipient", value_name = "CERT")]
     recipients: Vec<PathBuf>,
+    /// 扫码签章 with a seal: the directory of this phone's seals (`*.der` / `*.seal`, as
+    /// `bzt dev-ca make-seal` writes them).
+    #[arg(long, value_name = "DIR")]
+    seals: Option<PathBuf>,
+    /// The seal to stamp with (its esID or name); asked on the terminal when several fit.
+    #[arg(long, value_name = "ESID_OR_NAME")]
+    seal: Option<String>,
 }
 
 pub fn run(cmd: PhoneCommand) -> anyhow::Result<()> {
@@ -105,7 +112,7 @@ fn prompt(question: &str) -> anyhow::Result<String> {
 fn load_identity(a: &PhoneArgs) -> anyhow::Result<PhoneIdentity> {
     let key_text = std::fs::read_to_string(&a.key)
         .with_context(|| format!("cannot read {}", a.key.display()))?;
-    let pin = match (&a.pin, bzt_devca::is_encrypted_key_pem(&key_text)) {
+    let pin = match (&a.pin, bzt_crypto::is_encrypted_key_pem(&key_text)) {
         (Some(p), _) => Some(p.clone()),
         (None, true) => Some(prompt("请输入证书 PIN 码: ")?),
         (None, false) => None,
@@ -116,7 +123,9 @@ fn load_identity(a: &PhoneArgs) -> anyhow::Result<PhoneIdentity> {
     if let Some(chain) = &a.chain {
         let text = std::fs::read_to_string(chain)
             .with_context(|| format!("cannot read {}", chain.display()))?;
-        identity = identity.with_chain(bzt::app::split_pem_certificates(&text));
+        let chain_pems = bzt::app::split_pem_certificates(&text)
+            .with_context(|| format!("{}", chain.display()))?;
+        identity = identity.with_chain(chain_pems);
     }
     Ok(identity)
 }
@@ -160,12 +169,74 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
             bail!("cannot decrypt: {refusal}");
         }
     };
-    let answer = phone.approve(&claimed, &identity, extras).await?;
+    let answer = approve_claimed(&phone, &claimed, &identity, extras, &a).await?;
     println!(
         "已签名 (session {} → {:?}, version {})",
         answer.id, answer.status, answer.version
     );
     Ok(())
+}
+
+/// Approves, stamping with a seal when the session asks for one (扫码签章 with a seal).
+async fn approve_claimed(
+    phone: &Phone,
+    claimed: &bzt_phone::Claimed,
+    identity: &PhoneIdentity,
+    extras: ApproveExtras,
+    a: &PhoneArgs,
+) -> anyhow::Result<bzt_phone::CompleteAnswer> {
+    if claimed.seal.is_none() {
+        return Ok(phone.approve(claimed, identity, extras).await?);
+    }
+    let seal = match pick_seal(identity, a) {
+        Ok(seal) => seal,
+        Err(e) => {
+            // The claim is one-time: release the session rather than leave it hanging.
+            let _ = phone.reject(claimed, "没有可用的印章").await;
+            return Err(e.context("the session was declined"));
+        }
+    };
+    println!("使用印章：{}", bzt_phone::describe_seal_zh(&seal));
+    Ok(phone
+        .approve_with_seal(claimed, identity, &seal, extras)
+        .await?)
+}
+
+/// The seal to stamp with: among this phone's seals usable with its certificate now, the one
+/// named by `--seal`, the only one, or the one picked on the terminal.
+fn pick_seal(identity: &PhoneIdentity, a: &PhoneArgs) -> anyhow::Result<bzt_seal::Seal> {
+    let dir = a
+        .seals
+        .as_ref()
+        .context("this session asks for a seal signature (扫码签章): pass --seals DIR")?;
+    let wallet = bzt_phone::SealWallet::load_dir(dir)?;
+    let usable = wallet.usable(identity, time::OffsetDateTime::now_utc());
+    if usable.is_empty() {
+        bail!(
+            "none of the {} seals in {} is bound to this certificate and valid now",
+            wallet.seals().len(),
+            dir.display()
+        );
+    }
+    if let Some(key) = &a.seal {
+        return usable
+            .into_iter()
+            .find(|s| s.es_id() == key || s.name() == key)
+            .cloned()
+            .with_context(|| format!("no usable seal with esID or name {key:?}"));
+    }
+    if usable.len() == 1 {
+        return Ok(usable[0].clone());
+    }
+    for (i, s) in usable.iter().enumerate() {
+        println!("  [{}] {}", i + 1, bzt_phone::describe_seal_zh(s));
+    }
+    let pick = prompt(&format!("请选择印章 [1-{}]: ", usable.len()))?;
+    let i: usize = pick.parse().context("not a number")?;
+    usable
+        .get(i.wrapping_sub(1))
+        .map(|s| (*s).clone())
+        .context("no such seal")
 }
 
 /// The number-matching pick: `--match-code`, else asked on the terminal when
@@ -208,7 +279,7 @@ async fn converse(a: PhoneArgs, auto_confirm: bool, max: Option<u64>) -> anyhow:
         open_conversation: true,
         ..Default::default()
     };
-    let answer = phone.approve(&claimed, &identity, extras).await?;
+    let answer = approve_claimed(&phone, &claimed, &identity, extras, &a).await?;
     let grant = answer
         .conversation
         .context("the broker approved the session but opened no conversation")?;

@@ -1,5 +1,5 @@
 //! `TestApp`: a real broker on `127.0.0.1:0` with a manual clock, two trust
-//! domains and two apps, plus request helpers that read like PROTOCOL.md.
+//! domains and two apps, plus request helpers that read like docs/protocol.md.
 
 use bzt::clock::ManualClock;
 use bzt::config::{AppConfig, Config, TrustDomainConfig};

@@ -60,7 +60,7 @@ impl Crl {
         };
         let tbs = &list.tbs_cert_list;
         let issuer = name_string(&tbs.issuer);
-        if list.signature_algorithm.oid.to_string() != OID_SM2_WITH_SM3
+        if list.signature_algorithm.oid != OID_SM2_WITH_SM3
             || tbs.signature.oid != list.signature_algorithm.oid
         {
             return Err(bad(format!(

@@ -48,6 +48,14 @@ struct ClaimAnswer {
     envelope_header_b64: Option<String>,
     #[serde(default)]
     reply_key: Option<String>,
+    #[serde(default)]
+    seal: Option<SealAskWire>,
+}
+
+#[derive(Deserialize)]
+struct SealAskWire {
+    data_hash_b64: String,
+    property_info: String,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +105,9 @@ pub struct Claimed {
     pub envelope_header_b64: Option<String>,
     /// `decrypt` only: the hall's one-time SM2 public key, hex `04||X||Y`.
     pub reply_key: Option<String>,
+    /// `sign` with a seal (扫码签章 with an electronic seal): what the SES_Signature must carry;
+    /// complete with [`crate::Phone::approve_with_seal`].
+    pub seal: Option<crate::seals::SealAsk>,
 }
 
 impl Claimed {
@@ -107,6 +118,21 @@ impl Claimed {
         let tbs = STANDARD
             .decode(&answer.tbs_b64)
             .map_err(|e| format!("tbs_b64 is not base64: {e}"))?;
+        let seal = answer
+            .seal
+            .map(|w| {
+                let data_hash = STANDARD
+                    .decode(&w.data_hash_b64)
+                    .map_err(|e| format!("seal.data_hash_b64 is not base64: {e}"))?;
+                if data_hash.len() != 32 {
+                    return Err("seal.data_hash_b64 is not an SM3 hash (32 bytes)".to_string());
+                }
+                Ok(crate::seals::SealAsk {
+                    data_hash,
+                    property_info: w.property_info,
+                })
+            })
+            .transpose()?;
         let s = answer.session;
         Ok(Self {
             base_url: base_url.to_string(),
@@ -123,6 +149,7 @@ impl Claimed {
             conversation_allowed: answer.conversation_allowed.unwrap_or(false),
             envelope_header_b64: answer.envelope_header_b64,
             reply_key: answer.reply_key,
+            seal,
         })
     }
 
@@ -203,6 +230,12 @@ impl Claimed {
             ));
         }
         match self.kind {
+            Kind::Sign if self.seal.is_some() => {
+                lines.push("签章方式：电子印章（请选择印章）".into());
+                if self.conversation_allowed {
+                    lines.push("会话签章：可开启（之后的签章请求将自动确认）".into());
+                }
+            }
             Kind::Sign => {
                 lines.push(format!("签章内容：{} 字节", self.tbs.len()));
                 if self.conversation_allowed {
@@ -273,6 +306,7 @@ mod tests {
             conversation_allowed: false,
             envelope_header_b64: None,
             reply_key: None,
+            seal: None,
         }
     }
 

@@ -181,6 +181,27 @@ pub fn approval_body(
     identity: &PhoneIdentity,
     extras: &ApproveExtras,
 ) -> Result<Value, Error> {
+    if claimed.seal.is_some() {
+        return Err(Error::Refused(
+            "this session asks for a seal signature (扫码签章): pick a seal (Phone::approve_with_seal)".into(),
+        ));
+    }
+    check_approval(claimed, extras)?;
+    let body = ApprovalBody {
+        certificate_pem: identity.certificate_pem(),
+        chain_pem: &identity.chain_pem,
+        signature_b64: STANDARD.encode(sign(identity, &claimed.tbs)?),
+        match_code: extras.match_code.as_deref(),
+        recipients_pem: &extras.recipients_pem,
+        wrapped_key_b64: extras.wrapped_key_b64.as_deref(),
+        open_conversation: extras.open_conversation,
+    };
+    serde_json::to_value(body).map_err(|e| Error::Refused(format!("cannot encode the body: {e}")))
+}
+
+/// What the phone checks before it approves anything: the challenge, the number pick, and that
+/// the extras fit the session's kind.
+pub(crate) fn check_approval(claimed: &Claimed, extras: &ApproveExtras) -> Result<(), Error> {
     let kind = claimed.kind;
     let refuse = |why: String| Err(Error::Refused(why));
     if kind == Kind::Unknown {
@@ -215,7 +236,7 @@ pub fn approval_body(
             ));
         }
         for (i, pem) in extras.recipients_pem.iter().enumerate() {
-            bzt_devca::pem_certificate(pem)
+            bzt_crypto::pem_certificate(pem)
                 .map_err(|e| Error::Refused(format!("recipient {}: {e}", i + 1)))?;
         }
     } else if !extras.recipients_pem.is_empty() {
@@ -231,16 +252,7 @@ pub fn approval_body(
         (Kind::Decrypt, Some(_)) | (_, None) => {}
         (_, Some(_)) => return refuse("a wrapped key only goes with decrypt sessions".into()),
     }
-    let body = ApprovalBody {
-        certificate_pem: identity.certificate_pem(),
-        chain_pem: &identity.chain_pem,
-        signature_b64: STANDARD.encode(sign(identity, &claimed.tbs)?),
-        match_code: extras.match_code.as_deref(),
-        recipients_pem: &extras.recipients_pem,
-        wrapped_key_b64: extras.wrapped_key_b64.as_deref(),
-        open_conversation: extras.open_conversation,
-    };
-    serde_json::to_value(body).map_err(|e| Error::Refused(format!("cannot encode the body: {e}")))
+    Ok(())
 }
 
 /// `<base_url>/<segments...>`, each segment percent-encoded as needed.

@@ -214,7 +214,7 @@ pub fn encrypt_recipients(
     let mut pems = vec![identity.certificate_pem().to_owned()];
     for (i, pem) in colleagues_pem.iter().enumerate() {
         let bad = |e: String| Error::Refused(format!("recipient certificate {}: {e}", i + 1));
-        let cert = bzt_devca::pem_certificate(pem).map_err(|e| bad(e.to_string()))?;
+        let cert = bzt_crypto::pem_certificate(pem).map_err(|e| bad(e.to_string()))?;
         let r = Recipient::from_certificate(&cert).map_err(|e| bad(e.to_string()))?;
         match seen
             .iter()
@@ -382,6 +382,7 @@ mod tests {
             conversation_allowed: false,
             envelope_header_b64: Some(STANDARD.encode(header)),
             reply_key: Some(reply_hex.into()),
+            seal: None,
         }
     }
 

@@ -2,7 +2,7 @@
 //!
 //! A phone scans a QR code, claims the session, shows the user what is asked, and approves
 //! (signing with its certificate's SM2 key) or rejects. This crate does that against the Phone
-//! API of PROTOCOL.md and nothing else, so it doubles as an independent check of the broker. It is
+//! API of docs/protocol.md and nothing else, so it doubles as an independent check of the broker. It is
 //! used by the `bzt phone ...` CLI, by integration tests, and by load generators.
 //!
 //! ```no_run
@@ -40,6 +40,8 @@
 //!   the phone's entry in the envelope header, unwrap the content key, re-wrap it to the hall's
 //!   `reply_key`), [`Phone::approve_encrypt`], [`Phone::approve_decrypt`] (rejects with a
 //!   Chinese [`DecryptRefusal::reason`] when the phone cannot decrypt).
+//! - [`seals`]: 印章管理 and 扫码签章 with a GB/T 38540 seal: [`SealWallet`] (the phone's
+//!   seals, the ones usable with its certificate), [`Phone::approve_with_seal`].
 //! - [`session`]: plain wire data ([`Kind`], [`CompleteAnswer`], ...).
 //! - [`error`]: [`Error`] and [`BrokerError`] (the protocol's `{"error": {"code", "message"}}`).
 //!
@@ -58,6 +60,7 @@ pub mod envelope;
 pub mod error;
 pub mod identity;
 pub mod qr;
+pub mod seals;
 pub mod session;
 
 pub use challenge::{Challenge, ChallengeError};
@@ -71,9 +74,10 @@ pub use envelope::{decrypt_answer, encrypt_recipients, DecryptOutcome, DecryptRe
 pub use error::{BrokerError, Error};
 pub use identity::{sign, Device, PhoneIdentity};
 pub use qr::{QrError, QrText};
+pub use seals::{describe_seal_zh, seal_approval_body, SealAsk, SealWallet};
 pub use session::{
     AppInfo, CompleteAnswer, Kind, PhoneConversation, Requester, SessionDisplay, SessionStatus,
 };
 
 /// The SM2 distinguishing ID of every signature.
-pub use bzt_devca::SM2_DISTID;
+pub use bzt_crypto::SM2_DISTID;
