@@ -28,6 +28,9 @@ pub struct Application {
     broker: Arc<Broker>,
     limits: Arc<Limits>,
     crl_sources: Vec<crate::crl::DomainSources>,
+    drain: crate::shutdown::Drain,
+    /// How long in-flight requests and sockets get after the shutdown signal.
+    drain_time: std::time::Duration,
 }
 
 /// The Prometheus recorder is process-global; install it once.
@@ -264,7 +267,9 @@ impl Application {
             admin_token: config.admin_token_hash()?,
             trust_forwarded_for: config.trust_forwarded_for,
             metrics: metrics_handle(),
+            drain: crate::shutdown::Drain::default(),
         };
+        let drain = state.drain.clone();
         let router = http::router(state, extra);
         Ok(Self {
             listener,
@@ -272,6 +277,8 @@ impl Application {
             broker,
             limits,
             crl_sources,
+            drain,
+            drain_time: std::time::Duration::from_secs(config.shutdown_drain_s),
         })
     }
 
@@ -354,9 +361,50 @@ impl Application {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
         });
-        let served = axum::serve(listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        // On the signal: sockets are told to reconnect elsewhere (1012), the
+        // listener closes, in-flight requests finish, all within drain_time.
+        let drain = self.drain.clone();
+        let signal = {
+            let drain = drain.clone();
+            async move {
+                shutdown.await;
+                tracing::info!(
+                    sockets = drain.open_sockets(),
+                    "draining: closing sockets with 1012, finishing requests"
+                );
+                drain.begin();
+            }
+        };
+        let drain_time = self.drain_time;
+        let serve = std::future::IntoFuture::into_future(
+            axum::serve(listener, service).with_graceful_shutdown(signal),
+        );
+        let over = async {
+            drain.started().await;
+            tokio::time::sleep(drain_time).await;
+        };
+        let began = tokio::time::Instant::now();
+        let served = tokio::select! {
+            served = serve => served,
+            _ = over => {
+                tracing::warn!("drain time over; dropping the requests still open");
+                Ok(())
+            }
+        };
+        if drain.is_draining() {
+            // Upgraded sockets are not the server's to wait for: give their
+            // close frames the rest of the drain time.
+            let left = drain_time.saturating_sub(began.elapsed());
+            if tokio::time::timeout(left, drain.sockets_closed())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    sockets = drain.open_sockets(),
+                    "sockets still open at the end of the drain time"
+                );
+            }
+        }
         timers.abort();
         housekeeping.abort();
         for r in crl_refresh {

@@ -49,6 +49,10 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Seconds a node gets on SIGTERM to close its sockets (1012) and
+    /// finish in-flight requests before it exits (default 10).
+    #[serde(default = "default_drain_s")]
+    pub shutdown_drain_s: u64,
     /// Electronic seals (GB/T 38540): whose seals the broker accepts.
     #[serde(default)]
     pub seals: SealsConfig,
@@ -56,6 +60,10 @@ pub struct Config {
     /// embedded defaults; never set it on a production broker.
     #[serde(default)]
     pub dev_mode: bool,
+}
+
+fn default_drain_s() -> u64 {
+    10
 }
 
 fn default_listen() -> String {
@@ -302,6 +310,7 @@ impl Config {
             trust_forwarded_for: false,
             data_dir: None,
             audit: AuditConfig::default(),
+            shutdown_drain_s: default_drain_s(),
             seals: SealsConfig::default(),
             dev_mode: false,
         }

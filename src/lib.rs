@@ -38,6 +38,7 @@ pub mod limits;
 pub mod qr;
 pub mod revocations;
 pub mod seals;
+pub mod shutdown;
 pub mod store;
 pub mod timers;
 pub mod webhook;
