@@ -724,6 +724,33 @@ async fn three_nodes_survive_a_redis_outage() {
     browser_sees_claim_and_result_from_other_nodes(&fx, &nodes).await;
 }
 
+/// Redis restarts while no request reaches the nodes: the first request
+/// each node gets afterwards succeeds (no 503 from a dead connection that
+/// only a failed command would have noticed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_redis_restart_the_first_request_on_each_idle_node_succeeds() {
+    let mut redis = RedisServer::start();
+    let fx = Fixture::new();
+    let nodes = fx.start_nodes(2, &redis.url()).await;
+    for node in &nodes {
+        create(&fx.http, node, 60).await;
+    }
+    for round in 0..2 {
+        tokio::task::block_in_place(|| redis.stop());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::task::block_in_place(|| redis.restart());
+        for node in &nodes {
+            match try_create(&fx.http, node, 60).await {
+                Ok(_) => {}
+                Err(e) => panic!(
+                    "round {round}: first request on {} after the restart: {e:?}",
+                    node.name
+                ),
+            }
+        }
+    }
+}
+
 // ---- Redis Cluster ----------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
