@@ -316,7 +316,9 @@ impl Application {
         // (their node may be gone).
         let expiry_poll = self.broker.store.expiry_poll_interval().map(|every| {
             poll_every(every, self.broker.clone(), "expiry", |b| async move {
-                b.sweep_expiries().await.map(|_| ())
+                b.sweep_expiries().await?;
+                // QR rotations of sessions whose creating node may be gone.
+                b.sweep_rotations().await.map(|_| ())
             })
         });
         let conversation_poll =

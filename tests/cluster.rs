@@ -751,6 +751,43 @@ async fn after_a_redis_restart_the_first_request_on_each_idle_node_succeeds() {
     }
 }
 
+/// A rotating QR created on node 1 keeps rotating after node 1 dies: node 2
+/// picks the due rotation up from Redis, and its browser sees the new QR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_one_redis_qr_rotation_continues_after_its_node_dies() {
+    let redis = RedisServer::start();
+    let fx = Fixture::new();
+    let mut nodes = fx.start_nodes(2, &redis.url()).await;
+    let r = fx
+        .http
+        .post(format!("{}/v1/sessions", nodes[0].base))
+        .bearer_auth(API_KEY)
+        .json(
+            &json!({ "kind": "login", "ttl_s": 60, "rotate_s": 5, "display": { "title": "登录" } }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    nodes[0].kill();
+    let ws_url = nodes[1].rebase(created["ws_url"].as_str().unwrap());
+    let mut browser = Browser::connect(&ws_url).await.unwrap();
+    let snapshot = browser.next_event(STEP).await.expect("snapshot");
+    assert_eq!(snapshot["session"]["qr_seq"], 0, "{snapshot}");
+    let rotated = browser
+        .next_event(Duration::from_secs(9))
+        .await
+        .expect("a rotation within 9 s although node 1 is gone");
+    assert_eq!(rotated["type"], "qr", "{rotated}");
+    assert_ne!(rotated["qr_text"], created["qr_text"], "{rotated}");
+    let again = browser
+        .next_event(Duration::from_secs(7))
+        .await
+        .expect("and the next one");
+    assert_eq!(again["type"], "qr", "{again}");
+}
+
 // ---- Redis Cluster ----------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
