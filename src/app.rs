@@ -29,6 +29,7 @@ pub struct Application {
     limits: Arc<Limits>,
     crl_sources: Vec<crate::crl::DomainSources>,
     drain: crate::shutdown::Drain,
+    audit_checkpoint_interval: Option<std::time::Duration>,
     /// How long in-flight requests and sockets get after the shutdown signal.
     drain_time: std::time::Duration,
 }
@@ -226,6 +227,23 @@ async fn sweep_conversation_deadlines(broker: &Broker) -> Result<(), crate::erro
     }
 }
 
+/// Signs the audit chain's head every `every` (on the broker's clock) if an
+/// operation is still unsigned: the unsigned tail, which could be cut off
+/// without a trace, is never older than `every`.
+async fn checkpoint_every(broker: Arc<Broker>, every: std::time::Duration) {
+    loop {
+        let next = broker.clock.now().plus_millis(every.as_millis() as i64);
+        broker.clock.sleep_until(next).await;
+        if let Err(e) = broker
+            .audit
+            .checkpoint_if_unsigned(broker.clock.now())
+            .await
+        {
+            tracing::warn!(error = %e, "timed audit checkpoint failed; trying at the next interval");
+        }
+    }
+}
+
 impl Application {
     /// Builds the broker and binds `config.listen`. `extra` routes (the
     /// development demo) are merged into the router.
@@ -279,6 +297,8 @@ impl Application {
             crl_sources,
             drain,
             drain_time: std::time::Duration::from_secs(config.shutdown_drain_s),
+            audit_checkpoint_interval: (config.audit.checkpoint_interval_s > 0)
+                .then(|| std::time::Duration::from_secs(config.audit.checkpoint_interval_s)),
         })
     }
 
@@ -339,6 +359,9 @@ impl Application {
                 b.revocations.refresh().await.map(|_| ())
             })
         });
+        let audit_checkpoints = self
+            .audit_checkpoint_interval
+            .map(|every| tokio::spawn(checkpoint_every(self.broker.clone(), every)));
         let crl_refresh: Vec<_> = self
             .crl_sources
             .iter()
@@ -411,6 +434,9 @@ impl Application {
         housekeeping.abort();
         for r in crl_refresh {
             r.abort();
+        }
+        if let Some(c) = audit_checkpoints {
+            c.abort();
         }
         for p in [expiry_poll, conversation_poll, revocation_poll]
             .into_iter()

@@ -247,11 +247,19 @@ pub struct AuditConfig {
     /// Operations between two signed checkpoints.
     #[serde(default = "AuditConfig::default_checkpoint_every")]
     pub checkpoint_every: u64,
+    /// Seconds after which a signed checkpoint covers any operation still
+    /// unsigned, however few operations came (default 60; 0: off).
+    #[serde(default = "AuditConfig::default_checkpoint_interval_s")]
+    pub checkpoint_interval_s: u64,
 }
 
 impl AuditConfig {
     fn default_checkpoint_every() -> u64 {
         100
+    }
+
+    fn default_checkpoint_interval_s() -> u64 {
+        60
     }
 }
 
@@ -261,6 +269,7 @@ impl Default for AuditConfig {
             path: None,
             signing_key_file: None,
             checkpoint_every: Self::default_checkpoint_every(),
+            checkpoint_interval_s: Self::default_checkpoint_interval_s(),
         }
     }
 }
