@@ -12,15 +12,15 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{watch, Notify};
 
 /// WebSocket close code sent to every socket when the node shuts down.
 pub const CLOSE_SERVICE_RESTART: u16 = 1012;
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Drain {
-    token: CancellationToken,
+    /// `true` once the shutdown began.
+    draining: Arc<watch::Sender<bool>>,
     open: Arc<AtomicUsize>,
     all_closed: Arc<Notify>,
 }
@@ -36,18 +36,30 @@ impl Drop for OpenSocket {
     }
 }
 
+impl Default for Drain {
+    fn default() -> Self {
+        Self {
+            draining: Arc::new(watch::channel(false).0),
+            open: Arc::default(),
+            all_closed: Arc::default(),
+        }
+    }
+}
+
 impl Drain {
     pub fn begin(&self) {
-        self.token.cancel();
+        self.draining.send_replace(true);
     }
 
     pub fn is_draining(&self) -> bool {
-        self.token.is_cancelled()
+        *self.draining.borrow()
     }
 
     /// Resolves once the node is shutting down.
-    pub fn started(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.token.cancelled()
+    pub async fn started(&self) {
+        let mut rx = self.draining.subscribe();
+        // The sender lives as long as `self`: this cannot fail.
+        let _ = rx.wait_for(|d| *d).await;
     }
 
     /// Counts a socket as open until the guard drops.

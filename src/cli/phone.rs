@@ -17,6 +17,9 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Per-request timeout of the phone's HTTP calls.
+const HTTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Subcommand)]
 pub enum PhoneCommand {
     /// Claim a QR, show the request, and ask whether to sign.
@@ -78,6 +81,8 @@ pub struct PhoneArgs {
     /// The seal to stamp with (its esID or name); asked on the terminal when several fit.
     #[arg(long, value_name = "ESID_OR_NAME")]
     seal: Option<String>,
+    #[command(flatten)]
+    tls: super::net::TlsArgs,
 }
 
 pub fn run(cmd: PhoneCommand) -> anyhow::Result<()> {
@@ -134,7 +139,8 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
     let identity = load_identity(&a)?;
     let colleagues = super::envelope::read_recipients(&a.recipients)?;
     let qr = QrText::parse(&a.qr_text)?;
-    let phone = Phone::new(reqwest::Client::new());
+    let tls = a.tls.client_tls()?;
+    let phone = Phone::new(a.tls.http_client(&tls, HTTP_TIMEOUT)?);
     let claimed = phone.claim(&qr, &identity).await?;
     println!("{}", claimed.describe_zh());
 
@@ -262,7 +268,8 @@ fn match_code(a: &PhoneArgs, claimed: &bzt_phone::Claimed) -> anyhow::Result<Opt
 async fn converse(a: PhoneArgs, auto_confirm: bool, max: Option<u64>) -> anyhow::Result<()> {
     let identity = load_identity(&a)?;
     let qr = QrText::parse(&a.qr_text)?;
-    let phone = Phone::new(reqwest::Client::new());
+    let tls = a.tls.client_tls()?;
+    let phone = Phone::new(a.tls.http_client(&tls, HTTP_TIMEOUT)?);
     let claimed = phone.claim(&qr, &identity).await?;
     println!("{}", claimed.describe_zh());
     if claimed.kind != Kind::Sign || !claimed.conversation_allowed {
@@ -287,7 +294,7 @@ async fn converse(a: PhoneArgs, auto_confirm: bool, max: Option<u64>) -> anyhow:
         "已签名并开启会话 / conversation opened: {}（有效期至 / until {}）",
         grant.id, grant.expires_at
     );
-    let mut socket = PhoneConversation::connect(&claimed.base_url, &grant).await?;
+    let mut socket = PhoneConversation::connect_with_tls(&claimed.base_url, &grant, tls).await?;
     if auto_confirm {
         println!("自动确认已开启：之后的签章请求将不再询问 / auto-confirm is on");
     }
