@@ -35,6 +35,8 @@ pub struct AppState {
     pub admin_token: Option<SecretHash>,
     pub trust_forwarded_for: bool,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Shutdown in progress: sockets close with 1012 (see [`crate::shutdown`]).
+    pub drain: crate::shutdown::Drain,
 }
 
 /// Declares the broker's routes once and derives both [`ROUTES`] and the

@@ -8,6 +8,7 @@ mod claims;
 mod cli_output;
 mod completion;
 mod conversation;
+mod crl;
 mod display_text;
 mod envelope_flows;
 mod errors;
