@@ -13,7 +13,7 @@ pub use crate::revocations::Revocations;
 use crate::store::{SessionStore, Update};
 use crate::timers::{Timer, TimerQueue};
 use crate::webhook::WebhookSender;
-use bzt_core::pki::{CheckContext, CheckedCertificate, TrustStore};
+use bzt_core::pki::{CheckContext, CheckedCertificate, KeyUse, SignatureBudget, TrustStore};
 use bzt_core::session::{
     unknown_session_error, Approval, CancelledBy, Device, NewSession, NewSessionRequest,
     NumberMatch, Op, OpOutput, Requester,
@@ -48,9 +48,11 @@ pub struct Broker {
     pub store: Arc<dyn SessionStore>,
     pub conversations: Arc<dyn crate::store::conversation::ConversationStore>,
     pub audit: Arc<dyn crate::audit::AuditLog>,
-    pub trust: TrustStore,
+    pub trust: Arc<TrustStore>,
+    /// Where chain and signature checks run: off the async workers.
+    pub cert_checks: crate::cert_checks::CheckPool,
     /// Trusted seal makers (制章者): a seal signature's seal must be made by one of them.
-    pub seal_makers: Vec<x509_cert::Certificate>,
+    pub seal_makers: Arc<Vec<x509_cert::Certificate>>,
     pub revocations: Revocations,
     pub apps: Apps,
     pub clock: Arc<dyn Clock>,
@@ -85,6 +87,8 @@ impl Broker {
         self.timers
             .schedule(session.expires_at, Timer::Expire(session.id.clone()));
         if let Some(at) = session.claim.next_rotation_at(session.created_at) {
+            // In the store too: any node rotates it if this one dies.
+            self.store.schedule_rotation(&session.id, at).await?;
             self.timers.schedule(at, Timer::Rotate(session.id.clone()));
         }
         metrics::counter!("bzt_sessions_created_total", "kind" => session.kind.as_str())
@@ -176,6 +180,18 @@ impl Broker {
     // ---- Phone ------------------------------------------------------------
 
     pub async fn claim(&self, qr_text: &str, device: Device) -> Result<Claimed, ApiError> {
+        // A QR code that names another host (a phishing page that copied a
+        // real session's id and secret) is not this broker's.
+        let expected = format!("{}/q/", self.public_base_url.trim_end_matches('/'));
+        let issued_here = qr_text
+            .trim()
+            .get(..expected.len())
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(&expected));
+        if !issued_here {
+            return Err(ApiError::invalid(format!(
+                "`qr_text` is not a QR code of this broker: it must start with {expected}"
+            )));
+        }
         let (id, secret) = parse_qr_text(qr_text)?;
         let current = self.load(id.as_str()).await?;
         let phone_token = Secret::generate();
@@ -283,8 +299,10 @@ impl Broker {
         validate_kind_extras(&session, &c)?;
 
         let started = std::time::Instant::now();
-        let verified = self.verify_completion(&session, &c);
+        let verified = self.verify_completion(&session, &c).await?;
         metrics::histogram!("bzt_completion_check_seconds").record(started.elapsed().as_secs_f64());
+        // Every refusal but a malformed request counts, the costly ones
+        // (a hostile chain is `untrusted_certificate`) included.
         let (signer, recipients, seal) = match verified {
             Ok(v) => v,
             Err(e) if e.code == ErrorCode::InvalidRequest => return Err(e.into()),
@@ -346,65 +364,108 @@ impl Broker {
         Ok(())
     }
 
-    /// Certificate, signature (or seal signature) and (for `encrypt`) recipient checks.
+    /// Certificate, signature (or seal signature) and (for `encrypt`)
+    /// recipient checks. The costly work (chains, SM2 signatures, the seal)
+    /// runs in the check pool within one signature budget for the whole
+    /// completion; the per-use checks (validity, revocation, key usage,
+    /// `expect_cert`) are cheap and run here, so errors come in the
+    /// protocol's order. The outer error is the broker's own failure.
     #[allow(clippy::type_complexity)]
-    fn verify_completion(
+    async fn verify_completion(
         &self,
         session: &Session,
         c: &Completion,
     ) -> Result<
-        (
-            CheckedCertificate,
-            Vec<CheckedCertificate>,
-            Option<crate::seals::CheckedSealSignature>,
-        ),
-        DomainError,
+        Result<
+            (
+                CheckedCertificate,
+                Vec<CheckedCertificate>,
+                Option<crate::seals::CheckedSealSignature>,
+            ),
+            DomainError,
+        >,
+        ApiError,
     > {
+        let now = self.clock.now();
+        let (trust, makers) = (self.trust.clone(), self.seal_makers.clone());
+        let (leaf, chain, recipients_pem) = (
+            c.certificate_pem.clone(),
+            c.chain_pem.clone(),
+            c.recipients_pem.clone().unwrap_or_default(),
+        );
+        let (tbs, signature) = (session.tbs.clone(), c.signature.clone());
+        let seal_check = match (&session.seal, &c.seal_signature) {
+            (Some(wanted), Some(der)) => Some((wanted.clone(), der.clone())),
+            _ => None,
+        };
+        let created_at = session.created_at;
+        let (signer, signed, recipient_chains) =
+            self.cert_checks
+                .run(move || {
+                    let mut budget = SignatureBudget::for_certificates(1 + recipients_pem.len());
+                    let signer = trust.verify_chain(&leaf, &chain, &mut budget);
+                    let signed = signer.as_ref().ok().map(|v| match &seal_check {
+                        Some((wanted, der)) => {
+                            let signer_der = bzt_core::pki::pem_to_der(&leaf)?;
+                            crate::seals::check_seal_signature(
+                                der,
+                                wanted,
+                                &signer_der,
+                                &makers,
+                                created_at,
+                                now,
+                            )
+                            .map(Some)
+                        }
+                        None => bzt_core::pki::verify_signature(v.key(), &tbs, &signature)
+                            .map(|()| None),
+                    });
+                    let mut recipients = Vec::new();
+                    if matches!(signed, Some(Ok(_))) {
+                        for pem in &recipients_pem {
+                            let checked = trust.verify_chain(pem, &chain, &mut budget);
+                            let failed = checked.is_err();
+                            recipients.push(checked);
+                            if failed {
+                                break;
+                            }
+                        }
+                    }
+                    (signer, signed, recipients)
+                })
+                .await?;
+
         let is_revoked = |serial: &str| self.revocations.contains(serial);
         let ctx = CheckContext {
-            now: self.clock.now(),
+            usage: KeyUse::Sign,
+            now,
             accept: &session.accept,
             expect: session.expect_cert.as_ref(),
             is_revoked: &is_revoked,
         };
-        let signer = self.trust.check(&c.certificate_pem, &c.chain_pem, &ctx)?;
-        let seal = match (&session.seal, &c.seal_signature) {
-            (Some(wanted), Some(der)) => {
-                let signer_der = bzt_core::pki::pem_to_der(&c.certificate_pem)?;
-                Some(crate::seals::check_seal_signature(
-                    der,
-                    wanted,
-                    &signer_der,
-                    &self.seal_makers,
-                    session.created_at,
-                    ctx.now,
-                )?)
-            }
-            _ => {
-                bzt_core::pki::verify_signature(&signer.key, &session.tbs, &c.signature)?;
-                None
-            }
-        };
-        let mut recipients = Vec::new();
-        if let Some(pems) = &c.recipients_pem {
+        let checked = (|| {
+            let signer = signer?.check_use(&ctx)?;
+            let seal = signed.unwrap_or(Ok(None))?;
             // Recipients are checked like a signer, without `expect_cert`
             // (colleagues' certificates are other certificates by design).
             let rctx = CheckContext {
+                usage: KeyUse::Encrypt,
                 expect: None,
                 ..ctx
             };
-            for (i, pem) in pems.iter().enumerate() {
-                let r = self
-                    .trust
-                    .check(pem, &c.chain_pem, &rctx)
+            let mut recipients = Vec::new();
+            for (i, chain) in recipient_chains.into_iter().enumerate() {
+                let r = chain
+                    .and_then(|v| v.check_use(&rctx))
                     .map_err(|e| DomainError {
                         code: e.code,
                         message: format!("recipients_pem[{i}]: {}", e.message),
                     })?;
                 recipients.push(r);
             }
-        }
-        Ok((signer, recipients, seal))
+            Ok((signer, recipients, seal))
+        })();
+        Ok(checked)
     }
 
     /// Counts a 422 against the session and answers it; the third moves the session to `failed`.
@@ -549,11 +610,63 @@ impl Broker {
         }
     }
 
+    /// Rotates the QR of every session whose rotation the store says is
+    /// due, then records each one's next rotation (see "QR rotation" in
+    /// [`crate::store`]): local timers call this at each rotation, and with
+    /// a shared store every node also calls it every
+    /// [`SessionStore::expiry_poll_interval`]. Returns how many it claimed.
+    pub async fn sweep_rotations(&self) -> Result<usize, ApiError> {
+        use futures_util::stream::{self, StreamExt};
+        let ids = self
+            .store
+            .claim_due_rotations(self.clock.now(), 512)
+            .await?;
+        let n = ids.len();
+        let outcomes: Vec<_> = stream::iter(ids)
+            .map(|id| async move {
+                let r = self
+                    .apply(
+                        &id,
+                        &Op::Rotate {
+                            new_secret: Secret::generate(),
+                        },
+                    )
+                    .await;
+                (id, r)
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut done = Vec::new();
+        for (id, r) in outcomes {
+            match r {
+                Ok(u) => {
+                    let next = (u.session.status == Status::Pending)
+                        .then(|| u.session.claim.next_rotation_at(u.session.created_at))
+                        .flatten();
+                    match next {
+                        Some(at) => self.store.schedule_rotation(&id, at).await?,
+                        None => done.push(id),
+                    }
+                }
+                Err(e) if e.code == ErrorCode::NotFound => done.push(id),
+                // Its lease runs out and a later sweep claims it again.
+                Err(e) => tracing::warn!(session = %id, error = %e, "rotation failed"),
+            }
+        }
+        self.store.rotations_done(&done).await?;
+        Ok(n)
+    }
+
     /// What the timer queue calls when a deadline passes.
     pub async fn on_timer(&self, timer: Timer) {
         let result = match &timer {
             // The store hands each due session to one sweep, on one node.
             Timer::Expire(_) => self.sweep_expiries().await.map(|_| ()),
+            // A shared store hands each due rotation to one sweep, on one node.
+            Timer::Rotate(_) if self.store.expiry_poll_interval().is_some() => {
+                self.sweep_rotations().await.map(|_| ())
+            }
             Timer::Rotate(id) => self
                 .apply(
                     id,

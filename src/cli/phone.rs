@@ -17,6 +17,9 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Per-request timeout of the phone's HTTP calls.
+const HTTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Subcommand)]
 pub enum PhoneCommand {
     /// Claim a QR, show the request, and ask whether to sign.
@@ -78,6 +81,8 @@ pub struct PhoneArgs {
     /// The seal to stamp with (its esID or name); asked on the terminal when several fit.
     #[arg(long, value_name = "ESID_OR_NAME")]
     seal: Option<String>,
+    #[command(flatten)]
+    tls: super::net::TlsArgs,
 }
 
 pub fn run(cmd: PhoneCommand) -> anyhow::Result<()> {
@@ -134,9 +139,10 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
     let identity = load_identity(&a)?;
     let colleagues = super::envelope::read_recipients(&a.recipients)?;
     let qr = QrText::parse(&a.qr_text)?;
-    let phone = Phone::new(reqwest::Client::new());
+    let tls = a.tls.client_tls()?;
+    let phone = Phone::new(a.tls.http_client(&tls, HTTP_TIMEOUT)?);
     let claimed = phone.claim(&qr, &identity).await?;
-    println!("{}", claimed.describe_zh());
+    super::output::note(claimed.describe_zh());
 
     let approve = match &mode {
         Mode::Approve => true,
@@ -152,7 +158,12 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
             _ => "用户拒绝".into(),
         };
         let answer = phone.reject(&claimed, &reason).await?;
-        println!("已拒绝 (session {} → {:?})", answer.id, answer.status);
+        let json = serde_json::json!({
+            "session": answer.id, "status": answer.status, "reason": reason,
+        });
+        super::output::result(json, || {
+            println!("已拒绝 (session {} → {:?})", answer.id, answer.status)
+        });
         return Ok(());
     }
     let match_code = match_code(&a, &claimed)?;
@@ -162,18 +173,23 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
         super::envelope::PhoneExtras::Approve(extras) => extras,
         super::envelope::PhoneExtras::Refuse(refusal) => {
             let answer = phone.reject(&claimed, &refusal.reason()).await?;
-            println!(
+            super::output::note(format!(
                 "无法解密，已拒绝 (session {} → {:?})",
                 answer.id, answer.status
-            );
+            ));
             bail!("cannot decrypt: {refusal}");
         }
     };
     let answer = approve_claimed(&phone, &claimed, &identity, extras, &a).await?;
-    println!(
-        "已签名 (session {} → {:?}, version {})",
-        answer.id, answer.status, answer.version
-    );
+    let json = serde_json::json!({
+        "session": answer.id, "status": answer.status, "version": answer.version,
+    });
+    super::output::result(json, || {
+        println!(
+            "已签名 (session {} → {:?}, version {})",
+            answer.id, answer.status, answer.version
+        )
+    });
     Ok(())
 }
 
@@ -262,7 +278,8 @@ fn match_code(a: &PhoneArgs, claimed: &bzt_phone::Claimed) -> anyhow::Result<Opt
 async fn converse(a: PhoneArgs, auto_confirm: bool, max: Option<u64>) -> anyhow::Result<()> {
     let identity = load_identity(&a)?;
     let qr = QrText::parse(&a.qr_text)?;
-    let phone = Phone::new(reqwest::Client::new());
+    let tls = a.tls.client_tls()?;
+    let phone = Phone::new(a.tls.http_client(&tls, HTTP_TIMEOUT)?);
     let claimed = phone.claim(&qr, &identity).await?;
     println!("{}", claimed.describe_zh());
     if claimed.kind != Kind::Sign || !claimed.conversation_allowed {
@@ -287,7 +304,7 @@ async fn converse(a: PhoneArgs, auto_confirm: bool, max: Option<u64>) -> anyhow:
         "已签名并开启会话 / conversation opened: {}（有效期至 / until {}）",
         grant.id, grant.expires_at
     );
-    let mut socket = PhoneConversation::connect(&claimed.base_url, &grant).await?;
+    let mut socket = PhoneConversation::connect_with_tls(&claimed.base_url, &grant, tls).await?;
     if auto_confirm {
         println!("自动确认已开启：之后的签章请求将不再询问 / auto-confirm is on");
     }

@@ -49,8 +49,9 @@ use crate::wire::{
 /// Wrong PIN proofs in a row that lock a key until the owner unlocks it.
 pub const MAX_FAILURES: u32 = 5;
 
-/// Co-decryptions one `decrypt` session may have (the phone opens its one
-/// recipient entry).
+/// How long the mark "this decrypt session had its one co-decryption" is
+/// kept: longer than any session lives (the phone opens its one recipient
+/// entry per session).
 const DECRYPTS_PER_SESSION_TTL_S: u64 = 24 * 3600;
 
 pub struct Service {
@@ -437,21 +438,8 @@ impl Service {
             issued_at: proof.issued_at,
             proof: schnorr,
         };
-        if pin.verify(&p1, &statement).is_err() {
-            let failures = self.store.add_failure(key_id).await?;
-            tracing::warn!(key_id, failures, "wrong PIN proof");
-            if failures >= MAX_FAILURES {
-                return Err(locked());
-            }
-            return Err(ServiceError::new(
-                StatusCode::FORBIDDEN,
-                "wrong_pin",
-                format!(
-                    "wrong PIN; {} attempt(s) left before the key locks",
-                    MAX_FAILURES - failures
-                ),
-            ));
-        }
+        // A nonce is spent before anything else, so a replayed proof neither
+        // counts nor, being valid, resets the count of wrong ones.
         let ttl = 2 * self.config.proof_window_s + 1;
         if !self
             .store
@@ -465,6 +453,27 @@ impl Service {
                 StatusCode::CONFLICT,
                 "replayed",
                 "this PIN proof was used already; make a new one",
+            ));
+        }
+        // Each attempt is counted before it is checked (atomically, across
+        // nodes), so parallel guesses cannot slip past the limit; a right PIN
+        // then clears the count.
+        let attempt = self.store.add_failure(key_id).await?;
+        if attempt > MAX_FAILURES {
+            return Err(locked());
+        }
+        if pin.verify(&p1, &statement).is_err() {
+            tracing::warn!(key_id, failures = attempt, "wrong PIN proof");
+            if attempt >= MAX_FAILURES {
+                return Err(locked());
+            }
+            return Err(ServiceError::new(
+                StatusCode::FORBIDDEN,
+                "wrong_pin",
+                format!(
+                    "wrong PIN; {} attempt(s) left before the key locks",
+                    MAX_FAILURES - attempt
+                ),
             ));
         }
         self.store.reset_failures(key_id).await?;

@@ -292,10 +292,16 @@ async fn no_message_log_line_or_phone_file_holds_d_d2_or_the_pin() {
     let phone_file = serde_json::to_vec_pretty(&file).unwrap();
     let wire = proxy.all_bytes();
     assert!(wire.len() > 1000, "the capture holds the exchanges");
+    let log = logs.lock().unwrap().clone();
+    assert!(
+        String::from_utf8_lossy(&log).contains("co-signing service operation"),
+        "the logs were captured"
+    );
     for (name, needle) in &needles {
         for (place, haystack) in [
             ("the captured messages", &wire),
             ("the phone's file", &phone_file),
+            ("the logs", &log),
         ] {
             assert!(
                 !haystack

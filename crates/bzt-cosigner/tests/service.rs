@@ -257,6 +257,37 @@ async fn wrong_pins_without_a_live_session_do_not_count() {
 }
 
 #[tokio::test]
+async fn parallel_guesses_get_five_checks_in_all() {
+    let broker = TestBroker::start().await;
+    let service = TestService::start(&broker).await;
+    let phone = std::sync::Arc::new(Phone::enrol(&service).await);
+    let tbs = challenge("login");
+    let session = broker.scanned("login", &tbs, None);
+    // A slow broker lines every guess up past the "is it locked?" check
+    // before any of them is checked.
+    broker.answer_after(std::time::Duration::from_millis(300));
+    let guess = |pin: String| {
+        let (phone, session, tbs) = (phone.clone(), session.clone(), tbs.clone());
+        tokio::spawn(async move { phone.sign(&pin, &session, &tbs).await.map(|_| ()) })
+    };
+    let before = broker.asked.load(std::sync::atomic::Ordering::SeqCst);
+    let wrong: Vec<_> = (0..19).map(|i| guess(format!("{i:06}"))).collect();
+    // Send the right PIN once all nineteen wait at the broker, not yet counted.
+    while broker.asked.load(std::sync::atomic::Ordering::SeqCst) < before + 19 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let right = guess(PIN.to_owned());
+    let mut codes = Vec::new();
+    for g in wrong {
+        codes.push(code(g.await.unwrap()));
+    }
+    let wrong_pin = codes.iter().filter(|c| *c == "wrong_pin").count();
+    assert_eq!(wrong_pin, 4, "{codes:?}");
+    // The right PIN came twentieth: checked, it would have been a sixth guess.
+    assert_eq!(code(right.await.unwrap()), "locked");
+}
+
+#[tokio::test]
 async fn a_right_pin_resets_the_count_of_wrong_ones() {
     let broker = TestBroker::start().await;
     let service = TestService::start(&broker).await;

@@ -39,7 +39,6 @@
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::ops::ControlFlow;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -51,12 +50,10 @@ use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::macros::{format_description, offset};
 use time::OffsetDateTime;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::WebSocketStream;
+
+use crate::net::ClientTls;
 
 use crate::claim::clean;
 use crate::error::BrokerError;
@@ -86,6 +83,8 @@ pub struct SignRequest {
     pub tbs: Vec<u8>,
     /// When the broker stops accepting an answer (60 s after the request), verbatim.
     pub expires_at: String,
+    /// A seal request: stamp with the socket's seal ([`ConversationSocket::with_seal`]).
+    pub seal: Option<crate::seals::SealAsk>,
 }
 
 impl SignRequest {
@@ -104,7 +103,11 @@ impl SignRequest {
         if let Some(detail) = self.display.detail.as_deref().filter(|d| !d.is_empty()) {
             lines.push(format!("详情：{}", clean(detail)));
         }
-        lines.push(format!("签章内容：{} 字节", self.tbs.len()));
+        if self.seal.is_some() {
+            lines.push("签章方式：电子印章".into());
+        } else {
+            lines.push(format!("签章内容：{} 字节", self.tbs.len()));
+        }
         let expires = OffsetDateTime::parse(&self.expires_at, &Rfc3339)
             .ok()
             .and_then(|t| {
@@ -369,11 +372,8 @@ impl Default for Reconnect {
     }
 }
 
-/// Anything a socket runs over: plain TCP or TLS.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-type Ws = WebSocketStream<Box<dyn Io>>;
+/// A conversation socket, over plain TCP or TLS.
+type Ws = crate::net::WsStream;
 
 /// A frame from the broker, as sent. Unknown types are ignored (a newer broker may add some).
 #[derive(Deserialize)]
@@ -386,6 +386,8 @@ enum Incoming {
         display: SessionDisplay,
         tbs_b64: String,
         expires_at: String,
+        #[serde(default)]
+        seal: Option<crate::seals::SealAskWire>,
     },
     Ended(Ended),
     Ack {
@@ -425,6 +427,15 @@ impl PhoneConversation {
     ) -> Result<ConversationSocket, ConversationError> {
         ConversationSocket::connect(base_url, grant).await
     }
+
+    /// [`PhoneConversation::connect`] trusting `tls`'s roots for `wss:`.
+    pub async fn connect_with_tls(
+        base_url: &str,
+        grant: &PhoneConversation,
+        tls: ClientTls,
+    ) -> Result<ConversationSocket, ConversationError> {
+        ConversationSocket::connect_with_tls(base_url, grant, tls).await
+    }
 }
 
 /// The phone's side of one conversation: a WebSocket plus the request ids already handed out.
@@ -434,6 +445,8 @@ pub struct ConversationSocket {
     /// The conversation id, for messages.
     conversation_id: String,
     ws: Ws,
+    /// The roots `wss:` trusts, kept for reconnects.
+    tls: ClientTls,
     /// Request ids handed out by [`ConversationSocket::next_request`], across reconnects: the
     /// broker sends pending requests again after each reconnect.
     seen: HashSet<String>,
@@ -445,6 +458,8 @@ pub struct ConversationSocket {
     answer_timeout: Duration,
     read_idle: Duration,
     reconnect: Reconnect,
+    /// The seal that seal requests are stamped with (see [`ConversationSocket::with_seal`]).
+    seal: Option<bzt_seal::Seal>,
 }
 
 impl std::fmt::Debug for ConversationSocket {
@@ -467,18 +482,30 @@ impl ConversationSocket {
         base_url: &str,
         grant: &PhoneConversation,
     ) -> Result<Self, ConversationError> {
+        Self::connect_with_tls(base_url, grant, ClientTls::web_pki()).await
+    }
+
+    /// [`ConversationSocket::connect`] trusting `tls`'s roots (the Web PKI and any extra CA)
+    /// for `wss:`.
+    pub async fn connect_with_tls(
+        base_url: &str,
+        grant: &PhoneConversation,
+        tls: ClientTls,
+    ) -> Result<Self, ConversationError> {
         let url = socket_url(base_url, &grant.id, grant.phone_token.expose())?;
-        let ws = open(&url).await?;
+        let ws = open(&url, &tls).await?;
         Ok(Self {
             url,
             conversation_id: grant.id.clone(),
             ws,
+            tls,
             seen: HashSet::new(),
             queue: VecDeque::new(),
             ended: None,
             answer_timeout: DEFAULT_ANSWER_TIMEOUT,
             read_idle: DEFAULT_READ_IDLE,
             reconnect: Reconnect::default(),
+            seal: None,
         })
     }
 
@@ -510,7 +537,7 @@ impl ConversationSocket {
     /// again when the broker re-sends them; a request handed out but not answered can still be
     /// answered on the new connection.
     pub async fn reconnect(&mut self) -> Result<(), ConversationError> {
-        let ws = open(&self.url).await?;
+        let ws = open(&self.url, &self.tls).await?;
         let mut old = std::mem::replace(&mut self.ws, ws);
         // What was queued is still pending at the broker, which sends it again.
         self.queue.clear();
@@ -563,6 +590,43 @@ impl ConversationSocket {
         }
     }
 
+    /// Stamps seal requests (a seal on each page) with `seal`, chosen once by the user; without
+    /// one, [`ConversationSocket::run`] declines seal requests.
+    pub fn with_seal(mut self, seal: bzt_seal::Seal) -> Self {
+        self.seal = Some(seal);
+        self
+    }
+
+    /// The `sign_response` frame for `request`: a signature over `tbs`, or for a seal request an
+    /// SES_Signature made with the socket's seal.
+    fn response_frame(
+        &self,
+        request: &SignRequest,
+        identity: &PhoneIdentity,
+        auto_confirmed: bool,
+    ) -> Result<serde_json::Value, ConversationError> {
+        if request.seal.is_some() {
+            let seal = self.seal.as_ref().ok_or_else(|| {
+                ConversationError::from(crate::Error::Refused(
+                    "this request asks for a seal: choose one with with_seal".into(),
+                ))
+            })?;
+            return Ok(crate::seals::seal_response_frame(
+                request,
+                identity,
+                seal,
+                auto_confirmed,
+            )?);
+        }
+        let signature = sign(identity, &request.tbs)?;
+        Ok(json!({
+            "type": "sign_response",
+            "request_id": request.request_id,
+            "signature_b64": STANDARD.encode(signature),
+            "auto_confirmed": auto_confirmed,
+        }))
+    }
+
     /// Signs `request.tbs` with `identity` and sends it; waits for the broker's ack.
     ///
     /// A refused signature is [`ConversationError::Refused`] (`bad_signature` when `identity` is
@@ -574,9 +638,8 @@ impl ConversationSocket {
         identity: &PhoneIdentity,
         auto_confirmed: bool,
     ) -> Result<Ack, ConversationError> {
-        let signature = sign(identity, &request.tbs)?;
-        self.respond_raw(&request.request_id, &signature, auto_confirmed)
-            .await
+        let frame = self.response_frame(request, identity, auto_confirmed)?;
+        self.answer(&request.request_id, &frame).await
     }
 
     /// Sends `signature` (DER) as the answer to `request_id`, unchecked: for tests of the
@@ -675,16 +738,16 @@ impl ConversationSocket {
                 }
                 Err(e) => return Err(e),
             };
-            let (frame, accepted) = match decide(&request).await {
+            let decision = if request.seal.is_some() && self.seal.is_none() {
+                // Nothing to stamp with: decline rather than leave the request to expire.
+                Decision::Reject("手机未选择印章".into())
+            } else {
+                decide(&request).await
+            };
+            let (frame, accepted) = match decision {
                 Decision::End => break,
                 Decision::Approve { auto_confirmed } => {
-                    let signature = sign(identity, &request.tbs)?;
-                    let frame = json!({
-                        "type": "sign_response",
-                        "request_id": request.request_id,
-                        "signature_b64": STANDARD.encode(signature),
-                        "auto_confirmed": auto_confirmed,
-                    });
+                    let frame = self.response_frame(&request, identity, auto_confirmed)?;
                     (frame, Outcome::Approved { auto_confirmed })
                 }
                 Decision::Reject(reason) => {
@@ -849,11 +912,15 @@ impl ConversationSocket {
                     display,
                     tbs_b64,
                     expires_at,
+                    seal,
                 } => {
                     let tbs = STANDARD.decode(&tbs_b64).map_err(|e| {
                         ConversationError::Protocol(format!(
                             "sign_request {request_id}: tbs_b64 is not base64: {e}"
                         ))
+                    })?;
+                    let seal = seal.map(|w| w.into_ask()).transpose().map_err(|e| {
+                        ConversationError::Protocol(format!("sign_request {request_id}: {e}"))
                     })?;
                     Frame::Request(SignRequest {
                         request_id,
@@ -861,6 +928,7 @@ impl ConversationSocket {
                         display,
                         tbs,
                         expires_at,
+                        seal,
                     })
                 }
                 Incoming::Ended(e) => Frame::Ended(e),
@@ -899,58 +967,15 @@ fn socket_url(base_url: &str, id: &str, token: &str) -> Result<Url, Conversation
 }
 
 /// Connects and upgrades; a refused upgrade becomes the broker's error.
-async fn open(url: &Url) -> Result<Ws, ConversationError> {
-    let host = url
-        .host_str()
-        .ok_or_else(|| ConversationError::Url("the broker URL has no host".into()))?;
-    let port = url
-        .port_or_known_default()
-        .ok_or_else(|| ConversationError::Url("the broker URL has no port".into()))?;
-    let tcp = TcpStream::connect(format!("{host}:{port}"))
-        .await
-        .map_err(|e| ConversationError::from(tungstenite::Error::Io(e)))?;
-    let _ = tcp.set_nodelay(true);
-    let stream: Box<dyn Io> = if url.scheme() == "wss" {
-        Box::new(tls(host, tcp).await?)
-    } else {
-        Box::new(tcp)
-    };
-    let request = url.as_str().into_client_request()?;
+async fn open(url: &Url, tls: &ClientTls) -> Result<Ws, ConversationError> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES));
-    match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
+    match crate::net::connect_ws(url.as_str(), tls, config).await {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::Error::Http(resp)) => Err(refusal(&resp)),
         Err(e) => Err(e.into()),
     }
-}
-
-/// TLS with the Web PKI roots (ring, like the HTTP client).
-async fn tls(
-    host: &str,
-    tcp: TcpStream,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConversationError> {
-    use tokio_rustls::rustls;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| ConversationError::Url(format!("TLS: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let name = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let name = rustls::pki_types::ServerName::try_from(name)
-        .map_err(|e| ConversationError::Url(format!("TLS server name {host:?}: {e}")))?;
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| ConversationError::from(tungstenite::Error::Io(e)))
 }
 
 /// The broker's HTTP refusal of the upgrade, as its protocol error when it has one.
@@ -1050,6 +1075,7 @@ mod tests {
             },
             tbs: vec![0; 10],
             expires_at: "2030-01-01T00:00:00.000Z".into(),
+            seal: None,
         };
         let text = r.describe_zh();
         assert!(

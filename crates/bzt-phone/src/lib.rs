@@ -59,6 +59,7 @@ pub mod conversation;
 pub mod envelope;
 pub mod error;
 pub mod identity;
+pub mod net;
 pub mod qr;
 pub mod seals;
 pub mod session;
