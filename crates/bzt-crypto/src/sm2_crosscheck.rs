@@ -30,7 +30,7 @@ fn rng() -> rand::rngs::StdRng {
     rand::rngs::StdRng::seed_from_u64(0x5302_c0de)
 }
 
-/// A uniformly random non-zero scalar (rand 0.8 here; the crate's own
+/// A uniformly random non-zero scalar (the workspace's rand; the crate's own
 /// `Field::random` wants a newer rand_core).
 fn rand_scalar(rng: &mut impl RngCore) -> Scalar {
     loop {
@@ -272,8 +272,8 @@ fn verify_agrees_with_the_sm2_crate_on_valid_altered_and_edge_signatures() {
         assert!(check_all_paths(&vk, &e, &r, &s, "valid"));
         valid += 1;
         let mut flip = |mut b: [u8; 32]| {
-            let i = rng.gen_range(0..32);
-            b[i] ^= 1 << rng.gen_range(0..8);
+            let i = rng.random_range(0..32);
+            b[i] ^= 1 << rng.random_range(0..8);
             b
         };
         let altered = [(flip(e), r, s), (e, flip(r), s), (e, r, flip(s)), (e, s, r)];

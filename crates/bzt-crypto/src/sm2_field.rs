@@ -311,9 +311,9 @@ mod tests {
             let mut bytes = [0u8; 32];
             rng.fill(&mut bytes);
             // Sparse values (few bits set) stress the carry chains.
-            if rng.gen_bool(0.2) {
+            if rng.random_bool(0.2) {
                 for b in bytes.iter_mut() {
-                    *b &= if rng.gen_bool(0.5) { 0 } else { 0xff };
+                    *b &= if rng.random_bool(0.5) { 0 } else { 0xff };
                 }
             }
             v.push(BigUint::from_bytes_be(&bytes) % &p);
