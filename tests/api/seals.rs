@@ -921,3 +921,49 @@ async fn a_phone_without_a_seal_declines_seal_requests_and_a_bare_signature_is_r
         assert_eq!(v["reason"], "手机未选择印章");
     }
 }
+
+#[tokio::test]
+async fn a_stale_or_future_stamp_or_another_property_info_is_a_bad_signature() {
+    let app = seal_broker().await;
+    let now = OffsetDateTime::now_utc();
+    // A certificate valid well before the stale stamp, so the stamp's time is what is refused.
+    let leaf = app
+        .cas
+        .platform
+        .issue(
+            &bzt_devca::LeafSpec::new("张三", "示例建设有限公司")
+                .with_validity(now - Duration::days(2), now + Duration::days(30)),
+        )
+        .unwrap();
+    let phone = app.phone_with(leaf, "p");
+    let seal = valid_seal(&app.cas.platform, &phone.leaf);
+    let key = bzt_devca::signing_key(&bzt_devca::key_from_pem(&phone.leaf.key_pem, None).unwrap())
+        .unwrap();
+    for (at, property_info, part) in [
+        (now - Duration::hours(1), PROPERTY_INFO, "TBS_Sign.timeInfo"),
+        (now + Duration::hours(1), PROPERTY_INFO, "TBS_Sign.timeInfo"),
+        (
+            now,
+            "/Doc_0/Signs/Sign_9/Signature.xml",
+            "TBS_Sign.propertyInfo",
+        ),
+    ] {
+        let created = app.create_session(seal_session_body(b"page")).await;
+        let claimed = phone.claim(&created).await;
+        let ses = bzt_seal::sign_with_seal(
+            &seal,
+            &cert_der(&phone.leaf),
+            &key,
+            &Sm3::digest(b"page"),
+            property_info,
+            at,
+        )
+        .unwrap();
+        let body = json!({"certificate_pem": phone.identity.certificate_pem(), "seal_signature_b64": b64(&ses)});
+        let resp = app
+            .complete_raw(&created.id, claimed.phone_token.expose(), &body)
+            .await;
+        let message = expect_refusal(resp, "bad_signature").await;
+        assert!(message.starts_with(part), "{message}");
+    }
+}
