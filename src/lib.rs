@@ -16,6 +16,8 @@
 //!   against an injectable clock.
 //! - [`webhook`], [`limits`], [`qr`]: signed webhooks, abuse limits, QR images.
 //! - [`config`], [`dev`], [`app`]: configuration, development mode, start-up.
+//! - [`cosigner`]: the broker's side of key splitting (the context the
+//!   co-signing service asks for, and its admin API driven for the app owner).
 //! - [`hall`]: the opening hall's side of 扫码解密 (a client of the broker, used by
 //!   `bzt hall decrypt`).
 
@@ -26,6 +28,7 @@ pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod conversations;
+pub mod cosigner;
 pub mod demo;
 pub mod dev;
 pub mod error;

@@ -34,7 +34,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-fn authorize_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn authorize_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let expected = state.admin_token.ok_or_else(|| {
         ApiError::forbidden("the admin API is disabled: set admin_token in the configuration")
     })?;

@@ -32,26 +32,26 @@ fn bid_file() -> Vec<u8> {
 }
 
 /// Seals `plain` to `recipients` into `path`; returns the header bytes as in the file.
-fn seal_to(path: &Path, plain: &[u8], recipients: &[Recipient]) -> Vec<u8> {
+pub(crate) fn seal_to(path: &Path, plain: &[u8], recipients: &[Recipient]) -> Vec<u8> {
     let mut sealed = Vec::new();
     seal(recipients, plain, &mut sealed, &SealOptions::default()).unwrap();
     std::fs::write(path, &sealed).unwrap();
     read_header(&sealed[..]).unwrap().1
 }
 
-fn recipient(leaf: &IssuedCert) -> Recipient {
+pub(crate) fn recipient(leaf: &IssuedCert) -> Recipient {
     Recipient::from_pem(&leaf.cert_pem).unwrap()
 }
 
 /// A one-time SM2 key of the hall and its `reply_key` (hex `04||X||Y`).
-fn one_time_key() -> (SecretKey, String) {
+pub(crate) fn one_time_key() -> (SecretKey, String) {
     use sm2::elliptic_curve::Generate;
     let secret = SecretKey::try_generate().unwrap();
     let hex_text = hex::encode(secret.public_key().to_sec1_bytes());
     (secret, hex_text)
 }
 
-fn decrypt_body(title: &str, header: &[u8], reply_key: &str) -> Value {
+pub(crate) fn decrypt_body(title: &str, header: &[u8], reply_key: &str) -> Value {
     json!({
         "kind": "decrypt",
         "display": { "title": title },

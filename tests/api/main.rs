@@ -7,6 +7,7 @@ mod browser;
 mod claims;
 mod completion;
 mod conversation;
+mod cosign_context;
 mod envelope_flows;
 mod errors;
 mod flows;

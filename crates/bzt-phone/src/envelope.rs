@@ -382,6 +382,7 @@ mod tests {
             conversation_allowed: false,
             envelope_header_b64: Some(STANDARD.encode(header)),
             reply_key: Some(reply_hex.into()),
+            opening: None,
         }
     }
 

@@ -61,7 +61,7 @@ pub mod qr;
 pub mod session;
 
 pub use challenge::{Challenge, ChallengeError};
-pub use claim::{Claimed, Token};
+pub use claim::{Claimed, OpeningWindow, Token};
 pub use client::{approval_body, ApproveExtras, Phone};
 pub use conversation::{
     Ack, AckStatus, ConversationError, ConversationSocket, Decision, Ended, EndedBy, FrameError,
