@@ -1,0 +1,281 @@
+//! The phone's client for the co-signing service: it runs the phone's half
+//! of each two-party round, makes the PIN proof, and seals every body to the
+//! service key pinned at enrolment. Nothing it sends or receives outside the
+//! channel carries a share, a proof, `Q1`, `s1`, `T1` or `T2`.
+
+use std::time::Duration;
+
+use bzt_crypto::two_party::channel::seal_request;
+use bzt_crypto::two_party::{
+    self, point_from_hex, point_to_hex, BlindedDecryption, PhoneKeygen, PhoneSigning, PinProof,
+    PinStatement, SchnorrProof,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sm2::dsa::Signature;
+use sm2::{NonZeroScalar, ProjectivePoint};
+
+use crate::wire::{
+    channel_aad, AuditList, Context, DecryptAnswer, DecryptRequest, EnrolAnswer, EnrolRequest,
+    ErrorBody, Info, KeyStatus, OpeningWindow, PinProofWire, SealedAnswer, SealedBody, SignAnswer,
+    SignRequest,
+};
+
+/// Why a call to the service failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the co-signing service could not be reached: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The service refused; `code` is stable (see docs/key-splitting.md).
+    #[error("the co-signing service refused ({status} {code}): {message}")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("two-party computation failed: {0}")]
+    Crypto(#[from] two_party::Error),
+    #[error("the co-signing service answered something unexpected: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The service's error code, if it refused.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Refused { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = core::result::Result<T, ClientError>;
+
+/// What enrolment leaves the phone with. Store `d1` only masked by the PIN
+/// (`MaskedShare::mask`), and `P1`/`P2` nowhere.
+pub struct Enrollment {
+    pub key_id: String,
+    pub d1: NonZeroScalar,
+    pub joint_public_key: ProjectivePoint,
+}
+
+/// A client of one co-signing service, pinned to its channel key.
+#[derive(Clone)]
+pub struct CosignerClient {
+    http: reqwest::Client,
+    base_url: String,
+    service_key: ProjectivePoint,
+}
+
+impl CosignerClient {
+    /// A client for `base_url` whose channel key is `service_key_hex` (as
+    /// stored in the phone's identity at enrolment).
+    pub fn new(base_url: &str, service_key_hex: &str) -> Result<Self> {
+        let service_key = point_from_hex(service_key_hex)?;
+        Ok(Self {
+            http: http_client()?,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            service_key,
+        })
+    }
+
+    /// Fetches `GET /v1/info` and pins the key it names (trust on first use,
+    /// at enrolment; later clients are built with [`Self::new`]).
+    pub async fn discover(base_url: &str) -> Result<Self> {
+        let http = http_client()?;
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        let info: Info = answer(http.get(format!("{base_url}/v1/info")).send().await?).await?;
+        let service_key = point_from_hex(&info.service_key)?;
+        Ok(Self {
+            http,
+            base_url,
+            service_key,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The pinned channel key, hex `04‖X‖Y`: keep it in the phone's identity.
+    pub fn service_key_hex(&self) -> String {
+        point_to_hex(&self.service_key)
+    }
+
+    /// Key generation with the service: returns `d1` and the joint key.
+    pub async fn enroll(&self, label: &str, enrolment_token: Option<&str>) -> Result<Enrollment> {
+        let phone = PhoneKeygen::start()?;
+        let request = EnrolRequest {
+            p1: point_to_hex(phone.p1()),
+            proof1: phone.proof()?.to_hex(),
+            label: label.to_owned(),
+        };
+        let answer: EnrolAnswer = self.sealed("/v1/keys", &request, enrolment_token).await?;
+        let p2 = point_from_hex(&answer.p2)?;
+        let proof2 = SchnorrProof::from_hex(&answer.proof2)?;
+        let (d1, joint_public_key) = phone.finish(&p2, &proof2)?;
+        Ok(Enrollment {
+            key_id: answer.key_id,
+            d1,
+            joint_public_key,
+        })
+    }
+
+    /// Co-signs `tbs` (the bytes the broker holds for `context`; the service
+    /// fetches them itself) and returns a signature verified under `joint`.
+    /// `d1` is the unmasked share: with a wrong PIN the service refuses.
+    pub async fn sign(
+        &self,
+        key_id: &str,
+        d1: &NonZeroScalar,
+        joint: &ProjectivePoint,
+        context: &Context,
+        tbs: &[u8],
+    ) -> Result<Signature> {
+        let phone = PhoneSigning::start()?;
+        let pin_proof = pin_proof(d1, key_id, "sign", context, phone.q1())?;
+        let request = SignRequest {
+            context: context.clone(),
+            q1: point_to_hex(phone.q1()),
+            pin_proof,
+        };
+        let answer: SignAnswer = self
+            .sealed(&format!("/v1/keys/{key_id}/sign"), &request, None)
+            .await?;
+        let r = hex::decode(&answer.r).map_err(|_| ClientError::Protocol("r is not hex".into()))?;
+        let s1 =
+            hex::decode(&answer.s1).map_err(|_| ClientError::Protocol("s1 is not hex".into()))?;
+        Ok(phone.finish(d1, joint, tbs, &r, &s1)?)
+    }
+
+    /// Blinded co-decryption of a GM/T 0009 DER ciphertext sealed to the
+    /// joint key (an envelope's `key_b64`) for a `decrypt` session.
+    pub async fn decrypt(
+        &self,
+        key_id: &str,
+        d1: &NonZeroScalar,
+        context: &Context,
+        ciphertext_der: &[u8],
+    ) -> Result<Vec<u8>> {
+        let phone = BlindedDecryption::start_der(ciphertext_der)?;
+        let pin_proof = pin_proof(d1, key_id, "decrypt", context, phone.t1())?;
+        let request = DecryptRequest {
+            context: context.clone(),
+            t1: point_to_hex(phone.t1()),
+            pin_proof,
+        };
+        let answer: DecryptAnswer = self
+            .sealed(&format!("/v1/keys/{key_id}/decrypt"), &request, None)
+            .await?;
+        let t2 = point_from_hex(&answer.t2)?;
+        Ok(phone.finish(d1, &t2)?)
+    }
+
+    /// `POST /v1/admin/keys/{key_id}/{action}` (`freeze`, `unfreeze`,
+    /// `revoke`, `unlock`) with the service's admin token.
+    pub async fn admin(&self, admin_token: &str, key_id: &str, action: &str) -> Result<KeyStatus> {
+        let url = format!("{}/v1/admin/keys/{key_id}/{action}", self.base_url);
+        answer(self.http.post(url).bearer_auth(admin_token).send().await?).await
+    }
+
+    /// `GET /v1/admin/keys/{key_id}`.
+    pub async fn key_status(&self, admin_token: &str, key_id: &str) -> Result<KeyStatus> {
+        let url = format!("{}/v1/admin/keys/{key_id}", self.base_url);
+        answer(self.http.get(url).bearer_auth(admin_token).send().await?).await
+    }
+
+    /// `GET /v1/audit` (admin token).
+    pub async fn audit(&self, admin_token: &str) -> Result<AuditList> {
+        let url = format!("{}/v1/audit", self.base_url);
+        answer(self.http.get(url).bearer_auth(admin_token).send().await?).await
+    }
+
+    /// `POST /v1/openings` with a relying party's token (the opening hall).
+    pub async fn register_opening(&self, rp_token: &str, window: &OpeningWindow) -> Result<()> {
+        let url = format!("{}/v1/openings", self.base_url);
+        let resp = self
+            .http
+            .post(url)
+            .bearer_auth(rp_token)
+            .json(window)
+            .send()
+            .await?;
+        let _: serde_json::Value = answer(resp).await?;
+        Ok(())
+    }
+
+    async fn sealed<Q: Serialize, A: DeserializeOwned>(
+        &self,
+        path: &str,
+        request: &Q,
+        bearer: Option<&str>,
+    ) -> Result<A> {
+        let aad = channel_aad("POST", path);
+        let plain =
+            serde_json::to_vec(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let (sealed, keys) = seal_request(&self.service_key, &aad, &plain)?;
+        let mut builder = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .json(&SealedBody::from_sealed(&sealed));
+        if let Some(token) = bearer {
+            builder = builder.bearer_auth(token);
+        }
+        let body: SealedAnswer = answer(builder.send().await?).await?;
+        let sealed = body
+            .to_sealed()
+            .ok_or_else(|| ClientError::Protocol("a sealed answer that does not parse".into()))?;
+        let plain = keys.open_response(&aad, &sealed)?;
+        serde_json::from_slice(&plain).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+}
+
+fn pin_proof(
+    d1: &NonZeroScalar,
+    key_id: &str,
+    operation: &str,
+    context: &Context,
+    point: &ProjectivePoint,
+) -> Result<PinProofWire> {
+    let canonical = context.canonical();
+    let statement = PinStatement {
+        key_id,
+        operation,
+        context: &canonical,
+        point,
+    };
+    let proof = PinProof::prove(
+        d1,
+        &statement,
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+    )?;
+    Ok(PinProofWire {
+        nonce: hex::encode(proof.nonce),
+        issued_at: proof.issued_at,
+        proof: proof.proof.to_hex(),
+    })
+}
+
+fn http_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()?)
+}
+
+async fn answer<A: DeserializeOwned>(resp: reqwest::Response) -> Result<A> {
+    let status = resp.status();
+    let bytes = resp.bytes().await?;
+    if status.is_success() {
+        return serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()));
+    }
+    match serde_json::from_slice::<ErrorBody>(&bytes) {
+        Ok(body) => Err(ClientError::Refused {
+            status: status.as_u16(),
+            code: body.error.code,
+            message: body.error.message,
+        }),
+        Err(_) => Err(ClientError::Protocol(format!(
+            "HTTP {status} without an error body"
+        ))),
+    }
+}

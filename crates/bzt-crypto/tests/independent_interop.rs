@@ -1,0 +1,216 @@
+//! Two-party SM2 checked against implementations that are not ours:
+//! a co-signature verifies with `openssl pkeyutl -verify` against a
+//! certificate OpenSSL issued for the joint key, a blinded co-decryption opens
+//! what `openssl pkeyutl -encrypt` sealed to that certificate, and the
+//! channel's SM4-GCM opens with Python `cryptography`.
+
+use std::path::Path;
+use std::process::Command;
+
+use bzt_crypto::two_party::channel::{request_key_for_interop, seal_request};
+use bzt_crypto::two_party::{
+    decode_point, encode_point, message_digest, service_decrypt, service_sign, BlindedDecryption,
+    ChannelKey, PhoneKeygen, PhoneSigning, ServiceShare,
+};
+use sm2::pkcs8::{EncodePublicKey, LineEnding};
+use sm2::{NonZeroScalar, ProjectivePoint, PublicKey};
+
+const DISTID: &str = "distid:1234567812345678";
+
+fn openssl(dir: &Path, args: &[&str]) -> std::process::Output {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn enrolled() -> (NonZeroScalar, ServiceShare, ProjectivePoint) {
+    let phone = PhoneKeygen::start().unwrap();
+    let (share, p2, proof2, _) = ServiceShare::enrol(phone.p1(), &phone.proof().unwrap()).unwrap();
+    let (d1, joint) = phone.finish(&p2, &proof2).unwrap();
+    (d1, share, joint)
+}
+
+/// An OpenSSL CA certifies the joint key (`-force_pubkey`: nobody can sign a
+/// request with a key that exists nowhere, so a throwaway key signs it).
+fn openssl_certificate_for(dir: &Path, joint: &ProjectivePoint) {
+    let public = PublicKey::from_sec1_bytes(&encode_point(joint)).unwrap();
+    std::fs::write(
+        dir.join("joint.pem"),
+        public.to_public_key_pem(LineEnding::LF).unwrap(),
+    )
+    .unwrap();
+    for key in ["ca.key", "throwaway.key"] {
+        openssl(
+            dir,
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:SM2",
+                "-out",
+                key,
+            ],
+        );
+    }
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-x509",
+            "-key",
+            "ca.key",
+            "-subj",
+            "/CN=Interop CA",
+            "-days",
+            "2",
+            "-sigopt",
+            DISTID,
+            "-out",
+            "ca.pem",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "throwaway.key",
+            "-subj",
+            "/CN=split key",
+            "-sigopt",
+            DISTID,
+            "-out",
+            "req.csr",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "req.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-force_pubkey",
+            "joint.pem",
+            "-days",
+            "1",
+            "-sigopt",
+            DISTID,
+            "-vfyopt",
+            DISTID,
+            "-out",
+            "cert.pem",
+        ],
+    );
+}
+
+#[test]
+fn a_co_signature_verifies_with_openssl_against_a_certificate_for_the_joint_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d1, share, joint) = enrolled();
+    openssl_certificate_for(dir.path(), &joint);
+    let msg = b"BZT-CHALLENGE-V1\nkind:login\napp:demo";
+
+    let phone = PhoneSigning::start().unwrap();
+    let e = message_digest(&joint, msg).unwrap();
+    let (r, s1) = service_sign(&share, phone.q1(), &e).unwrap();
+    let sig = phone.finish(&d1, &joint, msg, &r, &s1).unwrap();
+
+    std::fs::write(dir.path().join("msg"), msg).unwrap();
+    std::fs::write(dir.path().join("sig.der"), sig.to_der().as_bytes()).unwrap();
+    let verify = [
+        "pkeyutl", "-verify", "-certin", "-inkey", "cert.pem", "-rawin", "-digest", "sm3",
+        "-pkeyopt", DISTID, "-in", "msg", "-sigfile", "sig.der",
+    ];
+    let out = openssl(dir.path(), &verify);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Signature Verified Successfully"));
+
+    // The same signature over other bytes is refused by OpenSSL: the check can fail.
+    std::fs::write(dir.path().join("msg"), b"other bytes").unwrap();
+    let refused = Command::new("openssl")
+        .args(verify)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+}
+
+#[test]
+fn a_blinded_co_decryption_opens_what_openssl_encrypted_to_the_joint_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d1, share, joint) = enrolled();
+    openssl_certificate_for(dir.path(), &joint);
+    std::fs::write(dir.path().join("key16"), b"content-key-16B!").unwrap();
+    openssl(
+        dir.path(),
+        &[
+            "pkeyutl",
+            "-encrypt",
+            "-certin",
+            "-inkey",
+            "cert.pem",
+            "-in",
+            "key16",
+            "-out",
+            "wrapped.der",
+        ],
+    );
+    let wrapped = std::fs::read(dir.path().join("wrapped.der")).unwrap();
+
+    let phone = BlindedDecryption::start_der(&wrapped).unwrap();
+    // The service sees T1 only as bytes and validates it like any received point.
+    let t1 = decode_point(&encode_point(phone.t1())).unwrap();
+    let t2 = service_decrypt(&share, &t1);
+    assert_eq!(phone.finish(&d1, &t2).unwrap(), b"content-key-16B!");
+}
+
+#[test]
+fn the_channel_request_opens_with_python_cryptographys_sm4_gcm() {
+    let service = ChannelKey::generate().unwrap();
+    let (sealed, _) = seal_request(
+        service.public(),
+        b"POST /v1/keys/k1/sign",
+        b"{\"q1\":\"04ab\"}",
+    )
+    .unwrap();
+    let key = request_key_for_interop(&service, &sealed).unwrap();
+    let (ct, tag) = sealed.ciphertext.split_at(sealed.ciphertext.len() - 16);
+    let script = format!(
+        "from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes\n\
+         d = Cipher(algorithms.SM4(bytes.fromhex('{}')), modes.GCM(bytes.fromhex('{}'), bytes.fromhex('{}'))).decryptor()\n\
+         d.authenticate_additional_data(b'req:POST /v1/keys/k1/sign')\n\
+         print((d.update(bytes.fromhex('{}')) + d.finalize()).decode())",
+        hex::encode(key),
+        hex::encode(sealed.nonce),
+        hex::encode(tag),
+        hex::encode(ct)
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "{\"q1\":\"04ab\"}"
+    );
+}
