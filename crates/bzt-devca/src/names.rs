@@ -83,12 +83,7 @@ pub fn validate_uscc(uscc: &str) -> Result<(), Error> {
 }
 
 /// Builds a subject: `C=CN, O=<org>, [OU=<ou>,] [organizationIdentifier=<uscc>,] CN=<cn>`.
-pub(crate) fn subject(
-    cn: &str,
-    org: &str,
-    ou: Option<&str>,
-    uscc: Option<&str>,
-) -> Result<Name, Error> {
+pub fn subject(cn: &str, org: &str, ou: Option<&str>, uscc: Option<&str>) -> Result<Name, Error> {
     let mut rdns = RdnSequence::default();
     let mut push = |oid, tag, value: &str| -> Result<(), Error> {
         let atv = AttributeTypeAndValue {

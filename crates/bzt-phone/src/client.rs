@@ -181,6 +181,20 @@ pub fn approval_body(
     identity: &PhoneIdentity,
     extras: &ApproveExtras,
 ) -> Result<Value, Error> {
+    check_approval(claimed, extras)?;
+    let signature = sign(identity, &claimed.tbs)?;
+    signed_approval_body(
+        identity.certificate_pem(),
+        &identity.chain_pem,
+        &signature,
+        extras,
+    )
+}
+
+/// The checks [`approval_body`] makes before anything is signed: the challenge is this
+/// session's, the number-match pick is one of the choices, and the extras fit the kind. A
+/// phone whose signature is made elsewhere (a split key, co-signed) runs these first too.
+pub fn check_approval(claimed: &Claimed, extras: &ApproveExtras) -> Result<(), Error> {
     let kind = claimed.kind;
     let refuse = |why: String| Err(Error::Refused(why));
     if kind == Kind::Unknown {
@@ -231,10 +245,21 @@ pub fn approval_body(
         (Kind::Decrypt, Some(_)) | (_, None) => {}
         (_, Some(_)) => return refuse("a wrapped key only goes with decrypt sessions".into()),
     }
+    Ok(())
+}
+
+/// The approval body from a signature already made over the session's `tbs` (after
+/// [`check_approval`]).
+pub fn signed_approval_body(
+    certificate_pem: &str,
+    chain_pem: &[String],
+    signature: &[u8],
+    extras: &ApproveExtras,
+) -> Result<Value, Error> {
     let body = ApprovalBody {
-        certificate_pem: identity.certificate_pem(),
-        chain_pem: &identity.chain_pem,
-        signature_b64: STANDARD.encode(sign(identity, &claimed.tbs)?),
+        certificate_pem,
+        chain_pem,
+        signature_b64: STANDARD.encode(signature),
         match_code: extras.match_code.as_deref(),
         recipients_pem: &extras.recipients_pem,
         wrapped_key_b64: extras.wrapped_key_b64.as_deref(),
