@@ -279,3 +279,74 @@ async fn answer<A: DeserializeOwned>(resp: reqwest::Response) -> Result<A> {
         ))),
     }
 }
+
+/// What the phone keeps of a split key (the share masked by the PIN, and the
+/// pinned service), as JSON. It holds nothing that checks a PIN guess: no
+/// `P1`, no `P2`, no MAC; the joint public key alone tests nothing.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SplitKeyFile {
+    pub version: u32,
+    pub key_id: String,
+    pub cosigner_url: String,
+    /// The service's channel key, pinned at enrolment.
+    pub service_key: String,
+    /// The joint public key `P`, hex `04‖X‖Y` (the certificate's key).
+    pub public_key: String,
+    /// `d1·m mod n`, hex.
+    pub masked_share: String,
+    pub salt: String,
+    pub iterations: u32,
+}
+
+impl SplitKeyFile {
+    /// Masks the enrolled `d1` under `pin` with the default KDF rounds.
+    pub fn new(enrollment: &Enrollment, client: &CosignerClient, pin: &str) -> Result<Self> {
+        Self::with_iterations(enrollment, client, pin, two_party::DEFAULT_PIN_ITERATIONS)
+    }
+
+    pub fn with_iterations(
+        enrollment: &Enrollment,
+        client: &CosignerClient,
+        pin: &str,
+        iterations: u32,
+    ) -> Result<Self> {
+        let masked = two_party::MaskedShare::mask(&enrollment.d1, pin, iterations)?;
+        Ok(Self {
+            version: 1,
+            key_id: enrollment.key_id.clone(),
+            cosigner_url: client.base_url().to_owned(),
+            service_key: client.service_key_hex(),
+            public_key: point_to_hex(&enrollment.joint_public_key),
+            masked_share: hex::encode(masked.masked),
+            salt: hex::encode(masked.salt),
+            iterations,
+        })
+    }
+
+    /// `d1` for the right PIN, an unrelated scalar for a wrong one.
+    pub fn unmask(&self, pin: &str) -> Result<NonZeroScalar> {
+        let bad = |_| ClientError::Protocol("the split key file is damaged".into());
+        let masked = two_party::MaskedShare {
+            masked: hex::decode(&self.masked_share)
+                .map_err(bad)?
+                .try_into()
+                .map_err(|_| ClientError::Protocol("masked_share: 32 bytes".into()))?,
+            salt: hex::decode(&self.salt)
+                .map_err(bad)?
+                .try_into()
+                .map_err(|_| ClientError::Protocol("salt: 16 bytes".into()))?,
+            iterations: self.iterations,
+        };
+        Ok(masked.unmask(pin)?)
+    }
+
+    pub fn joint_public_key(&self) -> Result<ProjectivePoint> {
+        Ok(point_from_hex(&self.public_key)?)
+    }
+
+    /// A client pinned to the service this key was enrolled with.
+    pub fn client(&self) -> Result<CosignerClient> {
+        CosignerClient::new(&self.cosigner_url, &self.service_key)
+    }
+}

@@ -9,4 +9,19 @@
 pub mod client;
 pub mod wire;
 
-pub use client::{ClientError, CosignerClient, Enrollment};
+pub use client::{ClientError, CosignerClient, Enrollment, SplitKeyFile};
+
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod sealing;
+pub mod server;
+pub mod store;
+
+pub use config::Config;
+pub use server::{router, run, Service};
+
+/// Runs the service on `config.listen` (what `bzt cosigner serve` calls).
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    server::serve(config).await
+}

@@ -1,0 +1,97 @@
+//! Where the service keeps its keys, counters, used nonces and audit trail.
+//!
+//! Contract of every backend:
+//! - Records hold the server share only sealed under the master key
+//!   ([`crate::sealing`]); the store never sees a share in clear.
+//! - A revoked record stays revoked: [`KeyStore::put`] refuses to change a
+//!   stored record whose state is `revoked`, and revocation drops the share.
+//! - [`KeyStore::add_failure`] is atomic (several nodes may count at once);
+//!   [`KeyStore::use_once`] is an atomic set-if-absent with expiry: true the
+//!   first time, false for a replay while the token lives.
+//!
+//! [`file::FileStore`] serves one node (embedded mode); it keeps used nonces
+//! in memory only, so the service also refuses proofs made before it started.
+//! [`redis::RedisStore`] serves several nodes on one Redis.
+
+pub mod file;
+pub mod redis;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{AuditRecord, OpeningWindow};
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyState {
+    Active,
+    /// 挂失: refused until unfrozen.
+    Frozen,
+    /// 注销: the share is destroyed; final.
+    Revoked,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Active => "active",
+            KeyState::Frozen => "frozen",
+            KeyState::Revoked => "revoked",
+        }
+    }
+}
+
+/// One enrolled key.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRecord {
+    pub key_id: String,
+    pub label: String,
+    /// The phone's `P1`, hex: what PIN proofs are checked against.
+    pub p1: String,
+    /// The joint public key, hex.
+    pub public_key: String,
+    /// `d2` sealed under the master key; `None` once revoked.
+    pub sealed_share: Option<String>,
+    pub state: KeyState,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the key store is unreachable: {0}")]
+    Unavailable(String),
+    #[error("that key exists already")]
+    Exists,
+    #[error("a revoked key cannot change")]
+    Revoked,
+    #[error("the key store holds something unreadable: {0}")]
+    Corrupt(String),
+}
+
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Inserts a new record; [`StoreError::Exists`] if its id is taken.
+    async fn create(&self, record: &KeyRecord) -> Result<(), StoreError>;
+    async fn get(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError>;
+    /// Replaces an existing record, unless the stored one is revoked.
+    async fn put(&self, record: &KeyRecord) -> Result<(), StoreError>;
+    /// Counts one more wrong PIN proof in a row and returns the count.
+    async fn add_failure(&self, key_id: &str) -> Result<u32, StoreError>;
+    async fn failures(&self, key_id: &str) -> Result<u32, StoreError>;
+    async fn reset_failures(&self, key_id: &str) -> Result<(), StoreError>;
+    /// Marks `token` used for `ttl_s` seconds; false if it already was.
+    async fn use_once(&self, token: &str, ttl_s: u64) -> Result<bool, StoreError>;
+    async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError>;
+    /// The last `limit` records, oldest first.
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The sealed channel key: stores `candidate` unless one is stored, and
+    /// returns the stored one (so every node of one store shares it).
+    async fn channel_key(&self, candidate: &str) -> Result<String, StoreError>;
+    async fn put_opening(&self, window: &OpeningWindow) -> Result<(), StoreError>;
+    async fn opening(&self, envelope_sm3: &str) -> Result<Option<OpeningWindow>, StoreError>;
+    /// True if used nonces do not survive a restart (the service then
+    /// refuses proofs made before it started).
+    fn forgets_nonces_on_restart(&self) -> bool;
+}

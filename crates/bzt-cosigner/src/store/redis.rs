@@ -1,0 +1,185 @@
+//! Redis (several service nodes share one). Keys under a prefix:
+//! `key:<id>` (JSON record), `fail:<id>` (counter), `once:<token>` (used
+//! nonces, with expiry), `audit` (list), `channel_key`, `opening:<sm3>`.
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+
+use super::{KeyRecord, KeyStore, StoreError};
+use crate::wire::{AuditRecord, OpeningWindow};
+
+/// Replace a record unless the stored one is revoked, atomically.
+const PUT_UNLESS_REVOKED: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur and cjson.decode(cur)['state'] == 'revoked' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"#;
+
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl RedisStore {
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let conn = ConnectionManager::new(client).await.map_err(unavailable)?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    fn k(&self, rest: &str) -> String {
+        format!("{}{rest}", self.prefix)
+    }
+
+    fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+        serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl KeyStore for RedisStore {
+    async fn create(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let set: bool = conn
+            .set_nx(
+                self.k(&format!("key:{}", record.key_id)),
+                Self::encode(record)?,
+            )
+            .await
+            .map_err(unavailable)?;
+        if set {
+            Ok(())
+        } else {
+            Err(StoreError::Exists)
+        }
+    }
+
+    async fn get(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = conn
+            .get(self.k(&format!("key:{key_id}")))
+            .await
+            .map_err(unavailable)?;
+        raw.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    async fn put(&self, record: &KeyRecord) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let done: i32 = redis::Script::new(PUT_UNLESS_REVOKED)
+            .key(self.k(&format!("key:{}", record.key_id)))
+            .arg(Self::encode(record)?)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if done == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Revoked)
+        }
+    }
+
+    async fn add_failure(&self, key_id: &str) -> Result<u32, StoreError> {
+        let mut conn = self.conn.clone();
+        conn.incr(self.k(&format!("fail:{key_id}")), 1)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn failures(&self, key_id: &str) -> Result<u32, StoreError> {
+        let mut conn = self.conn.clone();
+        let n: Option<u32> = conn
+            .get(self.k(&format!("fail:{key_id}")))
+            .await
+            .map_err(unavailable)?;
+        Ok(n.unwrap_or(0))
+    }
+
+    async fn reset_failures(&self, key_id: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: () = conn
+            .del(self.k(&format!("fail:{key_id}")))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn use_once(&self, token: &str, ttl_s: u64) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.k(&format!("once:{token}")))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl_s.max(1))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(set.is_some())
+    }
+
+    async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: () = conn
+            .rpush(self.k("audit"), Self::encode(record)?)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut conn = self.conn.clone();
+        let start = -(isize::try_from(limit.max(1)).unwrap_or(isize::MAX));
+        let raw: Vec<String> = conn
+            .lrange(self.k("audit"), start, -1)
+            .await
+            .map_err(unavailable)?;
+        raw.iter()
+            .map(|s| serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect()
+    }
+
+    async fn channel_key(&self, candidate: &str) -> Result<String, StoreError> {
+        let mut conn = self.conn.clone();
+        let _: bool = conn
+            .set_nx(self.k("channel_key"), candidate)
+            .await
+            .map_err(unavailable)?;
+        conn.get(self.k("channel_key")).await.map_err(unavailable)
+    }
+
+    async fn put_opening(&self, window: &OpeningWindow) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: () = conn
+            .set(
+                self.k(&format!("opening:{}", window.envelope_sm3)),
+                Self::encode(window)?,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn opening(&self, envelope_sm3: &str) -> Result<Option<OpeningWindow>, StoreError> {
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = conn
+            .get(self.k(&format!("opening:{envelope_sm3}")))
+            .await
+            .map_err(unavailable)?;
+        raw.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    fn forgets_nonces_on_restart(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,440 @@
+//! The co-signing service, driven as the phone drives it, against a stand-in
+//! for the broker's context endpoint. Each test is one claim of
+//! docs/key-splitting.md.
+
+mod support;
+
+use bzt_cosigner::wire::{Context, CsrRef, Opening, OpeningWindow};
+use bzt_cosigner::{CosignerClient, SplitKeyFile};
+use sm2::dsa::signature::Verifier;
+use sm2::dsa::VerifyingKey;
+use support::*;
+use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
+
+const PIN: &str = "246810";
+
+struct Phone {
+    client: CosignerClient,
+    file: SplitKeyFile,
+}
+
+impl Phone {
+    async fn enrol(service: &TestService) -> Self {
+        let client = service.client().await;
+        let enrollment = client
+            .enroll("张三 (test)", Some(ENROLMENT_TOKEN))
+            .await
+            .unwrap();
+        let file = SplitKeyFile::with_iterations(&enrollment, &client, PIN, 1000).unwrap();
+        Self { client, file }
+    }
+
+    async fn sign(
+        &self,
+        pin: &str,
+        context: &Context,
+        tbs: &[u8],
+    ) -> Result<sm2::dsa::Signature, bzt_cosigner::ClientError> {
+        let d1 = self.file.unmask(pin).unwrap();
+        let joint = self.file.joint_public_key().unwrap();
+        self.client
+            .sign(&self.file.key_id, &d1, &joint, context, tbs)
+            .await
+    }
+
+    async fn decrypt(
+        &self,
+        pin: &str,
+        context: &Context,
+        ct: &[u8],
+    ) -> Result<Vec<u8>, bzt_cosigner::ClientError> {
+        let d1 = self.file.unmask(pin).unwrap();
+        self.client
+            .decrypt(&self.file.key_id, &d1, context, ct)
+            .await
+    }
+
+    fn verifying_key(&self) -> VerifyingKey {
+        VerifyingKey::from_sec1_bytes(
+            "1234567812345678",
+            &hex::decode(&self.file.public_key).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn seal_to_joint_key(&self, msg: &[u8]) -> Vec<u8> {
+        let key =
+            sm2::PublicKey::from_sec1_bytes(&hex::decode(&self.file.public_key).unwrap()).unwrap();
+        sm2::pke::EncryptingKey::new(key)
+            .encrypt_der(&mut getrandom::SysRng, msg)
+            .unwrap()
+    }
+}
+
+fn code(result: Result<impl std::fmt::Debug, bzt_cosigner::ClientError>) -> String {
+    result.unwrap_err().code().unwrap_or("no code").to_owned()
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap()
+}
+
+#[tokio::test]
+async fn a_co_signed_login_verifies_under_the_joint_key_and_is_audited() {
+    let broker = TestBroker::start().await;
+    let service = TestService::start(&broker).await;
+    let phone = Phone::enrol(&service).await;
+    let tbs = challenge("login");
+    let session = broker.scanned("login", &tbs, None);
+
+    let sig = phone.sign(PIN, &session, &tbs).await.unwrap();
+
+    assert!(phone.verifying_key().verify(&tbs, &sig).is_ok());
+    let audit = phone.client.audit(ADMIN_TOKEN).await.unwrap().records;
+    let last = audit.last().unwrap();
+    assert_eq!(
+        (last.operation.as_str(), last.outcome.as_str()),
+        ("sign", "ok")
+    );
+    assert_eq!(last.key_id, phone.file.key_id);
+    assert_eq!(
+        last.tbs_sm3.as_deref(),
+        Some(hex::encode(<sm3::Sm3 as sm3::Digest>::digest(&tbs)).as_str())
+    );
+}
+
+#[tokio::test]
+async fn enrolment_needs_the_enrolment_token() {
+    let broker = TestBroker::start().await;
+    let service = TestService::start(&broker).await;
+    let client = service.client().await;
+    assert_eq!(
+        code(client.enroll("x", None).await.map(|_| ())),
+        "unauthorized"
+    );
+    assert_eq!(
+        code(client.enroll("x", Some("guess")).await.map(|_| ())),
+        "unauthorized"
+    );
+}
+
+#[tokio::test]
+async fn bytes_that_no_session_asked_for_are_never_co_signed() {
+    let broker = TestBroker::start().await;
+    let service = TestService::start(&broker).await;
+    let phone = Phone::enrol(&service).await;
+
+    // A session the broker never had.
+    let unknown = Context::Session(bzt_cosigner::wire::SessionRef {
+        id: "nope".into(),
+        phone_token: "t".into(),
+    });
+    assert_eq!(
+        code(phone.sign(PIN, &unknown, b"any bytes").await),
+        "not_requested"
+    );
+
+    // A real session, but another phone's token.
+    let tbs = challenge("login");
+    let session = broker.scanned("login", &tbs, None);
+    let Context::Session(s) = &session else {
+        unreachable!()
+    };
+    let stolen = Context::Session(bzt_cosigner::wire::SessionRef {
+        id: s.id.clone(),
+        phone_token: "not-the-token".into(),
+    });
+    assert_eq!(code(phone.sign(PIN, &stolen, &tbs).await), "not_requested");
+
+    // The right session, but the phone wants its own bytes signed: the
+    // service signs the broker's bytes, so no signature over the phone's verifies.
+    let err = phone
+        .sign(PIN, &session, b"pay 1,000,000 to mallory")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            bzt_cosigner::ClientError::Crypto(bzt_crypto::two_party::Error::BadSignature)
+        ),
+        "{err}"
+    );
+
+    // Once the session is over, nothing more.
+    broker.finish(&session);
+    assert_eq!(code(phone.sign(PIN, &session, &tbs).await), "not_requested");
+}
+
+#[tokio::test]
+async fn a_replayed_pin_proof_is_refused() {
+    let broker = TestBroker::start().await;
+    let service = TestService::start(&broker).await;
+    let proxy = RecordingProxy::start(&service.url).await;
+    let mut phone = Phone::enrol(&service).await;
+    phone.client = CosignerClient::new(&proxy.url, &phone.file.service_key).unwrap();
+    let tbs = challenge("login");
+    let session = broker.scanned("login", &tbs, None);
+    phone.sign(PIN, &session, &tbs).await.unwrap();
+
+    let captured = proxy
+        .exchanges()
+        .into_iter()
+        .find(|e| e.path.ends_with("/sign"))
+        .unwrap();
+    let replay = reqwest::Client::new()
+        .post(format!("{}{}", service.url, captured.path))
+        .header("content-type", "application/json")
+        .body(captured.request.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 409);
+    let body: serde_json::Value = replay.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "replayed");
+}
+
+#[tokio::test]
+async fn five_wrong_pins_lock_the_key_until_its_owner_unlocks_it() {
+    let broker = TestBroker::start().await;
+    let service = TestService::start(&broker).await;
+    let phone = Phone::enrol(&service).await;
+    let tbs = challenge("login");
+    let session = broker.scanned("login", &tbs, None);
+
+    for left in (1..=4).rev() {
+        let err = phone.sign("000000", &session, &tbs).await.unwrap_err();
+        assert_eq!(err.code(), Some("wrong_pin"));
+        assert!(
+            err.to_string().contains(&format!("{left} attempt")),
+            "{err}"
+        );
+    }
+    assert_eq!(code(phone.sign("111111", &session, &tbs).await), "locked");
+    // The right PIN is refused too while locked, and does not reset the count.
+    assert_eq!(code(phone.sign(PIN, &session, &tbs).await), "locked");
+    let status = phone
+        .client
+        .key_status(ADMIN_TOKEN, &phone.file.key_id)
+        .await
+        .unwrap();
+    assert!(status.locked);
+
+    let status = phone
+        .client
+        .admin(ADMIN_TOKEN, &phone.file.key_id, "unlock")
+        .await
+        .unwrap();
+    assert!(!status.locked);
+    phone.sign(PIN, &session, &tbs).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_right_pin_resets_the_count_of_wrong_ones() {
+    let broker = TestBroker::start().await;
+    let service = TestService::start(&broker).await;
+    let phone = Phone::enrol(&service).await;
+    let tbs = challenge("login");
+    let session = broker.scanned("login", &tbs, None);
+    for _ in 0..4 {
+        assert_eq!(
+            code(phone.sign("000000", &session, &tbs).await),
+            "wrong_pin"
+        );
+    }
+    phone.sign(PIN, &session, &tbs).await.unwrap();
+    assert_eq!(
+        phone
+            .client
+            .key_status(ADMIN_TOKEN, &phone.file.key_id)
+            .await
+            .unwrap()
+            .failures,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_frozen_key_is_refused_and_works_again_after_unfreezing() {
+    let broker = TestBroker::start().await;
+    let service = TestService::start(&broker).await;
+    let phone = Phone::enrol(&service).await;
+    let tbs = challenge("login");
+    let session = broker.scanned("login", &tbs, None);
+
+    phone
+        .client
+        .admin(ADMIN_TOKEN, &phone.file.key_id, "freeze")
+        .await
+        .unwrap();
+    assert_eq!(code(phone.sign(PIN, &session, &tbs).await), "frozen");
+    let ct = phone.seal_to_joint_key(b"content-key-16B!");
+    let dsession = broker.scanned("decrypt", &challenge("decrypt"), None);
+    assert_eq!(code(phone.decrypt(PIN, &dsession, &ct).await), "frozen");
+
+    phone
+        .client
+        .admin(ADMIN_TOKEN, &phone.file.key_id, "unfreeze")
+        .await
+        .unwrap();
+    phone.sign(PIN, &session, &tbs).await.unwrap();
+    assert_eq!(
+        phone.decrypt(PIN, &dsession, &ct).await.unwrap(),
+        b"content-key-16B!"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_key_never_works_again_and_its_share_is_gone_from_the_store() {
+    let broker = TestBroker::start().await;
+    let service = TestService::start(&broker).await;
+    let phone = Phone::enrol(&service).await;
+    let tbs = challenge("login");
+    let session = broker.scanned("login", &tbs, None);
+
+    let status = phone
+        .client
+        .admin(ADMIN_TOKEN, &phone.file.key_id, "revoke")
+        .await
+        .unwrap();
+    assert_eq!(status.state, "revoked");
+    assert_eq!(code(phone.sign(PIN, &session, &tbs).await), "revoked");
+    for action in ["unfreeze", "unlock", "freeze", "revoke"] {
+        assert_eq!(
+            code(
+                phone
+                    .client
+                    .admin(ADMIN_TOKEN, &phone.file.key_id, action)
+                    .await
+            ),
+            "revoked"
+        );
+    }
+    // A new enrolment is a new key: the old one stays dead.
+    let again = Phone::enrol(&service).await;
+    assert_ne!(again.file.key_id, phone.file.key_id);
+    assert_eq!(code(phone.sign(PIN, &session, &tbs).await), "revoked");
+    // The store keeps a tombstone without the share.
+    let store: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(service.config.store_path()).unwrap()).unwrap();
+    assert!(store["keys"][&phone.file.key_id]["sealed_share"].is_null());
+    assert!(store["keys"][&again.file.key_id]["sealed_share"].is_string());
+}
+
+#[tokio::test]
+async fn co_decryption_happens_only_inside_the_opening_window() {
+    let broker = TestBroker::start().await;
+    let service = TestService::start(&broker).await;
+    let phone = Phone::enrol(&service).await;
+    let ct = phone.seal_to_joint_key(b"content-key-16B!");
+    let now = OffsetDateTime::now_utc();
+    let window = |from: Duration, to: Duration| {
+        Some(Opening {
+            not_before: rfc3339(now + from),
+            not_after: rfc3339(now + to),
+        })
+    };
+
+    let early = broker.scanned(
+        "decrypt",
+        &challenge("decrypt"),
+        window(Duration::hours(1), Duration::hours(2)),
+    );
+    assert_eq!(
+        code(phone.decrypt(PIN, &early, &ct).await),
+        "outside_opening_window"
+    );
+    let late = broker.scanned(
+        "decrypt",
+        &challenge("decrypt"),
+        window(Duration::hours(-2), Duration::hours(-1)),
+    );
+    assert_eq!(
+        code(phone.decrypt(PIN, &late, &ct).await),
+        "outside_opening_window"
+    );
+    let open = broker.scanned(
+        "decrypt",
+        &challenge("decrypt"),
+        window(Duration::minutes(-1), Duration::hours(1)),
+    );
+    assert_eq!(
+        phone.decrypt(PIN, &open, &ct).await.unwrap(),
+        b"content-key-16B!"
+    );
+    // One co-decryption per decrypt session.
+    assert_eq!(code(phone.decrypt(PIN, &open, &ct).await), "already_used");
+    // A login session cannot be used to decrypt.
+    let login = broker.scanned("login", &challenge("login"), None);
+    assert_eq!(code(phone.decrypt(PIN, &login, &ct).await), "not_requested");
+}
+
+#[tokio::test]
+async fn a_window_the_hall_registered_binds_even_when_the_broker_omits_it() {
+    let broker = TestBroker::start().await;
+    let service = TestService::start(&broker).await;
+    let phone = Phone::enrol(&service).await;
+    let ct = phone.seal_to_joint_key(b"content-key-16B!");
+    let header_sm3 = hex::encode([7u8; 32]);
+    let now = OffsetDateTime::now_utc();
+    let window = OpeningWindow {
+        envelope_sm3: header_sm3.clone(),
+        not_before: rfc3339(now + Duration::hours(1)),
+        not_after: rfc3339(now + Duration::hours(2)),
+    };
+    assert_eq!(
+        code(phone.client.register_opening("not-the-hall", &window).await),
+        "unauthorized"
+    );
+    phone
+        .client
+        .register_opening(HALL_TOKEN, &window)
+        .await
+        .unwrap();
+
+    let mut tbs = challenge("decrypt");
+    tbs.extend_from_slice(format!("\nenvelope:{header_sm3}").as_bytes());
+    // A (compromised) broker says nothing of a window.
+    let session = broker.scanned("decrypt", &tbs, None);
+    assert_eq!(
+        code(phone.decrypt(PIN, &session, &ct).await),
+        "outside_opening_window"
+    );
+}
+
+#[tokio::test]
+async fn the_joint_key_co_signs_its_own_certificate_request_only_for_itself() {
+    use x509_cert::der::Encode;
+    let broker = TestBroker::start().await;
+    let service = TestService::start(&broker).await;
+    let phone = Phone::enrol(&service).await;
+    let other = Phone::enrol(&service).await;
+    let info_for = |public_hex: &str| {
+        let spki = x509_cert::spki::SubjectPublicKeyInfoOwned::from_key(
+            &sm2::PublicKey::from_sec1_bytes(&hex::decode(public_hex).unwrap()).unwrap(),
+        )
+        .unwrap();
+        x509_cert::request::CertReqInfo {
+            version: x509_cert::request::Version::V1,
+            subject: "CN=split".parse().unwrap(),
+            public_key: spki,
+            attributes: Default::default(),
+        }
+        .to_der()
+        .unwrap()
+    };
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let mine = info_for(&phone.file.public_key);
+    let csr = Context::Csr(CsrRef {
+        tbs_b64: b64(&mine),
+    });
+    let sig = phone.sign(PIN, &csr, &mine).await.unwrap();
+    assert!(phone.verifying_key().verify(&mine, &sig).is_ok());
+
+    let theirs = info_for(&other.file.public_key);
+    let csr = Context::Csr(CsrRef {
+        tbs_b64: b64(&theirs),
+    });
+    assert_eq!(code(phone.sign(PIN, &csr, &theirs).await), "not_requested");
+}
