@@ -1,6 +1,7 @@
 //! Command-line interface.
 
 mod audit;
+mod cosigner;
 mod devca;
 mod envelope;
 mod hall;
@@ -40,6 +41,9 @@ enum Command {
     /// Opening hall (开标大厅): decrypt a sealed bid file with a recipient's phone (扫码解密).
     #[command(subcommand)]
     Hall(hall::HallCommand),
+    /// Co-signing service of split keys (密钥拆分): holds the server shares.
+    #[command(subcommand)]
+    Cosigner(cosigner::CosignerCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -51,6 +55,7 @@ pub fn main() -> ExitCode {
         Command::Audit(cmd) => audit::run(cmd),
         Command::Envelope(cmd) => envelope::run(cmd),
         Command::Hall(cmd) => hall::run(cmd),
+        Command::Cosigner(cmd) => cosigner::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

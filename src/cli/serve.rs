@@ -18,7 +18,7 @@ pub struct ServeArgs {
     json_logs: bool,
 }
 
-fn init_tracing(json: bool) {
+pub(super) fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("BZT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);

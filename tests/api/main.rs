@@ -17,4 +17,5 @@ mod limits;
 mod ops;
 mod relay;
 mod rp_match_code;
+mod split_key;
 mod webhooks;

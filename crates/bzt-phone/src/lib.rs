@@ -65,8 +65,8 @@ pub use challenge::{Challenge, ChallengeError};
 pub use claim::{Claimed, OpeningWindow, Token};
 pub use client::{approval_body, check_approval, signed_approval_body, ApproveExtras, Phone};
 pub use conversation::{
-    Ack, AckStatus, ConversationError, ConversationSocket, Decision, Ended, EndedBy, FrameError,
-    Outcome, Reconnect, RunSummary, SignRequest,
+    Ack, AckStatus, ConversationError, ConversationSigner, ConversationSocket, Decision, Ended,
+    EndedBy, FrameError, Outcome, Reconnect, RunSummary, SignRequest,
 };
 pub use envelope::{
     decrypt_answer, encrypt_recipients, recipients_with_own, DecryptOutcome, DecryptRefusal,

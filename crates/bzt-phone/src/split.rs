@@ -4,8 +4,9 @@
 //!
 //! The identity directory holds:
 //! - `cert.pem`: the certificate of the joint key (and any intermediates after it);
-//! - `split-key.json`: the key id at the service, the service's URL and pinned channel key,
-//!   the masked share with its salt and PBKDF2 rounds, and the device.
+//! - `split-key.json` ([`SplitKeyFile`]): the key id at the service, the service's URL and
+//!   pinned channel key, the joint public key, the masked share with its salt and PBKDF2 rounds;
+//! - `device.json`: the device presented in claims.
 //!
 //! It holds no whole private key, no `d1`, no `P1` and nothing else that tells a right PIN
 //! from a wrong one: a wrong PIN unmasks a wrong share, which only the service's check of the
@@ -19,9 +20,7 @@ use std::path::Path;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bzt_cosigner::wire::{Context, ConversationRef, CsrRef, SessionRef};
-use bzt_cosigner::CosignerClient;
-use bzt_crypto::two_party::{MaskedShare, DEFAULT_PIN_ITERATIONS};
-use serde::{Deserialize, Serialize};
+use bzt_cosigner::{CosignerClient, SplitKeyFile};
 use sm2::{NonZeroScalar, ProjectivePoint, PublicKey};
 use x509_cert::der::asn1::BitString;
 use x509_cert::der::{Decode, Encode, EncodePem};
@@ -42,28 +41,10 @@ use crate::session::CompleteAnswer;
 pub const CERT_FILE: &str = "cert.pem";
 /// The split-key file of an identity directory.
 pub const SPLIT_KEY_FILE: &str = "split-key.json";
+/// The device file of an identity directory.
+pub const DEVICE_FILE: &str = "device.json";
 /// OID of SM2 signatures with SM3 (GM/T 0006).
 const SM2_WITH_SM3: &str = "1.2.156.10197.1.501";
-
-/// `split-key.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SplitKeyFile {
-    /// Format version, 1.
-    version: u32,
-    /// The key's id at the co-signing service.
-    key_id: String,
-    /// Where the co-signing service is.
-    cosigner_url: String,
-    /// The service's channel key, pinned at enrolment (hex `04‖X‖Y`): every share-bearing
-    /// message is sealed to it, so a captured exchange tests no PIN.
-    service_key: String,
-    /// `d1·m` with `m` = PBKDF2-SM3(PIN, salt, iterations) reduced mod n, hex.
-    masked_share: String,
-    salt: String,
-    iterations: u32,
-    device: Device,
-}
 
 /// A phone's split identity, as loaded from its directory. It can do nothing without the PIN
 /// ([`SplitIdentity::unlock`]).
@@ -76,6 +57,7 @@ pub struct SplitIdentity {
     /// The certificate's public key: the joint key `P`.
     joint: ProjectivePoint,
     file: SplitKeyFile,
+    device: Device,
 }
 
 impl std::fmt::Debug for SplitIdentity {
@@ -105,10 +87,12 @@ impl SplitIdentity {
                 file.version
             )));
         }
-        Self::from_parts(&read(CERT_FILE)?, file)
+        let device: Device = serde_json::from_str(&read(DEVICE_FILE)?)
+            .map_err(|e| Error::Identity(format!("{DEVICE_FILE}: {e}")))?;
+        Self::from_parts(&read(CERT_FILE)?, file, device)
     }
 
-    fn from_parts(cert_pem: &str, file: SplitKeyFile) -> Result<Self, Error> {
+    fn from_parts(cert_pem: &str, file: SplitKeyFile, device: Device) -> Result<Self, Error> {
         let mut certs = bzt_devca::pem_certificates(cert_pem)?.into_iter();
         let certificate = certs
             .next()
@@ -118,13 +102,19 @@ impl SplitIdentity {
                 .map_err(|e| Error::Identity(format!("cannot re-encode a certificate: {e}")))
         };
         let chain_pem = certs.map(|c| to_pem(&c)).collect::<Result<Vec<_>, _>>()?;
-        let public = bzt_devca::cert_public_key(&certificate)?;
+        let joint = bzt_devca::cert_public_key(&certificate)?.to_projective();
+        if bzt_crypto::two_party::point_to_hex(&joint) != file.public_key.to_ascii_lowercase() {
+            return Err(Error::Identity(format!(
+                "{CERT_FILE} is not the certificate of the split key in {SPLIT_KEY_FILE}"
+            )));
+        }
         Ok(Self {
             certificate_pem: to_pem(&certificate)?,
-            joint: public.to_projective(),
+            joint,
             certificate,
             chain_pem,
             file,
+            device,
         })
     }
 
@@ -139,8 +129,11 @@ impl SplitIdentity {
         }
         let json = serde_json::to_string_pretty(&self.file)
             .map_err(|e| Error::Identity(format!("cannot encode {SPLIT_KEY_FILE}: {e}")))?;
+        let device = serde_json::to_string_pretty(&self.device)
+            .map_err(|e| Error::Identity(format!("cannot encode {DEVICE_FILE}: {e}")))?;
         write_private(&dir.join(CERT_FILE), &cert)?;
-        write_private(&dir.join(SPLIT_KEY_FILE), &json)
+        write_private(&dir.join(SPLIT_KEY_FILE), &json)?;
+        write_private(&dir.join(DEVICE_FILE), &device)
     }
 
     /// The certificate, PEM (one block), sent as `certificate_pem`.
@@ -168,12 +161,12 @@ impl SplitIdentity {
 
     /// The device presented in claims.
     pub fn device(&self) -> &Device {
-        &self.file.device
+        &self.device
     }
 
     /// Replaces the device presented in claims.
     pub fn with_device(mut self, id: impl Into<String>, name: impl Into<String>) -> Self {
-        self.file.device = Device {
+        self.device = Device {
             id: id.into(),
             name: name.into(),
         };
@@ -183,16 +176,7 @@ impl SplitIdentity {
     /// Unmasks the share with `pin`. Always succeeds for a well-formed file: whether the PIN
     /// was right shows only when the service checks the first PIN proof.
     pub fn unlock(&self, pin: &str) -> Result<UnlockedSplit<'_>, Error> {
-        let masked = MaskedShare {
-            masked: hex_array(&self.file.masked_share, "masked_share")?,
-            salt: hex_array(&self.file.salt, "salt")?,
-            iterations: self.file.iterations,
-        };
-        let d1 = masked.unmask(pin).map_err(|e| {
-            Error::Identity(format!(
-                "{SPLIT_KEY_FILE}: the masked share is unusable: {e}"
-            ))
-        })?;
+        let d1 = self.file.unmask(pin)?;
         let client = CosignerClient::new(&self.file.cosigner_url, &self.file.service_key)?;
         Ok(UnlockedSplit {
             identity: self,
@@ -366,9 +350,7 @@ pub enum Certification<'a> {
 /// keep it only for enrolment.
 pub struct Enrolled {
     client: CosignerClient,
-    key_id: String,
-    d1: NonZeroScalar,
-    joint: ProjectivePoint,
+    enrollment: bzt_cosigner::Enrollment,
 }
 
 /// PINs are six digits: with five tries before the service locks the share, a thief of the
@@ -390,28 +372,25 @@ impl Enrolled {
         enrolment_token: Option<&str>,
     ) -> Result<Self, Error> {
         let client = CosignerClient::discover(cosigner_url).await?;
-        let enrolment = client.enroll(label, enrolment_token).await?;
-        Ok(Self {
-            client,
-            key_id: enrolment.key_id,
-            d1: enrolment.d1,
-            joint: enrolment.joint_public_key,
-        })
+        let enrollment = client.enroll(label, enrolment_token).await?;
+        Ok(Self { client, enrollment })
     }
 
     pub fn key_id(&self) -> &str {
-        &self.key_id
+        &self.enrollment.key_id
     }
 
     /// The joint public key `P`, the one the certificate must carry.
     pub fn public_key(&self) -> Result<PublicKey, Error> {
-        PublicKey::from_affine(self.joint.to_affine())
+        PublicKey::from_affine(self.enrollment.joint_public_key.to_affine())
             .map_err(|_| Error::Identity("the joint key is the point at infinity".into()))
     }
 
     /// The joint public key as hex `04‖X‖Y`.
     pub fn public_key_hex(&self) -> Result<String, Error> {
-        Ok(bzt_crypto::two_party::point_to_hex(&self.joint))
+        Ok(bzt_crypto::two_party::point_to_hex(
+            &self.enrollment.joint_public_key,
+        ))
     }
 
     /// A PKCS#10 certificate request for the joint key with `subject`, signed by the phone and
@@ -436,7 +415,13 @@ impl Enrolled {
         });
         let signature = self
             .client
-            .sign(&self.key_id, &self.d1, &self.joint, &context, &tbs)
+            .sign(
+                &self.enrollment.key_id,
+                &self.enrollment.d1,
+                &self.enrollment.joint_public_key,
+                &context,
+                &tbs,
+            )
             .await?;
         let request = CertReq {
             info,
@@ -467,33 +452,10 @@ impl Enrolled {
             }
             Certification::Issued(pem) => pem,
         };
-        let masked = MaskedShare::mask(&self.d1, pin, DEFAULT_PIN_ITERATIONS)
-            .map_err(|e| Error::Identity(format!("cannot mask the share: {e}")))?;
-        let file = SplitKeyFile {
-            version: 1,
-            key_id: self.key_id.clone(),
-            cosigner_url: self.client.base_url().to_owned(),
-            service_key: self.client.service_key_hex(),
-            masked_share: hex::encode(masked.masked),
-            salt: hex::encode(masked.salt),
-            iterations: masked.iterations,
-            device,
-        };
-        let identity = SplitIdentity::from_parts(&cert_pem, file)?;
-        if identity.joint != self.joint {
-            return Err(Error::Identity(
-                "the certificate is not for this split key's public key".into(),
-            ));
-        }
-        Ok(identity)
+        let file = SplitKeyFile::new(&self.enrollment, &self.client, pin)?;
+        // Checks that the certificate carries the joint key.
+        SplitIdentity::from_parts(&cert_pem, file, device)
     }
-}
-
-fn hex_array<const N: usize>(text: &str, field: &str) -> Result<[u8; N], Error> {
-    hex::decode(text)
-        .ok()
-        .and_then(|v| v.try_into().ok())
-        .ok_or_else(|| Error::Identity(format!("{SPLIT_KEY_FILE}: `{field}` is not {N} hex bytes")))
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), Error> {
