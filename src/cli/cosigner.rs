@@ -15,6 +15,10 @@ pub struct ServeArgs {
     /// TOML configuration file of the service (not the broker's).
     #[arg(long, env = "BZT_COSIGNER_CONFIG")]
     config: Option<PathBuf>,
+    /// Exit when standard input closes: how development mode's broker ends its child service
+    /// even when the broker itself is killed outright.
+    #[arg(long, hide = true)]
+    exit_with_stdin: bool,
 }
 
 pub fn run(cmd: CosignerCommand) -> anyhow::Result<()> {
@@ -22,6 +26,14 @@ pub fn run(cmd: CosignerCommand) -> anyhow::Result<()> {
         CosignerCommand::Serve(a) => {
             super::serve::init_tracing(false);
             let config = bzt_cosigner::Config::load(a.config.as_deref())?;
+            if a.exit_with_stdin {
+                // A plain thread: the read blocks until the parent's end of the pipe closes.
+                std::thread::spawn(|| {
+                    let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+                    tracing::info!("the broker that started this service is gone; exiting");
+                    std::process::exit(0);
+                });
+            }
             super::runtime()?.block_on(bzt_cosigner::serve(config))
         }
     }

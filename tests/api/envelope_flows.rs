@@ -730,10 +730,10 @@ async fn the_hall_reconnects_after_its_socket_drops() {
 // ---- the real binary ------------------------------------------------------------------------
 
 /// A `bzt serve` process in development mode; killed on drop.
-struct BrokerProcess {
+pub(crate) struct BrokerProcess {
     child: std::process::Child,
-    log: PathBuf,
-    base: String,
+    pub(crate) log: PathBuf,
+    pub(crate) base: String,
 }
 
 impl Drop for BrokerProcess {
@@ -743,7 +743,7 @@ impl Drop for BrokerProcess {
     }
 }
 
-fn bzt(dir: &Path, args: &[&str]) -> std::process::Output {
+pub(crate) fn bzt(dir: &Path, args: &[&str]) -> std::process::Output {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_bzt"))
         .args(args)
         .current_dir(dir)
@@ -764,7 +764,7 @@ fn bzt(dir: &Path, args: &[&str]) -> std::process::Output {
 
 /// Starts `bzt serve` (development mode, data in `dir/data`, debug logs to `dir/broker.log`)
 /// on a port of its choosing, and waits until it is ready.
-async fn start_broker(dir: &Path) -> BrokerProcess {
+pub(crate) async fn start_broker(dir: &Path) -> BrokerProcess {
     let log = dir.join("broker.log");
     let file = std::fs::File::create(&log).unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_bzt"))

@@ -6,7 +6,7 @@
 //! parties see the same result shape as for a whole key.
 
 use crate::conversation::policy;
-use crate::envelope_flows::{decrypt_body, one_time_key, seal_to};
+use crate::envelope_flows::{bzt, decrypt_body, one_time_key, seal_to, start_broker};
 use crate::helpers::*;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -443,4 +443,138 @@ async fn a_wrong_pin_is_refused_by_the_service_and_after_revocation_nothing_work
         .await;
     let message = assert_error(resp, 422, "untrusted_certificate").await;
     assert!(message.contains("revoked"), "{message}");
+}
+
+#[tokio::test]
+async fn development_mode_runs_the_service_and_the_cli_enrols_with_a_request_openssl_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path()).await;
+    let log = std::fs::read_to_string(&broker.log).unwrap();
+    let cosigner_url = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("co-signing service (密钥拆分):"))
+        .map(|u| u.trim().to_owned())
+        .unwrap_or_else(|| panic!("the development banner names no co-signing service: {log}"));
+    assert_ne!(cosigner_url, "(none)");
+
+    // `bzt phone enroll`, with a PKCS#10 request co-signed by both parties.
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let out = bzt(
+        dir.path(),
+        &[
+            "phone",
+            "enroll",
+            "--cosigner",
+            &cosigner_url,
+            "--pin",
+            PIN,
+            "--cn",
+            "张三",
+            "--org",
+            "示例建设有限公司",
+            "--out",
+            "zhangsan",
+            "--csr",
+            "zhangsan.csr",
+            "--data-dir",
+            data,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verified = openssl_ok(
+        dir.path(),
+        &[
+            "req",
+            "-in",
+            "zhangsan.csr",
+            "-verify",
+            "-noout",
+            "-vfyopt",
+            DISTID_OPT,
+        ],
+    );
+    let said = String::from_utf8_lossy(&verified.stderr).to_string()
+        + &String::from_utf8_lossy(&verified.stdout);
+    assert!(said.contains("verify OK"), "{said}");
+    // The request is for the certificate's key: the joint key.
+    let req_key = openssl_ok(
+        dir.path(),
+        &["req", "-in", "zhangsan.csr", "-noout", "-pubkey"],
+    );
+    let cert_key = openssl_ok(
+        dir.path(),
+        &["x509", "-in", "zhangsan/cert.pem", "-noout", "-pubkey"],
+    );
+    assert_eq!(req_key.stdout, cert_key.stdout);
+    // No whole private key on the phone's side.
+    for entry in std::fs::read_dir(dir.path().join("zhangsan")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(!text.contains("PRIVATE KEY"), "{text}");
+        assert!(!text.contains(PIN));
+    }
+
+    // `bzt phone approve --identity DIR --pin PIN` logs in through the demo app.
+    let secrets: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("data/dev-secrets.json")).unwrap(),
+    )
+    .unwrap();
+    let api_key = secrets["demo_api_key"].as_str().unwrap();
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{}/v1/sessions", broker.base))
+        .bearer_auth(api_key)
+        .json(&login_body())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let qr = created["qr_text"].as_str().unwrap();
+    let dir_path = dir.path().to_path_buf();
+    let qr_owned = qr.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        bzt(
+            &dir_path,
+            &[
+                "phone",
+                "approve",
+                &qr_owned,
+                "--identity",
+                "zhangsan",
+                "--pin",
+                PIN,
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let view: Value = http
+        .get(format!(
+            "{}/v1/sessions/{}",
+            broker.base,
+            created["id"].as_str().unwrap()
+        ))
+        .bearer_auth(api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["status"], "approved", "{view}");
+    let signature = unb64(view["result"]["signature_b64"].as_str().unwrap());
+    let tbs = unb64(view["result"]["tbs_b64"].as_str().unwrap());
+    let cert_pem = std::fs::read_to_string(dir.path().join("zhangsan/cert.pem")).unwrap();
+    assert!(openssl_verifies(dir.path(), &cert_pem, &tbs, &signature));
 }
