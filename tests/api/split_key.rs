@@ -578,3 +578,75 @@ async fn development_mode_runs_the_service_and_the_cli_enrols_with_a_request_ope
     let cert_pem = std::fs::read_to_string(dir.path().join("zhangsan/cert.pem")).unwrap();
     assert!(openssl_verifies(dir.path(), &cert_pem, &tbs, &signature));
 }
+
+#[tokio::test]
+async fn the_service_refuses_to_open_before_the_opening_time_and_freezing_stops_it_at_once() {
+    let world = start().await;
+    let app = &world.app;
+    let identity = world.enrol("钱七").await;
+    let key = identity.unlock(PIN).unwrap();
+    let phone = world.phone();
+    let split_recipient = Recipient::from_pem(identity.certificate_pem()).unwrap();
+    let header = seal_to(&app.dir.path().join("bid.bze"), b"bid", &[split_recipient]);
+
+    // Opens in ten minutes: the service refuses by its own clock, before any completion.
+    let (_, reply_key) = one_time_key();
+    let mut body = decrypt_body("开标解密", &header, &reply_key);
+    let now = bzt::clock::Clock::now(&app.clock);
+    body["opening"] = json!({
+        "not_before": now.plus_secs(600).to_rfc3339(),
+        "not_after": now.plus_secs(3600).to_rfc3339(),
+    });
+    let created = app.create_session_as(OTHER_API_KEY, body).await;
+    let claimed = phone
+        .claim_as(&created.qr(), identity.device())
+        .await
+        .unwrap();
+    let err = match phone.approve_decrypt_split(&claimed, &key, None).await {
+        Err(e) => e,
+        Ok(outcome) => panic!("co-decrypted before the opening time: {outcome:?}"),
+    };
+    assert!(
+        matches!(&err, bzt_phone::Error::Cosigner(c) if c.code() == Some("outside_opening_window")),
+        "{err}"
+    );
+
+    // 挂失 through the broker: refused at once; unfreezing restores.
+    let admin = |action: &'static str| {
+        let url = app.url(&format!(
+            "/v1/admin/cosigner/keys/{}/{action}",
+            identity.key_id()
+        ));
+        let http = app.http.clone();
+        async move {
+            let resp = http
+                .post(url)
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(admin("freeze").await["state"], "frozen");
+    let created = app.create_login().await;
+    let claimed = phone
+        .claim_as(&created.qr(), identity.device())
+        .await
+        .unwrap();
+    let err = phone
+        .approve_split(&claimed, &key, ApproveExtras::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, bzt_phone::Error::Cosigner(c) if c.code() == Some("frozen")),
+        "{err}"
+    );
+    assert_eq!(admin("unfreeze").await["state"], "active");
+    let answer = phone
+        .approve_split(&claimed, &key, ApproveExtras::default())
+        .await
+        .unwrap();
+    assert_eq!(answer.status, SessionStatus::Approved);
+}
