@@ -29,6 +29,12 @@ if ! python3 -c 'import cryptography' >/dev/null 2>&1; then
   python3 -m pip install -q cryptography
 fi
 
+# An independent DER reader for the GB/T 38540 seal structures (crates/bzt-seal/tests).
+if ! python3 -c 'import pyasn1' >/dev/null 2>&1; then
+  echo "install-test-deps: pip install pyasn1"
+  python3 -m pip install -q pyasn1
+fi
+
 # Browser tests of the SDK.
 if [ -f sdk-js/package-lock.json ] && [ ! -d sdk-js/node_modules ]; then
   echo "install-test-deps: npm ci (sdk-js)"

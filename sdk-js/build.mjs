@@ -10,7 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = dirname(fileURLToPath(import.meta.url));
-const ORDER = ['util.js', 'session.js', 'sse.js', 'watch.js', 'conversation.js', 'widget.js'];
+const ORDER = ['util.js', 'messages.js', 'session.js', 'sse.js', 'watch.js', 'conversation.js', 'widget.js'];
 
 export function build() {
   const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));

@@ -234,14 +234,34 @@ export interface WidgetTexts {
   approvedOverlay: string;
   reconnecting: string;
   qrAlt: string;
+  /** A rejected or failed status with its reason: `{status}：{reason}`. */
+  withReason: string;
+  /** aria-label of the tab bar (`domains`). */
+  tabsLabel: string;
+  /** Overrides of ERROR_MESSAGES for this widget's error line. */
+  errors: Partial<Record<ErrorCodeName, string>> | null;
+  /** Overrides of REASON_MESSAGES. */
+  reasons: Partial<Record<TerminalReason, string>> | null;
+  /** Overrides of DOMAIN_LABELS for the tabs. */
+  domains: Record<string, string> | null;
 }
 export declare const DEFAULT_TEXTS: Readonly<WidgetTexts>;
 
 export interface LoginWidgetOptions {
   /** Element, or a selector matching one, that the widget is appended to. */
   container: Element | string;
-  /** Calls YOUR backend, which creates the session with its API key and returns the create answer. */
-  createSession: () => Promise<CreatedSession>;
+  /**
+   * Calls YOUR backend, which creates the session with its API key and returns the create answer.
+   * With `domains`, pass `accept` on to `POST /v1/sessions` (one session per tab); without, `accept`
+   * is null (one QR for every trust domain). An error with a string `code` (e.g. the broker's,
+   * passed on by your backend) is shown with that code's zh-CN message.
+   */
+  createSession: (context: { accept: string[] | null; domain: string | null }) => Promise<CreatedSession>;
+  /**
+   * Tabs per trust domain (the two QR kinds of the field: 本平台证书 / 全国互认证书): names such as
+   * `['platform', 'national']` or `{domain, label}`. The first tab is selected at start.
+   */
+  domains?: Array<string | { domain: string; label?: string }>;
   onStatus?: (ev: StatusEvent) => void;
   onResult?: (outcome: Outcome) => void;
   onQr?: (ev: QrEvent) => void;
@@ -293,6 +313,12 @@ export declare class LoginWidget {
   readonly watcher: SessionWatcher | null;
   readonly element: HTMLElement;
   readonly texts: WidgetTexts;
+  /** The selected tab's trust domain (`domains`), else null. */
+  readonly domain: string | null;
+  /** The error shown while status is 'error', else null. */
+  readonly error: BztError | null;
+  /** Select the tab of `domain`: cancels the current session and creates one accepting only it. */
+  selectDomain(domain: string): Promise<void>;
   on<K extends keyof LoginWidgetEvents>(type: K, fn: (ev: LoginWidgetEvents[K]) => void): Unsubscribe;
   once<K extends keyof LoginWidgetEvents>(type: K, fn: (ev: LoginWidgetEvents[K]) => void): Unsubscribe;
   off<K extends keyof LoginWidgetEvents>(type: K, fn: (ev: LoginWidgetEvents[K]) => void): void;
@@ -305,6 +331,73 @@ export declare class LoginWidget {
 }
 
 export declare function createLoginWidget(options: LoginWidgetOptions): LoginWidget;
+
+/** The broker's error codes (docs/protocol.md "Errors"). */
+export type BrokerErrorCode =
+  | 'invalid_request' | 'unauthorized' | 'forbidden' | 'not_found' | 'method_not_allowed' | 'already_claimed'
+  | 'conflict' | 'expired' | 'payload_too_large' | 'bad_signature' | 'untrusted_certificate' | 'rate_limited'
+  | 'internal' | 'unavailable';
+/** The SDK's own error codes (BztError). */
+export type SdkErrorCode =
+  | 'network' | 'timeout' | 'create_failed' | 'closed' | 'destroyed' | 'conversation_ended' | 'bad_session'
+  | 'bad_message' | 'bad_options';
+export type ErrorCodeName = BrokerErrorCode | SdkErrorCode;
+/** The reasons the broker writes (docs/protocol.md "Terminal reasons"); a phone's decline is free text. */
+export type TerminalReason = 'match_failed' | 'too_many_bad_completions' | 'bad_signature' | 'certificate_not_acceptable' | 'conversation_ended';
+
+/** zh-CN message of every error code, broker's and SDK's: reuse, or override per call. */
+export declare const ERROR_MESSAGES: Readonly<Record<ErrorCodeName, string>>;
+/** zh-CN text of every reason the broker writes. */
+export declare const REASON_MESSAGES: Readonly<Record<TerminalReason, string>>;
+/** zh-CN text of how a conversation ended. */
+export declare const ENDED_BY_MESSAGES: Readonly<Record<EndedBy, string>>;
+/** zh-CN text of every session status. */
+export declare const STATUS_MESSAGES: Readonly<Record<SessionStatus, string>>;
+/** 本平台证书 / 全国互认证书. */
+export declare const DOMAIN_LABELS: Readonly<Record<'platform' | 'national', string>>;
+/** The zh-CN text of an error (BztError, `{error: {code}}`, `{code}` or a code); never the broker's English. */
+export declare function errorMessage(error: unknown, overrides?: Partial<Record<string, string>>): string;
+/**
+ * The zh-CN text of a terminal reason: the table's, a phone's Chinese text as it is, else `fallback`
+ * (default 已在手机上拒绝). Null for no reason.
+ */
+export declare function reasonMessage(reason: string | null | undefined, overrides?: Partial<Record<string, string>> | null, fallback?: string): string | null;
+export declare function endedByMessage(by: string, overrides?: Partial<Record<string, string>>): string;
+export declare function domainLabel(domain: string | null | undefined, overrides?: Record<string, string> | null): string;
+export interface ParsedSubject {
+  /** Every attribute in order, escapes undone. */
+  attributes: Array<{ type: string; value: string }>;
+  /** The first value of any of these attribute types (case-insensitive). */
+  get(...types: string[]): string | null;
+  /** 姓名 (CN). */
+  name: string | null;
+  /** 单位 (O). */
+  organization: string | null;
+  /** OU. */
+  unit: string | null;
+  /** 统一社会信用代码 (organizationIdentifier, 2.5.4.97). */
+  uscc: string | null;
+  country: string | null;
+}
+/** Reads an RFC 4514 subject or issuer as the broker writes it. */
+export declare function parseSubject(subject: string | null | undefined): ParsedSubject;
+/** `2027-12-06 00:53:26（北京时间）` (UTC+8); `{suffix: false}` drops the suffix; '' for no time. */
+export declare function formatBeijingTime(time: string | Date | null | undefined, options?: { suffix?: boolean }): string;
+export interface CertificateSummary {
+  name: string | null;
+  organization: string | null;
+  uscc: string | null;
+  domain: string | null;
+  /** 本平台证书 / 全国互认证书. */
+  domainLabel: string;
+  serial: string | null;
+  issuerName: string | null;
+  /** Beijing time. */
+  notBefore: string;
+  notAfter: string;
+}
+/** What a result panel shows of `result.certificate`. */
+export declare function describeCertificate(certificate: Certificate | null | undefined, overrides?: Record<string, string> | null): CertificateSummary;
 
 export interface RequestResult {
   type?: 'request_result';

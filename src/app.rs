@@ -7,6 +7,7 @@ use crate::config::{Config, StoreKind};
 use crate::http::{self, AppState};
 use crate::limits::Limits;
 use crate::store::conversation::{ConversationStore, MemoryConversationStore};
+use crate::store::records::{FileRecordSet, RecordSet};
 use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::{memory::MemoryStore, SessionStore};
 use crate::timers::TimerQueue;
@@ -76,7 +77,8 @@ pub fn load_trust_store(config: &Config) -> anyhow::Result<TrustStore> {
             let text = std::fs::read_to_string(file).with_context(|| {
                 format!("trust domain {}: cannot read {}", d.name, file.display())
             })?;
-            let blocks = split_pem_certificates(&text);
+            let blocks = split_pem_certificates(&text)
+                .with_context(|| format!("trust domain {}: {}", d.name, file.display()))?;
             if blocks.is_empty() {
                 bail!(
                     "trust domain {}: {} holds no CERTIFICATE block",
@@ -92,13 +94,32 @@ pub fn load_trust_store(config: &Config) -> anyhow::Result<TrustStore> {
     Ok(TrustStore::new(domains))
 }
 
-/// Splits a PEM bundle into single-certificate PEM strings.
-pub fn split_pem_certificates(text: &str) -> Vec<String> {
-    const END: &str = "-----END CERTIFICATE-----";
-    text.split_inclusive(END)
-        .filter(|b| b.contains("-----BEGIN CERTIFICATE-----") && b.contains(END))
-        .map(|b| b.to_owned())
-        .collect()
+/// Reads the trusted seal makers' certificates (`[seals] trusted_makers_pem_files`).
+pub fn load_seal_makers(config: &Config) -> anyhow::Result<Vec<x509_cert::Certificate>> {
+    let mut makers = Vec::new();
+    for file in &config.seals.trusted_makers_pem_files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("seals: cannot read {}", file.display()))?;
+        let certs = bzt_crypto::pem_certificates(&text)
+            .with_context(|| format!("seals: {}", file.display()))?;
+        if certs.is_empty() {
+            bail!("seals: {} holds no CERTIFICATE block", file.display());
+        }
+        makers.extend(certs);
+    }
+    Ok(makers)
+}
+
+/// Splits a PEM bundle into single-certificate PEM strings (other blocks and
+/// text around them ignored; a block that does not decode is an error).
+pub fn split_pem_certificates(text: &str) -> anyhow::Result<Vec<String>> {
+    let mut pems = Vec::new();
+    for block in bzt_crypto::pem::pem_blocks(text)? {
+        if block.label == "CERTIFICATE" {
+            pems.push(bzt_crypto::pem::to_pem(&block.label, &block.der)?);
+        }
+    }
+    Ok(pems)
 }
 
 /// `[store]` as the Redis store wants it.
@@ -124,10 +145,12 @@ type Stores = (
     Arc<dyn SessionStore>,
     Arc<dyn ConversationStore>,
     Arc<dyn AuditLog>,
+    Arc<dyn RecordSet>,
 );
 
-/// Sessions, conversations and the audit trail: in this process (memory
-/// store, audit file) or shared by every node on one Redis (docs/redis.md).
+/// Sessions, conversations, the audit trail and the run-time revocations:
+/// in this process (memory store, audit file, revocations file) or shared
+/// by every node on one Redis (docs/redis.md).
 async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
     let key = crate::audit::load_or_create_key(&config.audit_key_path())?;
     let every = config.audit.checkpoint_every;
@@ -140,6 +163,7 @@ async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
                 key,
                 every,
             )?),
+            Arc::new(FileRecordSet::open(&config.revocations_path())?),
         ),
         StoreKind::Redis => {
             let settings = redis_settings(config)?;
@@ -151,7 +175,8 @@ async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
                     audit.stream()
                 );
             }
-            (redis.clone(), redis, Arc::new(audit))
+            let revocations = Arc::new(redis.record_set(crate::revocations::RECORD_SET));
+            (redis.clone(), redis, Arc::new(audit), revocations)
         }
     })
 }
@@ -206,7 +231,7 @@ impl Application {
         extra: Option<Router<AppState>>,
     ) -> anyhow::Result<Self> {
         config.validate()?;
-        let (store, conversations, audit) = build_stores(config).await?;
+        let (store, conversations, audit, revocation_records) = build_stores(config).await?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -220,8 +245,8 @@ impl Application {
             conversations,
             audit,
             trust: load_trust_store(config)?,
-            revocations: Revocations::new(&config.revocation.serials)
-                .map_err(anyhow::Error::msg)?,
+            seal_makers: load_seal_makers(config)?,
+            revocations: Revocations::open(&config.revocation.serials, revocation_records).await?,
             apps: crate::apps::Apps::from_config(&config.apps)?,
             clock,
             timers: TimerQueue::new(),
@@ -301,6 +326,12 @@ impl Application {
                         |b| async move { sweep_conversation_deadlines(&b).await.map(|_| ()) },
                     )
                 });
+        // Other nodes' revocations: seen here within one poll.
+        let revocation_poll = self.broker.revocations.poll_interval().map(|every| {
+            poll_every(every, self.broker.clone(), "revocations", |b| async move {
+                b.revocations.refresh().await.map(|_| ())
+            })
+        });
         let limits = self.limits.clone();
         let housekeeping = tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -325,7 +356,10 @@ impl Application {
             .await;
         timers.abort();
         housekeeping.abort();
-        for p in [expiry_poll, conversation_poll].into_iter().flatten() {
+        for p in [expiry_poll, conversation_poll, revocation_poll]
+            .into_iter()
+            .flatten()
+        {
             p.abort();
         }
         served.context("server error")

@@ -17,7 +17,7 @@ pub struct App {
 }
 
 impl App {
-    /// PROTOCOL.md: the `Origin` header is checked when both it and the
+    /// docs/protocol.md: the `Origin` header is checked when both it and the
     /// app's list are present.
     pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
         match origin {

@@ -363,10 +363,9 @@ pub fn load_existing_key(path: &Path) -> anyhow::Result<SigningKey> {
     use anyhow::Context;
     let pem =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let secret = bzt_devca::key_from_pem(&pem, None)
+    let secret = bzt_crypto::key_from_pem(&pem, None)
         .with_context(|| format!("{} is not an SM2 key", path.display()))?;
-    SigningKey::new(bzt_core::pki::DEFAULT_DIST_ID, &secret)
-        .map_err(|e| anyhow::anyhow!("audit key: {e}"))
+    SigningKey::new(bzt_crypto::SM2_DISTID, &secret).map_err(|e| anyhow::anyhow!("audit key: {e}"))
 }
 
 /// Loads the broker's audit signing key, creating it on first use.
@@ -377,13 +376,12 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<SigningKey> {
     }
     let secret = sm2::SecretKey::try_generate()
         .map_err(|e| anyhow::anyhow!("no randomness for a key: {e}"))?;
-    let pem = bzt_devca::key_to_pem(&secret)?;
+    let pem = bzt_crypto::key_to_pem(&secret)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     crate::dev::write_private(path, &pem)?;
-    SigningKey::new(bzt_core::pki::DEFAULT_DIST_ID, &secret)
-        .map_err(|e| anyhow::anyhow!("audit key: {e}"))
+    SigningKey::new(bzt_crypto::SM2_DISTID, &secret).map_err(|e| anyhow::anyhow!("audit key: {e}"))
 }
 
 #[cfg(test)]
@@ -411,6 +409,7 @@ mod tests {
             device_name: "d".into(),
             requester_ip: None,
             requester_user_agent: None,
+            actor: None,
         }
     }
 

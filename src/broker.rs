@@ -9,6 +9,7 @@
 use crate::apps::{App, Apps};
 use crate::clock::Clock;
 use crate::error::ApiError;
+pub use crate::revocations::Revocations;
 use crate::store::{SessionStore, Update};
 use crate::timers::{Timer, TimerQueue};
 use crate::webhook::WebhookSender;
@@ -18,93 +19,8 @@ use bzt_core::session::{
     NumberMatch, Op, OpOutput, Requester,
 };
 use bzt_core::{DomainError, ErrorCode, Kind, Secret, Session, SessionId, Status};
-use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
-
-/// Revoked certificate serials: the configured list (replaced on SIGHUP)
-/// plus those added at run time through the admin API.
-#[derive(Default)]
-pub struct Revocations {
-    configured: RwLock<HashSet<String>>,
-    runtime: RwLock<HashSet<String>>,
-}
-
-impl Revocations {
-    pub fn new(configured: &[String]) -> Result<Self, String> {
-        let r = Self::default();
-        r.replace_configured(configured)?;
-        Ok(r)
-    }
-
-    pub fn replace_configured(&self, serials: &[String]) -> Result<(), String> {
-        let set = normalize_all(serials)?;
-        *self.configured.write().unwrap_or_else(|p| p.into_inner()) = set;
-        Ok(())
-    }
-
-    pub fn add(&self, serial: &str) -> Result<String, String> {
-        let s = bzt_core::pki::normalize_serial(serial)
-            .ok_or_else(|| format!("{serial:?} is not a hex serial"))?;
-        self.runtime
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(s.clone());
-        Ok(s)
-    }
-
-    pub fn remove(&self, serial: &str) -> Option<String> {
-        let s = bzt_core::pki::normalize_serial(serial)?;
-        self.runtime
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&s)
-            .then_some(s)
-    }
-
-    pub fn contains(&self, serial: &str) -> bool {
-        self.configured
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(serial)
-            || self
-                .runtime
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(serial)
-    }
-
-    /// (configured, runtime), sorted.
-    pub fn list(&self) -> (Vec<String>, Vec<String>) {
-        let mut c: Vec<_> = self
-            .configured
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect();
-        let mut r: Vec<_> = self
-            .runtime
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect();
-        c.sort();
-        r.sort();
-        (c, r)
-    }
-}
-
-fn normalize_all(serials: &[String]) -> Result<HashSet<String>, String> {
-    serials
-        .iter()
-        .map(|s| {
-            bzt_core::pki::normalize_serial(s)
-                .ok_or_else(|| format!("revocation.serials: {s:?} is not a hex serial"))
-        })
-        .collect()
-}
 
 /// A phone's completion, parsed but not yet checked.
 #[derive(Debug, Default)]
@@ -112,6 +28,8 @@ pub struct Completion {
     pub certificate_pem: String,
     pub chain_pem: Vec<String>,
     pub signature: Vec<u8>,
+    /// A seal session's `SES_Signature` (DER), instead of `signature`.
+    pub seal_signature: Option<Vec<u8>>,
     pub recipients_pem: Option<Vec<String>>,
     pub wrapped_key: Option<Vec<u8>>,
     pub open_conversation: bool,
@@ -131,6 +49,8 @@ pub struct Broker {
     pub conversations: Arc<dyn crate::store::conversation::ConversationStore>,
     pub audit: Arc<dyn crate::audit::AuditLog>,
     pub trust: TrustStore,
+    /// Trusted seal makers (制章者): a seal signature's seal must be made by one of them.
+    pub seal_makers: Vec<x509_cert::Certificate>,
     pub revocations: Revocations,
     pub apps: Apps,
     pub clock: Arc<dyn Clock>,
@@ -334,7 +254,7 @@ impl Broker {
         applied
     }
 
-    /// The phone approves: the checks of PROTOCOL.md in its order, then the transition.
+    /// The phone approves: the checks of docs/protocol.md in its order, then the transition.
     pub async fn complete(
         &self,
         id: &str,
@@ -355,8 +275,12 @@ impl Broker {
                 ApiError::invalid("this session uses number matching: send `match_code`")
             })?;
             if picked != expected.code {
-                let record =
-                    audit_operation(&session, None, "rejected", Some("match_failed".into()));
+                let record = audit_operation(
+                    &session,
+                    None,
+                    "rejected",
+                    Some(bzt_core::reason::MATCH_FAILED.into()),
+                );
                 self.audited(record, &session, &Op::MatchFailed { phone_token: token })
                     .await?;
                 return Err(ApiError::forbidden(
@@ -369,7 +293,7 @@ impl Broker {
         let started = std::time::Instant::now();
         let verified = self.verify_completion(&session, &c);
         metrics::histogram!("bzt_completion_check_seconds").record(started.elapsed().as_secs_f64());
-        let (signer, recipients) = match verified {
+        let (signer, recipients, seal) = match verified {
             Ok(v) => v,
             Err(e) if e.code == ErrorCode::InvalidRequest => return Err(e.into()),
             Err(e) => return Err(self.count_bad_completion(&session.id, token, e).await),
@@ -383,9 +307,14 @@ impl Broker {
         } else {
             None
         };
+        let (signature, seal) = match seal {
+            Some(checked) => (checked.signature, Some(Box::new(checked.approval))),
+            None => (c.signature, None),
+        };
         let approval = Approval {
             certificate: signer.info,
-            signature: c.signature,
+            signature,
+            seal,
             recipients: recipients.into_iter().map(|r| r.info).collect(),
             wrapped_key: c.wrapped_key,
             conversation: opened.as_ref().map(|o| o.grant.clone()),
@@ -425,12 +354,20 @@ impl Broker {
         Ok(())
     }
 
-    /// Certificate, signature and (for `encrypt`) recipient checks.
+    /// Certificate, signature (or seal signature) and (for `encrypt`) recipient checks.
+    #[allow(clippy::type_complexity)]
     fn verify_completion(
         &self,
         session: &Session,
         c: &Completion,
-    ) -> Result<(CheckedCertificate, Vec<CheckedCertificate>), DomainError> {
+    ) -> Result<
+        (
+            CheckedCertificate,
+            Vec<CheckedCertificate>,
+            Option<crate::seals::CheckedSealSignature>,
+        ),
+        DomainError,
+    > {
         let is_revoked = |serial: &str| self.revocations.contains(serial);
         let ctx = CheckContext {
             now: self.clock.now(),
@@ -439,7 +376,23 @@ impl Broker {
             is_revoked: &is_revoked,
         };
         let signer = self.trust.check(&c.certificate_pem, &c.chain_pem, &ctx)?;
-        bzt_core::pki::verify_signature(&signer.key, &session.tbs, &c.signature)?;
+        let seal = match (&session.seal, &c.seal_signature) {
+            (Some(wanted), Some(der)) => {
+                let signer_der = bzt_core::pki::pem_to_der(&c.certificate_pem)?;
+                Some(crate::seals::check_seal_signature(
+                    der,
+                    wanted,
+                    &signer_der,
+                    &self.seal_makers,
+                    session.created_at,
+                    ctx.now,
+                )?)
+            }
+            _ => {
+                bzt_core::pki::verify_signature(&signer.key, &session.tbs, &c.signature)?;
+                None
+            }
+        };
         let mut recipients = Vec::new();
         if let Some(pems) = &c.recipients_pem {
             // Recipients are checked like a signer, without `expect_cert`
@@ -459,7 +412,7 @@ impl Broker {
                 recipients.push(r);
             }
         }
-        Ok((signer, recipients))
+        Ok((signer, recipients, seal))
     }
 
     /// Counts a 422 against the session and answers it; the third moves the session to `failed`.
@@ -477,7 +430,7 @@ impl Broker {
                         &u.session,
                         None,
                         "failed",
-                        Some("too_many_bad_completions".into()),
+                        Some(bzt_core::reason::TOO_MANY_BAD_COMPLETIONS.into()),
                     );
                     if let Err(e) = self.audit.append(record, self.clock.now()).await {
                         tracing::error!(session = %id, error = %e, "could not record a failed session");
@@ -664,6 +617,7 @@ fn audit_operation(
             .unwrap_or_default(),
         requester_ip: s.requester.as_ref().and_then(|r| r.ip.clone()),
         requester_user_agent: s.requester.as_ref().and_then(|r| r.user_agent.clone()),
+        actor: None,
     }
 }
 
@@ -697,6 +651,24 @@ fn validate_kind_extras(session: &Session, c: &Completion) -> Result<(), ApiErro
         return Err(ApiError::invalid(
             "`wrapped_key_b64` is only allowed for kind decrypt",
         ));
+    }
+    match (&session.seal, &c.seal_signature) {
+        (Some(_), None) => {
+            return Err(ApiError::invalid(
+                "this session asks for a seal signature (扫码签章): send `seal_signature_b64` (an SES_Signature), not `signature_b64`",
+            ))
+        }
+        (Some(_), Some(_)) if !c.signature.is_empty() => {
+            return Err(ApiError::invalid(
+                "send `seal_signature_b64` alone: the signature is inside the SES_Signature",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::invalid(
+                "`seal_signature_b64` is only allowed when the session was created with `seal`",
+            ))
+        }
+        _ => {}
     }
     if c.open_conversation && kind != Kind::Sign {
         return Err(ApiError::invalid(
@@ -745,17 +717,5 @@ mod tests {
             let e = parse_qr_text(bad).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidRequest, "{bad:?}");
         }
-    }
-
-    #[test]
-    fn revocations_normalise_serials() {
-        let r = Revocations::new(&["00AB".into()]).unwrap();
-        assert!(r.contains("ab"));
-        assert_eq!(r.add("0x1").unwrap_err(), "\"0x1\" is not a hex serial");
-        r.add("CD").unwrap();
-        assert!(r.contains("cd"));
-        assert_eq!(r.remove("cd").as_deref(), Some("cd"));
-        assert!(!r.contains("cd"));
-        assert!(Revocations::new(&["zz".into()]).is_err());
     }
 }

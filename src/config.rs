@@ -52,6 +52,9 @@ pub struct Config {
     /// The co-signing service of split keys (密钥拆分, docs/key-splitting.md).
     #[serde(default)]
     pub cosigner: CosignerConfig,
+    /// Electronic seals (GB/T 38540): whose seals the broker accepts.
+    #[serde(default)]
+    pub seals: SealsConfig,
     /// Development mode: serve the web demo and its RP backend. Set by the
     /// embedded defaults; never set it on a production broker.
     #[serde(default)]
@@ -127,12 +130,28 @@ pub struct TrustDomainConfig {
     pub ca_pem_files: Vec<PathBuf>,
 }
 
+/// `[seals]`: the seal makers (制章者) whose seals a seal signature may carry.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealsConfig {
+    /// PEM files of trusted maker certificates: a seal's maker certificate must be one of them
+    /// or be issued by one. Empty: every seal signature is refused (development mode trusts its
+    /// development CAs, which make the demo's seals).
+    #[serde(default)]
+    pub trusted_makers_pem_files: Vec<PathBuf>,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevocationConfig {
     /// Hex serials refused everywhere; re-read on SIGHUP.
     #[serde(default)]
     pub serials: Vec<String>,
+    /// Where the memory store keeps run-time revocations (`POST
+    /// /v1/admin/revocations`) across restarts (default:
+    /// `<data_dir>/revocations.json`). In Redis mode they live in Redis.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -268,6 +287,13 @@ impl Config {
             .unwrap_or_else(|| self.data_dir().join("audit.jsonl"))
     }
 
+    pub fn revocations_path(&self) -> PathBuf {
+        self.revocation
+            .file
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("revocations.json"))
+    }
+
     pub fn audit_key_path(&self) -> PathBuf {
         self.audit
             .signing_key_file
@@ -292,6 +318,7 @@ impl Config {
             data_dir: None,
             audit: AuditConfig::default(),
             cosigner: CosignerConfig::default(),
+            seals: SealsConfig::default(),
             dev_mode: false,
         }
     }
@@ -324,9 +351,18 @@ impl Config {
                 }
             }
         }
-        for p in [&mut self.audit.path, &mut self.audit.signing_key_file]
-            .into_iter()
-            .flatten()
+        for p in &mut self.seals.trusted_makers_pem_files {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        for p in [
+            &mut self.audit.path,
+            &mut self.audit.signing_key_file,
+            &mut self.revocation.file,
+        ]
+        .into_iter()
+        .flatten()
         {
             if p.is_relative() {
                 *p = base.join(&*p);

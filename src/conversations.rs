@@ -54,6 +54,7 @@ fn audit_request(
         device_name: c.device_name.clone(),
         requester_ip: c.requester.as_ref().and_then(|q| q.ip.clone()),
         requester_user_agent: c.requester.as_ref().and_then(|q| q.user_agent.clone()),
+        actor: None,
     }
 }
 
@@ -302,7 +303,7 @@ impl Broker {
                     &current,
                     request,
                     "rejected",
-                    Some("certificate_not_acceptable".into()),
+                    Some(bzt_core::reason::CERTIFICATE_NOT_ACCEPTABLE.into()),
                     Some(auto_confirmed),
                 );
                 // The conversation ends whatever became of this answer.
@@ -312,7 +313,7 @@ impl Broker {
                         &c.id,
                         &ConvOp::Respond {
                             request_id: rid.clone(),
-                            verdict: Err("certificate_not_acceptable".into()),
+                            verdict: Err(bzt_core::reason::CERTIFICATE_NOT_ACCEPTABLE.into()),
                             auto_confirmed,
                         },
                     )
@@ -332,14 +333,14 @@ impl Broker {
         let error = verdict.as_ref().err().cloned();
         let (outcome, reason) = match &error {
             None => ("approved", None),
-            Some(_) => ("rejected", Some("bad_signature".to_owned())),
+            Some(_) => ("rejected", Some(bzt_core::reason::BAD_SIGNATURE.to_owned())),
         };
         let record = audit_request(&current, request, outcome, reason, Some(auto_confirmed));
         let op = ConvOp::Respond {
             request_id: rid,
             verdict: verdict
                 .map(|_| signature)
-                .map_err(|_| "bad_signature".to_owned()),
+                .map_err(|_| bzt_core::reason::BAD_SIGNATURE.to_owned()),
             auto_confirmed,
         };
         self.audited_answer(record, &c.id, &op).await?;

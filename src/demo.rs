@@ -123,6 +123,10 @@ struct DemoCreate {
     conversation: Option<Value>,
     #[serde(default)]
     detail: Option<String>,
+    /// Trust domains whose certificates may complete the session (the login page's tabs:
+    /// 本平台证书 / 全国互认证书), passed on as is; absent: every configured domain.
+    #[serde(default)]
+    accept: Option<Vec<String>>,
 }
 
 impl DemoRp {
@@ -194,6 +198,9 @@ async fn create(
     }
     if let Some(r) = req.rotate_s {
         body["rotate_s"] = json!(r);
+    }
+    if let Some(accept) = req.accept {
+        body["accept"] = json!(accept);
     }
     rp.call(
         rp.http
@@ -283,7 +290,7 @@ async fn phone_certificate(
             "public_key_hex: an uncompressed SM2 point (04||X||Y) is expected",
         ));
     }
-    let public = bzt_devca::sm2::PublicKey::from_sec1_bytes(&bytes)
+    let public = sm2::PublicKey::from_sec1_bytes(&bytes)
         .map_err(|_| ApiError::invalid("public_key_hex is not a point on the SM2 curve"))?;
     let data_dir = rp.data_dir.clone();
     let issued = tokio::task::spawn_blocking(move || {

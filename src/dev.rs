@@ -116,6 +116,13 @@ pub fn embedded(mut config: Config) -> anyhow::Result<(Config, DevSecrets)> {
             })
             .collect();
     }
+    if config.seals.trusted_makers_pem_files.is_empty() {
+        // The development CAs double as seal makers (`bzt dev-ca make-seal`).
+        config.seals.trusted_makers_pem_files = DOMAINS
+            .iter()
+            .map(|(d, _)| ca_dir(&dir, d).join(bzt_devca::CA_CERT_FILE))
+            .collect();
+    }
     if config.apps.is_empty() {
         let base = config.public_base_url();
         let mut origins = vec![base.clone()];

@@ -18,6 +18,7 @@
 //! - [`config`], [`dev`], [`app`]: configuration, development mode, start-up.
 //! - [`cosigner`]: the broker's side of key splitting (the context the
 //!   co-signing service asks for, and its admin API driven for the app owner).
+//! - [`seals`]: the check of a seal signature (扫码签章 with a GB/T 38540 seal).
 //! - [`hall`]: the opening hall's side of 扫码解密 (a client of the broker, used by
 //!   `bzt hall decrypt`).
 
@@ -37,6 +38,8 @@ pub mod hall;
 pub mod http;
 pub mod limits;
 pub mod qr;
+pub mod revocations;
+pub mod seals;
 pub mod store;
 pub mod timers;
 pub mod webhook;

@@ -1,4 +1,4 @@
-//! QR rendering (error-correction level M, as PROTOCOL.md asks).
+//! QR rendering (error-correction level M, as docs/protocol.md asks).
 
 use crate::error::ApiError;
 use qrcode::{EcLevel, QrCode};

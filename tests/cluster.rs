@@ -16,7 +16,7 @@ use bzt_phone::{ApproveExtras, EndedBy, PhoneConversation};
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use support::nodes::{create, qr_on, try_create, Browser, Fixture, Node, API_KEY};
+use support::nodes::{create, qr_on, try_create, Browser, Fixture, Node, ADMIN_TOKEN, API_KEY};
 use support::redis::{RedisCluster, RedisServer};
 
 const STEP: Duration = Duration::from_secs(10);
@@ -443,7 +443,81 @@ async fn conversation_across_nodes(fx: &Fixture, nodes: &[Node], redis_url: &str
     eprintln!("{}", stdout.lines().next().unwrap_or_default());
 }
 
+/// An operator revokes the phone's certificate on node 1; one second later
+/// node 2 refuses it, and so do both nodes after a restart.
+async fn revocation_reaches_every_node_within_a_second(fx: &Fixture, nodes: &mut [Node]) {
+    let serial = fx.identity.serial_hex();
+    let created = create(&fx.http, &nodes[1], 180).await;
+    let claimed = fx
+        .phone
+        .claim(&qr_on(&nodes[1], &created.qr_text), &fx.identity)
+        .await
+        .expect("claim on node 2");
+    let r = fx
+        .http
+        .post(format!("{}/v1/admin/revocations", nodes[0].base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "serial": serial, "revoked_by": "值班员 李四" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let revoked_at = Instant::now();
+    tokio::time::sleep_until((revoked_at + Duration::from_secs(1)).into()).await;
+    let refused = fx
+        .phone
+        .approve(&claimed, &fx.identity, ApproveExtras::default())
+        .await
+        .expect_err("node 2 must refuse a certificate revoked on node 1 a second ago");
+    assert!(
+        matches!(&refused, bzt_phone::Error::Broker(e) if e.is("untrusted_certificate") && e.message.contains("revoked")),
+        "{refused}"
+    );
+    let listed: Value = fx
+        .http
+        .get(format!("{}/v1/admin/revocations", nodes[1].base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["runtime_records"][0]["revoked_by"], "值班员 李四");
+
+    // Both nodes restarted: the revocation is in Redis, not in their memory.
+    for node in nodes.iter_mut() {
+        node.restart(&fx.http).await;
+    }
+    for node in nodes.iter() {
+        let created = create(&fx.http, node, 180).await;
+        let claimed = fx
+            .phone
+            .claim(&qr_on(node, &created.qr_text), &fx.identity)
+            .await
+            .unwrap();
+        let refused = fx
+            .phone
+            .approve(&claimed, &fx.identity, ApproveExtras::default())
+            .await
+            .expect_err("still revoked after a restart");
+        assert!(
+            matches!(&refused, bzt_phone::Error::Broker(e) if e.is("untrusted_certificate")),
+            "{}: {refused}",
+            node.name
+        );
+    }
+}
+
 // ---- standalone Redis -------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_one_redis_a_revocation_on_one_node_is_refused_by_the_other_within_a_second() {
+    let redis = RedisServer::start();
+    let fx = Fixture::new();
+    let mut nodes = fx.start_nodes(2, &redis.url()).await;
+    revocation_reaches_every_node_within_a_second(&fx, &mut nodes).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_one_redis_browser_phone_and_rp_on_different_nodes() {

@@ -706,7 +706,7 @@ fn the_error_codes_are_the_servers() {
         match c {
             InvalidRequest | Unauthorized | Forbidden | NotFound | MethodNotAllowed
             | AlreadyClaimed | Conflict | Expired | PayloadTooLarge | BadSignature
-            | UntrustedCertificate | RateLimited | Internal | Unavailable => {}
+            | UntrustedCertificate | RateLimited | Internal | Unavailable | SealNotAcceptable => {}
         }
     }
     let server: BTreeMap<String, u64> = all

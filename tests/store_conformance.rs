@@ -857,6 +857,7 @@ fn audit_op(node: usize, n: usize) -> bzt_core::audit::Operation {
         device_name: format!("手机 {node}"),
         requester_ip: None,
         requester_user_agent: None,
+        actor: None,
     }
 }
 
@@ -1090,4 +1091,83 @@ async fn redis_uses_sharded_pubsub_on_redis_7() {
         .and_then(|m| m.parse().ok())
         .unwrap();
     assert_eq!(store.sharded_pubsub(), major >= 7, "{text}");
+}
+
+// ---- record sets (run-time revocations, and later others) -------------------
+
+use bzt::store::records::{FileRecordSet, MemoryRecordSet, RecordSet};
+
+/// The `RecordSet` contract (src/store/records.rs) on two "nodes" sharing one set.
+async fn record_set_contract(a: Arc<dyn RecordSet>, b: Arc<dyn RecordSet>) {
+    let v0 = a.version().await.unwrap();
+    assert!(a.put("1f", r#"{"serial":"1f"}"#).await.unwrap(), "new");
+    let v1 = b.version().await.unwrap();
+    assert!(v1 > v0, "a change moves the version, seen by every node");
+    assert!(
+        !b.put("1f", r#"{"serial":"1f","reason":"x"}"#)
+            .await
+            .unwrap(),
+        "replaced"
+    );
+    let snap = a.load().await.unwrap();
+    assert!(snap.version > v1);
+    assert_eq!(snap.records.len(), 1);
+    assert!(snap.records["1f"].contains("\"x\""), "{snap:?}");
+    assert_eq!(b.delete("00").await.unwrap(), None);
+    assert_eq!(
+        a.version().await.unwrap(),
+        snap.version,
+        "no change, no new version"
+    );
+    assert!(b.delete("1f").await.unwrap().is_some());
+    let snap = a.load().await.unwrap();
+    assert!(snap.records.is_empty());
+    assert!(snap.version > v1);
+}
+
+#[tokio::test]
+async fn memory_record_set() {
+    let set: Arc<dyn RecordSet> = Arc::new(MemoryRecordSet::new());
+    record_set_contract(set.clone(), set).await;
+}
+
+#[tokio::test]
+async fn file_record_set_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub").join("revocations.json");
+    let set: Arc<dyn RecordSet> = Arc::new(FileRecordSet::open(&path).unwrap());
+    record_set_contract(set.clone(), set.clone()).await;
+    set.put("ab", r#"{"serial":"ab"}"#).await.unwrap();
+    let version = set.version().await.unwrap();
+    drop(set);
+    let reopened = FileRecordSet::open(&path).unwrap();
+    let snap = reopened.load().await.unwrap();
+    assert_eq!(snap.version, version);
+    assert_eq!(snap.records["ab"], r#"{"serial":"ab"}"#);
+    // A damaged file is refused, not read as empty (that would lift every revocation).
+    std::fs::write(&path, b"{ not json").unwrap();
+    assert!(FileRecordSet::open(&path).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_record_set_is_shared_by_nodes() {
+    let stores = redis_stores(2, &server_url().await, "records").await;
+    let (a, b) = (
+        stores[0].record_set("revocations"),
+        stores[1].record_set("revocations"),
+    );
+    assert!(a
+        .poll_interval()
+        .is_some_and(|p| p <= Duration::from_millis(500)));
+    record_set_contract(Arc::new(a), Arc::new(b)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_record_set_is_shared_by_nodes() {
+    let stores = redis_stores(2, &cluster_urls().await, "records").await;
+    let (a, b) = (
+        stores[0].record_set("revocations"),
+        stores[1].record_set("revocations"),
+    );
+    record_set_contract(Arc::new(a), Arc::new(b)).await;
 }

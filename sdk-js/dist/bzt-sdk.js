@@ -7,7 +7,7 @@
   /** SDK version, also reported in errors and README. */
   const VERSION = '0.1.0';
 
-  /** The five statuses after which a session never changes again (PROTOCOL.md "Session lifecycle"). */
+  /** The five statuses after which a session never changes again (docs/protocol.md "Session lifecycle"). */
   const TERMINAL_STATUSES = ['approved', 'rejected', 'expired', 'cancelled', 'failed'];
 
   function isTerminal(status) {
@@ -16,7 +16,7 @@
 
   /**
    * Every error the SDK reports. `code` is the broker's snake_case code when the broker answered one
-   * (PROTOCOL.md "Errors"), else one of the SDK's own: `network`, `timeout`, `create_failed`,
+   * (docs/protocol.md "Errors"), else one of the SDK's own: `network`, `timeout`, `create_failed`,
    * `closed`, `destroyed`, `conversation_ended`, `bad_session`, `bad_message`.
    * `fatal` tells whether the SDK has given up (true) or keeps retrying (false).
    */
@@ -197,6 +197,229 @@
         }, { once: true });
       }
     });
+  }
+
+  // ---- src/messages.js ----
+  // zh-CN texts for what the broker and the SDK report, and helpers that turn a result into what a
+  // bidder can read (姓名, 单位, 统一社会信用代码, Beijing time, 本平台证书 / 全国互认证书).
+  //
+  // The broker's `error.message` is English for developers and logs; a Chinese page shows the text of
+  // these tables instead, keyed by the stable `code` (docs/protocol.md "Errors") or `reason`
+  // ("Terminal reasons"). Integrators reuse the tables, or override entries per call (`overrides`) or
+  // per widget (`options.texts.errors` / `options.texts.reasons`).
+
+  /**
+   * Every error code of the broker (ErrorCode::ALL in crates/bzt-core/src/error.rs; a test reads that
+   * list and fails on a code without an entry here), then the SDK's own codes (BztError).
+   */
+  const ERROR_MESSAGES = {
+    invalid_request: '请求内容有误，请刷新页面后重试',
+    unauthorized: '身份验证失败或会话凭据已失效，请刷新页面后重试',
+    forbidden: '操作被拒绝：来源不被允许，或手机上选择的数字与网页显示的不一致',
+    not_found: '二维码无效或会话不存在，请刷新二维码后重新扫码',
+    method_not_allowed: '不支持的操作，请联系平台技术支持',
+    already_claimed: '该二维码已被扫描，请刷新二维码后重新扫码',
+    conflict: '会话已结束或状态已变化，请刷新二维码后重试',
+    expired: '二维码已过期，请刷新后重新扫码',
+    payload_too_large: '提交的内容过大，请减小文件或内容后重试',
+    bad_signature: '签名验证未通过，请确认使用的是本人证书后重试',
+    untrusted_certificate: '证书不被接受：证书不属于本二维码接受的类型、已过期、已吊销，或不是指定的证书',
+    rate_limited: '操作过于频繁，请稍后再试',
+    internal: '服务内部错误，请稍后重试',
+    unavailable: '服务暂时不可用，请稍后重试',
+    // The SDK's own (BztError codes that no broker answer carries).
+    network: '网络连接失败，请检查网络后重试',
+    timeout: '连接超时，请检查网络后重试',
+    create_failed: '二维码获取失败，请稍后重试',
+    closed: '连接已关闭',
+    destroyed: '页面组件已关闭',
+    conversation_ended: '会话已结束',
+    bad_session: '会话数据无效，请刷新页面后重试',
+    bad_message: '收到无法识别的消息，请刷新页面后重试',
+    bad_options: '页面配置有误，请联系平台技术支持',
+  };
+
+  /** What the broker writes as `result.reason` or a request's `reason` (bzt_core::reason::ALL). */
+  const REASON_MESSAGES = {
+    match_failed: '手机上选择的数字与网页显示的不一致，已拒绝',
+    too_many_bad_completions: '多次验证未通过，本次扫码已失败，请刷新二维码后重试',
+    bad_signature: '签名验证未通过',
+    certificate_not_acceptable: '证书已失效或已吊销，不能继续签署',
+    conversation_ended: '会话已结束，该请求未签署',
+  };
+
+  /** Why a conversation ended (`ended.by`, EndedBy in crates/bzt-core/src/conversation.rs). */
+  const ENDED_BY_MESSAGES = {
+    phone: '会话已结束（手机端结束）',
+    requester: '会话已结束（对方结束）',
+    idle: '会话已结束（长时间无操作）',
+    limit: '会话已结束（已达上限）',
+    certificate: '会话已结束（证书已失效或已吊销）',
+  };
+
+  /** Every status of a session (docs/protocol.md "Session lifecycle"). */
+  const STATUS_MESSAGES = {
+    pending: '等待扫码',
+    scanned: '已扫码，请在手机上确认',
+    approved: '成功',
+    rejected: '已拒绝',
+    expired: '已过期',
+    cancelled: '已取消',
+    failed: '失败',
+  };
+
+  /** The two trust domains of the field (docs/protocol.md "Trust domains and the two QR kinds"). */
+  const DOMAIN_LABELS = {
+    platform: '本平台证书',
+    national: '全国互认证书',
+  };
+
+  const GENERIC_ERROR = '操作未能完成，请稍后重试';
+  const GENERIC_REJECT = '已在手机上拒绝';
+  const HAS_CJK = /[\u3400-\u9fff\uf900-\ufaff]/;
+
+  function lookup(table, overrides, key) {
+    if (overrides && typeof overrides[key] === 'string') return overrides[key];
+    return Object.prototype.hasOwnProperty.call(table, key) ? table[key] : null;
+  }
+
+  /**
+   * The zh-CN text for an error: a BztError, a protocol error body `{error: {code}}`, `{code}` or the
+   * code itself. Never the broker's English message: an unknown code gets a generic Chinese text.
+   */
+  function errorMessage(error, overrides) {
+    let code = error;
+    if (error && typeof error === 'object') code = error.error && error.error.code ? error.error.code : error.code;
+    if (typeof code === 'string') {
+      const text = lookup(ERROR_MESSAGES, overrides, code);
+      if (text != null) return text;
+      if (/^http_5\d\d$/.test(code)) return ERROR_MESSAGES.unavailable;
+    }
+    return GENERIC_ERROR;
+  }
+
+  /**
+   * The zh-CN text for a terminal reason: the table's for the broker's own reasons; a phone's decline
+   * in Chinese as it is; anything else (a phone's English text) `fallback`, by default 已在手机上拒绝.
+   */
+  function reasonMessage(reason, overrides, fallback) {
+    if (typeof reason !== 'string' || !reason) return null;
+    const text = lookup(REASON_MESSAGES, overrides, reason);
+    if (text != null) return text;
+    return HAS_CJK.test(reason) ? reason : fallback != null ? fallback : GENERIC_REJECT;
+  }
+
+  /** The zh-CN text for how a conversation ended. */
+  function endedByMessage(by, overrides) {
+    return lookup(ENDED_BY_MESSAGES, overrides, by) || '会话已结束';
+  }
+
+  /** 本平台证书 / 全国互认证书 for a trust domain name; another configured name is shown as it is. */
+  function domainLabel(domain, overrides) {
+    return lookup(DOMAIN_LABELS, overrides, domain) || (domain ? String(domain) : '');
+  }
+
+  /**
+   * Reads an RFC 4514 name as the broker writes `subject` and `issuer` (`CN=张三,O=…,C=CN`): every
+   * attribute in order, with `\` escapes undone (`\,`, `\+`, `\XX` hex bytes as UTF-8) and `+`
+   * multi-valued RDNs split. Returns `{attributes: [{type, value}], get(type), name, organization,
+   * unit, uscc, country}`, where `uscc` (统一社会信用代码) is organizationIdentifier (2.5.4.97),
+   * unwrapping a `NTRCN-` prefix (ETSI EN 319 412-1) if present.
+   */
+  function parseSubject(subject) {
+    const attributes = [];
+    const s = typeof subject === 'string' ? subject : '';
+    let i = 0;
+    while (i < s.length) {
+      let type = '';
+      while (i < s.length && s[i] !== '=') type += s[i++];
+      i++; // '='
+      const bytes = [];
+      let value = '';
+      const flush = () => {
+        if (bytes.length) {
+          value += new TextDecoder().decode(new Uint8Array(bytes));
+          bytes.length = 0;
+        }
+      };
+      if (s[i] === '#') {
+        // A value the writer could not show as text: keep its hex DER.
+        while (i < s.length && s[i] !== ',' && s[i] !== '+') value += s[i++];
+      } else {
+        while (i < s.length && s[i] !== ',' && s[i] !== '+') {
+          if (s[i] === '\\' && i + 1 < s.length) {
+            if (/^[0-9a-fA-F]{2}$/.test(s.slice(i + 1, i + 3))) {
+              bytes.push(parseInt(s.slice(i + 1, i + 3), 16));
+              i += 3;
+              continue;
+            }
+            flush();
+            value += s[i + 1];
+            i += 2;
+            continue;
+          }
+          flush();
+          value += s[i++];
+        }
+        flush();
+      }
+      i++; // ',' or '+'
+      type = type.trim();
+      if (type) attributes.push({ type, value });
+    }
+    const get = (...types) => {
+      const want = types.map((t) => t.toLowerCase());
+      const a = attributes.find((x) => want.indexOf(x.type.toLowerCase()) >= 0);
+      return a ? a.value : null;
+    };
+    let uscc = get('organizationIdentifier', '2.5.4.97', 'OID.2.5.4.97');
+    if (uscc && /^NTRCN-/.test(uscc)) uscc = uscc.slice(6);
+    return {
+      attributes,
+      get,
+      name: get('CN', 'commonName'),
+      organization: get('O', 'organizationName'),
+      unit: get('OU', 'organizationalUnitName'),
+      uscc,
+      country: get('C', 'countryName'),
+    };
+  }
+
+  const pad = (n) => (n < 10 ? '0' : '') + n;
+
+  /**
+   * An RFC 3339 time as Beijing time (UTC+8, no daylight saving): `2027-12-06 00:53:26`, with
+   * `（北京时间）` appended unless `{suffix: false}`. Returns '' for a missing or invalid time.
+   */
+  function formatBeijingTime(time, options) {
+    const ms = time instanceof Date ? time.getTime() : Date.parse(time);
+    if (time == null || !isFinite(ms)) return '';
+    const d = new Date(ms + 8 * 3600 * 1000);
+    const text =
+      d.getUTCFullYear() + '-' + pad(d.getUTCMonth() + 1) + '-' + pad(d.getUTCDate()) + ' ' +
+      pad(d.getUTCHours()) + ':' + pad(d.getUTCMinutes()) + ':' + pad(d.getUTCSeconds());
+    return options && options.suffix === false ? text : text + '（北京时间）';
+  }
+
+  /**
+   * What a result panel shows of `result.certificate`: `{name, organization, uscc, domain,
+   * domainLabel, serial, issuerName, notBefore, notAfter}` (times in Beijing time).
+   */
+  function describeCertificate(certificate, overrides) {
+    const c = certificate || {};
+    const subject = parseSubject(c.subject);
+    const issuer = parseSubject(c.issuer);
+    return {
+      name: subject.name,
+      organization: subject.organization,
+      uscc: subject.uscc,
+      domain: c.domain || null,
+      domainLabel: domainLabel(c.domain, overrides),
+      serial: c.serial || null,
+      issuerName: issuer.name || issuer.organization || c.issuer || null,
+      notBefore: formatBeijingTime(c.not_before),
+      notAfter: formatBeijingTime(c.not_after),
+    };
   }
 
   // ---- src/session.js ----
@@ -1038,7 +1261,7 @@
   }
 
   // ---- src/conversation.js ----
-  // openConversation: the requester's side of a 会话签章 conversation (PROTOCOL.md "Conversations").
+  // openConversation: the requester's side of a 会话签章 conversation (docs/protocol.md "Conversations").
   //
   // The browser only *listens* (GET /v1/conversations/<cid>/ws?t=<token>): sending a signing request
   // needs the API key, so `request()` goes through the page's own backend (`sendRequest` hook), and
@@ -1410,6 +1633,13 @@
     approvedOverlay: '✓',
     reconnecting: '网络连接中断，正在重连…',
     qrAlt: '扫码登录二维码',
+    /** `{reason}`: the zh-CN text of a terminal reason (REASON_MESSAGES, or the phone's own Chinese). */
+    withReason: '{status}：{reason}',
+    tabsLabel: '证书类型',
+    /** Overrides of ERROR_MESSAGES / REASON_MESSAGES / DOMAIN_LABELS for this widget. */
+    errors: null,
+    reasons: null,
+    domains: null,
   };
 
   const STYLE_ID = 'bzt-sdk-style';
@@ -1432,6 +1662,10 @@
     '.bzt-match-code{display:block;font-size:44px;font-weight:700;line-height:1.1;letter-spacing:6px;color:#d4380d}',
     '.bzt-countdown{color:#888;font-size:13px;font-variant-numeric:tabular-nums}',
     '.bzt-hint{color:#ad6800;font-size:12px}',
+    '.bzt-error{font-size:13px;color:#c62828;text-align:center}',
+    '.bzt-tabs{display:flex;width:200px;border-bottom:1px solid #e3e3e3}',
+    '.bzt-tab{flex:1;font:inherit;font-size:14px;padding:6px 0;border:0;border-bottom:2px solid transparent;background:none;color:#555;cursor:pointer}',
+    '.bzt-tab[aria-selected="true"]{color:#1677ff;border-bottom-color:#1677ff;font-weight:600}',
   ].join('');
 
   function createLoginWidget(options) {
@@ -1465,6 +1699,10 @@
       this._outcome = deferred(true);
       this._approved = deferred(true);
       this._hiddenCancelled = false;
+      // One QR for every trust domain (default), or tabs: one session per domain, limited by `accept`.
+      this._domains = normalizeDomains(o.domains, this.texts.domains);
+      this._domain = this._domains.length ? this._domains[0].domain : null;
+      this._error = null;
 
       for (const [opt, ev] of [
         ['onStatus', 'status'],
@@ -1528,6 +1766,29 @@
     get watcher() {
       return this._watcher;
     }
+    /** The selected trust domain when the widget shows tabs (`options.domains`), else null. */
+    get domain() {
+      return this._domain;
+    }
+    /** The last error shown (a BztError), or null. */
+    get error() {
+      return this._error;
+    }
+    /**
+     * Switches to the tab of `domain` (one of `options.domains`): cancels the current session and
+     * creates one that accepts only that domain. Resolves like refresh().
+     */
+    selectDomain(domain) {
+      if (!this._domains.some((d) => d.domain === domain)) {
+        return Promise.reject(new BztError('bad_options', 'selectDomain: not one of options.domains: ' + domain));
+      }
+      if (domain === this._domain && this._watcher && !isTerminal(this._status)) return Promise.resolve();
+      this._domain = domain;
+      this._renderTabs();
+      const pending = this._creating;
+      // A create in flight is for the old tab: start over once it is done.
+      return pending ? pending.then(() => this.refresh()) : this.refresh();
+    }
     /** The widget's root element. */
     get element() {
       return this._root;
@@ -1589,11 +1850,14 @@
       this._setStatus('loading');
       let session;
       try {
-        session = await this.options.createSession();
+        // The page's backend passes `accept` on to POST /v1/sessions (tabs), or omits it (one QR).
+        session = await this.options.createSession(this._domain ? { accept: [this._domain], domain: this._domain } : { accept: null, domain: null });
         if (!session || !session.id) throw new BztError('bad_session', 'createSession must return the create answer');
       } catch (e) {
         if (this._destroyed) return;
-        const err = e instanceof BztError ? e : new BztError('create_failed', 'createSession failed: ' + (e && e.message), { cause: e });
+        // Keep the broker's code when the page's backend passed it on ({error: {code}} → e.code).
+        const code = e && typeof e.code === 'string' && e.code ? e.code : 'create_failed';
+        const err = e instanceof BztError ? e : new BztError(code, 'createSession failed: ' + (e && e.message), { cause: e, status: e && e.status });
         this._setStatus('error', { overlay: this.texts.createFailed, error: err });
         this.emit('error', err);
         return;
@@ -1738,6 +2002,24 @@
         return e;
       };
       const root = el('div', 'bzt-widget' + (this.options.className ? ' ' + this.options.className : ''));
+      if (this._domains.length) {
+        const tabs = el('div', 'bzt-tabs');
+        tabs.setAttribute('role', 'tablist');
+        tabs.setAttribute('aria-label', this.texts.tabsLabel);
+        for (const d of this._domains) {
+          const b = el('button', 'bzt-tab');
+          b.type = 'button';
+          b.setAttribute('role', 'tab');
+          b.setAttribute('data-domain', d.domain);
+          b.textContent = d.label;
+          b.addEventListener('click', () => {
+            this.selectDomain(d.domain).catch(() => {});
+          });
+          tabs.appendChild(b);
+        }
+        root.appendChild(tabs);
+        this._tabs = tabs;
+      }
       const box = el('div', 'bzt-qr-box');
       const img = el('img', 'bzt-qr');
       img.alt = this.texts.qrAlt;
@@ -1766,6 +2048,9 @@
       const status = el('div', 'bzt-status');
       status.setAttribute('role', 'status');
       status.setAttribute('aria-live', 'polite');
+      const errorEl = el('div', 'bzt-error');
+      errorEl.setAttribute('role', 'alert');
+      errorEl.hidden = true;
       const countdown = el('div', 'bzt-countdown');
       countdown.hidden = true;
       const hint = el('div', 'bzt-hint');
@@ -1774,6 +2059,7 @@
       root.appendChild(box);
       root.appendChild(match);
       root.appendChild(status);
+      root.appendChild(errorEl);
       root.appendChild(countdown);
       root.appendChild(hint);
       this._root = root;
@@ -1783,14 +2069,27 @@
       this._matchLabel = matchLabel;
       this._matchCodeEl = matchCode;
       this._statusEl = status;
+      this._errorEl = errorEl;
       this._countdown = countdown;
       this._hint = hint;
       this._container.appendChild(root);
+      this._renderTabs();
     }
 
     _setStatus(status, extra) {
       this._status = status;
+      this._error = status === 'error' ? (extra && extra.error) || null : null;
       this._render(extra);
+    }
+
+    _renderTabs() {
+      if (!this._tabs) return;
+      for (const b of this._tabs.children) {
+        const on = b.getAttribute('data-domain') === this._domain;
+        b.setAttribute('aria-selected', on ? 'true' : 'false');
+        b.tabIndex = on ? 0 : -1;
+      }
+      this._root.setAttribute('data-domain', this._domain || '');
     }
 
     _render(extra) {
@@ -1799,8 +2098,17 @@
       const w = this._watcher;
       this._root.setAttribute('data-status', s);
       let text = t[s] != null ? t[s] : s;
-      if (s === 'rejected' && w && w.session.result && w.session.result.reason === 'match_failed') text = t.rejectedMatch;
+      const reason = (s === 'rejected' || s === 'failed') && w && w.session.result ? w.session.result.reason : null;
+      if (reason === 'match_failed') text = t.rejectedMatch;
+      else if (reason) {
+        // The broker's reasons in Chinese, a phone's Chinese decline as it is, a phone's English not at all.
+        const why = reasonMessage(reason, t.reasons, '');
+        if (why && why !== text) text = fillTemplate(t.withReason, { status: text, reason: why });
+      }
       this._statusEl.textContent = text;
+      const err = s === 'error' ? this._error : null;
+      this._errorEl.hidden = !err;
+      this._errorEl.textContent = err ? errorMessage(err, t.errors) : '';
 
       const showMatch = s === 'scanned' && !!this._matchCode;
       this._match.hidden = !showMatch;
@@ -1850,6 +2158,17 @@
     (document.head || document.documentElement).appendChild(style);
   }
 
-  var api = { VERSION, BztError, TERMINAL_STATUSES, createLoginWidget, LoginWidget, DEFAULT_TEXTS, watchSession, SessionWatcher, openConversation, Conversation, CONVERSATION_TEXTS, sessionEndpoints };
+  /** `options.domains`: names (`['platform', 'national']`) or `{domain, label}`; labels default to DOMAIN_LABELS. */
+  function normalizeDomains(list, labels) {
+    if (list == null) return [];
+    if (!Array.isArray(list)) throw new BztError('bad_options', 'domains must be an array of trust domain names or {domain, label}');
+    return list.map((d) => {
+      const domain = typeof d === 'string' ? d : d && d.domain;
+      if (typeof domain !== 'string' || !domain) throw new BztError('bad_options', 'domains: every entry needs a trust domain name');
+      return { domain, label: (d && d.label) || domainLabel(domain, labels) };
+    });
+  }
+
+  var api = { VERSION, BztError, TERMINAL_STATUSES, createLoginWidget, LoginWidget, DEFAULT_TEXTS, ERROR_MESSAGES, REASON_MESSAGES, ENDED_BY_MESSAGES, STATUS_MESSAGES, DOMAIN_LABELS, errorMessage, reasonMessage, endedByMessage, domainLabel, parseSubject, formatBeijingTime, describeCertificate, watchSession, SessionWatcher, openConversation, Conversation, CONVERSATION_TEXTS, sessionEndpoints };
   global.BztSdk = api;
 })(typeof globalThis !== 'undefined' ? globalThis : typeof window !== 'undefined' ? window : this);

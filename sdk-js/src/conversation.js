@@ -1,4 +1,4 @@
-// openConversation: the requester's side of a 会话签章 conversation (PROTOCOL.md "Conversations").
+// openConversation: the requester's side of a 会话签章 conversation (docs/protocol.md "Conversations").
 //
 // The browser only *listens* (GET /v1/conversations/<cid>/ws?t=<token>): sending a signing request
 // needs the API key, so `request()` goes through the page's own backend (`sendRequest` hook), and

@@ -3,7 +3,7 @@
 /** SDK version, also reported in errors and README. */
 export const VERSION = '0.1.0';
 
-/** The five statuses after which a session never changes again (PROTOCOL.md "Session lifecycle"). */
+/** The five statuses after which a session never changes again (docs/protocol.md "Session lifecycle"). */
 export const TERMINAL_STATUSES = ['approved', 'rejected', 'expired', 'cancelled', 'failed'];
 
 export function isTerminal(status) {
@@ -12,7 +12,7 @@ export function isTerminal(status) {
 
 /**
  * Every error the SDK reports. `code` is the broker's snake_case code when the broker answered one
- * (PROTOCOL.md "Errors"), else one of the SDK's own: `network`, `timeout`, `create_failed`,
+ * (docs/protocol.md "Errors"), else one of the SDK's own: `network`, `timeout`, `create_failed`,
  * `closed`, `destroyed`, `conversation_ended`, `bad_session`, `bad_message`.
  * `fatal` tells whether the SDK has given up (true) or keeps retrying (false).
  */

@@ -4,6 +4,7 @@
 // widget.refresh()) cancels the old session before asking the page's backend for a new one, and
 // destroy / page unload cancel the live one.
 import { BztError, Emitter, deferred, isTerminal, errorFromResponse, getFetch, formatCountdown, fillTemplate } from './util.js';
+import { errorMessage, reasonMessage, domainLabel } from './messages.js';
 import { sessionEndpoints } from './session.js';
 import { watchSession } from './watch.js';
 
@@ -28,6 +29,13 @@ export const DEFAULT_TEXTS = {
   approvedOverlay: '✓',
   reconnecting: '网络连接中断，正在重连…',
   qrAlt: '扫码登录二维码',
+  /** `{reason}`: the zh-CN text of a terminal reason (REASON_MESSAGES, or the phone's own Chinese). */
+  withReason: '{status}：{reason}',
+  tabsLabel: '证书类型',
+  /** Overrides of ERROR_MESSAGES / REASON_MESSAGES / DOMAIN_LABELS for this widget. */
+  errors: null,
+  reasons: null,
+  domains: null,
 };
 
 const STYLE_ID = 'bzt-sdk-style';
@@ -50,6 +58,10 @@ const CSS = [
   '.bzt-match-code{display:block;font-size:44px;font-weight:700;line-height:1.1;letter-spacing:6px;color:#d4380d}',
   '.bzt-countdown{color:#888;font-size:13px;font-variant-numeric:tabular-nums}',
   '.bzt-hint{color:#ad6800;font-size:12px}',
+  '.bzt-error{font-size:13px;color:#c62828;text-align:center}',
+  '.bzt-tabs{display:flex;width:200px;border-bottom:1px solid #e3e3e3}',
+  '.bzt-tab{flex:1;font:inherit;font-size:14px;padding:6px 0;border:0;border-bottom:2px solid transparent;background:none;color:#555;cursor:pointer}',
+  '.bzt-tab[aria-selected="true"]{color:#1677ff;border-bottom-color:#1677ff;font-weight:600}',
 ].join('');
 
 export function createLoginWidget(options) {
@@ -83,6 +95,10 @@ export class LoginWidget extends Emitter {
     this._outcome = deferred(true);
     this._approved = deferred(true);
     this._hiddenCancelled = false;
+    // One QR for every trust domain (default), or tabs: one session per domain, limited by `accept`.
+    this._domains = normalizeDomains(o.domains, this.texts.domains);
+    this._domain = this._domains.length ? this._domains[0].domain : null;
+    this._error = null;
 
     for (const [opt, ev] of [
       ['onStatus', 'status'],
@@ -146,6 +162,29 @@ export class LoginWidget extends Emitter {
   get watcher() {
     return this._watcher;
   }
+  /** The selected trust domain when the widget shows tabs (`options.domains`), else null. */
+  get domain() {
+    return this._domain;
+  }
+  /** The last error shown (a BztError), or null. */
+  get error() {
+    return this._error;
+  }
+  /**
+   * Switches to the tab of `domain` (one of `options.domains`): cancels the current session and
+   * creates one that accepts only that domain. Resolves like refresh().
+   */
+  selectDomain(domain) {
+    if (!this._domains.some((d) => d.domain === domain)) {
+      return Promise.reject(new BztError('bad_options', 'selectDomain: not one of options.domains: ' + domain));
+    }
+    if (domain === this._domain && this._watcher && !isTerminal(this._status)) return Promise.resolve();
+    this._domain = domain;
+    this._renderTabs();
+    const pending = this._creating;
+    // A create in flight is for the old tab: start over once it is done.
+    return pending ? pending.then(() => this.refresh()) : this.refresh();
+  }
   /** The widget's root element. */
   get element() {
     return this._root;
@@ -207,11 +246,14 @@ export class LoginWidget extends Emitter {
     this._setStatus('loading');
     let session;
     try {
-      session = await this.options.createSession();
+      // The page's backend passes `accept` on to POST /v1/sessions (tabs), or omits it (one QR).
+      session = await this.options.createSession(this._domain ? { accept: [this._domain], domain: this._domain } : { accept: null, domain: null });
       if (!session || !session.id) throw new BztError('bad_session', 'createSession must return the create answer');
     } catch (e) {
       if (this._destroyed) return;
-      const err = e instanceof BztError ? e : new BztError('create_failed', 'createSession failed: ' + (e && e.message), { cause: e });
+      // Keep the broker's code when the page's backend passed it on ({error: {code}} → e.code).
+      const code = e && typeof e.code === 'string' && e.code ? e.code : 'create_failed';
+      const err = e instanceof BztError ? e : new BztError(code, 'createSession failed: ' + (e && e.message), { cause: e, status: e && e.status });
       this._setStatus('error', { overlay: this.texts.createFailed, error: err });
       this.emit('error', err);
       return;
@@ -356,6 +398,24 @@ export class LoginWidget extends Emitter {
       return e;
     };
     const root = el('div', 'bzt-widget' + (this.options.className ? ' ' + this.options.className : ''));
+    if (this._domains.length) {
+      const tabs = el('div', 'bzt-tabs');
+      tabs.setAttribute('role', 'tablist');
+      tabs.setAttribute('aria-label', this.texts.tabsLabel);
+      for (const d of this._domains) {
+        const b = el('button', 'bzt-tab');
+        b.type = 'button';
+        b.setAttribute('role', 'tab');
+        b.setAttribute('data-domain', d.domain);
+        b.textContent = d.label;
+        b.addEventListener('click', () => {
+          this.selectDomain(d.domain).catch(() => {});
+        });
+        tabs.appendChild(b);
+      }
+      root.appendChild(tabs);
+      this._tabs = tabs;
+    }
     const box = el('div', 'bzt-qr-box');
     const img = el('img', 'bzt-qr');
     img.alt = this.texts.qrAlt;
@@ -384,6 +444,9 @@ export class LoginWidget extends Emitter {
     const status = el('div', 'bzt-status');
     status.setAttribute('role', 'status');
     status.setAttribute('aria-live', 'polite');
+    const errorEl = el('div', 'bzt-error');
+    errorEl.setAttribute('role', 'alert');
+    errorEl.hidden = true;
     const countdown = el('div', 'bzt-countdown');
     countdown.hidden = true;
     const hint = el('div', 'bzt-hint');
@@ -392,6 +455,7 @@ export class LoginWidget extends Emitter {
     root.appendChild(box);
     root.appendChild(match);
     root.appendChild(status);
+    root.appendChild(errorEl);
     root.appendChild(countdown);
     root.appendChild(hint);
     this._root = root;
@@ -401,14 +465,27 @@ export class LoginWidget extends Emitter {
     this._matchLabel = matchLabel;
     this._matchCodeEl = matchCode;
     this._statusEl = status;
+    this._errorEl = errorEl;
     this._countdown = countdown;
     this._hint = hint;
     this._container.appendChild(root);
+    this._renderTabs();
   }
 
   _setStatus(status, extra) {
     this._status = status;
+    this._error = status === 'error' ? (extra && extra.error) || null : null;
     this._render(extra);
+  }
+
+  _renderTabs() {
+    if (!this._tabs) return;
+    for (const b of this._tabs.children) {
+      const on = b.getAttribute('data-domain') === this._domain;
+      b.setAttribute('aria-selected', on ? 'true' : 'false');
+      b.tabIndex = on ? 0 : -1;
+    }
+    this._root.setAttribute('data-domain', this._domain || '');
   }
 
   _render(extra) {
@@ -417,8 +494,17 @@ export class LoginWidget extends Emitter {
     const w = this._watcher;
     this._root.setAttribute('data-status', s);
     let text = t[s] != null ? t[s] : s;
-    if (s === 'rejected' && w && w.session.result && w.session.result.reason === 'match_failed') text = t.rejectedMatch;
+    const reason = (s === 'rejected' || s === 'failed') && w && w.session.result ? w.session.result.reason : null;
+    if (reason === 'match_failed') text = t.rejectedMatch;
+    else if (reason) {
+      // The broker's reasons in Chinese, a phone's Chinese decline as it is, a phone's English not at all.
+      const why = reasonMessage(reason, t.reasons, '');
+      if (why && why !== text) text = fillTemplate(t.withReason, { status: text, reason: why });
+    }
     this._statusEl.textContent = text;
+    const err = s === 'error' ? this._error : null;
+    this._errorEl.hidden = !err;
+    this._errorEl.textContent = err ? errorMessage(err, t.errors) : '';
 
     const showMatch = s === 'scanned' && !!this._matchCode;
     this._match.hidden = !showMatch;
@@ -466,4 +552,15 @@ function injectStyles() {
   style.id = STYLE_ID;
   style.textContent = CSS;
   (document.head || document.documentElement).appendChild(style);
+}
+
+/** `options.domains`: names (`['platform', 'national']`) or `{domain, label}`; labels default to DOMAIN_LABELS. */
+function normalizeDomains(list, labels) {
+  if (list == null) return [];
+  if (!Array.isArray(list)) throw new BztError('bad_options', 'domains must be an array of trust domain names or {domain, label}');
+  return list.map((d) => {
+    const domain = typeof d === 'string' ? d : d && d.domain;
+    if (typeof domain !== 'string' || !domain) throw new BztError('bad_options', 'domains: every entry needs a trust domain name');
+    return { domain, label: (d && d.label) || domainLabel(domain, labels) };
+  });
 }

@@ -1,4 +1,4 @@
-// A mock of the bzt broker's browser-facing side (PROTOCOL.md "Browser API", "Relay defences",
+// A mock of the bzt broker's browser-facing side (docs/protocol.md "Browser API", "Relay defences",
 // "Conversations", "Errors") plus just enough of the RP API (create, get with long-poll, cancel,
 // conversation requests) for the SDK's tests. The phone is simulated by test hooks.
 //
@@ -136,7 +136,7 @@ export async function startMockBroker(options = {}) {
       s.timers.push(setTimeout(() => transition(s, 'expired', null), ttl * 1000));
       if (s.rotate_s) s.timers.push(setInterval(() => rotate(s.id), s.rotate_s * 1000));
     }
-    record('create', { id: s.id, kind: s.kind });
+    record('create', { id: s.id, kind: s.kind, accept: body.accept || null });
     return {
       id: s.id, kind: s.kind, status: s.status, version: s.version, qr_text: s.qr_text,
       browser_token: s.browser_token, ...urlsFor(s), created_at: s.created_at, expires_at: s.expires_at, ttl_s: ttl,

@@ -11,6 +11,9 @@ pub enum DevCaCommand {
     Init(DataDirArg),
     /// Issue an SM2 certificate and key for a test phone.
     Issue(IssueArgs),
+    /// Make an electronic seal (GB/T 38540 SESeal) bound to a certificate; the development CA
+    /// is the seal maker (制章者).
+    MakeSeal(super::seal::MakeSealArgs),
 }
 
 #[derive(Args)]
@@ -63,6 +66,7 @@ pub fn run(cmd: DevCaCommand) -> anyhow::Result<()> {
             Ok(())
         }
         DevCaCommand::Issue(a) => issue(a),
+        DevCaCommand::MakeSeal(a) => super::seal::make_seal(a),
     }
 }
 

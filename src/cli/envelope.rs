@@ -73,7 +73,7 @@ fn read(path: &Path) -> anyhow::Result<String> {
 
 /// The first certificate of a PEM file.
 fn first_certificate(path: &Path) -> anyhow::Result<x509_cert::Certificate> {
-    bzt_devca::pem_certificates(&read(path)?)
+    bzt_crypto::pem_certificates(&read(path)?)
         .with_context(|| format!("{}", path.display()))?
         .into_iter()
         .next()
@@ -131,12 +131,12 @@ fn seal_cmd(a: SealArgs) -> anyhow::Result<()> {
 
 fn open_cmd(a: OpenArgs) -> anyhow::Result<()> {
     let key_text = read(&a.key)?;
-    let pin = match (&a.pin, bzt_devca::is_encrypted_key_pem(&key_text)) {
+    let pin = match (&a.pin, bzt_crypto::is_encrypted_key_pem(&key_text)) {
         (Some(p), _) => Some(p.clone()),
         (None, true) => Some(prompt("请输入私钥 PIN 码 / key PIN: ")?),
         (None, false) => None,
     };
-    let secret = bzt_devca::key_from_pem(&key_text, pin.as_deref())
+    let secret = bzt_crypto::key_from_pem(&key_text, pin.as_deref())
         .with_context(|| format!("{}", a.key.display()))?;
     let recipient = Recipient::from_certificate(&first_certificate(&a.cert)?)
         .with_context(|| format!("{}", a.cert.display()))?;
@@ -220,7 +220,7 @@ pub(super) fn read_recipients(paths: &[PathBuf]) -> anyhow::Result<Vec<String>> 
         .iter()
         .map(|p| {
             let text = read(p)?;
-            bzt_devca::pem_certificate(&text).with_context(|| format!("{}", p.display()))?;
+            bzt_crypto::pem_certificate(&text).with_context(|| format!("{}", p.display()))?;
             Ok(text)
         })
         .collect()

@@ -6,6 +6,7 @@ mod devca;
 mod envelope;
 mod hall;
 mod phone;
+mod seal;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +39,9 @@ enum Command {
     /// Bid-file envelopes (多证书加密): seal to several certificates, open, inspect.
     #[command(subcommand)]
     Envelope(envelope::EnvelopeCommand),
+    /// Electronic seals (电子印章, GB/T 38540): verify or show a seal or a seal signature.
+    #[command(subcommand)]
+    Seal(seal::SealCommand),
     /// Opening hall (开标大厅): decrypt a sealed bid file with a recipient's phone (扫码解密).
     #[command(subcommand)]
     Hall(hall::HallCommand),
@@ -56,6 +60,7 @@ pub fn main() -> ExitCode {
         Command::Envelope(cmd) => envelope::run(cmd),
         Command::Hall(cmd) => hall::run(cmd),
         Command::Cosigner(cmd) => cosigner::run(cmd),
+        Command::Seal(cmd) => seal::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

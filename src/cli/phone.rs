@@ -15,7 +15,7 @@ use bzt_phone::client::{ApproveExtras, Phone};
 use bzt_phone::conversation::{ConversationSigner, Decision, Outcome, SignRequest};
 use bzt_phone::identity::{Device, PhoneIdentity};
 use bzt_phone::qr::QrText;
-use bzt_phone::split::{Certification, Enrolled, SplitIdentity, UnlockedSplit};
+use bzt_phone::split::{Enrolled, SplitIdentity, UnlockedSplit};
 use bzt_phone::{Claimed, DecryptOutcome};
 use bzt_phone::{Kind, PhoneConversation};
 use clap::{Args, Subcommand};
@@ -192,7 +192,7 @@ fn load_identity(a: &PhoneArgs) -> anyhow::Result<Holder> {
     };
     let key_text =
         std::fs::read_to_string(key).with_context(|| format!("cannot read {}", key.display()))?;
-    let pin = match (&a.pin, bzt_devca::is_encrypted_key_pem(&key_text)) {
+    let pin = match (&a.pin, bzt_crypto::is_encrypted_key_pem(&key_text)) {
         (Some(p), _) => Some(p.clone()),
         (None, true) => Some(prompt("请输入证书 PIN 码: ")?),
         (None, false) => None,
@@ -202,7 +202,9 @@ fn load_identity(a: &PhoneArgs) -> anyhow::Result<Holder> {
     if let Some(chain) = &a.chain {
         let text = std::fs::read_to_string(chain)
             .with_context(|| format!("cannot read {}", chain.display()))?;
-        identity = identity.with_chain(bzt::app::split_pem_certificates(&text));
+        let chain_pems = bzt::app::split_pem_certificates(&text)
+            .with_context(|| format!("{}", chain.display()))?;
+        identity = identity.with_chain(chain_pems);
     }
     Ok(Holder::Whole(identity))
 }
@@ -539,7 +541,8 @@ async fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
         id: cli_device_id(),
         name: a.device_name.clone(),
     };
-    let identity = enrolled.finish(Certification::DevCa(&ca, spec), &pin, device)?;
+    let (cert_pem, _) = ca.issue_for_public_key(&spec, &enrolled.public_key()?)?;
+    let identity = enrolled.finish(&cert_pem, &pin, device)?;
     identity.save(&a.out)?;
     println!(
         "证书已签发 / certified by the development CA ({}): serial {}",

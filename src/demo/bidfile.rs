@@ -478,7 +478,7 @@ fn check_encrypt_result(
 // ---- decrypt ----------------------------------------------------------------------------------
 
 /// `POST /demo/api/decrypt {file_id}` → 201, the broker's create answer of a `decrypt` session
-/// (number matching on, as PROTOCOL.md recommends); a task then waits for its outcome.
+/// (number matching on, as docs/protocol.md recommends); a task then waits for its outcome.
 async fn create_decrypt(
     State(rp): State<Arc<DemoRp>>,
     ApiJson(req): ApiJson<CreateJob>,

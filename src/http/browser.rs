@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// PROTOCOL.md: the server pings every 25 s.
+/// docs/protocol.md: the server pings every 25 s.
 pub const PING_INTERVAL: Duration = Duration::from_secs(25);
 
 /// Read buffer of a browser socket. The library's default (128 KiB per

@@ -2,17 +2,19 @@
 //! calls (its own credential), and the admin routes that drive the service's
 //! freeze / unfreeze / revoke / unlock for the app owner (admin token).
 
-use super::ops::authorize_admin;
-use super::{bearer, ApiJson, AppState};
+use super::ops::{authorize_admin, revocation_audit};
+use super::{bearer, client_ip, header_str, ApiJson, AppState};
 use crate::cosigner::{ContextRequest, CosignerAdmin, KeyAction};
 use crate::error::ApiError;
+use crate::revocations::{RevocationRecord, Revocations};
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap};
 use axum::Json;
 use bzt_core::Secret;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// `POST /v1/cosign/context`: the bytes the phone is answering, for the
@@ -72,6 +74,7 @@ struct ActionBody {
 /// revocations, so the broker refuses it even if the service call fails.
 pub async fn admin_action(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path((key_id, action)): Path<(String, String)>,
     body: Bytes,
@@ -100,13 +103,22 @@ pub async fn admin_action(
                     )
                 })?,
         };
-        let serial = state
-            .broker
-            .revocations
-            .add(&serial)
-            .map_err(ApiError::invalid)?;
-        tracing::warn!(%serial, key_id = %key_id, "split certificate revoked at the broker");
-        revoked_serial = Some(serial);
+        let record = RevocationRecord {
+            serial: Revocations::normalize(&serial).map_err(ApiError::invalid)?,
+            revoked_at: state.broker.clock.now(),
+            revoked_by: Some("admin API (注销 of a split key)".into()),
+            reason: Some(format!(
+                "split key {key_id} revoked at the co-signing service"
+            )),
+        };
+        // The trail first, as for every run-time revocation.
+        let ip = client_ip(&state, &headers, peer).to_string();
+        let ua = header_str(&headers, header::USER_AGENT);
+        let audit = revocation_audit(&record, "revoked", record.revoked_by.clone(), ip, ua);
+        state.broker.audit.append(audit, record.revoked_at).await?;
+        state.broker.revocations.add(record.clone()).await?;
+        tracing::warn!(serial = %record.serial, key_id = %key_id, "split certificate revoked at the broker");
+        revoked_serial = Some(record.serial);
     } else if body.certificate_serial.is_some() {
         return Err(ApiError::invalid(
             "`certificate_serial` is only taken by `revoke`",

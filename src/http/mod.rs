@@ -25,7 +25,7 @@ use bzt_core::secret::SecretHash;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-/// Request bodies larger than this answer 413 (PROTOCOL.md).
+/// Request bodies larger than this answer 413 (docs/protocol.md).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// Shared by every handler.

@@ -60,7 +60,15 @@ pub async fn claim(
         answer["match_choices"] = json!(choices);
     }
     match s.kind {
-        Kind::Sign => answer["conversation_allowed"] = json!(s.conversation_policy.is_some()),
+        Kind::Sign => {
+            answer["conversation_allowed"] = json!(s.conversation_policy.is_some());
+            if let Some(seal) = &s.seal {
+                answer["seal"] = json!({
+                    "data_hash_b64": codec::encode(&seal.data_hash),
+                    "property_info": seal.property_info,
+                });
+            }
+        }
         Kind::Decrypt => {
             answer["envelope_header_b64"] = json!(s.envelope_header.as_deref().map(codec::encode));
             answer["reply_key"] = json!(s.reply_key);
@@ -79,6 +87,7 @@ pub struct CompleteBody {
     certificate_pem: Option<String>,
     chain_pem: Option<Vec<String>>,
     signature_b64: Option<String>,
+    seal_signature_b64: Option<String>,
     recipients_pem: Option<Vec<String>>,
     wrapped_key_b64: Option<String>,
     open_conversation: Option<bool>,
@@ -107,6 +116,7 @@ pub async fn complete(
     if let Some(reject) = body.reject {
         let approving = body.certificate_pem.is_some()
             || body.signature_b64.is_some()
+            || body.seal_signature_b64.is_some()
             || body.recipients_pem.is_some()
             || body.wrapped_key_b64.is_some()
             || body.open_conversation.is_some();
@@ -130,12 +140,18 @@ pub async fn complete(
     let certificate_pem = body
         .certificate_pem
         .ok_or_else(|| ApiError::invalid("`certificate_pem` is required (or send `reject`)"))?;
-    let signature = decode_b64("signature_b64", body.signature_b64)?
-        .ok_or_else(|| ApiError::invalid("`signature_b64` is required"))?;
+    let signature = decode_b64("signature_b64", body.signature_b64)?;
+    let seal_signature = decode_b64("seal_signature_b64", body.seal_signature_b64)?;
+    if signature.is_none() && seal_signature.is_none() {
+        return Err(ApiError::invalid(
+            "`signature_b64` is required (`seal_signature_b64` for a seal session)",
+        ));
+    }
     let completion = Completion {
         certificate_pem,
         chain_pem: body.chain_pem.unwrap_or_default(),
-        signature,
+        signature: signature.unwrap_or_default(),
+        seal_signature,
         recipients_pem: body.recipients_pem,
         wrapped_key: decode_b64("wrapped_key_b64", body.wrapped_key_b64)?,
         open_conversation: body.open_conversation.unwrap_or(false),

@@ -45,6 +45,7 @@
 
 pub mod conversation;
 pub mod memory;
+pub mod records;
 pub mod redis;
 
 /// How long a claimed expiry is reserved for its claimer (see the module doc).

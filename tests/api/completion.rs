@@ -400,3 +400,93 @@ async fn accept_must_name_configured_domains() {
     let message = assert_error(resp, 400, "invalid_request").await;
     assert!(message.contains("nowhere"), "{message}");
 }
+
+#[tokio::test]
+async fn a_run_time_revocation_survives_a_restart_and_is_in_the_audit_trail() {
+    let app = TestApp::spawn().await;
+    let phone = app.phone("platform", "p");
+    let resp = app
+        .http
+        .post(app.url("/v1/admin/revocations"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"serial": phone.serial(), "revoked_by": "值班员 李四", "reason": "手机遗失"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+
+    // Who revoked is in the audit trail, before anything else is answered.
+    let records = app
+        .broker()
+        .audit
+        .query(bzt::audit::AuditQuery {
+            app: Some(String::new()),
+            serial: Some(phone.serial()),
+            since: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    let op = records[0].operation().unwrap();
+    assert_eq!(op.kind, "revocation");
+    assert_eq!(op.outcome, "revoked");
+    assert_eq!(op.actor.as_deref(), Some("值班员 李四"));
+    assert_eq!(op.reason.as_deref(), Some("手机遗失"));
+    assert_eq!(op.requester_ip.as_deref(), Some("127.0.0.1"));
+
+    // A new process on the same data directory still refuses the serial.
+    let app = app.restarted(|_| {}).await;
+    let claimed = claimed_by(&app, &phone, login_body()).await;
+    let message = expect_422(
+        &phone,
+        &claimed,
+        &phone.completion_over(&claimed.tbs),
+        "untrusted_certificate",
+    )
+    .await;
+    assert!(message.contains("revoked"), "{message}");
+    let listed: Value = app
+        .http
+        .get(app.url("/v1/admin/revocations"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["runtime"], json!([phone.serial()]));
+    assert_eq!(listed["runtime_records"][0]["revoked_by"], "值班员 李四");
+
+    // Lifting it is recorded too, and also survives a restart.
+    let resp = app
+        .http
+        .delete(app.url(&format!(
+            "/v1/admin/revocations/{}?by=张主任",
+            phone.serial()
+        )))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let app = app.restarted(|_| {}).await;
+    let claimed = claimed_by(&app, &phone, login_body()).await;
+    phone.approve(&claimed).await.unwrap();
+    let records = app
+        .broker()
+        .audit
+        .query(bzt::audit::AuditQuery {
+            app: Some(String::new()),
+            serial: Some(phone.serial()),
+            since: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    let lifted = records[1].operation().unwrap();
+    assert_eq!(
+        (lifted.outcome.as_str(), lifted.actor.as_deref()),
+        ("lifted", Some("张主任"))
+    );
+}

@@ -141,7 +141,7 @@ fn assert_time_format(t: &str) {
     assert!(ok, "{t:?} is not YYYY-MM-DDTHH:MM:SS.sssZ");
 }
 
-/// The challenge text of PROTOCOL.md, line by line.
+/// The challenge text of docs/protocol.md, line by line.
 fn assert_challenge(view: &Value, kind: &str, created: &Created) {
     let tbs = unb64(view["result"]["tbs_b64"].as_str().unwrap());
     let text = String::from_utf8(tbs).expect("the challenge is UTF-8");

@@ -1,5 +1,5 @@
 //! `TestApp`: a real broker on `127.0.0.1:0` with a manual clock, two trust
-//! domains and two apps, plus request helpers that read like PROTOCOL.md.
+//! domains and two apps, plus request helpers that read like docs/protocol.md.
 
 use bzt::clock::ManualClock;
 use bzt::config::{AppConfig, Config, TrustDomainConfig};
@@ -84,6 +84,8 @@ pub struct TestApp {
     /// The broker inside the server, to look at what it stores.
     broker: Arc<bzt::broker::Broker>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
+    /// The serving task (awaited by [`TestApp::restarted`]).
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 /// The config every test starts from, with the CA files written to `dir`.
@@ -141,7 +143,36 @@ impl TestApp {
 
     /// With CAs made beforehand (e.g. to put a leaf's serial into the config).
     pub async fn spawn_with_cas(cas: Arc<TestCas>, configure: impl FnOnce(&mut Config)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::spawn_in(tempfile::tempdir().unwrap(), cas, configure).await
+    }
+
+    /// Stops this broker and starts another on the same data directory and
+    /// CAs, as a restarted process would (nothing in memory is kept).
+    pub async fn restarted(self, configure: impl FnOnce(&mut Config)) -> Self {
+        let TestApp {
+            dir,
+            cas,
+            _shutdown,
+            server,
+            broker,
+            ..
+        } = self;
+        drop(broker);
+        let _ = _shutdown.send(());
+        // The old broker must let go of its files (the audit log's lock).
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the old broker stops within 10 s")
+            .expect("the old broker's task")
+            .expect("the old broker stops cleanly");
+        Self::spawn_in(dir, cas, configure).await
+    }
+
+    async fn spawn_in(
+        dir: tempfile::TempDir,
+        cas: Arc<TestCas>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
         let mut config = base_config(dir.path(), &cas);
         configure(&mut config);
         let clock = ManualClock::starting_now();
@@ -151,7 +182,7 @@ impl TestApp {
         let port = application.port();
         let broker = application.broker();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(application.run(async move {
+        let server = tokio::spawn(application.run(async move {
             let _ = rx.await;
         }));
         let http = reqwest::Client::builder()
@@ -166,6 +197,7 @@ impl TestApp {
             dir,
             broker,
             _shutdown: tx,
+            server,
         }
     }
 

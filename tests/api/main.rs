@@ -1,6 +1,6 @@
 //! Integration tests of the broker core: each test starts a real broker on
 //! `127.0.0.1:0` (see `helpers::TestApp`) and talks to it as the RP backend,
-//! the browser and the phone do, following PROTOCOL.md.
+//! the browser and the phone do, following docs/protocol.md.
 
 mod audit;
 mod browser;

@@ -14,7 +14,7 @@ use bzt_cosigner::config::{StoreConfig, StoreKind};
 use bzt_cosigner::{Config as CosignerConfig, Service};
 use bzt_envelope::{open_to_path_with_content_key, unwrap_key, ContentKey, Recipient};
 use bzt_phone::conversation::Decision;
-use bzt_phone::split::{Certification, Enrolled, SplitIdentity};
+use bzt_phone::split::{Enrolled, SplitIdentity};
 use bzt_phone::{
     ApproveExtras, ConversationSigner, DecryptOutcome, Device, Phone, PhoneConversation,
     SessionStatus,
@@ -83,12 +83,18 @@ impl SplitWorld {
         let enrolled = Enrolled::generate(&self.cosigner_url, cn, None)
             .await
             .unwrap_or_else(|e| panic!("enrolment failed: {e}"));
+        let (cert_pem, _) = self
+            .app
+            .cas
+            .platform
+            .issue_for_public_key(
+                &bzt_devca::LeafSpec::new(cn, "示例建设有限公司"),
+                &enrolled.public_key().unwrap(),
+            )
+            .unwrap();
         enrolled
             .finish(
-                Certification::DevCa(
-                    &self.app.cas.platform,
-                    bzt_devca::LeafSpec::new(cn, "示例建设有限公司"),
-                ),
+                &cert_pem,
                 PIN,
                 Device {
                     id: format!("dev-{cn}"),

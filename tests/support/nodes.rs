@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 pub const API_KEY: &str = "bzt-multi-node-test-key";
+pub const ADMIN_TOKEN: &str = "bzt-multi-node-admin-token";
 
 /// What every node shares: a CA its trust domain accepts, a phone identity
 /// it issued, the audit signing key (the audit trail is one chain in Redis,
@@ -90,6 +91,7 @@ impl Node {
                 r#"listen = "127.0.0.1:{port}"
 public_base_url = "{base}"
 data_dir = "{name}-data"
+admin_token = "{ADMIN_TOKEN}"
 [store]
 kind = "redis"
 redis_url = "{redis_url}"
@@ -177,6 +179,13 @@ ca_pem_files = ["ca.pem"]
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// SIGKILL, then the same node (port, config, data) again, ready.
+    pub async fn restart(&mut self, http: &reqwest::Client) {
+        self.kill();
+        self.start();
+        self.wait_ready(http).await;
     }
 
     /// Still running?

@@ -52,6 +52,10 @@ pub struct Operation {
     pub requester_ip: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requester_user_agent: Option<String>,
+    /// Who acted, for operator actions (`kind: revocation`): the
+    /// `revoked_by` the operator gave. Absent on phone operations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 /// The broker's signature over the chain head.
@@ -278,6 +282,7 @@ mod tests {
             device_name: "phone".into(),
             requester_ip: Some("10.0.0.1".into()),
             requester_user_agent: None,
+            actor: None,
         })
     }
 

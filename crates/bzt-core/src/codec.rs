@@ -7,7 +7,7 @@ pub fn encode(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }
 
-/// Strict standard-alphabet, padded base64 (what PROTOCOL.md specifies).
+/// Strict standard-alphabet, padded base64 (what docs/protocol.md specifies).
 pub fn decode(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
     STANDARD.decode(s)
 }

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// Lifetime of one signing request (PROTOCOL.md).
+/// Lifetime of one signing request (docs/protocol.md).
 pub const REQUEST_TTL_S: i64 = 60;
 /// Unanswered requests a conversation holds at once. Bounds the record
 /// (each may carry 64 KiB) and the phone's queue.
@@ -40,7 +40,7 @@ pub enum EndedBy {
     Requester,
     Idle,
     Limit,
-    /// The opening certificate was revoked or expired (an addition to PROTOCOL.md).
+    /// The opening certificate was revoked or expired (an addition to contract v1, docs/protocol.md).
     Certificate,
 }
 
@@ -485,7 +485,7 @@ impl Conversation {
             if r.status == RequestStatus::Pending {
                 let r = Arc::make_mut(r);
                 r.status = RequestStatus::Expired;
-                r.reason = Some("conversation_ended".into());
+                r.reason = Some(crate::reason::CONVERSATION_ENDED.into());
                 r.completed_at = Some(now);
                 r.tbs = Vec::new();
                 finished.push(r.id.clone());

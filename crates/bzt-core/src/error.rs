@@ -3,7 +3,7 @@
 use serde::Serialize;
 use std::fmt;
 
-/// Stable error codes of PROTOCOL.md's "Errors" section. Clients branch on
+/// Stable error codes of docs/protocol.md's "Errors" section. Clients branch on
 /// these strings, so they never change meaning; the HTTP status is fixed per
 /// code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -23,11 +23,14 @@ pub enum ErrorCode {
     RateLimited,
     Internal,
     Unavailable,
+    /// A seal signature whose seal the broker does not accept: made for another certificate,
+    /// outside its validity, or made by a maker that is not trusted (an addition to PROTOCOL.md).
+    SealNotAcceptable,
 }
 
 impl ErrorCode {
     /// Every code (a test keeps this list whole).
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::InvalidRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -42,6 +45,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::Internal,
         ErrorCode::Unavailable,
+        ErrorCode::SealNotAcceptable,
     ];
 
     /// The code a client received as `s`.
@@ -59,7 +63,9 @@ impl ErrorCode {
             ErrorCode::AlreadyClaimed | ErrorCode::Conflict => 409,
             ErrorCode::Expired => 410,
             ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::BadSignature | ErrorCode::UntrustedCertificate => 422,
+            ErrorCode::BadSignature
+            | ErrorCode::UntrustedCertificate
+            | ErrorCode::SealNotAcceptable => 422,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
@@ -82,6 +88,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::SealNotAcceptable => "seal_not_acceptable",
         }
     }
 }
@@ -157,6 +164,7 @@ mod all_codes {
                 ErrorCode::RateLimited => 11,
                 ErrorCode::Internal => 12,
                 ErrorCode::Unavailable => 13,
+                ErrorCode::SealNotAcceptable => 14,
             };
             assert_eq!(at, i, "{c:?}");
             assert_eq!(ErrorCode::parse(c.as_str()), Some(c));

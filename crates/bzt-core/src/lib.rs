@@ -1,7 +1,7 @@
 //! Domain core of the `bzt` scan-session broker.
 //!
 //! This crate knows nothing of HTTP, WebSocket or Redis. It holds the
-//! vocabulary of the wire contract (`shared/PROTOCOL.md`) and the rules that
+//! vocabulary of the wire contract (`docs/protocol.md`) and the rules that
 //! every transport and every store must agree on:
 //!
 //! - [`time`]: millisecond UTC timestamps and their RFC 3339 wire form.
@@ -18,7 +18,8 @@
 //! - [`pki`]: certificate parsing, chain checks against trust domains (cached by
 //!   fingerprint), validity, revocation, `expect_cert`, and SM2 signature checks.
 //! - [`audit`]: the tamper-evident audit record format and its verification.
-//! - [`error`]: the protocol's stable error codes.
+//! - [`error`]: the protocol's stable error codes; [`reason`]: the broker's
+//!   own terminal reasons.
 
 pub mod audit;
 pub mod challenge;
@@ -26,10 +27,13 @@ pub mod codec;
 pub mod conversation;
 pub mod error;
 pub mod pki;
+pub mod reason;
 pub mod secret;
 pub mod session;
-pub mod sm2verify;
 pub mod time;
+
+/// The variable-time SM2 verify, now in the crypto crate; re-exported for old paths.
+pub use bzt_crypto::sm2verify;
 
 pub use error::{DomainError, ErrorCode};
 pub use secret::{Secret, SessionId};

@@ -21,10 +21,9 @@
 
 use crate::error::DomainError;
 use crate::session::ExpectCert;
-pub use crate::sm2verify::KeptKey;
 use crate::time::Timestamp;
-use base64::Engine;
-use der::{Decode, Encode};
+pub use bzt_crypto::KeptKey;
+use der::Encode;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sm2::dsa::{Signature, VerifyingKey};
@@ -33,11 +32,11 @@ use std::sync::Arc;
 use x509_cert::ext::pkix::BasicConstraints;
 use x509_cert::Certificate;
 
-/// The standard SM2 distinguishing ID (GM/T 0009). OpenSSL 3.0 uses an empty
-/// ID unless told; see shared/INTEROP.md.
-pub const DEFAULT_DIST_ID: &str = "1234567812345678";
 /// SM2-with-SM3 signature algorithm.
-pub const OID_SM2_WITH_SM3: &str = "1.2.156.10197.1.501";
+pub use bzt_crypto::sm2sig::OID_SM2_WITH_SM3;
+/// The standard SM2 distinguishing ID (GM/T 0009), kept under its old name
+/// for callers of this module; the one constant lives in `bzt-crypto`.
+pub use bzt_crypto::SM2_DISTID as DEFAULT_DIST_ID;
 const MAX_CHAIN_DEPTH: usize = 5;
 const CACHE_ENTRIES: usize = 100_000;
 
@@ -54,105 +53,12 @@ pub struct CertificateInfo {
     pub domain: String,
 }
 
-/// Lowercase hex without leading zeros, from any-case hex input (colons
-/// allowed, as `openssl x509 -serial` and browsers print them). `None` if it
-/// is not hex.
-pub fn normalize_serial(s: &str) -> Option<String> {
-    let digits: String = s
-        .trim()
-        .chars()
-        .filter(|c| *c != ':')
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    if digits.is_empty() || digits.len() > 64 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
-    let trimmed = digits.trim_start_matches('0');
-    Some(if trimmed.is_empty() {
-        "0".into()
-    } else {
-        trimmed.into()
-    })
-}
-
-/// Lowercase hex SM3 of `bytes` (audit records, challenge envelope lines).
-pub fn sm3_hex(bytes: &[u8]) -> String {
-    use sm3::Digest as _;
-    hex::encode(sm3::Sm3::digest(bytes))
-}
-
-/// The certificate's serial in the protocol's form.
-pub fn serial_hex(cert: &Certificate) -> String {
-    let hex = hex::encode(cert.tbs_certificate().serial_number().as_bytes());
-    normalize_serial(&hex).unwrap_or_else(|| "0".into())
-}
-
-/// Subject and issuer names as RFC 4514 strings.
-pub fn subject_string(cert: &Certificate) -> String {
-    name_string(cert.tbs_certificate().subject())
-}
-pub fn issuer_string(cert: &Certificate) -> String {
-    name_string(cert.tbs_certificate().issuer())
-}
-
-/// organizationIdentifier (X.520), where Chinese certificates carry the
-/// 统一社会信用代码.
-const OID_ORGANIZATION_IDENTIFIER: &str = "2.5.4.97";
-
-/// RFC 4514 form of a name (last RDN first), as x509-cert writes it, except
-/// that organizationIdentifier is written as text rather than as `#<hex DER>`,
-/// so a bidder can read the company's credit code.
-pub fn name_string(name: &x509_cert::name::Name) -> String {
-    let mut rdns: Vec<String> = name
-        .iter_rdn()
-        .map(|rdn| {
-            rdn.iter()
-                .map(|atv| {
-                    if atv.oid.to_string() == OID_ORGANIZATION_IDENTIFIER {
-                        if let Some(text) = directory_string(&atv.value) {
-                            return format!("organizationIdentifier={}", escape_rfc4514(&text));
-                        }
-                    }
-                    atv.to_string()
-                })
-                .collect::<Vec<_>>()
-                .join("+")
-        })
-        .collect();
-    rdns.reverse();
-    rdns.join(",")
-}
-
-fn directory_string(value: &der::Any) -> Option<String> {
-    use der::asn1::{PrintableStringRef, Utf8StringRef};
-    use der::{Tag, Tagged};
-    match value.tag() {
-        Tag::Utf8String => Utf8StringRef::try_from(value)
-            .ok()
-            .map(|s| s.as_str().to_owned()),
-        Tag::PrintableString => PrintableStringRef::try_from(value)
-            .ok()
-            .map(|s| s.as_str().to_owned()),
-        _ => None,
-    }
-}
-
-fn escape_rfc4514(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    let last = value.chars().count().saturating_sub(1);
-    for (i, c) in value.chars().enumerate() {
-        match c {
-            '#' if i == 0 => out.push_str("\\#"),
-            ' ' if i == 0 || i == last => out.push_str("\\ "),
-            '"' | '+' | ',' | ';' | '<' | '>' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            _ => out.push(c),
-        }
-    }
-    out
-}
+// Serials, names and SM3 text: one format each, shared with the phone, the
+// envelope and the development CA.
+pub use bzt_crypto::names::{
+    issuer_string, name_string, normalize_serial, serial_hex, subject_string,
+};
+pub use bzt_crypto::sm3_hex;
 
 /// Parses a PEM input holding exactly one CERTIFICATE block; text around it is
 /// ignored (RFC 7468). Errors are `invalid_request` and say what was wrong.
@@ -161,45 +67,26 @@ pub fn parse_pem(pem: &str) -> Result<Certificate, DomainError> {
 }
 
 fn parse_der(der: &[u8]) -> Result<Certificate, DomainError> {
-    Certificate::from_der(der)
-        .map_err(|e| DomainError::invalid(format!("certificate does not parse as X.509: {e}")))
+    bzt_crypto::pem::parse_certificate_der(der).map_err(|e| DomainError::invalid(crypto_message(e)))
 }
 
 /// The DER bytes of a PEM input holding exactly one CERTIFICATE block.
-fn pem_to_der(pem: &str) -> Result<Vec<u8>, DomainError> {
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let blocks = pem.matches(BEGIN).count();
-    if blocks != 1 {
-        return Err(DomainError::invalid(format!(
-            "expected exactly one PEM CERTIFICATE block, found {blocks}"
-        )));
+pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, DomainError> {
+    bzt_crypto::pem::certificate_der(pem).map_err(|e| DomainError::invalid(crypto_message(e)))
+}
+
+/// The message of a crypto error without its category prefix ("PEM: ",
+/// "certificate: "): the error code already says what kind it is.
+fn crypto_message(e: bzt_crypto::Error) -> String {
+    match e {
+        bzt_crypto::Error::Pem(m) | bzt_crypto::Error::Certificate(m) => m,
+        other => other.to_string(),
     }
-    let start = pem.find(BEGIN).map(|i| i + BEGIN.len()).unwrap_or(0);
-    let end = pem[start..]
-        .find(END)
-        .map(|i| start + i)
-        .ok_or_else(|| DomainError::invalid("PEM certificate has no END line"))?;
-    let b64: String = pem[start..end]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map_err(|_| DomainError::invalid("PEM certificate body is not valid base64"))
 }
 
 /// Canonical PEM of a certificate.
 pub fn to_pem(cert: &Certificate) -> String {
-    let der = cert.to_der().unwrap_or_default();
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
+    bzt_crypto::pem::certificate_pem(cert).unwrap_or_default()
 }
 
 /// The SM2 verifying key (default distinguishing ID) of a certificate.
@@ -219,7 +106,7 @@ pub fn verify_signature(key: &KeptKey, msg: &[u8], sig_der: &[u8]) -> Result<(),
     let sig = Signature::from_der(sig_der).map_err(|_| {
         DomainError::bad_signature("the signature is not a DER-encoded SM2 signature")
     })?;
-    if crate::sm2verify::verify(key, msg, &sig) {
+    if bzt_crypto::sm2verify::verify(key, msg, &sig) {
         Ok(())
     } else {
         Err(DomainError::bad_signature(
@@ -238,7 +125,7 @@ fn validity(cert: &Certificate) -> (Timestamp, Timestamp) {
 
 /// `issuer` signed `cert`: SM2-with-SM3 over its TBS bytes.
 fn signed_by(cert: &Certificate, issuer_key: &KeptKey) -> bool {
-    if cert.signature_algorithm().oid.to_string() != OID_SM2_WITH_SM3 {
+    if cert.signature_algorithm().oid != OID_SM2_WITH_SM3 {
         return false;
     }
     let Ok(tbs) = cert.tbs_certificate().to_der() else {

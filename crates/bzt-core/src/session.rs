@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 /// Allowed session lifetimes, seconds.
 pub const TTL_RANGE_S: std::ops::RangeInclusive<u32> = 30..=600;
 pub const DEFAULT_TTL_S: u32 = 180;
-/// A terminal session stays readable at least this long (PROTOCOL.md).
+/// A terminal session stays readable at least this long (docs/protocol.md).
 pub const TERMINAL_RETENTION_S: i64 = 600;
 /// Completions that fail verification before the session moves to `failed`.
 pub const MAX_BAD_COMPLETIONS: u8 = 3;
@@ -237,6 +237,79 @@ pub struct ConversationGrant {
     pub expires_at: Timestamp,
 }
 
+/// `seal` of a `sign` session: the RP asks for a GB/T 38540 seal signature (扫码签章 with an
+/// electronic seal) instead of a bare SM2 signature over `tbs_b64`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealRequest {
+    /// SM3 of the protected data: the SES_Signature's `dataHash` must be exactly this.
+    #[serde(with = "b64")]
+    pub data_hash: Vec<u8>,
+    /// `TBS_Sign.propertyInfo`: what is protected (in OFD, the path of `Signature.xml`).
+    pub property_info: String,
+}
+
+impl SealRequest {
+    /// Longest `property_info` accepted.
+    pub const MAX_PROPERTY_INFO: usize = 512;
+
+    /// Checks the RP's `seal`: a 32-byte SM3 hash and printable ASCII `property_info`
+    /// (`IA5String` in the structure), 1..=512 characters.
+    pub fn validate(&self) -> Result<(), DomainError> {
+        if self.data_hash.len() != 32 {
+            return Err(DomainError::invalid(format!(
+                "`seal.data_hash_b64` must be an SM3 hash (32 bytes), got {} bytes",
+                self.data_hash.len()
+            )));
+        }
+        let p = &self.property_info;
+        if p.is_empty()
+            || p.len() > Self::MAX_PROPERTY_INFO
+            || !p.bytes().all(|b| (0x20..0x7f).contains(&b))
+        {
+            return Err(DomainError::invalid(format!(
+                "`seal.property_info` must be 1..{} printable ASCII characters",
+                Self::MAX_PROPERTY_INFO
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The seal picture pushed with the result, so the bid tool can stamp it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealPicture {
+    /// `PNG`, `JPG`, `GIF`, `BMP` or `SVG`.
+    #[serde(rename = "type")]
+    pub picture_type: String,
+    #[serde(rename = "data_b64", with = "b64")]
+    pub data: Vec<u8>,
+    pub width_mm: u32,
+    pub height_mm: u32,
+}
+
+/// What a verified seal signature adds to an approval (`result.seal`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealApproval {
+    /// The whole `SES_Signature`, DER (`result.seal_signature_b64`).
+    #[serde(with = "b64")]
+    pub seal_signature: Vec<u8>,
+    /// `DER(TBS_Sign)`: the bytes the signer signed (`result.tbs_b64`).
+    #[serde(with = "b64")]
+    pub signed: Vec<u8>,
+    pub es_id: String,
+    pub name: String,
+    /// `company`, `personal`, or `other` for a type number this broker does not name.
+    pub seal_type: String,
+    pub valid_start: Timestamp,
+    pub valid_end: Timestamp,
+    /// The seal maker's certificate subject.
+    pub maker: String,
+    /// `timeInfo`: when the phone stamped.
+    pub time_info: Timestamp,
+    pub property_info: String,
+    pub picture: SealPicture,
+}
+
 /// What an approved session carries.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Approval {
@@ -249,6 +322,9 @@ pub struct Approval {
     pub wrapped_key: Option<Vec<u8>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation: Option<ConversationGrant>,
+    /// A seal session's verified seal signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<Box<SealApproval>>,
 }
 
 /// How a session ended.
@@ -356,6 +432,7 @@ pub struct NewSession {
     pub webhook_url: Option<String>,
     pub rotate_s: Option<u32>,
     pub number_match: bool,
+    pub seal: Option<SealRequest>,
 }
 
 /// A create request as the RP sent it, before validation.
@@ -375,6 +452,7 @@ pub struct NewSessionRequest {
     pub webhook_url: Option<String>,
     pub rotate_s: Option<u32>,
     pub number_match: Option<bool>,
+    pub seal: Option<SealRequest>,
 }
 
 impl NewSession {
@@ -465,10 +543,21 @@ impl NewSession {
             "decrypt",
         )?;
 
+        only(kind != Kind::Sign && req.seal.is_some(), "seal", "sign")?;
         if kind == Kind::Sign {
-            match &req.tbs {
-                None => return Err(DomainError::invalid("kind `sign` requires `tbs_b64`")),
-                Some(t) => validate_tbs(t)?,
+            match (&req.tbs, &req.seal) {
+                (None, None) => {
+                    return Err(DomainError::invalid(
+                        "kind `sign` requires `tbs_b64` (or `seal` for a seal signature)",
+                    ))
+                }
+                (Some(_), Some(_)) => {
+                    return Err(DomainError::invalid(
+                        "send `tbs_b64` or `seal`, not both: a seal signature signs TBS_Sign around `seal.data_hash_b64`",
+                    ))
+                }
+                (Some(t), None) => validate_tbs(t)?,
+                (None, Some(seal)) => seal.validate()?,
             }
         }
         if let Some(c) = &req.conversation {
@@ -550,6 +639,7 @@ impl NewSession {
             webhook_url: req.webhook_url,
             rotate_s: req.rotate_s,
             number_match: req.number_match.unwrap_or(false),
+            seal: req.seal,
         })
     }
 }
@@ -623,6 +713,9 @@ pub struct Session {
     #[serde(with = "b64")]
     pub tbs: Vec<u8>,
     pub conversation_policy: Option<ConversationPolicy>,
+    /// A `sign` session that asks for a seal signature; `tbs` then holds `seal.data_hash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<SealRequest>,
     #[serde(default, with = "b64_opt")]
     pub envelope_header: Option<Vec<u8>>,
     pub reply_key: Option<String>,
@@ -712,9 +805,10 @@ impl Session {
         now: Timestamp,
     ) -> (Self, CreatedSecrets) {
         let expires_at = now.plus_secs(i64::from(spec.ttl_s));
-        let tbs = match spec.kind {
-            Kind::Sign => spec.tbs.unwrap_or_default(),
-            kind => crate::challenge::build(
+        let tbs = match (spec.kind, &spec.seal) {
+            (Kind::Sign, Some(seal)) => seal.data_hash.clone(),
+            (Kind::Sign, None) => spec.tbs.unwrap_or_default(),
+            (kind, _) => crate::challenge::build(
                 kind,
                 app_id,
                 id.as_str(),
@@ -737,6 +831,7 @@ impl Session {
             requester: spec.requester,
             tbs,
             conversation_policy: spec.conversation,
+            seal: spec.seal,
             envelope_header: spec.envelope_header,
             reply_key: spec.reply_key,
             opening: spec.opening,
@@ -889,7 +984,7 @@ impl Session {
                 let failed = self.bad_completions >= MAX_BAD_COMPLETIONS;
                 if failed {
                     self.outcome = Some(Outcome::Failed {
-                        reason: "too_many_bad_completions".into(),
+                        reason: crate::reason::TOO_MANY_BAD_COMPLETIONS.into(),
                     });
                     self.transition(Status::Failed, now);
                 }
@@ -912,7 +1007,7 @@ impl Session {
             Op::MatchFailed { phone_token } => {
                 self.check_completable(phone_token, now)?;
                 self.outcome = Some(Outcome::Rejected {
-                    reason: "match_failed".into(),
+                    reason: crate::reason::MATCH_FAILED.into(),
                 });
                 self.transition(Status::Rejected, now);
                 Ok(OpOutput::Done)
@@ -986,6 +1081,23 @@ impl Session {
                     "signature_b64": crate::codec::encode(&a.signature),
                     "tbs_b64": crate::codec::encode(&self.tbs),
                 });
+                if let Some(seal) = &a.seal {
+                    // The signed bytes are DER(TBS_Sign), which wraps the RP's hash.
+                    r["tbs_b64"] = json!(crate::codec::encode(&seal.signed));
+                    r["seal_signature_b64"] = json!(crate::codec::encode(&seal.seal_signature));
+                    r["seal"] = json!({
+                        "es_id": seal.es_id,
+                        "name": seal.name,
+                        "type": seal.seal_type,
+                        "valid_start": seal.valid_start,
+                        "valid_end": seal.valid_end,
+                        "maker": seal.maker,
+                        "time_info": seal.time_info,
+                        "property_info": seal.property_info,
+                        "data_hash_b64": crate::codec::encode(&self.tbs),
+                        "picture": seal.picture,
+                    });
+                }
                 if self.kind == Kind::Encrypt {
                     r["recipients"] = json!(a.recipients);
                 }
@@ -1008,7 +1120,7 @@ impl Session {
         })
     }
 
-    /// The session view of PROTOCOL.md (`GET /v1/sessions/<id>`, webhooks, snapshots).
+    /// The session view of docs/protocol.md (`GET /v1/sessions/<id>`, webhooks, snapshots).
     pub fn view(&self) -> Value {
         let mut v = json!({
             "id": self.id,

@@ -252,6 +252,12 @@ impl DevCa {
         &self.cert
     }
 
+    /// The root's SM2 signing key. In development the CA doubles as the seal maker (制章者) and
+    /// signs seals with it.
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
     /// The root certificate as PEM (what goes into a trust domain's `ca_pem_files`).
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem

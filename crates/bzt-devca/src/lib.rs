@@ -12,10 +12,9 @@
 //!
 //! # Modules
 //! - [`ca`]: the CA itself, the leaf profile ([`LeafSpec`]) and the issued material ([`IssuedCert`]).
-//! - [`names`]: subject names, the 统一社会信用代码 (USCC) rules, [`serial_hex`].
-//! - [`sm2sig`]: signing and verifying helpers, certificate public keys.
-//! - [`keyfile`]: plain and PIN-protected PKCS#8 key files.
-//! - [`pem`]: PEM blocks with text around them.
+//! - [`names`], [`sm2sig`], [`keyfile`], [`pem`]: subject names and serials, SM2 signing
+//!   helpers, key files and PEM, which live in the workspace's crypto crate (`bzt-crypto`) and
+//!   are re-exported here so the CA's users need not name two crates.
 //!
 //! # Choices written down here
 //! - **USCC** goes into the subject as `organizationIdentifier` (OID 2.5.4.97, PrintableString),
@@ -36,10 +35,8 @@
 //!   PBKDF2-HMAC-SHA256 and SM4-CBC, readable by OpenSSL.
 
 pub mod ca;
-pub mod keyfile;
-pub mod names;
-pub mod pem;
-pub mod sm2sig;
+
+pub use bzt_crypto::{keyfile, names, pem, sm2sig, Error, Result};
 
 pub use ca::{DevCa, IssuedCert, LeafSpec, CA_CERT_FILE, CA_KEY_FILE};
 pub use keyfile::{is_encrypted_key_pem, key_from_pem, key_to_encrypted_pem, key_to_pem};
@@ -53,41 +50,3 @@ pub use sm2sig::{
 /// Re-exported so users need not pin matching versions themselves.
 pub use sm2;
 pub use x509_cert;
-
-/// Everything that can go wrong in this crate.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file concerned.
-        path: std::path::PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Text that should hold PEM blocks does not.
-    #[error("PEM: {0}")]
-    Pem(String),
-    /// A key could not be made, read, written or used.
-    #[error("key: {0}")]
-    Key(String),
-    /// The key file is PIN-protected and no PIN was given.
-    #[error("the key file is PIN-protected: a PIN is required")]
-    PinRequired,
-    /// The PIN does not open the key file (or the file is damaged: the two look alike).
-    #[error("wrong PIN (or a damaged key file)")]
-    WrongPin,
-    /// A certificate could not be built, parsed or used.
-    #[error("certificate: {0}")]
-    Certificate(String),
-    /// A name, USCC, validity or other input is not acceptable.
-    #[error("invalid input: {0}")]
-    Invalid(String),
-    /// An SM2 signature does not verify (or is not a DER `SEQUENCE {r, s}`).
-    #[error("the SM2 signature does not verify")]
-    BadSignature,
-}
-
-/// This crate's result type.
-pub type Result<T, E = Error> = std::result::Result<T, E>;

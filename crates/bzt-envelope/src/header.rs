@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::keys::{unwrap_key, ContentKey};
 use crate::recipient::Recipient;
 use crate::{ALG, MAGIC, MAX_CHUNK, MAX_HEADER_LEN, NONCE_PREFIX_LEN, VERSION};
-use bzt_core::pki::normalize_serial;
+use bzt_crypto::normalize_serial;
 
 /// The parsed header of an envelope.
 ///

@@ -1,7 +1,7 @@
-//! The content key and its SM2 wrapping (GM/T 0009 DER, the form OpenSSL speaks).
+//! The content key and its SM2 wrapping (GM/T 0009 DER, the form OpenSSL speaks; the SM2
+//! encryption itself is `bzt_crypto::wrap`).
 
 use getrandom::{rand_core::TryRng, SysRng};
-use sm2::pke::{DecryptingKey, EncryptingKey};
 use sm2::{PublicKey, SecretKey};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -51,9 +51,7 @@ pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<()> {
 ///
 /// Fails only if the system random generator fails.
 pub fn wrap_key(public: &PublicKey, key: &[u8]) -> Result<Vec<u8>> {
-    EncryptingKey::new(*public)
-        .encrypt_der(&mut SysRng, key)
-        .map_err(|_| Error::Crypto)
+    bzt_crypto::wrap::wrap_key(public, key).map_err(|_| Error::Crypto)
 }
 
 /// Decrypts a GM/T 0009 DER SM2 ciphertext made by [`wrap_key`] or by
@@ -62,9 +60,7 @@ pub fn wrap_key(public: &PublicKey, key: &[u8]) -> Result<Vec<u8>> {
 /// Returns [`Error::UnwrapFailed`] if it does not decrypt (wrong key, damaged input, C3 mismatch).
 /// It does not check the length of the result: wrap it in [`ContentKey::from_slice`].
 pub fn unwrap_key(secret: &SecretKey, der: &[u8]) -> Result<Vec<u8>> {
-    DecryptingKey::new(secret.clone())
-        .decrypt_der(der)
-        .map_err(|_| Error::UnwrapFailed)
+    bzt_crypto::wrap::unwrap_key(secret, der).map_err(|_| Error::UnwrapFailed)
 }
 
 /// Parses the hall's one-time `reply_key` from a `decrypt` claim: hex (either case) of the

@@ -1,7 +1,7 @@
 //! Multi-recipient envelope for bid files (多证书加密): one file, sealed once, that any of
 //! several SM2 certificates can open.
 //!
-//! # Format (PROTOCOL.md, "Envelope")
+//! # Format (docs/protocol.md, "Envelope")
 //! ```text
 //! "BZE1" || header length (u32, big-endian) || header (UTF-8 JSON) || body
 //! header = {"v":1,"alg":"SM4-GCM-STREAM","chunk":65536,"nonce_prefix_b64":"<7 bytes>",

@@ -1,25 +1,16 @@
 //! Who a file is sealed for: a certificate's serial, issuer and SM2 public key.
 
-use bzt_core::pki::{issuer_string, normalize_serial, serial_hex};
+use bzt_crypto::names::{issuer_string, normalize_serial, serial_hex};
 use sm2::PublicKey;
-use x509_cert::der::{asn1::ObjectIdentifier, DecodePem};
 use x509_cert::Certificate;
 
 use crate::error::{Error, Result};
 
-/// `id-ecPublicKey`, the SPKI algorithm of SM2 certificates.
-const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-/// The SM2 curve (`sm2p256v1`), the SPKI parameter of SM2 certificates.
-const SM2_CURVE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.156.10197.1.301");
-
-const PEM_BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-const PEM_END: &str = "-----END CERTIFICATE-----";
-
 /// A recipient certificate reduced to what the envelope needs: its identity as the header
 /// names it, and the SM2 public key the content key is wrapped to.
 ///
-/// The identity strings are computed by the broker's own functions
-/// (`bzt_core::pki::serial_hex` and `issuer_string`), so a header names a certificate exactly
+/// The identity strings are computed by the workspace's one serial and name format
+/// (`bzt_crypto::names::serial_hex` and `issuer_string`, which the broker uses too), so a header names a certificate exactly
 /// as the broker, the phone and `expect_cert` do:
 /// - `serial`: lowercase hex without leading zeros or colons (`0` for a zero serial);
 /// - `issuer`: RFC 4514, last RDN first (`CN=Bid CA,O=Example,C=CN`), as x509-cert's `Display`
@@ -39,33 +30,15 @@ impl Recipient {
     /// Reads a certificate from PEM text holding exactly one `CERTIFICATE` block; text around
     /// the block is ignored (RFC 7468).
     pub fn from_pem(pem: &str) -> Result<Self> {
-        let block = single_certificate_block(pem)?;
-        let cert = Certificate::from_pem(block.as_bytes())
-            .map_err(|e| Error::BadCertificate(format!("does not parse: {e}")))?;
+        let cert = bzt_crypto::pem_certificate(pem).map_err(bad_certificate)?;
         Self::from_certificate(&cert)
     }
 
-    /// Takes an already parsed certificate. Fails if it does not carry an SM2 public key.
+    /// Takes an already parsed certificate. Fails if it does not carry an SM2 public key
+    /// (`id-ecPublicKey` on the SM2 curve `1.2.156.10197.1.301`).
     /// No chain, validity or revocation check is done here: that is the broker's job.
     pub fn from_certificate(cert: &Certificate) -> Result<Self> {
-        let tbs = cert.tbs_certificate();
-        let spki = tbs.subject_public_key_info();
-        if spki.algorithm.oid != ID_EC_PUBLIC_KEY {
-            return Err(Error::BadCertificate(format!(
-                "public key algorithm {} is not id-ecPublicKey (SM2)",
-                spki.algorithm.oid
-            )));
-        }
-        if let Some(params) = &spki.algorithm.parameters {
-            let curve = params.decode_as::<ObjectIdentifier>().ok();
-            if curve != Some(SM2_CURVE) {
-                return Err(Error::BadCertificate(
-                    "public key is not on the SM2 curve (1.2.156.10197.1.301)".into(),
-                ));
-            }
-        }
-        let public_key = PublicKey::from_sec1_bytes(spki.subject_public_key.raw_bytes())
-            .map_err(|_| Error::BadCertificate("public key is not a valid SM2 point".into()))?;
+        let public_key = bzt_crypto::cert_public_key(cert).map_err(bad_certificate)?;
         Ok(Self {
             serial: serial_hex(cert),
             issuer: issuer_string(cert),
@@ -102,35 +75,9 @@ impl Recipient {
     }
 }
 
-fn single_certificate_block(pem: &str) -> Result<&str> {
-    let begins = pem.matches(PEM_BEGIN).count();
-    if begins != 1 {
-        return Err(Error::BadCertificate(format!(
-            "expected exactly one CERTIFICATE PEM block, found {begins}"
-        )));
-    }
-    let start = pem.find(PEM_BEGIN).unwrap_or(0);
-    let end = pem[start..]
-        .find(PEM_END)
-        .map(|i| start + i + PEM_END.len())
-        .ok_or_else(|| Error::BadCertificate("PEM block has no END line".into()))?;
-    Ok(&pem[start..end])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pem_block_count_is_checked() {
-        let one = format!("junk\n{PEM_BEGIN}\nAAAA\n{PEM_END}\ntrailer");
-        assert_eq!(
-            single_certificate_block(&one).unwrap(),
-            format!("{PEM_BEGIN}\nAAAA\n{PEM_END}")
-        );
-        assert!(single_certificate_block("no pem here").is_err());
-        let two = format!("{one}\n{one}");
-        assert!(single_certificate_block(&two).is_err());
-        assert!(single_certificate_block(PEM_BEGIN).is_err());
-    }
+fn bad_certificate(e: bzt_crypto::Error) -> Error {
+    Error::BadCertificate(match e {
+        bzt_crypto::Error::Pem(m) | bzt_crypto::Error::Certificate(m) => m,
+        other => other.to_string(),
+    })
 }

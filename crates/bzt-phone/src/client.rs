@@ -229,7 +229,7 @@ pub fn check_approval(claimed: &Claimed, extras: &ApproveExtras) -> Result<(), E
             ));
         }
         for (i, pem) in extras.recipients_pem.iter().enumerate() {
-            bzt_devca::pem_certificate(pem)
+            bzt_crypto::pem_certificate(pem)
                 .map_err(|e| Error::Refused(format!("recipient {}: {e}", i + 1)))?;
         }
     } else if !extras.recipients_pem.is_empty() {

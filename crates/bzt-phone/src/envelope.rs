@@ -296,7 +296,7 @@ pub fn recipients_with_own(
     let mut pems = vec![certificate_pem.to_owned()];
     for (i, pem) in colleagues_pem.iter().enumerate() {
         let bad = |e: String| Error::Refused(format!("recipient certificate {}: {e}", i + 1));
-        let cert = bzt_devca::pem_certificate(pem).map_err(|e| bad(e.to_string()))?;
+        let cert = bzt_crypto::pem_certificate(pem).map_err(|e| bad(e.to_string()))?;
         let r = Recipient::from_certificate(&cert).map_err(|e| bad(e.to_string()))?;
         match seen
             .iter()

@@ -51,9 +51,9 @@ pub enum Error {
     #[error("refusing to sign: {0}")]
     Challenge(#[from] ChallengeError),
     /// The certificate or key could not be loaded or used (a missing or wrong PIN is
-    /// `Crypto(bzt_devca::Error::PinRequired)` / `Crypto(bzt_devca::Error::WrongPin)`).
+    /// `Crypto(bzt_crypto::Error::PinRequired)` / `Crypto(bzt_crypto::Error::WrongPin)`).
     #[error(transparent)]
-    Crypto(#[from] bzt_devca::Error),
+    Crypto(#[from] bzt_crypto::Error),
     /// The identity's files do not fit together (unreadable file, key of another certificate).
     #[error("identity: {0}")]
     Identity(String),

@@ -59,7 +59,7 @@ impl PhoneIdentity {
     /// The key must belong to the certificate. The device defaults to
     /// `{id: "bzt-phone-<16 hex digits of SM3(certificate)>", name: "bzt-phone"}`.
     pub fn from_pem(cert_pem: &str, key_pem: &str, pin: Option<&str>) -> Result<Self, Error> {
-        let mut certs = bzt_devca::pem_certificates(cert_pem)?.into_iter();
+        let mut certs = bzt_crypto::pem_certificates(cert_pem)?.into_iter();
         let certificate = certs.next().ok_or_else(|| {
             Error::Identity("the certificate file has no CERTIFICATE block".into())
         })?;
@@ -68,9 +68,9 @@ impl PhoneIdentity {
                 .map_err(|e| Error::Identity(format!("cannot re-encode a certificate: {e}")))
         };
         let chain_pem = certs.map(|c| to_pem(&c)).collect::<Result<Vec<_>, _>>()?;
-        let secret = bzt_devca::key_from_pem(key_pem, pin)?;
-        let signing_key = bzt_devca::signing_key(&secret)?;
-        if !bzt_devca::sm2sig::key_matches_cert(&signing_key, &certificate) {
+        let secret = bzt_crypto::key_from_pem(key_pem, pin)?;
+        let signing_key = bzt_crypto::signing_key(&secret)?;
+        if !bzt_crypto::sm2sig::key_matches_cert(&signing_key, &certificate) {
             return Err(Error::Identity(
                 "the private key does not belong to the certificate".into(),
             ));
@@ -131,7 +131,7 @@ impl PhoneIdentity {
 
     /// The leaf's serial in the broker's form (lowercase hex, no leading zeros).
     pub fn serial_hex(&self) -> String {
-        bzt_devca::serial_hex(&self.certificate)
+        bzt_crypto::serial_hex(&self.certificate)
     }
 
     /// The leaf's subject, RFC 4514.
@@ -153,7 +153,7 @@ impl PhoneIdentity {
 
     /// Signs `tbs`: SM2 over SM3 with ID `1234567812345678`, DER `SEQUENCE {r, s}`.
     pub fn sign(&self, tbs: &[u8]) -> Result<Vec<u8>, Error> {
-        Ok(bzt_devca::sign_der(&self.signing_key, tbs)?)
+        Ok(bzt_crypto::sign_der(&self.signing_key, tbs)?)
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! A phone scans a QR code, claims the session, shows the user what is asked, and approves
 //! (signing with its certificate's SM2 key) or rejects. This crate does that against the Phone
-//! API of PROTOCOL.md and nothing else, so it doubles as an independent check of the broker. It is
+//! API of docs/protocol.md and nothing else, so it doubles as an independent check of the broker. It is
 //! used by the `bzt phone ...` CLI, by integration tests, and by load generators.
 //!
 //! ```no_run
@@ -78,7 +78,7 @@ pub use qr::{QrError, QrText};
 pub use session::{
     AppInfo, CompleteAnswer, Kind, PhoneConversation, Requester, SessionDisplay, SessionStatus,
 };
-pub use split::{Certification, Enrolled, SplitIdentity, UnlockedSplit};
+pub use split::{Enrolled, SplitIdentity, UnlockedSplit};
 
 /// The SM2 distinguishing ID of every signature.
-pub use bzt_devca::SM2_DISTID;
+pub use bzt_crypto::SM2_DISTID;

@@ -93,7 +93,7 @@ impl SplitIdentity {
     }
 
     fn from_parts(cert_pem: &str, file: SplitKeyFile, device: Device) -> Result<Self, Error> {
-        let mut certs = bzt_devca::pem_certificates(cert_pem)?.into_iter();
+        let mut certs = bzt_crypto::pem_certificates(cert_pem)?.into_iter();
         let certificate = certs
             .next()
             .ok_or_else(|| Error::Identity(format!("{CERT_FILE} has no CERTIFICATE block")))?;
@@ -102,7 +102,7 @@ impl SplitIdentity {
                 .map_err(|e| Error::Identity(format!("cannot re-encode a certificate: {e}")))
         };
         let chain_pem = certs.map(|c| to_pem(&c)).collect::<Result<Vec<_>, _>>()?;
-        let joint = bzt_devca::cert_public_key(&certificate)?.to_projective();
+        let joint = bzt_crypto::cert_public_key(&certificate)?.to_projective();
         if bzt_crypto::two_party::point_to_hex(&joint) != file.public_key.to_ascii_lowercase() {
             return Err(Error::Identity(format!(
                 "{CERT_FILE} is not the certificate of the split key in {SPLIT_KEY_FILE}"
@@ -147,7 +147,7 @@ impl SplitIdentity {
 
     /// The serial in the broker's form (lowercase hex, no leading zeros).
     pub fn serial_hex(&self) -> String {
-        bzt_devca::serial_hex(&self.certificate)
+        bzt_crypto::serial_hex(&self.certificate)
     }
 
     /// The key's id at the co-signing service (for the app owner's admin calls).
@@ -337,15 +337,6 @@ impl Phone {
     }
 }
 
-/// How a new split key is certified.
-pub enum Certification<'a> {
-    /// The development CA issues the certificate at once.
-    DevCa(&'a bzt_devca::DevCa, bzt_devca::LeafSpec),
-    /// An external certificate PEM for the joint key (a real CA answered a request made with
-    /// [`Enrolled::certificate_request`]).
-    Issued(String),
-}
-
 /// A key just generated with the service, not yet certified or stored. Holds `d1` in clear:
 /// keep it only for enrolment.
 pub struct Enrolled {
@@ -438,23 +429,14 @@ impl Enrolled {
             .map_err(der_err)
     }
 
-    /// Certifies the joint key and masks the share under `pin`: the identity to save.
-    pub fn finish(
-        self,
-        certification: Certification<'_>,
-        pin: &str,
-        device: Device,
-    ) -> Result<SplitIdentity, Error> {
+    /// Masks the share under `pin` and pairs it with `cert_pem`, a certificate of the joint
+    /// key ([`Enrolled::public_key`]) from the development CA or from a real CA that answered
+    /// [`Enrolled::certificate_request`]: the identity to save.
+    pub fn finish(self, cert_pem: &str, pin: &str, device: Device) -> Result<SplitIdentity, Error> {
         check_pin(pin)?;
-        let cert_pem = match certification {
-            Certification::DevCa(ca, spec) => {
-                ca.issue_for_public_key(&spec, &self.public_key()?)?.0
-            }
-            Certification::Issued(pem) => pem,
-        };
         let file = SplitKeyFile::new(&self.enrollment, &self.client, pin)?;
         // Checks that the certificate carries the joint key.
-        SplitIdentity::from_parts(&cert_pem, file, device)
+        SplitIdentity::from_parts(cert_pem, file, device)
     }
 }
 

@@ -24,8 +24,10 @@ mod audit;
 mod conn;
 mod conversation;
 mod pubsub;
+mod records;
 
 pub use self::audit::RedisAuditLog;
+pub use self::records::{RedisRecordSet, RECORD_POLL};
 
 use self::conn::{connect, timed, Conn};
 use self::pubsub::{Subscriber, Subscriptions};
@@ -146,6 +148,11 @@ impl Keys {
 
     fn audit_head(&self) -> String {
         format!("{}:{{audit}}:head", self.prefix)
+    }
+
+    /// A shared record set (its version key appends `:v`).
+    fn record_set(&self, name: &str) -> String {
+        format!("{}:{{rs:{name}}}", self.prefix)
     }
 }
 
@@ -660,6 +667,7 @@ mod tests {
         assert_eq!(k.conversation_due(), "bzt:{cdue}");
         assert_eq!(k.audit(), "bzt:{audit}");
         assert_eq!(k.audit_head(), "bzt:{audit}:head");
+        assert_eq!(k.record_set("revocations"), "bzt:{rs:revocations}");
     }
 
     #[test]

@@ -77,7 +77,7 @@ fn recipient_identity_matches_openssl() {
     assert_eq!(field("issuer="), alice.recipient.issuer());
 }
 
-/// Python reads the file by the PROTOCOL.md rules alone: framing, SM3 of the header bytes as
+/// Python reads the file by the docs/protocol.md rules alone: framing, SM3 of the header bytes as
 /// AAD, nonce = prefix || index || final flag, SM4-GCM per chunk.
 const PY_OPEN: &str = r#"
 import sys, json, base64, struct

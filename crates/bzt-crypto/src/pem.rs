@@ -1,6 +1,11 @@
 //! PEM blocks with text around them (RFC 7468 §5.2: "explanatory text" before, between and after
 //! blocks is ignored), as found in certificate bundles and files written by other tools.
+//!
+//! The one PEM reader of the workspace. It reads the lax form of RFC 7468 §3 (any line width,
+//! CRLF or LF, whitespace inside the base64), as phones, browsers and other tools write it; the
+//! strict reader of the `der` crate refuses lines longer than 64 characters.
 
+use base64::Engine;
 use der::{pem, Decode};
 use x509_cert::Certificate;
 
@@ -34,10 +39,15 @@ pub fn pem_blocks(text: &str) -> Result<Vec<PemBlock>, Error> {
             .find(&end_marker)
             .ok_or_else(|| Error::Pem(format!("no {end_marker} line")))?
             + end_marker.len();
-        let (decoded_label, der) = pem::decode_vec(&block.as_bytes()[..end])
-            .map_err(|e| Error::Pem(format!("cannot decode the {label} block: {e}")))?;
+        let body: String = block[BEGIN.len() + label_end + "-----".len()..end - end_marker.len()]
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .map_err(|e| Error::Pem(format!("the {label} block is not valid base64: {e}")))?;
         blocks.push(PemBlock {
-            label: decoded_label.to_string(),
+            label: label.to_string(),
             der,
         });
         rest = &block[end..];
@@ -50,23 +60,44 @@ pub fn pem_certificates(text: &str) -> Result<Vec<Certificate>, Error> {
     pem_blocks(text)?
         .into_iter()
         .filter(|b| b.label == "CERTIFICATE")
-        .map(|b| {
-            Certificate::from_der(&b.der)
-                .map_err(|e| Error::Certificate(format!("cannot parse certificate: {e}")))
-        })
+        .map(|b| parse_certificate_der(&b.der))
         .collect()
 }
 
 /// Parses the one certificate in `text`: exactly one `CERTIFICATE` block, text around it ignored.
 pub fn pem_certificate(text: &str) -> Result<Certificate, Error> {
-    let mut certs = pem_certificates(text)?;
-    match certs.len() {
-        1 => Ok(certs.remove(0)),
-        0 => Err(Error::Pem("no CERTIFICATE block".into())),
+    parse_certificate_der(&certificate_der(text)?)
+}
+
+/// The DER bytes of the one `CERTIFICATE` block in `text` (text around it ignored), without
+/// parsing them: the broker fingerprints the bytes before it spends time on X.509.
+pub fn certificate_der(text: &str) -> Result<Vec<u8>, Error> {
+    let mut ders: Vec<Vec<u8>> = pem_blocks(text)?
+        .into_iter()
+        .filter(|b| b.label == "CERTIFICATE")
+        .map(|b| b.der)
+        .collect();
+    match ders.len() {
+        1 => Ok(ders.remove(0)),
         n => Err(Error::Pem(format!(
-            "{n} CERTIFICATE blocks where exactly one was expected"
+            "expected exactly one PEM CERTIFICATE block, found {n}"
         ))),
     }
+}
+
+/// Parses DER bytes as an X.509 certificate.
+pub fn parse_certificate_der(der: &[u8]) -> Result<Certificate, Error> {
+    Certificate::from_der(der)
+        .map_err(|e| Error::Certificate(format!("the certificate does not parse as X.509: {e}")))
+}
+
+/// The PEM of a certificate: one `CERTIFICATE` block, 64-character lines, LF line ends.
+pub fn certificate_pem(cert: &Certificate) -> Result<String, Error> {
+    use der::Encode;
+    let der = cert
+        .to_der()
+        .map_err(|e| Error::Certificate(format!("cannot encode the certificate: {e}")))?;
+    to_pem("CERTIFICATE", &der)
 }
 
 /// Encodes `der` as a PEM block with LF line ends.
@@ -90,6 +121,20 @@ mod tests {
         assert_eq!(blocks[0].der, b"abc");
         assert_eq!(blocks[1].label, "OTHER THING");
         assert_eq!(blocks[1].der, b"defg");
+    }
+
+    #[test]
+    fn any_line_width_and_crlf_are_read() {
+        let b64 =
+            "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0NTY3ODk=";
+        let text = format!("-----BEGIN THING-----\r\n{b64}\r\n-----END THING-----\r\n");
+        let blocks = pem_blocks(&text).unwrap();
+        assert_eq!(
+            blocks[0].der,
+            b"abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz0123456789"
+        );
+        let e = pem_certificate("x").unwrap_err().to_string();
+        assert!(e.contains("found 0"), "{e}");
     }
 
     #[test]

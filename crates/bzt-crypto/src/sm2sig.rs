@@ -21,6 +21,9 @@ pub const SM2_DISTID: &str = "1234567812345678";
 /// OID of the signature algorithm "SM2 with SM3" (`1.2.156.10197.1.501`).
 pub const OID_SM2_WITH_SM3: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.156.10197.1.501");
 
+/// `id-ecPublicKey` (`1.2.840.10045.2.1`), the SubjectPublicKeyInfo algorithm of SM2 keys.
+pub const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+
 /// OID of the SM2 curve as written in a SubjectPublicKeyInfo's parameters (`1.2.156.10197.1.301`).
 pub const OID_SM2_CURVE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.156.10197.1.301");
 
@@ -51,9 +54,16 @@ pub fn verify_der(key: &VerifyingKey, msg: &[u8], der_sig: &[u8]) -> Result<(), 
     key.verify(msg, &sig).map_err(|_| Error::BadSignature)
 }
 
-/// The SM2 public key of a certificate (its SubjectPublicKeyInfo must be an SM2 EC key).
+/// The SM2 public key of a certificate (its SubjectPublicKeyInfo must be an SM2 EC key:
+/// `id-ecPublicKey` on the curve `1.2.156.10197.1.301`).
 pub fn cert_public_key(cert: &Certificate) -> Result<PublicKey, Error> {
     let spki = cert.tbs_certificate().subject_public_key_info();
+    if spki.algorithm.oid != OID_EC_PUBLIC_KEY {
+        return Err(Error::Certificate(format!(
+            "the certificate's public key algorithm {} is not id-ecPublicKey (SM2)",
+            spki.algorithm.oid
+        )));
+    }
     let params_oid = spki
         .algorithm
         .parameters
@@ -98,7 +108,7 @@ pub fn verify_cert_signature(cert: &Certificate, issuer: &VerifyingKey) -> Resul
 /// The builder encodes whatever signature type the signer yields into the certificate's
 /// signature BIT STRING. `sm2::dsa::SigningKey` yields the raw 64-byte `r || s` form, which
 /// OpenSSL (rightly) rejects; X.509 wants `SEQUENCE {r, s}`, i.e. [`DerSignature`].
-pub(crate) struct DerSigner<'a>(pub(crate) &'a SigningKey);
+pub struct DerSigner<'a>(pub &'a SigningKey);
 
 impl Signer<DerSignature> for DerSigner<'_> {
     fn try_sign(&self, msg: &[u8]) -> Result<DerSignature, sm2::dsa::signature::Error> {

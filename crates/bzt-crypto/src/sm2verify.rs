@@ -119,7 +119,7 @@ mod tests {
         let mut bytes = [0u8; 32];
         bytes[..8].copy_from_slice(&seed.to_be_bytes());
         bytes[31] = 1;
-        SigningKey::from_slice(crate::pki::DEFAULT_DIST_ID, &bytes).expect("valid scalar")
+        SigningKey::from_slice(crate::SM2_DISTID, &bytes).expect("valid scalar")
     }
 
     #[test]
@@ -158,11 +158,9 @@ mod tests {
         let sig: Signature = sk.sign(b"message digest");
         let kept = KeptKey::new(sk.verifying_key().clone()).expect("short ID");
         assert!(verify(&kept, b"message digest", &sig));
-        let default_id = VerifyingKey::from_sec1_bytes(
-            crate::pki::DEFAULT_DIST_ID,
-            &sk.verifying_key().to_sec1_bytes(),
-        )
-        .expect("same point");
+        let default_id =
+            VerifyingKey::from_sec1_bytes(crate::SM2_DISTID, &sk.verifying_key().to_sec1_bytes())
+                .expect("same point");
         let default_id = KeptKey::new(default_id).expect("default ID");
         assert!(!verify(&default_id, b"message digest", &sig));
     }

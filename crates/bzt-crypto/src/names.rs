@@ -1,4 +1,6 @@
-//! Subject names, the 统一社会信用代码 (unified social credit code, USCC) and serial text.
+//! Subject names, the 统一社会信用代码 (unified social credit code, USCC) and serial text: the
+//! one serial format and the one RFC 4514 rendering that the broker, the phone, the envelope and
+//! the development CA all use, so a certificate is named the same everywhere.
 
 use der::asn1::{Any, ObjectIdentifier};
 use der::{Decode, Encode, Tag, Tagged};
@@ -36,6 +38,27 @@ const USCC_WEIGHTS: [u32; 17] = [
 /// (A negative serial, which RFC 5280 forbids, is shown as its raw two's-complement bytes.)
 pub fn serial_hex(cert: &Certificate) -> String {
     serial_bytes_hex(cert.tbs_certificate().serial_number().as_bytes())
+}
+
+/// Lowercase hex without leading zeros, from any-case hex input (colons
+/// allowed, as `openssl x509 -serial` and browsers print them). `None` if it
+/// is not hex.
+pub fn normalize_serial(s: &str) -> Option<String> {
+    let digits: String = s
+        .trim()
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if digits.is_empty() || digits.len() > 64 || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let trimmed = digits.trim_start_matches('0');
+    Some(if trimmed.is_empty() {
+        "0".into()
+    } else {
+        trimmed.into()
+    })
 }
 
 /// [`serial_hex`] of a big-endian integer's bytes.
@@ -80,6 +103,68 @@ pub fn validate_uscc(uscc: &str) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// Subject and issuer names as RFC 4514 strings.
+pub fn subject_string(cert: &Certificate) -> String {
+    name_string(cert.tbs_certificate().subject())
+}
+pub fn issuer_string(cert: &Certificate) -> String {
+    name_string(cert.tbs_certificate().issuer())
+}
+
+/// RFC 4514 form of a name (last RDN first), as x509-cert writes it, except
+/// that organizationIdentifier is written as text rather than as `#<hex DER>`,
+/// so a bidder can read the company's credit code.
+pub fn name_string(name: &Name) -> String {
+    let mut rdns: Vec<String> = name
+        .iter_rdn()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|atv| {
+                    if atv.oid == OID_ORGANIZATION_IDENTIFIER {
+                        if let Some(text) = directory_string(&atv.value) {
+                            return format!("organizationIdentifier={}", escape_rfc4514(&text));
+                        }
+                    }
+                    atv.to_string()
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    rdns.reverse();
+    rdns.join(",")
+}
+
+fn directory_string(value: &Any) -> Option<String> {
+    use der::asn1::{PrintableStringRef, Utf8StringRef};
+    match value.tag() {
+        Tag::Utf8String => Utf8StringRef::try_from(value)
+            .ok()
+            .map(|s| s.as_str().to_owned()),
+        Tag::PrintableString => PrintableStringRef::try_from(value)
+            .ok()
+            .map(|s| s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+fn escape_rfc4514(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        match c {
+            '#' if i == 0 => out.push_str("\\#"),
+            ' ' if i == 0 || i == last => out.push_str("\\ "),
+            '"' | '+' | ',' | ';' | '<' | '>' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// Builds a subject: `C=CN, O=<org>, [OU=<ou>,] [organizationIdentifier=<uscc>,] CN=<cn>`.
