@@ -1,5 +1,7 @@
-//! `bzt cosigner serve`: the co-signing service of split keys (密钥拆分), a process of its own
-//! beside the broker (docs/key-splitting.md). Development mode starts it as a child process.
+//! `bzt cosigner serve`: the co-signing service for split keys (密钥拆分),
+//! run as its own process with its own configuration and listen address, so
+//! that a compromised broker cannot co-sign by itself. Development mode
+//! (`bzt serve` without a configuration) starts it as a child process.
 
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -7,26 +9,30 @@ use std::path::PathBuf;
 #[derive(Subcommand)]
 pub enum CosignerCommand {
     /// Run the co-signing service (development mode when no configuration is given).
-    Serve(ServeArgs),
+    Serve(CosignerServeArgs),
 }
 
 #[derive(Args)]
-pub struct ServeArgs {
-    /// TOML configuration file of the service (not the broker's).
+pub struct CosignerServeArgs {
+    /// TOML configuration file (see docs/key-splitting.md); without it the
+    /// service runs in development mode.
     #[arg(long, env = "BZT_COSIGNER_CONFIG")]
     config: Option<PathBuf>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    json_logs: bool,
     /// Exit when standard input closes: how development mode's broker ends its child service
     /// even when the broker itself is killed outright.
     #[arg(long, hide = true)]
     exit_with_stdin: bool,
 }
 
-pub fn run(cmd: CosignerCommand) -> anyhow::Result<()> {
-    match cmd {
-        CosignerCommand::Serve(a) => {
-            super::serve::init_tracing(false);
-            let config = bzt_cosigner::Config::load(a.config.as_deref())?;
-            if a.exit_with_stdin {
+pub fn run(command: CosignerCommand) -> anyhow::Result<()> {
+    match command {
+        CosignerCommand::Serve(args) => {
+            super::serve::init_tracing(args.json_logs);
+            let config = bzt_cosigner::Config::load(args.config.as_deref())?;
+            if args.exit_with_stdin {
                 // A plain thread: the read blocks until the parent's end of the pipe closes.
                 std::thread::spawn(|| {
                     let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());

@@ -45,7 +45,7 @@ enum Command {
     /// Opening hall (开标大厅): decrypt a sealed bid file with a recipient's phone (扫码解密).
     #[command(subcommand)]
     Hall(hall::HallCommand),
-    /// Co-signing service of split keys (密钥拆分): holds the server shares.
+    /// Co-signing service for split keys (密钥拆分): `bzt cosigner serve`.
     #[command(subcommand)]
     Cosigner(cosigner::CosignerCommand),
 }

@@ -219,7 +219,7 @@ mod tests {
         assert!(format!("{err:#}").contains("master_key"), "{err:#}");
         std::fs::write(
             &path,
-            "master_key_file = \"mk.hex\"\nbroker_credential = \"c\"\nenrolment_token = \"e\"\n",
+            "master_key_file = \"mk.hex\"\ndata_dir = \"data\"\nbroker_credential = \"c\"\nenrolment_token = \"e\"\n",
         )
         .unwrap();
         let config = Config::load(Some(&path)).unwrap();

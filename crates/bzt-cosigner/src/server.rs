@@ -1,11 +1,14 @@
 //! The service: HTTP routes, and each operation as the protocol's steps.
 //!
-//! Every sign or decrypt request runs the same gate, in this order: open the
+//! Every sign or decrypt request runs the same gates, in this order: open the
 //! sealed body; the key exists, is not revoked, not frozen, not locked; the
-//! received point is valid; the PIN proof is fresh and verifies (a failure
-//! counts, the fifth in a row locks) and its nonce was never used; then the
-//! content: the bytes come from the broker (or, for a PKCS#10 request at
-//! enrolment, are checked to carry the joint key), never from the phone.
+//! content: the bytes come from the broker for a live session of this phone
+//! (or, for a PKCS#10 request at enrolment, are checked to carry the joint
+//! key), never from the phone, and a decryption is inside its opening window;
+//! then the received point is valid, the PIN proof is fresh and verifies (a
+//! failure counts, the fifth in a row locks) and its nonce was never used.
+//! The content comes before the PIN so that only a phone holding a live
+//! session's token can spend a key's five attempts.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,8 +21,8 @@ use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use bzt_crypto::two_party::{
-    decode_point, message_digest, point_from_hex, point_to_hex, service_decrypt, service_sign,
-    ChannelKey, PinProof, PinStatement, ResponseKey, SchnorrProof, ServiceShare,
+    decode_point, encode_point, message_digest, point_from_hex, point_to_hex, service_decrypt,
+    service_sign, ChannelKey, PinProof, PinStatement, ResponseKey, SchnorrProof, ServiceShare,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -262,7 +265,10 @@ async fn enrol(
     let record = KeyRecord {
         key_id: key_id.clone(),
         label: request.label,
-        p1: request.p1.to_lowercase(),
+        sealed_p1: svc
+            .master
+            .seal(format!("p1:{key_id}").as_bytes(), &encode_point(&p1))
+            .map_err(|_| ServiceError::internal())?,
         public_key: point_to_hex(&joint),
         sealed_share: Some(sealed_share),
         state: KeyState::Active,
@@ -356,15 +362,8 @@ impl Service {
         }
     }
 
-    /// The gate every operation passes: usable key, valid point, PIN proof.
-    async fn admit(
-        &self,
-        key_id: &str,
-        operation: &str,
-        context: &Context,
-        point_hex: &str,
-        proof: &PinProofWire,
-    ) -> Result<(KeyRecord, ServiceShare, ProjectivePoint), ServiceError> {
+    /// The first gate: the key exists and is neither revoked, frozen nor locked.
+    async fn usable(&self, key_id: &str) -> Result<KeyRecord, ServiceError> {
         let record = self
             .store
             .get(key_id)
@@ -384,6 +383,21 @@ impl Service {
         if self.store.failures(key_id).await? >= MAX_FAILURES {
             return Err(locked());
         }
+        Ok(record)
+    }
+
+    /// The last gate, once the content is known to be asked for (so that
+    /// only a phone holding a live session's token can spend the key's five
+    /// PIN attempts): valid point, fresh PIN proof that verifies, unused nonce.
+    async fn check_pin(
+        &self,
+        record: &KeyRecord,
+        operation: &str,
+        context: &Context,
+        point_hex: &str,
+        proof: &PinProofWire,
+    ) -> Result<(ServiceShare, ProjectivePoint), ServiceError> {
+        let key_id = record.key_id.as_str();
         let point = decode_point(&hex::decode(point_hex).unwrap_or_default())
             .map_err(|_| ServiceError::invalid("the point is not 04||X||Y on the SM2 curve"))?;
         let nonce: [u8; 16] = hex::decode(&proof.nonce)
@@ -402,7 +416,15 @@ impl Service {
                 "the PIN proof is not fresh: check the phone's clock and make a new one",
             ));
         }
-        let p1 = point_from_hex(&record.p1).map_err(|_| ServiceError::internal())?;
+        let p1 = self
+            .master
+            .open(format!("p1:{key_id}").as_bytes(), &record.sealed_p1)
+            .ok()
+            .and_then(|bytes| decode_point(&bytes).ok())
+            .ok_or_else(|| {
+                tracing::error!(key_id, "P1 does not open under the master key");
+                ServiceError::internal()
+            })?;
         let canonical = context.canonical();
         let statement = PinStatement {
             key_id,
@@ -415,21 +437,8 @@ impl Service {
             issued_at: proof.issued_at,
             proof: schnorr,
         };
-        if pin.verify(&p1, &statement).is_err() {
-            let failures = self.store.add_failure(key_id).await?;
-            tracing::warn!(key_id, failures, "wrong PIN proof");
-            if failures >= MAX_FAILURES {
-                return Err(locked());
-            }
-            return Err(ServiceError::new(
-                StatusCode::FORBIDDEN,
-                "wrong_pin",
-                format!(
-                    "wrong PIN; {} attempt(s) left before the key locks",
-                    MAX_FAILURES - failures
-                ),
-            ));
-        }
+        // A nonce is spent before anything else, so a replayed proof neither
+        // counts nor, being valid, resets the count of wrong ones.
         let ttl = 2 * self.config.proof_window_s + 1;
         if !self
             .store
@@ -443,6 +452,27 @@ impl Service {
                 StatusCode::CONFLICT,
                 "replayed",
                 "this PIN proof was used already; make a new one",
+            ));
+        }
+        // Each attempt is counted before it is checked (atomically, across
+        // nodes), so parallel guesses cannot slip past the limit; a right PIN
+        // then clears the count.
+        let attempt = self.store.add_failure(key_id).await?;
+        if attempt > MAX_FAILURES {
+            return Err(locked());
+        }
+        if pin.verify(&p1, &statement).is_err() {
+            tracing::warn!(key_id, failures = attempt, "wrong PIN proof");
+            if attempt >= MAX_FAILURES {
+                return Err(locked());
+            }
+            return Err(ServiceError::new(
+                StatusCode::FORBIDDEN,
+                "wrong_pin",
+                format!(
+                    "wrong PIN; {} attempt(s) left before the key locks",
+                    MAX_FAILURES - attempt
+                ),
             ));
         }
         self.store.reset_failures(key_id).await?;
@@ -459,7 +489,7 @@ impl Service {
                 tracing::error!(key_id, "server share does not open under the master key");
                 ServiceError::internal()
             })?;
-        Ok((record, share, point))
+        Ok((share, point))
     }
 
     async fn sign(
@@ -467,15 +497,7 @@ impl Service {
         key_id: &str,
         request: &SignRequest,
     ) -> Result<(SignAnswer, String), ServiceError> {
-        let (record, share, q1) = self
-            .admit(
-                key_id,
-                "sign",
-                &request.context,
-                &request.q1,
-                &request.pin_proof,
-            )
-            .await?;
+        let record = self.usable(key_id).await?;
         let joint = point_from_hex(&record.public_key).map_err(|_| ServiceError::internal())?;
         let tbs = match &request.context {
             Context::Session(s) => {
@@ -490,6 +512,15 @@ impl Service {
             }
             Context::Csr(csr) => self.checked_csr(&record, &joint, &csr.tbs_b64)?,
         };
+        let (share, q1) = self
+            .check_pin(
+                &record,
+                "sign",
+                &request.context,
+                &request.q1,
+                &request.pin_proof,
+            )
+            .await?;
         let e = message_digest(&joint, &tbs).map_err(|_| ServiceError::internal())?;
         let (r, s1) = service_sign(&share, &q1, &e).map_err(|_| ServiceError::internal())?;
         let answer = SignAnswer {
@@ -509,15 +540,7 @@ impl Service {
                 "a co-decryption answers a decrypt session: context must be {\"session\": …}",
             ));
         };
-        let (_, share, t1) = self
-            .admit(
-                key_id,
-                "decrypt",
-                &request.context,
-                &request.t1,
-                &request.pin_proof,
-            )
-            .await?;
+        let record = self.usable(key_id).await?;
         let (tbs, context) = self
             .broker_tbs(BrokerContextRequest::Session(session.clone()))
             .await?;
@@ -527,6 +550,15 @@ impl Service {
             ));
         }
         self.check_opening(&tbs, context.opening.as_ref()).await?;
+        let (share, t1) = self
+            .check_pin(
+                &record,
+                "decrypt",
+                &request.context,
+                &request.t1,
+                &request.pin_proof,
+            )
+            .await?;
         if !self
             .store
             .use_once(

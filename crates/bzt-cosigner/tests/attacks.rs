@@ -25,6 +25,37 @@ use support::*;
 
 const PIN: &str = "735194";
 
+/// Every log line of this test binary (service and client alike), for the
+/// search for secrets.
+fn captured_logs() -> &'static std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || LogWriter(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("one subscriber per test binary");
+        logs
+    })
+}
+
+struct LogWriter(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// One exchange as JSON: path, request body, answer body.
 #[derive(Clone)]
 struct Message {
@@ -241,7 +272,8 @@ async fn a_capture_plus_the_phone_file_does_not_let_a_thief_test_pins() {
 }
 
 #[tokio::test]
-async fn no_message_and_no_phone_file_holds_d_d2_or_the_pin() {
+async fn no_message_log_line_or_phone_file_holds_d_d2_or_the_pin() {
+    let logs = captured_logs();
     let (_broker, service, proxy, file, _, _) = phone_session_through_proxy().await;
     let secrets = service_secrets(&service, &file.key_id);
     let d1 = file.unmask(PIN).unwrap();
@@ -260,10 +292,16 @@ async fn no_message_and_no_phone_file_holds_d_d2_or_the_pin() {
     let phone_file = serde_json::to_vec_pretty(&file).unwrap();
     let wire = proxy.all_bytes();
     assert!(wire.len() > 1000, "the capture holds the exchanges");
+    let log = logs.lock().unwrap().clone();
+    assert!(
+        String::from_utf8_lossy(&log).contains("co-signing service operation"),
+        "the logs were captured"
+    );
     for (name, needle) in &needles {
         for (place, haystack) in [
             ("the captured messages", &wire),
             ("the phone's file", &phone_file),
+            ("the logs", &log),
         ] {
             assert!(
                 !haystack
@@ -273,7 +311,28 @@ async fn no_message_and_no_phone_file_holds_d_d2_or_the_pin() {
             );
         }
     }
-    // The search can find what is there: the file does hold its masked share.
+    // The service's store, read without the master key, holds neither d2 nor
+    // P1 (which, with the phone file, would test PIN guesses).
+    let store = std::fs::read(service.config.store_path()).unwrap();
+    let p1 = hex::encode(bzt_crypto::two_party::encode_point(
+        &ProjectivePoint::mul_by_generator(&*d1.invert()),
+    ));
+    let mut store_needles: Vec<(String, Vec<u8>)> = needles
+        .iter()
+        .filter(|(n, _)| n.starts_with("d2") || n == "PIN")
+        .cloned()
+        .collect();
+    store_needles.push(("P1 hex".into(), p1.clone().into_bytes()));
+    store_needles.push(("P1 x".into(), p1.as_bytes()[2..66].to_vec()));
+    for (name, needle) in &store_needles {
+        assert!(
+            !store.windows(needle.len()).any(|w| w == needle.as_slice()),
+            "{name} found in the service's store"
+        );
+    }
+    // The search can find what is there: the store does hold the joint key,
+    assert!(store.windows(130).any(|w| w == file.public_key.as_bytes()));
+    // and the file its masked share.
     assert!(phone_file
         .windows(64)
         .any(|w| w == file.masked_share.as_bytes()));

@@ -230,6 +230,64 @@ async fn five_wrong_pins_lock_the_key_until_its_owner_unlocks_it() {
 }
 
 #[tokio::test]
+async fn wrong_pins_without_a_live_session_do_not_count() {
+    let broker = TestBroker::start().await;
+    let service = TestService::start(&broker).await;
+    let phone = Phone::enrol(&service).await;
+    // Whoever knows the key id but holds no session of this phone cannot lock it.
+    let unknown = Context::Session(bzt_cosigner::wire::SessionRef {
+        id: "nope".into(),
+        phone_token: "t".into(),
+    });
+    for _ in 0..6 {
+        assert_eq!(
+            code(phone.sign("000000", &unknown, b"x").await),
+            "not_requested"
+        );
+    }
+    assert_eq!(
+        phone
+            .client
+            .key_status(ADMIN_TOKEN, &phone.file.key_id)
+            .await
+            .unwrap()
+            .failures,
+        0
+    );
+}
+
+#[tokio::test]
+async fn parallel_guesses_get_five_checks_in_all() {
+    let broker = TestBroker::start().await;
+    let service = TestService::start(&broker).await;
+    let phone = std::sync::Arc::new(Phone::enrol(&service).await);
+    let tbs = challenge("login");
+    let session = broker.scanned("login", &tbs, None);
+    // A slow broker lines every guess up past the "is it locked?" check
+    // before any of them is checked.
+    broker.answer_after(std::time::Duration::from_millis(300));
+    let guess = |pin: String| {
+        let (phone, session, tbs) = (phone.clone(), session.clone(), tbs.clone());
+        tokio::spawn(async move { phone.sign(&pin, &session, &tbs).await.map(|_| ()) })
+    };
+    let before = broker.asked.load(std::sync::atomic::Ordering::SeqCst);
+    let wrong: Vec<_> = (0..19).map(|i| guess(format!("{i:06}"))).collect();
+    // Send the right PIN once all nineteen wait at the broker, not yet counted.
+    while broker.asked.load(std::sync::atomic::Ordering::SeqCst) < before + 19 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let right = guess(PIN.to_owned());
+    let mut codes = Vec::new();
+    for g in wrong {
+        codes.push(code(g.await.unwrap()));
+    }
+    let wrong_pin = codes.iter().filter(|c| *c == "wrong_pin").count();
+    assert_eq!(wrong_pin, 4, "{codes:?}");
+    // The right PIN came twentieth: checked, it would have been a sixth guess.
+    assert_eq!(code(right.await.unwrap()), "locked");
+}
+
+#[tokio::test]
 async fn a_right_pin_resets_the_count_of_wrong_ones() {
     let broker = TestBroker::start().await;
     let service = TestService::start(&broker).await;
@@ -437,4 +495,59 @@ async fn the_joint_key_co_signs_its_own_certificate_request_only_for_itself() {
         tbs_b64: b64(&theirs),
     });
     assert_eq!(code(phone.sign(PIN, &csr, &theirs).await), "not_requested");
+}
+
+#[tokio::test]
+async fn the_service_refuses_points_off_the_curve_before_using_its_share() {
+    use bzt_cosigner::wire::{channel_aad, PinProofWire, SealedBody, SignRequest};
+    let broker = TestBroker::start().await;
+    let service = TestService::start(&broker).await;
+    let phone = Phone::enrol(&service).await;
+    let tbs = challenge("login");
+    let session = broker.scanned("login", &tbs, None);
+    let service_key = bzt_crypto::two_party::point_from_hex(&phone.file.service_key).unwrap();
+    let generator = bzt_crypto::two_party::encode_point(&sm2::ProjectivePoint::GENERATOR);
+    let mut off_curve = generator.clone();
+    off_curve[64] ^= 1;
+    for (name, q1) in [
+        ("off the curve", hex::encode(&off_curve)),
+        ("identity", "00".to_owned()),
+        ("compressed", hex::encode(&generator[..33])),
+    ] {
+        let request = SignRequest {
+            context: session.clone(),
+            q1,
+            pin_proof: PinProofWire {
+                nonce: "00".repeat(16),
+                issued_at: OffsetDateTime::now_utc().unix_timestamp(),
+                proof: "00".repeat(97),
+            },
+        };
+        let path = format!("/v1/keys/{}/sign", phone.file.key_id);
+        let (sealed, _) = bzt_crypto::two_party::channel::seal_request(
+            &service_key,
+            &channel_aad("POST", &path),
+            &serde_json::to_vec(&request).unwrap(),
+        )
+        .unwrap();
+        let resp = reqwest::Client::new()
+            .post(format!("{}{path}", service.url))
+            .json(&SealedBody::from_sealed(&sealed))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{name}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_request", "{name}");
+    }
+    // None of them counted as a wrong PIN.
+    assert_eq!(
+        phone
+            .client
+            .key_status(ADMIN_TOKEN, &phone.file.key_id)
+            .await
+            .unwrap()
+            .failures,
+        0
+    );
 }

@@ -47,8 +47,9 @@ impl KeyState {
 pub struct KeyRecord {
     pub key_id: String,
     pub label: String,
-    /// The phone's `P1`, hex: what PIN proofs are checked against.
-    pub p1: String,
+    /// The phone's `P1` (what PIN proofs are checked against), sealed under
+    /// the master key: with a phone file, `P1` would test PIN guesses.
+    pub sealed_p1: String,
     /// The joint public key, hex.
     pub public_key: String,
     /// `d2` sealed under the master key; `None` once revoked.

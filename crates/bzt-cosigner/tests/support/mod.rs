@@ -41,6 +41,10 @@ async fn listen() -> (TcpListener, SocketAddr) {
 pub struct TestBroker {
     pub url: String,
     sessions: Arc<Mutex<HashMap<String, (String, BrokerContext)>>>,
+    /// How long the broker takes to answer (to line up concurrent requests).
+    delay: Arc<Mutex<std::time::Duration>>,
+    /// Context requests received so far.
+    pub asked: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl TestBroker {
@@ -75,6 +79,10 @@ impl TestBroker {
         Context::Session(SessionRef { id, phone_token })
     }
 
+    pub fn answer_after(&self, delay: std::time::Duration) {
+        *self.delay.lock().unwrap() = delay;
+    }
+
     pub fn finish(&self, context: &Context) {
         if let Context::Session(s) = context {
             self.sessions.lock().unwrap().remove(&s.id);
@@ -95,6 +103,11 @@ async fn context(
         )
             .into_response();
     }
+    broker
+        .asked
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let delay = *broker.delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
     let BrokerContextRequest::Session(s) = request else {
         return not_found();
     };

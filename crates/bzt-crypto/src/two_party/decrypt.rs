@@ -177,6 +177,25 @@ mod tests {
     }
 
     #[test]
+    fn neither_share_alone_decrypts() {
+        let (d1, share, joint) = enrolled();
+        let ct = seal(&joint, b"secret");
+        // The phone alone: it must stand in for the service's answer (d2 = 1: T2 = T1).
+        let phone = BlindedDecryption::start_der(&ct).unwrap();
+        let t2 = *phone.t1();
+        assert_eq!(phone.finish(&d1, &t2).unwrap_err(), Error::Decrypt);
+        // The service alone: with its own share and a stand-in d1 = 1.
+        let phone = BlindedDecryption::start_der(&ct).unwrap();
+        let t2 = service_decrypt(&share, phone.t1());
+        let one = NonZeroScalar::new(sm2::Scalar::ONE).unwrap();
+        assert_eq!(phone.finish(&one, &t2).unwrap_err(), Error::Decrypt);
+        // Both together.
+        let phone = BlindedDecryption::start_der(&ct).unwrap();
+        let t2 = service_decrypt(&share, phone.t1());
+        assert_eq!(phone.finish(&d1, &t2).unwrap(), b"secret");
+    }
+
+    #[test]
     fn the_blinding_differs_every_time() {
         let (_, _, joint) = enrolled();
         let ct = seal(&joint, b"secret");

@@ -1,0 +1,136 @@
+//! The key store contract (src/store/mod.rs), written once and run against
+//! the file store and the Redis store (a real `redis-server`).
+
+mod support;
+
+use bzt_cosigner::store::file::FileStore;
+use bzt_cosigner::store::redis::RedisStore;
+use bzt_cosigner::store::{KeyRecord, KeyState, KeyStore, StoreError};
+use bzt_cosigner::wire::{AuditRecord, OpeningWindow};
+use support::redis::RedisServer;
+
+fn record(id: &str) -> KeyRecord {
+    KeyRecord {
+        key_id: id.into(),
+        label: "label".into(),
+        sealed_p1: "sealed-p1".into(),
+        public_key: "04ab".into(),
+        sealed_share: Some("sealed-share".into()),
+        state: KeyState::Active,
+        created_at: 1_700_000_000,
+    }
+}
+
+async fn conformance(store: &dyn KeyStore) {
+    // create is insert-only
+    store.create(&record("k1")).await.unwrap();
+    assert!(matches!(
+        store.create(&record("k1")).await,
+        Err(StoreError::Exists)
+    ));
+    assert_eq!(store.get("k1").await.unwrap(), Some(record("k1")));
+    assert_eq!(store.get("nope").await.unwrap(), None);
+
+    // put replaces; a revoked record stays revoked and shareless
+    let frozen = KeyRecord {
+        state: KeyState::Frozen,
+        ..record("k1")
+    };
+    store.put(&frozen).await.unwrap();
+    assert_eq!(
+        store.get("k1").await.unwrap().unwrap().state,
+        KeyState::Frozen
+    );
+    let revoked = KeyRecord {
+        state: KeyState::Revoked,
+        sealed_share: None,
+        ..record("k1")
+    };
+    store.put(&revoked).await.unwrap();
+    assert!(matches!(
+        store.put(&record("k1")).await,
+        Err(StoreError::Revoked)
+    ));
+    assert_eq!(store.get("k1").await.unwrap(), Some(revoked));
+
+    // failures count up and reset
+    assert_eq!(store.failures("k2").await.unwrap(), 0);
+    for n in 1..=3 {
+        assert_eq!(store.add_failure("k2").await.unwrap(), n);
+    }
+    assert_eq!(store.failures("k2").await.unwrap(), 3);
+    store.reset_failures("k2").await.unwrap();
+    assert_eq!(store.failures("k2").await.unwrap(), 0);
+
+    // use_once: true the first time only
+    assert!(store.use_once("nonce:a", 60).await.unwrap());
+    assert!(!store.use_once("nonce:a", 60).await.unwrap());
+    assert!(store.use_once("nonce:b", 60).await.unwrap());
+
+    // the first channel key stored wins
+    assert_eq!(store.channel_key("first").await.unwrap(), "first");
+    assert_eq!(store.channel_key("second").await.unwrap(), "first");
+
+    // openings
+    let window = OpeningWindow {
+        envelope_sm3: "ab".repeat(32),
+        not_before: "2030-01-01T00:00:00Z".into(),
+        not_after: "2030-01-02T00:00:00Z".into(),
+    };
+    store.put_opening(&window).await.unwrap();
+    assert_eq!(
+        store.opening(&window.envelope_sm3).await.unwrap(),
+        Some(window)
+    );
+    assert_eq!(store.opening(&"cd".repeat(32)).await.unwrap(), None);
+
+    // audit keeps order and the last `limit`
+    for i in 0..5 {
+        let r = AuditRecord {
+            at: format!("t{i}"),
+            node: "n".into(),
+            key_id: "k1".into(),
+            operation: "sign".into(),
+            context: "session:s".into(),
+            tbs_sm3: None,
+            outcome: "ok".into(),
+        };
+        store.append_audit(&r).await.unwrap();
+    }
+    let last: Vec<String> = store
+        .audit(2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(last, vec!["t3", "t4"]);
+}
+
+#[tokio::test]
+async fn the_file_store_keeps_the_contract_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.json");
+    conformance(&FileStore::open(&path).unwrap()).await;
+    let reopened = FileStore::open(&path).unwrap();
+    assert_eq!(
+        reopened.get("k1").await.unwrap().unwrap().state,
+        KeyState::Revoked
+    );
+    assert!(matches!(
+        reopened.put(&record("k1")).await,
+        Err(StoreError::Revoked)
+    ));
+    assert_eq!(reopened.channel_key("other").await.unwrap(), "first");
+    assert!(reopened.forgets_nonces_on_restart());
+}
+
+#[tokio::test]
+async fn the_redis_store_keeps_the_contract() {
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), "conformance:")
+        .await
+        .unwrap();
+    conformance(&store).await;
+    assert!(!store.forgets_nonces_on_restart());
+}
