@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load test of the bzt broker: loadtest/run.sh <quick|flows|cluster|idle|conversation> [extra bzt-load args]
+# Load test of the bzt broker: loadtest/run.sh <quick|flows|cluster|idle|conversation|cosign> [extra bzt-load args]
 # Builds the broker and the load generator in release mode, raises the open-file
 # limit, runs the scenario and writes loadtest/results/<scenario>.{json,md,svg}.
 set -euo pipefail
@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 scenario="${1:-quick}"
 shift || true
 case "$scenario" in
-  quick|flows|cluster|idle|conversation) ;;
-  *) echo "usage: $0 <quick|flows|cluster|idle|conversation> [args]" >&2; exit 2 ;;
+  quick|flows|cluster|idle|conversation|cosign) ;;
+  *) echo "usage: $0 <quick|flows|cluster|idle|conversation|cosign> [args]" >&2; exit 2 ;;
 esac
 cargo build --release --bin bzt --bin bzt-load
 # Idle sockets need two descriptors per socket on one machine (client + broker).
