@@ -12,6 +12,13 @@ command -v redis-server >/dev/null  || need_apt+=(redis-server)
 command -v redis-cli >/dev/null     || need_apt+=(redis-tools)
 command -v chromium >/dev/null      || need_apt+=(chromium)
 command -v node >/dev/null          || need_apt+=(nodejs npm)
+# The deployment test puts Debian's nginx (TLS, WebSocket, SSE) in front of the broker.
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+# Screenshots made in the browser tests must show the Chinese, not boxes.
+dpkg -s fonts-noto-cjk >/dev/null 2>&1 || need_apt+=(fonts-noto-cjk)
+# The README's Quick start and the deployment test use them.
+command -v curl >/dev/null          || need_apt+=(curl)
+command -v jq >/dev/null            || need_apt+=(jq)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-test-deps: apt-get install ${need_apt[*]}"
@@ -20,8 +27,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-# The broker must not pick up a system Redis started by the package: tests start their own.
-if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl stop redis-server >/dev/null 2>&1 || true; fi
+# The broker must not pick up a system Redis started by the package: tests start their own. Nor
+# does the deployment test want the package's nginx on port 80: it starts its own on free ports.
+if command -v systemctl >/dev/null 2>&1; then
+  $SUDO systemctl stop redis-server >/dev/null 2>&1 || true
+  $SUDO systemctl stop nginx >/dev/null 2>&1 || true
+fi
 
 # SM4-GCM cross-check (OpenSSL 3.0's CLI has none).
 if ! python3 -c 'import cryptography' >/dev/null 2>&1; then

@@ -253,8 +253,9 @@ export interface LoginWidgetOptions {
   /**
    * Calls YOUR backend, which creates the session with its API key and returns the create answer.
    * With `domains`, pass `accept` on to `POST /v1/sessions` (one session per tab); without, `accept`
-   * is null (one QR for every trust domain). An error with a string `code` (e.g. the broker's,
-   * passed on by your backend) is shown with that code's zh-CN message.
+   * is null (one QR for every trust domain). A failure becomes a `create_failed` BztError whose
+   * `cause` is what you threw; give it a string `code` (e.g. the broker's, passed on by your
+   * backend) and the widget shows that code's zh-CN message.
    */
   createSession: (context: { accept: string[] | null; domain: string | null }) => Promise<CreatedSession>;
   /**
@@ -336,7 +337,7 @@ export declare function createLoginWidget(options: LoginWidgetOptions): LoginWid
 export type BrokerErrorCode =
   | 'invalid_request' | 'unauthorized' | 'forbidden' | 'not_found' | 'method_not_allowed' | 'already_claimed'
   | 'conflict' | 'expired' | 'payload_too_large' | 'bad_signature' | 'untrusted_certificate' | 'rate_limited'
-  | 'internal' | 'unavailable';
+  | 'internal' | 'unavailable' | 'seal_not_acceptable';
 /** The SDK's own error codes (BztError). */
 export type SdkErrorCode =
   | 'network' | 'timeout' | 'create_failed' | 'closed' | 'destroyed' | 'conversation_ended' | 'bad_session'

@@ -13,7 +13,7 @@ pub use crate::revocations::Revocations;
 use crate::store::{SessionStore, Update};
 use crate::timers::{Timer, TimerQueue};
 use crate::webhook::WebhookSender;
-use bzt_core::pki::{CheckContext, CheckedCertificate, TrustStore};
+use bzt_core::pki::{CheckContext, CheckedCertificate, KeyUse, SignatureBudget, TrustStore};
 use bzt_core::session::{
     unknown_session_error, Approval, CancelledBy, Device, NewSession, NewSessionRequest,
     NumberMatch, Op, OpOutput, Requester,
@@ -48,9 +48,11 @@ pub struct Broker {
     pub store: Arc<dyn SessionStore>,
     pub conversations: Arc<dyn crate::store::conversation::ConversationStore>,
     pub audit: Arc<dyn crate::audit::AuditLog>,
-    pub trust: TrustStore,
+    pub trust: Arc<TrustStore>,
+    /// Where chain and signature checks run: off the async workers.
+    pub cert_checks: crate::cert_checks::CheckPool,
     /// Trusted seal makers (制章者): a seal signature's seal must be made by one of them.
-    pub seal_makers: Vec<x509_cert::Certificate>,
+    pub seal_makers: Arc<Vec<x509_cert::Certificate>>,
     pub revocations: Revocations,
     pub apps: Apps,
     pub clock: Arc<dyn Clock>,
@@ -291,8 +293,10 @@ impl Broker {
         validate_kind_extras(&session, &c)?;
 
         let started = std::time::Instant::now();
-        let verified = self.verify_completion(&session, &c);
+        let verified = self.verify_completion(&session, &c).await?;
         metrics::histogram!("bzt_completion_check_seconds").record(started.elapsed().as_secs_f64());
+        // Every refusal but a malformed request counts, the costly ones
+        // (a hostile chain is `untrusted_certificate`) included.
         let (signer, recipients, seal) = match verified {
             Ok(v) => v,
             Err(e) if e.code == ErrorCode::InvalidRequest => return Err(e.into()),
@@ -354,65 +358,108 @@ impl Broker {
         Ok(())
     }
 
-    /// Certificate, signature (or seal signature) and (for `encrypt`) recipient checks.
+    /// Certificate, signature (or seal signature) and (for `encrypt`)
+    /// recipient checks. The costly work (chains, SM2 signatures, the seal)
+    /// runs in the check pool within one signature budget for the whole
+    /// completion; the per-use checks (validity, revocation, key usage,
+    /// `expect_cert`) are cheap and run here, so errors come in the
+    /// protocol's order. The outer error is the broker's own failure.
     #[allow(clippy::type_complexity)]
-    fn verify_completion(
+    async fn verify_completion(
         &self,
         session: &Session,
         c: &Completion,
     ) -> Result<
-        (
-            CheckedCertificate,
-            Vec<CheckedCertificate>,
-            Option<crate::seals::CheckedSealSignature>,
-        ),
-        DomainError,
+        Result<
+            (
+                CheckedCertificate,
+                Vec<CheckedCertificate>,
+                Option<crate::seals::CheckedSealSignature>,
+            ),
+            DomainError,
+        >,
+        ApiError,
     > {
+        let now = self.clock.now();
+        let (trust, makers) = (self.trust.clone(), self.seal_makers.clone());
+        let (leaf, chain, recipients_pem) = (
+            c.certificate_pem.clone(),
+            c.chain_pem.clone(),
+            c.recipients_pem.clone().unwrap_or_default(),
+        );
+        let (tbs, signature) = (session.tbs.clone(), c.signature.clone());
+        let seal_check = match (&session.seal, &c.seal_signature) {
+            (Some(wanted), Some(der)) => Some((wanted.clone(), der.clone())),
+            _ => None,
+        };
+        let created_at = session.created_at;
+        let (signer, signed, recipient_chains) =
+            self.cert_checks
+                .run(move || {
+                    let mut budget = SignatureBudget::for_certificates(1 + recipients_pem.len());
+                    let signer = trust.verify_chain(&leaf, &chain, &mut budget);
+                    let signed = signer.as_ref().ok().map(|v| match &seal_check {
+                        Some((wanted, der)) => {
+                            let signer_der = bzt_core::pki::pem_to_der(&leaf)?;
+                            crate::seals::check_seal_signature(
+                                der,
+                                wanted,
+                                &signer_der,
+                                &makers,
+                                created_at,
+                                now,
+                            )
+                            .map(Some)
+                        }
+                        None => bzt_core::pki::verify_signature(v.key(), &tbs, &signature)
+                            .map(|()| None),
+                    });
+                    let mut recipients = Vec::new();
+                    if matches!(signed, Some(Ok(_))) {
+                        for pem in &recipients_pem {
+                            let checked = trust.verify_chain(pem, &chain, &mut budget);
+                            let failed = checked.is_err();
+                            recipients.push(checked);
+                            if failed {
+                                break;
+                            }
+                        }
+                    }
+                    (signer, signed, recipients)
+                })
+                .await?;
+
         let is_revoked = |serial: &str| self.revocations.contains(serial);
         let ctx = CheckContext {
-            now: self.clock.now(),
+            usage: KeyUse::Sign,
+            now,
             accept: &session.accept,
             expect: session.expect_cert.as_ref(),
             is_revoked: &is_revoked,
         };
-        let signer = self.trust.check(&c.certificate_pem, &c.chain_pem, &ctx)?;
-        let seal = match (&session.seal, &c.seal_signature) {
-            (Some(wanted), Some(der)) => {
-                let signer_der = bzt_core::pki::pem_to_der(&c.certificate_pem)?;
-                Some(crate::seals::check_seal_signature(
-                    der,
-                    wanted,
-                    &signer_der,
-                    &self.seal_makers,
-                    session.created_at,
-                    ctx.now,
-                )?)
-            }
-            _ => {
-                bzt_core::pki::verify_signature(&signer.key, &session.tbs, &c.signature)?;
-                None
-            }
-        };
-        let mut recipients = Vec::new();
-        if let Some(pems) = &c.recipients_pem {
+        let checked = (|| {
+            let signer = signer?.check_use(&ctx)?;
+            let seal = signed.unwrap_or(Ok(None))?;
             // Recipients are checked like a signer, without `expect_cert`
             // (colleagues' certificates are other certificates by design).
             let rctx = CheckContext {
+                usage: KeyUse::Encrypt,
                 expect: None,
                 ..ctx
             };
-            for (i, pem) in pems.iter().enumerate() {
-                let r = self
-                    .trust
-                    .check(pem, &c.chain_pem, &rctx)
+            let mut recipients = Vec::new();
+            for (i, chain) in recipient_chains.into_iter().enumerate() {
+                let r = chain
+                    .and_then(|v| v.check_use(&rctx))
                     .map_err(|e| DomainError {
                         code: e.code,
                         message: format!("recipients_pem[{i}]: {}", e.message),
                     })?;
                 recipients.push(r);
             }
-        }
-        Ok((signer, recipients, seal))
+            Ok((signer, recipients, seal))
+        })();
+        Ok(checked)
     }
 
     /// Counts a 422 against the session and answers it; the third moves the session to `failed`.

@@ -427,6 +427,7 @@ impl Broker {
         let is_revoked = |serial: &str| self.revocations.contains(serial);
         let accept = [c.certificate.domain.clone()];
         let ctx = CheckContext {
+            usage: bzt_core::pki::KeyUse::Sign,
             now: self.clock.now(),
             accept: &accept,
             expect: None,

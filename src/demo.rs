@@ -92,13 +92,15 @@ pub fn routes(config: &Config, secrets: &DevSecrets) -> Router<AppState> {
 }
 
 /// The broker's own address for the RP backend's calls (loopback when bound to all interfaces).
+/// The demo backend lives in the broker's process, so it calls the listen address directly, never
+/// `public_base_url`: behind a TLS proxy (docs/deploy.md) that name may carry a certificate this
+/// process does not trust, and the detour would only add a hop.
 fn local_url(config: &Config) -> String {
-    let listen = config.listen.replace("0.0.0.0", "127.0.0.1");
-    if config.public_base_url.is_some() {
-        config.public_base_url()
-    } else {
-        format!("http://{listen}")
-    }
+    let listen = config
+        .listen
+        .replace("0.0.0.0", "127.0.0.1")
+        .replace("[::]", "[::1]");
+    format!("http://{listen}")
 }
 
 #[derive(Deserialize)]
@@ -258,6 +260,9 @@ struct PhoneCertRequest {
     org: String,
     #[serde(default)]
     domain: Option<String>,
+    /// 统一社会信用代码 (organizationIdentifier), checked by the dev CA; empty or absent: none.
+    #[serde(default)]
+    uscc: Option<String>,
 }
 
 /// Development only: the dev CA certifies a public key generated in the phone simulator's page,
@@ -292,10 +297,18 @@ async fn phone_certificate(
     }
     let public = sm2::PublicKey::from_sec1_bytes(&bytes)
         .map_err(|_| ApiError::invalid("public_key_hex is not a point on the SM2 curve"))?;
+    let uscc = req
+        .uscc
+        .map(|u| u.trim().to_ascii_uppercase())
+        .filter(|u| !u.is_empty());
+    if let Some(u) = &uscc {
+        bzt_devca::names::validate_uscc(u).map_err(|e| ApiError::invalid(e.to_string()))?;
+    }
     let data_dir = rp.data_dir.clone();
     let issued = tokio::task::spawn_blocking(move || {
         let ca = crate::dev::dev_ca(&data_dir, &domain)?;
-        let spec = bzt_devca::LeafSpec::new(cn, org);
+        let mut spec = bzt_devca::LeafSpec::new(cn, org);
+        spec.uscc = uscc;
         let (cert_pem, serial) = ca.issue_for_public_key(&spec, &public)?;
         anyhow::Ok((cert_pem, serial, ca.cert_pem().to_string(), domain))
     })

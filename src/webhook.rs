@@ -11,7 +11,7 @@
 
 use crate::config::WebhookConfig;
 use bzt_core::Secret;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use std::time::Duration;
 

@@ -1,12 +1,12 @@
 //! Conversations (会话签章): signing requests per second through one
 //! conversation, and across many, each phone auto-confirming.
 
-use crate::broker::API_KEY;
-use crate::flows::{connect_ws, create_session, lock, next_json, Ctx, Ws};
+use crate::flows::{connect_ws, create_session, lock, next_json, rp, rp_code, Ctx, Ws};
 use crate::stats::{round3, Errors, Lat};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bzt_phone::{approval_body, ApproveExtras, ConversationSocket, QrText};
+use bzt_rp_client::{ConversationLimits, CreateSession, Display, Kind};
 use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -67,10 +67,13 @@ async fn open(
 ) -> Result<Arc<Conv>, String> {
     let base = ctx.nodes[0].clone();
     let identity = ctx.identities[i % ctx.identities.len()].clone();
-    let body = json!({
-        "kind": "sign", "ttl_s": 120, "display": {"title": "会话签章 负载测试"},
-        "tbs_b64": STANDARD.encode(b"open conversation"),
-        "conversation": {"max_requests": REQUESTS_PER_CONVERSATION, "idle_s": 600, "max_s": 7200},
+    let mut body = CreateSession::new(Kind::Sign, "会话签章 负载测试");
+    body.ttl_s = Some(120);
+    body.tbs_b64 = Some(STANDARD.encode(b"open conversation"));
+    body.conversation = Some(ConversationLimits {
+        max_requests: Some(REQUESTS_PER_CONVERSATION as u32),
+        idle_s: Some(600),
+        max_s: Some(7200),
     });
     let (sid, qr_text, _) = create_session(&ctx.http, &base, &body).await?;
     let qr = QrText::parse(&qr_text).map_err(|_| "qr_parse")?;
@@ -92,17 +95,12 @@ async fn open(
     let grant = done
         .conversation
         .ok_or("no conversation in the complete answer")?;
-    let view: Value = ctx
-        .http
-        .get(format!("{base}/v1/sessions/{sid}"))
-        .bearer_auth(API_KEY)
-        .send()
+    let view = rp(&ctx.http, &base)
+        .get_session(&sid)
         .await
-        .map_err(|e| format!("get session: {e}"))?
-        .json()
-        .await
-        .map_err(|e| format!("get session body: {e}"))?;
-    let token = view["result"]["conversation"]["token"]
+        .map_err(|e| format!("get session: {e}"))?;
+    let result = view.result.unwrap_or_default();
+    let token = result["conversation"]["token"]
         .as_str()
         .ok_or("no conversation token")?
         .to_owned();
@@ -147,25 +145,15 @@ async fn open(
 async fn one_request(ctx: &Ctx, conv: &Conv, n: u64) -> Result<Duration, String> {
     let base = &ctx.nodes[0];
     let t0 = Instant::now();
-    let body =
-        json!({"tbs_b64": STANDARD.encode(format!("合同第{n}页")), "display": {"title": "签署"}});
-    let r = ctx
-        .http
-        .post(format!("{base}/v1/conversations/{}/requests", conv.id))
-        .bearer_auth(API_KEY)
-        .json(&body)
-        .send()
+    let display = Display {
+        title: "签署".into(),
+        detail: None,
+    };
+    let sent = rp(&ctx.http, base)
+        .send_conversation_request(&conv.id, format!("合同第{n}页").as_bytes(), Some(&display))
         .await
-        .map_err(|_| "request_transport")?;
-    let status = r.status().as_u16();
-    let v: Value = r.json().await.map_err(|_| "request_body")?;
-    if status != 202 {
-        return Err(format!(
-            "request_{}",
-            v["error"]["code"].as_str().unwrap_or("http")
-        ));
-    }
-    let rid = v["request_id"].as_str().ok_or("no request_id")?.to_owned();
+        .map_err(|e| rp_code("request", &e))?;
+    let rid = sent.request_id;
     let deadline = t0 + Duration::from_secs(60);
     loop {
         let notified = conv.notify.notified();

@@ -8,6 +8,7 @@ use bzt_phone::{
     approval_body, check_approval, signed_approval_body, ApproveExtras, Phone, PhoneIdentity,
     QrText, UnlockedSplit,
 };
+use bzt_rp_client::{CreateSession, Kind, RpClient, RpError};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -107,43 +108,39 @@ pub async fn next_json(ws: &mut Ws) -> Option<Value> {
     }
 }
 
+/// The relying-party API of node `base` (cheap: the HTTP pool is shared).
+pub fn rp(http: &reqwest::Client, base: &str) -> RpClient {
+    RpClient::new(http.clone(), base, API_KEY)
+}
+
+/// A short error code for the report: `<what>_<protocol code>`, or `<what>_transport`.
+pub fn rp_code(what: &str, e: &RpError) -> String {
+    match e {
+        RpError::Broker { code, .. } => format!("{what}_{code}"),
+        RpError::Transport(m) if m.contains("timed out") => format!("{what}_timeout"),
+        RpError::Transport(_) => format!("{what}_transport"),
+        RpError::Protocol(_) => format!("{what}_body"),
+    }
+}
+
 /// POST /v1/sessions; `(id, qr_text, ws_url)`.
 pub async fn create_session(
     http: &reqwest::Client,
     base: &str,
-    body: &Value,
+    body: &CreateSession,
 ) -> Result<(String, String, String), String> {
-    let r = http
-        .post(format!("{base}/v1/sessions"))
-        .bearer_auth(API_KEY)
-        .json(body)
-        .send()
+    let created = rp(http, base)
+        .create_session(body)
         .await
-        .map_err(|e| transport_code("create", &e))?;
-    let status = r.status().as_u16();
-    let v: Value = r.json().await.map_err(|_| "create_body".to_owned())?;
-    if status != 201 {
-        return Err(format!(
-            "create_{}",
-            v["error"]["code"].as_str().unwrap_or("http")
-        ));
-    }
-    let s = |k: &str| {
-        v[k].as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| format!("create_missing_{k}"))
-    };
-    Ok((s("id")?, s("qr_text")?, s("ws_url")?))
+        .map_err(|e| rp_code("create", &e))?;
+    Ok((created.id, created.qr_text, created.ws_url))
 }
 
-fn transport_code(what: &str, e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        format!("{what}_timeout")
-    } else if e.is_connect() {
-        format!("{what}_connect")
-    } else {
-        format!("{what}_transport")
-    }
+/// A `login` session body of the load test.
+pub fn login_body(ttl_s: u64) -> CreateSession {
+    let mut body = CreateSession::new(Kind::Login, "登录 负载测试平台");
+    body.ttl_s = Some(ttl_s);
+    body
 }
 
 fn phone_code(what: &str, e: &bzt_phone::Error) -> String {
@@ -176,8 +173,7 @@ pub async fn one_flow(ctx: &Ctx, i: usize, intended: Instant) -> Result<FlowTime
     let phone_node = &ctx.nodes[(i + 1) % n];
     let identity = &ctx.identities[i % ctx.identities.len()];
     let t0 = Instant::now();
-    let body = json!({"kind": "login", "ttl_s": 120, "display": {"title": "登录 负载测试平台"}});
-    let (_id, qr_text, ws_url) = create_session(&ctx.http, rp, &body).await?;
+    let (_id, qr_text, ws_url) = create_session(&ctx.http, rp, &login_body(120)).await?;
     let t1 = Instant::now();
     let mut ws = connect_ws(&rebase(&ws_url, rp), ctx.src_ips[i % ctx.src_ips.len()]).await?;
     match next_json(&mut ws).await {

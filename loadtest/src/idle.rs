@@ -1,8 +1,7 @@
 //! Idle browser sockets: RSS per socket, and the time to push one result to
 //! each (the broker: cancel every session; the echo server: one broadcast).
 
-use crate::broker::API_KEY;
-use crate::flows::{connect_ws, create_session, lock, next_json, rebase, Ctx, Ws};
+use crate::flows::{connect_ws, create_session, lock, login_body, next_json, rebase, rp, Ctx, Ws};
 use crate::stats::{proc_sample, round3, Errors, Lat};
 use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
@@ -64,7 +63,7 @@ pub async fn broker_idle(ctx: Arc<Ctx>, pid: u32, n: usize) -> Value {
     let errors = Mutex::new(Errors::default());
     let rss_start = rss(pid);
     let t = Instant::now();
-    let body = json!({"kind": "login", "ttl_s": 600, "display": {"title": "登录 负载测试平台"}});
+    let body = login_body(600);
     let created: Vec<(usize, String, String)> = stream::iter(0..n)
         .map(|i| {
             let ctx = ctx.clone();
@@ -112,13 +111,8 @@ pub async fn broker_idle(ctx: Arc<Ctx>, pid: u32, n: usize) -> Value {
             let errors = &errors;
             async move {
                 sent[i].store(base_t.elapsed().as_micros() as u64, Ordering::Relaxed);
-                let r = ctx
-                    .http
-                    .delete(format!("{base}/v1/sessions/{id}"))
-                    .bearer_auth(API_KEY)
-                    .send()
-                    .await;
-                if !matches!(&r, Ok(r) if r.status() == 200) {
+                let r = rp(&ctx.http, &base).cancel_session(&id).await;
+                if r.is_err() {
                     lock(errors).add("cancel_failed");
                 }
             }

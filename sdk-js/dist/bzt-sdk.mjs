@@ -222,6 +222,7 @@ const ERROR_MESSAGES = {
   payload_too_large: '提交的内容过大，请减小文件或内容后重试',
   bad_signature: '签名验证未通过，请确认使用的是本人证书后重试',
   untrusted_certificate: '证书不被接受：证书不属于本二维码接受的类型、已过期、已吊销，或不是指定的证书',
+  seal_not_acceptable: '电子印章不可用：印章不属于本证书、已过期，或制章机构不受信任',
   rate_limited: '操作过于频繁，请稍后再试',
   internal: '服务内部错误，请稍后重试',
   unavailable: '服务暂时不可用，请稍后重试',
@@ -239,7 +240,7 @@ const ERROR_MESSAGES = {
 
 /** What the broker writes as `result.reason` or a request's `reason` (bzt_core::reason::ALL). */
 const REASON_MESSAGES = {
-  match_failed: '手机上选择的数字与网页显示的不一致，已拒绝',
+  match_failed: '手机上选择的数字与网页显示的不一致（二维码可能被他人转发）',
   too_many_bad_completions: '多次验证未通过，本次扫码已失败，请刷新二维码后重试',
   bad_signature: '签名验证未通过',
   certificate_not_acceptable: '证书已失效或已吊销，不能继续签署',
@@ -283,11 +284,17 @@ function lookup(table, overrides, key) {
 
 /**
  * The zh-CN text for an error: a BztError, a protocol error body `{error: {code}}`, `{code}` or the
- * code itself. Never the broker's English message: an unknown code gets a generic Chinese text.
+ * code itself; for `create_failed`, the code of its `cause` when that has a message. Never the
+ * broker's English message: an unknown code gets a generic Chinese text.
  */
 function errorMessage(error, overrides) {
   let code = error;
-  if (error && typeof error === 'object') code = error.error && error.error.code ? error.error.code : error.code;
+  if (error && typeof error === 'object') {
+    code = error.error && error.error.code ? error.error.code : error.code;
+    // createSession failed: the page's backend usually knows why (the broker's code it passed on).
+    const cause = error.cause;
+    if (code === 'create_failed' && cause && typeof cause.code === 'string' && lookup(ERROR_MESSAGES, overrides, cause.code) != null) code = cause.code;
+  }
   if (typeof code === 'string') {
     const text = lookup(ERROR_MESSAGES, overrides, code);
     if (text != null) return text;
@@ -1853,9 +1860,9 @@ class LoginWidget extends Emitter {
       if (!session || !session.id) throw new BztError('bad_session', 'createSession must return the create answer');
     } catch (e) {
       if (this._destroyed) return;
-      // Keep the broker's code when the page's backend passed it on ({error: {code}} → e.code).
-      const code = e && typeof e.code === 'string' && e.code ? e.code : 'create_failed';
-      const err = e instanceof BztError ? e : new BztError(code, 'createSession failed: ' + (e && e.message), { cause: e, status: e && e.status });
+      // `cause` keeps the page backend's error: errorMessage() shows its code's text (e.g. the
+      // broker's `rate_limited` passed on as e.code) rather than a generic one.
+      const err = e instanceof BztError ? e : new BztError('create_failed', 'createSession failed: ' + (e && e.message), { cause: e, status: e && e.status });
       this._setStatus('error', { overlay: this.texts.createFailed, error: err });
       this.emit('error', err);
       return;

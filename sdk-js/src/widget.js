@@ -251,9 +251,9 @@ export class LoginWidget extends Emitter {
       if (!session || !session.id) throw new BztError('bad_session', 'createSession must return the create answer');
     } catch (e) {
       if (this._destroyed) return;
-      // Keep the broker's code when the page's backend passed it on ({error: {code}} → e.code).
-      const code = e && typeof e.code === 'string' && e.code ? e.code : 'create_failed';
-      const err = e instanceof BztError ? e : new BztError(code, 'createSession failed: ' + (e && e.message), { cause: e, status: e && e.status });
+      // `cause` keeps the page backend's error: errorMessage() shows its code's text (e.g. the
+      // broker's `rate_limited` passed on as e.code) rather than a generic one.
+      const err = e instanceof BztError ? e : new BztError('create_failed', 'createSession failed: ' + (e && e.message), { cause: e, status: e && e.status });
       this._setStatus('error', { overlay: this.texts.createFailed, error: err });
       this.emit('error', err);
       return;

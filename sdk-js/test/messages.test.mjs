@@ -31,6 +31,9 @@ test('every broker error code has a zh-CN message, whatever the broker wrote in 
   zh(errorMessage({ code: 'some_future_code', message: 'English' }), 'unknown code');
   zh(errorMessage(new Error('Failed to fetch')), 'no code');
   zh(errorMessage('http_502'), 'http_502');
+  const failed = { code: 'create_failed', cause: { code: 'rate_limited' } };
+  assert.equal(errorMessage(failed), ERROR_MESSAGES.rate_limited, 'create_failed says why when its cause knows');
+  assert.equal(errorMessage({ code: 'create_failed', cause: new Error('x') }), ERROR_MESSAGES.create_failed);
 });
 
 test('integrators override a message per call', () => {

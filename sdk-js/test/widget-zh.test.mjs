@@ -18,12 +18,13 @@ after(async () => {
 test('every broker error code is rendered in Chinese by the widget', async () => {
   const page = await env.newPage('/');
   for (const code of brokerErrorCodes()) {
-    // The page's backend answered {error: {code, message}} and passed the code on.
+    // The page's backend answered {error: {code, message}} and passed the code on (the cause of create_failed).
     await page.evaluate((code) => {
       if (window.widget) window.widget.destroy();
       mountWidget({ widget: { createSession: () => Promise.reject(Object.assign(new Error('broker said: English text'), { code })) } });
     }, code);
     await page.waitForFunction(() => widget.status === 'error');
+    assert.equal(await page.evaluate(() => widget.error.code), 'create_failed');
     const shown = await page.textContent('.bzt-error');
     assert.equal(shown, ERROR_MESSAGES[code], code);
     assert.doesNotMatch(await page.textContent('.bzt-widget'), /English|[a-z]+_[a-z]+/, `${code}: no English on screen`);

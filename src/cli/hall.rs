@@ -36,6 +36,8 @@ pub struct DecryptArgs {
     /// Where to write the QR as SVG (default: `<OUT>.qr.svg`, next to OUT).
     #[arg(long)]
     qr_svg: Option<PathBuf>,
+    #[command(flatten)]
+    tls: super::net::TlsArgs,
     /// The sealed file.
     file: PathBuf,
     /// Where to write the decrypted file (written only if the whole file authenticates).
@@ -82,10 +84,9 @@ fn show_qr(qr_text: &str, svg_path: &Path) -> anyhow::Result<()> {
 }
 
 async fn decrypt(a: DecryptArgs) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let client = HallClient::new(http, &a.broker, &a.api_key);
+    let tls = a.tls.client_tls()?;
+    let http = a.tls.http_client(&tls, Duration::from_secs(30))?;
+    let client = HallClient::new(http, &a.broker, &a.api_key).with_tls(tls);
     let options = DecryptOptions {
         title: a.title.clone(),
         ttl_s: a.ttl,

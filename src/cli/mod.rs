@@ -5,6 +5,7 @@ mod cosigner;
 mod devca;
 mod envelope;
 mod hall;
+mod net;
 mod phone;
 mod seal;
 mod serve;

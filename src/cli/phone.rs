@@ -24,6 +24,9 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Per-request timeout of the phone's HTTP calls.
+const HTTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Subcommand)]
 pub enum PhoneCommand {
     /// Claim a QR, show the request, and ask whether to sign.
@@ -121,6 +124,15 @@ pub struct PhoneArgs {
     /// repeatable. The phone's own certificate is always included.
     #[arg(long = "recipient", value_name = "CERT")]
     recipients: Vec<PathBuf>,
+    /// 扫码签章 with a seal: the directory of this phone's seals (`*.der` / `*.seal`, as
+    /// `bzt dev-ca make-seal` writes them).
+    #[arg(long, value_name = "DIR")]
+    seals: Option<PathBuf>,
+    /// The seal to stamp with (its esID or name); asked on the terminal when several fit.
+    #[arg(long, value_name = "ESID_OR_NAME")]
+    seal: Option<String>,
+    #[command(flatten)]
+    tls: super::net::TlsArgs,
 }
 
 pub fn run(cmd: PhoneCommand) -> anyhow::Result<()> {
@@ -251,7 +263,8 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
     let holder = load_identity(&a)?;
     let colleagues = super::envelope::read_recipients(&a.recipients)?;
     let qr = QrText::parse(&a.qr_text)?;
-    let phone = Phone::new(reqwest::Client::new());
+    let tls = a.tls.client_tls()?;
+    let phone = Phone::new(a.tls.http_client(&tls, HTTP_TIMEOUT)?);
     let claimed = phone.claim_as(&qr, holder.device()).await?;
     println!("{}", claimed.describe_zh());
 
@@ -298,12 +311,74 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
             bail!("cannot decrypt: {refusal}");
         }
     };
-    let answer = phone.approve(&claimed, &identity, extras).await?;
+    let answer = approve_claimed(&phone, &claimed, &identity, extras, &a).await?;
     println!(
         "已签名 (session {} → {:?}, version {})",
         answer.id, answer.status, answer.version
     );
     Ok(())
+}
+
+/// Approves, stamping with a seal when the session asks for one (扫码签章 with a seal).
+async fn approve_claimed(
+    phone: &Phone,
+    claimed: &bzt_phone::Claimed,
+    identity: &PhoneIdentity,
+    extras: ApproveExtras,
+    a: &PhoneArgs,
+) -> anyhow::Result<bzt_phone::CompleteAnswer> {
+    if claimed.seal.is_none() {
+        return Ok(phone.approve(claimed, identity, extras).await?);
+    }
+    let seal = match pick_seal(identity, a) {
+        Ok(seal) => seal,
+        Err(e) => {
+            // The claim is one-time: release the session rather than leave it hanging.
+            let _ = phone.reject(claimed, "没有可用的印章").await;
+            return Err(e.context("the session was declined"));
+        }
+    };
+    println!("使用印章：{}", bzt_phone::describe_seal_zh(&seal));
+    Ok(phone
+        .approve_with_seal(claimed, identity, &seal, extras)
+        .await?)
+}
+
+/// The seal to stamp with: among this phone's seals usable with its certificate now, the one
+/// named by `--seal`, the only one, or the one picked on the terminal.
+fn pick_seal(identity: &PhoneIdentity, a: &PhoneArgs) -> anyhow::Result<bzt_seal::Seal> {
+    let dir = a
+        .seals
+        .as_ref()
+        .context("this session asks for a seal signature (扫码签章): pass --seals DIR")?;
+    let wallet = bzt_phone::SealWallet::load_dir(dir)?;
+    let usable = wallet.usable(identity, time::OffsetDateTime::now_utc());
+    if usable.is_empty() {
+        bail!(
+            "none of the {} seals in {} is bound to this certificate and valid now",
+            wallet.seals().len(),
+            dir.display()
+        );
+    }
+    if let Some(key) = &a.seal {
+        return usable
+            .into_iter()
+            .find(|s| s.es_id() == key || s.name() == key)
+            .cloned()
+            .with_context(|| format!("no usable seal with esID or name {key:?}"));
+    }
+    if usable.len() == 1 {
+        return Ok(usable[0].clone());
+    }
+    for (i, s) in usable.iter().enumerate() {
+        println!("  [{}] {}", i + 1, bzt_phone::describe_seal_zh(s));
+    }
+    let pick = prompt(&format!("请选择印章 [1-{}]: ", usable.len()))?;
+    let i: usize = pick.parse().context("not a number")?;
+    usable
+        .get(i.wrapping_sub(1))
+        .map(|s| (*s).clone())
+        .context("no such seal")
 }
 
 /// The number-matching pick: `--match-code`, else asked on the terminal when
@@ -329,7 +404,8 @@ fn match_code(a: &PhoneArgs, claimed: &bzt_phone::Claimed) -> anyhow::Result<Opt
 async fn converse(a: PhoneArgs, auto_confirm: bool, max: Option<u64>) -> anyhow::Result<()> {
     let holder = load_identity(&a)?;
     let qr = QrText::parse(&a.qr_text)?;
-    let phone = Phone::new(reqwest::Client::new());
+    let tls = a.tls.client_tls()?;
+    let phone = Phone::new(a.tls.http_client(&tls, HTTP_TIMEOUT)?);
     let claimed = phone.claim_as(&qr, holder.device()).await?;
     println!("{}", claimed.describe_zh());
     if claimed.kind != Kind::Sign || !claimed.conversation_allowed {
@@ -352,7 +428,9 @@ async fn converse(a: PhoneArgs, auto_confirm: bool, max: Option<u64>) -> anyhow:
     };
     let answer = match (&holder, &unlocked) {
         (_, Some(key)) => phone.approve_split(&claimed, key, extras).await?,
-        (Holder::Whole(identity), None) => phone.approve(&claimed, identity, extras).await?,
+        (Holder::Whole(identity), None) => {
+            approve_claimed(&phone, &claimed, identity, extras, &a).await?
+        }
         (Holder::Split { .. }, None) => unreachable!("a split key is unlocked above"),
     };
     let grant = answer
@@ -362,7 +440,7 @@ async fn converse(a: PhoneArgs, auto_confirm: bool, max: Option<u64>) -> anyhow:
         "已签名并开启会话 / conversation opened: {}（有效期至 / until {}）",
         grant.id, grant.expires_at
     );
-    let mut socket = PhoneConversation::connect(&claimed.base_url, &grant).await?;
+    let mut socket = PhoneConversation::connect_with_tls(&claimed.base_url, &grant, tls).await?;
     if auto_confirm {
         println!("自动确认已开启：之后的签章请求将不再询问 / auto-confirm is on");
     }

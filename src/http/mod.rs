@@ -112,19 +112,34 @@ pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router {
         .with_state(state)
 }
 
-/// One log line per request, with the path only: tokens travel in `?t=` and
-/// must never reach a log.
+/// The response header that names a request's id, for a person matching a
+/// client's failure to the broker's log lines.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Every request runs in a `request` span with a fresh id (UUID v4), so each
+/// log line written while it is served names it; the id is also answered in
+/// `X-Request-Id`. One log line per request, with the path only: tokens
+/// travel in `?t=` and must never reach a log. A client's own request id is
+/// not taken: it would let anyone write text into the log.
 async fn log_request(req: Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
+    let id = uuid::Uuid::new_v4();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let span = tracing::info_span!("request", id = %id, %method, %path);
     let started = std::time::Instant::now();
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status().as_u16();
     let ms = started.elapsed().as_secs_f64() * 1000.0;
-    if status >= 500 {
-        tracing::warn!(%method, %path, status, ms, "request");
-    } else {
-        tracing::debug!(%method, %path, status, ms, "request");
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::warn!(status, ms, "request");
+        } else {
+            tracing::debug!(status, ms, "request");
+        }
+    });
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
     resp
 }
@@ -265,4 +280,85 @@ pub fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<Strin
 #[derive(serde::Deserialize, Default)]
 pub struct TokenQuery {
     pub t: Option<String>,
+}
+
+#[cfg(test)]
+mod request_id_tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Collects what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn each_request_has_an_id_in_its_log_lines_and_its_answer() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let app: Router = Router::new()
+            .route(
+                "/inside",
+                axum::routing::get(|| async {
+                    tracing::info!("handler ran");
+                    "ok"
+                }),
+            )
+            .layer(axum::middleware::from_fn(log_request));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The server runs on this thread's runtime, so its spans reach the
+        // subscriber set for this thread.
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let http = reqwest::Client::new();
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let resp = http
+                .get(format!("http://{addr}/inside?t=secret-token"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let id = resp.headers()[REQUEST_ID_HEADER]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+            ids.push(id);
+        }
+        assert_ne!(ids[0], ids[1], "every request gets its own id");
+
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        for id in &ids {
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains(id.as_str())).collect();
+            assert!(
+                lines.iter().any(|l| l.contains("handler ran")),
+                "the handler's line names request {id}:\n{log}"
+            );
+            assert!(
+                lines.iter().any(|l| l.contains("status=200")),
+                "the request line names request {id}:\n{log}"
+            );
+        }
+        assert!(!log.contains("secret-token"), "no query string in the log");
+    }
 }

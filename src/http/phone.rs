@@ -41,6 +41,9 @@ pub async fn claim(
             "`device.id` and `device.name` hold at most {MAX_DEVICE_FIELD} characters"
         )));
     }
+    use bzt_core::text::{check_display_text, Lines};
+    check_display_text("device.id", &d.id, Lines::One)?;
+    check_display_text("device.name", &d.name, Lines::One)?;
     let claimed = state.broker.claim(&body.qr_text, body.device).await?;
     let s = &claimed.session;
     let mut answer = json!({

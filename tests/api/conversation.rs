@@ -922,6 +922,12 @@ async fn conversations_are_guarded_by_their_tokens_and_app() {
             "invalid_request",
         ),
         (
+            // A right-to-left override in a request's title (issue 13).
+            json!({ "tbs_b64": b64(b"x"), "display": { "title": "第\u{202E}1页" } }),
+            400,
+            "invalid_request",
+        ),
+        (
             json!({ "tbs_b64": b64(b"x"), "display": { "title": "x" }, "ttl_s": 5 }),
             400,
             "invalid_request",

@@ -24,7 +24,7 @@ export const CHROMIUM_ARGS = [
 ];
 export const PIN = '135790';
 
-function freePort() {
+export function freePort() {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.unref();
@@ -56,8 +56,8 @@ function brokerBinary() {
   return binary;
 }
 
-/** Starts the real broker in development mode; resolves when /healthz answers. */
-export async function startBroker() {
+/** Starts the real broker in development mode (`env`: extra BZT_* settings); resolves when /healthz answers. */
+export async function startBroker({ env: extraEnv = {} } = {}) {
   const bin = brokerBinary();
   const port = await freePort();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bzt-web-demo-'));
@@ -66,6 +66,7 @@ export async function startBroker() {
   // BZT_CHROMIUM, BZT_BIN, ...), only ours.
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('BZT_')));
   Object.assign(env, { BZT_LISTEN: `127.0.0.1:${port}`, BZT_DATA_DIR: dataDir, RUST_LOG: process.env.RUST_LOG || 'warn' });
+  Object.assign(env, extraEnv);
   // The broker finds web-demo/ and sdk-js/dist relative to its working directory.
   const child = spawn(bin, ['serve'], { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
@@ -142,12 +143,13 @@ export async function shot(page, name) {
   await page.screenshot({ path: path.join(OUT, name + '.png'), fullPage: true });
 }
 
-/** Opens phone.html and gets a development certificate for a key made in the page. */
-export async function openPhone(browser, base, { cn = '张三', pin = PIN } = {}) {
+/** Opens phone.html and gets a development certificate (trust domain `domain`, default platform) for a key made in the page. */
+export async function openPhone(browser, base, { cn = '张三', pin = PIN, domain = null } = {}) {
   const phone = await browser.context.newPage();
   await phone.setViewportSize({ width: 460, height: 900 });
   await phone.goto(base + '/demo/phone.html');
   await phone.fill('#cn', cn);
+  if (domain) await phone.selectOption('#domain', domain);
   await phone.fill('#pin-new', pin);
   await phone.click('#issue');
   await phone.locator('#cert-serial').waitFor({ timeout: 20000 });

@@ -30,6 +30,7 @@ pub mod pki;
 pub mod reason;
 pub mod secret;
 pub mod session;
+pub mod text;
 pub mod time;
 
 /// The variable-time SM2 verify, now in the crypto crate; re-exported for old paths.

@@ -18,6 +18,16 @@
 //! Path building here is deliberately small (issuer name match plus
 //! signature, CA basic constraint on intermediates, depth ≤ 5): no crate in
 //! the ecosystem validates SM2 chains, so this part is written by hand.
+//!
+//! A presented chain is attacker-controlled input, and every edge tried costs
+//! an SM2 verification, so the search is bounded on every axis (issue 13):
+//! at most [`MAX_PRESENTED_CHAIN`] certificates are accepted, duplicates (and
+//! copies of the leaf) are dropped before anything else, a certificate never
+//! appears twice in a path, at most [`MAX_ISSUER_CANDIDATES`] intermediates
+//! are tried as the issuer of one certificate, each edge is verified at most
+//! once per chain, and a [`SignatureBudget`] caps the verifications of one
+//! chain and of one whole completion. Running out of budget is an
+//! `untrusted_certificate` refusal, never cached.
 
 use crate::error::DomainError;
 use crate::session::ExpectCert;
@@ -29,7 +39,7 @@ use sha2::{Digest, Sha256};
 use sm2::dsa::{Signature, VerifyingKey};
 use sm2::pkcs8::der;
 use std::sync::Arc;
-use x509_cert::ext::pkix::BasicConstraints;
+use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
 use x509_cert::Certificate;
 
 /// SM2-with-SM3 signature algorithm.
@@ -37,7 +47,19 @@ pub use bzt_crypto::sm2sig::OID_SM2_WITH_SM3;
 /// The standard SM2 distinguishing ID (GM/T 0009), kept under its old name
 /// for callers of this module; the one constant lives in `bzt-crypto`.
 pub use bzt_crypto::SM2_DISTID as DEFAULT_DIST_ID;
-const MAX_CHAIN_DEPTH: usize = 5;
+/// Certificates in a path, leaf and root included.
+pub const MAX_CHAIN_DEPTH: usize = 5;
+/// Entries of `chain_pem` accepted at all: a real path needs at most
+/// `MAX_CHAIN_DEPTH - 2` intermediates; the rest is room for cross-certificates.
+pub const MAX_PRESENTED_CHAIN: usize = 8;
+/// Intermediates tried as the issuer of one certificate (same issuer name):
+/// one per cross-certification is plenty.
+pub const MAX_ISSUER_CANDIDATES: usize = 4;
+/// SM2 verifications one presented chain may cost, over all trust domains.
+pub const SIGNATURE_CHECKS_PER_CHAIN: u32 = 16;
+/// What each certificate beyond the first adds to a completion's budget (a
+/// full-depth path, uncached, plus the signature it carries).
+pub const SIGNATURE_CHECKS_PER_EXTRA_CERTIFICATE: u32 = MAX_CHAIN_DEPTH as u32 + 1;
 const CACHE_ENTRIES: usize = 100_000;
 
 /// A certificate as the protocol reports it (`result.certificate`).
@@ -219,6 +241,8 @@ struct ChainCheck {
     /// filled in per use: it depends on the session's accepted domains).
     leaf: CertificateInfo,
     key: Arc<KeptKey>,
+    /// The leaf's keyUsage bits, if it has the extension.
+    usage: Option<KeyUsage>,
 }
 
 /// A certificate that passed every check for one use.
@@ -229,13 +253,86 @@ pub struct CheckedCertificate {
     pub key: Arc<KeptKey>,
 }
 
+/// What the leaf's key is about to be used for; checked against its
+/// keyUsage extension where the certificate has one (RFC 5280 §4.2.1.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyUse {
+    /// Sign a challenge or the RP's bytes (every kind's signer): needs
+    /// digitalSignature.
+    Sign,
+    /// Receive a bid file's content key (`encrypt` recipients): needs
+    /// keyEncipherment or dataEncipherment.
+    Encrypt,
+}
+
 /// What a check needs to know about the moment and the session.
 pub struct CheckContext<'a> {
+    pub usage: KeyUse,
     pub now: Timestamp,
     pub accept: &'a [String],
     pub expect: Option<&'a ExpectCert>,
     /// Is this (normalised) serial revoked?
     pub is_revoked: &'a dyn Fn(&str) -> bool,
+}
+
+/// How many SM2 verifications a piece of work (one completion) may still
+/// cost. Shared by every chain checked for that work, so fifty hostile
+/// recipients cannot each spend a fresh allowance.
+#[derive(Debug)]
+pub struct SignatureBudget {
+    remaining: u32,
+    limit: u32,
+}
+
+impl SignatureBudget {
+    pub fn new(limit: u32) -> Self {
+        Self {
+            remaining: limit,
+            limit,
+        }
+    }
+
+    /// The budget of a completion that presents `certificates` leaf
+    /// certificates (the signer plus any recipients).
+    pub fn for_certificates(certificates: usize) -> Self {
+        let extra = u32::try_from(certificates.saturating_sub(1)).unwrap_or(u32::MAX);
+        Self::new(
+            SIGNATURE_CHECKS_PER_CHAIN
+                .saturating_add(extra.saturating_mul(SIGNATURE_CHECKS_PER_EXTRA_CERTIFICATE)),
+        )
+    }
+
+    /// Verifications spent so far.
+    pub fn spent(&self) -> u32 {
+        self.limit - self.remaining
+    }
+
+    fn take(&mut self) -> bool {
+        if self.remaining == 0 {
+            return false;
+        }
+        self.remaining -= 1;
+        true
+    }
+}
+
+/// A presented chain whose signatures were checked: the time-independent
+/// part of a certificate check, to be completed for one use by
+/// [`VerifiedChain::check_use`]. Cheap to clone (shared with the cache).
+#[derive(Clone)]
+pub struct VerifiedChain(Arc<ChainCheck>);
+
+impl VerifiedChain {
+    /// The leaf's key, to verify what it signed.
+    pub fn key(&self) -> &Arc<KeptKey> {
+        &self.0.key
+    }
+
+    /// The per-use checks: an accepted domain, validity at `now`,
+    /// revocation, `expect_cert`. No signature verification: cheap.
+    pub fn check_use(&self, ctx: &CheckContext<'_>) -> Result<CheckedCertificate, DomainError> {
+        check_use(&self.0, ctx)
+    }
 }
 
 /// All configured trust domains plus the chain-check cache.
@@ -271,66 +368,93 @@ impl TrustStore {
         chain_pems: &[String],
         ctx: &CheckContext<'_>,
     ) -> Result<CheckedCertificate, DomainError> {
-        let chain = self.chain_check(leaf_pem, chain_pems)?;
+        let mut budget = SignatureBudget::new(SIGNATURE_CHECKS_PER_CHAIN);
+        self.verify_chain(leaf_pem, chain_pems, &mut budget)?
+            .check_use(ctx)
+    }
 
-        // Accepted domains, in the session's order of preference.
-        let path = ctx
-            .accept
-            .iter()
-            .find_map(|want| chain.paths.iter().find(|(d, _)| d == want))
-            .ok_or_else(|| {
-                let issuer = &chain.leaf.issuer;
-                if chain.paths.is_empty() {
-                    DomainError::untrusted(format!(
-                        "certificate issuer \"{issuer}\" is not a CA of any configured trust domain \
+    /// The expensive, time-independent part of [`TrustStore::check`]: parse
+    /// the presented certificates and find their paths to every domain's
+    /// roots, spending at most `budget` (and [`SIGNATURE_CHECKS_PER_CHAIN`])
+    /// SM2 verifications. Served from the cache when this exact chain was
+    /// checked before. A chain too long, or too costly to search, is
+    /// `untrusted_certificate`.
+    pub fn verify_chain(
+        &self,
+        leaf_pem: &str,
+        chain_pems: &[String],
+        budget: &mut SignatureBudget,
+    ) -> Result<VerifiedChain, DomainError> {
+        self.chain_check(leaf_pem, chain_pems, budget)
+            .map(VerifiedChain)
+    }
+}
+
+/// The per-use checks of a verified chain, in the protocol's order.
+fn check_use(
+    chain: &ChainCheck,
+    ctx: &CheckContext<'_>,
+) -> Result<CheckedCertificate, DomainError> {
+    // Accepted domains, in the session's order of preference.
+    let path = ctx
+        .accept
+        .iter()
+        .find_map(|want| chain.paths.iter().find(|(d, _)| d == want))
+        .ok_or_else(|| {
+            let issuer = &chain.leaf.issuer;
+            if chain.paths.is_empty() {
+                DomainError::untrusted(format!(
+                    "certificate issuer \"{issuer}\" is not a CA of any configured trust domain \
                          (accepted here: {})",
-                        ctx.accept.join(", ")
-                    ))
-                } else {
-                    let found: Vec<&str> = chain.paths.iter().map(|(d, _)| d.as_str()).collect();
-                    DomainError::untrusted(format!(
-                        "certificate belongs to trust domain {} but this session accepts only {}",
-                        found.join(", "),
-                        ctx.accept.join(", ")
-                    ))
-                }
-            })?;
-        let (domain, entries) = path;
-
-        for (i, e) in entries.iter().enumerate() {
-            let which = if i == 0 {
-                "certificate".to_string()
+                    ctx.accept.join(", ")
+                ))
             } else {
-                format!("issuing CA \"{}\"", e.subject)
-            };
-            if ctx.now < e.not_before {
-                return Err(DomainError::untrusted(format!(
-                    "{which} is not valid before {}",
-                    e.not_before
-                )));
+                let found: Vec<&str> = chain.paths.iter().map(|(d, _)| d.as_str()).collect();
+                DomainError::untrusted(format!(
+                    "certificate belongs to trust domain {} but this session accepts only {}",
+                    found.join(", "),
+                    ctx.accept.join(", ")
+                ))
             }
-            if ctx.now > e.not_after {
-                return Err(DomainError::untrusted(format!(
-                    "{which} expired at {}",
-                    e.not_after
-                )));
-            }
-            if (ctx.is_revoked)(&e.serial) {
-                return Err(DomainError::untrusted(format!(
-                    "{which} (serial {}) has been revoked",
-                    e.serial
-                )));
-            }
-        }
+        })?;
+    let (domain, entries) = path;
 
-        let (serial, issuer) = (&chain.leaf.serial, &chain.leaf.issuer);
-        if let Some(expect) = ctx.expect {
-            let issuer_ok = expect
-                .issuer
-                .as_ref()
-                .is_none_or(|want| names_equal(want, issuer));
-            if *serial != expect.serial || !issuer_ok {
-                return Err(DomainError::untrusted(format!(
+    for (i, e) in entries.iter().enumerate() {
+        let which = if i == 0 {
+            "certificate".to_string()
+        } else {
+            format!("issuing CA \"{}\"", e.subject)
+        };
+        if ctx.now < e.not_before {
+            return Err(DomainError::untrusted(format!(
+                "{which} is not valid before {}",
+                e.not_before
+            )));
+        }
+        if ctx.now > e.not_after {
+            return Err(DomainError::untrusted(format!(
+                "{which} expired at {}",
+                e.not_after
+            )));
+        }
+        if (ctx.is_revoked)(&e.serial) {
+            return Err(DomainError::untrusted(format!(
+                "{which} (serial {}) has been revoked",
+                e.serial
+            )));
+        }
+    }
+
+    check_key_usage(chain.usage, ctx.usage)?;
+
+    let (serial, issuer) = (&chain.leaf.serial, &chain.leaf.issuer);
+    if let Some(expect) = ctx.expect {
+        let issuer_ok = expect
+            .issuer
+            .as_ref()
+            .is_none_or(|want| names_equal(want, issuer));
+        if *serial != expect.serial || !issuer_ok {
+            return Err(DomainError::untrusted(format!(
                     "this session expects certificate serial {}{}, but got serial {serial} issued by \"{issuer}\"",
                     expect.serial,
                     expect
@@ -339,33 +463,45 @@ impl TrustStore {
                         .map(|i| format!(" issued by \"{i}\""))
                         .unwrap_or_default()
                 )));
-            }
         }
-
-        Ok(CheckedCertificate {
-            info: CertificateInfo {
-                domain: domain.clone(),
-                ..chain.leaf.clone()
-            },
-            key: chain.key.clone(),
-        })
     }
 
+    Ok(CheckedCertificate {
+        info: CertificateInfo {
+            domain: domain.clone(),
+            ..chain.leaf.clone()
+        },
+        key: chain.key.clone(),
+    })
+}
+
+impl TrustStore {
     /// The leaf's paths, from the cache when possible. The cache key is the
-    /// SHA-256 of the presented DER bytes, so a hit costs base64 decoding and
-    /// one hash: no X.509 parsing, no chain signatures.
+    /// SHA-256 of the presented DER bytes (duplicates removed), so a hit
+    /// costs base64 decoding and one hash: no X.509 parsing, no chain
+    /// signatures.
     fn chain_check(
         &self,
         leaf_pem: &str,
         chain_pems: &[String],
+        budget: &mut SignatureBudget,
     ) -> Result<Arc<ChainCheck>, DomainError> {
+        if chain_pems.len() > MAX_PRESENTED_CHAIN {
+            return Err(DomainError::untrusted(format!(
+                "chain_pem holds {} certificates; at most {MAX_PRESENTED_CHAIN} are accepted: \
+                 send only the intermediate CAs between your certificate and its root",
+                chain_pems.len()
+            )));
+        }
         let leaf_der = pem_to_der(leaf_pem)?;
-        let mut chain_ders = Vec::with_capacity(chain_pems.len());
+        let mut chain_ders: Vec<Vec<u8>> = Vec::with_capacity(chain_pems.len());
         for (i, pem) in chain_pems.iter().enumerate() {
-            chain_ders.push(
-                pem_to_der(pem)
-                    .map_err(|e| DomainError::invalid(format!("chain_pem[{i}]: {}", e.message)))?,
-            );
+            let der = pem_to_der(pem)
+                .map_err(|e| DomainError::invalid(format!("chain_pem[{i}]: {}", e.message)))?;
+            // Copies add nothing to a path and multiply the search.
+            if der != leaf_der && !chain_ders.contains(&der) {
+                chain_ders.push(der);
+            }
         }
         let mut fp = Sha256::new();
         for der in std::iter::once(&leaf_der).chain(chain_ders.iter()) {
@@ -386,9 +522,10 @@ impl TrustStore {
             );
         }
         let key = Arc::new(verifying_key(&leaf)?);
+        let mut search = PathSearch::new(&leaf, &intermediates, budget);
         let mut paths = Vec::new();
-        for domain in &self.domains {
-            if let Some(path) = build_path(&leaf, &intermediates, &domain.anchors) {
+        for (d, domain) in self.domains.iter().enumerate() {
+            if let Some(path) = search.find(d, &domain.anchors)? {
                 paths.push((domain.name.clone(), path));
             }
         }
@@ -402,68 +539,235 @@ impl TrustStore {
             not_after,
             domain: String::new(),
         };
+        let usage = match leaf.tbs_certificate().get_extension::<KeyUsage>() {
+            Ok(found) => found.map(|(_, usage)| usage),
+            Err(e) => {
+                return Err(DomainError::untrusted(format!(
+                    "certificate keyUsage extension does not parse: {e}"
+                )))
+            }
+        };
         let check = Arc::new(ChainCheck {
             paths,
             leaf: info,
             key,
+            usage,
         });
         self.cache.insert(fingerprint, check.clone());
         Ok(check)
     }
 }
 
-/// Depth-first search from the leaf to an anchor through the intermediates.
-fn build_path(
-    leaf: &Certificate,
-    intermediates: &[Certificate],
-    anchors: &[Anchor],
-) -> Option<Vec<PathEntry>> {
-    fn entry(cert: &Certificate) -> PathEntry {
-        let (not_before, not_after) = validity(cert);
-        PathEntry {
-            serial: serial_hex(cert),
-            subject: subject_string(cert),
-            not_before,
-            not_after,
+/// The leaf's keyUsage, where present, must allow `wanted`.
+fn check_key_usage(usage: Option<KeyUsage>, wanted: KeyUse) -> Result<(), DomainError> {
+    let Some(usage) = usage else {
+        return Ok(());
+    };
+    let has = |bit: KeyUsages| usage.0.contains(bit);
+    let allowed = match wanted {
+        KeyUse::Sign => has(KeyUsages::DigitalSignature),
+        KeyUse::Encrypt => has(KeyUsages::KeyEncipherment) || has(KeyUsages::DataEncipherment),
+    };
+    if allowed {
+        return Ok(());
+    }
+    let names = [
+        (KeyUsages::DigitalSignature, "digitalSignature"),
+        (KeyUsages::NonRepudiation, "nonRepudiation"),
+        (KeyUsages::KeyEncipherment, "keyEncipherment"),
+        (KeyUsages::DataEncipherment, "dataEncipherment"),
+        (KeyUsages::KeyAgreement, "keyAgreement"),
+        (KeyUsages::KeyCertSign, "keyCertSign"),
+        (KeyUsages::CRLSign, "cRLSign"),
+        (KeyUsages::EncipherOnly, "encipherOnly"),
+        (KeyUsages::DecipherOnly, "decipherOnly"),
+    ];
+    let present: Vec<&str> = names
+        .iter()
+        .filter(|(bit, _)| has(*bit))
+        .map(|(_, name)| *name)
+        .collect();
+    let present = if present.is_empty() {
+        "none".to_string()
+    } else {
+        present.join(", ")
+    };
+    Err(DomainError::untrusted(match wanted {
+        KeyUse::Sign => format!(
+            "certificate key usage lacks digitalSignature (it allows: {present}), so it cannot sign or log in"
+        ),
+        KeyUse::Encrypt => format!(
+            "certificate key usage has neither keyEncipherment nor dataEncipherment (it allows: {present}), \
+             so it cannot be a recipient of an encrypted bid file"
+        ),
+    }))
+}
+
+/// A certificate of the presented chain: the leaf or an intermediate (index
+/// into the de-duplicated intermediates).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Node {
+    Leaf,
+    Intermediate(usize),
+}
+
+/// A possible issuer of a node: a root of a domain, or an intermediate.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum IssuerRef {
+    Anchor { domain: usize, index: usize },
+    Intermediate(usize),
+}
+
+/// Why a search stopped before it was done.
+fn over_budget(intermediates: usize, spent: u32) -> DomainError {
+    DomainError::untrusted(format!(
+        "no path to a trusted root was found within {spent} signature checks through the \
+         {intermediates} distinct certificates of chain_pem: send only the intermediate CAs \
+         between your certificate and its root"
+    ))
+}
+
+/// Depth-first search from the leaf to an anchor through the intermediates,
+/// bounded as the module documentation says. One search serves every domain
+/// of one chain: edges verified for one domain are remembered for the next.
+struct PathSearch<'a> {
+    leaf: &'a Certificate,
+    intermediates: &'a [Certificate],
+    /// Each intermediate's DER subject, and its key if it may issue (a CA
+    /// with an SM2 key); `None` for those that cannot be an issuer.
+    issuers: Vec<(Vec<u8>, Option<KeptKey>)>,
+    /// Each edge's verification outcome, so no edge is verified twice.
+    verified: std::collections::HashMap<(Node, IssuerRef), bool>,
+    /// Verifications left for this chain.
+    chain_left: u32,
+    budget: &'a mut SignatureBudget,
+}
+
+impl<'a> PathSearch<'a> {
+    fn new(
+        leaf: &'a Certificate,
+        intermediates: &'a [Certificate],
+        budget: &'a mut SignatureBudget,
+    ) -> Self {
+        let issuers = intermediates
+            .iter()
+            .map(|ca| {
+                let subject = ca.tbs_certificate().subject().to_der().unwrap_or_default();
+                let key = if is_ca(ca) {
+                    verifying_key(ca).ok()
+                } else {
+                    None
+                };
+                (subject, key)
+            })
+            .collect();
+        Self {
+            leaf,
+            intermediates,
+            issuers,
+            verified: std::collections::HashMap::new(),
+            chain_left: SIGNATURE_CHECKS_PER_CHAIN,
+            budget,
         }
     }
-    fn walk(
-        cert: &Certificate,
-        intermediates: &[Certificate],
+
+    fn cert(&self, node: Node) -> &'a Certificate {
+        match node {
+            Node::Leaf => self.leaf,
+            Node::Intermediate(i) => &self.intermediates[i],
+        }
+    }
+
+    /// The path (leaf first, root last) to a root of `anchors`, if any.
+    fn find(
+        &mut self,
+        domain: usize,
         anchors: &[Anchor],
-        depth: usize,
-        path: &mut Vec<PathEntry>,
-    ) -> bool {
-        if depth > MAX_CHAIN_DEPTH {
-            return false;
-        }
-        let issuer_der = cert.tbs_certificate().issuer().to_der().unwrap_or_default();
-        for anchor in anchors {
-            if anchor.subject_der == issuer_der && signed_by(cert, &anchor.key) {
-                path.push(entry(&anchor.cert));
-                return true;
+    ) -> Result<Option<Vec<PathEntry>>, DomainError> {
+        let mut path = vec![Node::Leaf];
+        let Some(root) = self.walk(domain, anchors, &mut path)? else {
+            return Ok(None);
+        };
+        let mut entries: Vec<PathEntry> = path.iter().map(|n| path_entry(self.cert(*n))).collect();
+        entries.push(path_entry(&anchors[root].cert));
+        Ok(Some(entries))
+    }
+
+    /// Extends `path` (whose last node is the certificate to find an issuer
+    /// for) to an anchor; returns the anchor's index.
+    fn walk(
+        &mut self,
+        domain: usize,
+        anchors: &[Anchor],
+        path: &mut Vec<Node>,
+    ) -> Result<Option<usize>, DomainError> {
+        let Some(&node) = path.last() else {
+            return Ok(None);
+        };
+        let issuer_der = self
+            .cert(node)
+            .tbs_certificate()
+            .issuer()
+            .to_der()
+            .unwrap_or_default();
+        for (index, anchor) in anchors.iter().enumerate() {
+            if anchor.subject_der == issuer_der
+                && self.edge(node, IssuerRef::Anchor { domain, index }, &anchor.key)?
+            {
+                return Ok(Some(index));
             }
         }
-        for ca in intermediates {
-            let subject = ca.tbs_certificate().subject().to_der().unwrap_or_default();
-            if subject != issuer_der || !is_ca(ca) || std::ptr::eq(ca, cert) {
-                continue;
-            }
-            let Ok(ca_key) = verifying_key(ca) else {
+        // The root ends the path: with it, the path may hold MAX_CHAIN_DEPTH.
+        if path.len() + 1 >= MAX_CHAIN_DEPTH {
+            return Ok(None);
+        }
+        let candidates: Vec<usize> = (0..self.issuers.len())
+            .filter(|&i| {
+                self.issuers[i].0 == issuer_der
+                    && self.issuers[i].1.is_some()
+                    && !path.contains(&Node::Intermediate(i))
+            })
+            .take(MAX_ISSUER_CANDIDATES)
+            .collect();
+        for i in candidates {
+            let Some(key) = self.issuers[i].1.clone() else {
                 continue;
             };
-            if signed_by(cert, &ca_key) {
-                path.push(entry(ca));
-                if walk(ca, intermediates, anchors, depth + 1, path) {
-                    return true;
+            if self.edge(node, IssuerRef::Intermediate(i), &key)? {
+                path.push(Node::Intermediate(i));
+                if let Some(root) = self.walk(domain, anchors, path)? {
+                    return Ok(Some(root));
                 }
                 path.pop();
             }
         }
-        false
+        Ok(None)
     }
-    let mut path = vec![entry(leaf)];
-    walk(leaf, intermediates, anchors, 1, &mut path).then_some(path)
+
+    /// Did `issuer` (whose key is `key`) sign `node`? Verified once, within budget.
+    fn edge(&mut self, node: Node, issuer: IssuerRef, key: &KeptKey) -> Result<bool, DomainError> {
+        if let Some(&known) = self.verified.get(&(node, issuer)) {
+            return Ok(known);
+        }
+        if self.chain_left == 0 || !self.budget.take() {
+            let spent = SIGNATURE_CHECKS_PER_CHAIN - self.chain_left;
+            return Err(over_budget(self.intermediates.len(), spent));
+        }
+        self.chain_left -= 1;
+        let signed = signed_by(self.cert(node), key);
+        self.verified.insert((node, issuer), signed);
+        Ok(signed)
+    }
+}
+
+fn path_entry(cert: &Certificate) -> PathEntry {
+    let (not_before, not_after) = validity(cert);
+    PathEntry {
+        serial: serial_hex(cert),
+        subject: subject_string(cert),
+        not_before,
+        not_after,
+    }
 }
 
 /// Compares two RFC 4514 strings leniently: case and spaces around `,`/`=`
@@ -531,6 +835,7 @@ mod chain_tests {
 
     fn ctx<'a>(accept: &'a [String], revoked: &'a dyn Fn(&str) -> bool) -> CheckContext<'a> {
         CheckContext {
+            usage: KeyUse::Sign,
             now: Timestamp::now_utc(),
             accept,
             expect: None,
@@ -648,5 +953,191 @@ mod chain_tests {
         assert_eq!(e.code, crate::ErrorCode::BadSignature);
         let e = verify_signature(&first.key, b"tbs", b"\x30\x00").unwrap_err();
         assert!(e.message.contains("DER"), "{e}");
+    }
+
+    /// A root, `depth` sub-CAs below it, and a leaf of the last: the chain a
+    /// phone would present (nearest issuer first), and the leaf.
+    fn path_of(root: &DevCa, depth: usize) -> (Vec<String>, bzt_devca::IssuedCert) {
+        let mut cas: Vec<DevCa> = Vec::new();
+        for level in 1..=depth {
+            let parent = cas.last().unwrap_or(root);
+            cas.push(
+                parent
+                    .issue_ca(&format!("Sub {level}"), "Org", "platform")
+                    .unwrap(),
+            );
+        }
+        let issuer = cas.last().unwrap_or(root);
+        let leaf = issuer.issue(&LeafSpec::new("张三", "Org")).unwrap();
+        let chain = cas
+            .iter()
+            .rev()
+            .map(|ca| ca.cert_pem().to_owned())
+            .collect();
+        (chain, leaf)
+    }
+
+    #[test]
+    fn paths_through_sub_cas_verify_each_edge_once_and_up_to_five_certificates() {
+        let root = DevCa::generate("Root", "Org", "platform").unwrap();
+        let trust = store(&[("platform", &root)]);
+        let accept = vec!["platform".to_string()];
+        let never = |_: &str| false;
+
+        let (chain, leaf) = path_of(&root, 3);
+        let mut budget = SignatureBudget::new(100);
+        let verified = trust
+            .verify_chain(&leaf.cert_pem, &chain, &mut budget)
+            .unwrap();
+        assert_eq!(budget.spent(), 4, "leaf → sub 3 → sub 2 → sub 1 → root");
+        assert_eq!(
+            verified
+                .check_use(&ctx(&accept, &never))
+                .unwrap()
+                .info
+                .domain,
+            "platform"
+        );
+
+        // Copies and the leaf itself add nothing: same cache entry, no new work.
+        let mut padded = chain.clone();
+        padded.extend([chain[0].clone(), chain[2].clone(), leaf.cert_pem.clone()]);
+        let mut budget = SignatureBudget::new(100);
+        trust
+            .verify_chain(&leaf.cert_pem, &padded, &mut budget)
+            .unwrap();
+        assert_eq!(budget.spent(), 0, "a cache hit");
+
+        // Six certificates in the path: longer than followed.
+        let (chain, leaf) = path_of(&root, 4);
+        let e = trust
+            .check(&leaf.cert_pem, &chain, &ctx(&accept, &never))
+            .unwrap_err();
+        assert_eq!(e.code, crate::ErrorCode::UntrustedCertificate);
+    }
+
+    #[test]
+    fn copies_of_a_self_signed_ca_cost_a_few_verifications_not_n_to_the_depth() {
+        let root = DevCa::generate("Root", "Org", "platform").unwrap();
+        let evil = DevCa::generate("Evil", "Evil", "evil").unwrap();
+        let trust = store(&[("platform", &root)]);
+        let leaf = evil.issue(&LeafSpec::new("x", "Evil")).unwrap();
+        let copies = vec![evil.cert_pem().to_owned(); MAX_PRESENTED_CHAIN];
+        let mut budget = SignatureBudget::new(1000);
+        let verified = trust
+            .verify_chain(&leaf.cert_pem, &copies, &mut budget)
+            .unwrap();
+        // leaf ← evil, and evil ← evil is not followed (a path never repeats a certificate).
+        assert_eq!(budget.spent(), 1);
+        let accept = vec!["platform".to_string()];
+        let never = |_: &str| false;
+        let e = verified.check_use(&ctx(&accept, &never)).unwrap_err();
+        assert!(
+            e.message
+                .contains("not a CA of any configured trust domain"),
+            "{e}"
+        );
+
+        let too_many = vec![evil.cert_pem().to_owned(); MAX_PRESENTED_CHAIN + 1];
+        let e = trust
+            .verify_chain(&leaf.cert_pem, &too_many, &mut budget)
+            .err()
+            .unwrap();
+        assert_eq!(e.code, crate::ErrorCode::UntrustedCertificate);
+        assert!(e.message.contains("chain_pem holds 9 certificates"), "{e}");
+    }
+
+    #[test]
+    fn a_search_over_budget_is_refused_and_not_cached() {
+        let root = DevCa::generate("Root", "Org", "platform").unwrap();
+        let trust = store(&[("platform", &root)]);
+        let (chain, leaf) = path_of(&root, 2);
+        let mut budget = SignatureBudget::new(2);
+        let e = trust
+            .verify_chain(&leaf.cert_pem, &chain, &mut budget)
+            .err()
+            .unwrap();
+        assert_eq!(e.code, crate::ErrorCode::UntrustedCertificate);
+        assert!(e.message.contains("within 2 signature checks"), "{e}");
+        // The same chain within a budget that suffices: checked afresh, accepted.
+        let mut budget = SignatureBudget::new(3);
+        assert!(trust
+            .verify_chain(&leaf.cert_pem, &chain, &mut budget)
+            .is_ok());
+        assert_eq!(budget.spent(), 3);
+    }
+
+    #[test]
+    fn roots_named_like_the_trusted_one_are_tried_a_bounded_number_of_times() {
+        let root = DevCa::generate("Root", "Org", "platform").unwrap();
+        let trust = store(&[("platform", &root)]);
+        let impostors: Vec<DevCa> = (0..MAX_PRESENTED_CHAIN)
+            .map(|_| DevCa::generate("Root", "Org", "platform").unwrap())
+            .collect();
+        // The leaf comes from the last impostor, beyond the candidates tried.
+        let leaf = impostors[MAX_PRESENTED_CHAIN - 1]
+            .issue(&LeafSpec::new("x", "Org"))
+            .unwrap();
+        let chain: Vec<String> = impostors.iter().map(|c| c.cert_pem().to_owned()).collect();
+        let mut budget = SignatureBudget::new(1000);
+        let verified = trust
+            .verify_chain(&leaf.cert_pem, &chain, &mut budget)
+            .unwrap();
+        assert_eq!(
+            budget.spent() as usize,
+            1 + MAX_ISSUER_CANDIDATES,
+            "the root, then the candidates"
+        );
+        let accept = vec!["platform".to_string()];
+        let never = |_: &str| false;
+        assert!(verified.check_use(&ctx(&accept, &never)).is_err());
+    }
+
+    #[test]
+    fn a_completion_budget_grows_with_its_certificates() {
+        assert_eq!(
+            SignatureBudget::for_certificates(1).remaining,
+            SIGNATURE_CHECKS_PER_CHAIN
+        );
+        assert_eq!(
+            SignatureBudget::for_certificates(51).remaining,
+            SIGNATURE_CHECKS_PER_CHAIN + 50 * SIGNATURE_CHECKS_PER_EXTRA_CERTIFICATE
+        );
+    }
+
+    #[test]
+    fn key_usage_where_present_decides_what_a_leaf_may_do() {
+        use x509_cert::ext::pkix::{KeyUsage, KeyUsages};
+        let root = DevCa::generate("Root", "Org", "platform").unwrap();
+        let trust = store(&[("platform", &root)]);
+        let accept = vec!["platform".to_string()];
+        let never = |_: &str| false;
+        let leaf = |usage: KeyUsage| {
+            root.issue(&LeafSpec::new("x", "Org").with_key_usage(usage))
+                .unwrap()
+        };
+        let encipher_only = leaf(KeyUsage(KeyUsages::KeyEncipherment.into()));
+        let sign_only = leaf(KeyUsage(KeyUsages::DigitalSignature.into()));
+        let data_only = leaf(KeyUsage(KeyUsages::DataEncipherment.into()));
+        let mut c = ctx(&accept, &never);
+
+        let e = trust.check(&encipher_only.cert_pem, &[], &c).unwrap_err();
+        assert_eq!(e.code, crate::ErrorCode::UntrustedCertificate);
+        assert!(
+            e.message
+                .contains("lacks digitalSignature (it allows: keyEncipherment)"),
+            "{e}"
+        );
+        assert!(trust.check(&sign_only.cert_pem, &[], &c).is_ok());
+
+        c.usage = KeyUse::Encrypt;
+        let e = trust.check(&sign_only.cert_pem, &[], &c).unwrap_err();
+        assert!(
+            e.message
+                .contains("neither keyEncipherment nor dataEncipherment"),
+            "{e}"
+        );
+        assert!(trust.check(&encipher_only.cert_pem, &[], &c).is_ok());
+        assert!(trust.check(&data_only.cert_pem, &[], &c).is_ok());
     }
 }

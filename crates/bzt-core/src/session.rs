@@ -644,7 +644,8 @@ impl NewSession {
     }
 }
 
-/// `display`: a non-empty title and an optional detail, ≤ 200 characters each.
+/// `display`: a non-empty title and an optional detail, ≤ 200 characters each,
+/// free of control, bidi and invisible characters ([`crate::text`]).
 pub fn validate_display(display: &DisplayText) -> Result<(), DomainError> {
     if display.title.trim().is_empty() {
         return Err(DomainError::invalid("`display.title` must not be empty"));
@@ -662,6 +663,11 @@ pub fn validate_display(display: &DisplayText) -> Result<(), DomainError> {
         return Err(DomainError::invalid(format!(
             "`display.detail` is longer than {MAX_TITLE_CHARS} characters"
         )));
+    }
+    use crate::text::{check_display_text, Lines};
+    check_display_text("display.title", &display.title, Lines::One)?;
+    if let Some(detail) = &display.detail {
+        check_display_text("display.detail", detail, Lines::Many)?;
     }
     Ok(())
 }

@@ -49,8 +49,9 @@ use crate::wire::{
 /// Wrong PIN proofs in a row that lock a key until the owner unlocks it.
 pub const MAX_FAILURES: u32 = 5;
 
-/// Co-decryptions one `decrypt` session may have (the phone opens its one
-/// recipient entry).
+/// How long the mark "this decrypt session had its one co-decryption" is
+/// kept: longer than any session lives (the phone opens its one recipient
+/// entry per session).
 const DECRYPTS_PER_SESSION_TTL_S: u64 = 24 * 3600;
 
 pub struct Service {

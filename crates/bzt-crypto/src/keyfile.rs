@@ -22,7 +22,6 @@
 
 use der::asn1::{Any, Null, ObjectIdentifier, OctetString};
 use der::{Decode, Encode, Sequence};
-use rand::RngCore;
 use sm2::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use sm2::SecretKey;
 use x509_cert::spki::AlgorithmIdentifierOwned;
@@ -92,8 +91,8 @@ pub fn key_to_encrypted_pem(secret: &SecretKey, pin: &str) -> Result<String, Err
         .map_err(|e| Error::Key(format!("cannot encode the key: {e}")))?;
     let mut salt = [0u8; SALT_LEN];
     let mut iv = [0u8; SM4_BLOCK_LEN];
-    rand::rngs::OsRng.fill_bytes(&mut salt);
-    rand::rngs::OsRng.fill_bytes(&mut iv);
+    getrandom::fill(&mut salt).map_err(|_| Error::Random)?;
+    getrandom::fill(&mut iv).map_err(|_| Error::Random)?;
     let key = derive_key(pin, &salt, PBKDF2_ITERATIONS);
     let ciphertext = sm4_cbc_encrypt(&key, &iv, plain.as_bytes());
 

@@ -6,7 +6,6 @@ use std::time::{Duration, SystemTime};
 use der::asn1::OctetString;
 use der::referenced::OwnedToRef;
 use der::Encode;
-use rand::RngCore;
 use sm2::dsa::SigningKey;
 use sm2::elliptic_curve::Generate;
 use sm2::SecretKey;
@@ -84,6 +83,9 @@ pub struct LeafSpec {
     pub not_before: OffsetDateTime,
     /// notAfter. May be in the past (expired certificates for tests); must follow `not_before`.
     pub not_after: OffsetDateTime,
+    /// The keyUsage bits; `None` for the default (digitalSignature, keyEncipherment,
+    /// dataEncipherment). Other sets make certificates for tests of key-usage checks.
+    pub key_usage: Option<KeyUsage>,
 }
 
 impl LeafSpec {
@@ -96,7 +98,14 @@ impl LeafSpec {
             uscc: None,
             not_before: now - time::Duration::minutes(1),
             not_after: now + time::Duration::days(365),
+            key_usage: None,
         }
+    }
+
+    /// Sets the keyUsage bits, e.g. `KeyUsages::KeyEncipherment.into()`.
+    pub fn with_key_usage(mut self, usage: impl Into<KeyUsage>) -> Self {
+        self.key_usage = Some(usage.into());
+        self
     }
 
     /// Sets the 统一社会信用代码.
@@ -180,8 +189,30 @@ impl DevCa {
             subject,
             aki: None,
             ca: true,
+            key_usage: None,
         };
         let cert = build(profile, validity, spki, &key)?;
+        Self::from_parts(cert, secret, key)
+    }
+
+    /// Issues a subordinate CA `C=CN, O=<org>, OU=<domain>, CN=<cn>` signed by this one, with a
+    /// fresh SM2 key and this root's validity profile: the intermediate of a longer chain (tests
+    /// of path building, and platforms whose leaves come from a sub-CA).
+    pub fn issue_ca(&self, cn: &str, org: &str, domain: &str) -> Result<Self, Error> {
+        let secret = SecretKey::try_generate()
+            .map_err(|e| Error::Key(format!("no randomness for a key: {e}")))?;
+        let key = signing_key(&secret)?;
+        let subject = subject(cn, org, Some(domain), None)?;
+        let now = SystemTime::now();
+        let validity = validity(now - BACKDATE, now + ROOT_VALIDITY)?;
+        let profile = Profile {
+            issuer: Some(self.cert.tbs_certificate().subject().clone()),
+            subject,
+            aki: Some(self.ski.clone()),
+            ca: true,
+            key_usage: None,
+        };
+        let cert = build(profile, validity, spki_of(&key)?, &self.key)?;
         Self::from_parts(cert, secret, key)
     }
 
@@ -328,6 +359,7 @@ impl DevCa {
             subject,
             aki: Some(self.ski.clone()),
             ca: false,
+            key_usage: spec.key_usage,
         };
         build(profile, validity, spki, &self.key)
     }
@@ -341,6 +373,8 @@ struct Profile {
     /// The issuer's key identifier; `None` for the root (it uses its own SKI).
     aki: Option<OctetString>,
     ca: bool,
+    /// A leaf's keyUsage other than the default.
+    key_usage: Option<KeyUsage>,
 }
 
 impl BuilderProfile for Profile {
@@ -388,7 +422,8 @@ impl BuilderProfile for Profile {
         let mut basic_ext = basic.to_extension(tbs.subject(), &exts)?;
         basic_ext.critical = true;
         exts.push(basic_ext);
-        exts.push(KeyUsage(usage).to_extension(tbs.subject(), &exts)?);
+        let usage = self.key_usage.unwrap_or(KeyUsage(usage));
+        exts.push(usage.to_extension(tbs.subject(), &exts)?);
         if !self.ca {
             exts.push(
                 ExtendedKeyUsage(vec![OID_KP_CLIENT_AUTH]).to_extension(tbs.subject(), &exts)?,
@@ -416,7 +451,7 @@ fn build(
 /// 16 random bytes, top bit clear (positive) and the next set (no leading zero nibble).
 fn random_serial() -> Result<SerialNumber, Error> {
     let mut bytes = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    getrandom::fill(&mut bytes).map_err(|_| Error::Random)?;
     bytes[0] = (bytes[0] & 0x7f) | 0x40;
     SerialNumber::new(&bytes).map_err(cert_err)
 }

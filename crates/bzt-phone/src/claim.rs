@@ -50,6 +50,8 @@ struct ClaimAnswer {
     reply_key: Option<String>,
     #[serde(default)]
     opening: Option<OpeningWindow>,
+    #[serde(default)]
+    seal: Option<SealAskWire>,
 }
 
 /// The opening window of a `decrypt` session (开标时间), verbatim RFC 3339 UTC strings: the
@@ -61,6 +63,12 @@ pub struct OpeningWindow {
     pub not_before: String,
     /// The decryption deadline the hall set.
     pub not_after: String,
+}
+
+#[derive(Deserialize)]
+struct SealAskWire {
+    data_hash_b64: String,
+    property_info: String,
 }
 
 #[derive(Deserialize)]
@@ -112,6 +120,9 @@ pub struct Claimed {
     pub reply_key: Option<String>,
     /// `decrypt` only, when the hall set one: the opening window.
     pub opening: Option<OpeningWindow>,
+    /// `sign` with a seal (扫码签章 with an electronic seal): what the SES_Signature must carry;
+    /// complete with [`crate::Phone::approve_with_seal`].
+    pub seal: Option<crate::seals::SealAsk>,
 }
 
 impl Claimed {
@@ -122,6 +133,21 @@ impl Claimed {
         let tbs = STANDARD
             .decode(&answer.tbs_b64)
             .map_err(|e| format!("tbs_b64 is not base64: {e}"))?;
+        let seal = answer
+            .seal
+            .map(|w| {
+                let data_hash = STANDARD
+                    .decode(&w.data_hash_b64)
+                    .map_err(|e| format!("seal.data_hash_b64 is not base64: {e}"))?;
+                if data_hash.len() != 32 {
+                    return Err("seal.data_hash_b64 is not an SM3 hash (32 bytes)".to_string());
+                }
+                Ok(crate::seals::SealAsk {
+                    data_hash,
+                    property_info: w.property_info,
+                })
+            })
+            .transpose()?;
         let s = answer.session;
         Ok(Self {
             base_url: base_url.to_string(),
@@ -139,6 +165,7 @@ impl Claimed {
             envelope_header_b64: answer.envelope_header_b64,
             reply_key: answer.reply_key,
             opening: answer.opening,
+            seal,
         })
     }
 
@@ -219,6 +246,12 @@ impl Claimed {
             ));
         }
         match self.kind {
+            Kind::Sign if self.seal.is_some() => {
+                lines.push("签章方式：电子印章（请选择印章）".into());
+                if self.conversation_allowed {
+                    lines.push("会话签章：可开启（之后的签章请求将自动确认）".into());
+                }
+            }
             Kind::Sign => {
                 lines.push(format!("签章内容：{} 字节", self.tbs.len()));
                 if self.conversation_allowed {
@@ -302,6 +335,7 @@ mod tests {
             envelope_header_b64: None,
             reply_key: None,
             opening: None,
+            seal: None,
         }
     }
 

@@ -181,6 +181,7 @@ pub fn approval_body(
     identity: &PhoneIdentity,
     extras: &ApproveExtras,
 ) -> Result<Value, Error> {
+    refuse_seal_session(claimed)?;
     check_approval(claimed, extras)?;
     let signature = sign(identity, &claimed.tbs)?;
     signed_approval_body(
@@ -266,6 +267,17 @@ pub fn signed_approval_body(
         open_conversation: extras.open_conversation,
     };
     serde_json::to_value(body).map_err(|e| Error::Refused(format!("cannot encode the body: {e}")))
+}
+
+/// A session asking for a seal signature (扫码签章 with a seal) is completed with
+/// [`Phone::approve_with_seal`], never with a bare signature.
+pub(crate) fn refuse_seal_session(claimed: &Claimed) -> Result<(), Error> {
+    if claimed.seal.is_some() {
+        return Err(Error::Refused(
+            "this session asks for a seal signature (扫码签章): pick a seal (Phone::approve_with_seal)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// `<base_url>/<segments...>`, each segment percent-encoded as needed.

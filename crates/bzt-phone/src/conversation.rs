@@ -39,7 +39,6 @@
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::ops::ControlFlow;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -51,12 +50,10 @@ use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::macros::{format_description, offset};
 use time::OffsetDateTime;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::WebSocketStream;
+
+use crate::net::ClientTls;
 
 use crate::claim::clean;
 use crate::error::BrokerError;
@@ -369,11 +366,8 @@ impl Default for Reconnect {
     }
 }
 
-/// Anything a socket runs over: plain TCP or TLS.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-type Ws = WebSocketStream<Box<dyn Io>>;
+/// A conversation socket, over plain TCP or TLS.
+type Ws = crate::net::WsStream;
 
 /// A frame from the broker, as sent. Unknown types are ignored (a newer broker may add some).
 #[derive(Deserialize)]
@@ -425,6 +419,15 @@ impl PhoneConversation {
     ) -> Result<ConversationSocket, ConversationError> {
         ConversationSocket::connect(base_url, grant).await
     }
+
+    /// [`PhoneConversation::connect`] trusting `tls`'s roots for `wss:`.
+    pub async fn connect_with_tls(
+        base_url: &str,
+        grant: &PhoneConversation,
+        tls: ClientTls,
+    ) -> Result<ConversationSocket, ConversationError> {
+        ConversationSocket::connect_with_tls(base_url, grant, tls).await
+    }
 }
 
 /// What signs a conversation's requests: the phone's whole key, or a split key co-signing
@@ -468,6 +471,8 @@ pub struct ConversationSocket {
     /// The conversation id, for messages.
     conversation_id: String,
     ws: Ws,
+    /// The roots `wss:` trusts, kept for reconnects.
+    tls: ClientTls,
     /// Request ids handed out by [`ConversationSocket::next_request`], across reconnects: the
     /// broker sends pending requests again after each reconnect.
     seen: HashSet<String>,
@@ -501,12 +506,23 @@ impl ConversationSocket {
         base_url: &str,
         grant: &PhoneConversation,
     ) -> Result<Self, ConversationError> {
+        Self::connect_with_tls(base_url, grant, ClientTls::web_pki()).await
+    }
+
+    /// [`ConversationSocket::connect`] trusting `tls`'s roots (the Web PKI and any extra CA)
+    /// for `wss:`.
+    pub async fn connect_with_tls(
+        base_url: &str,
+        grant: &PhoneConversation,
+        tls: ClientTls,
+    ) -> Result<Self, ConversationError> {
         let url = socket_url(base_url, &grant.id, grant.phone_token.expose())?;
-        let ws = open(&url).await?;
+        let ws = open(&url, &tls).await?;
         Ok(Self {
             url,
             conversation_id: grant.id.clone(),
             ws,
+            tls,
             seen: HashSet::new(),
             queue: VecDeque::new(),
             ended: None,
@@ -544,7 +560,7 @@ impl ConversationSocket {
     /// again when the broker re-sends them; a request handed out but not answered can still be
     /// answered on the new connection.
     pub async fn reconnect(&mut self) -> Result<(), ConversationError> {
-        let ws = open(&self.url).await?;
+        let ws = open(&self.url, &self.tls).await?;
         let mut old = std::mem::replace(&mut self.ws, ws);
         // What was queued is still pending at the broker, which sends it again.
         self.queue.clear();
@@ -934,58 +950,15 @@ fn socket_url(base_url: &str, id: &str, token: &str) -> Result<Url, Conversation
 }
 
 /// Connects and upgrades; a refused upgrade becomes the broker's error.
-async fn open(url: &Url) -> Result<Ws, ConversationError> {
-    let host = url
-        .host_str()
-        .ok_or_else(|| ConversationError::Url("the broker URL has no host".into()))?;
-    let port = url
-        .port_or_known_default()
-        .ok_or_else(|| ConversationError::Url("the broker URL has no port".into()))?;
-    let tcp = TcpStream::connect(format!("{host}:{port}"))
-        .await
-        .map_err(|e| ConversationError::from(tungstenite::Error::Io(e)))?;
-    let _ = tcp.set_nodelay(true);
-    let stream: Box<dyn Io> = if url.scheme() == "wss" {
-        Box::new(tls(host, tcp).await?)
-    } else {
-        Box::new(tcp)
-    };
-    let request = url.as_str().into_client_request()?;
+async fn open(url: &Url, tls: &ClientTls) -> Result<Ws, ConversationError> {
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES));
-    match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
+    match crate::net::connect_ws(url.as_str(), tls, config).await {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::Error::Http(resp)) => Err(refusal(&resp)),
         Err(e) => Err(e.into()),
     }
-}
-
-/// TLS with the Web PKI roots (ring, like the HTTP client).
-async fn tls(
-    host: &str,
-    tcp: TcpStream,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConversationError> {
-    use tokio_rustls::rustls;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| ConversationError::Url(format!("TLS: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let name = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let name = rustls::pki_types::ServerName::try_from(name)
-        .map_err(|e| ConversationError::Url(format!("TLS server name {host:?}: {e}")))?;
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| ConversationError::from(tungstenite::Error::Io(e)))
 }
 
 /// The broker's HTTP refusal of the upgrade, as its protocol error when it has one.

@@ -465,6 +465,7 @@ mod tests {
             envelope_header_b64: Some(STANDARD.encode(header)),
             reply_key: Some(reply_hex.into()),
             opening: None,
+            seal: None,
         }
     }
 

@@ -40,6 +40,8 @@
 //!   the phone's entry in the envelope header, unwrap the content key, re-wrap it to the hall's
 //!   `reply_key`), [`Phone::approve_encrypt`], [`Phone::approve_decrypt`] (rejects with a
 //!   Chinese [`DecryptRefusal::reason`] when the phone cannot decrypt).
+//! - [`seals`]: 印章管理 and 扫码签章 with a GB/T 38540 seal: [`SealWallet`] (the phone's
+//!   seals, the ones usable with its certificate), [`Phone::approve_with_seal`].
 //! - [`session`]: plain wire data ([`Kind`], [`CompleteAnswer`], ...).
 //! - [`error`]: [`Error`] and [`BrokerError`] (the protocol's `{"error": {"code", "message"}}`).
 //!
@@ -57,7 +59,9 @@ pub mod conversation;
 pub mod envelope;
 pub mod error;
 pub mod identity;
+pub mod net;
 pub mod qr;
+pub mod seals;
 pub mod session;
 pub mod split;
 
@@ -75,6 +79,7 @@ pub use envelope::{
 pub use error::{BrokerError, Error};
 pub use identity::{sign, Device, PhoneIdentity};
 pub use qr::{QrError, QrText};
+pub use seals::{describe_seal_zh, seal_approval_body, SealAsk, SealWallet};
 pub use session::{
     AppInfo, CompleteAnswer, Kind, PhoneConversation, Requester, SessionDisplay, SessionStatus,
 };

@@ -265,6 +265,7 @@ impl Phone {
         key: &UnlockedSplit<'_>,
         extras: ApproveExtras,
     ) -> Result<CompleteAnswer, Error> {
+        crate::client::refuse_seal_session(claimed)?;
         check_approval(claimed, &extras)?;
         let signature = key.sign_session(claimed).await?;
         let body = signed_approval_body(

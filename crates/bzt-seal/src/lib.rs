@@ -22,7 +22,9 @@ pub mod make;
 pub mod verify;
 
 pub use error::{SealError, SealErrorKind};
-pub use make::{make_seal, sign_with_seal, Picture, SealSpec, SealType};
+pub use make::{
+    make_seal, prepare_signature, sign_with_seal, Picture, PreparedSignature, SealSpec, SealType,
+};
 pub use verify::{verify_seal, verify_signature, Seal, SealSignature, VerifiedSignature};
 
 /// `SES_Header.id` of every seal.

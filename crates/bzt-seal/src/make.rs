@@ -178,6 +178,60 @@ pub fn sign_with_seal(
     property_info: &str,
     at: OffsetDateTime,
 ) -> Result<Vec<u8>, SealError> {
+    let prepared = prepare_signature(seal_der, signer_cert_der, data_hash, property_info, at)?;
+    let signer_cert = x509_cert::Certificate::from_der(signer_cert_der).map_err(|e| {
+        SealError::input("SES_Signature.cert", format!("not a DER certificate: {e}"))
+    })?;
+    if !bzt_devca::sm2sig::key_matches_cert(signer_key, &signer_cert) {
+        return Err(SealError::input(
+            "SES_Signature.cert",
+            "the signing key is not the key of the signer's certificate",
+        ));
+    }
+    let signature = bzt_devca::sign_der(signer_key, prepared.signed_bytes())
+        .map_err(|e| SealError::input("SES_Signature.signature", e.to_string()))?;
+    prepared.finish(&signature)
+}
+
+/// A seal signature waiting for its SM2 signature: for signers that do not hold the key in
+/// one piece (a phone whose key is split with a co-signer signs [`PreparedSignature::signed_bytes`]
+/// its own way, then calls [`PreparedSignature::finish`]).
+#[derive(Clone, Debug)]
+pub struct PreparedSignature {
+    tbs: TbsSign,
+    signed: Vec<u8>,
+    cert: Vec<u8>,
+}
+
+impl PreparedSignature {
+    /// `DER(TBS_Sign)`: what the signer's SM2 key must sign (SM3, ID `1234567812345678`).
+    pub fn signed_bytes(&self) -> &[u8] {
+        &self.signed
+    }
+
+    /// Wraps `signature_der` (DER `SEQUENCE { r, s }`) into the `SES_Signature`, DER.
+    pub fn finish(self, signature_der: &[u8]) -> Result<Vec<u8>, SealError> {
+        SesSignature {
+            to_sign: self.tbs,
+            cert: octets(&self.cert, "SES_Signature.cert")?,
+            signature_alg_id: OID_SM2_WITH_SM3,
+            signature: bits(signature_der, "SES_Signature.signature")?,
+            time_stamp: None,
+        }
+        .to_der()
+        .map_err(|e| SealError::input("SES_Signature", e.to_string()))
+    }
+}
+
+/// Builds `TBS_Sign` for `data_hash` (32 bytes) and `property_info` at `at`, with the seal
+/// embedded; refuses a seal that is not bound to `signer_cert_der`.
+pub fn prepare_signature(
+    seal_der: &[u8],
+    signer_cert_der: &[u8],
+    data_hash: &[u8],
+    property_info: &str,
+    at: OffsetDateTime,
+) -> Result<PreparedSignature, SealError> {
     let seal = SeSeal::from_der(seal_der).map_err(|e| SealError::malformed("SESeal", e))?;
     if data_hash.len() != 32 {
         return Err(SealError::input(
@@ -198,15 +252,6 @@ pub fn sign_with_seal(
             "this seal was made for another certificate",
         ));
     }
-    let signer_cert = x509_cert::Certificate::from_der(signer_cert_der).map_err(|e| {
-        SealError::input("SES_Signature.cert", format!("not a DER certificate: {e}"))
-    })?;
-    if !bzt_devca::sm2sig::key_matches_cert(signer_key, &signer_cert) {
-        return Err(SealError::input(
-            "SES_Signature.cert",
-            "the signing key is not the key of the signer's certificate",
-        ));
-    }
     let tbs = TbsSign {
         version: VERSION,
         eseal: seal,
@@ -218,17 +263,11 @@ pub fn sign_with_seal(
     let signed = tbs
         .to_der()
         .map_err(|e| SealError::input("TBS_Sign", e.to_string()))?;
-    let signature = bzt_devca::sign_der(signer_key, &signed)
-        .map_err(|e| SealError::input("SES_Signature.signature", e.to_string()))?;
-    SesSignature {
-        to_sign: tbs,
-        cert: octets(signer_cert_der, "SES_Signature.cert")?,
-        signature_alg_id: OID_SM2_WITH_SM3,
-        signature: bits(&signature, "SES_Signature.signature")?,
-        time_stamp: None,
-    }
-    .to_der()
-    .map_err(|e| SealError::input("SES_Signature", e.to_string()))
+    Ok(PreparedSignature {
+        tbs,
+        signed,
+        cert: signer_cert_der.to_vec(),
+    })
 }
 
 fn ia5(s: &str, part: &'static str) -> Result<Ia5String, SealError> {

@@ -1,4 +1,6 @@
 //! The opening hall's side of 扫码解密, as a library (`bzt hall decrypt` is a thin shell over it).
+//! It creates its session through [`RpClient`] and waits on the browser WebSocket through the
+//! shared connector, so `https:`/`wss:` brokers work (with extra CA roots from [`ClientTls`]).
 //!
 //! 1. Generate a one-time SM2 key ([`OneTimeKey`]); its public half is the session's
 //!    `reply_key`.
@@ -29,10 +31,13 @@ use bzt_envelope::{
 };
 use bzt_phone::{Challenge, Kind};
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sm2::SecretKey;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::{ClientTls, CreateSession, Display, RpClient, RpError};
 
 /// Longest display title the broker accepts (characters).
 const MAX_TITLE_CHARS: usize = 200;
@@ -122,12 +127,10 @@ pub struct DecryptOptions {
 /// Talks to a broker as an RP backend (API key).
 #[derive(Clone, Debug)]
 pub struct HallClient {
-    /// Shared connection pool.
-    http: reqwest::Client,
-    /// The broker's base URL, no trailing slash.
-    base_url: String,
-    /// The app's API key.
-    api_key: String,
+    /// The relying-party API.
+    rp: RpClient,
+    /// The roots `wss:` trusts (give the HTTP client the same ones).
+    tls: ClientTls,
 }
 
 /// A created `decrypt` session, with what the hall needs to finish it.
@@ -144,6 +147,8 @@ pub struct DecryptSession {
     pub created: Value,
     /// The browser WebSocket (absolute `ws:`/`wss:` URL with the browser token).
     ws_url: String,
+    /// The roots `wss:` trusts.
+    tls: ClientTls,
     /// The sealed file.
     input: PathBuf,
     /// The file's header bytes exactly as in the file: what the challenge names.
@@ -229,10 +234,16 @@ impl HallClient {
     /// A client of the broker at `base_url` (e.g. `http://127.0.0.1:8700`) with an app's API key.
     pub fn new(http: reqwest::Client, base_url: &str, api_key: &str) -> Self {
         Self {
-            http,
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            api_key: api_key.to_owned(),
+            rp: RpClient::new(http, base_url, api_key),
+            tls: ClientTls::web_pki(),
         }
+    }
+
+    /// Trusts `tls`'s roots on the browser WebSocket (`wss:`); build the HTTP client passed to
+    /// [`HallClient::new`] from the same [`ClientTls`].
+    pub fn with_tls(mut self, tls: ClientTls) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Reads the sealed file's header, makes a one-time key and creates the `decrypt` session.
@@ -258,40 +269,25 @@ impl HallClient {
             &hex::encode(header_digest(&header_raw))[..16],
             header.recipients().len()
         );
-        let mut body = json!({
-            "kind": "decrypt",
-            "display": { "title": title, "detail": detail },
-            "envelope_header_b64": STANDARD.encode(&header_raw),
-            "reply_key": key.reply_key_hex(),
-        });
-        if let Some(ttl) = options.ttl_s {
-            body["ttl_s"] = json!(ttl);
-        }
-        if options.number_match {
-            body["number_match"] = json!(true);
-        }
-        let resp = self
-            .http
-            .post(format!("{}/v1/sessions", self.base_url))
-            .bearer_auth(&self.api_key)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| HallError::Transport(e.to_string()))?;
-        let created = read_json(resp).await?;
-        let field = |k: &str| {
-            created[k]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| HallError::Protocol(format!("the create answer has no {k}")))
+        let mut body = CreateSession::new(Kind::Decrypt, title);
+        body.display = Display {
+            title: body.display.title,
+            detail: Some(detail),
         };
-        let ttl = created["ttl_s"].as_u64().or(options.ttl_s).unwrap_or(600);
+        body.envelope_header_b64 = Some(STANDARD.encode(&header_raw));
+        body.reply_key = Some(key.reply_key_hex());
+        body.ttl_s = options.ttl_s;
+        body.number_match = options.number_match;
+        let created = self.rp.create_session(&body).await?;
+        let ttl = created.ttl_s;
         Ok(DecryptSession {
-            id: field("id")?,
-            qr_text: field("qr_text")?,
-            expires_at: field("expires_at")?,
-            ws_url: field("ws_url")?,
-            created,
+            id: created.id.clone(),
+            qr_text: created.qr_text.clone(),
+            expires_at: created.expires_at.clone(),
+            ws_url: created.ws_url.clone(),
+            created: serde_json::to_value(&created)
+                .map_err(|e| HallError::Protocol(format!("the create answer: {e}")))?,
+            tls: self.tls.clone(),
             input: input.to_owned(),
             header_raw,
             header,
@@ -358,7 +354,9 @@ impl DecryptSession {
         on_event: &mut impl FnMut(HallEvent),
     ) -> Result<Option<Terminal>, WatchError> {
         use tokio_tungstenite::tungstenite::Error as WsError;
-        let (mut ws, _) = match tokio_tungstenite::connect_async(self.ws_url.as_str()).await {
+        let connected =
+            crate::connect_ws(&self.ws_url, &self.tls, WebSocketConfig::default()).await;
+        let (mut ws, _) = match connected {
             Ok(ok) => ok,
             Err(WsError::Http(resp)) if resp.status().is_client_error() && resp.status() != 429 => {
                 let body = resp
@@ -366,7 +364,9 @@ impl DecryptSession {
                     .as_ref()
                     .map(|b| String::from_utf8_lossy(b).into_owned())
                     .unwrap_or_default();
-                return Err(Fatal(error_from_body(resp.status().as_u16(), &body)));
+                return Err(Fatal(
+                    crate::error_from_body(resp.status().as_u16(), &body, None).into(),
+                ));
             }
             Err(e) => return Err(Retry(format!("WebSocket connect: {e}"))),
         };
@@ -462,20 +462,21 @@ impl DecryptSession {
         let pem = result["certificate"]["pem"]
             .as_str()
             .ok_or_else(|| bad("no certificate"))?;
-        let cert = bzt_core::pki::parse_pem(pem)
-            .map_err(|e| HallError::BadResult(format!("certificate: {}", e.message)))?;
+        let cert = bzt_crypto::pem_certificate(pem)
+            .map_err(|e| HallError::BadResult(format!("certificate: {e}")))?;
         let signature = result["signature_b64"]
             .as_str()
             .and_then(|s| STANDARD.decode(s).ok())
             .ok_or_else(|| bad("no signature_b64"))?;
-        let key = bzt_core::pki::verifying_key(&cert)
-            .map_err(|e| HallError::BadResult(format!("certificate: {}", e.message)))?;
-        bzt_core::pki::verify_signature(&key, &tbs, &signature)
-            .map_err(|e| HallError::BadResult(e.message))?;
-        let serial = bzt_core::pki::serial_hex(&cert);
-        let issuer = bzt_core::pki::issuer_string(&cert);
+        let key = bzt_crypto::cert_verifying_key(&cert)
+            .map_err(|e| HallError::BadResult(format!("certificate: {e}")))?;
+        bzt_crypto::verify_der(&key, &tbs, &signature).map_err(|_| {
+            bad("the signature does not verify over the challenge with the certificate's key")
+        })?;
+        let serial = bzt_crypto::serial_hex(&cert);
+        let issuer = bzt_crypto::issuer_string(&cert);
         Ok(Signer {
-            subject: bzt_core::pki::subject_string(&cert),
+            subject: bzt_crypto::subject_string(&cert),
             is_recipient: self.header.find_recipient(&serial, &issuer).is_some(),
             serial,
             issuer,
@@ -492,32 +493,22 @@ enum WatchError {
 }
 use WatchError::{Fatal, Retry};
 
-async fn read_json(resp: reqwest::Response) -> Result<Value, HallError> {
-    let status = resp.status().as_u16();
-    let text = resp
-        .text()
-        .await
-        .map_err(|e| HallError::Transport(e.to_string()))?;
-    if (200..300).contains(&status) {
-        serde_json::from_str(&text)
-            .map_err(|e| HallError::Protocol(format!("HTTP {status}, body is not JSON: {e}")))
-    } else {
-        Err(error_from_body(status, &text))
-    }
-}
-
-fn error_from_body(status: u16, body: &str) -> HallError {
-    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    match (v["error"]["code"].as_str(), v["error"]["message"].as_str()) {
-        (Some(code), message) => HallError::Broker {
-            status,
-            code: code.to_owned(),
-            message: message.unwrap_or_default().to_owned(),
-        },
-        _ => HallError::Protocol(format!(
-            "HTTP {status} without a protocol error body: {}",
-            body.chars().take(200).collect::<String>()
-        )),
+impl From<RpError> for HallError {
+    fn from(e: RpError) -> Self {
+        match e {
+            RpError::Broker {
+                status,
+                code,
+                message,
+                ..
+            } => HallError::Broker {
+                status,
+                code,
+                message,
+            },
+            RpError::Transport(m) => HallError::Transport(m),
+            RpError::Protocol(m) => HallError::Protocol(m),
+        }
     }
 }
 
@@ -546,14 +537,19 @@ mod tests {
 
     #[test]
     fn broker_errors_are_read_from_the_body() {
-        match error_from_body(404, r#"{"error":{"code":"not_found","message":"no"}}"#) {
+        let e = crate::error_from_body(
+            404,
+            r#"{"error":{"code":"not_found","message":"no"}}"#,
+            None,
+        );
+        match HallError::from(e) {
             HallError::Broker { status, code, .. } => {
                 assert_eq!((status, code.as_str()), (404, "not_found"))
             }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            error_from_body(502, "<html>"),
+            HallError::from(crate::error_from_body(502, "<html>", None)),
             HallError::Protocol(_)
         ));
     }
