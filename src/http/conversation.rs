@@ -71,8 +71,10 @@ pub async fn end_conversation(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewRequestBody {
-    tbs_b64: String,
+    tbs_b64: Option<String>,
     display: DisplayText,
+    /// Instead of `tbs_b64`: a seal signature over this hash (a seal on one more page).
+    seal: Option<super::rp::SealBody>,
 }
 
 pub async fn create_request(
@@ -82,10 +84,14 @@ pub async fn create_request(
     ApiJson(body): ApiJson<NewRequestBody>,
 ) -> Result<Response, ApiError> {
     let app = authenticate(&state, &headers)?;
-    let tbs = decode_b64("tbs_b64", Some(body.tbs_b64))?.unwrap_or_default();
+    let tbs = decode_b64("tbs_b64", body.tbs_b64)?;
+    let seal = body
+        .seal
+        .map(super::rp::SealBody::into_request)
+        .transpose()?;
     let r = state
         .broker
-        .add_request(&app.id, &id, body.display, tbs)
+        .add_request(&app.id, &id, body.display, tbs, seal)
         .await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -298,7 +304,11 @@ async fn phone_loop(
 enum PhoneMessage {
     SignResponse {
         request_id: String,
-        signature_b64: String,
+        #[serde(default)]
+        signature_b64: Option<String>,
+        /// A seal request's answer: the SES_Signature, DER.
+        #[serde(default)]
+        seal_signature_b64: Option<String>,
         #[serde(default)]
         auto_confirmed: bool,
     },
@@ -337,11 +347,14 @@ async fn handle_phone_message(
         PhoneMessage::SignResponse {
             request_id,
             signature_b64,
+            seal_signature_b64,
             auto_confirmed,
         } => {
-            let result = match decode_b64("signature_b64", Some(signature_b64)) {
-                Ok(sig) => broker
-                    .respond(&c, &request_id, sig.unwrap_or_default(), auto_confirmed)
+            let decoded = decode_b64("signature_b64", signature_b64)
+                .and_then(|sig| Ok((sig, decode_b64("seal_signature_b64", seal_signature_b64)?)));
+            let result = match decoded {
+                Ok((sig, seal_sig)) => broker
+                    .respond(&c, &request_id, sig, seal_sig, auto_confirmed)
                     .await
                     .map(|_| "approved"),
                 Err(e) => Err(e),
