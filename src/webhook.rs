@@ -8,11 +8,24 @@
 //! the timestamp is current). Deliveries live in this process: a node that
 //! dies mid-retry loses its pending retries (see docs/security.md), while
 //! the RP can always read the outcome with `GET /v1/sessions/<id>`.
+//!
+//! A webhook URL is chosen by whoever holds an API key, so it must not turn
+//! the broker into a proxy towards its own network (SSRF). The client's DNS
+//! resolver drops loopback, link-local, private and unique-local addresses
+//! (unless `webhooks.allowed_private_networks` lists them), and URLs naming
+//! such an address literally are refused before sending: the check applies
+//! to the very addresses the connection uses, so a name that resolves to a
+//! public address when the session is created and to 127.0.0.1 later
+//! (DNS rebinding) is refused at delivery.
 
 use crate::config::WebhookConfig;
+use anyhow::Context;
 use bzt_core::Secret;
 use hmac::{Hmac, KeyInit, Mac};
+use ipnet::IpNet;
 use sha2::Sha256;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The `Bzt-Signature` header value for `body` at unix time `t`.
@@ -28,21 +41,147 @@ pub fn signature_header(secret: &Secret, t: i64, body: &[u8]) -> String {
     format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// Is `ip` an address of the public internet? Loopback, unspecified,
+/// link-local, private (RFC 1918), shared (RFC 6598, CGNAT), unique-local
+/// (fc00::/7), multicast, broadcast and documentation addresses are not;
+/// an IPv4-mapped IPv6 address is judged as the IPv4 address it carries.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_unspecified()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+        }
+    }
+}
+
+/// Which addresses webhooks may reach: public ones, plus the configured
+/// private networks.
+#[derive(Clone, Debug, Default)]
+pub struct AddressPolicy {
+    allowed: Arc<Vec<IpNet>>,
+}
+
+impl AddressPolicy {
+    /// From `webhooks.allowed_private_networks`; a bad entry is named.
+    pub fn new(allowed: &[String]) -> anyhow::Result<Self> {
+        let allowed = allowed
+            .iter()
+            .map(|net| {
+                net.parse::<IpNet>()
+                    .or_else(|_| net.parse::<IpAddr>().map(IpNet::from))
+                    .with_context(|| {
+                        format!(
+                            "webhooks.allowed_private_networks: {net:?} is not a network \
+                             (CIDR like 10.1.0.0/16) or an address"
+                        )
+                    })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Self {
+            allowed: Arc::new(allowed),
+        })
+    }
+
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        is_public(ip) || self.allowed.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// The webhook client's resolver: the system's, minus the addresses the
+/// policy refuses. Connections only ever go to what this returns.
+struct FilteringResolver {
+    policy: AddressPolicy,
+}
+
+impl reqwest::dns::Resolve for FilteringResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let (permitted, refused): (Vec<SocketAddr>, Vec<SocketAddr>) =
+                found.into_iter().partition(|a| policy.permits(a.ip()));
+            if permitted.is_empty() {
+                let refused: Vec<String> = refused.iter().map(|a| a.ip().to_string()).collect();
+                return Err(Box::new(std::io::Error::other(format!(
+                    "{host} resolves only to addresses webhooks may not reach ({}); \
+                     list the network in webhooks.allowed_private_networks to allow it",
+                    refused.join(", ")
+                )))
+                    as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(permitted.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct WebhookSender {
     client: reqwest::Client,
     config: WebhookConfig,
+    policy: AddressPolicy,
 }
 
 impl WebhookSender {
-    pub fn new(config: WebhookConfig) -> Self {
+    /// Fails (at start-up) if the allow-list does not parse or the client
+    /// cannot be built: a default client would silently drop the timeout,
+    /// the no-redirect policy and the address filter.
+    pub fn new(config: WebhookConfig) -> anyhow::Result<Self> {
+        let policy = AddressPolicy::new(&config.allowed_private_networks)?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
             .redirect(reqwest::redirect::Policy::none())
+            // Through a proxy, the address checked would be the proxy's.
+            .no_proxy()
             .user_agent(concat!("bzt-webhook/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(Arc::new(FilteringResolver {
+                policy: policy.clone(),
+            }))
             .build()
-            .unwrap_or_default();
-        Self { client, config }
+            .context("cannot build the webhook HTTP client")?;
+        Ok(Self {
+            client,
+            config,
+            policy,
+        })
+    }
+
+    /// A URL naming a refused address literally (no DNS involved, so the
+    /// resolver never sees it); `None` for names and permitted addresses.
+    fn refused_literal(&self, url: &str) -> Option<IpAddr> {
+        let parsed = reqwest::Url::parse(url).ok()?;
+        let ip = match parsed.host()? {
+            url::Host::Ipv4(v4) => IpAddr::V4(v4),
+            url::Host::Ipv6(v6) => IpAddr::V6(v6),
+            url::Host::Domain(_) => return None,
+        };
+        (!self.policy.permits(ip)).then_some(ip)
     }
 
     /// Queues a delivery; returns at once.
@@ -58,6 +197,12 @@ impl WebhookSender {
             .and_then(|v| v.as_str())
             .unwrap_or("?")
             .to_owned();
+        if let Some(ip) = self.refused_literal(url) {
+            // Retrying cannot change a literal address.
+            tracing::warn!(%session, %ip, "webhook refused: its URL names an address webhooks may not reach (see webhooks.allowed_private_networks)");
+            metrics::counter!("bzt_webhook_deliveries_total", "outcome" => "refused").increment(1);
+            return;
+        }
         let mut backoff = self.config.initial_backoff_ms;
         for attempt in 1..=self.config.max_attempts {
             let t = bzt_core::Timestamp::now_utc().unix_millis() / 1000;
@@ -98,6 +243,50 @@ impl WebhookSender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_public_addresses_are_reachable_unless_allowed() {
+        let never: Vec<&str> = vec![
+            "127.0.0.1",
+            "127.8.9.10",
+            "0.0.0.0",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fe80::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "192.0.2.1",
+            "2001:db8::1",
+        ];
+        let policy = AddressPolicy::new(&[]).unwrap();
+        for ip in never {
+            assert!(!policy.permits(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "100.128.0.1",
+            "2400:3200::1",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(policy.permits(ip.parse().unwrap()), "{ip}");
+        }
+        let lan = AddressPolicy::new(&["10.1.0.0/16".into(), "::1".into()]).unwrap();
+        assert!(lan.permits("10.1.2.3".parse().unwrap()));
+        assert!(lan.permits("::1".parse().unwrap()));
+        assert!(!lan.permits("10.2.0.1".parse().unwrap()));
+        let e = AddressPolicy::new(&["10.1/16".into()]).unwrap_err();
+        assert!(e.to_string().contains("allowed_private_networks"), "{e}");
+    }
 
     #[test]
     fn signature_matches_an_independent_hmac() {

@@ -10,6 +10,7 @@ use crate::apps::App;
 use crate::error::ApiError;
 use crate::events::{BrowserEvent, Cursor};
 use crate::limits::SocketSlot;
+use crate::shutdown::CLOSE_SERVICE_RESTART;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -113,10 +114,14 @@ async fn open_browser_request(
 ) -> Result<(Session, Arc<App>), ApiError> {
     let session = state.broker.session_for_browser(id, q.t.as_deref()).await?;
     let app = check_origin(state, &session, headers)?;
+    // Header text reaches the phone: keep it displayable and bounded.
+    use bzt_core::session::{MAX_ORIGIN_CHARS, MAX_USER_AGENT_CHARS};
+    use bzt_core::text::displayable;
     let requester = Requester {
         ip: Some(client_ip(state, headers, peer).to_string()),
-        user_agent: header_str(headers, header::USER_AGENT),
-        origin: header_str(headers, header::ORIGIN),
+        user_agent: header_str(headers, header::USER_AGENT)
+            .map(|ua| displayable(&ua, MAX_USER_AGENT_CHARS)),
+        origin: header_str(headers, header::ORIGIN).map(|o| displayable(&o, MAX_ORIGIN_CHARS)),
     };
     state.broker.note_requester(&session, requester).await?;
     Ok((session, app))
@@ -149,6 +154,7 @@ pub async fn websocket(
 async fn run_websocket(mut socket: WebSocket, state: AppState, id: SessionId, _slot: SocketSlot) {
     let gauge = metrics::gauge!("bzt_browser_sockets", "transport" => "ws");
     gauge.increment(1.0);
+    let _open = state.drain.socket();
     let _ = websocket_loop(&mut socket, &state, &id).await;
     gauge.decrement(1.0);
 }
@@ -183,6 +189,9 @@ async fn websocket_loop(
             }
             _ = ping.tick() => {
                 socket.send(Message::Ping(Vec::new().into())).await?;
+            }
+            _ = state.drain.started() => {
+                return close(socket, CLOSE_SERVICE_RESTART, "service restart: reconnect").await;
             }
             incoming = socket.recv() => {
                 match incoming {
@@ -347,6 +356,8 @@ async fn run_sse(
                     }
                 }
                 _ = tx.closed() => break 'stream,
+                // The client's EventSource reconnects (to another node).
+                _ = state.drain.started() => break 'stream,
             }
         }
     }

@@ -11,6 +11,7 @@
 use super::rp::{authenticate, decode_b64};
 use super::{ApiJson, AppState, TokenQuery};
 use crate::error::ApiError;
+use crate::shutdown::CLOSE_SERVICE_RESTART;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -177,6 +178,7 @@ pub async fn requester_socket(
         .read_buffer_size(SOCKET_BUFFER)
         .write_buffer_size(0)
         .on_upgrade(move |mut socket| async move {
+            let _open = state.drain.socket();
             let _ = requester_loop(&mut socket, &state, &c.id).await;
         }))
 }
@@ -214,6 +216,9 @@ async fn requester_loop(
                 }
             }
             _ = ping.tick() => socket.send(Message::Ping(Vec::new().into())).await?,
+            _ = state.drain.started() => {
+                return close(socket, CLOSE_SERVICE_RESTART, "service restart: reconnect").await;
+            }
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
                 Some(Ok(Message::Text(_))) => {
@@ -247,6 +252,7 @@ pub async fn phone_socket(
         .on_upgrade(move |mut socket| async move {
             let gauge = metrics::gauge!("bzt_phone_sockets");
             gauge.increment(1.0);
+            let _open = state.drain.socket();
             let _ = phone_loop(&mut socket, &state, &c.id).await;
             gauge.decrement(1.0);
         }))
@@ -290,6 +296,9 @@ async fn phone_loop(
                 }
             }
             _ = ping.tick() => socket.send(Message::Ping(Vec::new().into())).await?,
+            _ = state.drain.started() => {
+                return close(socket, CLOSE_SERVICE_RESTART, "service restart: reconnect").await;
+            }
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
                 Some(Ok(Message::Text(text))) => handle_phone_message(socket, state, id, text.as_str()).await?,

@@ -41,6 +41,8 @@ pub struct AppState {
     pub cosigner_credential: Option<SecretHash>,
     /// The service's admin API, when `[cosigner] url` is configured.
     pub cosigner_admin: Option<Arc<crate::cosigner::CosignerAdmin>>,
+    /// Shutdown in progress: sockets close with 1012 (see [`crate::shutdown`]).
+    pub drain: crate::shutdown::Drain,
 }
 
 /// Declares the broker's routes once and derives both [`ROUTES`] and the
@@ -334,6 +336,8 @@ mod request_id_tests {
         for _ in 0..2 {
             let resp = http
                 .get(format!("http://{addr}/inside?t=secret-token"))
+                // A client's own id is not taken (it would put its text into the log).
+                .header(REQUEST_ID_HEADER, "client-chosen-id")
                 .send()
                 .await
                 .unwrap();
@@ -360,5 +364,9 @@ mod request_id_tests {
             );
         }
         assert!(!log.contains("secret-token"), "no query string in the log");
+        assert!(
+            !log.contains("client-chosen-id"),
+            "the client's id is not logged"
+        );
     }
 }

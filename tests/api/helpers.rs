@@ -97,6 +97,7 @@ pub fn base_config(dir: &Path, cas: &TestCas) -> Config {
         domains.push(TrustDomainConfig {
             name: name.into(),
             ca_pem_files: vec![file],
+            ..Default::default()
         });
     }
     let mut config = Config::defaults();
@@ -129,6 +130,9 @@ pub fn base_config(dir: &Path, cas: &TestCas) -> Config {
     config.webhooks.initial_backoff_ms = 20;
     config.webhooks.max_backoff_ms = 200;
     config.webhooks.timeout_ms = 2_000;
+    // The tests' webhook receivers listen on loopback, which webhooks may
+    // reach only when allowed (tests/api/webhook_targets.rs clears this).
+    config.webhooks.allowed_private_networks = vec!["127.0.0.0/8".into()];
     config
 }
 

@@ -600,6 +600,56 @@ async fn the_cli_makes_a_seal_the_cli_phone_stamps_with_it_and_bzt_seal_verify_c
     .await;
     assert!(!ok && out.contains("not a trusted seal maker"), "{out}");
 
+    // The same seal stamps a one-page OFD; its SignedValue.dat protects its Signature.xml.
+    let (ok, out) = bzt(
+        d,
+        &[
+            "seal",
+            "ofd",
+            "--seal",
+            "seals/company.seal",
+            "--cert",
+            "co/cert.pem",
+            "--key",
+            "co/key.pem",
+            "--line",
+            "投标报价：壹仟贰佰叁拾肆万元整",
+            "--out",
+            "bid.ofd",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let unzip = std::process::Command::new("python3")
+        .args(["-c", "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); [open(n.split('/')[-1], 'wb').write(z.read(n)) for n in ('Doc_0/Signs/Sign_0/Signature.xml', 'Doc_0/Signs/Sign_0/SignedValue.dat')]"])
+        .arg("bid.ofd")
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(
+        unzip.status.success(),
+        "{}",
+        String::from_utf8_lossy(&unzip.stderr)
+    );
+    let (ok, out) = bzt(
+        d,
+        &[
+            "seal",
+            "verify",
+            "SignedValue.dat",
+            "--data",
+            "Signature.xml",
+            "--data-dir",
+            data_s,
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("propertyInfo /Doc_0/Signs/Sign_0/Signature.xml"),
+        "{out}"
+    );
+
     // A phone without a usable seal declines rather than leave the session hanging.
     let created = app.create_session(seal_session_body(document)).await;
     let (ok, out) = bzt(

@@ -617,6 +617,12 @@ impl NewSession {
                         "`reply_key` must be an uncompressed SM2 point: 130 hex digits starting with 04",
                     ))
                 }
+                // The phone would only find out after the user scanned.
+                Some(k) if !is_on_curve(k) => {
+                    return Err(DomainError::invalid(
+                        "`reply_key` is not a point on the SM2 curve (check that x and y belong to one public key)",
+                    ))
+                }
                 Some(_) => {}
             }
         }
@@ -630,15 +636,10 @@ impl NewSession {
             }
         }
         if let Some(url) = &req.webhook_url {
-            let lower = url.to_ascii_lowercase();
-            if !(lower.starts_with("https://") || lower.starts_with("http://"))
-                || url.len() > 2048
-                || url.chars().any(char::is_whitespace)
-            {
-                return Err(DomainError::invalid(
-                    "`webhook_url` must be an absolute http(s) URL",
-                ));
-            }
+            validate_webhook_url(url)?;
+        }
+        if let Some(r) = &req.requester {
+            validate_requester(r)?;
         }
         Ok(Self {
             kind,
@@ -684,6 +685,78 @@ pub fn validate_display(display: &DisplayText) -> Result<(), DomainError> {
     check_display_text("display.title", &display.title, Lines::One)?;
     if let Some(detail) = &display.detail {
         check_display_text("display.detail", detail, Lines::Many)?;
+    }
+    Ok(())
+}
+
+/// An uncompressed SM2 point in hex that is on the curve.
+fn is_on_curve(hex_point: &str) -> bool {
+    hex::decode(hex_point)
+        .ok()
+        .is_some_and(|bytes| sm2::PublicKey::from_sec1_bytes(&bytes).is_ok())
+}
+
+/// Longest `requester.user_agent` kept or accepted, in characters.
+pub const MAX_USER_AGENT_CHARS: usize = 512;
+/// Longest `requester.origin`, in characters.
+pub const MAX_ORIGIN_CHARS: usize = 256;
+
+/// `requester` from the RP: `ip` an IP address, `user_agent` at most 512
+/// and `origin` at most 256 characters of displayable text (the phone shows
+/// them), `origin` an http(s) origin.
+pub fn validate_requester(r: &Requester) -> Result<(), DomainError> {
+    use crate::text::{check_display_text, Lines};
+    if let Some(ip) = &r.ip {
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(DomainError::invalid(format!(
+                "`requester.ip` must be an IPv4 or IPv6 address, got {:?}",
+                ip.chars().take(64).collect::<String>()
+            )));
+        }
+    }
+    if let Some(ua) = &r.user_agent {
+        if ua.chars().count() > MAX_USER_AGENT_CHARS {
+            return Err(DomainError::invalid(format!(
+                "`requester.user_agent` is longer than {MAX_USER_AGENT_CHARS} characters"
+            )));
+        }
+        check_display_text("requester.user_agent", ua, Lines::One)?;
+    }
+    if let Some(origin) = &r.origin {
+        let lower = origin.to_ascii_lowercase();
+        if origin.chars().count() > MAX_ORIGIN_CHARS
+            || !(lower.starts_with("https://") || lower.starts_with("http://"))
+        {
+            return Err(DomainError::invalid(format!(
+                "`requester.origin` must be an http(s) origin of at most {MAX_ORIGIN_CHARS} characters"
+            )));
+        }
+        check_display_text("requester.origin", origin, Lines::One)?;
+    }
+    Ok(())
+}
+
+/// `webhook_url`: an absolute http(s) URL of at most 2048 characters with a
+/// host and a port other than 0 (`http://` and `http://:0/` would fail on
+/// every delivery). Whether the host may be reached is decided at delivery,
+/// after DNS.
+pub fn validate_webhook_url(url: &str) -> Result<(), DomainError> {
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("https://") || lower.starts_with("http://"))
+        || url.len() > 2048
+        || url.chars().any(char::is_whitespace)
+    {
+        return Err(DomainError::invalid(
+            "`webhook_url` must be an absolute http(s) URL",
+        ));
+    }
+    let parsed = url::Url::parse(url)
+        .map_err(|e| DomainError::invalid(format!("`webhook_url` is not a valid URL: {e}")))?;
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(DomainError::invalid("`webhook_url` has no host"));
+    }
+    if parsed.port() == Some(0) {
+        return Err(DomainError::invalid("`webhook_url` names port 0"));
     }
     Ok(())
 }

@@ -58,6 +58,25 @@ pub fn check_display_text(field: &str, value: &str, lines: Lines) -> Result<(), 
     Ok(())
 }
 
+/// `value` made fit to show: refused characters dropped, cut to `max_chars`.
+/// For text the broker reads from a browser's headers, which it must not
+/// refuse the browser for, but must not forward as it came either.
+pub fn displayable(value: &str, max_chars: usize) -> String {
+    value
+        .chars()
+        .filter(|c| {
+            !matches!(
+                get_general_category(*c),
+                GeneralCategory::Control
+                    | GeneralCategory::Format
+                    | GeneralCategory::LineSeparator
+                    | GeneralCategory::ParagraphSeparator
+            )
+        })
+        .take(max_chars)
+        .collect()
+}
+
 fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
@@ -65,6 +84,12 @@ fn is_bidi_control(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_text_is_made_displayable() {
+        assert_eq!(displayable("Mozilla\u{202E}/5.0\r\n", 100), "Mozilla/5.0");
+        assert_eq!(displayable(&"a".repeat(600), 512).len(), 512);
+    }
 
     #[test]
     fn ordinary_chinese_and_latin_text_passes() {

@@ -101,3 +101,17 @@ pub enum Error {
 
 /// This crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod layering {
+    /// The bottom of the workspace: no `bzt-*` dependency may creep in.
+    #[test]
+    fn depends_on_no_other_crate_of_the_workspace() {
+        let manifest = include_str!("../Cargo.toml");
+        let workspace_deps: Vec<&str> = manifest
+            .lines()
+            .filter(|l| l.trim_start().starts_with("bzt-") || l.contains("path ="))
+            .collect();
+        assert!(workspace_deps.is_empty(), "{workspace_deps:?}");
+    }
+}
