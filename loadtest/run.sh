@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Load test of the bzt broker:
-#   loadtest/run.sh [--pin] <quick|flows|cluster|idle|conversation> [extra bzt-load args]
+#   loadtest/run.sh [--pin] <quick|flows|cluster|idle|conversation|cosign> [extra bzt-load args]
 # Builds the broker and the load generator in release mode (with line tables,
 # for perf), raises the open-file limit, runs the scenario and writes
 # loadtest/results/<scenario>.{json,md,svg}.
@@ -22,8 +22,8 @@ set -- "${args[@]}"
 scenario="${1:-quick}"
 shift || true
 case "$scenario" in
-  quick|flows|cluster|idle|conversation) ;;
-  *) echo "usage: $0 [--pin] <quick|flows|cluster|idle|conversation> [args]" >&2; exit 2 ;;
+  quick|flows|cluster|idle|conversation|cosign) ;;
+  *) echo "usage: $0 [--pin] <quick|flows|cluster|idle|conversation|cosign> [args]" >&2; exit 2 ;;
 esac
 # The broker is the root package, the load generator another workspace member:
 # name each package with its binary.

@@ -286,6 +286,13 @@ impl Application {
             admin_token: config.admin_token_hash()?,
             trust_forwarded_for: config.trust_forwarded_for,
             metrics: metrics_handle(),
+            cosigner_credential: config.cosigner.credential_hash()?,
+            cosigner_admin: config.cosigner.url.as_deref().map(|url| {
+                Arc::new(crate::cosigner::CosignerAdmin::new(
+                    url,
+                    config.cosigner.admin_token.clone(),
+                ))
+            }),
             drain: crate::shutdown::Drain::default(),
         };
         let drain = state.drain.clone();

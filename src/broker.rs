@@ -75,6 +75,9 @@ impl Broker {
     ) -> Result<(Session, Secret), ApiError> {
         let wants_webhook = req.webhook_url.is_some();
         let spec = NewSession::validate(req, &self.trust.domain_names())?;
+        if let Some(opening) = &spec.opening {
+            opening.validate(self.clock.now())?;
+        }
         if wants_webhook && app.webhook_secret.is_none() {
             return Err(ApiError::invalid(format!(
                 "`webhook_url` needs a webhook_secret configured for app {}",
@@ -276,6 +279,11 @@ impl Broker {
     ) -> Result<(Session, Option<crate::conversations::OpenedConversation>), ApiError> {
         let session = self.load(id).await?;
         self.check_completable(&session, phone_token).await?;
+        // The hall's opening window: no key is re-wrapped outside it. Not a
+        // bad completion (the phone did nothing wrong); the session stays scanned.
+        if let Some(refused) = session.opening.and_then(|o| o.refuse_at(self.clock.now())) {
+            return Err(refused.into());
+        }
         let token = phone_token.clone();
 
         if let Some(expected) = &session.number_match {

@@ -49,6 +49,9 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The co-signing service of split keys (密钥拆分, docs/key-splitting.md).
+    #[serde(default)]
+    pub cosigner: CosignerConfig,
     /// Seconds a node gets on SIGTERM to close its sockets (1012) and
     /// finish in-flight requests before it exits (default 10).
     #[serde(default = "default_drain_s")]
@@ -239,6 +242,46 @@ impl Default for WebhookConfig {
     }
 }
 
+/// `[cosigner]`: where the co-signing service of split keys is, and the
+/// credentials between it and the broker. Without `credential` the context
+/// endpoint (`POST /v1/cosign/context`) refuses every call; without `url`
+/// and `admin_token` the admin routes for split keys are off.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CosignerConfig {
+    /// The service's base URL, e.g. `http://127.0.0.1:8701`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The bearer token the service presents to `POST /v1/cosign/context`
+    /// (or its SHA-256 in `credential_sha256`).
+    #[serde(default)]
+    pub credential: Option<String>,
+    #[serde(default)]
+    pub credential_sha256: Option<String>,
+    /// The service's admin token, which the broker's admin API uses to
+    /// freeze, unfreeze, revoke and unlock keys there.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// Development mode: start the service as a child process on this port
+    /// (default: the broker's port + 1). Set by the embedded defaults.
+    #[serde(default)]
+    pub dev_port: Option<u16>,
+}
+
+impl CosignerConfig {
+    pub fn credential_hash(&self) -> anyhow::Result<Option<SecretHash>> {
+        match (&self.credential, &self.credential_sha256) {
+            (None, None) => Ok(None),
+            (Some(t), None) => Ok(Some(SecretHash::of(t.as_bytes()))),
+            (None, Some(h)) => Ok(Some(
+                SecretHash::from_hex(h)
+                    .context("cosigner.credential_sha256 must be 64 hex digits")?,
+            )),
+            _ => bail!("set at most one of cosigner.credential and cosigner.credential_sha256"),
+        }
+    }
+}
+
 /// The audit trail of certificate use (`[audit]`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -325,6 +368,7 @@ impl Config {
             trust_forwarded_for: false,
             data_dir: None,
             audit: AuditConfig::default(),
+            cosigner: CosignerConfig::default(),
             shutdown_drain_s: default_drain_s(),
             seals: SealsConfig::default(),
             dev_mode: false,
@@ -426,6 +470,12 @@ impl Config {
         }
         if self.store.kind == StoreKind::Redis && self.store.redis_url.is_none() {
             bail!("store.kind = \"redis\" needs store.redis_url");
+        }
+        self.cosigner.credential_hash()?;
+        if let Some(url) = &self.cosigner.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("cosigner.url must be an http(s) URL, got {url:?}");
+            }
         }
         if self.limits.sockets_per_session == 0 {
             bail!("limits.sockets_per_session must be at least 1");

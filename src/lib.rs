@@ -16,6 +16,8 @@
 //!   against an injectable clock.
 //! - [`webhook`], [`limits`], [`qr`]: signed webhooks, abuse limits, QR images.
 //! - [`config`], [`dev`], [`app`]: configuration, development mode, start-up.
+//! - [`cosigner`]: the broker's side of key splitting (the context the
+//!   co-signing service asks for, and its admin API driven for the app owner).
 //! - [`seals`]: the check of a seal signature (扫码签章 with a GB/T 38540 seal).
 //! - [`hall`]: the opening hall's side of 扫码解密 (a client of the broker, used by
 //!   `bzt hall decrypt`).
@@ -28,6 +30,7 @@ pub mod cert_checks;
 pub mod clock;
 pub mod config;
 pub mod conversations;
+pub mod cosigner;
 pub mod crl;
 pub mod demo;
 pub mod dev;

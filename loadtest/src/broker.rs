@@ -15,6 +15,8 @@ pub const API_KEY: &str = "bzt-load-test-api-key-0123456789";
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub identities: Vec<PhoneIdentity>,
+    /// The CA, kept to certify split keys enrolled during a run.
+    pub ca: DevCa,
 }
 
 impl Fixture {
@@ -37,7 +39,11 @@ impl Fixture {
                 .with_device(format!("load-phone-{i}"), format!("负载手机{i}"));
             identities.push(id);
         }
-        Ok(Self { dir, identities })
+        Ok(Self {
+            dir,
+            identities,
+            ca,
+        })
     }
 }
 
@@ -124,6 +130,17 @@ impl Node {
         name: &str,
         store: &Store,
     ) -> anyhow::Result<Self> {
+        Self::spawn_with(bin, fx, name, store, "").await
+    }
+
+    /// [`Node::spawn`] with `extra` appended to its configuration (a `[cosigner]` table).
+    pub async fn spawn_with(
+        bin: &Path,
+        fx: &Fixture,
+        name: &str,
+        store: &Store,
+        extra: &str,
+    ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let base = format!("http://127.0.0.1:{port}");
         let store_toml = match store {
@@ -159,7 +176,7 @@ api_key = "{API_KEY}"
 [[trust_domains]]
 name = "platform"
 ca_pem_files = ["ca.pem"]
-"#
+{extra}"#
             ),
         )?;
         let log = fx.dir.path().join(format!("{name}.log"));
@@ -267,5 +284,85 @@ pub fn spawn_redis(dir: &Path) -> anyhow::Result<(Proc, String)> {
             bail!("redis-server not answering: {}", proc.log_tail());
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The co-signing service of split keys (`bzt cosigner serve`), a process of its own as in
+/// production, for the broker at `broker` (which must accept [`COSIGNER_CREDENTIAL`]).
+pub struct Cosigner {
+    pub url: String,
+    pub proc: Proc,
+}
+
+/// The credential the load test's co-signing service presents to its broker.
+pub const COSIGNER_CREDENTIAL: &str = "bzt-load-cosigner-credential-0123456789";
+
+impl Cosigner {
+    /// The broker's configuration table that accepts this service.
+    pub fn broker_toml() -> String {
+        format!("[cosigner]\ncredential = \"{COSIGNER_CREDENTIAL}\"\n")
+    }
+
+    pub async fn spawn(bin: &Path, fx: &Fixture, broker: &str) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let config = fx.dir.path().join("cosigner.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"dev_mode = true
+listen = "127.0.0.1:{port}"
+data_dir = "cosigner-data"
+broker_url = "{broker}"
+broker_credential = "{COSIGNER_CREDENTIAL}"
+"#
+            ),
+        )?;
+        let log = fx.dir.path().join("cosigner.log");
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(bin)
+            .args(["cosigner", "serve", "--config"])
+            .arg(&config)
+            .env("BZT_LOG", "warn")
+            .env_remove("BZT_COSIGNER_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("start {} cosigner serve", bin.display()))?;
+        let mut me = Self {
+            url,
+            proc: Proc {
+                name: "cosigner".into(),
+                child,
+                log,
+            },
+        };
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = me.proc.child.try_wait() {
+                bail!(
+                    "the co-signing service exited with {status}: {}",
+                    me.proc.log_tail()
+                );
+            }
+            if let Ok(r) = http.get(format!("{}/v1/info", me.url)).send().await {
+                if r.status() == 200 {
+                    return Ok(me);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the co-signing service is not ready in 30 s: {}",
+                    me.proc.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
     }
 }

@@ -4,7 +4,10 @@
 
 use crate::broker::API_KEY;
 use crate::stats::{proc_sample, round3, Errors, Lat};
-use bzt_phone::{approval_body, ApproveExtras, Phone, PhoneIdentity, QrText};
+use bzt_phone::{
+    approval_body, check_approval, signed_approval_body, ApproveExtras, Phone, PhoneIdentity,
+    QrText, UnlockedSplit,
+};
 use bzt_rp_client::{CreateSession, Kind, RpClient, RpError};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -26,6 +29,11 @@ pub struct Ctx {
     pub identities: Vec<PhoneIdentity>,
     /// Source addresses for sockets (127.0.0.x), so ports do not run out.
     pub src_ips: Vec<Ipv4Addr>,
+    /// Split keys (密钥拆分), unlocked once: when present, every flow's signature is co-signed
+    /// with the co-signing service instead of made with `identities`.
+    pub split: Vec<UnlockedSplit<'static>>,
+    /// The co-signing service's pid, for its CPU per flow.
+    pub cosigner_pid: Option<u32>,
 }
 
 impl Ctx {
@@ -47,7 +55,16 @@ impl Ctx {
             src_ips: (1..=src_ips.max(1))
                 .map(|i| Ipv4Addr::new(127, 0, 0, i as u8))
                 .collect(),
+            split: Vec::new(),
+            cosigner_pid: None,
         })
+    }
+
+    /// The same context signing with split keys through the service whose pid is `cosigner_pid`.
+    pub fn with_split(mut self, split: Vec<UnlockedSplit<'static>>, cosigner_pid: u32) -> Self {
+        self.split = split;
+        self.cosigner_pid = Some(cosigner_pid);
+        self
     }
 }
 
@@ -133,6 +150,13 @@ fn phone_code(what: &str, e: &bzt_phone::Error) -> String {
     }
 }
 
+fn cosign_code(e: &bzt_phone::Error) -> String {
+    match e {
+        bzt_phone::Error::Cosigner(c) => format!("cosign_{}", c.code().unwrap_or("client")),
+        other => phone_code("cosign", other),
+    }
+}
+
 /// Timings of one flow.
 pub struct FlowTimes {
     pub create: Duration,
@@ -173,14 +197,37 @@ pub async fn one_flow(ctx: &Ctx, i: usize, intended: Instant) -> Result<FlowTime
     let phone = async {
         let qr = QrText::parse(&rebase(&qr_text, phone_node)).map_err(|_| "qr_parse".to_owned())?;
         let t2 = Instant::now();
+        let split = (!ctx.split.is_empty()).then(|| &ctx.split[i % ctx.split.len()]);
+        let device = match split {
+            Some(key) => key.identity().device(),
+            None => &identity.device,
+        };
         let claimed = ctx
             .phone
-            .claim(&qr, identity)
+            .claim_as(&qr, device)
             .await
             .map_err(|e| phone_code("claim", &e))?;
         let claim = t2.elapsed();
-        let body = approval_body(&claimed, identity, &ApproveExtras::default())
-            .map_err(|e| phone_code("sign", &e))?;
+        let extras = ApproveExtras::default();
+        let body = match split {
+            None => {
+                approval_body(&claimed, identity, &extras).map_err(|e| phone_code("sign", &e))?
+            }
+            Some(key) => {
+                check_approval(&claimed, &extras).map_err(|e| phone_code("sign", &e))?;
+                let signature = key
+                    .sign_session(&claimed)
+                    .await
+                    .map_err(|e| cosign_code(&e))?;
+                signed_approval_body(
+                    key.identity().certificate_pem(),
+                    &key.identity().chain_pem,
+                    &signature,
+                    &extras,
+                )
+                .map_err(|e| phone_code("sign", &e))?
+            }
+        };
         let sent = Instant::now();
         ctx.phone
             .complete_raw(&claimed, &body)
@@ -241,10 +288,12 @@ impl FlowStats {
 struct CpuMark {
     broker: Duration,
     loadgen: Duration,
+    /// The co-signing service, when the flows co-sign.
+    cosigner: Option<Duration>,
     rss: u64,
 }
 
-fn cpu_of(pids: &[u32]) -> CpuMark {
+fn cpu_of(pids: &[u32], cosigner_pid: Option<u32>) -> CpuMark {
     let (broker, rss) = pids
         .iter()
         .filter_map(|p| proc_sample(*p))
@@ -257,6 +306,7 @@ fn cpu_of(pids: &[u32]) -> CpuMark {
     CpuMark {
         broker,
         loadgen,
+        cosigner: cosigner_pid.and_then(proc_sample).map(|s| s.cpu),
         rss,
     }
 }
@@ -266,6 +316,10 @@ impl CpuMark {
         CpuMark {
             broker: self.broker.saturating_sub(start.broker),
             loadgen: self.loadgen.saturating_sub(start.loadgen),
+            cosigner: self
+                .cosigner
+                .zip(start.cosigner)
+                .map(|(now, then)| now.saturating_sub(then)),
             rss: self.rss,
         }
     }
@@ -289,6 +343,12 @@ fn step_json(
     let secs = measured.as_secs_f64().max(1e-9);
     let achieved = st.ok as f64 / secs;
     let attempts = st.ok + st.errors.total();
+    let cosigner = cpu.cosigner.map(|c| {
+        json!({
+            "cores": round3(c.as_secs_f64() / secs),
+            "us_per_flow": per_flow(c),
+        })
+    });
     json!({
         "mode": mode,
         "offered_per_s": offered,
@@ -310,6 +370,7 @@ fn step_json(
         "loadgen_cpu_cores": round3(cpu.loadgen.as_secs_f64() / secs),
         "loadgen_cpu_us_per_flow": per_flow(cpu.loadgen),
         "broker_rss_mib": round3(cpu.rss as f64 / 1048576.0),
+        "cosigner_cpu": cosigner,
         "loadavg": crate::stats::loadavg(),
     })
 }
@@ -339,7 +400,7 @@ pub async fn open_loop(
         }
         tokio::time::sleep_until(at).await;
         if cpu0.is_none() && at >= measure_from {
-            cpu0 = Some(cpu_of(pids));
+            cpu0 = Some(cpu_of(pids, ctx.cosigner_pid));
         }
         while set.try_join_next().is_some() {}
         let counted = at >= measure_from;
@@ -360,7 +421,7 @@ pub async fn open_loop(
         i += 1;
     }
     while set.join_next().await.is_some() {}
-    let end = cpu_of(pids);
+    let end = cpu_of(pids, ctx.cosigner_pid);
     let cpu = end.since(cpu0.unwrap_or(end));
     let st = lock(&stats);
     step_json("open", Some(rate), None, measure, &st, cpu)
@@ -397,10 +458,11 @@ pub async fn closed_loop(
             }
         });
     }
+    let cosigner_pid = ctx.cosigner_pid;
     tokio::time::sleep_until(measure_from).await;
-    let cpu0 = cpu_of(pids);
+    let cpu0 = cpu_of(pids, cosigner_pid);
     tokio::time::sleep_until(end).await;
-    let cpu1 = cpu_of(pids);
+    let cpu1 = cpu_of(pids, cosigner_pid);
     while set.join_next().await.is_some() {}
     let st = lock(&stats);
     step_json(

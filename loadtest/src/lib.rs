@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod conversation;
+pub mod cosign;
 pub mod flows;
 pub mod idle;
 pub mod refs;

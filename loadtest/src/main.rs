@@ -59,6 +59,19 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Co-signed logins (密钥拆分) against whole-key logins in the same run: a broker and a
+    /// co-signing service, each its own process; broker + service CPU per flow, added latency.
+    Cosign {
+        /// Closed-loop workers.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Seconds measured per step (after 2 s of warm-up).
+        #[arg(long, default_value_t = 6)]
+        seconds: u64,
+        /// Split keys enrolled (flows rotate through them).
+        #[arg(long, default_value_t = 16)]
+        keys: usize,
+    },
     /// The reference WebSocket echo/broadcast server (used by `idle`).
     EchoServer {
         #[arg(long)]
@@ -270,6 +283,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             md += &format!("## Conversations\n\n{}", report::conversation_md(&conv));
             out["conversation"] = json!(conv);
             "conversation"
+        }
+        Scenario::Cosign {
+            concurrency,
+            seconds,
+            keys,
+        } => {
+            anyhow::ensure!(
+                cli.broker.is_none(),
+                "cosign starts its own broker and service"
+            );
+            let bin = cli.bzt_bin.clone().unwrap_or_else(default_bzt_bin);
+            let node = Node::spawn_with(
+                &bin,
+                &fx,
+                "node1",
+                &Store::Memory,
+                &bzt_loadtest::broker::Cosigner::broker_toml(),
+            )
+            .await?;
+            let service = bzt_loadtest::broker::Cosigner::spawn(&bin, &fx, &node.base).await?;
+            let split = bzt_loadtest::cosign::enrol(&service.url, &fx, *keys).await?;
+            let nodes = vec![node.base.clone()];
+            let plain = Arc::new(Ctx::new(nodes.clone(), fx.identities.clone(), cli.src_ips)?);
+            let cosigned = Arc::new(
+                Ctx::new(nodes, fx.identities.clone(), cli.src_ips)?
+                    .with_split(split, service.pid()),
+            );
+            let rows = bzt_loadtest::cosign::compare(
+                plain,
+                cosigned,
+                &[node.pid()],
+                *concurrency,
+                Duration::from_secs(2),
+                Duration::from_secs(*seconds),
+            )
+            .await;
+            md += &format!(
+                "## Co-signed logins (split keys) against whole keys\n\n{}",
+                bzt_loadtest::cosign::compare_md(&rows)
+            );
+            out["cosign"] = json!(rows);
+            "cosign"
         }
         Scenario::EchoServer { .. } => unreachable!("handled above"),
     };

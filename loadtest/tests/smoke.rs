@@ -3,7 +3,7 @@
 //! broker process started here; and 30 flows across 3 nodes sharing a
 //! `redis-server` (the `cluster` scenario's setup). No timing is asserted.
 
-use bzt_loadtest::broker::{spawn_redis, Fixture, Node, Store};
+use bzt_loadtest::broker::{spawn_redis, Cosigner, Fixture, Node, Store};
 use bzt_loadtest::flows::{open_loop, Ctx};
 use bzt_loadtest::{conversation, idle};
 use std::path::PathBuf;
@@ -91,4 +91,42 @@ async fn tiny_cluster_run_completes_without_errors() {
     .await;
     assert_eq!(st["completed"], 30, "{st}");
     assert_eq!(st["errors"], serde_json::json!({}), "{st}");
+}
+
+/// The co-signed scenario's setup: a broker and a co-signing service as processes, split keys
+/// enrolled and certified, login flows co-signed without errors, the service's CPU sampled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn co_signed_logins_complete_without_errors() {
+    let fx = Fixture::new(2).unwrap();
+    let bin = broker_bin();
+    let node = Node::spawn_with(
+        &bin,
+        &fx,
+        "cosign",
+        &Store::Memory,
+        &Cosigner::broker_toml(),
+    )
+    .await
+    .unwrap();
+    let service = Cosigner::spawn(&bin, &fx, &node.base).await.unwrap();
+    let keys = bzt_loadtest::cosign::enrol(&service.url, &fx, 2)
+        .await
+        .unwrap();
+    let ctx = Arc::new(
+        Ctx::new(vec![node.base.clone()], fx.identities.clone(), 2)
+            .unwrap()
+            .with_split(keys, service.pid()),
+    );
+    let st = open_loop(
+        ctx,
+        &[node.pid()],
+        10.0,
+        Duration::ZERO,
+        Duration::from_secs(2),
+        1000,
+    )
+    .await;
+    assert_eq!(st["completed"], 20, "{st}");
+    assert_eq!(st["errors"], serde_json::json!({}), "{st}");
+    assert!(st["cosigner_cpu"]["cores"].is_number(), "{st}");
 }

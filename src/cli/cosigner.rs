@@ -1,6 +1,7 @@
 //! `bzt cosigner serve`: the co-signing service for split keys (密钥拆分),
 //! run as its own process with its own configuration and listen address, so
-//! that a compromised broker cannot co-sign by itself.
+//! that a compromised broker cannot co-sign by itself. Development mode
+//! (`bzt serve` without a configuration) starts it as a child process.
 
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -20,21 +21,25 @@ pub struct CosignerServeArgs {
     /// Log as JSON lines.
     #[arg(long)]
     json_logs: bool,
+    /// Exit when standard input closes: how development mode's broker ends its child service
+    /// even when the broker itself is killed outright.
+    #[arg(long, hide = true)]
+    exit_with_stdin: bool,
 }
 
 pub fn run(command: CosignerCommand) -> anyhow::Result<()> {
     match command {
         CosignerCommand::Serve(args) => {
-            use tracing_subscriber::EnvFilter;
-            let filter =
-                EnvFilter::try_from_env("BZT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-            let builder = tracing_subscriber::fmt().with_env_filter(filter);
-            if args.json_logs {
-                builder.json().init();
-            } else {
-                builder.init();
-            }
+            super::serve::init_tracing(args.json_logs);
             let config = bzt_cosigner::Config::load(args.config.as_deref())?;
+            if args.exit_with_stdin {
+                // A plain thread: the read blocks until the parent's end of the pipe closes.
+                std::thread::spawn(|| {
+                    let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+                    tracing::info!("the broker that started this service is gone; exiting");
+                    std::process::exit(0);
+                });
+            }
             super::runtime()?.block_on(bzt_cosigner::serve(config))
         }
     }

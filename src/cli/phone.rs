@@ -1,15 +1,22 @@
-//! `bzt phone claim | approve | reject | converse`: the reference phone on the command line.
+//! `bzt phone claim | approve | reject | converse | enroll`: the reference phone on the
+//! command line.
 //!
 //! `approve` and `reject` act without asking (scripts, tests); `claim` shows
 //! what a phone screen would show and asks on the terminal; `converse`
 //! approves a `sign` session opening a conversation (会话签章) and then
 //! answers its signing requests, asking for each or auto-confirming.
+//!
+//! A phone holds either a whole key (`--cert/--key`) or a split key
+//! (`--identity DIR --pin PIN`, made by `enroll`: 密钥拆分), whose every
+//! signature and decryption is co-computed with the co-signing service.
 
 use anyhow::{bail, Context};
 use bzt_phone::client::{ApproveExtras, Phone};
-use bzt_phone::conversation::{Decision, Outcome, SignRequest};
-use bzt_phone::identity::PhoneIdentity;
+use bzt_phone::conversation::{ConversationSigner, Decision, Outcome, SignRequest};
+use bzt_phone::identity::{Device, PhoneIdentity};
 use bzt_phone::qr::QrText;
+use bzt_phone::split::{Enrolled, SplitIdentity, UnlockedSplit};
+use bzt_phone::{Claimed, DecryptOutcome};
 use bzt_phone::{Kind, PhoneConversation};
 use clap::{Args, Subcommand};
 use std::io::{BufRead, IsTerminal, Write};
@@ -46,22 +53,65 @@ pub enum PhoneCommand {
         #[arg(long, value_name = "N")]
         max: Option<u64>,
     },
+    /// Enrol a split key (密钥拆分) with a co-signing service: the phone keeps its share masked
+    /// by the PIN, the service the other; the development CA certifies the joint key (or
+    /// `--csr` writes a PKCS#10 request for a real CA, co-signed by both parties).
+    Enroll(EnrollArgs),
+}
+
+#[derive(Args)]
+pub struct EnrollArgs {
+    /// The co-signing service, e.g. http://127.0.0.1:8701 (development mode prints it).
+    #[arg(long)]
+    cosigner: String,
+    /// Six-digit PIN that masks the phone's share (asked on the terminal when not given).
+    #[arg(long, env = "BZT_PHONE_PIN")]
+    pin: Option<String>,
+    /// Holder's name (subject CN).
+    #[arg(long)]
+    cn: String,
+    /// Company (subject O).
+    #[arg(long)]
+    org: String,
+    /// Output directory of the identity (cert.pem, split-key.json, device.json).
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write a PKCS#10 request for the joint key here (PEM), for a real CA.
+    #[arg(long)]
+    csr: Option<PathBuf>,
+    /// The service's enrolment token (production services require one).
+    #[arg(long, env = "BZT_COSIGNER_ENROLMENT_TOKEN")]
+    enrolment_token: Option<String>,
+    /// Data directory of the development broker (its development CAs).
+    #[arg(long, env = "BZT_DATA_DIR", default_value = bzt::dev::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Which development CA certifies the joint key.
+    #[arg(long, default_value = "platform", value_parser = ["platform", "national"])]
+    domain: String,
+    /// Device name shown to the browser.
+    #[arg(long, default_value = "bzt 参考手机（密钥拆分）")]
+    device_name: String,
 }
 
 #[derive(Args)]
 pub struct PhoneArgs {
     /// The text of the scanned QR code.
     qr_text: String,
-    /// Certificate (PEM) of the phone.
-    #[arg(long)]
-    cert: PathBuf,
+    /// Certificate (PEM) of the phone (whole key, with `--key`).
+    #[arg(long, requires = "key", conflicts_with = "identity")]
+    cert: Option<PathBuf>,
     /// Private key (PEM; PKCS#8 or bzt's PIN-protected form).
-    #[arg(long)]
-    key: PathBuf,
+    #[arg(long, requires = "cert", conflicts_with = "identity")]
+    key: Option<PathBuf>,
+    /// A split identity directory (made by `bzt phone enroll`; 密钥拆分), instead of
+    /// `--cert/--key`; `--pin` unmasks its share.
+    #[arg(long, required_unless_present = "cert")]
+    identity: Option<PathBuf>,
     /// Intermediate certificates to send along (PEM bundle).
     #[arg(long)]
     chain: Option<PathBuf>,
-    /// PIN of a protected key file (asked on the terminal when needed and not given).
+    /// PIN of a protected key file or of a split identity (asked on the terminal when needed
+    /// and not given).
     #[arg(long, env = "BZT_PHONE_PIN")]
     pin: Option<String>,
     /// Device name shown to the browser.
@@ -96,6 +146,7 @@ pub fn run(cmd: PhoneCommand) -> anyhow::Result<()> {
                 auto_confirm,
                 max,
             } => converse(phone, auto_confirm, max).await,
+            PhoneCommand::Enroll(a) => enroll(a).await,
         }
     })
 }
@@ -114,17 +165,52 @@ fn prompt(question: &str) -> anyhow::Result<String> {
     Ok(line.trim().to_owned())
 }
 
-fn load_identity(a: &PhoneArgs) -> anyhow::Result<PhoneIdentity> {
-    let key_text = std::fs::read_to_string(&a.key)
-        .with_context(|| format!("cannot read {}", a.key.display()))?;
+/// The phone's key: whole (`--cert/--key`) or split (`--identity`).
+enum Holder {
+    Whole(PhoneIdentity),
+    Split {
+        identity: SplitIdentity,
+        pin: String,
+    },
+}
+
+impl Holder {
+    fn device(&self) -> &Device {
+        match self {
+            Holder::Whole(i) => &i.device,
+            Holder::Split { identity, .. } => identity.device(),
+        }
+    }
+}
+
+fn cli_device_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "cli".into());
+    format!("bzt-cli-{host}")
+}
+
+fn load_identity(a: &PhoneArgs) -> anyhow::Result<Holder> {
+    if let Some(dir) = &a.identity {
+        let identity = SplitIdentity::load(dir)
+            .with_context(|| format!("cannot load the split identity in {}", dir.display()))?
+            .with_device(cli_device_id(), a.device_name.clone());
+        let pin = match &a.pin {
+            Some(p) => p.clone(),
+            None => prompt("请输入密钥拆分 PIN 码: ")?,
+        };
+        return Ok(Holder::Split { identity, pin });
+    }
+    let (Some(cert), Some(key)) = (&a.cert, &a.key) else {
+        bail!("give --cert and --key (a whole key) or --identity DIR (a split key)");
+    };
+    let key_text =
+        std::fs::read_to_string(key).with_context(|| format!("cannot read {}", key.display()))?;
     let pin = match (&a.pin, bzt_crypto::is_encrypted_key_pem(&key_text)) {
         (Some(p), _) => Some(p.clone()),
         (None, true) => Some(prompt("请输入证书 PIN 码: ")?),
         (None, false) => None,
     };
-    let mut identity = PhoneIdentity::from_files(&a.cert, &a.key, pin.as_deref())?;
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "cli".into());
-    identity = identity.with_device(format!("bzt-cli-{host}"), a.device_name.clone());
+    let mut identity = PhoneIdentity::from_files(cert, key, pin.as_deref())?;
+    identity = identity.with_device(cli_device_id(), a.device_name.clone());
     if let Some(chain) = &a.chain {
         let text = std::fs::read_to_string(chain)
             .with_context(|| format!("cannot read {}", chain.display()))?;
@@ -132,16 +218,54 @@ fn load_identity(a: &PhoneArgs) -> anyhow::Result<PhoneIdentity> {
             .with_context(|| format!("{}", chain.display()))?;
         identity = identity.with_chain(chain_pems);
     }
-    Ok(identity)
+    Ok(Holder::Whole(identity))
+}
+
+/// Approves a claimed session with a split key: co-signs (and for `decrypt` co-decrypts)
+/// with the service.
+async fn approve_split(
+    phone: &Phone,
+    claimed: &Claimed,
+    key: &UnlockedSplit<'_>,
+    colleagues: &[String],
+    match_code: Option<String>,
+) -> anyhow::Result<bzt_phone::CompleteAnswer> {
+    Ok(match claimed.kind {
+        Kind::Encrypt => {
+            phone
+                .approve_encrypt_split(claimed, key, colleagues, match_code)
+                .await?
+        }
+        Kind::Decrypt => match phone
+            .approve_decrypt_split(claimed, key, match_code)
+            .await?
+        {
+            DecryptOutcome::Approved(answer) => answer,
+            DecryptOutcome::Rejected { refusal, answer } => {
+                println!(
+                    "无法解密，已拒绝 (session {} → {:?})",
+                    answer.id, answer.status
+                );
+                bail!("cannot decrypt: {refusal}");
+            }
+        },
+        _ => {
+            let extras = ApproveExtras {
+                match_code,
+                ..Default::default()
+            };
+            phone.approve_split(claimed, key, extras).await?
+        }
+    })
 }
 
 async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
-    let identity = load_identity(&a)?;
+    let holder = load_identity(&a)?;
     let colleagues = super::envelope::read_recipients(&a.recipients)?;
     let qr = QrText::parse(&a.qr_text)?;
     let tls = a.tls.client_tls()?;
     let phone = Phone::new(a.tls.http_client(&tls, HTTP_TIMEOUT)?);
-    let claimed = phone.claim(&qr, &identity).await?;
+    let claimed = phone.claim_as(&qr, holder.device()).await?;
     super::output::note(claimed.describe_zh());
 
     let approve = match &mode {
@@ -167,6 +291,18 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
         return Ok(());
     }
     let match_code = match_code(&a, &claimed)?;
+    let identity = match holder {
+        Holder::Whole(identity) => identity,
+        Holder::Split { identity, pin } => {
+            let key = identity.unlock(&pin)?;
+            let answer = approve_split(&phone, &claimed, &key, &colleagues, match_code).await?;
+            println!(
+                "已签名（密钥拆分，协同签名）(session {} → {:?}, version {})",
+                answer.id, answer.status, answer.version
+            );
+            return Ok(());
+        }
+    };
     // encrypt: own certificate + --recipient; decrypt: re-wrap the file's key (or decline).
     let extras = match super::envelope::phone_extras(&claimed, &identity, &colleagues, match_code)?
     {
@@ -276,11 +412,11 @@ fn match_code(a: &PhoneArgs, claimed: &bzt_phone::Claimed) -> anyhow::Result<Opt
 /// its requests until it ends (by either side, a limit, `--max`, Ctrl-C or
 /// end of input).
 async fn converse(a: PhoneArgs, auto_confirm: bool, max: Option<u64>) -> anyhow::Result<()> {
-    let identity = load_identity(&a)?;
+    let holder = load_identity(&a)?;
     let qr = QrText::parse(&a.qr_text)?;
     let tls = a.tls.client_tls()?;
     let phone = Phone::new(a.tls.http_client(&tls, HTTP_TIMEOUT)?);
-    let claimed = phone.claim(&qr, &identity).await?;
+    let claimed = phone.claim_as(&qr, holder.device()).await?;
     println!("{}", claimed.describe_zh());
     if claimed.kind != Kind::Sign || !claimed.conversation_allowed {
         // The claim is one-time: release the session rather than leave it hanging.
@@ -296,7 +432,17 @@ async fn converse(a: PhoneArgs, auto_confirm: bool, max: Option<u64>) -> anyhow:
         open_conversation: true,
         ..Default::default()
     };
-    let answer = approve_claimed(&phone, &claimed, &identity, extras, &a).await?;
+    let unlocked = match &holder {
+        Holder::Split { identity, pin } => Some(identity.unlock(pin)?),
+        Holder::Whole(_) => None,
+    };
+    let answer = match (&holder, &unlocked) {
+        (_, Some(key)) => phone.approve_split(&claimed, key, extras).await?,
+        (Holder::Whole(identity), None) => {
+            approve_claimed(&phone, &claimed, identity, extras, &a).await?
+        }
+        (Holder::Split { .. }, None) => unreachable!("a split key is unlocked above"),
+    };
     let grant = answer
         .conversation
         .context("the broker approved the session but opened no conversation")?;
@@ -404,7 +550,15 @@ async fn converse(a: PhoneArgs, auto_confirm: bool, max: Option<u64>) -> anyhow:
     };
 
     let finished = {
-        let run = socket.run(&identity, decide, on_answered);
+        let signer = match (&holder, &unlocked) {
+            (_, Some(key)) => ConversationSigner::Split {
+                key,
+                phone_token: grant.phone_token.expose().to_owned(),
+            },
+            (Holder::Whole(identity), None) => ConversationSigner::Whole(identity),
+            (Holder::Split { .. }, None) => unreachable!("a split key is unlocked above"),
+        };
+        let run = socket.run(signer, decide, on_answered);
         tokio::pin!(run);
         tokio::select! {
             r = &mut run => Some(r),
@@ -435,6 +589,61 @@ async fn converse(a: PhoneArgs, auto_confirm: bool, max: Option<u64>) -> anyhow:
     println!(
         "已签名 {} 个，已拒绝 {} 个，未被接受 {} 个 / signed {}, declined {}, refused {}",
         counts.0, counts.1, counts.2, counts.0, counts.1, counts.2
+    );
+    Ok(())
+}
+
+/// `enroll`: key generation with the service, then the development CA (or a PKCS#10 request).
+async fn enroll(a: EnrollArgs) -> anyhow::Result<()> {
+    let pin = match &a.pin {
+        Some(p) => p.clone(),
+        None => prompt("请设置六位数字 PIN 码: ")?,
+    };
+    bzt_phone::split::check_pin(&pin)?;
+    if a.out.join(bzt_phone::split::SPLIT_KEY_FILE).exists() {
+        bail!(
+            "{} already holds a split key; choose another --out",
+            a.out.display()
+        );
+    }
+    let label = format!("{} / {}", a.cn, a.org);
+    let enrolled = Enrolled::generate(&a.cosigner, &label, a.enrolment_token.as_deref())
+        .await
+        .context("enrolment with the co-signing service failed")?;
+    println!(
+        "已与协同签名服务生成拆分密钥 / split key generated: key id {}",
+        enrolled.key_id()
+    );
+    if let Some(csr) = &a.csr {
+        let subject = bzt_devca::subject(&a.cn, &a.org, None, None)?;
+        let pem = enrolled.certificate_request(subject).await?;
+        std::fs::write(csr, pem).with_context(|| format!("cannot write {}", csr.display()))?;
+        println!(
+            "证书请求（双方协同签名）/ PKCS#10 request co-signed by both parties: {}",
+            csr.display()
+        );
+    }
+    let ca = bzt::dev::dev_ca(&a.data_dir, &a.domain)?;
+    let spec = bzt_devca::LeafSpec::new(&a.cn, &a.org);
+    let device = Device {
+        id: cli_device_id(),
+        name: a.device_name.clone(),
+    };
+    let (cert_pem, _) = ca.issue_for_public_key(&spec, &enrolled.public_key()?)?;
+    let identity = enrolled.finish(&cert_pem, &pin, device)?;
+    identity.save(&a.out)?;
+    println!(
+        "证书已签发 / certified by the development CA ({}): serial {}",
+        a.domain,
+        identity.serial_hex()
+    );
+    println!(
+        "身份目录 / identity directory: {} (no whole private key; the share is masked by the PIN)",
+        a.out.display()
+    );
+    println!(
+        "使用 / use: bzt phone approve '<QR text>' --identity {} --pin <PIN>",
+        a.out.display()
     );
     Ok(())
 }

@@ -18,7 +18,7 @@ pub struct ServeArgs {
     json_logs: bool,
 }
 
-fn init_tracing(json: bool) {
+pub(super) fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("BZT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
@@ -41,6 +41,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     super::runtime()?.block_on(async move {
         let demo = dev.as_ref().map(|s| bzt::demo::routes(&config, s));
         let app = Application::build(&config, Arc::new(SystemClock), demo).await?;
+        // Development mode: the co-signing service of split keys, as its own process.
+        let mut cosigner = match &dev {
+            Some(_) => {
+                let broker_url = format!("http://127.0.0.1:{}", app.port());
+                bzt::dev::DevCosigner::spawn(&config, &broker_url)?
+            }
+            None => None,
+        };
+        if let Some(c) = &mut cosigner {
+            if let Err(e) = c.wait_ready().await {
+                tracing::error!(error = %format!("{e:#}"), "development co-signing service not started; split keys are unavailable");
+            }
+        }
         if let Some(secrets) = &dev {
             print_dev_banner(&config, secrets, app.port());
         }
@@ -48,12 +61,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let broker = app.broker();
         let config_file = args.config.clone();
         tokio::spawn(reload_on_sighup(broker, config_file));
-        app.run(shutdown_signal()).await
+        let served = app.run(shutdown_signal()).await;
+        drop(cosigner);
+        served
     })
 }
 
 fn print_dev_banner(config: &Config, secrets: &bzt::dev::DevSecrets, port: u16) {
     let base = config.public_base_url();
+    let cosigner_url = config.cosigner.url.as_deref().unwrap_or("(none)");
     let data = bzt::dev::data_dir(config);
     let banner = format!(
         "\n\
@@ -67,11 +83,15 @@ fn print_dev_banner(config: &Config, secrets: &bzt::dev::DevSecrets, port: u16) 
          demo API key:    {}\n\
          admin token:     {}\n\
          data directory:  {} (development CAs and these secrets)\n\
-         issue a phone certificate:  bzt dev-ca issue --cn 张三 --org 示例建设有限公司 --out phone1\n",
+         co-signing service (密钥拆分): {}\n\
+         issue a phone certificate:  bzt dev-ca issue --cn 张三 --org 示例建设有限公司 --out phone1\n\
+         enrol a split key:          bzt phone enroll --cosigner {} --pin 123456 --cn 张三 --org 示例建设有限公司 --out phone1-split\n",
         bzt::dev::DEMO_APP_ID,
         secrets.demo_api_key,
         secrets.admin_token,
-        data.display()
+        data.display(),
+        cosigner_url,
+        cosigner_url,
     );
     tracing::warn!("development mode: not for production");
     eprintln!("{banner}");

@@ -8,6 +8,7 @@
 mod audit;
 mod browser;
 mod conversation;
+mod cosign;
 mod ops;
 mod phone;
 mod rp;
@@ -35,6 +36,11 @@ pub struct AppState {
     pub admin_token: Option<SecretHash>,
     pub trust_forwarded_for: bool,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The co-signing service's credential for `POST /v1/cosign/context`;
+    /// `None`: the endpoint refuses every call.
+    pub cosigner_credential: Option<SecretHash>,
+    /// The service's admin API, when `[cosigner] url` is configured.
+    pub cosigner_admin: Option<Arc<crate::cosigner::CosignerAdmin>>,
     /// Shutdown in progress: sockets close with 1012 (see [`crate::shutdown`]).
     pub drain: crate::shutdown::Drain,
 }
@@ -77,6 +83,9 @@ declare_routes! {
     get "/v1/admin/revocations" => ops::list_revocations;
     post "/v1/admin/revocations" => ops::add_revocation;
     delete "/v1/admin/revocations/{serial}" => ops::remove_revocation;
+    get "/v1/admin/cosigner/keys/{key_id}" => cosign::admin_key;
+    post "/v1/admin/cosigner/keys/{key_id}/{action}" => cosign::admin_action;
+    post "/v1/cosign/context" => cosign::context;
     get "/v1/conversations/{id}" => conversation::get_conversation;
     delete "/v1/conversations/{id}" => conversation::end_conversation;
     post "/v1/conversations/{id}/requests" => conversation::create_request;

@@ -44,7 +44,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-fn authorize_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn authorize_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let expected = state.admin_token.ok_or_else(|| {
         ApiError::forbidden("the admin API is disabled: set admin_token in the configuration")
     })?;
@@ -105,7 +105,7 @@ fn bounded_text(
 }
 
 /// The audit record of an operator's revocation or its lifting.
-fn revocation_audit(
+pub(super) fn revocation_audit(
     record: &RevocationRecord,
     outcome: &str,
     actor: Option<String>,

@@ -75,6 +75,9 @@ pub async fn claim(
         Kind::Decrypt => {
             answer["envelope_header_b64"] = json!(s.envelope_header.as_deref().map(codec::encode));
             answer["reply_key"] = json!(s.reply_key);
+            if let Some(opening) = &s.opening {
+                answer["opening"] = json!(opening);
+            }
         }
         _ => {}
     }

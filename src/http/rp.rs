@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bzt_core::codec;
 use bzt_core::session::{
-    CancelledBy, ConversationPolicy, DisplayText, ExpectCert, NewSessionRequest, Requester,
+    CancelledBy, ConversationPolicy, DisplayText, ExpectCert, NewSessionRequest, Opening, Requester,
 };
 use bzt_core::{Kind, Session};
 use serde::Deserialize;
@@ -42,6 +42,7 @@ pub struct CreateBody {
     conversation: Option<ConversationPolicy>,
     envelope_header_b64: Option<String>,
     reply_key: Option<String>,
+    opening: Option<Opening>,
     webhook_url: Option<String>,
     rotate_s: Option<u32>,
     number_match: Option<bool>,
@@ -107,6 +108,7 @@ pub async fn create_session(
         conversation: body.conversation,
         envelope_header: decode_b64("envelope_header_b64", body.envelope_header_b64)?,
         reply_key: body.reply_key,
+        opening: body.opening,
         webhook_url: body.webhook_url,
         rotate_s: body.rotate_s,
         number_match: body.number_match,

@@ -19,21 +19,21 @@ use std::ops::ControlFlow;
 use std::time::Duration;
 
 /// A conversation opened by a phone, with what each side was given.
-struct Conv {
-    id: String,
+pub(crate) struct Conv {
+    pub(crate) id: String,
     /// The requester's token (`result.conversation.token`).
     token: String,
     /// The phone's grant (the complete answer's `conversation`).
-    grant: PhoneConversation,
+    pub(crate) grant: PhoneConversation,
     /// The phone that opened it.
-    phone: TestPhone,
+    pub(crate) phone: TestPhone,
     /// The certificate as the RP got it in the session result.
-    cert_pem: String,
+    pub(crate) cert_pem: String,
 }
 
 /// Creates a `sign` session allowing a conversation with `policy`, and has a
 /// fresh phone approve it with `open_conversation: true`.
-async fn open(app: &TestApp, policy: Value) -> Conv {
+pub(crate) async fn open(app: &TestApp, policy: Value) -> Conv {
     let created = app
         .create_session(json!({
             "kind": "sign",
@@ -111,7 +111,7 @@ impl Conv {
     }
 
     /// The phone's socket through the phone library.
-    async fn phone_socket(&self, app: &TestApp) -> ConversationSocket {
+    pub(crate) async fn phone_socket(&self, app: &TestApp) -> ConversationSocket {
         PhoneConversation::connect(&app.address, &self.grant)
             .await
             .unwrap_or_else(|e| panic!("phone socket refused: {e}"))
@@ -150,7 +150,7 @@ impl Conv {
     }
 
     /// A request that must be accepted (202); its id.
-    async fn add(&self, app: &TestApp, tbs: &[u8], title: &str) -> String {
+    pub(crate) async fn add(&self, app: &TestApp, tbs: &[u8], title: &str) -> String {
         let resp = self.post(app, tbs, title).await;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap();
@@ -262,7 +262,7 @@ fn sm2_verifies(cert_pem: &str, msg: &[u8], sig_der: &[u8]) -> bool {
     }
 }
 
-fn policy(max_requests: u32, idle_s: u32, max_s: u32) -> Value {
+pub(crate) fn policy(max_requests: u32, idle_s: u32, max_s: u32) -> Value {
     json!({ "max_requests": max_requests, "idle_s": idle_s, "max_s": max_s })
 }
 

@@ -32,26 +32,26 @@ fn bid_file() -> Vec<u8> {
 }
 
 /// Seals `plain` to `recipients` into `path`; returns the header bytes as in the file.
-fn seal_to(path: &Path, plain: &[u8], recipients: &[Recipient]) -> Vec<u8> {
+pub(crate) fn seal_to(path: &Path, plain: &[u8], recipients: &[Recipient]) -> Vec<u8> {
     let mut sealed = Vec::new();
     seal(recipients, plain, &mut sealed, &SealOptions::default()).unwrap();
     std::fs::write(path, &sealed).unwrap();
     read_header(&sealed[..]).unwrap().1
 }
 
-fn recipient(leaf: &IssuedCert) -> Recipient {
+pub(crate) fn recipient(leaf: &IssuedCert) -> Recipient {
     Recipient::from_pem(&leaf.cert_pem).unwrap()
 }
 
 /// A one-time SM2 key of the hall and its `reply_key` (hex `04||X||Y`).
-fn one_time_key() -> (SecretKey, String) {
+pub(crate) fn one_time_key() -> (SecretKey, String) {
     use sm2::elliptic_curve::Generate;
     let secret = SecretKey::try_generate().unwrap();
     let hex_text = hex::encode(secret.public_key().to_sec1_bytes());
     (secret, hex_text)
 }
 
-fn decrypt_body(title: &str, header: &[u8], reply_key: &str) -> Value {
+pub(crate) fn decrypt_body(title: &str, header: &[u8], reply_key: &str) -> Value {
     json!({
         "kind": "decrypt",
         "display": { "title": title },
@@ -730,10 +730,10 @@ async fn the_hall_reconnects_after_its_socket_drops() {
 // ---- the real binary ------------------------------------------------------------------------
 
 /// A `bzt serve` process in development mode; killed on drop.
-struct BrokerProcess {
+pub(crate) struct BrokerProcess {
     child: std::process::Child,
-    log: PathBuf,
-    base: String,
+    pub(crate) log: PathBuf,
+    pub(crate) base: String,
 }
 
 impl Drop for BrokerProcess {
@@ -743,7 +743,7 @@ impl Drop for BrokerProcess {
     }
 }
 
-fn bzt(dir: &Path, args: &[&str]) -> std::process::Output {
+pub(crate) fn bzt(dir: &Path, args: &[&str]) -> std::process::Output {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_bzt"))
         .args(args)
         .current_dir(dir)
@@ -764,7 +764,7 @@ fn bzt(dir: &Path, args: &[&str]) -> std::process::Output {
 
 /// Starts `bzt serve` (development mode, data in `dir/data`, debug logs to `dir/broker.log`)
 /// on a port of its choosing, and waits until it is ready.
-async fn start_broker(dir: &Path) -> BrokerProcess {
+pub(crate) async fn start_broker(dir: &Path) -> BrokerProcess {
     let log = dir.join("broker.log");
     let file = std::fs::File::create(&log).unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_bzt"))

@@ -362,6 +362,73 @@ pub enum CancelledBy {
     Browser,
 }
 
+/// The opening window of a `decrypt` session (开标时间): the content key may be
+/// unwrapped from `not_before` (the opening time) until `not_after` (the
+/// decryption deadline the hall sets). The broker refuses completions outside
+/// it, carries it on the claim and in the co-signing context, and a
+/// co-signing service refuses co-decryption outside it by its own clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Opening {
+    pub not_before: Timestamp,
+    pub not_after: Timestamp,
+}
+
+impl Opening {
+    /// The longest window a hall may set: a decryption deadline is hours
+    /// after the opening, not months (a typo in a year would otherwise
+    /// leave a bid file openable for good).
+    pub const MAX_WINDOW_S: i64 = 7 * 24 * 3600;
+
+    /// Checks a window given at create time `now`: ordered, not already
+    /// over, not longer than [`Self::MAX_WINDOW_S`].
+    pub fn validate(&self, now: Timestamp) -> Result<(), DomainError> {
+        if self.not_before >= self.not_after {
+            return Err(DomainError::invalid(
+                "`opening.not_before` must be earlier than `opening.not_after`",
+            ));
+        }
+        if self.not_before.millis_until(self.not_after) > Self::MAX_WINDOW_S * 1000 {
+            return Err(DomainError::invalid(format!(
+                "the opening window is longer than {} days; set `opening.not_after` to the decryption deadline",
+                Self::MAX_WINDOW_S / 86_400
+            )));
+        }
+        if self.not_after <= now {
+            return Err(DomainError::invalid(format!(
+                "`opening.not_after` ({}) has already passed",
+                self.not_after
+            )));
+        }
+        Ok(())
+    }
+
+    /// Is `now` inside the window (`not_before` included, `not_after` excluded)?
+    pub fn contains(&self, now: Timestamp) -> bool {
+        self.not_before <= now && now < self.not_after
+    }
+
+    /// The error of a completion or co-decryption attempted at `now`, outside the window.
+    pub fn refuse_at(&self, now: Timestamp) -> Option<DomainError> {
+        if now < self.not_before {
+            Some(DomainError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "the bid files may not be opened before the opening time {}",
+                    self.not_before
+                ),
+            ))
+        } else if now >= self.not_after {
+            Some(DomainError::new(
+                ErrorCode::Forbidden,
+                format!("the decryption deadline {} has passed", self.not_after),
+            ))
+        } else {
+            None
+        }
+    }
+}
+
 /// Validated content of a create request. Built by [`NewSession::validate`],
 /// the only way to make one, so a `Session` never holds an unchecked field.
 #[derive(Clone, Debug)]
@@ -376,6 +443,8 @@ pub struct NewSession {
     pub conversation: Option<ConversationPolicy>,
     pub envelope_header: Option<Vec<u8>>,
     pub reply_key: Option<String>,
+    /// `decrypt` only; checked against the clock by [`Opening::validate`] at create.
+    pub opening: Option<Opening>,
     pub webhook_url: Option<String>,
     pub rotate_s: Option<u32>,
     pub number_match: bool,
@@ -395,6 +464,7 @@ pub struct NewSessionRequest {
     pub conversation: Option<ConversationPolicy>,
     pub envelope_header: Option<Vec<u8>>,
     pub reply_key: Option<String>,
+    pub opening: Option<Opening>,
     pub webhook_url: Option<String>,
     pub rotate_s: Option<u32>,
     pub number_match: Option<bool>,
@@ -481,6 +551,11 @@ impl NewSession {
         only(
             kind != Kind::Decrypt && req.reply_key.is_some(),
             "reply_key",
+            "decrypt",
+        )?;
+        only(
+            kind != Kind::Decrypt && req.opening.is_some(),
+            "opening",
             "decrypt",
         )?;
 
@@ -577,6 +652,7 @@ impl NewSession {
             conversation: req.conversation,
             envelope_header: req.envelope_header,
             reply_key: req.reply_key.map(|k| k.to_ascii_lowercase()),
+            opening: req.opening,
             webhook_url: req.webhook_url,
             rotate_s: req.rotate_s,
             number_match: req.number_match.unwrap_or(false),
@@ -738,6 +814,9 @@ pub struct Session {
     #[serde(default, with = "b64_opt")]
     pub envelope_header: Option<Vec<u8>>,
     pub reply_key: Option<String>,
+    /// The opening window of a `decrypt` session, when the hall set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opening: Option<Opening>,
     pub webhook_url: Option<String>,
     pub claim: ClaimSecrets,
     /// Whether the RP asked for number matching.
@@ -850,6 +929,7 @@ impl Session {
             seal: spec.seal,
             envelope_header: spec.envelope_header,
             reply_key: spec.reply_key,
+            opening: spec.opening,
             webhook_url: spec.webhook_url,
             claim: ClaimSecrets {
                 current: Secret::generate(),
@@ -1545,5 +1625,49 @@ mod tests {
         assert!(!json.contains(phone_token.expose()));
         assert!(!json.contains(secrets.browser_token.expose()));
         assert!(back.phone_token_matches(&phone_token));
+    }
+
+    #[test]
+    fn opening_window_is_for_decrypt_only_and_checked_at_create() {
+        let window = Opening {
+            not_before: T0.plus_secs(60),
+            not_after: T0.plus_secs(3600),
+        };
+        let mut login = request(Kind::Login);
+        login.opening = Some(window);
+        let err = NewSession::validate(login, &domains()).unwrap_err();
+        assert!(err.message.contains("`opening`"), "{}", err.message);
+
+        assert!(window.validate(T0).is_ok());
+        let reversed = Opening {
+            not_before: window.not_after,
+            not_after: window.not_before,
+        };
+        assert_eq!(
+            reversed.validate(T0).unwrap_err().code,
+            ErrorCode::InvalidRequest
+        );
+        let over = window.validate(T0.plus_secs(3600)).unwrap_err();
+        assert!(over.message.contains("already passed"), "{}", over.message);
+        let too_long = Opening {
+            not_before: T0,
+            not_after: T0.plus_secs(Opening::MAX_WINDOW_S + 1),
+        };
+        assert!(too_long.validate(T0).is_err());
+    }
+
+    #[test]
+    fn opening_window_includes_its_start_and_excludes_its_deadline() {
+        let window = Opening {
+            not_before: T0,
+            not_after: T0.plus_secs(10),
+        };
+        let early = window.refuse_at(T0.plus_millis(-1)).unwrap();
+        assert_eq!(early.code, ErrorCode::Forbidden);
+        assert!(early.message.contains("before the opening time"));
+        assert!(window.refuse_at(T0).is_none());
+        assert!(window.refuse_at(T0.plus_millis(9_999)).is_none());
+        let late = window.refuse_at(T0.plus_secs(10)).unwrap();
+        assert!(late.message.contains("deadline"));
     }
 }

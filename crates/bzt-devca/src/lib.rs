@@ -40,7 +40,7 @@ pub use bzt_crypto::{keyfile, names, pem, sm2sig, Error, Result};
 
 pub use ca::{DevCa, IssuedCert, LeafSpec, CA_CERT_FILE, CA_KEY_FILE};
 pub use keyfile::{is_encrypted_key_pem, key_from_pem, key_to_encrypted_pem, key_to_pem};
-pub use names::{serial_hex, uscc_check_char, validate_uscc};
+pub use names::{serial_hex, subject, uscc_check_char, validate_uscc};
 pub use pem::{pem_certificate, pem_certificates};
 pub use sm2sig::{
     cert_public_key, cert_verifying_key, sign_der, signing_key, verify_cert_signature, verify_der,

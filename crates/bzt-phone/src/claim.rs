@@ -49,7 +49,20 @@ struct ClaimAnswer {
     #[serde(default)]
     reply_key: Option<String>,
     #[serde(default)]
+    opening: Option<OpeningWindow>,
+    #[serde(default)]
     seal: Option<crate::seals::SealAskWire>,
+}
+
+/// The opening window of a `decrypt` session (开标时间), verbatim RFC 3339 UTC strings: the
+/// content key may be unwrapped from `not_before` until `not_after`. A phone with a split key
+/// cannot decrypt outside it (the co-signing service refuses); every phone shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct OpeningWindow {
+    /// The opening time.
+    pub not_before: String,
+    /// The decryption deadline the hall set.
+    pub not_after: String,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +112,8 @@ pub struct Claimed {
     pub envelope_header_b64: Option<String>,
     /// `decrypt` only: the hall's one-time SM2 public key, hex `04||X||Y`.
     pub reply_key: Option<String>,
+    /// `decrypt` only, when the hall set one: the opening window.
+    pub opening: Option<OpeningWindow>,
     /// `sign` with a seal (扫码签章 with an electronic seal): what the SES_Signature must carry;
     /// complete with [`crate::Phone::approve_with_seal`].
     pub seal: Option<crate::seals::SealAsk>,
@@ -129,6 +144,7 @@ impl Claimed {
             conversation_allowed: answer.conversation_allowed.unwrap_or(false),
             envelope_header_b64: answer.envelope_header_b64,
             reply_key: answer.reply_key,
+            opening: answer.opening,
             seal,
         })
     }
@@ -225,20 +241,32 @@ impl Claimed {
             Kind::Unknown => lines.push("此版本不支持该操作，只能拒绝".into()),
             _ => {}
         }
-        let expires = self
-            .expires_at_time()
-            .and_then(|t| {
-                t.to_offset(offset!(+8))
-                    .format(format_description!(
-                        "[year]-[month]-[day] [hour]:[minute]:[second]"
-                    ))
-                    .ok()
-            })
-            .map(|t| format!("{t}（北京时间）"))
-            .unwrap_or_else(|| clean(&self.expires_at));
-        lines.push(format!("有效期至：{expires}"));
+        if let Some(o) = &self.opening {
+            lines.push(format!(
+                "开标时间：{} 至 {}",
+                beijing_time(&o.not_before),
+                beijing_time(&o.not_after)
+            ));
+        }
+        lines.push(format!("有效期至：{}", beijing_time(&self.expires_at)));
         lines.join("\n")
     }
+}
+
+/// An RFC 3339 time from the broker as Beijing time for the screen; cleaned verbatim when
+/// it does not parse.
+fn beijing_time(rfc3339: &str) -> String {
+    OffsetDateTime::parse(rfc3339, &Rfc3339)
+        .ok()
+        .and_then(|t| {
+            t.to_offset(offset!(+8))
+                .format(format_description!(
+                    "[year]-[month]-[day] [hour]:[minute]:[second]"
+                ))
+                .ok()
+        })
+        .map(|t| format!("{t}（北京时间）"))
+        .unwrap_or_else(|| clean(rfc3339))
 }
 
 /// Replaces control characters (line breaks included) and bidirectional-override characters
@@ -286,6 +314,7 @@ mod tests {
             conversation_allowed: false,
             envelope_header_b64: None,
             reply_key: None,
+            opening: None,
             seal: None,
         }
     }

@@ -181,27 +181,21 @@ pub fn approval_body(
     identity: &PhoneIdentity,
     extras: &ApproveExtras,
 ) -> Result<Value, Error> {
-    if claimed.seal.is_some() {
-        return Err(Error::Refused(
-            "this session asks for a seal signature (扫码签章): pick a seal (Phone::approve_with_seal)".into(),
-        ));
-    }
+    refuse_seal_session(claimed)?;
     check_approval(claimed, extras)?;
-    let body = ApprovalBody {
-        certificate_pem: identity.certificate_pem(),
-        chain_pem: &identity.chain_pem,
-        signature_b64: STANDARD.encode(sign(identity, &claimed.tbs)?),
-        match_code: extras.match_code.as_deref(),
-        recipients_pem: &extras.recipients_pem,
-        wrapped_key_b64: extras.wrapped_key_b64.as_deref(),
-        open_conversation: extras.open_conversation,
-    };
-    serde_json::to_value(body).map_err(|e| Error::Refused(format!("cannot encode the body: {e}")))
+    let signature = sign(identity, &claimed.tbs)?;
+    signed_approval_body(
+        identity.certificate_pem(),
+        &identity.chain_pem,
+        &signature,
+        extras,
+    )
 }
 
-/// What the phone checks before it approves anything: the challenge, the number pick, and that
-/// the extras fit the session's kind.
-pub(crate) fn check_approval(claimed: &Claimed, extras: &ApproveExtras) -> Result<(), Error> {
+/// The checks [`approval_body`] makes before anything is signed: the challenge is this
+/// session's, the number-match pick is one of the choices, and the extras fit the kind. A
+/// phone whose signature is made elsewhere (a split key, co-signed) runs these first too.
+pub fn check_approval(claimed: &Claimed, extras: &ApproveExtras) -> Result<(), Error> {
     let kind = claimed.kind;
     let refuse = |why: String| Err(Error::Refused(why));
     if kind == Kind::Unknown {
@@ -251,6 +245,37 @@ pub(crate) fn check_approval(claimed: &Claimed, extras: &ApproveExtras) -> Resul
         }
         (Kind::Decrypt, Some(_)) | (_, None) => {}
         (_, Some(_)) => return refuse("a wrapped key only goes with decrypt sessions".into()),
+    }
+    Ok(())
+}
+
+/// The approval body from a signature already made over the session's `tbs` (after
+/// [`check_approval`]).
+pub fn signed_approval_body(
+    certificate_pem: &str,
+    chain_pem: &[String],
+    signature: &[u8],
+    extras: &ApproveExtras,
+) -> Result<Value, Error> {
+    let body = ApprovalBody {
+        certificate_pem,
+        chain_pem,
+        signature_b64: STANDARD.encode(signature),
+        match_code: extras.match_code.as_deref(),
+        recipients_pem: &extras.recipients_pem,
+        wrapped_key_b64: extras.wrapped_key_b64.as_deref(),
+        open_conversation: extras.open_conversation,
+    };
+    serde_json::to_value(body).map_err(|e| Error::Refused(format!("cannot encode the body: {e}")))
+}
+
+/// A session asking for a seal signature (扫码签章 with a seal) is completed with
+/// [`Phone::approve_with_seal`], never with a bare signature.
+pub(crate) fn refuse_seal_session(claimed: &Claimed) -> Result<(), Error> {
+    if claimed.seal.is_some() {
+        return Err(Error::Refused(
+            "this session asks for a seal signature (扫码签章): pick a seal (Phone::approve_with_seal)".into(),
+        ));
     }
     Ok(())
 }

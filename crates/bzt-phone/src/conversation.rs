@@ -438,6 +438,40 @@ impl PhoneConversation {
     }
 }
 
+/// What signs a conversation's requests: the phone's whole key, or a split key co-signing
+/// with its service (which fetches each request's bytes from the broker itself, proving the
+/// conversation with the phone's token).
+pub enum ConversationSigner<'k> {
+    Whole(&'k PhoneIdentity),
+    Split {
+        key: &'k crate::split::UnlockedSplit<'k>,
+        /// The conversation's phone token (the grant's `phone_token`).
+        phone_token: String,
+    },
+}
+
+impl<'k> From<&'k PhoneIdentity> for ConversationSigner<'k> {
+    fn from(identity: &'k PhoneIdentity) -> Self {
+        Self::Whole(identity)
+    }
+}
+
+impl ConversationSigner<'_> {
+    async fn sign(
+        &self,
+        conversation_id: &str,
+        request: &SignRequest,
+    ) -> Result<Vec<u8>, crate::Error> {
+        match self {
+            Self::Whole(identity) => sign(identity, &request.tbs),
+            Self::Split { key, phone_token } => {
+                key.sign_conversation_request(conversation_id, phone_token, request)
+                    .await
+            }
+        }
+    }
+}
+
 /// The phone's side of one conversation: a WebSocket plus the request ids already handed out.
 pub struct ConversationSocket {
     /// `ws[s]://.../v1/conversations/<cid>/phone?t=<token>`: holds the token, so never printed.
@@ -706,9 +740,9 @@ impl ConversationSocket {
     ///
     /// An answer whose ack was lost to a broken connection is sent again after reconnecting;
     /// the broker accepts one answer per request, so nothing is signed twice.
-    pub async fn run<D, F, H>(
+    pub async fn run<'k, D, F, H>(
         &mut self,
-        identity: &PhoneIdentity,
+        signer: impl Into<ConversationSigner<'k>>,
         mut decide: D,
         mut on_answered: H,
     ) -> Result<RunSummary, ConversationError>
@@ -717,6 +751,7 @@ impl ConversationSocket {
         F: Future<Output = Decision>,
         H: FnMut(&SignRequest, &Outcome) -> ControlFlow<()>,
     {
+        let signer = signer.into();
         let mut summary = RunSummary {
             ended: Ended {
                 by: EndedBy::Unknown,
@@ -747,7 +782,25 @@ impl ConversationSocket {
             let (frame, accepted) = match decision {
                 Decision::End => break,
                 Decision::Approve { auto_confirmed } => {
-                    let frame = self.response_frame(&request, identity, auto_confirmed)?;
+                    let frame = match &signer {
+                        ConversationSigner::Whole(identity) => {
+                            self.response_frame(&request, identity, auto_confirmed)?
+                        }
+                        ConversationSigner::Split { .. } if request.seal.is_some() => {
+                            return Err(ConversationError::from(crate::Error::Refused(
+                                "seal requests are not supported with a split key yet".into(),
+                            )));
+                        }
+                        ConversationSigner::Split { .. } => {
+                            let signature = signer.sign(&self.conversation_id, &request).await?;
+                            json!({
+                                "type": "sign_response",
+                                "request_id": request.request_id,
+                                "signature_b64": STANDARD.encode(signature),
+                                "auto_confirmed": auto_confirmed,
+                            })
+                        }
+                    };
                     (frame, Outcome::Approved { auto_confirmed })
                 }
                 Decision::Reject(reason) => {
@@ -799,16 +852,16 @@ impl ConversationSocket {
 
     /// [`ConversationSocket::run`] signing every request without asking (自动确认,
     /// `auto_confirmed: true`): what a load generator or an unattended signer runs.
-    pub async fn run_auto_confirm<H>(
+    pub async fn run_auto_confirm<'k, H>(
         &mut self,
-        identity: &PhoneIdentity,
+        signer: impl Into<ConversationSigner<'k>>,
         on_answered: H,
     ) -> Result<RunSummary, ConversationError>
     where
         H: FnMut(&SignRequest, &Outcome) -> ControlFlow<()>,
     {
         self.run(
-            identity,
+            signer,
             |_| {
                 std::future::ready(Decision::Approve {
                     auto_confirmed: true,

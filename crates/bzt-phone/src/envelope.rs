@@ -197,6 +197,75 @@ pub fn decrypt_answer(
     Ok(STANDARD.encode(wrapped))
 }
 
+/// A `decrypt` claim checked (kind, challenge, header, reply key) with the phone's own entry
+/// found, before the content key is unwrapped: what a split key (密钥拆分) hands to the
+/// co-signing service for a blinded co-decryption, then [`DecryptTask::rewrap`]s.
+pub struct DecryptTask {
+    /// The phone's entry's wrapped content key (GM/T 0009 DER).
+    wrapped_for_me: Vec<u8>,
+    reply: sm2::PublicKey,
+}
+
+impl DecryptTask {
+    /// Runs every check of [`decrypt_answer`] that needs no private key, for `certificate`.
+    pub fn prepare(
+        claimed: &Claimed,
+        certificate: &x509_cert::Certificate,
+    ) -> Result<Self, DecryptRefusal> {
+        if claimed.kind != Kind::Decrypt {
+            return Err(DecryptRefusal::NotDecrypt(claimed.kind));
+        }
+        let raw = claimed
+            .envelope_header_b64
+            .as_deref()
+            .and_then(|b64| STANDARD.decode(b64).ok())
+            .ok_or(DecryptRefusal::NoEnvelope)?;
+        claimed
+            .check_challenge()
+            .map_err(DecryptRefusal::Challenge)?;
+        let header =
+            Header::from_json(&raw).map_err(|e| DecryptRefusal::BadEnvelope(e.to_string()))?;
+        let me = Recipient::from_certificate(certificate)
+            .map_err(|e| DecryptRefusal::BadEnvelope(format!("own certificate: {e}")))?;
+        let entry = header
+            .find_recipient(me.serial(), me.issuer())
+            .ok_or_else(|| DecryptRefusal::NotARecipient {
+                own_serial: me.serial().to_owned(),
+                recipients: header
+                    .recipients()
+                    .iter()
+                    .map(|e| (e.serial().to_owned(), e.issuer().to_owned()))
+                    .collect(),
+            })?;
+        let reply = claimed
+            .reply_key
+            .as_deref()
+            .ok_or_else(|| DecryptRefusal::BadReplyKey("the claim has no reply_key".into()))
+            .and_then(|hex| {
+                parse_reply_key(hex).map_err(|e| DecryptRefusal::BadReplyKey(e.to_string()))
+            })?;
+        Ok(Self {
+            wrapped_for_me: entry.wrapped_key().to_vec(),
+            reply,
+        })
+    }
+
+    /// The phone's entry's wrapped content key, to co-decrypt.
+    pub fn wrapped_for_me(&self) -> &[u8] {
+        &self.wrapped_for_me
+    }
+
+    /// The completion's `wrapped_key_b64`: `content_key` (16 bytes) SM2-encrypted to the
+    /// hall's `reply_key`.
+    pub fn rewrap(&self, content_key: &[u8]) -> Result<String, DecryptRefusal> {
+        if content_key.len() != 16 {
+            return Err(DecryptRefusal::UnwrapFailed);
+        }
+        let wrapped = wrap_key(&self.reply, content_key).map_err(|_| DecryptRefusal::Crypto)?;
+        Ok(STANDARD.encode(wrapped))
+    }
+}
+
 /// The `recipients_pem` of an `encrypt` completion: the phone's own certificate first, then
 /// `colleagues_pem` (one certificate each; text around the block is ignored), each listed
 /// once (by serial and issuer).
@@ -208,10 +277,23 @@ pub fn encrypt_recipients(
     identity: &PhoneIdentity,
     colleagues_pem: &[String],
 ) -> Result<Vec<String>, Error> {
-    let own = Recipient::from_certificate(identity.certificate())
+    recipients_with_own(
+        identity.certificate(),
+        identity.certificate_pem(),
+        colleagues_pem,
+    )
+}
+
+/// [`encrypt_recipients`] for any holder of `certificate` (a split key too).
+pub fn recipients_with_own(
+    certificate: &x509_cert::Certificate,
+    certificate_pem: &str,
+    colleagues_pem: &[String],
+) -> Result<Vec<String>, Error> {
+    let own = Recipient::from_certificate(certificate)
         .map_err(|e| Error::Refused(format!("own certificate: {e}")))?;
     let mut seen = vec![own];
-    let mut pems = vec![identity.certificate_pem().to_owned()];
+    let mut pems = vec![certificate_pem.to_owned()];
     for (i, pem) in colleagues_pem.iter().enumerate() {
         let bad = |e: String| Error::Refused(format!("recipient certificate {}: {e}", i + 1));
         let cert = bzt_crypto::pem_certificate(pem).map_err(|e| bad(e.to_string()))?;
@@ -382,6 +464,7 @@ mod tests {
             conversation_allowed: false,
             envelope_header_b64: Some(STANDARD.encode(header)),
             reply_key: Some(reply_hex.into()),
+            opening: None,
             seal: None,
         }
     }

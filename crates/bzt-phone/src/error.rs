@@ -61,6 +61,10 @@ pub enum Error {
     /// required, recipients on a login); nothing was sent.
     #[error("cannot complete this session so: {0}")]
     Refused(String),
+    /// The co-signing service of a split key refused or could not be reached (a wrong PIN is
+    /// the service's `bad_pin_proof`; a locked, frozen or revoked key has its own code).
+    #[error(transparent)]
+    Cosigner(#[from] bzt_cosigner::client::ClientError),
 }
 
 impl Error {

@@ -45,10 +45,10 @@
 //! - [`session`]: plain wire data ([`Kind`], [`CompleteAnswer`], ...).
 //! - [`error`]: [`Error`] and [`BrokerError`] (the protocol's `{"error": {"code", "message"}}`).
 //!
-//! # Not here yet (where it goes)
-//! - **Key splitting** (the broker co-signs with a split SM2 key): every completion signature is
-//!   made by [`sign`] / [`PhoneIdentity::sign`]; that is the one seam where a split signer (a
-//!   trait with a local and a co-signing implementation) replaces the local key.
+//! - [`split`]: a split identity (密钥拆分): [`SplitIdentity`] (certificate plus the share
+//!   masked by the PIN; no whole key), enrolment ([`Enrolled`], with a PKCS#10 request for a real
+//!   CA), and [`Phone::approve_split`], [`Phone::approve_encrypt_split`],
+//!   [`Phone::approve_decrypt_split`], which co-sign and co-decrypt with the co-signing service.
 //!
 //! Every signature is SM2 over SM3 with the distinguishing ID `1234567812345678`, DER-encoded.
 
@@ -63,15 +63,19 @@ pub mod net;
 pub mod qr;
 pub mod seals;
 pub mod session;
+pub mod split;
 
 pub use challenge::{Challenge, ChallengeError};
-pub use claim::{Claimed, Token};
-pub use client::{approval_body, ApproveExtras, Phone};
+pub use claim::{Claimed, OpeningWindow, Token};
+pub use client::{approval_body, check_approval, signed_approval_body, ApproveExtras, Phone};
 pub use conversation::{
-    Ack, AckStatus, ConversationError, ConversationSocket, Decision, Ended, EndedBy, FrameError,
-    Outcome, Reconnect, RunSummary, SignRequest,
+    Ack, AckStatus, ConversationError, ConversationSigner, ConversationSocket, Decision, Ended,
+    EndedBy, FrameError, Outcome, Reconnect, RunSummary, SignRequest,
 };
-pub use envelope::{decrypt_answer, encrypt_recipients, DecryptOutcome, DecryptRefusal};
+pub use envelope::{
+    decrypt_answer, encrypt_recipients, recipients_with_own, DecryptOutcome, DecryptRefusal,
+    DecryptTask,
+};
 pub use error::{BrokerError, Error};
 pub use identity::{sign, Device, PhoneIdentity};
 pub use qr::{QrError, QrText};
@@ -79,6 +83,7 @@ pub use seals::{describe_seal_zh, seal_approval_body, SealAsk, SealWallet};
 pub use session::{
     AppInfo, CompleteAnswer, Kind, PhoneConversation, Requester, SessionDisplay, SessionStatus,
 };
+pub use split::{Enrolled, SplitIdentity, UnlockedSplit};
 
 /// The SM2 distinguishing ID of every signature.
 pub use bzt_crypto::SM2_DISTID;

@@ -1,0 +1,658 @@
+//! Split keys end to end (密钥拆分): a real broker and a real co-signing service, a phone
+//! enrolled with a split key, and every flow the broker offers: login, sign, a conversation,
+//! encrypt and decrypt. Signatures are checked by OpenSSL against the issued certificate;
+//! decryption opens keys sealed by `bzt envelope seal`'s library and by `openssl pkeyutl
+//! -encrypt`; after 注销 the broker refuses the certificate and the service the key; relying
+//! parties see the same result shape as for a whole key.
+
+use crate::conversation::policy;
+use crate::envelope_flows::{bzt, decrypt_body, one_time_key, seal_to, start_broker};
+use crate::helpers::*;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bzt_cosigner::config::{StoreConfig, StoreKind};
+use bzt_cosigner::{Config as CosignerConfig, Service};
+use bzt_envelope::{open_to_path_with_content_key, unwrap_key, ContentKey, Recipient};
+use bzt_phone::conversation::Decision;
+use bzt_phone::split::{Enrolled, SplitIdentity};
+use bzt_phone::{
+    ApproveExtras, ConversationSigner, DecryptOutcome, Device, Phone, PhoneConversation,
+    SessionStatus,
+};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+
+const CREDENTIAL: &str = "split-test-cosigner-credential-0123456789";
+const SERVICE_ADMIN: &str = "split-test-service-admin-0123456789";
+const PIN: &str = "246810";
+
+/// A broker that knows its co-signing service, and the service, both on loopback ports.
+struct SplitWorld {
+    app: TestApp,
+    cosigner_url: String,
+    _service_dir: tempfile::TempDir,
+}
+
+async fn start() -> SplitWorld {
+    // The service's port first: the broker's admin API needs its URL.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cosigner_url = format!("http://{}", listener.local_addr().unwrap());
+    let app = TestApp::spawn_with(|c| {
+        c.cosigner.credential = Some(CREDENTIAL.into());
+        c.cosigner.url = Some(cosigner_url.clone());
+        c.cosigner.admin_token = Some(SERVICE_ADMIN.into());
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = CosignerConfig {
+        listen: "127.0.0.1:0".into(),
+        node_name: Some("test".into()),
+        store: StoreConfig {
+            kind: StoreKind::File,
+            path: Some(dir.path().join("keys.json")),
+            redis_url: None,
+            key_prefix: None,
+        },
+        master_key_hex: Some("00112233445566778899aabbccddeeff".into()),
+        master_key_file: None,
+        data_dir: Some(dir.path().to_path_buf()),
+        broker_url: app.address.clone(),
+        broker_credential: Some(CREDENTIAL.into()),
+        enrolment_token: None,
+        admin_token: Some(SERVICE_ADMIN.into()),
+        relying_parties: Vec::new(),
+        require_registered_opening: false,
+        proof_window_s: 120,
+        csr_window_s: 600,
+        // Open enrolment, as the development service has.
+        dev_mode: true,
+    };
+    let service = Service::build(config).await.unwrap();
+    tokio::spawn(bzt_cosigner::run(listener, service));
+    SplitWorld {
+        app,
+        cosigner_url,
+        _service_dir: dir,
+    }
+}
+
+impl SplitWorld {
+    /// Enrols a split key certified by the platform CA.
+    async fn enrol(&self, cn: &str) -> SplitIdentity {
+        let enrolled = Enrolled::generate(&self.cosigner_url, cn, None)
+            .await
+            .unwrap_or_else(|e| panic!("enrolment failed: {e}"));
+        let (cert_pem, _) = self
+            .app
+            .cas
+            .platform
+            .issue_for_public_key(
+                &bzt_devca::LeafSpec::new(cn, "示例建设有限公司"),
+                &enrolled.public_key().unwrap(),
+            )
+            .unwrap();
+        enrolled
+            .finish(
+                &cert_pem,
+                PIN,
+                Device {
+                    id: format!("dev-{cn}"),
+                    name: format!("{cn}的手机（密钥拆分）"),
+                },
+            )
+            .unwrap()
+    }
+
+    fn phone(&self) -> Phone {
+        Phone::new(reqwest::Client::new())
+    }
+}
+
+/// The keys of an approved session's `result` and of its certificate: what an RP can rely on.
+fn shape(result: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
+    let keys = |v: &Value| {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    (keys(result), keys(&result["certificate"]))
+}
+
+#[tokio::test]
+async fn a_split_key_logs_in_signs_and_converses_and_openssl_verifies_its_signatures() {
+    let world = start().await;
+    let app = &world.app;
+    let identity = world.enrol("张三").await;
+    // The identity directory holds no whole key and no P1.
+    let dir = app.dir.path().join("zhangsan");
+    identity.save(&dir).unwrap();
+    let identity = SplitIdentity::load(&dir).unwrap();
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(files.iter().all(|f| !f.contains("PRIVATE KEY")));
+    let key = identity.unlock(PIN).unwrap();
+    let phone = world.phone();
+
+    // 扫码登录.
+    let created = app.create_login().await;
+    let claimed = phone
+        .claim_as(&created.qr(), identity.device())
+        .await
+        .unwrap();
+    let answer = phone
+        .approve_split(&claimed, &key, ApproveExtras::default())
+        .await
+        .unwrap();
+    assert_eq!(answer.status, SessionStatus::Approved);
+    let view = app.get_session(&created.id).await;
+    let result = &view["result"];
+    assert_eq!(
+        result["certificate"]["serial"],
+        identity.serial_hex().as_str()
+    );
+    let signature = unb64(result["signature_b64"].as_str().unwrap());
+    assert!(openssl_verifies(
+        app.dir.path(),
+        result["certificate"]["pem"].as_str().unwrap(),
+        &claimed.tbs,
+        &signature
+    ));
+
+    // The RP sees what it sees for a whole key.
+    let whole = app.phone("platform", "李四的手机");
+    let created_whole = app.create_login().await;
+    let claimed_whole = whole.claim(&created_whole).await;
+    whole.approve(&claimed_whole).await.unwrap();
+    let whole_view = app.get_session(&created_whole.id).await;
+    assert_eq!(shape(result), shape(&whole_view["result"]));
+
+    // 扫码签章 of the RP's bytes, opening a conversation (会话签章).
+    let tbs = "投标函：总价人民币壹佰万元整".as_bytes();
+    let created = app
+        .create_session(json!({
+            "kind": "sign",
+            "display": { "title": "签署投标函" },
+            "tbs_b64": b64(tbs),
+            "conversation": policy(10, 600, 7200),
+        }))
+        .await;
+    let claimed = phone
+        .claim_as(&created.qr(), identity.device())
+        .await
+        .unwrap();
+    let answer = phone
+        .approve_split(
+            &claimed,
+            &key,
+            ApproveExtras {
+                open_conversation: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let grant = answer.conversation.expect("a conversation was opened");
+    let view = app.get_session(&created.id).await;
+    let cert_pem = view["result"]["certificate"]["pem"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let signature = unb64(view["result"]["signature_b64"].as_str().unwrap());
+    assert!(openssl_verifies(app.dir.path(), &cert_pem, tbs, &signature));
+
+    let conversation_id = grant.id.clone();
+    let requester_token = view["result"]["conversation"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut requester = Browser::connect(
+        &format!(
+            "{}/v1/conversations/{conversation_id}/ws?t={requester_token}",
+            app.address.replacen("http", "ws", 1)
+        ),
+        None,
+    )
+    .await
+    .unwrap();
+    let pages: Vec<Vec<u8>> = (1..=3).map(|i| format!("第{i}页").into_bytes()).collect();
+    for (i, page) in pages.iter().enumerate() {
+        let resp = app
+            .http
+            .post(app.url(&format!("/v1/conversations/{conversation_id}/requests")))
+            .bearer_auth(API_KEY)
+            .json(
+                &json!({ "tbs_b64": b64(page), "display": { "title": format!("第{}页", i + 1) } }),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+    }
+    let mut socket = PhoneConversation::connect(&app.address, &grant)
+        .await
+        .unwrap();
+    let mut answered = 0;
+    let summary = socket
+        .run(
+            ConversationSigner::Split {
+                key: &key,
+                phone_token: grant.phone_token.expose().to_owned(),
+            },
+            |_| {
+                std::future::ready(Decision::Approve {
+                    auto_confirmed: true,
+                })
+            },
+            |_, _| {
+                answered += 1;
+                if answered == 3 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary.approved, 3, "{summary:?}");
+    for page in &pages {
+        let event = requester.next_event().await;
+        assert_eq!(event["status"], "approved", "{event}");
+        let sig = unb64(event["signature_b64"].as_str().unwrap());
+        assert!(openssl_verifies(app.dir.path(), &cert_pem, page, &sig));
+    }
+}
+
+#[tokio::test]
+async fn a_split_key_picks_recipients_and_opens_keys_sealed_by_bzt_and_by_openssl() {
+    let world = start().await;
+    let app = &world.app;
+    let identity = world.enrol("王五").await;
+    let key = identity.unlock(PIN).unwrap();
+    let phone = world.phone();
+
+    // 扫码生成投标文件: the split certificate is its own first recipient.
+    let created = app
+        .create_session(json!({ "kind": "encrypt", "display": { "title": "生成投标文件" } }))
+        .await;
+    let claimed = phone
+        .claim_as(&created.qr(), identity.device())
+        .await
+        .unwrap();
+    phone
+        .approve_encrypt_split(&claimed, &key, &[], None)
+        .await
+        .unwrap();
+    let view = app.get_session(&created.id).await;
+    let recipients = view["result"]["recipients"].as_array().unwrap();
+    assert_eq!(recipients[0]["serial"], identity.serial_hex().as_str());
+
+    // A bid file sealed to the split certificate (the library of `bzt envelope seal`).
+    let plain = "投标文件正文：报价与技术方案".as_bytes();
+    let sealed_path = app.dir.path().join("bid.bze");
+    let split_recipient = Recipient::from_pem(identity.certificate_pem()).unwrap();
+    let header = seal_to(&sealed_path, plain, &[split_recipient]);
+    let content_key = open_at_the_hall(&world, &identity, &key, &header).await;
+    let opened_path = app.dir.path().join("bid.opened");
+    open_to_path_with_content_key(
+        &ContentKey::from_slice(&content_key).unwrap(),
+        &sealed_path,
+        &opened_path,
+    )
+    .expect("the hall's key opens the sealed file");
+    assert_eq!(std::fs::read(&opened_path).unwrap(), plain);
+
+    // A 16-byte key wrapped by OpenSSL to the certificate, in an envelope header.
+    let dir = app.dir.path();
+    std::fs::write(dir.join("split-cert.pem"), identity.certificate_pem()).unwrap();
+    let key16: Vec<u8> = (0..16u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+    std::fs::write(dir.join("key16"), &key16).unwrap();
+    openssl_ok(
+        dir,
+        &[
+            "pkeyutl",
+            "-encrypt",
+            "-certin",
+            "-inkey",
+            "split-cert.pem",
+            "-in",
+            "key16",
+            "-out",
+            "wrapped.der",
+        ],
+    );
+    let wrapped = std::fs::read(dir.join("wrapped.der")).unwrap();
+    let mut header_json: Value = serde_json::from_slice(&header).unwrap();
+    header_json["recipients"][0]["key_b64"] = json!(STANDARD.encode(&wrapped));
+    let openssl_header = serde_json::to_vec(&header_json).unwrap();
+    let unwrapped = open_at_the_hall(&world, &identity, &key, &openssl_header).await;
+    assert_eq!(
+        unwrapped, key16,
+        "the co-decryption recovers what OpenSSL wrapped"
+    );
+}
+
+/// A `decrypt` session of the hall for `header`, completed by the split key; the content key
+/// as the hall unwraps it with its one-time key.
+async fn open_at_the_hall(
+    world: &SplitWorld,
+    identity: &SplitIdentity,
+    key: &bzt_phone::UnlockedSplit<'_>,
+    header: &[u8],
+) -> Vec<u8> {
+    let app = &world.app;
+    let (hall_key, reply_key) = one_time_key();
+    let created = app
+        .create_session_as(OTHER_API_KEY, decrypt_body("开标解密", header, &reply_key))
+        .await;
+    let claimed = world
+        .phone()
+        .claim_as(&created.qr(), identity.device())
+        .await
+        .unwrap();
+    match world
+        .phone()
+        .approve_decrypt_split(&claimed, key, None)
+        .await
+        .unwrap()
+    {
+        DecryptOutcome::Approved(a) => assert_eq!(a.status, SessionStatus::Approved),
+        DecryptOutcome::Rejected { refusal, .. } => panic!("refused: {refusal:?}"),
+    }
+    let view: Value = app
+        .http
+        .get(app.url(&format!("/v1/sessions/{}", created.id)))
+        .bearer_auth(OTHER_API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let wrapped = unb64(view["result"]["wrapped_key_b64"].as_str().unwrap());
+    unwrap_key(&hall_key, &wrapped).unwrap().to_vec()
+}
+
+#[tokio::test]
+async fn a_wrong_pin_is_refused_by_the_service_and_after_revocation_nothing_works() {
+    let world = start().await;
+    let app = &world.app;
+    let identity = world.enrol("赵六").await;
+    let phone = world.phone();
+
+    // A wrong PIN unmasks a wrong share: the service refuses, the session stays scanned.
+    let created = app.create_login().await;
+    let claimed = phone
+        .claim_as(&created.qr(), identity.device())
+        .await
+        .unwrap();
+    let wrong = identity.unlock("135790").unwrap();
+    let err = phone
+        .approve_split(&claimed, &wrong, ApproveExtras::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, bzt_phone::Error::Cosigner(c) if c.code() == Some("wrong_pin")),
+        "{err}"
+    );
+    assert_eq!(app.status_of(&created.id).await, "scanned");
+    let key = identity.unlock(PIN).unwrap();
+    phone
+        .approve_split(&claimed, &key, ApproveExtras::default())
+        .await
+        .unwrap();
+
+    // 注销 through the broker's admin API: the service destroys its share and the broker
+    // revokes the certificate.
+    let resp = app
+        .http
+        .post(app.url(&format!(
+            "/v1/admin/cosigner/keys/{}/revoke",
+            identity.key_id()
+        )))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "certificate_serial": identity.serial_hex() }))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "revoked");
+
+    let created = app.create_login().await;
+    let claimed = phone
+        .claim_as(&created.qr(), identity.device())
+        .await
+        .unwrap();
+    let err = phone
+        .approve_split(&claimed, &key, ApproveExtras::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, bzt_phone::Error::Cosigner(c) if c.code() == Some("revoked")),
+        "{err}"
+    );
+    // Whatever signature comes with it, the broker refuses the certificate first.
+    let resp = app
+        .complete_raw(
+            &created.id,
+            claimed.phone_token.expose(),
+            &json!({
+                "certificate_pem": identity.certificate_pem(),
+                "signature_b64": b64(&[0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01]),
+            }),
+        )
+        .await;
+    let message = assert_error(resp, 422, "untrusted_certificate").await;
+    assert!(message.contains("revoked"), "{message}");
+}
+
+#[tokio::test]
+async fn development_mode_runs_the_service_and_the_cli_enrols_with_a_request_openssl_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path()).await;
+    let log = std::fs::read_to_string(&broker.log).unwrap();
+    let cosigner_url = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("co-signing service (密钥拆分):"))
+        .map(|u| u.trim().to_owned())
+        .unwrap_or_else(|| panic!("the development banner names no co-signing service: {log}"));
+    assert_ne!(cosigner_url, "(none)");
+
+    // `bzt phone enroll`, with a PKCS#10 request co-signed by both parties.
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let out = bzt(
+        dir.path(),
+        &[
+            "phone",
+            "enroll",
+            "--cosigner",
+            &cosigner_url,
+            "--pin",
+            PIN,
+            "--cn",
+            "张三",
+            "--org",
+            "示例建设有限公司",
+            "--out",
+            "zhangsan",
+            "--csr",
+            "zhangsan.csr",
+            "--data-dir",
+            data,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verified = openssl_ok(
+        dir.path(),
+        &[
+            "req",
+            "-in",
+            "zhangsan.csr",
+            "-verify",
+            "-noout",
+            "-vfyopt",
+            DISTID_OPT,
+        ],
+    );
+    let said = String::from_utf8_lossy(&verified.stderr).to_string()
+        + &String::from_utf8_lossy(&verified.stdout);
+    assert!(said.contains("verify OK"), "{said}");
+    // The request is for the certificate's key: the joint key.
+    let req_key = openssl_ok(
+        dir.path(),
+        &["req", "-in", "zhangsan.csr", "-noout", "-pubkey"],
+    );
+    let cert_key = openssl_ok(
+        dir.path(),
+        &["x509", "-in", "zhangsan/cert.pem", "-noout", "-pubkey"],
+    );
+    assert_eq!(req_key.stdout, cert_key.stdout);
+    // No whole private key on the phone's side.
+    for entry in std::fs::read_dir(dir.path().join("zhangsan")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(!text.contains("PRIVATE KEY"), "{text}");
+        assert!(!text.contains(PIN));
+    }
+
+    // `bzt phone approve --identity DIR --pin PIN` logs in through the demo app.
+    let secrets: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("data/dev-secrets.json")).unwrap(),
+    )
+    .unwrap();
+    let api_key = secrets["demo_api_key"].as_str().unwrap();
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{}/v1/sessions", broker.base))
+        .bearer_auth(api_key)
+        .json(&login_body())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let qr = created["qr_text"].as_str().unwrap();
+    let dir_path = dir.path().to_path_buf();
+    let qr_owned = qr.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        bzt(
+            &dir_path,
+            &[
+                "phone",
+                "approve",
+                &qr_owned,
+                "--identity",
+                "zhangsan",
+                "--pin",
+                PIN,
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let view: Value = http
+        .get(format!(
+            "{}/v1/sessions/{}",
+            broker.base,
+            created["id"].as_str().unwrap()
+        ))
+        .bearer_auth(api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["status"], "approved", "{view}");
+    let signature = unb64(view["result"]["signature_b64"].as_str().unwrap());
+    let tbs = unb64(view["result"]["tbs_b64"].as_str().unwrap());
+    let cert_pem = std::fs::read_to_string(dir.path().join("zhangsan/cert.pem")).unwrap();
+    assert!(openssl_verifies(dir.path(), &cert_pem, &tbs, &signature));
+}
+
+#[tokio::test]
+async fn the_service_refuses_to_open_before_the_opening_time_and_freezing_stops_it_at_once() {
+    let world = start().await;
+    let app = &world.app;
+    let identity = world.enrol("钱七").await;
+    let key = identity.unlock(PIN).unwrap();
+    let phone = world.phone();
+    let split_recipient = Recipient::from_pem(identity.certificate_pem()).unwrap();
+    let header = seal_to(&app.dir.path().join("bid.bze"), b"bid", &[split_recipient]);
+
+    // Opens in ten minutes: the service refuses by its own clock, before any completion.
+    let (_, reply_key) = one_time_key();
+    let mut body = decrypt_body("开标解密", &header, &reply_key);
+    let now = bzt::clock::Clock::now(&app.clock);
+    body["opening"] = json!({
+        "not_before": now.plus_secs(600).to_rfc3339(),
+        "not_after": now.plus_secs(3600).to_rfc3339(),
+    });
+    let created = app.create_session_as(OTHER_API_KEY, body).await;
+    let claimed = phone
+        .claim_as(&created.qr(), identity.device())
+        .await
+        .unwrap();
+    let err = match phone.approve_decrypt_split(&claimed, &key, None).await {
+        Err(e) => e,
+        Ok(outcome) => panic!("co-decrypted before the opening time: {outcome:?}"),
+    };
+    assert!(
+        matches!(&err, bzt_phone::Error::Cosigner(c) if c.code() == Some("outside_opening_window")),
+        "{err}"
+    );
+
+    // 挂失 through the broker: refused at once; unfreezing restores.
+    let admin = |action: &'static str| {
+        let url = app.url(&format!(
+            "/v1/admin/cosigner/keys/{}/{action}",
+            identity.key_id()
+        ));
+        let http = app.http.clone();
+        async move {
+            let resp = http
+                .post(url)
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+    assert_eq!(admin("freeze").await["state"], "frozen");
+    let created = app.create_login().await;
+    let claimed = phone
+        .claim_as(&created.qr(), identity.device())
+        .await
+        .unwrap();
+    let err = phone
+        .approve_split(&claimed, &key, ApproveExtras::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, bzt_phone::Error::Cosigner(c) if c.code() == Some("frozen")),
+        "{err}"
+    );
+    assert_eq!(admin("unfreeze").await["state"], "active");
+    let answer = phone
+        .approve_split(&claimed, &key, ApproveExtras::default())
+        .await
+        .unwrap();
+    assert_eq!(answer.status, SessionStatus::Approved);
+}
