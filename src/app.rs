@@ -27,6 +27,11 @@ pub struct Application {
     router: Router,
     broker: Arc<Broker>,
     limits: Arc<Limits>,
+    crl_sources: Vec<crate::crl::DomainSources>,
+    drain: crate::shutdown::Drain,
+    audit_checkpoint_interval: Option<std::time::Duration>,
+    /// How long in-flight requests and sockets get after the shutdown signal.
+    drain_time: std::time::Duration,
 }
 
 /// The Prometheus recorder is process-global; install it once.
@@ -222,6 +227,23 @@ async fn sweep_conversation_deadlines(broker: &Broker) -> Result<(), crate::erro
     }
 }
 
+/// Signs the audit chain's head every `every` (on the broker's clock) if an
+/// operation is still unsigned: the unsigned tail, which could be cut off
+/// without a trace, is never older than `every`.
+async fn checkpoint_every(broker: Arc<Broker>, every: std::time::Duration) {
+    loop {
+        let next = broker.clock.now().plus_millis(every.as_millis() as i64);
+        broker.clock.sleep_until(next).await;
+        if let Err(e) = broker
+            .audit
+            .checkpoint_if_unsigned(broker.clock.now())
+            .await
+        {
+            tracing::warn!(error = %e, "timed audit checkpoint failed; trying at the next interval");
+        }
+    }
+}
+
 impl Application {
     /// Builds the broker and binds `config.listen`. `extra` routes (the
     /// development demo) are merged into the router.
@@ -240,11 +262,14 @@ impl Application {
             // Port 0 (tests): advertise the port actually bound.
             public_base_url = format!("http://{}", listener.local_addr()?);
         }
+        let trust = load_trust_store(config)?;
+        let crl_sources = crate::crl::load_at_start(config, &trust).await?;
+        crate::crl::record_metrics(&trust, clock.now(), true);
         let broker = Arc::new(Broker {
             store,
             conversations,
             audit,
-            trust: Arc::new(load_trust_store(config)?),
+            trust: Arc::new(trust),
             cert_checks: crate::cert_checks::CheckPool::per_cpu(),
             seal_makers: Arc::new(load_seal_makers(config)?),
             revocations: Revocations::open(&config.revocation.serials, revocation_records).await?,
@@ -261,13 +286,20 @@ impl Application {
             admin_token: config.admin_token_hash()?,
             trust_forwarded_for: config.trust_forwarded_for,
             metrics: metrics_handle(),
+            drain: crate::shutdown::Drain::default(),
         };
+        let drain = state.drain.clone();
         let router = http::router(state, extra);
         Ok(Self {
             listener,
             router,
             broker,
             limits,
+            crl_sources,
+            drain,
+            drain_time: std::time::Duration::from_secs(config.shutdown_drain_s),
+            audit_checkpoint_interval: (config.audit.checkpoint_interval_s > 0)
+                .then(|| std::time::Duration::from_secs(config.audit.checkpoint_interval_s)),
         })
     }
 
@@ -305,7 +337,9 @@ impl Application {
         // (their node may be gone).
         let expiry_poll = self.broker.store.expiry_poll_interval().map(|every| {
             poll_every(every, self.broker.clone(), "expiry", |b| async move {
-                b.sweep_expiries().await.map(|_| ())
+                b.sweep_expiries().await?;
+                // QR rotations of sessions whose creating node may be gone.
+                b.sweep_rotations().await.map(|_| ())
             })
         });
         let conversation_poll =
@@ -326,6 +360,14 @@ impl Application {
                 b.revocations.refresh().await.map(|_| ())
             })
         });
+        let audit_checkpoints = self
+            .audit_checkpoint_interval
+            .map(|every| tokio::spawn(checkpoint_every(self.broker.clone(), every)));
+        let crl_refresh: Vec<_> = self
+            .crl_sources
+            .iter()
+            .map(|s| tokio::spawn(crate::crl::refresh_forever(self.broker.clone(), s.clone())))
+            .collect();
         let limits = self.limits.clone();
         let housekeeping = tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -345,11 +387,58 @@ impl Application {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
             }
         });
-        let served = axum::serve(listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        // On the signal: sockets are told to reconnect elsewhere (1012), the
+        // listener closes, in-flight requests finish, all within drain_time.
+        let drain = self.drain.clone();
+        let signal = {
+            let drain = drain.clone();
+            async move {
+                shutdown.await;
+                tracing::info!(
+                    sockets = drain.open_sockets(),
+                    "draining: closing sockets with 1012, finishing requests"
+                );
+                drain.begin();
+            }
+        };
+        let drain_time = self.drain_time;
+        let serve = std::future::IntoFuture::into_future(
+            axum::serve(listener, service).with_graceful_shutdown(signal),
+        );
+        let over = async {
+            drain.started().await;
+            tokio::time::sleep(drain_time).await;
+        };
+        let began = tokio::time::Instant::now();
+        let served = tokio::select! {
+            served = serve => served,
+            _ = over => {
+                tracing::warn!("drain time over; dropping the requests still open");
+                Ok(())
+            }
+        };
+        if drain.is_draining() {
+            // Upgraded sockets are not the server's to wait for: give their
+            // close frames the rest of the drain time.
+            let left = drain_time.saturating_sub(began.elapsed());
+            if tokio::time::timeout(left, drain.sockets_closed())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    sockets = drain.open_sockets(),
+                    "sockets still open at the end of the drain time"
+                );
+            }
+        }
         timers.abort();
         housekeeping.abort();
+        for r in crl_refresh {
+            r.abort();
+        }
+        if let Some(c) = audit_checkpoints {
+            c.abort();
+        }
         for p in [expiry_poll, conversation_poll, revocation_poll]
             .into_iter()
             .flatten()

@@ -49,7 +49,9 @@ impl AuditQuery {
 type Ack = oneshot::Sender<Result<u64, String>>;
 
 struct Append {
-    op: Operation,
+    /// `None`: sign the chain head now if an operation is still unsigned
+    /// (the time-bounded checkpoint, [`AuditLog::checkpoint_if_unsigned`]).
+    op: Option<Operation>,
     time: Timestamp,
     ack: Ack,
 }
@@ -62,6 +64,11 @@ pub trait AuditLog: Send + Sync + 'static {
     async fn append(&self, op: Operation, time: Timestamp) -> Result<u64, ApiError>;
     /// Matching operations, oldest first, at most `limit` (0: no limit).
     async fn query(&self, q: AuditQuery) -> Result<Vec<Record>, ApiError>;
+    /// Appends a signed checkpoint at `time` if any operation was appended
+    /// since the last one (the broker calls this every
+    /// `[audit] checkpoint_interval_s`, so truncating the log's end cannot
+    /// go unnoticed for longer). Returns the chain's last `seq`.
+    async fn checkpoint_if_unsigned(&self, time: Timestamp) -> Result<u64, ApiError>;
 }
 
 #[async_trait::async_trait]
@@ -71,6 +78,9 @@ impl AuditLog for FileAuditLog {
     }
     async fn query(&self, q: AuditQuery) -> Result<Vec<Record>, ApiError> {
         FileAuditLog::query(self, q).await
+    }
+    async fn checkpoint_if_unsigned(&self, time: Timestamp) -> Result<u64, ApiError> {
+        self.send(None, time).await
     }
 }
 
@@ -144,6 +154,10 @@ impl FileAuditLog {
 
     /// Appends an operation; returns its sequence number once it is on disk.
     pub async fn append(&self, op: Operation, time: Timestamp) -> Result<u64, ApiError> {
+        self.send(Some(op), time).await
+    }
+
+    async fn send(&self, op: Option<Operation>, time: Timestamp) -> Result<u64, ApiError> {
         let (ack, done) = oneshot::channel();
         let tx = self
             .writer
@@ -303,7 +317,20 @@ impl Writer {
         let mut text = String::new();
         let mut seqs = Vec::with_capacity(batch.len());
         for a in batch {
-            let r = self.next(a.time, Event::Operation(a.op.clone()));
+            let Some(op) = &a.op else {
+                // A timed checkpoint: only if something is unsigned.
+                if self.since_checkpoint > 0 {
+                    let c = checkpoint(self.seq + 1, a.time, &self.head, &self.key).seal();
+                    self.seq = c.body.seq;
+                    self.head = c.hash.clone();
+                    text.push_str(&c.to_line());
+                    text.push('\n');
+                    self.since_checkpoint = 0;
+                }
+                seqs.push(self.seq);
+                continue;
+            };
+            let r = self.next(a.time, Event::Operation(op.clone()));
             text.push_str(&r.to_line());
             text.push('\n');
             seqs.push(r.body.seq);

@@ -87,6 +87,8 @@ impl Broker {
         self.timers
             .schedule(session.expires_at, Timer::Expire(session.id.clone()));
         if let Some(at) = session.claim.next_rotation_at(session.created_at) {
+            // In the store too: any node rotates it if this one dies.
+            self.store.schedule_rotation(&session.id, at).await?;
             self.timers.schedule(at, Timer::Rotate(session.id.clone()));
         }
         metrics::counter!("bzt_sessions_created_total", "kind" => session.kind.as_str())
@@ -608,11 +610,63 @@ impl Broker {
         }
     }
 
+    /// Rotates the QR of every session whose rotation the store says is
+    /// due, then records each one's next rotation (see "QR rotation" in
+    /// [`crate::store`]): local timers call this at each rotation, and with
+    /// a shared store every node also calls it every
+    /// [`SessionStore::expiry_poll_interval`]. Returns how many it claimed.
+    pub async fn sweep_rotations(&self) -> Result<usize, ApiError> {
+        use futures_util::stream::{self, StreamExt};
+        let ids = self
+            .store
+            .claim_due_rotations(self.clock.now(), 512)
+            .await?;
+        let n = ids.len();
+        let outcomes: Vec<_> = stream::iter(ids)
+            .map(|id| async move {
+                let r = self
+                    .apply(
+                        &id,
+                        &Op::Rotate {
+                            new_secret: Secret::generate(),
+                        },
+                    )
+                    .await;
+                (id, r)
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut done = Vec::new();
+        for (id, r) in outcomes {
+            match r {
+                Ok(u) => {
+                    let next = (u.session.status == Status::Pending)
+                        .then(|| u.session.claim.next_rotation_at(u.session.created_at))
+                        .flatten();
+                    match next {
+                        Some(at) => self.store.schedule_rotation(&id, at).await?,
+                        None => done.push(id),
+                    }
+                }
+                Err(e) if e.code == ErrorCode::NotFound => done.push(id),
+                // Its lease runs out and a later sweep claims it again.
+                Err(e) => tracing::warn!(session = %id, error = %e, "rotation failed"),
+            }
+        }
+        self.store.rotations_done(&done).await?;
+        Ok(n)
+    }
+
     /// What the timer queue calls when a deadline passes.
     pub async fn on_timer(&self, timer: Timer) {
         let result = match &timer {
             // The store hands each due session to one sweep, on one node.
             Timer::Expire(_) => self.sweep_expiries().await.map(|_| ()),
+            // A shared store hands each due rotation to one sweep, on one node.
+            Timer::Rotate(_) if self.store.expiry_poll_interval().is_some() => {
+                self.sweep_rotations().await.map(|_| ())
+            }
             Timer::Rotate(id) => self
                 .apply(
                     id,

@@ -49,6 +49,10 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Seconds a node gets on SIGTERM to close its sockets (1012) and
+    /// finish in-flight requests before it exits (default 10).
+    #[serde(default = "default_drain_s")]
+    pub shutdown_drain_s: u64,
     /// Electronic seals (GB/T 38540): whose seals the broker accepts.
     #[serde(default)]
     pub seals: SealsConfig,
@@ -56,6 +60,10 @@ pub struct Config {
     /// embedded defaults; never set it on a production broker.
     #[serde(default)]
     pub dev_mode: bool,
+}
+
+fn default_drain_s() -> u64 {
+    10
 }
 
 fn default_listen() -> String {
@@ -120,11 +128,39 @@ impl AppConfig {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustDomainConfig {
     pub name: String,
     pub ca_pem_files: Vec<PathBuf>,
+    /// CRLs (PEM or DER) of this domain's roots, read at start (a bad one
+    /// stops the start) and again every `crl_refresh_s`.
+    #[serde(default)]
+    pub crl_files: Vec<PathBuf>,
+    /// CRLs fetched over HTTP(S) at start and every `crl_refresh_s`.
+    #[serde(default)]
+    pub crl_urls: Vec<String>,
+    /// Seconds between two reloads of each CRL (default 3600, at least 10).
+    #[serde(default)]
+    pub crl_refresh_s: Option<u64>,
+    /// What a CRL past its nextUpdate does: `warn` (default: a metric and a
+    /// log line) or `refuse` (its CA's certificates are refused).
+    #[serde(default)]
+    pub crl_stale: CrlStale,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CrlStale {
+    #[default]
+    Warn,
+    Refuse,
+}
+
+impl TrustDomainConfig {
+    pub fn crl_refresh(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.crl_refresh_s.unwrap_or(3600).max(10))
+    }
 }
 
 /// `[seals]`: the seal makers (制章者) whose seals a seal signature may carry.
@@ -217,11 +253,19 @@ pub struct AuditConfig {
     /// Operations between two signed checkpoints.
     #[serde(default = "AuditConfig::default_checkpoint_every")]
     pub checkpoint_every: u64,
+    /// Seconds after which a signed checkpoint covers any operation still
+    /// unsigned, however few operations came (default 60; 0: off).
+    #[serde(default = "AuditConfig::default_checkpoint_interval_s")]
+    pub checkpoint_interval_s: u64,
 }
 
 impl AuditConfig {
     fn default_checkpoint_every() -> u64 {
         100
+    }
+
+    fn default_checkpoint_interval_s() -> u64 {
+        60
     }
 }
 
@@ -231,6 +275,7 @@ impl Default for AuditConfig {
             path: None,
             signing_key_file: None,
             checkpoint_every: Self::default_checkpoint_every(),
+            checkpoint_interval_s: Self::default_checkpoint_interval_s(),
         }
     }
 }
@@ -280,6 +325,7 @@ impl Config {
             trust_forwarded_for: false,
             data_dir: None,
             audit: AuditConfig::default(),
+            shutdown_drain_s: default_drain_s(),
             seals: SealsConfig::default(),
             dev_mode: false,
         }
@@ -307,7 +353,7 @@ impl Config {
 
     fn resolve_paths(&mut self, base: &Path) {
         for d in &mut self.trust_domains {
-            for p in &mut d.ca_pem_files {
+            for p in d.ca_pem_files.iter_mut().chain(d.crl_files.iter_mut()) {
                 if p.is_relative() {
                     *p = base.join(&*p);
                 }

@@ -58,6 +58,12 @@ fn audit_request(
     }
 }
 
+/// A phone's answer to a request, by the kind of request.
+enum Answer {
+    Plain(Vec<u8>),
+    Sealed(Vec<u8>),
+}
+
 fn unknown_conversation() -> ApiError {
     ApiError::not_found("no such conversation")
 }
@@ -194,10 +200,24 @@ impl Broker {
         app_id: &str,
         id: &str,
         display: DisplayText,
-        tbs: Vec<u8>,
+        tbs: Option<Vec<u8>>,
+        seal: Option<bzt_core::session::SealRequest>,
     ) -> Result<SignRequest, ApiError> {
         validate_display(&display)?;
-        validate_tbs(&tbs)?;
+        match (&tbs, &seal) {
+            (Some(t), None) => validate_tbs(t)?,
+            (None, Some(s)) => s.validate()?,
+            (None, None) => {
+                return Err(ApiError::invalid(
+                    "`tbs_b64` is required (or `seal` for a seal signature)",
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid(
+                    "send `tbs_b64` or `seal`, not both: a seal signature signs TBS_Sign around `seal.data_hash_b64`",
+                ))
+            }
+        }
         let c = self.conversation_for_app(app_id, id).await?;
         if !c.is_ended() {
             // A certificate revoked or expired since the conversation opened stops it.
@@ -219,10 +239,17 @@ impl Broker {
         let update = self
             .apply_conversation(
                 &c.id,
-                &ConvOp::AddRequest {
-                    id: request_id.clone(),
-                    display,
-                    tbs,
+                &match seal {
+                    Some(seal) => ConvOp::AddSealRequest {
+                        id: request_id.clone(),
+                        display,
+                        seal,
+                    },
+                    None => ConvOp::AddRequest {
+                        id: request_id.clone(),
+                        display,
+                        tbs: tbs.unwrap_or_default(),
+                    },
                 },
             )
             .await?;
@@ -287,7 +314,8 @@ impl Broker {
         &self,
         c: &Conversation,
         request_id: &str,
-        signature: Vec<u8>,
+        signature: Option<Vec<u8>>,
+        seal_signature: Option<Vec<u8>>,
         auto_confirmed: bool,
     ) -> Result<(), ApiError> {
         let rid =
@@ -296,6 +324,18 @@ impl Broker {
         // before anything is written to the audit trail.
         let current = self.load_current(c.id.as_str()).await?;
         let request = current.answerable(&rid)?;
+        let answer = match (&request.seal, signature, seal_signature) {
+            (None, Some(sig), None) => Answer::Plain(sig),
+            (Some(_), None, Some(ses)) => Answer::Sealed(ses),
+            (Some(_), _, _) => return Err(ApiError::invalid(
+                "this request asks for a seal signature: answer with `seal_signature_b64` alone",
+            )),
+            (None, _, _) => {
+                return Err(ApiError::invalid(
+                    "answer with `signature_b64` (`seal_signature_b64` only for seal requests)",
+                ))
+            }
+        };
         let key = match self.check_opener(&current) {
             Ok(key) => key,
             Err(e) => {
@@ -329,6 +369,14 @@ impl Broker {
                 return Err(e.into());
             }
         };
+        let signature = match answer {
+            Answer::Plain(signature) => signature,
+            Answer::Sealed(ses) => {
+                return self
+                    .respond_sealed(&current, request, rid, &ses, auto_confirmed)
+                    .await
+            }
+        };
         let verdict = bzt_core::pki::verify_signature(&key, &request.tbs, &signature);
         let error = verdict.as_ref().err().cloned();
         let (outcome, reason) = match &error {
@@ -344,6 +392,60 @@ impl Broker {
             auto_confirmed,
         };
         self.audited_answer(record, &c.id, &op).await?;
+        match error {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// A seal request's answer: the seal signature checked like a seal session's, with the
+    /// opening certificate as the signer and the request's time as the earliest stamp.
+    async fn respond_sealed(
+        &self,
+        current: &Conversation,
+        request: &SignRequest,
+        rid: RequestId,
+        ses: &[u8],
+        auto_confirmed: bool,
+    ) -> Result<(), ApiError> {
+        let wanted = request.seal.as_ref().ok_or_else(ApiError::internal)?;
+        let signer_der = bzt_core::pki::pem_to_der(&current.certificate.pem)?;
+        let checked = crate::seals::check_seal_signature(
+            ses,
+            wanted,
+            &signer_der,
+            &self.seal_makers,
+            request.created_at,
+            self.clock.now(),
+        );
+        let (outcome, reason, op, error) = match checked {
+            Ok(c) => (
+                "approved",
+                None,
+                ConvOp::RespondSealed {
+                    request_id: rid,
+                    signature: c.signature,
+                    seal: Box::new(c.approval),
+                    auto_confirmed,
+                },
+                None,
+            ),
+            Err(e) => {
+                let reason = e.code.as_str().to_owned();
+                (
+                    "rejected",
+                    Some(reason.clone()),
+                    ConvOp::Respond {
+                        request_id: rid,
+                        verdict: Err(reason),
+                        auto_confirmed,
+                    },
+                    Some(e),
+                )
+            }
+        };
+        let record = audit_request(current, request, outcome, reason, Some(auto_confirmed));
+        self.audited_answer(record, &current.id, &op).await?;
         match error {
             Some(e) => Err(e.into()),
             None => Ok(()),

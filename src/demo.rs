@@ -13,6 +13,7 @@
 
 mod bidfile;
 mod files;
+mod seals;
 
 use crate::config::Config;
 use crate::dev::DevSecrets;
@@ -83,6 +84,7 @@ pub fn routes(config: &Config, secrets: &DevSecrets) -> Router<AppState> {
             get(conversation_request_wait),
         )
         .merge(bidfile::routes())
+        .merge(seals::routes())
         .with_state(rp);
     Router::new()
         .route("/", get(|| async { Redirect::temporary("/demo/") }))
@@ -125,6 +127,9 @@ struct DemoCreate {
     conversation: Option<Value>,
     #[serde(default)]
     detail: Option<String>,
+    /// kind=sign: ask for a seal signature (`{data_hash_b64, property_info}`), passed on as is.
+    #[serde(default)]
+    seal: Option<Value>,
     /// Trust domains whose certificates may complete the session (the login page's tabs:
     /// 本平台证书 / 全国互认证书), passed on as is; absent: every configured domain.
     #[serde(default)]
@@ -194,6 +199,9 @@ async fn create(
     }
     if let Some(c) = req.conversation {
         body["conversation"] = c;
+    }
+    if let Some(seal) = req.seal {
+        body["seal"] = seal;
     }
     if let Some(n) = req.number_match {
         body["number_match"] = json!(n);

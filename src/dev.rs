@@ -95,6 +95,7 @@ pub fn embedded(mut config: Config) -> anyhow::Result<(Config, DevSecrets)> {
             .map(|(d, _)| TrustDomainConfig {
                 name: (*d).into(),
                 ca_pem_files: vec![ca_dir(&dir, d).join(bzt_devca::CA_CERT_FILE)],
+                ..Default::default()
             })
             .collect();
     }

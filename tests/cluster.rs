@@ -509,7 +509,73 @@ async fn revocation_reaches_every_node_within_a_second(fx: &Fixture, nodes: &mut
     }
 }
 
+/// `n` browsers wait on node 1; node 1 gets SIGTERM. Each browser is told
+/// 1012 (service restart), reconnects to node 2, and its session completes
+/// there; node 1 exits 0 within its drain time.
+async fn sigterm_moves_every_browser_to_the_other_node(fx: &Fixture, nodes: &mut [Node], n: usize) {
+    let created: Vec<_> = join_all((0..n).map(|_| create(&fx.http, &nodes[1], 180))).await;
+    let mut browsers = Vec::new();
+    for c in &created {
+        let mut b = Browser::connect(&nodes[0].rebase(&c.ws_url)).await.unwrap();
+        let snapshot = b.next_event(STEP).await.expect("snapshot on node 1");
+        assert_eq!(snapshot["session"]["status"], "pending");
+        browsers.push(b);
+    }
+    let started = Instant::now();
+    let (code, closed) = tokio::join!(
+        async {
+            let node = &mut nodes[0];
+            tokio::task::block_in_place(|| node.terminate(Duration::from_secs(15)))
+        },
+        join_all(browsers.into_iter().map(|b| b.until_closed(STEP)))
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "node 1 exits 0 after draining: {}",
+        nodes[0].log()
+    );
+    eprintln!(
+        "{n} sockets closed and node 1 exited in {:?}",
+        started.elapsed()
+    );
+    for seen in &closed {
+        assert_eq!(seen.close_code, Some(1012), "{seen:?}");
+        assert!(seen.of_type("result").is_empty(), "{seen:?}");
+    }
+    let outcomes = join_all(created.iter().map(|c| async {
+        let mut b = Browser::connect(&nodes[1].rebase(&c.ws_url)).await.unwrap();
+        let snapshot = b.next_event(STEP).await.expect("snapshot on node 2");
+        assert_eq!(snapshot["session"]["status"], "pending", "{snapshot}");
+        let claimed = fx
+            .phone
+            .claim(&qr_on(&nodes[1], &c.qr_text), &fx.identity)
+            .await
+            .expect("claim on node 2");
+        fx.phone
+            .approve(&claimed, &fx.identity, ApproveExtras::default())
+            .await
+            .expect("approve on node 2");
+        b.until_closed(STEP).await
+    }))
+    .await;
+    for seen in outcomes {
+        let results = seen.of_type("result");
+        assert_eq!(results.len(), 1, "{seen:?}");
+        assert_eq!(results[0]["status"], "approved");
+        assert_eq!(seen.close_code, Some(1000));
+    }
+}
+
 // ---- standalone Redis -------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_one_redis_sigterm_sends_200_browsers_to_the_other_node() {
+    let redis = RedisServer::start();
+    let fx = Fixture::new();
+    let mut nodes = fx.start_nodes(2, &redis.url()).await;
+    sigterm_moves_every_browser_to_the_other_node(&fx, &mut nodes, 200).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_one_redis_a_revocation_on_one_node_is_refused_by_the_other_within_a_second() {
@@ -656,6 +722,70 @@ async fn three_nodes_survive_a_redis_outage() {
         full_flow_on(&fx, node).await;
     }
     browser_sees_claim_and_result_from_other_nodes(&fx, &nodes).await;
+}
+
+/// Redis restarts while no request reaches the nodes: the first request
+/// each node gets afterwards succeeds (no 503 from a dead connection that
+/// only a failed command would have noticed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_redis_restart_the_first_request_on_each_idle_node_succeeds() {
+    let mut redis = RedisServer::start();
+    let fx = Fixture::new();
+    let nodes = fx.start_nodes(2, &redis.url()).await;
+    for node in &nodes {
+        create(&fx.http, node, 60).await;
+    }
+    for round in 0..2 {
+        tokio::task::block_in_place(|| redis.stop());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::task::block_in_place(|| redis.restart());
+        for node in &nodes {
+            match try_create(&fx.http, node, 60).await {
+                Ok(_) => {}
+                Err(e) => panic!(
+                    "round {round}: first request on {} after the restart: {e:?}",
+                    node.name
+                ),
+            }
+        }
+    }
+}
+
+/// A rotating QR created on node 1 keeps rotating after node 1 dies: node 2
+/// picks the due rotation up from Redis, and its browser sees the new QR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_one_redis_qr_rotation_continues_after_its_node_dies() {
+    let redis = RedisServer::start();
+    let fx = Fixture::new();
+    let mut nodes = fx.start_nodes(2, &redis.url()).await;
+    let r = fx
+        .http
+        .post(format!("{}/v1/sessions", nodes[0].base))
+        .bearer_auth(API_KEY)
+        .json(
+            &json!({ "kind": "login", "ttl_s": 60, "rotate_s": 5, "display": { "title": "登录" } }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    nodes[0].kill();
+    let ws_url = nodes[1].rebase(created["ws_url"].as_str().unwrap());
+    let mut browser = Browser::connect(&ws_url).await.unwrap();
+    let snapshot = browser.next_event(STEP).await.expect("snapshot");
+    assert_eq!(snapshot["session"]["qr_seq"], 0, "{snapshot}");
+    let rotated = browser
+        .next_event(Duration::from_secs(9))
+        .await
+        .expect("a rotation within 9 s although node 1 is gone");
+    assert_eq!(rotated["type"], "qr", "{rotated}");
+    assert_ne!(rotated["qr_text"], created["qr_text"], "{rotated}");
+    let again = browser
+        .next_event(Duration::from_secs(7))
+        .await
+        .expect("and the next one");
+    assert_eq!(again["type"], "qr", "{again}");
 }
 
 // ---- Redis Cluster ----------------------------------------------------------

@@ -386,6 +386,7 @@ async fn start() -> Broker {
     config.trust_domains = vec![TrustDomainConfig {
         name: "platform".into(),
         ca_pem_files: vec![ca_file],
+        ..Default::default()
     }];
     config.admin_token = Some(ADMIN_TOKEN.into());
 

@@ -966,6 +966,15 @@ async fn audit_stream_is_one_chain(url: &str) {
     let first = nodes[1].query(q).await.unwrap();
     assert_eq!(first, all[..5].to_vec(), "oldest first, at most `limit`");
 
+    // The timed checkpoint signs the unsigned tail, once.
+    let signed_before = v.checkpoints;
+    let later = t0.plus_millis(60_000);
+    nodes[1].checkpoint_if_unsigned(later).await.unwrap();
+    nodes[0].checkpoint_if_unsigned(later).await.unwrap();
+    let lines = nodes[0].lines().await.unwrap();
+    let v = bzt_core::audit::verify_lines(lines.iter().map(String::as_str), None).unwrap();
+    assert_eq!((v.unsigned_tail, v.checkpoints), (0, signed_before + 1));
+
     // A node with another signing key would fork the checkpoints: refused.
     let other = RedisAuditLog::connect(&s, audit_key(), CHECKPOINT_EVERY).await;
     let err = other.err().expect("another key is refused").to_string();

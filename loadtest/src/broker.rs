@@ -41,6 +41,30 @@ impl Fixture {
     }
 }
 
+/// CPUs (a `taskset -c` list) for the broker nodes and Redis, set once by
+/// `bzt-load --broker-cpus`; unset, they run wherever the kernel puts them.
+static SERVER_CPUS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Pins every broker node and Redis started from now on to `cpus`.
+pub fn pin_servers_to(cpus: &str) -> anyhow::Result<()> {
+    SERVER_CPUS
+        .set(cpus.to_owned())
+        .map_err(|_| anyhow::anyhow!("server CPUs already set"))
+}
+
+/// `program`, under `taskset -c <cpus>` when servers are pinned (taskset
+/// execs it, so the pid is the server's own, for CPU sampling).
+fn server_command(program: &Path) -> Command {
+    match SERVER_CPUS.get() {
+        Some(cpus) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpus).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// The `bzt` binary to run: `$BZT_LOAD_BIN`, else `target/release/bzt` of this workspace.
 pub fn default_bzt_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("BZT_LOAD_BIN") {
@@ -146,7 +170,7 @@ ca_pem_files = ["ca.pem"]
                 bin.display()
             );
         }
-        let child = Command::new(bin)
+        let child = server_command(bin)
             .arg("serve")
             .arg("--config")
             .arg(&config)
@@ -207,7 +231,7 @@ pub fn spawn_redis(dir: &Path) -> anyhow::Result<(Proc, String)> {
     let port = free_port()?;
     let log = dir.join("redis.log");
     let out = std::fs::File::create(&log)?;
-    let child = Command::new("redis-server")
+    let child = server_command(Path::new("redis-server"))
         .args([
             "--port",
             &port.to_string(),

@@ -28,6 +28,10 @@ struct Cli {
     /// Source addresses 127.0.0.1..=127.0.0.N for sockets.
     #[arg(long, default_value_t = 8)]
     src_ips: usize,
+    /// Pin the broker nodes (and Redis) to these CPUs (`taskset -c` list);
+    /// run bzt-load itself under `taskset` on others (loadtest/run.sh --pin).
+    #[arg(long)]
+    broker_cpus: Option<String>,
     /// Seconds of `openssl speed` and of the verify microbenchmark.
     #[arg(long, default_value_t = 3)]
     ref_seconds: u32,
@@ -85,6 +89,9 @@ struct FlowArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(cpus) = &cli.broker_cpus {
+        bzt_loadtest::broker::pin_servers_to(cpus)?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -172,7 +179,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let steps = flow_steps(ctx.clone(), &t.pids, &fa).await;
             md += &format!(
                 "## Login flows (embedded node)\n\n{}",
-                report::steps_md(&steps)
+                report::steps_md(&steps, &reference)
             );
             std::fs::write(
                 cli.out.join("quick.svg"),
@@ -220,7 +227,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 ("flows", "one embedded node")
             };
-            md += &format!("## Login flows ({title})\n\n{}", report::steps_md(&steps));
+            md += &format!(
+                "## Login flows ({title})\n\n{}",
+                report::steps_md(&steps, &reference)
+            );
             std::fs::write(
                 cli.out.join(format!("{name}.svg")),
                 report::chart_svg(

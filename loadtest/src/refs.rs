@@ -12,25 +12,44 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
-/// `openssl speed -seconds <s> sm2`: `(sign/s, verify/s)`.
-pub fn openssl_sm2(seconds: u32) -> anyhow::Result<(f64, f64)> {
+/// One line of `openssl speed`: the line itself and its sign/s, verify/s.
+#[derive(Debug, Clone)]
+pub struct SpeedLine {
+    pub line: String,
+    pub sign_per_s: f64,
+    pub verify_per_s: f64,
+}
+
+/// `openssl speed -seconds <s> <algorithm>`, the line containing `marker`.
+pub fn openssl_speed(algorithm: &str, marker: &str, seconds: u32) -> anyhow::Result<SpeedLine> {
     let out = std::process::Command::new("openssl")
-        .args(["speed", "-seconds", &seconds.to_string(), "sm2"])
+        .args(["speed", "-seconds", &seconds.to_string(), algorithm])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     // " 256 bits SM2 (CurveSM2)   0.0003s   0.0002s   3900.0   4400.0"
+    // " 256 bits ecdsa (nistp256)   0.0000s   0.0001s  40000.0  13000.0"
     let line = text
         .lines()
-        .find(|l| l.contains("SM2") && l.contains("bits"))
-        .ok_or_else(|| anyhow::anyhow!("no SM2 line in openssl speed output: {text}"))?;
+        .find(|l| l.contains(marker) && l.contains("bits"))
+        .ok_or_else(|| anyhow::anyhow!("no {marker} line in openssl speed output: {text}"))?;
     let nums: Vec<f64> = line
         .split_whitespace()
         .filter_map(|w| w.parse().ok())
         .collect();
     match nums.as_slice() {
-        [.., sign, verify] => Ok((*sign, *verify)),
+        [.., sign, verify] => Ok(SpeedLine {
+            line: line.trim().to_owned(),
+            sign_per_s: *sign,
+            verify_per_s: *verify,
+        }),
         _ => anyhow::bail!("cannot parse {line:?}"),
     }
+}
+
+/// `openssl speed -seconds <s> sm2`: `(sign/s, verify/s)`.
+pub fn openssl_sm2(seconds: u32) -> anyhow::Result<(f64, f64)> {
+    let l = openssl_speed("sm2", "SM2", seconds)?;
+    Ok((l.sign_per_s, l.verify_per_s))
 }
 
 /// Verifies per second on one thread through `bzt_core::pki::verify_signature`
@@ -40,7 +59,10 @@ pub fn broker_verify_rate(identity: &PhoneIdentity, seconds: f64) -> anyhow::Res
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let msg = b"BZT-CHALLENGE-V1\nkind:login\napp:load\nsession:x\nnonce:abc\nexpires:2030-01-01T00:00:00.000Z";
     let sig = identity.sign(msg)?;
+    // Wall time bounds the loop; the rate is per CPU second of this thread,
+    // as `openssl speed` counts its own CPU time.
     let start = Instant::now();
+    let cpu_start = crate::stats::thread_cpu_seconds();
     let mut n = 0u64;
     while start.elapsed().as_secs_f64() < seconds {
         for _ in 0..64 {
@@ -49,13 +71,42 @@ pub fn broker_verify_rate(identity: &PhoneIdentity, seconds: f64) -> anyhow::Res
         }
         n += 64;
     }
-    Ok(n as f64 / start.elapsed().as_secs_f64())
+    Ok(n as f64 / (crate::stats::thread_cpu_seconds() - cpu_start).max(1e-9))
 }
 
-/// The reference block of every report.
+/// Verifies per second through the broker's verify without the key's
+/// precomputed table (what a key's first verify costs).
+pub fn broker_first_use_verify_rate(identity: &PhoneIdentity, seconds: f64) -> anyhow::Result<f64> {
+    let key = bzt_core::pki::verifying_key(identity.certificate())
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let msg = b"BZT-CHALLENGE-V1\nkind:login\napp:load\nsession:x\nnonce:abc\nexpires:2030-01-01T00:00:00.000Z";
+    let sig = sm2::dsa::Signature::from_der(&identity.sign(msg)?)
+        .map_err(|e| anyhow::anyhow!("signature: {e}"))?;
+    // Wall time bounds the loop; the rate is per CPU second of this thread,
+    // as `openssl speed` counts its own CPU time.
+    let start = Instant::now();
+    let cpu_start = crate::stats::thread_cpu_seconds();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < seconds {
+        for _ in 0..64 {
+            anyhow::ensure!(bzt_core::sm2verify::verify_without_table(&key, msg, &sig));
+        }
+        n += 64;
+    }
+    Ok(n as f64 / (crate::stats::thread_cpu_seconds() - cpu_start).max(1e-9))
+}
+
+/// The reference block of every report: OpenSSL's SM2 and P-256 lines and
+/// the broker's verify, all on the load generator's core, in this run.
 pub fn reference_json(identity: &PhoneIdentity, openssl_seconds: u32) -> Value {
-    let openssl = openssl_sm2(openssl_seconds);
+    let sm2_line = openssl_speed("sm2", "SM2", openssl_seconds);
+    let p256_line = openssl_speed("ecdsap256", "nistp256", openssl_seconds);
+    let openssl = sm2_line
+        .as_ref()
+        .map(|l| (l.sign_per_s, l.verify_per_s))
+        .map_err(|e| anyhow::anyhow!("{e}"));
     let ours = broker_verify_rate(identity, f64::from(openssl_seconds));
+    let first_use = broker_first_use_verify_rate(identity, f64::from(openssl_seconds));
     let (o_sign, o_verify) = openssl
         .as_ref()
         .map(|x| (json!(x.0), json!(x.1)))
@@ -68,10 +119,22 @@ pub fn reference_json(identity: &PhoneIdentity, openssl_seconds: u32) -> Value {
         "openssl_version": std::process::Command::new("openssl").arg("version").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()),
         "openssl_sm2_sign_per_s": o_sign,
         "openssl_sm2_verify_per_s": o_verify,
-        "openssl_error": openssl.err().map(|e| e.to_string()),
+        "openssl_error": openssl.as_ref().err().map(|e| e.to_string()),
         "broker_verify_per_s": ours.as_ref().ok().map(|v| round3(*v)),
-        "broker_verify_error": ours.err().map(|e| e.to_string()),
+        "broker_verify_error": ours.as_ref().err().map(|e| e.to_string()),
         "broker_over_openssl_verify": ratio,
+        "broker_first_use_verify_per_s": first_use.as_ref().ok().map(|v| round3(*v)),
+        "broker_first_use_over_openssl_verify": match (&openssl, &first_use) {
+            (Ok((_, ov)), Ok(bv)) if *ov > 0.0 => json!(round3(bv / ov)),
+            _ => Value::Null,
+        },
+        "openssl_sm2_line": sm2_line.as_ref().ok().map(|l| l.line.clone()),
+        "openssl_p256_line": p256_line.as_ref().ok().map(|l| l.line.clone()),
+        "openssl_p256_verify_per_s": p256_line.as_ref().ok().map(|l| l.verify_per_s),
+        "openssl_p256_over_sm2_verify": match (&p256_line, &openssl) {
+            (Ok(p), Ok((_, ov))) if *ov > 0.0 => json!(round3(p.verify_per_s / ov)),
+            _ => Value::Null,
+        },
         "openssl_verify_us": o_verify.as_f64().map(|v| round3(1e6 / v)),
         "loadavg": crate::stats::loadavg(),
     })

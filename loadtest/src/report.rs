@@ -28,27 +28,44 @@ pub fn machine_md(m: &Value) -> String {
 
 pub fn reference_md(r: &Value) -> String {
     format!(
-        "| reference (one thread) | per second |\n|---|---|\n| `openssl speed sm2` sign ({}) | {} |\n| `openssl speed sm2` verify | {} |\n| broker verify path (`bzt_core::pki::verify_signature`, kept key) | {} |\n| broker / OpenSSL verify | {}× |\n\n",
-        f(&r["openssl_version"]), f(&r["openssl_sm2_sign_per_s"]), f(&r["openssl_sm2_verify_per_s"]), f(&r["broker_verify_per_s"]), f(&r["broker_over_openssl_verify"])
+        "| reference (one thread, the load generator's core) | per second |\n|---|---|\n| `openssl speed sm2` sign ({}) | {} |\n| `openssl speed sm2` verify | {} |\n| `openssl speed ecdsap256` verify | {} ({}× SM2) |\n| broker verify path (`bzt_core::pki::verify_signature`, kept key) | {} ({}× OpenSSL SM2) |\n| broker verify, a key's first use (no key table) | {} ({}× OpenSSL SM2) |\n\nOpenSSL's own lines:\n```\n{}\n{}\n```\n\n",
+        f(&r["openssl_version"]), f(&r["openssl_sm2_sign_per_s"]), f(&r["openssl_sm2_verify_per_s"]),
+        f(&r["openssl_p256_verify_per_s"]), f(&r["openssl_p256_over_sm2_verify"]),
+        f(&r["broker_verify_per_s"]), f(&r["broker_over_openssl_verify"]),
+        f(&r["broker_first_use_verify_per_s"]), f(&r["broker_first_use_over_openssl_verify"]),
+        f(&r["openssl_sm2_line"]), f(&r["openssl_p256_line"]),
     )
 }
 
-pub fn steps_md(steps: &[Value]) -> String {
+/// A figure divided by a reference of the same run, 2 decimals.
+fn ratio(v: &Value, reference: Option<f64>) -> String {
+    match (v.as_f64(), reference) {
+        (Some(x), Some(r)) if r > 0.0 => format!("{:.2}", x / r),
+        _ => "—".into(),
+    }
+}
+
+/// The flow table; `reference` (this run's) turns CPU per flow and flows/s
+/// into ratios to one OpenSSL SM2 verify, comparable across runs.
+pub fn steps_md(steps: &[Value], reference: &Value) -> String {
+    let openssl_us = reference["openssl_verify_us"].as_f64();
+    let openssl_per_s = reference["openssl_sm2_verify_per_s"].as_f64();
     let mut s = String::from(
-        "| mode | offered/s | conc. | done/s | errors | create p50/p99 | claim p50/p99 | push p50/p99/p99.9 | end-to-end p50/p90/p99/p99.9 | broker CPU µs/flow | broker cores | load-generator CPU µs/flow | RSS MiB | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| mode | offered/s | conc. | done/s | done/s ÷ OpenSSL verify/s | errors | create p50/p99 | claim p50/p99 | push p50/p99/p99.9 | end-to-end p50/p90/p99/p99.9 | broker CPU µs/flow | ÷ one OpenSSL verify | broker cores | load-generator CPU µs/flow | RSS MiB | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for st in steps {
         let l = &st["latency_ms"];
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} / {} | {} / {} | {} / {} / {} | {} / {} / {} / {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} / {} / {} | {} / {} / {} / {} | {} | {} | {} | {} | {} | {} |",
             f(&st["mode"]), f(&st["offered_per_s"]), f(&st["concurrency"]), f(&st["achieved_per_s"]),
+            ratio(&st["achieved_per_s"], openssl_per_s),
             errors_md(&st["errors"]),
             f(&l["create"]["p50_ms"]), f(&l["create"]["p99_ms"]),
             f(&l["claim"]["p50_ms"]), f(&l["claim"]["p99_ms"]),
             f(&l["push"]["p50_ms"]), f(&l["push"]["p99_ms"]), f(&l["push"]["p999_ms"]),
             f(&l["end_to_end"]["p50_ms"]), f(&l["end_to_end"]["p90_ms"]), f(&l["end_to_end"]["p99_ms"]), f(&l["end_to_end"]["p999_ms"]),
-            f(&st["broker_cpu_us_per_flow"]), f(&st["broker_cpu_cores"]), f(&st["loadgen_cpu_us_per_flow"]), f(&st["broker_rss_mib"]), f(&st["loadavg"]),
+            f(&st["broker_cpu_us_per_flow"]), ratio(&st["broker_cpu_us_per_flow"], openssl_us), f(&st["broker_cpu_cores"]), f(&st["loadgen_cpu_us_per_flow"]), f(&st["broker_rss_mib"]), f(&st["loadavg"]),
         );
     }
     s.push_str("\nLatencies in ms. push = phone's completion sent → browser's `result` frame received; end-to-end = scheduled start → result received.\n\n");

@@ -1064,6 +1064,12 @@
         this._schedule(this.options.pollIntervalMs);
         return;
       }
+      if (this._restartNext) {
+        this._restartNext = false;
+        this._attempt = 0;
+        this._schedule(0);
+        return;
+      }
       if (info.opened) {
         this._failures = 0;
       } else {
@@ -1144,6 +1150,9 @@
       ws.onclose = (e) => {
         // 1000 after a terminal result is expected (and _stop already detached us); any other
         // close while the session is live means reconnect, and the next snapshot catches up.
+        // 1012 (service restart): the broker node is shutting down; reconnect at once, which the
+        // load balancer sends to another node. Not an error, so nothing is shown.
+        if (opened && e.code === 1012) this._restartNext = true;
         end(opened ? null : new BztError('network', 'WebSocket closed before opening (code ' + e.code + ')', { wsCode: e.code }));
       };
     }
@@ -1476,11 +1485,17 @@
         }
         this._handle(msg);
       };
-      ws.onclose = () => {
+      ws.onclose = (e) => {
         clearTimeout(openTimer);
         ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
         if (this._ws === ws) this._ws = null;
         if (this._stopped) return;
+        // 1012 (service restart): the node is shutting down; reconnect at once, quietly.
+        if (opened && e && e.code === 1012) {
+          this._attempt = 0;
+          this._timer = setTimeout(() => this._connect(), 0);
+          return;
+        }
         this._retry(opened);
       };
     }

@@ -207,11 +207,17 @@ export class Conversation extends Emitter {
       }
       this._handle(msg);
     };
-    ws.onclose = () => {
+    ws.onclose = (e) => {
       clearTimeout(openTimer);
       ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
       if (this._ws === ws) this._ws = null;
       if (this._stopped) return;
+      // 1012 (service restart): the node is shutting down; reconnect at once, quietly.
+      if (opened && e && e.code === 1012) {
+        this._attempt = 0;
+        this._timer = setTimeout(() => this._connect(), 0);
+        return;
+      }
       this._retry(opened);
     };
   }

@@ -441,6 +441,12 @@ export class SessionWatcher extends Emitter {
       this._schedule(this.options.pollIntervalMs);
       return;
     }
+    if (this._restartNext) {
+      this._restartNext = false;
+      this._attempt = 0;
+      this._schedule(0);
+      return;
+    }
     if (info.opened) {
       this._failures = 0;
     } else {
@@ -521,6 +527,9 @@ export class SessionWatcher extends Emitter {
     ws.onclose = (e) => {
       // 1000 after a terminal result is expected (and _stop already detached us); any other
       // close while the session is live means reconnect, and the next snapshot catches up.
+      // 1012 (service restart): the broker node is shutting down; reconnect at once, which the
+      // load balancer sends to another node. Not an error, so nothing is shown.
+      if (opened && e.code === 1012) this._restartNext = true;
       end(opened ? null : new BztError('network', 'WebSocket closed before opening (code ' + e.code + ')', { wsCode: e.code }));
     };
   }

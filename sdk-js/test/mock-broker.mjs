@@ -274,6 +274,15 @@ export async function startMockBroker(options = {}) {
       record('drop', { id, n });
       return n;
     },
+    /** Closes every WebSocket of a session with 1012, as a broker node shutting down does. */
+    restart(id) {
+      const s = getSession(id);
+      const n = s.watchers.size;
+      for (const w of s.watchers) (w.restart || w.kill)();
+      s.watchers.clear();
+      record('restart', { id, n });
+      return n;
+    },
     /** Refuse (reset) WebSocket upgrades: all of them, or one session's. */
     refuseUpgrades(on = true, id) {
       if (id) on ? firewall.refuseIds.add(id) : firewall.refuseIds.delete(id);
@@ -653,6 +662,7 @@ export async function startMockBroker(options = {}) {
       send: (msg) => ws.send(JSON.stringify(msg)),
       end: () => ws.close(1000),
       kill: () => ws.terminate(),
+      restart: () => ws.close(1012, 'service restart: reconnect'),
     };
     s.watchers.add(w);
     ws.on('message', (data) => {

@@ -97,3 +97,23 @@ test('reconnects back off exponentially with full jitter (capped)', { skip: MOCK
   await page.evaluate(() => widget.destroy());
   await page.close();
 });
+
+test('1012 (a broker node shutting down): reconnects at once, no error, no hint, outcome once', { skip: MOCK_ONLY }, async () => {
+  const { broker } = env;
+  const page = await env.newPage('/');
+  // A long backoff: only the 1012 path can reconnect within the wait below.
+  await page.evaluate(() => mountWidget({ widget: { watchOptions: { backoffBaseMs: 5000, backoffCapMs: 5000 } } }));
+  const session = await sessionOf(page);
+  await page.waitForFunction(() => widget.watcher.connection === 'open');
+  assert.equal(broker.control.restart(session.id), 1);
+  await page.waitForFunction(() => widget.watcher.connection === 'open', { timeout: 2000 });
+  assert.equal(broker.events('ws_open', session.id).length, 2, 'reconnected once over WebSocket');
+  assert.equal(await page.evaluate(() => eventsOf('error').length), 0, 'no error event');
+  assert.equal(await page.evaluate(() => document.querySelector('.bzt-hint').hidden), true, 'no reconnect hint');
+  await broker.phone.scan(session);
+  await broker.phone.approve(session);
+  const outcome = await page.evaluate(() => widget.result);
+  assert.equal(outcome.status, 'approved');
+  assert.equal(await page.evaluate(() => eventsOf('result').length), 1);
+  await page.close();
+});

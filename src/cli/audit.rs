@@ -171,6 +171,20 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
             match bzt_core::audit::verify_lines(lines.iter().map(String::as_str), pinned.as_deref())
             {
                 Ok(v) => {
+                    if super::output::json() {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "intact": true,
+                                "records": v.records,
+                                "checkpoints": v.checkpoints,
+                                "head": v.head,
+                                "unsigned_tail": v.unsigned_tail,
+                                "key_pinned": pinned.is_some(),
+                            })
+                        );
+                        return Ok(());
+                    }
                     println!(
                         "OK: {} records, {} signed checkpoints, head {}",
                         v.records, v.checkpoints, v.head

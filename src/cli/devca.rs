@@ -98,17 +98,27 @@ fn issue(a: IssueArgs) -> anyhow::Result<()> {
         None => issued.key_pem.clone(),
     };
     write_private(&a.out.join("key.pem"), &key)?;
-    println!("issued serial {} by the {} CA", issued.serial_hex, a.domain);
-    println!(
-        "  {}/cert.pem\n  {}/key.pem{}",
-        a.out.display(),
-        a.out.display(),
-        if a.pin.is_some() {
-            " (PIN-protected)"
-        } else {
-            ""
-        }
-    );
+    let json = serde_json::json!({
+        "serial": issued.serial_hex,
+        "domain": a.domain,
+        "cert": a.out.join("cert.pem"),
+        "key": a.out.join("key.pem"),
+        "chain": a.out.join("chain.pem"),
+        "pin_protected": a.pin.is_some(),
+    });
+    super::output::result(json, || {
+        println!("issued serial {} by the {} CA", issued.serial_hex, a.domain);
+        println!(
+            "  {}/cert.pem\n  {}/key.pem{}",
+            a.out.display(),
+            a.out.display(),
+            if a.pin.is_some() {
+                " (PIN-protected)"
+            } else {
+                ""
+            }
+        );
+    });
     Ok(())
 }
 

@@ -1,9 +1,10 @@
 //! `bzt envelope seal | open | inspect`: bid-file envelopes (多证书加密) on the command line,
 //! plus the phone's `encrypt` / `decrypt` extras used by `bzt phone approve`.
 
+use super::output;
 use anyhow::Context;
 use bzt_envelope::{
-    inspect, open_to_path, seal, Inspection, Recipient, SealOptions, CONTENT_KEY_LEN,
+    inspect, open_reader_to_path, seal, Inspection, Recipient, SealOptions, CONTENT_KEY_LEN,
 };
 use bzt_phone::{ApproveExtras, Claimed, DecryptRefusal, Kind, PhoneIdentity};
 use clap::{Args, Subcommand};
@@ -54,9 +55,6 @@ pub struct OpenArgs {
 pub struct InspectArgs {
     /// The sealed file.
     file: PathBuf,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 pub fn run(cmd: EnvelopeCommand) -> anyhow::Result<()> {
@@ -90,6 +88,11 @@ fn seal_cmd(a: SealArgs) -> anyhow::Result<()> {
             .collect::<anyhow::Result<Vec<_>>>()?;
     let input = std::fs::File::open(&a.input)
         .with_context(|| format!("cannot read {}", a.input.display()))?;
+    let bar = output::bytes_bar(
+        input.metadata().map(|m| m.len()).unwrap_or(0),
+        "加密 / sealing",
+    );
+    let input = bar.wrap_read(input);
     let dir = match a.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -106,26 +109,41 @@ fn seal_cmd(a: SealArgs) -> anyhow::Result<()> {
         out.flush()?;
         report
     };
+    bar.finish_and_clear();
     temp.as_file().sync_all()?;
     temp.persist(&a.output)
         .map_err(|e| e.error)
         .with_context(|| format!("cannot write {}", a.output.display()))?;
-    println!(
-        "已加密 / sealed {} → {} ({} → {} bytes, {} chunks)",
-        a.input.display(),
-        a.output.display(),
-        report.plaintext_len,
-        report.sealed_len,
-        report.chunks
-    );
-    println!(
-        "信封头 SM3 / header SM3: {}",
-        hex::encode(report.header_digest)
-    );
-    println!("可解密证书 / recipients ({}):", recipients.len());
-    for r in &recipients {
-        println!("  serial {}  issuer {}", r.serial(), r.issuer());
-    }
+    let json = json!({
+        "input": a.input,
+        "output": a.output,
+        "plaintext_len": report.plaintext_len,
+        "sealed_len": report.sealed_len,
+        "chunks": report.chunks,
+        "header_sm3": hex::encode(report.header_digest),
+        "recipients": recipients
+            .iter()
+            .map(|r| json!({"serial": r.serial(), "issuer": r.issuer()}))
+            .collect::<Vec<_>>(),
+    });
+    output::result(json, || {
+        println!(
+            "已加密 / sealed {} → {} ({} → {} bytes, {} chunks)",
+            a.input.display(),
+            a.output.display(),
+            report.plaintext_len,
+            report.sealed_len,
+            report.chunks
+        );
+        println!(
+            "信封头 SM3 / header SM3: {}",
+            hex::encode(report.header_digest)
+        );
+        println!("可解密证书 / recipients ({}):", recipients.len());
+        for r in &recipients {
+            println!("  serial {}  issuer {}", r.serial(), r.issuer());
+        }
+    });
     Ok(())
 }
 
@@ -140,20 +158,36 @@ fn open_cmd(a: OpenArgs) -> anyhow::Result<()> {
         .with_context(|| format!("{}", a.key.display()))?;
     let recipient = Recipient::from_certificate(&first_certificate(&a.cert)?)
         .with_context(|| format!("{}", a.cert.display()))?;
-    let report = open_to_path(&secret, &recipient, &a.input, &a.output).with_context(|| {
+    let cannot_open = || {
         format!(
             "cannot open {} (nothing was written to {})",
             a.input.display(),
             a.output.display()
         )
-    })?;
-    println!(
-        "已解密 / opened {} → {} ({} bytes, {} chunks)",
-        a.input.display(),
-        a.output.display(),
-        report.plaintext_len,
-        report.chunks
+    };
+    let input = std::fs::File::open(&a.input).with_context(cannot_open)?;
+    let bar = output::bytes_bar(
+        input.metadata().map(|m| m.len()).unwrap_or(0),
+        "解密 / opening",
     );
+    let report = open_reader_to_path(&secret, &recipient, bar.wrap_read(input), &a.output)
+        .with_context(cannot_open)?;
+    bar.finish_and_clear();
+    let json = json!({
+        "input": a.input,
+        "output": a.output,
+        "plaintext_len": report.plaintext_len,
+        "chunks": report.chunks,
+    });
+    output::result(json, || {
+        println!(
+            "已解密 / opened {} → {} ({} bytes, {} chunks)",
+            a.input.display(),
+            a.output.display(),
+            report.plaintext_len,
+            report.chunks
+        );
+    });
     Ok(())
 }
 
@@ -169,7 +203,7 @@ fn inspect_cmd(a: InspectArgs) -> anyhow::Result<()> {
     let file = std::fs::File::open(&a.file)
         .with_context(|| format!("cannot read {}", a.file.display()))?;
     let i = inspect(BufReader::new(file)).with_context(|| format!("{}", a.file.display()))?;
-    if a.json {
+    if output::json() {
         println!("{}", serde_json::to_string_pretty(&inspection_json(&i))?);
         return Ok(());
     }

@@ -76,10 +76,10 @@ fn show_qr(qr_text: &str, svg_path: &Path) -> anyhow::Result<()> {
         .build();
     std::fs::write(svg_path, svg)
         .with_context(|| format!("cannot write {}", svg_path.display()))?;
-    println!("{terminal}");
-    println!("请用证书 App 扫码解密 / scan with the certificate app");
-    println!("二维码文件 / QR image: {}", svg_path.display());
-    println!("QR text: {qr_text}");
+    super::output::note(&terminal);
+    super::output::note("请用证书 App 扫码解密 / scan with the certificate app");
+    super::output::note(format!("二维码文件 / QR image: {}", svg_path.display()));
+    super::output::note(format!("QR text: {qr_text}"));
     Ok(())
 }
 
@@ -97,10 +97,10 @@ async fn decrypt(a: DecryptArgs) -> anyhow::Result<()> {
         .create_decrypt(&a.file, &options)
         .await
         .with_context(|| format!("cannot start decrypting {}", a.file.display()))?;
-    println!(
+    super::output::note(format!(
         "解密会话 / decrypt session {}（有效期至 / until {}）",
         session.id, session.expires_at
-    );
+    ));
     show_qr(&session.qr_text, &svg_path)?;
     let mut svg_error = None;
     let terminal = session
@@ -111,12 +111,12 @@ async fn decrypt(a: DecryptArgs) -> anyhow::Result<()> {
                 }
             }
             HallEvent::Scanned { device, match_code } => {
-                println!(
+                super::output::note(format!(
                     "已扫码 / scanned by {}",
                     device.as_deref().unwrap_or("(unnamed device)")
-                );
+                ));
                 if let Some(code) = match_code {
-                    println!("请在手机上选择数字 / pick on the phone:  {code}");
+                    super::output::note(format!("请在手机上选择数字 / pick on the phone:  {code}"));
                 }
             }
             HallEvent::Reconnecting { error, delay } => {
@@ -127,7 +127,49 @@ async fn decrypt(a: DecryptArgs) -> anyhow::Result<()> {
     if let Some(e) = svg_error {
         eprintln!("warning: {e:#}");
     }
-    match session.finish(&terminal, &a.out)? {
+    let outcome = session.finish(&terminal, &a.out)?;
+    super::output::result(outcome_json(&session.id, &a, &outcome), || {
+        print_outcome(&a, &outcome)
+    });
+    match outcome {
+        HallOutcome::Opened { .. } => Ok(()),
+        HallOutcome::Rejected { reason } => bail!("the phone declined: {reason}"),
+        HallOutcome::Expired => bail!("the session expired before a phone completed it"),
+        HallOutcome::Cancelled => bail!("the session was cancelled"),
+        HallOutcome::Failed { reason } => bail!("the session failed: {reason}"),
+    }
+}
+
+/// The outcome for `--json`.
+fn outcome_json(session_id: &str, a: &DecryptArgs, outcome: &HallOutcome) -> serde_json::Value {
+    use serde_json::json;
+    match outcome {
+        HallOutcome::Opened { signer, report } => json!({
+            "session": session_id,
+            "outcome": "opened",
+            "input": a.file,
+            "output": a.out,
+            "plaintext_len": report.plaintext_len,
+            "signer": {
+                "subject": signer.subject,
+                "serial": signer.serial,
+                "issuer": signer.issuer,
+                "is_recipient": signer.is_recipient,
+            },
+        }),
+        HallOutcome::Rejected { reason } => {
+            json!({"session": session_id, "outcome": "rejected", "reason": reason})
+        }
+        HallOutcome::Expired => json!({"session": session_id, "outcome": "expired"}),
+        HallOutcome::Cancelled => json!({"session": session_id, "outcome": "cancelled"}),
+        HallOutcome::Failed { reason } => {
+            json!({"session": session_id, "outcome": "failed", "reason": reason})
+        }
+    }
+}
+
+fn print_outcome(a: &DecryptArgs, outcome: &HallOutcome) {
+    match outcome {
         HallOutcome::Opened { signer, report } => {
             println!(
                 "已解密 / decrypted {} → {} ({} bytes)",
@@ -146,14 +188,10 @@ async fn decrypt(a: DecryptArgs) -> anyhow::Result<()> {
                     " — not listed among the file's recipients"
                 }
             );
-            Ok(())
         }
         HallOutcome::Rejected { reason } => {
             println!("手机拒绝解密 / the phone declined: {reason}");
-            bail!("the phone declined: {reason}")
         }
-        HallOutcome::Expired => bail!("the session expired before a phone completed it"),
-        HallOutcome::Cancelled => bail!("the session was cancelled"),
-        HallOutcome::Failed { reason } => bail!("the session failed: {reason}"),
+        _ => {}
     }
 }

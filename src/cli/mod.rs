@@ -6,6 +6,7 @@ mod devca;
 mod envelope;
 mod hall;
 mod net;
+mod output;
 mod phone;
 mod seal;
 mod serve;
@@ -20,6 +21,9 @@ use std::process::ExitCode;
     about = "QR scan-session broker for e-bidding platforms (扫码登录 / 签章 / 解密)"
 )]
 struct Cli {
+    /// Print the command's result as one JSON object on stdout (messages go to stderr).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,6 +57,7 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    output::set_json(cli.json);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::DevCa(cmd) => devca::run(cmd),

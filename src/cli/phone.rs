@@ -142,7 +142,7 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
     let tls = a.tls.client_tls()?;
     let phone = Phone::new(a.tls.http_client(&tls, HTTP_TIMEOUT)?);
     let claimed = phone.claim(&qr, &identity).await?;
-    println!("{}", claimed.describe_zh());
+    super::output::note(claimed.describe_zh());
 
     let approve = match &mode {
         Mode::Approve => true,
@@ -158,7 +158,12 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
             _ => "用户拒绝".into(),
         };
         let answer = phone.reject(&claimed, &reason).await?;
-        println!("已拒绝 (session {} → {:?})", answer.id, answer.status);
+        let json = serde_json::json!({
+            "session": answer.id, "status": answer.status, "reason": reason,
+        });
+        super::output::result(json, || {
+            println!("已拒绝 (session {} → {:?})", answer.id, answer.status)
+        });
         return Ok(());
     }
     let match_code = match_code(&a, &claimed)?;
@@ -168,18 +173,23 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
         super::envelope::PhoneExtras::Approve(extras) => extras,
         super::envelope::PhoneExtras::Refuse(refusal) => {
             let answer = phone.reject(&claimed, &refusal.reason()).await?;
-            println!(
+            super::output::note(format!(
                 "无法解密，已拒绝 (session {} → {:?})",
                 answer.id, answer.status
-            );
+            ));
             bail!("cannot decrypt: {refusal}");
         }
     };
     let answer = approve_claimed(&phone, &claimed, &identity, extras, &a).await?;
-    println!(
-        "已签名 (session {} → {:?}, version {})",
-        answer.id, answer.status, answer.version
-    );
+    let json = serde_json::json!({
+        "session": answer.id, "status": answer.status, "version": answer.version,
+    });
+    super::output::result(json, || {
+        println!(
+            "已签名 (session {} → {:?}, version {})",
+            answer.id, answer.status, answer.version
+        )
+    });
     Ok(())
 }
 

@@ -18,6 +18,34 @@ pub enum SealCommand {
     /// Stamp a document with a seal offline (what the phone does for 扫码签章): writes an
     /// SES_Signature whose dataHash is the document's SM3.
     Stamp(StampArgs),
+    /// Make a one-page OFD document stamped with a seal (Signs/Sign_0/SignedValue.dat over the
+    /// SM3 of its Signature.xml), for an OFD reader.
+    Ofd(OfdArgs),
+}
+
+#[derive(Args)]
+pub struct OfdArgs {
+    /// The seal (SESeal, DER), bound to `--cert`.
+    #[arg(long)]
+    seal: PathBuf,
+    /// The signer's certificate (PEM).
+    #[arg(long)]
+    cert: PathBuf,
+    /// The signer's private key (PKCS#8 PEM, PIN-protected or not).
+    #[arg(long)]
+    key: PathBuf,
+    /// PIN of a protected key file.
+    #[arg(long, env = "BZT_PIN")]
+    pin: Option<String>,
+    /// The page's title.
+    #[arg(long, default_value = "投标函")]
+    title: String,
+    /// A line of text on the page; repeatable.
+    #[arg(long = "line")]
+    lines: Vec<String>,
+    /// Where to write the .ofd file.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -123,6 +151,7 @@ pub fn run(cmd: SealCommand) -> anyhow::Result<()> {
         SealCommand::Verify(a) => verify(a),
         SealCommand::Show(a) => show(a),
         SealCommand::Stamp(a) => stamp(a),
+        SealCommand::Ofd(a) => ofd(a),
     }
 }
 
@@ -260,16 +289,16 @@ fn trusted_makers(a: &VerifyArgs) -> anyhow::Result<Vec<x509_cert::Certificate>>
 /// A seal signature starts `SEQUENCE { SEQUENCE { INTEGER 4, ...`; a seal `SEQUENCE { SEQUENCE
 /// { SEQUENCE { IA5String "ES"`: try the signature first, and name the seal only if it reads as one.
 enum Read {
-    Signature(SealSignature),
-    Seal(Seal),
+    Signature(Box<SealSignature>),
+    Seal(Box<Seal>),
 }
 
 fn read(file: &Path) -> anyhow::Result<Read> {
     let der = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     match SealSignature::from_der(&der) {
-        Ok(s) => Ok(Read::Signature(s)),
+        Ok(s) => Ok(Read::Signature(Box::new(s))),
         Err(sig_err) => match Seal::from_der(&der) {
-            Ok(s) => Ok(Read::Seal(s)),
+            Ok(s) => Ok(Read::Seal(Box::new(s))),
             Err(_) => bail!("{} is not a seal signature: {sig_err}", file.display()),
         },
     }
@@ -347,6 +376,46 @@ fn stamp(a: StampArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn ofd(a: OfdArgs) -> anyhow::Result<()> {
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    let cert = bzt_devca::pem_certificate(&String::from_utf8_lossy(&read(&a.cert)?))
+        .with_context(|| format!("{}", a.cert.display()))?;
+    let secret =
+        bzt_devca::key_from_pem(&String::from_utf8_lossy(&read(&a.key)?), a.pin.as_deref())
+            .with_context(|| format!("{}", a.key.display()))?;
+    let key = bzt_devca::signing_key(&secret)?;
+    let seal_der = read(&a.seal)?;
+    let picture = Seal::from_der(&seal_der)?.picture();
+    let now = time::OffsetDateTime::now_utc();
+    let lines: Vec<&str> = a.lines.iter().map(String::as_str).collect();
+    let doc = bzt_seal::ofd::OnePageOfd::new(
+        &a.title,
+        &lines,
+        bzt_seal::ofd::StampBox {
+            x_mm: 120.0,
+            y_mm: 45.0 + 10.0 * lines.len() as f64,
+            width_mm: f64::from(picture.width_mm),
+            height_mm: f64::from(picture.height_mm),
+        },
+        now,
+    );
+    let ses = bzt_seal::sign_with_seal(
+        &seal_der,
+        &cert.to_der()?,
+        &key,
+        &doc.data_hash(),
+        bzt_seal::ofd::PROPERTY_INFO,
+        now,
+    )?;
+    std::fs::write(&a.out, doc.finish(&ses))
+        .with_context(|| format!("cannot write {}", a.out.display()))?;
+    println!(
+        "wrote {} (seal signature in Doc_0/Signs/Sign_0/SignedValue.dat)",
+        a.out.display()
+    );
+    Ok(())
+}
+
 fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.to_string())
@@ -368,7 +437,7 @@ fn seal_json(seal: &Seal) -> serde_json::Value {
 
 fn show(a: ShowArgs) -> anyhow::Result<()> {
     let (v, seal) = match read(&a.file)? {
-        Read::Seal(s) => (serde_json::json!({"seal": seal_json(&s)}), s),
+        Read::Seal(s) => (serde_json::json!({"seal": seal_json(&s)}), *s),
         Read::Signature(sig) => (
             serde_json::json!({
                 "seal": seal_json(sig.seal()),

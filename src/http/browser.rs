@@ -10,6 +10,7 @@ use crate::apps::App;
 use crate::error::ApiError;
 use crate::events::{BrowserEvent, Cursor};
 use crate::limits::SocketSlot;
+use crate::shutdown::CLOSE_SERVICE_RESTART;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -153,6 +154,7 @@ pub async fn websocket(
 async fn run_websocket(mut socket: WebSocket, state: AppState, id: SessionId, _slot: SocketSlot) {
     let gauge = metrics::gauge!("bzt_browser_sockets", "transport" => "ws");
     gauge.increment(1.0);
+    let _open = state.drain.socket();
     let _ = websocket_loop(&mut socket, &state, &id).await;
     gauge.decrement(1.0);
 }
@@ -187,6 +189,9 @@ async fn websocket_loop(
             }
             _ = ping.tick() => {
                 socket.send(Message::Ping(Vec::new().into())).await?;
+            }
+            _ = state.drain.started() => {
+                return close(socket, CLOSE_SERVICE_RESTART, "service restart: reconnect").await;
             }
             incoming = socket.recv() => {
                 match incoming {
@@ -351,6 +356,8 @@ async fn run_sse(
                     }
                 }
                 _ = tx.closed() => break 'stream,
+                // The client's EventSource reconnects (to another node).
+                _ = state.drain.started() => break 'stream,
             }
         }
     }

@@ -11,6 +11,7 @@
 use super::rp::{authenticate, decode_b64};
 use super::{ApiJson, AppState, TokenQuery};
 use crate::error::ApiError;
+use crate::shutdown::CLOSE_SERVICE_RESTART;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -71,8 +72,10 @@ pub async fn end_conversation(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewRequestBody {
-    tbs_b64: String,
+    tbs_b64: Option<String>,
     display: DisplayText,
+    /// Instead of `tbs_b64`: a seal signature over this hash (a seal on one more page).
+    seal: Option<super::rp::SealBody>,
 }
 
 pub async fn create_request(
@@ -82,10 +85,14 @@ pub async fn create_request(
     ApiJson(body): ApiJson<NewRequestBody>,
 ) -> Result<Response, ApiError> {
     let app = authenticate(&state, &headers)?;
-    let tbs = decode_b64("tbs_b64", Some(body.tbs_b64))?.unwrap_or_default();
+    let tbs = decode_b64("tbs_b64", body.tbs_b64)?;
+    let seal = body
+        .seal
+        .map(super::rp::SealBody::into_request)
+        .transpose()?;
     let r = state
         .broker
-        .add_request(&app.id, &id, body.display, tbs)
+        .add_request(&app.id, &id, body.display, tbs, seal)
         .await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -171,6 +178,7 @@ pub async fn requester_socket(
         .read_buffer_size(SOCKET_BUFFER)
         .write_buffer_size(0)
         .on_upgrade(move |mut socket| async move {
+            let _open = state.drain.socket();
             let _ = requester_loop(&mut socket, &state, &c.id).await;
         }))
 }
@@ -208,6 +216,9 @@ async fn requester_loop(
                 }
             }
             _ = ping.tick() => socket.send(Message::Ping(Vec::new().into())).await?,
+            _ = state.drain.started() => {
+                return close(socket, CLOSE_SERVICE_RESTART, "service restart: reconnect").await;
+            }
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
                 Some(Ok(Message::Text(_))) => {
@@ -241,6 +252,7 @@ pub async fn phone_socket(
         .on_upgrade(move |mut socket| async move {
             let gauge = metrics::gauge!("bzt_phone_sockets");
             gauge.increment(1.0);
+            let _open = state.drain.socket();
             let _ = phone_loop(&mut socket, &state, &c.id).await;
             gauge.decrement(1.0);
         }))
@@ -284,6 +296,9 @@ async fn phone_loop(
                 }
             }
             _ = ping.tick() => socket.send(Message::Ping(Vec::new().into())).await?,
+            _ = state.drain.started() => {
+                return close(socket, CLOSE_SERVICE_RESTART, "service restart: reconnect").await;
+            }
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
                 Some(Ok(Message::Text(text))) => handle_phone_message(socket, state, id, text.as_str()).await?,
@@ -298,7 +313,11 @@ async fn phone_loop(
 enum PhoneMessage {
     SignResponse {
         request_id: String,
-        signature_b64: String,
+        #[serde(default)]
+        signature_b64: Option<String>,
+        /// A seal request's answer: the SES_Signature, DER.
+        #[serde(default)]
+        seal_signature_b64: Option<String>,
         #[serde(default)]
         auto_confirmed: bool,
     },
@@ -337,11 +356,14 @@ async fn handle_phone_message(
         PhoneMessage::SignResponse {
             request_id,
             signature_b64,
+            seal_signature_b64,
             auto_confirmed,
         } => {
-            let result = match decode_b64("signature_b64", Some(signature_b64)) {
-                Ok(sig) => broker
-                    .respond(&c, &request_id, sig.unwrap_or_default(), auto_confirmed)
+            let decoded = decode_b64("signature_b64", signature_b64)
+                .and_then(|sig| Ok((sig, decode_b64("seal_signature_b64", seal_signature_b64)?)));
+            let result = match decoded {
+                Ok((sig, seal_sig)) => broker
+                    .respond(&c, &request_id, sig, seal_sig, auto_confirmed)
                     .await
                     .map(|_| "approved"),
                 Err(e) => Err(e),

@@ -35,6 +35,8 @@ pub struct AppState {
     pub admin_token: Option<SecretHash>,
     pub trust_forwarded_for: bool,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Shutdown in progress: sockets close with 1012 (see [`crate::shutdown`]).
+    pub drain: crate::shutdown::Drain,
 }
 
 /// Declares the broker's routes once and derives both [`ROUTES`] and the
@@ -325,6 +327,8 @@ mod request_id_tests {
         for _ in 0..2 {
             let resp = http
                 .get(format!("http://{addr}/inside?t=secret-token"))
+                // A client's own id is not taken (it would put its text into the log).
+                .header(REQUEST_ID_HEADER, "client-chosen-id")
                 .send()
                 .await
                 .unwrap();
@@ -351,5 +355,9 @@ mod request_id_tests {
             );
         }
         assert!(!log.contains("secret-token"), "no query string in the log");
+        assert!(
+            !log.contains("client-chosen-id"),
+            "the client's id is not logged"
+        );
     }
 }

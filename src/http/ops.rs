@@ -17,6 +17,13 @@ pub async fn healthz() -> Json<Value> {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.drain.is_draining() {
+        return ApiError::new(
+            bzt_core::ErrorCode::Unavailable,
+            "this node is shutting down; use another node",
+        )
+        .into_response();
+    }
     match state.broker.store.ping().await {
         Ok(()) => {
             Json(json!({ "status": "ready", "store": state.broker.store.kind() })).into_response()
@@ -26,6 +33,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    crate::crl::record_metrics(&state.broker.trust, state.broker.clock.now(), false);
     match &state.metrics {
         Some(handle) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

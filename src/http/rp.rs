@@ -51,9 +51,19 @@ pub struct CreateBody {
 /// `seal`: ask for a GB/T 38540 seal signature over the RP's SM3 hash.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SealBody {
+pub struct SealBody {
     data_hash_b64: String,
     property_info: String,
+}
+
+impl SealBody {
+    pub fn into_request(self) -> Result<bzt_core::session::SealRequest, ApiError> {
+        Ok(bzt_core::session::SealRequest {
+            data_hash: decode_b64("seal.data_hash_b64", Some(self.data_hash_b64))?
+                .unwrap_or_default(),
+            property_info: self.property_info,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -100,16 +110,7 @@ pub async fn create_session(
         webhook_url: body.webhook_url,
         rotate_s: body.rotate_s,
         number_match: body.number_match,
-        seal: body
-            .seal
-            .map(|s| {
-                Ok::<_, ApiError>(bzt_core::session::SealRequest {
-                    data_hash: decode_b64("seal.data_hash_b64", Some(s.data_hash_b64))?
-                        .unwrap_or_default(),
-                    property_info: s.property_info,
-                })
-            })
-            .transpose()?,
+        seal: body.seal.map(SealBody::into_request).transpose()?,
     };
     let (session, browser_token) = state.broker.create_session(&app, req).await?;
     let base = &state.broker.public_base_url;

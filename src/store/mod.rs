@@ -37,6 +37,11 @@
 //!   enough; `Some(period)` when sessions are shared, so every node also
 //!   polls, which covers sessions whose creating node is gone.
 //!
+//! QR rotation deadlines work the same way (`schedule_rotation`,
+//! `claim_due_rotations`, `rotations_done`), so a rotating QR keeps rotating
+//! when the node that created the session dies; the memory store keeps none
+//! (its one node's timers see every rotation).
+//!
 //! Implementations: [`memory::MemoryStore`] (one node only, the embedded
 //! default) and [`redis::RedisStore`] (sessions shared by every node
 //! pointing at the same Redis or Redis Cluster; see docs/redis.md). The
@@ -131,6 +136,30 @@ pub trait SessionStore: Send + Sync + 'static {
     /// How often every node should call `claim_due_expiries` besides its
     /// own timers; `None` if local timers see every deadline (one node).
     fn expiry_poll_interval(&self) -> Option<std::time::Duration>;
+
+    /// Records when the session's next QR rotation is due, so that any node
+    /// can rotate it (its creating node may be gone). A store whose sessions
+    /// only one node sees keeps nothing: that node's timer is enough.
+    async fn schedule_rotation(&self, _id: &SessionId, _at: Timestamp) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Claims up to `max` sessions whose rotation is due, each for
+    /// [`EXPIRY_LEASE`], as `claim_due_expiries` does for expiries. The
+    /// claimer rotates, then calls `schedule_rotation` with the next
+    /// deadline, or `rotations_done` when there is none.
+    async fn claim_due_rotations(
+        &self,
+        _now: Timestamp,
+        _max: usize,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Forgets the rotation deadlines of these sessions.
+    async fn rotations_done(&self, _ids: &[SessionId]) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Is the backing service reachable? (`/readyz`)
     async fn ping(&self) -> Result<(), StoreError>;

@@ -1060,3 +1060,49 @@ async fn bzt_audit_verify_names_the_first_edited_or_missing_record() {
         text(&out)
     );
 }
+
+/// One operation, then nothing: within `checkpoint_interval_s` on the
+/// broker's clock a signed checkpoint covers it, so cutting the log's end
+/// would no longer verify as a complete, signed chain.
+#[tokio::test]
+async fn a_lone_operation_is_signed_within_the_checkpoint_interval() {
+    let a = spawn(None, None).await; // checkpoint_every = 3: one operation stays unsigned
+    let phone = a.app.phone("platform", "p");
+    let body = json!({ "kind": "login", "display": { "title": "登录" } });
+    approved(&a.app, &phone, body, 1).await;
+    let verified = |log: &Path| {
+        let text = std::fs::read_to_string(log).unwrap();
+        bzt_core::audit::verify_lines(text.lines(), None).unwrap()
+    };
+    assert_eq!(
+        verified(&a.log).unsigned_tail,
+        1,
+        "one operation, no checkpoint yet"
+    );
+
+    // 30 s on: not yet.
+    a.app.clock.advance(Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(verified(&a.log).unsigned_tail, 1);
+
+    // Past 60 s: signed, without any further operation.
+    a.app.clock.advance(Duration::from_secs(31));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let v = verified(&a.log);
+        if v.unsigned_tail == 0 {
+            assert_eq!(v.checkpoints, 1, "{v:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no timed checkpoint: {v:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Nothing new: the next interval adds no checkpoint.
+    a.app.clock.advance(Duration::from_secs(61));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(verified(&a.log).checkpoints, 1);
+}

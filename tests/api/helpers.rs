@@ -97,6 +97,7 @@ pub fn base_config(dir: &Path, cas: &TestCas) -> Config {
         domains.push(TrustDomainConfig {
             name: name.into(),
             ca_pem_files: vec![file],
+            ..Default::default()
         });
     }
     let mut config = Config::defaults();

@@ -164,6 +164,7 @@ async fn openssl_ca_certificate_and_signature_are_accepted() {
         cfg.trust_domains.push(TrustDomainConfig {
             name: "interop".into(),
             ca_pem_files: vec![ca_file],
+            ..Default::default()
         })
     })
     .await;
@@ -238,6 +239,7 @@ async fn openssl_certificate_is_refused_where_its_domain_is_not_accepted() {
         cfg.trust_domains.push(TrustDomainConfig {
             name: "interop".into(),
             ca_pem_files: vec![ca_file],
+            ..Default::default()
         })
     })
     .await;

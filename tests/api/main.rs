@@ -5,8 +5,10 @@
 mod audit;
 mod browser;
 mod claims;
+mod cli_output;
 mod completion;
 mod conversation;
+mod crl;
 mod display_text;
 mod envelope_flows;
 mod errors;

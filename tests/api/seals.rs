@@ -600,6 +600,56 @@ async fn the_cli_makes_a_seal_the_cli_phone_stamps_with_it_and_bzt_seal_verify_c
     .await;
     assert!(!ok && out.contains("not a trusted seal maker"), "{out}");
 
+    // The same seal stamps a one-page OFD; its SignedValue.dat protects its Signature.xml.
+    let (ok, out) = bzt(
+        d,
+        &[
+            "seal",
+            "ofd",
+            "--seal",
+            "seals/company.seal",
+            "--cert",
+            "co/cert.pem",
+            "--key",
+            "co/key.pem",
+            "--line",
+            "投标报价：壹仟贰佰叁拾肆万元整",
+            "--out",
+            "bid.ofd",
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let unzip = std::process::Command::new("python3")
+        .args(["-c", "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); [open(n.split('/')[-1], 'wb').write(z.read(n)) for n in ('Doc_0/Signs/Sign_0/Signature.xml', 'Doc_0/Signs/Sign_0/SignedValue.dat')]"])
+        .arg("bid.ofd")
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(
+        unzip.status.success(),
+        "{}",
+        String::from_utf8_lossy(&unzip.stderr)
+    );
+    let (ok, out) = bzt(
+        d,
+        &[
+            "seal",
+            "verify",
+            "SignedValue.dat",
+            "--data",
+            "Signature.xml",
+            "--data-dir",
+            data_s,
+        ],
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("propertyInfo /Doc_0/Signs/Sign_0/Signature.xml"),
+        "{out}"
+    );
+
     // A phone without a usable seal declines rather than leave the session hanging.
     let created = app.create_session(seal_session_body(document)).await;
     let (ok, out) = bzt(
@@ -621,4 +671,253 @@ async fn the_cli_makes_a_seal_the_cli_phone_stamps_with_it_and_bzt_seal_verify_c
     .await;
     assert!(!ok && out.contains("no usable seal"), "{out}");
     assert_eq!(app.status_of(&created.id).await, "rejected");
+}
+
+#[tokio::test]
+async fn a_conversation_opened_with_a_seal_stamps_a_seal_on_each_page_with_auto_confirm() {
+    const PAGES: usize = 20;
+    let app = seal_broker().await;
+    let mut body = seal_session_body("投标文件 封面".as_bytes());
+    body["conversation"] = json!({"max_requests": PAGES + 1});
+    let created = app.create_session(body).await;
+    let phone = app.phone("platform", "张三的手机");
+    let seal = Seal::from_der(&valid_seal(&app.cas.platform, &phone.leaf)).unwrap();
+    let claimed = phone.claim(&created).await;
+    let answer = phone
+        .phone
+        .approve_with_seal(
+            &claimed,
+            &phone.identity,
+            &seal,
+            ApproveExtras {
+                open_conversation: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let grant = answer
+        .conversation
+        .expect("the seal session opened a conversation");
+    let view = app.get_session(&created.id).await;
+    assert_eq!(view["result"]["seal"]["name"], "示例建设有限公司");
+
+    // The requester asks for a seal on each page, then one plain signature.
+    let page = |n: usize| format!("投标文件 第{n}页").into_bytes();
+    let post = |body: Value| {
+        app.http
+            .post(app.url(&format!("/v1/conversations/{}/requests", grant.id)))
+            .bearer_auth(API_KEY)
+            .json(&body)
+            .send()
+    };
+    let mut ids = Vec::new();
+    for n in 1..=PAGES {
+        let resp = post(json!({
+            "display": {"title": format!("第{n}页")},
+            "seal": {"data_hash_b64": b64(&Sm3::digest(page(n))), "property_info": format!("/Doc_0/Pages/Page_{n}")},
+        }))
+        .await
+        .unwrap();
+        assert_eq!(resp.status().as_u16(), 202);
+        let v: Value = resp.json().await.unwrap();
+        ids.push(v["request_id"].as_str().unwrap().to_owned());
+    }
+    let resp = post(json!({"display": {"title": "确认函"}, "tbs_b64": b64(b"plain")}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let plain_id = resp.json::<Value>().await.unwrap()["request_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resp = post(json!({"display": {"title": "x"}, "tbs_b64": b64(b"x"), "seal": {"data_hash_b64": b64(&Sm3::digest(b"x")), "property_info": "p"}}))
+        .await
+        .unwrap();
+    assert_error(resp, 400, "invalid_request").await;
+
+    // The phone stamps every page with the seal the user chose once (自动确认).
+    let mut socket = bzt_phone::PhoneConversation::connect(&app.address, &grant)
+        .await
+        .unwrap()
+        .with_seal(seal.clone());
+    let mut answered = 0;
+    let summary = socket
+        .run_auto_confirm(&phone.identity, |_, outcome| {
+            assert!(
+                matches!(
+                    outcome,
+                    bzt_phone::Outcome::Approved {
+                        auto_confirmed: true
+                    }
+                ),
+                "{outcome:?}"
+            );
+            answered += 1;
+            if answered == PAGES + 1 {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(summary.approved, PAGES as u64 + 1);
+
+    let makers = [app.cas.platform.certificate().clone()];
+    for (i, rid) in ids.iter().enumerate() {
+        let r: Value = app
+            .http
+            .get(app.url(&format!("/v1/conversations/{}/requests/{rid}", grant.id)))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r["status"], "approved", "{r}");
+        assert_eq!(r["auto_confirmed"], true);
+        assert_eq!(
+            r["seal"]["property_info"],
+            format!("/Doc_0/Pages/Page_{}", i + 1)
+        );
+        assert_eq!(r["seal"]["picture"]["data_b64"], b64(PICTURE));
+        let sig =
+            SealSignature::from_der(&unb64(r["seal_signature_b64"].as_str().unwrap())).unwrap();
+        bzt_seal::verify_signature(
+            &sig,
+            &makers,
+            &Sm3::digest(page(i + 1)),
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        // Each page's stamp protects that page only.
+        assert!(bzt_seal::verify_signature(
+            &sig,
+            &makers,
+            &Sm3::digest(page(i + 2)),
+            OffsetDateTime::now_utc()
+        )
+        .is_err());
+        let signature = unb64(r["signature_b64"].as_str().unwrap());
+        let tbs = unb64(r["tbs_b64"].as_str().unwrap());
+        assert_eq!(tbs, sig.signed_bytes().unwrap());
+        if i == 0 {
+            assert!(openssl_verifies(
+                app.dir.path(),
+                &phone.leaf.cert_pem,
+                &tbs,
+                &signature
+            ));
+        }
+    }
+    let r: Value = app
+        .http
+        .get(app.url(&format!(
+            "/v1/conversations/{}/requests/{plain_id}",
+            grant.id
+        )))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["status"], "approved");
+    assert!(r.get("seal").is_none(), "{r}");
+    assert!(openssl_verifies(
+        app.dir.path(),
+        &phone.leaf.cert_pem,
+        b"plain",
+        &unb64(r["signature_b64"].as_str().unwrap())
+    ));
+}
+
+#[tokio::test]
+async fn a_phone_without_a_seal_declines_seal_requests_and_a_bare_signature_is_refused() {
+    let app = seal_broker().await;
+    let created = app
+        .create_session(json!({
+            "kind": "sign", "display": {"title": "开启会话"}, "tbs_b64": b64(b"open"),
+            "conversation": {"max_requests": 5},
+        }))
+        .await;
+    let phone = app.phone("platform", "p");
+    let claimed = phone.claim(&created).await;
+    let grant = phone
+        .phone
+        .approve(
+            &claimed,
+            &phone.identity,
+            ApproveExtras {
+                open_conversation: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .conversation
+        .unwrap();
+    let post_seal = || {
+        app.http
+            .post(app.url(&format!("/v1/conversations/{}/requests", grant.id)))
+            .bearer_auth(API_KEY)
+            .json(&json!({"display": {"title": "第1页"}, "seal": {"data_hash_b64": b64(&Sm3::digest(b"p1")), "property_info": "p1"}}))
+            .send()
+    };
+    let r1: Value = post_seal().await.unwrap().json().await.unwrap();
+    let r2: Value = post_seal().await.unwrap().json().await.unwrap();
+
+    let mut socket = bzt_phone::PhoneConversation::connect(&app.address, &grant)
+        .await
+        .unwrap();
+    // A bare SM2 signature over the hash is not an answer to a seal request.
+    let first = socket.next_request().await.unwrap().unwrap();
+    assert!(first.seal.is_some());
+    let sig = bzt_phone::sign(&phone.identity, &first.tbs).unwrap();
+    let e = socket
+        .respond_raw(&first.request_id, &sig, false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("invalid_request"), "{e}");
+    // The request stays pending after the refusal; the user declines it.
+    let ack = socket.reject(&first, "手机未选择印章").await.unwrap();
+    assert_eq!(ack.status, bzt_phone::AckStatus::Rejected);
+    // Without a seal chosen, the library declines the next one instead of leaving it to expire.
+    let mut seen = 0;
+    socket
+        .run_auto_confirm(&phone.identity, |_, outcome| {
+            assert!(
+                matches!(outcome, bzt_phone::Outcome::Rejected { .. }),
+                "{outcome:?}"
+            );
+            seen += 1;
+            if seen == 1 {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })
+        .await
+        .unwrap();
+    for r in [r1, r2] {
+        let v: Value = app
+            .http
+            .get(app.url(&format!(
+                "/v1/conversations/{}/requests/{}",
+                grant.id,
+                r["request_id"].as_str().unwrap()
+            )))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["status"], "rejected", "{v}");
+        assert_eq!(v["reason"], "手机未选择印章");
+    }
 }

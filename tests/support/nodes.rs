@@ -188,6 +188,28 @@ ca_pem_files = ["ca.pem"]
         self.wait_ready(http).await;
     }
 
+    /// SIGTERM, then waits up to `within` for the process to exit; its exit code.
+    pub fn terminate(&mut self, within: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {}", child.id());
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Still running?
     pub fn alive(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))

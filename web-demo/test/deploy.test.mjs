@@ -1,4 +1,4 @@
-// docs/deploy.md, tested: Debian's nginx with a self-signed certificate in front of the broker, using
+// docs/deploy.md, tested: Debian's nginx with a test CA's server certificate in front of the broker, using
 // docs/deploy/nginx.conf itself (only ports and certificate paths replaced). A whole login runs
 // through it over https:// and wss:// in Chromium, the same kind of session is followed over SSE
 // through nginx, and a forged X-Forwarded-For does not become the requester's address.
@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
-import { REPO, freePort, startBroker, launchBrowser, openPhone, scan, confirmWithPin, qrTextOf, shot } from './harness.mjs';
+import { REPO, freePort, startBroker, launchBrowser, openPhone, scan, confirmWithPin, qrTextOf, shot, brokerBinary } from './harness.mjs';
 
 const NGINX = fs.existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : 'nginx';
 const DOCUMENTED = path.join(REPO, 'docs/deploy/nginx.conf');
@@ -145,12 +145,21 @@ test('the documented nginx configuration keeps socket and SSE timeouts above the
 test('deploy: a login through nginx over https:// and wss://, SSE unbuffered, X-Forwarded-For overwritten', { timeout: 150000 }, async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bzt-nginx-'));
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const cert = path.join(dir, 'cert.pem');
-  const key = path.join(dir, 'key.pem');
-  const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2',
-    '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert], { encoding: 'utf8' });
-  assert.equal(made.status, 0, made.stderr);
-  const ca = fs.readFileSync(cert);
+  // A test CA and a server certificate for 127.0.0.1 signed by it (the OpenSSL CLI), as a platform's
+  // own CA would issue one: clients trust the CA, not the server certificate itself.
+  const f = (name) => path.join(dir, name);
+  const openssl = (...args) => {
+    const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
+    assert.equal(r.status, 0, `openssl ${args.join(' ')}: ${r.stderr}`);
+  };
+  const p256 = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  openssl('req', '-x509', ...p256, '-days', '2', '-subj', '/CN=bzt deploy test CA', '-keyout', f('ca-key.pem'), '-out', f('ca.pem'));
+  openssl('req', '-new', ...p256, '-subj', '/CN=127.0.0.1', '-keyout', f('key.pem'), '-out', f('server.csr'));
+  fs.writeFileSync(f('server.ext'), 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n');
+  openssl('x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca-key.pem'), '-CAcreateserial', '-days', '2', '-extfile', f('server.ext'), '-out', f('server.pem'));
+  const cert = f('server.pem');
+  const key = f('key.pem');
+  const ca = fs.readFileSync(f('ca.pem'));
 
   const httpsPort = await freePort();
   const httpPort = await freePort();
@@ -204,6 +213,26 @@ test('deploy: a login through nginx over https:// and wss://, SSE unbuffered, X-
   assert.equal(result.status, 'approved');
   assert.match(result.result.certificate.subject, /CN=张三/);
   await sse.done;
+
+  // 1b. The reference phone on the command line, over https:// through nginx (trusting the CA with
+  //     --ca-file), approving a session an RP created through nginx.
+  const bin = brokerBinary();
+  const cli = (...args) => {
+    const env = { ...process.env, BZT_DATA_DIR: broker.dataDir };
+    const r = spawnSync(bin, args, { cwd: dir, env, encoding: 'utf8', timeout: 60000 });
+    assert.equal(r.status, 0, `bzt ${args.join(' ')}: ${r.stdout}${r.stderr}`);
+    return r.stdout;
+  };
+  cli('dev-ca', 'issue', '--cn', '李四', '--org', '示例建设有限公司', '--uscc', '91350100M000100Y43', '--out', f('phone-cli'));
+  const second = JSON.parse((await request(base + '/v1/sessions', {
+    ca, method: 'POST',
+    headers: { Authorization: 'Bearer ' + apiKey, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ kind: 'login', display: { title: '登录（命令行手机，经 nginx）' } }),
+  })).body);
+  cli('phone', 'approve', '--ca-file', f('ca.pem'), '--cert', f('phone-cli/cert.pem'), '--key', f('phone-cli/key.pem'), second.qr_text);
+  const after = JSON.parse((await request(base + '/v1/sessions/' + second.id, { ca, headers: { Authorization: 'Bearer ' + apiKey } })).body);
+  assert.equal(after.status, 'approved');
+  assert.match(after.result.certificate.subject, /CN=李四/);
 
   // 2. The demo login page over https://: the widget's socket is wss:// through nginx.
   const login = await browser.context.newPage();

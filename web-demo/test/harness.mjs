@@ -42,7 +42,7 @@ let binary = null;
  * copy of target/debug/bzt, so that another build sharing the target directory cannot swap the
  * binary under the tests.
  */
-function brokerBinary() {
+export function brokerBinary() {
   if (process.env.BZT_BIN) return process.env.BZT_BIN;
   if (binary) return binary;
   const r = spawnSync('cargo', ['build', '--bin', 'bzt'], { cwd: REPO, stdio: ['ignore', 2, 2] });

@@ -104,6 +104,12 @@ pub struct SignRequest {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Timestamp>,
+    /// A seal request (扫码签章 with a seal on this page): `tbs` holds `seal.data_hash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<crate::session::SealRequest>,
+    /// The verified seal signature of an approved seal request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_result: Option<Box<crate::session::SealApproval>>,
 }
 
 impl SignRequest {
@@ -130,19 +136,31 @@ impl SignRequest {
         if let Some(t) = self.completed_at {
             v["completed_at"] = json!(t);
         }
+        if let (Some(result), Some(asked)) = (&self.seal_result, &self.seal) {
+            v["seal_signature_b64"] = json!(crate::codec::encode(&result.seal_signature));
+            v["tbs_b64"] = json!(crate::codec::encode(&result.signed));
+            v["seal"] = crate::session::seal_result_json(result, &asked.data_hash);
+        }
         v
     }
 
     /// The phone's `sign_request` frame.
     pub fn phone_frame(&self) -> Value {
-        json!({
+        let mut frame = json!({
             "type": "sign_request",
             "request_id": self.id,
             "seq": self.seq,
             "display": self.display,
             "tbs_b64": crate::codec::encode(&self.tbs),
             "expires_at": self.expires_at,
-        })
+        });
+        if let Some(seal) = &self.seal {
+            frame["seal"] = json!({
+                "data_hash_b64": crate::codec::encode(&seal.data_hash),
+                "property_info": seal.property_info,
+            });
+        }
+        frame
     }
 }
 
@@ -186,11 +204,25 @@ pub enum ConvOp {
         display: DisplayText,
         tbs: Vec<u8>,
     },
+    /// A request for a seal signature over `seal.data_hash` (a seal on one more page).
+    AddSealRequest {
+        id: RequestId,
+        display: DisplayText,
+        seal: crate::session::SealRequest,
+    },
     /// The phone's signature for `request_id`, already verified (`Ok`) or
     /// refused (`Err(reason)`) against the opening certificate.
     Respond {
         request_id: RequestId,
         verdict: Result<Vec<u8>, String>,
+        auto_confirmed: bool,
+    },
+    /// The phone's seal signature for a seal request, already verified: `signature` is the SM2
+    /// signature inside it.
+    RespondSealed {
+        request_id: RequestId,
+        signature: Vec<u8>,
+        seal: Box<crate::session::SealApproval>,
         auto_confirmed: bool,
     },
     Decline {
@@ -341,38 +373,30 @@ impl Conversation {
                 Ok(ConvOutput::Done)
             }
             ConvOp::AddRequest { id, display, tbs } => {
-                if let Some((by, _)) = self.ended {
-                    return Err(ended_error(by));
+                self.add_request(id, display, tbs, None, now)
+            }
+            ConvOp::AddSealRequest { id, display, seal } => {
+                self.add_request(id, display, &seal.data_hash, Some(seal), now)
+            }
+            ConvOp::RespondSealed {
+                request_id,
+                signature,
+                seal,
+                auto_confirmed,
+            } => {
+                let req = self.pending_request_mut(request_id)?;
+                if req.seal.is_none() {
+                    return Err(DomainError::invalid("this request does not ask for a seal"));
                 }
-                if self.requests.len() >= self.policy.max_requests as usize {
-                    return Err(DomainError::conflict(format!(
-                        "the conversation has reached its max_requests ({}); it ends when they are answered",
-                        self.policy.max_requests
-                    )));
-                }
-                let pending = self.requests.iter().filter(|r| !r.is_finished()).count();
-                if pending >= MAX_PENDING_REQUESTS {
-                    return Err(DomainError::conflict(format!(
-                        "{MAX_PENDING_REQUESTS} requests already wait for the phone; wait for results first"
-                    )));
-                }
-                let expires_at = now.plus_secs(REQUEST_TTL_S);
-                self.requests.push(Arc::new(SignRequest {
-                    id: id.clone(),
-                    seq: self.requests.len() as u32 + 1,
-                    display: display.clone(),
-                    tbs_sm3: crate::pki::sm3_hex(tbs),
-                    tbs: tbs.clone(),
-                    created_at: now,
-                    expires_at,
-                    status: RequestStatus::Pending,
-                    signature: None,
-                    auto_confirmed: None,
-                    reason: None,
-                    completed_at: None,
-                }));
-                self.last_request_at = now;
-                Ok(ConvOutput::Added { expires_at })
+                req.status = RequestStatus::Approved;
+                req.signature = Some(signature.clone());
+                req.seal_result = Some(seal.clone());
+                req.auto_confirmed = Some(*auto_confirmed);
+                req.completed_at = Some(now);
+                req.tbs = Vec::new();
+                finished.push(request_id.clone());
+                self.end_if_limit_reached(now, finished);
+                Ok(ConvOutput::Done)
             }
             ConvOp::Respond {
                 request_id,
@@ -410,6 +434,50 @@ impl Conversation {
                 Ok(ConvOutput::Done)
             }
         }
+    }
+
+    fn add_request(
+        &mut self,
+        id: &RequestId,
+        display: &DisplayText,
+        tbs: &[u8],
+        seal: Option<&crate::session::SealRequest>,
+        now: Timestamp,
+    ) -> Result<ConvOutput, DomainError> {
+        if let Some((by, _)) = self.ended {
+            return Err(ended_error(by));
+        }
+        if self.requests.len() >= self.policy.max_requests as usize {
+            return Err(DomainError::conflict(format!(
+                "the conversation has reached its max_requests ({}); it ends when they are answered",
+                self.policy.max_requests
+            )));
+        }
+        let pending = self.requests.iter().filter(|r| !r.is_finished()).count();
+        if pending >= MAX_PENDING_REQUESTS {
+            return Err(DomainError::conflict(format!(
+                "{MAX_PENDING_REQUESTS} requests already wait for the phone; wait for results first"
+            )));
+        }
+        let expires_at = now.plus_secs(REQUEST_TTL_S);
+        self.requests.push(Arc::new(SignRequest {
+            id: id.clone(),
+            seq: self.requests.len() as u32 + 1,
+            display: display.clone(),
+            tbs_sm3: crate::pki::sm3_hex(tbs),
+            tbs: tbs.to_vec(),
+            created_at: now,
+            expires_at,
+            status: RequestStatus::Pending,
+            signature: None,
+            auto_confirmed: None,
+            reason: None,
+            completed_at: None,
+            seal: seal.cloned(),
+            seal_result: None,
+        }));
+        self.last_request_at = now;
+        Ok(ConvOutput::Added { expires_at })
     }
 
     /// The request `id` if it can be answered (`Respond`, `Decline`) in the

@@ -17,6 +17,8 @@
 //!   except `sign`.
 //! - [`pki`]: certificate parsing, chain checks against trust domains (cached by
 //!   fingerprint), validity, revocation, `expect_cert`, and SM2 signature checks.
+//! - [`crl`]: CRLs of the trust domains' CAs (SM2 signature, `nextUpdate`,
+//!   listed serials), checked on every use of a certificate.
 //! - [`audit`]: the tamper-evident audit record format and its verification.
 //! - [`error`]: the protocol's stable error codes; [`reason`]: the broker's
 //!   own terminal reasons.
@@ -25,6 +27,7 @@ pub mod audit;
 pub mod challenge;
 pub mod codec;
 pub mod conversation;
+pub mod crl;
 pub mod error;
 pub mod pki;
 pub mod reason;

@@ -216,6 +216,15 @@ impl TrustDomain {
         })
     }
 
+    /// Keys of the roots whose subject is `name_der` (a CRL's issuer).
+    pub fn anchor_keys_for(&self, name_der: &[u8]) -> Vec<&KeptKey> {
+        self.anchors
+            .iter()
+            .filter(|a| a.subject_der == name_der)
+            .map(|a| &a.key)
+            .collect()
+    }
+
     pub fn root_subjects(&self) -> Vec<String> {
         self.anchors
             .iter()
@@ -320,7 +329,7 @@ impl SignatureBudget {
 /// part of a certificate check, to be completed for one use by
 /// [`VerifiedChain::check_use`]. Cheap to clone (shared with the cache).
 #[derive(Clone)]
-pub struct VerifiedChain(Arc<ChainCheck>);
+pub struct VerifiedChain(Arc<ChainCheck>, Arc<crate::crl::CrlSet>);
 
 impl VerifiedChain {
     /// The leaf's key, to verify what it signed.
@@ -331,7 +340,22 @@ impl VerifiedChain {
     /// The per-use checks: an accepted domain, validity at `now`,
     /// revocation, `expect_cert`. No signature verification: cheap.
     pub fn check_use(&self, ctx: &CheckContext<'_>) -> Result<CheckedCertificate, DomainError> {
-        check_use(&self.0, ctx)
+        let checked = check_use(&self.0, ctx)?;
+        // CRLs (crate::crl) of the path to the domain it was accepted in:
+        // each certificate's issuer is the next one's subject.
+        let domain = checked.info.domain.as_str();
+        if let Some((_, entries)) = self.0.paths.iter().find(|(d, _)| d == domain) {
+            let links: Vec<(&str, &str)> = entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    let issuer = entries.get(i + 1).unwrap_or(e);
+                    (e.serial.as_str(), issuer.subject.as_str())
+                })
+                .collect();
+            self.1.check(domain, &links, ctx.now)?;
+        }
+        Ok(checked)
     }
 }
 
@@ -339,6 +363,8 @@ impl VerifiedChain {
 pub struct TrustStore {
     domains: Vec<TrustDomain>,
     cache: quick_cache::sync::Cache<[u8; 32], Arc<ChainCheck>>,
+    /// The domains' CRLs, checked on every use (not cached: they change).
+    crls: Arc<crate::crl::CrlSet>,
 }
 
 impl TrustStore {
@@ -346,7 +372,13 @@ impl TrustStore {
         Self {
             domains,
             cache: quick_cache::sync::Cache::new(CACHE_ENTRIES),
+            crls: Arc::default(),
         }
+    }
+
+    /// The CRLs the broker loads and refreshes (see [`crate::crl`]).
+    pub fn crls(&self) -> &crate::crl::CrlSet {
+        &self.crls
     }
 
     pub fn domain_names(&self) -> Vec<String> {
@@ -386,7 +418,7 @@ impl TrustStore {
         budget: &mut SignatureBudget,
     ) -> Result<VerifiedChain, DomainError> {
         self.chain_check(leaf_pem, chain_pems, budget)
-            .map(VerifiedChain)
+            .map(|c| VerifiedChain(c, self.crls.clone()))
     }
 }
 

@@ -310,6 +310,22 @@ pub struct SealApproval {
     pub picture: SealPicture,
 }
 
+/// `result.seal` (and a conversation request's `seal`): the verified seal, with its picture.
+pub fn seal_result_json(seal: &SealApproval, data_hash: &[u8]) -> Value {
+    json!({
+        "es_id": seal.es_id,
+        "name": seal.name,
+        "type": seal.seal_type,
+        "valid_start": seal.valid_start,
+        "valid_end": seal.valid_end,
+        "maker": seal.maker,
+        "time_info": seal.time_info,
+        "property_info": seal.property_info,
+        "data_hash_b64": crate::codec::encode(data_hash),
+        "picture": seal.picture,
+    })
+}
+
 /// What an approved session carries.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Approval {
@@ -1084,18 +1100,7 @@ impl Session {
                     // The signed bytes are DER(TBS_Sign), which wraps the RP's hash.
                     r["tbs_b64"] = json!(crate::codec::encode(&seal.signed));
                     r["seal_signature_b64"] = json!(crate::codec::encode(&seal.seal_signature));
-                    r["seal"] = json!({
-                        "es_id": seal.es_id,
-                        "name": seal.name,
-                        "type": seal.seal_type,
-                        "valid_start": seal.valid_start,
-                        "valid_end": seal.valid_end,
-                        "maker": seal.maker,
-                        "time_info": seal.time_info,
-                        "property_info": seal.property_info,
-                        "data_hash_b64": crate::codec::encode(&self.tbs),
-                        "picture": seal.picture,
-                    });
+                    r["seal"] = seal_result_json(seal, &self.tbs);
                 }
                 if self.kind == Kind::Encrypt {
                     r["recipients"] = json!(a.recipients);

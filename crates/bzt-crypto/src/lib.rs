@@ -14,6 +14,9 @@
 //! - [`names`]: the one serial format ([`serial_hex`]), RFC 4514 names as the protocol shows
 //!   them, subject names and the 统一社会信用代码 (USCC).
 //! - [`keyfile`]: plain and PIN-protected PKCS#8 SM2 key files (OpenSSL reads them).
+//! - [`sm2_field`], [`sm2_point`], [`sm2_verify`]: the hand-written variable-time SM2
+//!   arithmetic behind [`sm2verify`] (field, curve, verify equation, per-key tables), for public
+//!   data only.
 //! - [`two_party`]: two-party SM2 (密钥拆分): key generation with proofs of
 //!   knowledge, co-signing, blinded co-decryption, the phone's PIN-masked
 //!   share and PIN proof, and the channel encryption between phone and
@@ -23,6 +26,11 @@
 pub mod keyfile;
 pub mod names;
 pub mod pem;
+#[cfg(test)]
+mod sm2_crosscheck;
+pub mod sm2_field;
+pub mod sm2_point;
+pub mod sm2_verify;
 pub mod sm2sig;
 pub mod sm2verify;
 pub mod two_party;
@@ -93,3 +101,17 @@ pub enum Error {
 
 /// This crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod layering {
+    /// The bottom of the workspace: no `bzt-*` dependency may creep in.
+    #[test]
+    fn depends_on_no_other_crate_of_the_workspace() {
+        let manifest = include_str!("../Cargo.toml");
+        let workspace_deps: Vec<&str> = manifest
+            .lines()
+            .filter(|l| l.trim_start().starts_with("bzt-") || l.contains("path ="))
+            .collect();
+        assert!(workspace_deps.is_empty(), "{workspace_deps:?}");
+    }
+}

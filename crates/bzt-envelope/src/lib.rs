@@ -56,8 +56,8 @@ pub use error::{Error, Result};
 pub use header::{header_digest, read_header, Header, RecipientEntry};
 pub use keys::{parse_reply_key, unwrap_key, wrap_key, ContentKey, CONTENT_KEY_LEN};
 pub use open::{
-    inspect, open, open_to_path, open_to_path_with_content_key, open_with_content_key, Inspection,
-    OpenReport,
+    inspect, open, open_reader_to_path, open_to_path, open_to_path_with_content_key,
+    open_with_content_key, Inspection, OpenReport,
 };
 pub use recipient::Recipient;
 pub use seal::{seal, seal_with_content_key, SealOptions, SealReport};

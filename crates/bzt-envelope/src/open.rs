@@ -73,9 +73,25 @@ pub fn open_to_path(
     in_path: impl AsRef<Path>,
     out_path: impl AsRef<Path>,
 ) -> Result<OpenReport> {
+    let input = File::open(in_path.as_ref())?;
     open_file(
         Unlock::Recipient(secret, recipient),
-        in_path.as_ref(),
+        input,
+        out_path.as_ref(),
+    )
+}
+
+/// Like [`open_to_path`], reading the sealed file from `input` (e.g. a reader that reports
+/// progress), with the same all-or-nothing release to `out_path`.
+pub fn open_reader_to_path(
+    secret: &SecretKey,
+    recipient: &Recipient,
+    input: impl Read,
+    out_path: impl AsRef<Path>,
+) -> Result<OpenReport> {
+    open_file(
+        Unlock::Recipient(secret, recipient),
+        input,
         out_path.as_ref(),
     )
 }
@@ -86,7 +102,8 @@ pub fn open_to_path_with_content_key(
     in_path: impl AsRef<Path>,
     out_path: impl AsRef<Path>,
 ) -> Result<OpenReport> {
-    open_file(Unlock::ContentKey(key), in_path.as_ref(), out_path.as_ref())
+    let input = File::open(in_path.as_ref())?;
+    open_file(Unlock::ContentKey(key), input, out_path.as_ref())
 }
 
 fn open_stream(
@@ -106,8 +123,7 @@ fn open_stream(
     })
 }
 
-fn open_file(unlock: Unlock<'_>, in_path: &Path, out_path: &Path) -> Result<OpenReport> {
-    let input = File::open(in_path)?;
+fn open_file(unlock: Unlock<'_>, input: impl Read, out_path: &Path) -> Result<OpenReport> {
     let dir = match out_path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

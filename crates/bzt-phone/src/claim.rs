@@ -49,13 +49,7 @@ struct ClaimAnswer {
     #[serde(default)]
     reply_key: Option<String>,
     #[serde(default)]
-    seal: Option<SealAskWire>,
-}
-
-#[derive(Deserialize)]
-struct SealAskWire {
-    data_hash_b64: String,
-    property_info: String,
+    seal: Option<crate::seals::SealAskWire>,
 }
 
 #[derive(Deserialize)]
@@ -118,21 +112,7 @@ impl Claimed {
         let tbs = STANDARD
             .decode(&answer.tbs_b64)
             .map_err(|e| format!("tbs_b64 is not base64: {e}"))?;
-        let seal = answer
-            .seal
-            .map(|w| {
-                let data_hash = STANDARD
-                    .decode(&w.data_hash_b64)
-                    .map_err(|e| format!("seal.data_hash_b64 is not base64: {e}"))?;
-                if data_hash.len() != 32 {
-                    return Err("seal.data_hash_b64 is not an SM3 hash (32 bytes)".to_string());
-                }
-                Ok(crate::seals::SealAsk {
-                    data_hash,
-                    property_info: w.property_info,
-                })
-            })
-            .transpose()?;
+        let seal = answer.seal.map(|w| w.into_ask()).transpose()?;
         let s = answer.session;
         Ok(Self {
             base_url: base_url.to_string(),

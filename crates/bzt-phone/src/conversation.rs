@@ -83,6 +83,8 @@ pub struct SignRequest {
     pub tbs: Vec<u8>,
     /// When the broker stops accepting an answer (60 s after the request), verbatim.
     pub expires_at: String,
+    /// A seal request: stamp with the socket's seal ([`ConversationSocket::with_seal`]).
+    pub seal: Option<crate::seals::SealAsk>,
 }
 
 impl SignRequest {
@@ -101,7 +103,11 @@ impl SignRequest {
         if let Some(detail) = self.display.detail.as_deref().filter(|d| !d.is_empty()) {
             lines.push(format!("详情：{}", clean(detail)));
         }
-        lines.push(format!("签章内容：{} 字节", self.tbs.len()));
+        if self.seal.is_some() {
+            lines.push("签章方式：电子印章".into());
+        } else {
+            lines.push(format!("签章内容：{} 字节", self.tbs.len()));
+        }
         let expires = OffsetDateTime::parse(&self.expires_at, &Rfc3339)
             .ok()
             .and_then(|t| {
@@ -380,6 +386,8 @@ enum Incoming {
         display: SessionDisplay,
         tbs_b64: String,
         expires_at: String,
+        #[serde(default)]
+        seal: Option<crate::seals::SealAskWire>,
     },
     Ended(Ended),
     Ack {
@@ -450,6 +458,8 @@ pub struct ConversationSocket {
     answer_timeout: Duration,
     read_idle: Duration,
     reconnect: Reconnect,
+    /// The seal that seal requests are stamped with (see [`ConversationSocket::with_seal`]).
+    seal: Option<bzt_seal::Seal>,
 }
 
 impl std::fmt::Debug for ConversationSocket {
@@ -495,6 +505,7 @@ impl ConversationSocket {
             answer_timeout: DEFAULT_ANSWER_TIMEOUT,
             read_idle: DEFAULT_READ_IDLE,
             reconnect: Reconnect::default(),
+            seal: None,
         })
     }
 
@@ -579,6 +590,43 @@ impl ConversationSocket {
         }
     }
 
+    /// Stamps seal requests (a seal on each page) with `seal`, chosen once by the user; without
+    /// one, [`ConversationSocket::run`] declines seal requests.
+    pub fn with_seal(mut self, seal: bzt_seal::Seal) -> Self {
+        self.seal = Some(seal);
+        self
+    }
+
+    /// The `sign_response` frame for `request`: a signature over `tbs`, or for a seal request an
+    /// SES_Signature made with the socket's seal.
+    fn response_frame(
+        &self,
+        request: &SignRequest,
+        identity: &PhoneIdentity,
+        auto_confirmed: bool,
+    ) -> Result<serde_json::Value, ConversationError> {
+        if request.seal.is_some() {
+            let seal = self.seal.as_ref().ok_or_else(|| {
+                ConversationError::from(crate::Error::Refused(
+                    "this request asks for a seal: choose one with with_seal".into(),
+                ))
+            })?;
+            return Ok(crate::seals::seal_response_frame(
+                request,
+                identity,
+                seal,
+                auto_confirmed,
+            )?);
+        }
+        let signature = sign(identity, &request.tbs)?;
+        Ok(json!({
+            "type": "sign_response",
+            "request_id": request.request_id,
+            "signature_b64": STANDARD.encode(signature),
+            "auto_confirmed": auto_confirmed,
+        }))
+    }
+
     /// Signs `request.tbs` with `identity` and sends it; waits for the broker's ack.
     ///
     /// A refused signature is [`ConversationError::Refused`] (`bad_signature` when `identity` is
@@ -590,9 +638,8 @@ impl ConversationSocket {
         identity: &PhoneIdentity,
         auto_confirmed: bool,
     ) -> Result<Ack, ConversationError> {
-        let signature = sign(identity, &request.tbs)?;
-        self.respond_raw(&request.request_id, &signature, auto_confirmed)
-            .await
+        let frame = self.response_frame(request, identity, auto_confirmed)?;
+        self.answer(&request.request_id, &frame).await
     }
 
     /// Sends `signature` (DER) as the answer to `request_id`, unchecked: for tests of the
@@ -691,16 +738,16 @@ impl ConversationSocket {
                 }
                 Err(e) => return Err(e),
             };
-            let (frame, accepted) = match decide(&request).await {
+            let decision = if request.seal.is_some() && self.seal.is_none() {
+                // Nothing to stamp with: decline rather than leave the request to expire.
+                Decision::Reject("手机未选择印章".into())
+            } else {
+                decide(&request).await
+            };
+            let (frame, accepted) = match decision {
                 Decision::End => break,
                 Decision::Approve { auto_confirmed } => {
-                    let signature = sign(identity, &request.tbs)?;
-                    let frame = json!({
-                        "type": "sign_response",
-                        "request_id": request.request_id,
-                        "signature_b64": STANDARD.encode(signature),
-                        "auto_confirmed": auto_confirmed,
-                    });
+                    let frame = self.response_frame(&request, identity, auto_confirmed)?;
                     (frame, Outcome::Approved { auto_confirmed })
                 }
                 Decision::Reject(reason) => {
@@ -865,11 +912,15 @@ impl ConversationSocket {
                     display,
                     tbs_b64,
                     expires_at,
+                    seal,
                 } => {
                     let tbs = STANDARD.decode(&tbs_b64).map_err(|e| {
                         ConversationError::Protocol(format!(
                             "sign_request {request_id}: tbs_b64 is not base64: {e}"
                         ))
+                    })?;
+                    let seal = seal.map(|w| w.into_ask()).transpose().map_err(|e| {
+                        ConversationError::Protocol(format!("sign_request {request_id}: {e}"))
                     })?;
                     Frame::Request(SignRequest {
                         request_id,
@@ -877,6 +928,7 @@ impl ConversationSocket {
                         display,
                         tbs,
                         expires_at,
+                        seal,
                     })
                 }
                 Incoming::Ended(e) => Frame::Ended(e),
@@ -1023,6 +1075,7 @@ mod tests {
             },
             tbs: vec![0; 10],
             expires_at: "2030-01-01T00:00:00.000Z".into(),
+            seal: None,
         };
         let text = r.describe_zh();
         assert!(

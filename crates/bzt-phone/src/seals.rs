@@ -28,6 +28,28 @@ pub struct SealAsk {
     pub property_info: String,
 }
 
+/// `seal` of a claim answer or a conversation's `sign_request`, as sent.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub(crate) struct SealAskWire {
+    data_hash_b64: String,
+    property_info: String,
+}
+
+impl SealAskWire {
+    pub(crate) fn into_ask(self) -> Result<SealAsk, String> {
+        let data_hash = STANDARD
+            .decode(&self.data_hash_b64)
+            .map_err(|e| format!("seal.data_hash_b64 is not base64: {e}"))?;
+        if data_hash.len() != 32 {
+            return Err("seal.data_hash_b64 is not an SM3 hash (32 bytes)".into());
+        }
+        Ok(SealAsk {
+            data_hash,
+            property_info: self.property_info,
+        })
+    }
+}
+
 /// The phone's seals (印章管理), read from `*.der` / `*.seal` files of a directory.
 #[derive(Clone, Debug, Default)]
 pub struct SealWallet {
@@ -122,6 +144,48 @@ fn der_of(identity: &PhoneIdentity) -> Result<Vec<u8>, Error> {
         .map_err(|e| Error::Refused(format!("cannot encode the certificate: {e}")))
 }
 
+/// Stamps `ask` with `seal` as `identity` at `now`: the `SES_Signature`, DER, signed through
+/// [`sign`] (the one signing seam).
+fn stamp(
+    ask: &SealAsk,
+    identity: &PhoneIdentity,
+    seal: &Seal,
+    now: OffsetDateTime,
+) -> Result<Vec<u8>, Error> {
+    let prepared = bzt_seal::prepare_signature(
+        seal.der(),
+        &der_of(identity)?,
+        &ask.data_hash,
+        &ask.property_info,
+        now,
+    )
+    .map_err(|e| Error::Refused(format!("cannot stamp with this seal: {e}")))?;
+    let signature = sign(identity, prepared.signed_bytes())?;
+    prepared
+        .finish(&signature)
+        .map_err(|e| Error::Refused(format!("cannot stamp with this seal: {e}")))
+}
+
+/// A conversation's `sign_response` to a seal request.
+pub(crate) fn seal_response_frame(
+    request: &crate::conversation::SignRequest,
+    identity: &PhoneIdentity,
+    seal: &Seal,
+    auto_confirmed: bool,
+) -> Result<Value, Error> {
+    let ask = request
+        .seal
+        .as_ref()
+        .ok_or_else(|| Error::Refused("this request does not ask for a seal".into()))?;
+    let ses = stamp(ask, identity, seal, OffsetDateTime::now_utc())?;
+    Ok(json!({
+        "type": "sign_response",
+        "request_id": request.request_id,
+        "seal_signature_b64": STANDARD.encode(ses),
+        "auto_confirmed": auto_confirmed,
+    }))
+}
+
 /// Builds the completion of a seal session: the `SES_Signature` made with `seal` over the claim's
 /// hash, signed through [`sign`] (the one signing seam), at `now`. Refuses (nothing to send) a
 /// session that did not ask for a seal, a seal not bound to this phone's certificate, and the
@@ -139,18 +203,7 @@ pub fn seal_approval_body(
         ));
     };
     check_approval(claimed, extras)?;
-    let prepared = bzt_seal::prepare_signature(
-        seal.der(),
-        &der_of(identity)?,
-        &ask.data_hash,
-        &ask.property_info,
-        now,
-    )
-    .map_err(|e| Error::Refused(format!("cannot stamp with this seal: {e}")))?;
-    let signature = sign(identity, prepared.signed_bytes())?;
-    let ses = prepared
-        .finish(&signature)
-        .map_err(|e| Error::Refused(format!("cannot stamp with this seal: {e}")))?;
+    let ses = stamp(ask, identity, seal, now)?;
     let mut body = json!({
         "certificate_pem": identity.certificate_pem(),
         "seal_signature_b64": STANDARD.encode(ses),

@@ -14,11 +14,13 @@
 //! - [`asn1`]: the structures as they travel.
 //! - [`make`]: making seals and seal signatures.
 //! - [`verify`]: reading and checking them.
+//! - [`ofd`]: a one-page OFD document carrying a seal signature.
 //! - [`error`]: [`SealError`], whose message names the failing part.
 
 pub mod asn1;
 pub mod error;
 pub mod make;
+pub mod ofd;
 pub mod verify;
 
 pub use error::{SealError, SealErrorKind};

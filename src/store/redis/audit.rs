@@ -110,7 +110,9 @@ impl Head {
 type Ack = oneshot::Sender<Result<u64, String>>;
 
 struct Append {
-    op: Operation,
+    /// `None`: a checkpoint if any operation is unsigned (see
+    /// [`AuditLog::checkpoint_if_unsigned`]).
+    op: Option<Operation>,
     time: Timestamp,
     ack: Ack,
 }
@@ -305,6 +307,20 @@ impl RedisStore {
 #[async_trait::async_trait]
 impl AuditLog for RedisAuditLog {
     async fn append(&self, op: Operation, time: Timestamp) -> Result<u64, ApiError> {
+        self.send(Some(op), time).await
+    }
+
+    async fn query(&self, q: AuditQuery) -> Result<Vec<Record>, ApiError> {
+        Ok(self.matching(&q).await?)
+    }
+
+    async fn checkpoint_if_unsigned(&self, time: Timestamp) -> Result<u64, ApiError> {
+        self.send(None, time).await
+    }
+}
+
+impl RedisAuditLog {
+    async fn send(&self, op: Option<Operation>, time: Timestamp) -> Result<u64, ApiError> {
         let stopped = || audit_unavailable("the audit writer stopped");
         let queue = self.queue.as_ref().ok_or_else(stopped)?;
         let (ack, done) = oneshot::channel();
@@ -316,10 +332,6 @@ impl AuditLog for RedisAuditLog {
             Ok(Err(e)) => Err(audit_unavailable(&e)),
             Err(_) => Err(stopped()),
         }
-    }
-
-    async fn query(&self, q: AuditQuery) -> Result<Vec<Record>, ApiError> {
-        Ok(self.matching(&q).await?)
     }
 }
 
@@ -473,11 +485,20 @@ impl Writer {
             entries.push((format!("{}-{}", h.ms, h.seq), r.to_line()));
         };
         for a in batch {
+            let Some(op) = &a.op else {
+                if h.ops > 0 {
+                    let c = checkpoint(h.seq + 1, a.time, &h.hash, &self.key).seal();
+                    push(&mut h, c);
+                    h.ops = 0;
+                }
+                seqs.push(h.seq);
+                continue;
+            };
             let r = RecordBody {
                 seq: h.seq + 1,
                 time: a.time,
                 prev: h.hash.clone(),
-                event: Event::Operation(a.op.clone()),
+                event: Event::Operation(op.clone()),
             }
             .seal();
             push(&mut h, r);

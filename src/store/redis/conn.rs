@@ -28,7 +28,12 @@ pub(super) enum Conn {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Single(c) => Box::pin(async move {
+                match c.req_packed_command(cmd).await {
+                    Err(e) if never_sent(&e) => c.req_packed_command(cmd).await,
+                    done => done,
+                }
+            }),
             Conn::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -40,7 +45,12 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Single(c) => Box::pin(async move {
+                match c.req_packed_commands(cmd, offset, count).await {
+                    Err(e) if never_sent(&e) => c.req_packed_commands(cmd, offset, count).await,
+                    done => done,
+                }
+            }),
             Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
@@ -51,6 +61,16 @@ impl ConnectionLike for Conn {
             Conn::Cluster(c) => c.get_db(),
         }
     }
+}
+
+/// The command failed before reaching Redis: the manager's last
+/// reconnection was refused (Redis was down). The failure itself starts a
+/// new reconnection, so one more attempt succeeds once Redis is back. Without
+/// it, a node that had no traffic while Redis was away answered its first
+/// request after the outage with 503. Nothing was sent, so trying again
+/// cannot apply a write twice.
+fn never_sent(e: &RedisError) -> bool {
+    e.is_connection_refusal()
 }
 
 /// Opens a connection. With `push`, the connection speaks RESP3 and hands

@@ -129,6 +129,11 @@ impl Keys {
         format!("{}:{{due}}", self.prefix)
     }
 
+    /// QR rotation deadlines (as `due`, for rotations).
+    fn rotations(&self) -> String {
+        format!("{}:{{rot}}", self.prefix)
+    }
+
     fn conversation(&self, id: &ConversationId) -> String {
         format!("{}:{{c:{id}}}", self.prefix)
     }
@@ -597,7 +602,8 @@ impl SessionStore for RedisStore {
                 .arg(id.as_str())
                 .exec_async(&mut self.conn.clone()),
         )
-        .await
+        .await?;
+        self.rotations_done(std::slice::from_ref(id)).await
     }
 
     async fn claim_due_expiries(
@@ -626,6 +632,51 @@ impl SessionStore for RedisStore {
         }
         let mut cmd = redis::cmd("ZREM");
         cmd.arg(self.keys.due());
+        for id in ids {
+            cmd.arg(id.as_str());
+        }
+        timed(self.timeout, "ZREM", cmd.exec_async(&mut self.conn.clone())).await
+    }
+
+    async fn schedule_rotation(&self, id: &SessionId, at: Timestamp) -> Result<(), StoreError> {
+        timed(
+            self.timeout,
+            "ZADD",
+            redis::cmd("ZADD")
+                .arg(self.keys.rotations())
+                .arg(at.unix_millis())
+                .arg(id.as_str())
+                .exec_async(&mut self.conn.clone()),
+        )
+        .await
+    }
+
+    async fn claim_due_rotations(
+        &self,
+        now: Timestamp,
+        max: usize,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let lease_until = now.plus_millis(EXPIRY_LEASE.as_millis() as i64);
+        let ids: Vec<String> = timed(
+            self.timeout,
+            "claim rotations",
+            CLAIM_DUE
+                .key(self.keys.rotations())
+                .arg(now.unix_millis())
+                .arg(lease_until.unix_millis())
+                .arg(max)
+                .invoke_async(&mut self.conn.clone()),
+        )
+        .await?;
+        Ok(ids.iter().filter_map(|s| SessionId::parse(s)).collect())
+    }
+
+    async fn rotations_done(&self, ids: &[SessionId]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(self.keys.rotations());
         for id in ids {
             cmd.arg(id.as_str());
         }
