@@ -1112,7 +1112,8 @@ async fn browser_and_phone_answers_match_the_schemas() {
             "kind": "decrypt",
             "display": { "title": "开标解密" },
             "envelope_header_b64": B64.encode(r#"{"v":1}"#),
-            "reply_key": format!("04{}", "ab".repeat(64)),
+            // The SM2 base point: a point on the curve, as the broker requires.
+            "reply_key": "0432c4ae2c1f1981195f9904466a39c9948fe30bbff2660be1715a4589334c74c7bc3736a2f4f6779c59bdcee36b692153d0a9877cc62a474002df32e52139f0a0",
         }))
         .await;
     let claimed = b.claim(created["qr_text"].as_str().unwrap()).await;
