@@ -22,6 +22,7 @@ mod key_usage;
 mod limits;
 mod ops;
 mod relay;
+mod rp_client;
 mod rp_match_code;
 mod seals;
 mod split_key;
