@@ -486,15 +486,11 @@ async fn run_scenario(app: &TestApp) -> Scenario {
     let r5 = conv.request(app, "附件五".as_bytes()).await;
     app.advance(Duration::from_secs(61));
     let view: Value = app
-        .http
-        .get(app.url(&format!("/v1/conversations/{}/requests/{r5}", conv.id)))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .rp_get_as(
+            API_KEY,
+            &format!("/v1/conversations/{}/requests/{r5}", conv.id),
+        )
+        .await;
     assert_eq!(view["status"], "expired", "{view}");
     let reply = conv.sign(&a, &r5, "附件五".as_bytes(), true).await;
     assert_frame_error(&reply, &r5, "expired");

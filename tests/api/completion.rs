@@ -445,16 +445,7 @@ async fn a_run_time_revocation_survives_a_restart_and_is_in_the_audit_trail() {
     )
     .await;
     assert!(message.contains("revoked"), "{message}");
-    let listed: Value = app
-        .http
-        .get(app.url("/v1/admin/revocations"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = app.rp_get_as(ADMIN_TOKEN, "/v1/admin/revocations").await;
     assert_eq!(listed["runtime"], json!([phone.serial()]));
     assert_eq!(listed["runtime_records"][0]["revoked_by"], "值班员 李四");
 

@@ -297,15 +297,8 @@ async fn a_decrypt_session_carries_its_opening_window_and_completes_only_inside_
         assert!(message.contains("opening time"), "{message}");
     }
     let view: Value = app
-        .http
-        .get(app.url(&format!("/v1/sessions/{}", created.id)))
-        .bearer_auth(OTHER_API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .rp_get_as(OTHER_API_KEY, &format!("/v1/sessions/{}", created.id))
+        .await;
     assert_eq!(view["status"], "scanned", "{view}");
 
     // Inside the window the phone's decryption completes.

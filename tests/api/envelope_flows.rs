@@ -256,16 +256,7 @@ async fn encrypt_picks_recipients_and_a_colleagues_phone_opens_the_file_at_the_h
         (API_KEY, &flow.session_ids[0], "encrypt"),
         (OTHER_API_KEY, &flow.session_ids[1], "decrypt"),
     ] {
-        let audit: Value = app
-            .http
-            .get(app.url("/v1/audit"))
-            .bearer_auth(api_key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let audit: Value = app.rp_get_as(api_key, "/v1/audit").await;
         let records: Vec<&Value> = audit["records"]
             .as_array()
             .unwrap()

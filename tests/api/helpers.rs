@@ -258,6 +258,19 @@ impl TestApp {
         body
     }
 
+    /// `GET <path>` of the RP API with `api_key`, answered as JSON (any status).
+    pub async fn rp_get_as(&self, api_key: &str, path: &str) -> Value {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(api_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// `GET /v1/sessions/<id><query>` with the first app's key.
     pub async fn get_session_raw(&self, id: &str, query: &str) -> reqwest::Response {
         self.http

@@ -112,16 +112,7 @@ async fn number_matching_with_a_wrong_pick_rejects() {
     assert_eq!(view["status"], "rejected");
     assert_eq!(view["result"], json!({"reason": "match_failed"}));
     // A mismatch is what a relayed QR looks like: it is in the audit trail.
-    let audit: Value = app
-        .http
-        .get(app.url("/v1/audit"))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit: Value = app.rp_get_as(API_KEY, "/v1/audit").await;
     let records = audit["records"].as_array().unwrap();
     let record = records
         .iter()

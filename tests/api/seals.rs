@@ -767,15 +767,11 @@ async fn a_conversation_opened_with_a_seal_stamps_a_seal_on_each_page_with_auto_
     let makers = [app.cas.platform.certificate().clone()];
     for (i, rid) in ids.iter().enumerate() {
         let r: Value = app
-            .http
-            .get(app.url(&format!("/v1/conversations/{}/requests/{rid}", grant.id)))
-            .bearer_auth(API_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .rp_get_as(
+                API_KEY,
+                &format!("/v1/conversations/{}/requests/{rid}", grant.id),
+            )
+            .await;
         assert_eq!(r["status"], "approved", "{r}");
         assert_eq!(r["auto_confirmed"], true);
         assert_eq!(

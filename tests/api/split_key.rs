@@ -363,15 +363,8 @@ async fn open_at_the_hall(
         DecryptOutcome::Rejected { refusal, .. } => panic!("refused: {refusal:?}"),
     }
     let view: Value = app
-        .http
-        .get(app.url(&format!("/v1/sessions/{}", created.id)))
-        .bearer_auth(OTHER_API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .rp_get_as(OTHER_API_KEY, &format!("/v1/sessions/{}", created.id))
+        .await;
     let wrapped = unb64(view["result"]["wrapped_key_b64"].as_str().unwrap());
     unwrap_key(&hall_key, &wrapped).unwrap().to_vec()
 }
