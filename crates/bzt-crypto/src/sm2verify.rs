@@ -64,13 +64,23 @@ impl KeptKey {
     }
 }
 
-/// `Z = SM3(ENTL ‖ ID ‖ a ‖ b ‖ xG ‖ yG ‖ xA ‖ yA)` (§5.5).
+/// `Z` of a verifying key (its own distinguishing ID).
 fn z_value(key: &VerifyingKey) -> Option<[u8; 32]> {
-    let id = key.distid().as_bytes();
-    let entl = u16::try_from(id.len().checked_mul(8)?).ok()?;
     let point = key.to_sec1_bytes();
     // Uncompressed SEC1: 0x04 ‖ x ‖ y.
     let xy = point.get(1..65).filter(|_| point.len() == 65)?;
+    z_of(key.distid().as_bytes(), xy)
+}
+
+/// `Z = SM3(ENTL ‖ ID ‖ a ‖ b ‖ xG ‖ yG ‖ xA ‖ yA)` (§5.5) for the public
+/// point `xA ‖ yA` (64 bytes): the one place every party computes it (the
+/// `sm2` crate keeps its own private). `None` if `ID` is too long for `ENTL`
+/// or `xy` is not 64 bytes.
+pub fn z_of(id: &[u8], xy: &[u8]) -> Option<[u8; 32]> {
+    let entl = u16::try_from(id.len().checked_mul(8)?).ok()?;
+    if xy.len() != 64 {
+        return None;
+    }
     let mut h = Sm3::new();
     h.update(entl.to_be_bytes());
     h.update(id);

@@ -21,30 +21,14 @@ use super::keygen::ServiceShare;
 use super::points::{decode_scalar, encode_point, encode_scalar, random_scalar};
 use super::{Error, Result, DEFAULT_DIST_ID};
 
-/// `a`, `b`, `xG`, `yG` of the SM2 curve (GB/T 32918.5), in the order `Z`
-/// hashes them.
-const CURVE_PARAMS: [&str; 4] = [
-    "FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFC",
-    "28E9FA9E9D9F5E344D5A9E4BCF6509A7F39789F515AB8F92DDBCBD414D940E93",
-    "32C4AE2C1F1981195F9904466A39C9948FE30BBFF2660BE1715A4589334C74C7",
-    "BC3736A2F4F6779C59BDCEE36B692153D0A9877CC62A474002DF32E52139F0A0",
-];
-
 /// `e = SM3(Z ‖ M)` reduced mod n, `Z` from `joint` and the default ID
 /// (GB/T 32918.2 §6.1; the `sm2` crate keeps its `Z` private).
 pub fn message_digest(joint: &ProjectivePoint, msg: &[u8]) -> Result<Scalar> {
     if bool::from(joint.is_identity()) {
         return Err(Error::InvalidPoint);
     }
-    let id = DEFAULT_DIST_ID.as_bytes();
-    let mut h = Sm3::new();
-    h.update(((id.len() * 8) as u16).to_be_bytes());
-    h.update(id);
-    for p in CURVE_PARAMS {
-        h.update(hex::decode(p).map_err(|_| Error::InvalidPoint)?);
-    }
-    h.update(&encode_point(joint)[1..]);
-    let z = h.finalize();
+    let z = crate::sm2verify::z_of(DEFAULT_DIST_ID.as_bytes(), &encode_point(joint)[1..])
+        .ok_or(Error::InvalidPoint)?;
     let e: [u8; 32] = Sm3::new()
         .chain_update(z)
         .chain_update(msg)
