@@ -106,7 +106,10 @@ test('1012 (a broker node shutting down): reconnects at once, no error, no hint,
   const session = await sessionOf(page);
   await page.waitForFunction(() => widget.watcher.connection === 'open');
   assert.equal(broker.control.restart(session.id), 1);
-  await page.waitForFunction(() => widget.watcher.connection === 'open', { timeout: 2000 });
+  // Wait on the broker's side: right after the close the page may still report 'open' for the
+  // old socket, so waiting on the page alone races the close event.
+  await waitFor(() => broker.events('ws_open', session.id).length >= 2, 2000);
+  await page.waitForFunction(() => widget.watcher.connection === 'open', null, { timeout: 2000 });
   assert.equal(broker.events('ws_open', session.id).length, 2, 'reconnected once over WebSocket');
   assert.equal(await page.evaluate(() => eventsOf('error').length), 0, 'no error event');
   assert.equal(await page.evaluate(() => document.querySelector('.bzt-hint').hidden), true, 'no reconnect hint');
