@@ -306,7 +306,7 @@ async fn handle_admin_request(
         .ok()
         .and_then(|k| sm2::dsa::VerifyingKey::from_sec1_bytes(DEFAULT_DIST_ID, &k).ok())
         .ok_or_else(ServiceError::internal)?;
-    if !signature.is_some_and(|sig| verifying.verify(&text, &sig).is_ok()) {
+    if signature.is_none_or(|sig| verifying.verify(&text, &sig).is_err()) {
         return Err(ServiceError::new(
             StatusCode::FORBIDDEN,
             "not_authorised",
