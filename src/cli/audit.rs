@@ -146,6 +146,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
                 app,
                 serial,
                 since,
+                delegate: None,
                 limit,
             })?;
             for r in records {

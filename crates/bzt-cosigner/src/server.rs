@@ -46,6 +46,7 @@ use crate::wire::{
     DecryptRequest, Delegate, EnrolAnswer, EnrolRequest, Info, KeyStatus, OpeningWindow,
     PinProofWire, SealedAnswer, SealedBody, SignAnswer, SignRequest, API_VERSION,
 };
+use crate::wire::{ConversationRef, SessionRef};
 
 /// Wrong PIN proofs in a row that lock a key until the owner unlocks it.
 pub const MAX_FAILURES: u32 = 5;
@@ -557,14 +558,21 @@ impl Service {
     ) -> Result<(SignAnswer, String), ServiceError> {
         let record = self.usable(key_id).await?;
         let joint = point_from_hex(&record.public_key).map_err(|_| ServiceError::internal())?;
+        let delegate = self.delegate_of(key_id).await;
         let tbs = match &request.context {
             Context::Session(s) => {
-                self.broker_tbs(BrokerContextRequest::Session(s.clone()))
-                    .await?
-                    .0
+                let s = SessionRef {
+                    delegate,
+                    ..s.clone()
+                };
+                self.broker_tbs(BrokerContextRequest::Session(s)).await?.0
             }
             Context::Conversation(c) => {
-                self.broker_tbs(BrokerContextRequest::Conversation(c.clone()))
+                let c = ConversationRef {
+                    delegate,
+                    ..c.clone()
+                };
+                self.broker_tbs(BrokerContextRequest::Conversation(c))
                     .await?
                     .0
             }
@@ -610,6 +618,10 @@ impl Service {
             ));
         };
         let record = self.usable(key_id).await?;
+        let session = SessionRef {
+            delegate: self.delegate_of(key_id).await,
+            ..session.clone()
+        };
         let (tbs, context) = self
             .broker_tbs(BrokerContextRequest::Session(session.clone()))
             .await?;

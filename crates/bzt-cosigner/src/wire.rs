@@ -131,6 +131,10 @@ pub struct SessionRef {
     /// The phone's token for that session: the broker's proof that this phone
     /// claimed it. Relayed to the broker, never stored.
     pub phone_token: String,
+    /// Set by the service, never taken from the phone: the member whose
+    /// granted share co-signs (企业证书授权), relayed to the broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate: Option<Delegate>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -139,6 +143,9 @@ pub struct ConversationRef {
     pub id: String,
     pub request_id: String,
     pub phone_token: String,
+    /// As in [`SessionRef`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate: Option<Delegate>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

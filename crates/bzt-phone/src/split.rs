@@ -205,6 +205,7 @@ impl UnlockedSplit<'_> {
         let context = Context::Session(SessionRef {
             id: claimed.session_id.clone(),
             phone_token: claimed.phone_token.expose().to_owned(),
+            delegate: None,
         });
         self.co_sign(&context, &claimed.tbs).await
     }
@@ -221,6 +222,7 @@ impl UnlockedSplit<'_> {
             id: conversation_id.to_owned(),
             request_id: request.request_id.clone(),
             phone_token: phone_token.to_owned(),
+            delegate: None,
         });
         self.co_sign(&context, &request.tbs).await
     }
@@ -248,6 +250,7 @@ impl UnlockedSplit<'_> {
         let context = Context::Session(SessionRef {
             id: claimed.session_id.clone(),
             phone_token: claimed.phone_token.expose().to_owned(),
+            delegate: None,
         });
         Ok(self
             .client

@@ -76,7 +76,11 @@ impl TestBroker {
             .lock()
             .unwrap()
             .insert(id.clone(), (phone_token.clone(), context));
-        Context::Session(SessionRef { id, phone_token })
+        Context::Session(SessionRef {
+            id,
+            phone_token,
+            delegate: None,
+        })
     }
 
     pub fn answer_after(&self, delay: std::time::Duration) {
