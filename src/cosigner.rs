@@ -192,6 +192,21 @@ impl CosignerAdmin {
         .await
     }
 
+    /// `GET /v1/admin/grants` at the service (企业证书授权, the operator's view).
+    pub async fn grants(&self) -> Result<Value, ApiError> {
+        self.call(reqwest::Method::GET, "/v1/admin/grants").await
+    }
+
+    /// `POST /v1/admin/grants/{grant_id}/reclaim` at the service.
+    pub async fn reclaim(&self, grant_id: &str) -> Result<Value, ApiError> {
+        let grant_id = key_id_segment(grant_id)?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/admin/grants/{grant_id}/reclaim"),
+        )
+        .await
+    }
+
     async fn call(&self, method: reqwest::Method, path: &str) -> Result<Value, ApiError> {
         let token = self.admin_token.as_deref().ok_or_else(|| {
             ApiError::forbidden(

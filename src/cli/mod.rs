@@ -8,6 +8,7 @@ mod hall;
 mod net;
 mod output;
 mod phone;
+mod phone_grants;
 mod seal;
 mod serve;
 
