@@ -50,10 +50,7 @@ pub fn invite(dir: &Path, name: &str, device: Device) -> Result<GrantInvite, Err
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::Identity(format!("cannot create {}: {e}", dir.display())))?;
     let key = ChannelKey::generate().map_err(bzt_cosigner::ClientError::from)?;
-    write_private(
-        &dir.join(RECEIVING_KEY_FILE),
-        &hex::encode(key.to_bytes()),
-    )?;
+    write_private(&dir.join(RECEIVING_KEY_FILE), &hex::encode(key.to_bytes()))?;
     Ok(GrantInvite {
         name: name.to_owned(),
         device,

@@ -92,7 +92,11 @@ impl SplitIdentity {
         Self::from_parts(&read(CERT_FILE)?, file, device)
     }
 
-    pub(crate) fn from_parts(cert_pem: &str, file: SplitKeyFile, device: Device) -> Result<Self, Error> {
+    pub(crate) fn from_parts(
+        cert_pem: &str,
+        file: SplitKeyFile,
+        device: Device,
+    ) -> Result<Self, Error> {
         let mut certs = bzt_crypto::pem_certificates(cert_pem)?.into_iter();
         let certificate = certs
             .next()

@@ -1,0 +1,173 @@
+//! 企业证书授权 through the broker: an administrator (张三) grants the company certificate to a
+//! member (李四), whose phone signs a session with its own share; OpenSSL verifies the
+//! signature against the company certificate, the session's `result.delegate` and the audit
+//! trail name 李四, `GET /v1/audit?delegate=` filters, and after the operator reclaims the
+//! grant through the broker the member can no longer sign while the administrator still can.
+
+use crate::helpers::*;
+use crate::split_key::{start, PIN};
+use bzt_phone::split::SplitIdentity;
+use bzt_phone::{ApproveExtras, Device, SessionStatus};
+use serde_json::{json, Value};
+
+const MEMBER_PIN: &str = "975310";
+
+fn in_an_hour() -> String {
+    let t = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+async fn audit(app: &TestApp, query: &[(&str, &str)]) -> Vec<Value> {
+    let resp = app
+        .http
+        .get(app.url("/v1/audit"))
+        .query(query)
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    body["records"].as_array().unwrap().clone()
+}
+
+/// Creates a sign session and has `identity` approve it; returns the session view.
+async fn sign_with(
+    world: &crate::split_key::SplitWorld,
+    identity: &SplitIdentity,
+    pin: &str,
+    tbs: &[u8],
+) -> Result<Value, bzt_phone::Error> {
+    let app = &world.app;
+    let created = app
+        .create_session(json!({
+            "kind": "sign",
+            "display": { "title": "签署投标函" },
+            "tbs_b64": b64(tbs),
+        }))
+        .await;
+    let phone = world.phone();
+    let claimed = phone
+        .claim_as(&created.qr(), identity.device())
+        .await
+        .unwrap();
+    let key = identity.unlock(pin).unwrap();
+    let answer = phone
+        .approve_split(&claimed, &key, ApproveExtras::default())
+        .await?;
+    assert_eq!(answer.status, SessionStatus::Approved);
+    Ok(app.get_session(&created.id).await)
+}
+
+#[tokio::test]
+async fn a_member_signs_with_the_company_certificate_and_the_result_and_audit_name_the_delegate() {
+    let world = start().await;
+    let app = &world.app;
+    let admin = world.enrol("张三").await;
+
+    // 添加被授权人: the member's phone invites, the administrator grants, the member accepts.
+    let member_dir = app.dir.path().join("lisi");
+    let member_device = Device {
+        id: "dev-lisi".into(),
+        name: "李四的手机".into(),
+    };
+    let invite = bzt_phone::grants::invite(&member_dir, "李四", member_device.clone()).unwrap();
+    let (list, offer) = admin
+        .unlock(PIN)
+        .unwrap()
+        .grant(&invite, &in_an_hour())
+        .await
+        .unwrap();
+    assert_eq!(list.grants.len(), 1);
+    let member = bzt_phone::grants::accept(&member_dir, &offer, MEMBER_PIN, member_device)
+        .await
+        .unwrap();
+    assert_eq!(member.serial_hex(), admin.serial_hex());
+    assert_ne!(member.key_id(), admin.key_id());
+
+    // The member signs; OpenSSL verifies against the company certificate; the result names 李四.
+    let tbs = "投标函：李四代表示例建设有限公司签署".as_bytes();
+    let view = sign_with(&world, &member, MEMBER_PIN, tbs).await.unwrap();
+    let result = &view["result"];
+    assert_eq!(
+        result["delegate"],
+        json!({"name": "李四", "device": "dev-lisi"})
+    );
+    let signature = unb64(result["signature_b64"].as_str().unwrap());
+    assert!(openssl_verifies(
+        app.dir.path(),
+        result["certificate"]["pem"].as_str().unwrap(),
+        tbs,
+        &signature
+    ));
+
+    // The administrator's own signature carries no delegate, and verifies too.
+    let view = sign_with(&world, &admin, PIN, b"admin bytes")
+        .await
+        .unwrap();
+    assert!(view["result"].get("delegate").is_none(), "{view}");
+    let signature = unb64(view["result"]["signature_b64"].as_str().unwrap());
+    assert!(openssl_verifies(
+        app.dir.path(),
+        view["result"]["certificate"]["pem"].as_str().unwrap(),
+        b"admin bytes",
+        &signature
+    ));
+
+    // The audit trail names the delegate, and filters by name or device.
+    let by_lisi = audit(app, &[("delegate", "李四")]).await;
+    assert_eq!(by_lisi.len(), 1, "{by_lisi:?}");
+    assert_eq!(
+        by_lisi[0]["delegate"],
+        json!({"name": "李四", "device": "dev-lisi"})
+    );
+    assert_eq!(
+        by_lisi[0]["cert_subject"],
+        "CN=张三,O=示例建设有限公司,C=CN"
+    );
+    assert_eq!(audit(app, &[("delegate", "dev-lisi")]).await.len(), 1);
+    assert!(audit(app, &[("delegate", "王五")]).await.is_empty());
+    assert_eq!(audit(app, &[]).await.len(), 2);
+
+    // The operator reclaims through the broker (admin token); the member cannot sign any more.
+    let grant_id = offer.package.grant_id.clone();
+    let listed: Value = app
+        .http
+        .get(app.url("/v1/admin/cosigner/grants"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["grants"][0]["status"], "active", "{listed}");
+    let resp = app
+        .http
+        .post(app.url(&format!("/v1/admin/cosigner/grants/{grant_id}/reclaim")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let reclaimed: Value = resp.json().await.unwrap();
+    assert_eq!(reclaimed["reclaims"][0]["actor"], "operator", "{reclaimed}");
+    let refused = sign_with(&world, &member, MEMBER_PIN, b"after").await;
+    let err = refused.unwrap_err();
+    match &err {
+        bzt_phone::Error::Cosigner(e) => assert_eq!(e.code(), Some("reclaimed"), "{err}"),
+        other => panic!("expected the service's refusal, got {other}"),
+    }
+    sign_with(&world, &admin, PIN, b"admin still signs")
+        .await
+        .unwrap();
+    // Without the admin token the broker refuses.
+    let resp = app
+        .http
+        .get(app.url("/v1/admin/cosigner/grants"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
