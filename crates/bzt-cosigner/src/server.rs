@@ -576,6 +576,12 @@ impl Service {
                     .await?
                     .0
             }
+            // A member's share never signs a certificate request for the company key.
+            Context::Csr(_) if delegate.is_some() => {
+                return Err(ServiceError::not_requested(
+                    "a member's granted share does not co-sign certificate requests",
+                ))
+            }
             Context::Csr(csr) => self.checked_csr(&record, &joint, &csr.tbs_b64)?,
             Context::Grant(g) => self.checked_grant_request(key_id, &g.tbs_b64).await?,
         };

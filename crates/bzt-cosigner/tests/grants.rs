@@ -222,6 +222,58 @@ async fn a_member_signs_and_decrypts_with_its_own_share_and_the_audit_names_it()
 }
 
 #[tokio::test]
+async fn the_share_the_administrator_dealt_does_not_pass_the_members_pin_proof() {
+    // The administrator knows d1·t (it dealt it); the member re-randomised it by u, so the
+    // administrator cannot act as the member (and be audited as 李四).
+    let broker = TestBroker::start().await;
+    let clock = Arc::new(ManualClock::new(now()));
+    let (service, _dir) = service_with_clock(&broker, clock).await;
+    let admin = Phone::administrator(&service).await;
+    let receiving = ChannelKey::generate().unwrap();
+    let (d1, joint) = admin.share();
+    let (_, package) = admin
+        .client
+        .grant(
+            &admin.file.key_id,
+            &d1,
+            &joint,
+            li_si(),
+            certificate(),
+            &at(now() + 3600),
+            receiving.public(),
+        )
+        .await
+        .unwrap();
+    // What the administrator dealt (the test opens the package as only the member could).
+    let sealed = package.share.to_sealed().unwrap();
+    let (dealt, _) = receiving
+        .open_request(format!("grant:{}", package.grant_id).as_bytes(), &sealed)
+        .unwrap();
+    let dealt = bzt_crypto::two_party::decode_scalar(&hex::decode(dealt).unwrap()).unwrap();
+    let enrollment = CosignerClient::accept_grant(&package, &receiving)
+        .await
+        .unwrap();
+    assert_ne!(
+        bzt_crypto::two_party::encode_scalar(&dealt),
+        bzt_crypto::two_party::encode_scalar(&enrollment.d1)
+    );
+    let tbs = challenge("sign");
+    let session = broker.scanned("sign", &tbs, None);
+    let as_member = admin
+        .client
+        .sign(&package.grant_id, &dealt, &joint, &session, &tbs)
+        .await;
+    assert_eq!(code(as_member), "wrong_pin");
+    // The member's own share does.
+    let sig = admin
+        .client
+        .sign(&package.grant_id, &enrollment.d1, &joint, &session, &tbs)
+        .await
+        .unwrap();
+    assert!(company_key(&admin.file).verify(&tbs, &sig).is_ok());
+}
+
+#[tokio::test]
 async fn after_ungrant_the_member_cannot_sign_or_decrypt_the_administrator_still_can() {
     let broker = TestBroker::start().await;
     let clock = Arc::new(ManualClock::new(now()));
@@ -392,6 +444,19 @@ async fn a_grant_not_co_signed_by_the_administrators_share_is_refused_and_a_memb
         .await;
     assert_eq!(code(refused), "not_requested");
     assert_eq!(code(member.grants().await), "not_requested");
+    // Nor does a member's share co-sign a certificate request for the company key.
+    let csr = Context::Csr(bzt_cosigner::wire::CsrRef {
+        tbs_b64: B64.encode(b"any request info"),
+    });
+    assert_eq!(
+        code(
+            member
+                .client
+                .sign(&member.file.key_id, &d1, &joint, &csr, b"any request info")
+                .await
+        ),
+        "not_requested"
+    );
     // Nor through the administrator's key id: a member's share does not pass
     // the administrator's PIN proof.
     let stolen_id = member.client.grants(&admin.file.key_id, &d1, &joint).await;
