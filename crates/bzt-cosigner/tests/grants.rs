@@ -250,6 +250,18 @@ async fn the_share_the_administrator_dealt_does_not_pass_the_members_pin_proof()
         .open_request(format!("grant:{}", package.grant_id).as_bytes(), &sealed)
         .unwrap();
     let dealt = bzt_crypto::two_party::decode_scalar(&hex::decode(dealt).unwrap()).unwrap();
+    // A pending grant has no member key: nothing co-signs for it yet.
+    let tbs = challenge("sign");
+    let session = broker.scanned("sign", &tbs, None);
+    assert_eq!(
+        code(
+            admin
+                .client
+                .sign(&package.grant_id, &dealt, &joint, &session, &tbs)
+                .await
+        ),
+        "not_found"
+    );
     let enrollment = CosignerClient::accept_grant(&package, &receiving)
         .await
         .unwrap();
