@@ -45,7 +45,9 @@ async fn enrol(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    relay.forward("/v1/keys", Some(body), bearer(&headers)).await
+    relay
+        .forward("/v1/keys", Some(body), bearer(&headers))
+        .await
 }
 
 async fn operate(

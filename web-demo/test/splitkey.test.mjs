@@ -4,10 +4,14 @@
 // storage holds neither d, d2, d1 nor the PIN.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { setup, scan, confirmWithPin, qrTextOf, shot, PIN } from './harness.mjs';
+import fs from 'node:fs';
+import path from 'node:path';
+import smCrypto from 'sm-crypto';
+import { setup, scan, confirmWithPin, qrTextOf, shot, tempDir, download, PIN } from './harness.mjs';
 import '../splitkey.js';
 
 const { math: M } = globalThis.BztSplitKey;
+const { sm2 } = smCrypto;
 
 /** Opens phone.html and enrols a split key with the development co-signing service. */
 async function openSplitPhone(browser, base, { cn = '李四', pin = PIN } = {}) {
@@ -97,5 +101,71 @@ test('split key: enrol on the phone page, a wrong PIN is refused by the service,
     // d2 is the x with (d1·x)⁻¹·G − G = P.
     assert.ok(!M.samePoint(M.add(M.mul(M.inv(M.mod(d1 * x, M.N), M.N), M.G), M.neg(M.G)), joint), 'd2 is not stored');
   }
+  assert.deepEqual(errors, []);
+});
+
+test('split key: 会话签章 of five pages in the bid tool, then a bid file sealed to the split key and opened at the hall', { timeout: 240000 }, async (t) => {
+  const { broker, browser, errors } = await setup(t);
+  const dir = tempDir(t);
+  const phone = await openSplitPhone(browser, broker.url, { cn: '张三' });
+  const { file } = await phone.evaluate((k) => JSON.parse(localStorage.getItem(k)), 'bzt-phone-split-key');
+
+  // ---- 会话签章: the first page by QR (PIN), the other four co-signed in the conversation ----
+  const tool = await browser.context.newPage();
+  await tool.goto(broker.url + '/demo/bidtool.html');
+  await tool.click('#start');
+  await tool.waitForFunction(() => document.getElementById('qr-text').textContent.includes('/q/'), null, { timeout: 20000 });
+  await scan(phone, (await tool.textContent('#qr-text')).trim());
+  assert.ok(await phone.isChecked('#open-conv'));
+  await confirmWithPin(phone);
+  await tool.locator('#page-1[data-signed="true"]').waitFor({ timeout: 20000 });
+  await phone.locator('#conv-status', { hasText: '会话进行中' }).waitFor({ timeout: 10000 });
+  await phone.check('#auto-confirm');
+  await tool.locator('#sign-rest:not([disabled])').waitFor();
+  await tool.click('#sign-rest');
+  for (let i = 2; i <= 5; i++) await tool.locator(`#page-${i}[data-signed="true"]`).waitFor({ timeout: 30000 });
+  const sigs = await tool.evaluate(() => [...document.querySelectorAll('#pages li')].map((li) => li.dataset.signature));
+  const texts = await tool.evaluate(() => window.__pageTexts);
+  for (let i = 0; i < 5; i++) {
+    // Ordinary SM2 signatures under the certificate's key, checked by independent code.
+    assert.ok(sm2.doVerifySignature(texts[i], sigs[i], file.public_key, { der: true, hash: true }), `page ${i + 1} verifies under P`);
+    assert.ok(!sm2.doVerifySignature(texts[(i + 1) % 5], sigs[i], file.public_key, { der: true, hash: true }));
+  }
+  await phone.click('#end-conv');
+  await tool.locator('#conv-state', { hasText: '会话已结束' }).waitFor({ timeout: 15000 });
+
+  // ---- 生成投标文件: sealed to the split key's certificate (the encrypt session co-signed) ----
+  const original = Buffer.from('示例投标文件内容 '.repeat(500));
+  const inputPath = path.join(dir, '投标文件.txt');
+  fs.writeFileSync(inputPath, original);
+  await tool.setInputFiles('#enc-file', inputPath);
+  await tool.click('#enc-start');
+  await tool.locator('#enc-upload', { hasText: '已上传' }).waitFor({ timeout: 20000 });
+  await tool.waitForFunction(() => document.querySelector('#enc-qr-text').textContent.includes('/q/'), null, { timeout: 20000 });
+  await scan(phone, (await tool.textContent('#enc-qr-text')).trim());
+  await confirmWithPin(phone);
+  await tool.locator('#enc-download').waitFor({ timeout: 30000 });
+  const sealedPath = path.join(dir, 'out', '投标文件.txt.bze');
+  fs.mkdirSync(path.dirname(sealedPath));
+  await download(tool, '#enc-download', sealedPath);
+
+  // ---- 开标大厅: blinded co-decryption of the phone's entry, number matching on ----
+  const hall = await browser.context.newPage();
+  await hall.goto(broker.url + '/demo/hall.html');
+  await hall.setInputFiles('#file', sealedPath);
+  await hall.click('#start');
+  await hall.waitForFunction(() => document.querySelector('#qr-text').textContent.includes('/q/'), null, { timeout: 20000 });
+  await scan(phone, (await hall.textContent('#qr-text')).trim());
+  assert.equal(await phone.textContent('#op-kind'), '扫码解密投标文件');
+  assert.ok(await phone.locator('#decrypt-refusal').isHidden());
+  await hall.locator('.bzt-match:not([hidden])').waitFor({ timeout: 15000 });
+  const code = (await hall.textContent('.bzt-match-code')).trim();
+  await phone.click(`#match-choices button[data-code="${code}"]`);
+  await confirmWithPin(phone);
+  await hall.locator('#download').waitFor({ timeout: 30000 });
+  const out = path.join(dir, 'opened.txt');
+  await download(hall, '#download', out);
+  assert.ok(fs.readFileSync(out).equals(original), 'the hall opened the file with the split key');
+  await shot(hall, 'split-03-hall-opened');
   assert.deepEqual(errors, []);
 });
