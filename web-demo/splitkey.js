@@ -585,8 +585,8 @@
 
   /**
    * 密钥拆分 enrolment: pins the service's channel key (GET /v1/info, trust on first use), runs key
-   * generation, and returns the joint public key with the SplitKeyFile to store (d1 masked by the
-   * PIN). `onJoint(publicKeyHex)` is called before masking so the caller may certify P first.
+   * generation, and returns the SplitKeyFile to store: the joint public key P (to certify) and d1
+   * masked by the PIN. `iterations` below the default is for tests only.
    */
   async function enroll({ cosignerUrl, pin, label, enrolmentToken = null, iterations = DEFAULT_PIN_ITERATIONS }) {
     if (!/^\d{6}$/.test(pin)) throw new SplitKeyError('invalid_pin', 'PIN 码须为 6 位数字');
@@ -597,7 +597,7 @@
     const answer = await sealedCall(file, '/v1/keys', { p1: pointToHex(start.p1), proof1: bytesToHex(start.proof1), label }, enrolmentToken);
     const joint = keygenFinish(start, pointFromHex(String(answer.p2)), hexToBytes(String(answer.proof2)));
     const masked = maskShare(start.d1, pin, iterations);
-    start.d1 = 0n;
+    start.d1 = 0n; // BigInts cannot be wiped; drop the reference at least
     return {
       version: 1,
       key_id: String(answer.key_id),
