@@ -165,6 +165,15 @@ test('against the Rust co-signing service: enrol, the same joint key, a co-signe
   const secrets = JSON.parse(fs.readFileSync(path.join(broker.dataDir, 'dev-secrets.json'), 'utf8'));
   const serviceUrl = `http://127.0.0.1:${Number(new URL(broker.url).port) + 1}`;
   const pin = '246810';
+  // Every byte the page's client sends to or receives from the service (through the relay).
+  const wire = [];
+  const realFetch = globalThis.fetch;
+  globalThis.fetch = async (url, init = {}) => {
+    const r = await realFetch(url, init);
+    if (String(url).includes('/demo/cosigner/')) wire.push(String(init.body || ''), await r.clone().text());
+    return r;
+  };
+  t.after(() => { globalThis.fetch = realFetch; });
   // Key generation with the real service, through the demo's relay (as the page does): the
   // service checked our Schnorr proof, we checked its proof bound to our P1.
   const file = await enroll({ cosignerUrl: broker.url + '/demo/cosigner', pin, label: 'JS cross-check', iterations: 2000 });
@@ -194,6 +203,18 @@ test('against the Rust co-signing service: enrol, the same joint key, a co-signe
   assert.equal(done.status, 200, JSON.stringify(done.body));
   const result = await json('GET', `${broker.url}/v1/sessions/${claim.session.id}`, null, secrets.demo_api_key);
   assert.equal(result.body.status, 'approved');
+  // What a relay, proxy or log in front of the service saw: sealed bodies only. No field of the
+  // protocol in clear, no PIN, no d1, no P1 (with which a holder of the phone file could test PINs).
+  const d1 = M.unmaskShare(M.hexToBytes(file.masked_share), M.hexToBytes(file.salt), file.iterations, pin);
+  const captured = wire.join('\n');
+  assert.ok(captured.includes('ciphertext_b64'));
+  for (const field of ['p1', 'proof1', 'p2', 'proof2', 'q1', 'pin_proof', 'r', 's1', 'phone_token']) {
+    assert.ok(!captured.includes(`"${field}"`), `${field} does not travel in clear`);
+  }
+  for (const secret of [pin, M.bytesToHex(M.bigToBytes(d1)), M.pointToHex(M.mul(M.inv(d1, M.N), M.G)).slice(2, 66), claim.phone_token]) {
+    assert.ok(!captured.toLowerCase().includes(secret.toLowerCase()), 'no PIN, d1, P1 or phone token on the wire');
+  }
+
   // The session is over: the service's broker check refuses another co-signature for it.
   await assert.rejects(sign(file, pin, context, tbs), (e) => e.code === 'not_requested' || e.code === 'conflict');
 });
