@@ -82,7 +82,7 @@ window.BztPhoneSplit = (() => {
   }
 
   /** A refusal by the service that leaves the session as it was: the user may try again. */
-  const retryable = (e) => e instanceof K.SplitKeyError && ['wrong_pin', 'replayed', 'stale_proof', 'network', 'unavailable', 'degenerate'].includes(e.code);
+  const retryable = (e) => e instanceof K.SplitKeyError && ['wrong_pin', 'frozen', 'replayed', 'stale_proof', 'network', 'unavailable', 'degenerate'].includes(e.code);
 
   /** zh-CN text of a split-key error; wrong_pin says how many attempts are left. */
   function errorText(e) {

@@ -215,6 +215,21 @@ test('against the Rust co-signing service: enrol, the same joint key, a co-signe
     assert.ok(!captured.toLowerCase().includes(secret.toLowerCase()), 'no PIN, d1, P1 or phone token on the wire');
   }
 
+  // The demo relay passes on the phone's calls only: not the admin routes, not another path.
+  for (const [method, url] of [
+    ['POST', `/demo/cosigner/v1/keys/${file.key_id}/freeze`],
+    ['POST', `/demo/cosigner/v1/keys/${file.key_id}/revoke`],
+    ['GET', `/demo/cosigner/v1/admin/keys/${file.key_id}`],
+    ['GET', '/demo/cosigner/v1/audit'],
+  ]) {
+    const r = await fetch(broker.url + url, { method, headers: { Authorization: 'Bearer ' + secrets.cosigner_admin_token } });
+    assert.equal(r.status, 404, `${method} ${url}`);
+  }
+  const odd = await fetch(`${broker.url}/demo/cosigner/v1/keys/${encodeURIComponent('../admin')}/sign`, { method: 'POST', body: '{}' });
+  assert.equal(odd.status, 400);
+  const after = await (await fetch(`${serviceUrl}/v1/admin/keys/${file.key_id}`, { headers: { Authorization: 'Bearer ' + secrets.cosigner_admin_token } })).json();
+  assert.equal(after.state, 'active', 'nothing reached the admin routes through the relay');
+
   // The session is over: the service's broker check refuses another co-signature for it.
   await assert.rejects(sign(file, pin, context, tbs), (e) => e.code === 'not_requested' || e.code === 'conflict');
 });

@@ -61,7 +61,7 @@ function secretsIn(text, d1, joint) {
   return [...found];
 }
 
-test('split key: enrol on the phone page, a wrong PIN is refused by the service, login verifies, storage holds no key or PIN', { timeout: 180000 }, async (t) => {
+test('split key: enrol on the phone page, a wrong PIN is refused by the service, login verifies, storage holds no key or PIN, 挂失 refuses until unfrozen', { timeout: 180000 }, async (t) => {
   const { broker, browser, errors } = await setup(t);
   const login = await browser.context.newPage();
   await login.goto(broker.url + '/demo/login.html');
@@ -123,6 +123,23 @@ test('split key: enrol on the phone page, a wrong PIN is refused by the service,
   assert.equal((await phone.textContent('#cert-serial')).trim(), serial);
   await login.reload();
   await scan(phone, await qrTextOf(login));
+  await confirmWithPin(phone);
+  await login.locator('#outcome .ok', { hasText: '登录成功' }).waitFor({ timeout: 20000 });
+
+  // 挂失: the app owner freezes the key through the broker's admin API; the service refuses and the
+  // phone says so in Chinese. Unfrozen, the same session goes through.
+  const { admin_token: adminToken } = JSON.parse(fs.readFileSync(path.join(broker.dataDir, 'dev-secrets.json'), 'utf8'));
+  const admin = async (action) => {
+    const r = await fetch(`${broker.url}/v1/admin/cosigner/keys/${file.key_id}/${action}`, { method: 'POST', headers: { Authorization: 'Bearer ' + adminToken } });
+    assert.equal(r.status, 200, `${action}: ${await r.text()}`);
+  };
+  await admin('freeze');
+  await login.reload();
+  await scan(phone, await qrTextOf(login));
+  await confirmWithPin(phone);
+  await phone.locator('#msg', { hasText: '证书已挂失（冻结），暂不能使用' }).waitFor({ timeout: 20000 });
+  assert.equal(await login.locator('#outcome .ok').count(), 0);
+  await admin('unfreeze');
   await confirmWithPin(phone);
   await login.locator('#outcome .ok', { hasText: '登录成功' }).waitFor({ timeout: 20000 });
   assert.deepEqual(errors, []);
