@@ -149,11 +149,7 @@ pub async fn grant(a: GrantArgs) -> anyhow::Result<()> {
 pub async fn accept(a: AcceptArgs) -> anyhow::Result<()> {
     let offer: GrantOffer = read_json(&a.offer)?;
     let pin = pin_of(&a.pin, "请设置六位数字 PIN 码: ")?;
-    let device = Device {
-        id: cli_device_id(),
-        name: "bzt 参考手机（被授权人）".into(),
-    };
-    let identity = bzt_phone::grants::accept(&a.dir, &offer, &pin, device)
+    let identity = bzt_phone::grants::accept(&a.dir, &offer, &pin)
         .await
         .context("accepting the grant failed")?;
     println!(

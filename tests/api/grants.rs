@@ -72,7 +72,7 @@ async fn a_member_signs_with_the_company_certificate_and_the_result_and_audit_na
         id: "dev-lisi".into(),
         name: "李四的手机".into(),
     };
-    let invite = bzt_phone::grants::invite(&member_dir, "李四", member_device.clone()).unwrap();
+    let invite = bzt_phone::grants::invite(&member_dir, "李四", member_device).unwrap();
     let (list, offer) = admin
         .unlock(PIN)
         .unwrap()
@@ -80,9 +80,10 @@ async fn a_member_signs_with_the_company_certificate_and_the_result_and_audit_na
         .await
         .unwrap();
     assert_eq!(list.grants.len(), 1);
-    let member = bzt_phone::grants::accept(&member_dir, &offer, MEMBER_PIN, member_device)
+    let member = bzt_phone::grants::accept(&member_dir, &offer, MEMBER_PIN)
         .await
         .unwrap();
+    assert_eq!(member.device().id, "dev-lisi");
     assert_eq!(member.serial_hex(), admin.serial_hex());
     assert_ne!(member.key_id(), admin.key_id());
 
@@ -170,4 +171,233 @@ async fn a_member_signs_with_the_company_certificate_and_the_result_and_audit_na
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
+}
+
+/// Runs `bzt` in `dir` off the async runtime (the phone commands run their own).
+async fn cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let dir = dir.to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_bzt"))
+            .args(&args)
+            .current_dir(&dir)
+            .env_remove("BZT_CONFIG")
+            .env_remove("BZT_PHONE_PIN")
+            .output()
+            .expect("run bzt")
+    })
+    .await
+    .unwrap()
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn the_cli_grants_a_member_who_logs_in_as_the_company_until_the_administrator_ungrants() {
+    use crate::envelope_flows::start_broker;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let broker = start_broker(d).await;
+    let log = std::fs::read_to_string(&broker.log).unwrap();
+    let cosigner_url = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("co-signing service (密钥拆分):"))
+        .map(|u| u.trim().to_owned())
+        .unwrap_or_else(|| panic!("no co-signing service in the banner: {log}"));
+    let data = d.join("data");
+    let data = data.to_str().unwrap();
+    ok(&cli(
+        d,
+        &[
+            "phone",
+            "enroll",
+            "--cosigner",
+            &cosigner_url,
+            "--pin",
+            PIN,
+            "--cn",
+            "张三",
+            "--org",
+            "示例建设有限公司",
+            "--out",
+            "admin",
+            "--data-dir",
+            data,
+        ],
+    )
+    .await);
+
+    // 添加被授权人 on the command line: invite, grant, accept.
+    ok(&cli(
+        d,
+        &[
+            "phone",
+            "grant-invite",
+            "--name",
+            "李四",
+            "--dir",
+            "lisi",
+            "--out",
+            "invite.json",
+            "--device-id",
+            "dev-lisi",
+        ],
+    )
+    .await);
+    ok(&cli(
+        d,
+        &[
+            "phone",
+            "grant",
+            "--identity",
+            "admin",
+            "--pin",
+            PIN,
+            "--invite",
+            "invite.json",
+            "--until",
+            &in_an_hour(),
+            "--out",
+            "offer.json",
+        ],
+    )
+    .await);
+    ok(&cli(
+        d,
+        &[
+            "phone",
+            "accept-grant",
+            "--dir",
+            "lisi",
+            "--offer",
+            "offer.json",
+            "--pin",
+            MEMBER_PIN,
+        ],
+    )
+    .await);
+    let offer: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("offer.json")).unwrap()).unwrap();
+    let grant_id = offer["package"]["grant_id"].as_str().unwrap().to_owned();
+    // The member's directory holds no receiving key any more, no whole key, not its PIN.
+    assert!(!d.join("lisi/grant-receiving.key").exists());
+    for entry in std::fs::read_dir(d.join("lisi")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(!text.contains("PRIVATE KEY") && !text.contains(MEMBER_PIN));
+    }
+
+    // 李四 logs in with the company certificate; the result names the delegate.
+    let secrets: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("data/dev-secrets.json")).unwrap())
+            .unwrap();
+    let api_key = secrets["demo_api_key"].as_str().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    let login = |http: reqwest::Client, base: String, key: String| async move {
+        let created: Value = http
+            .post(format!("{base}/v1/sessions"))
+            .bearer_auth(&key)
+            .json(&login_body())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (
+            created["id"].as_str().unwrap().to_owned(),
+            created["qr_text"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (id, qr) = login(http.clone(), broker.base.clone(), api_key.clone()).await;
+    ok(&cli(
+        d,
+        &[
+            "phone",
+            "approve",
+            &qr,
+            "--identity",
+            "lisi",
+            "--pin",
+            MEMBER_PIN,
+        ],
+    )
+    .await);
+    let view: Value = http
+        .get(format!("{}/v1/sessions/{id}", broker.base))
+        .bearer_auth(&api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["status"], "approved", "{view}");
+    assert_eq!(
+        view["result"]["delegate"],
+        json!({"name": "李四", "device": "dev-lisi"})
+    );
+    assert!(view["result"]["certificate"]["subject"]
+        .as_str()
+        .unwrap()
+        .contains("CN=张三"));
+
+    // `grants` lists it active; `ungrant` takes it back; 李四 can no longer sign.
+    let listed: Value = serde_json::from_str(&ok(&cli(
+        d,
+        &["phone", "grants", "--identity", "admin", "--pin", PIN],
+    )
+    .await))
+    .unwrap();
+    assert_eq!(listed["grants"][0]["status"], "active", "{listed}");
+    let after: Value = serde_json::from_str(&ok(&cli(
+        d,
+        &[
+            "phone",
+            "ungrant",
+            "--identity",
+            "admin",
+            "--pin",
+            PIN,
+            "--grant",
+            &grant_id,
+        ],
+    )
+    .await))
+    .unwrap();
+    assert_eq!(after["reclaims"][0]["actor"], "administrator", "{after}");
+    let (_, qr) = login(http.clone(), broker.base.clone(), api_key.clone()).await;
+    let refused = cli(
+        d,
+        &[
+            "phone",
+            "approve",
+            &qr,
+            "--identity",
+            "lisi",
+            "--pin",
+            MEMBER_PIN,
+        ],
+    )
+    .await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("reclaimed"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // The administrator still logs in.
+    let (_, qr) = login(http, broker.base.clone(), api_key).await;
+    ok(&cli(
+        d,
+        &["phone", "approve", &qr, "--identity", "admin", "--pin", PIN],
+    )
+    .await);
 }

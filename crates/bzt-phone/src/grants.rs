@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::identity::Device;
-use crate::split::{check_pin, write_private, SplitIdentity, UnlockedSplit, SPLIT_KEY_FILE};
+use crate::split::{
+    check_pin, write_private, SplitIdentity, UnlockedSplit, DEVICE_FILE, SPLIT_KEY_FILE,
+};
 
 /// The secret of the member's receiving key, in the member's directory
 /// until it accepts.
@@ -45,10 +47,14 @@ pub struct GrantOffer {
     pub certificate_pem: String,
 }
 
-/// The member's phone: a fresh receiving key, its secret written to `dir`.
+/// The member's phone: a fresh receiving key, its secret and the device
+/// written to `dir` (the identity directory to be).
 pub fn invite(dir: &Path, name: &str, device: Device) -> Result<GrantInvite, Error> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::Identity(format!("cannot create {}: {e}", dir.display())))?;
+    let device_json = serde_json::to_string_pretty(&device)
+        .map_err(|e| Error::Identity(format!("cannot encode {DEVICE_FILE}: {e}")))?;
+    write_private(&dir.join(DEVICE_FILE), &device_json)?;
     let key = ChannelKey::generate().map_err(bzt_cosigner::ClientError::from)?;
     write_private(&dir.join(RECEIVING_KEY_FILE), &hex::encode(key.to_bytes()))?;
     Ok(GrantInvite {
@@ -60,13 +66,8 @@ pub fn invite(dir: &Path, name: &str, device: Device) -> Result<GrantInvite, Err
 
 /// The member's phone: accepts `offer` with the receiving key in `dir`,
 /// masks its share under `pin` and writes its identity to `dir` (the
-/// company certificate, its own `split-key.json`, its device).
-pub async fn accept(
-    dir: &Path,
-    offer: &GrantOffer,
-    pin: &str,
-    device: Device,
-) -> Result<SplitIdentity, Error> {
+/// company certificate, its own `split-key.json`, the invitation's device).
+pub async fn accept(dir: &Path, offer: &GrantOffer, pin: &str) -> Result<SplitIdentity, Error> {
     check_pin(pin)?;
     if dir.join(SPLIT_KEY_FILE).exists() {
         return Err(Error::Identity(format!(
@@ -84,6 +85,12 @@ pub async fn accept(
         .ok()
         .and_then(|b| ChannelKey::from_bytes(&b).ok())
         .ok_or_else(|| Error::Identity(format!("{RECEIVING_KEY_FILE} is damaged")))?;
+    let device: Device = std::fs::read_to_string(dir.join(DEVICE_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .ok_or_else(|| {
+            Error::Identity(format!("no readable {DEVICE_FILE} in {}", dir.display()))
+        })?;
     let enrollment = CosignerClient::accept_grant(&offer.package, &key).await?;
     let client = CosignerClient::new(&offer.package.cosigner_url, &offer.package.service_key)?;
     let file = SplitKeyFile::new(&enrollment, &client, pin)?;
