@@ -349,6 +349,27 @@ async fn the_cli_grants_a_member_who_logs_in_as_the_company_until_the_administra
         .unwrap()
         .contains("CN=张三"));
 
+    // `bzt audit show --delegate` finds 李四's login, and only it.
+    let shown = ok(&cli(
+        d,
+        &[
+            "audit",
+            "show",
+            "--file",
+            "data/audit.jsonl",
+            "--delegate",
+            "李四",
+        ],
+    )
+    .await);
+    let lines: Vec<Value> = shown
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{shown}");
+    assert_eq!(lines[0]["session_id"], id.as_str());
+    assert_eq!(lines[0]["delegate"]["device"], "dev-lisi");
+
     // `grants` lists it active; `ungrant` takes it back; 李四 can no longer sign.
     let listed: Value = serde_json::from_str(&ok(&cli(
         d,
