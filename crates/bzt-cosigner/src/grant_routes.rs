@@ -339,6 +339,9 @@ async fn handle_admin_request(
         request_b64: call.request_b64.clone(),
         signature_b64: call.signature_b64.clone(),
     };
+    if call.factor.is_some() && request.action != Action::Grant {
+        return Err(ServiceError::invalid("factor: for a grant only"));
+    }
     let grant_id = request.grant_id.clone().unwrap_or_default();
     let context = format!("grant:{grant_id}");
     let action = request.action;
@@ -407,6 +410,19 @@ async fn grant(
     if unix_of(&end).is_none_or(|t| t <= svc.clock.now()) {
         return Err(ServiceError::invalid(
             "not_after: an RFC 3339 time in the future",
+        ));
+    }
+    let too_long = |v: &Option<String>| v.as_ref().is_some_and(|v| v.chars().count() > 200);
+    let member = request.member.as_ref();
+    let certificate = request.certificate.as_ref();
+    if too_long(&member.map(|m| m.name.clone()))
+        || too_long(&member.map(|m| m.device.clone()))
+        || too_long(&certificate.map(|c| c.serial.clone()))
+        || too_long(&certificate.map(|c| c.ca.clone()))
+        || too_long(&certificate.map(|c| c.certificate_type.clone()))
+    {
+        return Err(ServiceError::invalid(
+            "member, device and certificate fields: at most 200 characters each",
         ));
     }
     let factor = call
