@@ -4,8 +4,8 @@ use crate::audit::AuditLog;
 use crate::broker::{Broker, Revocations};
 use crate::clock::Clock;
 use crate::config::{Config, StoreKind};
+use crate::http::limits::Limits;
 use crate::http::{self, AppState};
-use crate::limits::Limits;
 use crate::store::conversation::{ConversationStore, MemoryConversationStore};
 use crate::store::records::{FileRecordSet, RecordSet};
 use crate::store::redis::{RedisSettings, RedisStore};
@@ -180,7 +180,7 @@ async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
                     audit.stream()
                 );
             }
-            let revocations = Arc::new(redis.record_set(crate::revocations::RECORD_SET));
+            let revocations = Arc::new(redis.record_set(crate::broker::revocations::RECORD_SET));
             (redis.clone(), redis, Arc::new(audit), revocations)
         }
     })

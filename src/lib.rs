@@ -5,16 +5,18 @@
 //! challenge bytes, certificate and signature checks). This crate puts them
 //! on the network:
 //!
-//! - [`broker`]: the use cases (create, claim, complete, cancel, wait), the
-//!   one place that reacts to state transitions.
+//! - [`broker`]: the use cases (create, claim, complete, cancel, wait,
+//!   conversations, revocations), the one place that reacts to state
+//!   transitions.
 //! - [`store`]: where sessions live, behind the [`store::SessionStore`] trait
 //!   ([`store::memory`] for one node).
 //! - [`http`]: axum routes for the RP backend, the browser (WebSocket, SSE,
-//!   QR images) and the phone; [`events`] derives the browser's events from
-//!   session state.
+//!   QR images) and the phone; [`http::events`] derives the browser's events
+//!   from session state.
 //! - [`timers`], [`clock`]: expiry and rotation without scanning sessions,
 //!   against an injectable clock.
-//! - [`webhook`], [`limits`], [`qr`]: signed webhooks, abuse limits, QR images.
+//! - [`webhook`], [`http::limits`], [`http::qr`]: signed webhooks, abuse limits,
+//!   QR images.
 //! - [`config`], [`dev`], [`app`]: configuration, development mode, start-up.
 //! - [`cosigner`]: the broker's side of key splitting (the context the
 //!   co-signing service asks for, and its admin API driven for the app owner).
@@ -29,19 +31,14 @@ pub mod broker;
 pub mod cert_checks;
 pub mod clock;
 pub mod config;
-pub mod conversations;
 pub mod cosigner;
 pub mod crl;
 pub mod demo;
 pub mod dev;
 pub mod error;
-pub mod events;
 /// The opening hall's side of 扫码解密, now in the relying-party client crate.
 pub use bzt_rp_client::hall;
 pub mod http;
-pub mod limits;
-pub mod qr;
-pub mod revocations;
 pub mod seals;
 pub mod shutdown;
 pub mod store;

@@ -6,10 +6,12 @@
 //! [`Broker::after_update`], the one place that reacts to transitions
 //! (timers, webhooks, metrics), whichever request or timer caused them.
 
+mod conversation;
+pub mod revocations;
+
 use crate::apps::{App, Apps};
 use crate::clock::Clock;
 use crate::error::ApiError;
-pub use crate::revocations::Revocations;
 use crate::store::{SessionStore, Update};
 use crate::timers::{Timer, TimerQueue};
 use crate::webhook::WebhookSender;
@@ -19,6 +21,7 @@ use bzt_core::session::{
     NumberMatch, Op, OpOutput, Requester,
 };
 use bzt_core::{DomainError, ErrorCode, Kind, Secret, Session, SessionId, Status};
+pub use revocations::Revocations;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -276,7 +279,7 @@ impl Broker {
         id: &str,
         phone_token: &Secret,
         c: Completion,
-    ) -> Result<(Session, Option<crate::conversations::OpenedConversation>), ApiError> {
+    ) -> Result<(Session, Option<conversation::OpenedConversation>), ApiError> {
         let session = self.load(id).await?;
         self.check_completable(&session, phone_token).await?;
         // The hall's opening window: no key is re-wrapped outside it. Not a

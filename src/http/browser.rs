@@ -3,13 +3,13 @@
 //!
 //! Both push transports run the same loop: send a snapshot, then wait for the
 //! store to say the session changed, re-read it, and send what is new (see
-//! [`crate::events`]). The stream ends after the terminal `result`.
+//! [`crate::http::events`]). The stream ends after the terminal `result`.
 
 use super::{client_ip, header_str, AppState, TokenQuery};
 use crate::apps::App;
 use crate::error::ApiError;
-use crate::events::{BrowserEvent, Cursor};
-use crate::limits::SocketSlot;
+use crate::http::events::{BrowserEvent, Cursor};
+use crate::http::limits::SocketSlot;
 use crate::shutdown::CLOSE_SERVICE_RESTART;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -416,7 +416,7 @@ pub async fn qr_svg(
 ) -> Result<Response, ApiError> {
     let (session, app) = open_browser_request(&state, &id, &q, &headers, peer).await?;
     let answer = drawable(&session)
-        .and_then(|()| crate::qr::svg(&session.qr_text(&state.broker.public_base_url)))
+        .and_then(|()| crate::http::qr::svg(&session.qr_text(&state.broker.public_base_url)))
         .map(|svg| image_response("image/svg+xml", svg.into_bytes()));
     qr_answer(answer, &app, &headers)
 }
@@ -430,7 +430,7 @@ pub async fn qr_png(
 ) -> Result<Response, ApiError> {
     let (session, app) = open_browser_request(&state, &id, &q, &headers, peer).await?;
     let answer = drawable(&session)
-        .and_then(|()| crate::qr::png(&session.qr_text(&state.broker.public_base_url)))
+        .and_then(|()| crate::http::qr::png(&session.qr_text(&state.broker.public_base_url)))
         .map(|png| image_response("image/png", png));
     qr_answer(answer, &app, &headers)
 }

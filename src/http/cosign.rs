@@ -4,9 +4,9 @@
 
 use super::ops::{authorize_admin, revocation_audit};
 use super::{bearer, client_ip, header_str, ApiJson, AppState};
+use crate::broker::revocations::{RevocationRecord, Revocations};
 use crate::cosigner::{ContextRequest, CosignerAdmin, KeyAction};
 use crate::error::ApiError;
-use crate::revocations::{RevocationRecord, Revocations};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap};

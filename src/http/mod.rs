@@ -9,13 +9,16 @@ mod audit;
 mod browser;
 mod conversation;
 mod cosign;
+pub mod events;
+pub mod limits;
 mod ops;
 mod phone;
+pub mod qr;
 mod rp;
 
 use crate::broker::Broker;
 use crate::error::ApiError;
-use crate::limits::Limits;
+use crate::http::limits::Limits;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

@@ -1,8 +1,8 @@
 //! Health, readiness, metrics, and the admin API (revocations).
 
 use super::{bearer, client_ip, header_str, ApiJson, AppState};
+use crate::broker::revocations::{RevocationRecord, Revocations};
 use crate::error::ApiError;
-use crate::revocations::{RevocationRecord, Revocations};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
