@@ -132,7 +132,7 @@ async fn reload_on_sighup(broker: Arc<bzt::broker::Broker>, file: Option<PathBuf
                 .context("reloading configuration")
                 .and_then(|c| {
                     broker
-                        .revocations
+                        .revocations()
                         .replace_configured(&c.revocation.serials)
                         .map_err(anyhow::Error::msg)
                         .map(|_| c.revocation.serials.len())
