@@ -17,12 +17,13 @@
 //!   against an injectable clock.
 //! - [`webhook`], [`http::limits`], [`http::qr`]: signed webhooks, abuse limits,
 //!   QR images.
-//! - [`config`], [`dev`], [`app`]: configuration, development mode, start-up.
+//! - [`config`], [`app`]: configuration, start-up.
+//! - `dev`, `demo`, `hall` (Cargo feature `demo`, on by default): development
+//!   mode and the demo relying party it serves; a production build
+//!   (`--no-default-features`) contains none of them.
 //! - [`cosigner`]: the broker's side of key splitting (the context the
 //!   co-signing service asks for, and its admin API driven for the app owner).
 //! - [`seals`]: the check of a seal signature (扫码签章 with a GB/T 38540 seal).
-//! - [`hall`]: the opening hall's side of 扫码解密 (a client of the broker, used by
-//!   `bzt hall decrypt`).
 
 pub mod app;
 pub mod apps;
@@ -33,10 +34,13 @@ pub mod clock;
 pub mod config;
 pub mod cosigner;
 pub mod crl;
+#[cfg(feature = "demo")]
 pub mod demo;
+#[cfg(feature = "demo")]
 pub mod dev;
 pub mod error;
 /// The opening hall's side of 扫码解密, now in the relying-party client crate.
+#[cfg(feature = "demo")]
 pub use bzt_rp_client::hall;
 pub mod http;
 pub mod seals;
