@@ -71,8 +71,10 @@ impl Broker {
                 delegate,
             } => {
                 let token = presented(&phone_token)?;
+                let id = bzt_core::SessionId::parse(&id)
+                    .ok_or_else(|| ApiError::from(bzt_core::session::unknown_session_error()))?;
                 let session = self.load(&id).await?;
-                session.check_completable(&token, self.clock.now())?;
+                session.check_completable(&token, self.now())?;
                 // Who will sign, as the service says: `result.delegate` and the audit.
                 if session.delegate != delegate {
                     self.apply(&session.id, &Op::NoteDelegate(delegate)).await?;
@@ -91,6 +93,8 @@ impl Broker {
                 phone_token,
                 delegate: _,
             } => {
+                let id = bzt_core::secret::ConversationId::parse(&id)
+                    .ok_or_else(|| ApiError::not_found("no such conversation"))?;
                 let conversation = self.conversation_for_phone(&id, Some(&phone_token)).await?;
                 let rid = RequestId::parse(&request_id)
                     .ok_or_else(|| ApiError::not_found("no such request"))?;
