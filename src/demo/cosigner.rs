@@ -37,7 +37,30 @@ pub fn routes(service_url: Option<String>) -> Router<AppState> {
         .route("/demo/cosigner/v1/keys", post(enrol))
         .route("/demo/cosigner/v1/keys/{key_id}/{operation}", post(operate))
         .route("/demo/cosigner/v1/grants/{grant_id}/accept", post(accept_grant))
+        .route("/demo/cosigner/certificate-info", post(certificate_info))
         .with_state(relay)
+}
+
+#[derive(serde::Deserialize)]
+struct CertificateInfoRequest {
+    certificate_pem: String,
+}
+
+/// Serial, subject and issuer of a certificate as the broker and envelopes write them: a member's
+/// page receives only the company certificate's PEM with a grant (the offer of
+/// docs/key-splitting.md) and needs these to show it and to find its entry in an envelope header.
+/// Not the co-signing service's: a page helper of the demo, beside the relay.
+async fn certificate_info(
+    axum::Json(req): axum::Json<CertificateInfoRequest>,
+) -> Result<Response, ApiError> {
+    let cert = bzt_core::pki::parse_pem(&req.certificate_pem)
+        .map_err(|e| ApiError::invalid(format!("certificate_pem: {}", e.message)))?;
+    Ok(axum::Json(serde_json::json!({
+        "serial": bzt_core::pki::serial_hex(&cert),
+        "subject": bzt_core::pki::subject_string(&cert),
+        "issuer": bzt_core::pki::issuer_string(&cert),
+    }))
+    .into_response())
 }
 
 async fn info(State(relay): State<Arc<Relay>>) -> Result<Response, ApiError> {
