@@ -27,19 +27,20 @@ window.BztPhoneGrants = (() => {
   }
   function save(state) { localStorage.setItem(STORAGE_KEY, JSON.stringify(state)); }
   const when = (t) => BztSdk.formatBeijingTime(t);
-  /** datetime-local (the phone's local time) → RFC 3339 UTC without fractions. */
+  /**
+   * The end time as entered (datetime-local, read as Beijing time like every time the page shows)
+   * → RFC 3339 with +08:00, as `bzt phone grant --until` takes it.
+   */
   function endFrom(input) {
     const v = $(input).value;
-    const d = v ? new Date(v) : null;
-    if (!d || isNaN(d.getTime())) throw new Error('请填写授权结束时间');
-    if (d.getTime() <= Date.now()) throw new Error('授权结束时间须晚于现在');
-    return d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+    const rfc = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}$/.test(v) ? v + ':00+08:00' : null;
+    const at = rfc ? Date.parse(rfc) : NaN;
+    if (isNaN(at)) throw new Error('请填写授权结束时间');
+    if (at <= Date.now()) throw new Error('授权结束时间须晚于现在');
+    return rfc;
   }
-  function defaultEnd() {
-    const d = new Date(Date.now() + 7 * 24 * 3600 * 1000);
-    d.setSeconds(0, 0);
-    return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
-  }
+  /** Seven days from now, in Beijing time, minutes precision. */
+  const defaultEnd = () => new Date(Date.now() + (7 * 24 + 8) * 3600 * 1000).toISOString().slice(0, 16);
   const errText = (e) => errorText(e) || (e && e.message) || '未知错误';
 
   // ---------------------------------------------------------------- member (办事人员)
