@@ -219,8 +219,9 @@ window.BztPhoneGrants = (() => {
     }
     const reclaims = (list && list.reclaims) || [];
     $('admin-reclaims').innerHTML = reclaims.length
-      ? reclaims.map((r) => '<tr><td>' + esc(r.certificate.ca) + '</td><td>' + esc(r.certificate.certificate_type) + '</td><td>' + esc(r.member.name) + '</td><td>' + esc(when(r.at)) + '</td><td>' + esc(ACTORS[r.actor] || r.actor) + '</td></tr>').join('')
-      : '<tr><td colspan="5" class="muted">暂无收回记录</td></tr>';
+      ? reclaims.map((r) => '<li><strong>' + esc(r.member.name) + '</strong> <span class="tag">' + esc(ACTORS[r.actor] || r.actor) + '</span><br>收回时间 ' + esc(when(r.at))
+        + '<br>证书类型 ' + esc(r.certificate.certificate_type) + '<br>CA ' + esc(r.certificate.ca) + '</li>').join('')
+      : '<li class="muted">暂无收回记录</li>';
   }
 
   function init() {

@@ -18,7 +18,7 @@ window.BztPhoneSplit = (() => {
 
   function show(meta) {
     $('cert-info').innerHTML = '<p class="ok">证书已签发（密钥拆分）</p><dl class="cert"><dt>持有人</dt><dd>' + esc(meta.cn) + ' · ' + esc(meta.org)
-      + '</dd><dt>序列号</dt><dd id="cert-serial">' + esc(meta.serial) + '</dd><dt>证书类型</dt><dd id="cert-domain">' + esc(BztSdk.domainLabel(meta.domain))
+      + '</dd><dt>序列号</dt><dd id="cert-serial">' + esc(meta.serial) + '</dd><dt>证书类型</dt><dd id="cert-domain">' + esc(meta.grant ? '企业证书（被授权使用）' : BztSdk.domainLabel(meta.domain))
       + '</dd><dt>密钥</dt><dd id="cert-key-mode">密钥拆分：本机分量 + 协同签名服务分量（密钥编号 ' + esc(meta.file.key_id) + '）</dd>'
       + (meta.grant ? '<dt>授权</dt><dd id="cert-grant">被授权使用的企业证书（管理员授权），授权结束时间 ' + esc(BztSdk.formatBeijingTime(meta.grant.end)) + '</dd>' : '')
       + '</dl><details><summary>证书 PEM（可发给同事，用于多证书加密）</summary><pre id="cert-pem">' + esc(meta.certificate_pem) + '</pre></details>'
