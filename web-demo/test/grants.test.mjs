@@ -5,11 +5,16 @@
 // refused in Chinese. Real broker, real co-signing service (development mode), through the relay.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { setup, launchBrowser, scan, confirmWithPin, qrTextOf, shot, PIN } from './harness.mjs';
+import fs from 'node:fs';
+import path from 'node:path';
+import smCrypto from 'sm-crypto';
+import { setup, launchBrowser, scan, confirmWithPin, qrTextOf, shot, tempDir, download, PIN } from './harness.mjs';
+
+const { sm2 } = smCrypto;
 
 const MEMBER_PIN = '864200';
 
-test('grants: 添加被授权人 from an invitation, the member logs in as the company (经办人 shown), 更改结束时间, 解除授权 refuses the member', { timeout: 180000 }, async (t) => {
+test('grants: 添加被授权人 from an invitation, the member logs in as the company (经办人 shown), signs in the bid tool and opens a bid file with it, 更改结束时间, 解除授权 refuses the member', { timeout: 180000 }, async (t) => {
   const { broker, browser, errors } = await setup(t);
   // The member's phone: another browser, so another localStorage.
   const other = await launchBrowser();
@@ -74,6 +79,51 @@ test('grants: 添加被授权人 from an invitation, the member logs in as the c
   assert.ok((await login.textContent('#outcome')).includes(serial));
   assert.match(await login.textContent('#r-delegate'), /^李四（设备 web-[0-9a-f]+）$/);
   await shot(login, 'grants-03-login-delegate');
+
+  // The bid tool with the company certificate: 会话签章 (the first page by QR, the next by the
+  // conversation), signatures under the company key; a bid file sealed to it and opened at the hall.
+  const companyKey = kept.grants[0].file.public_key;
+  const tool = await browser.context.newPage();
+  await tool.goto(broker.url + '/demo/bidtool.html');
+  await tool.click('#start');
+  await tool.waitForFunction(() => document.getElementById('qr-text').textContent.includes('/q/'), null, { timeout: 20000 });
+  await scan(member, (await tool.textContent('#qr-text')).trim());
+  await confirmWithPin(member, MEMBER_PIN);
+  await tool.locator('#page-1[data-signed="true"]').waitFor({ timeout: 20000 });
+  await member.locator('#conv-status', { hasText: '会话进行中' }).waitFor({ timeout: 10000 });
+  await member.check('#auto-confirm');
+  await tool.locator('#sign-rest:not([disabled])').waitFor();
+  await tool.click('#sign-rest');
+  await tool.locator('#page-2[data-signed="true"]').waitFor({ timeout: 30000 });
+  const sigs = await tool.evaluate(() => [...document.querySelectorAll('#pages li')].map((li) => li.dataset.signature));
+  const texts = await tool.evaluate(() => window.__pageTexts);
+  for (const i of [0, 1]) assert.ok(sm2.doVerifySignature(texts[i], sigs[i], companyKey, { der: true, hash: true }), `page ${i + 1} verifies under the company key`);
+  await member.click('#end-conv');
+  await tool.locator('#conv-state', { hasText: '会话已结束' }).waitFor({ timeout: 15000 });
+  const dir = tempDir(t);
+  const original = Buffer.from('示例投标文件（被授权人）'.repeat(200));
+  fs.writeFileSync(path.join(dir, '投标文件.txt'), original);
+  await tool.setInputFiles('#enc-file', path.join(dir, '投标文件.txt'));
+  await tool.click('#enc-start');
+  await tool.waitForFunction(() => document.querySelector('#enc-qr-text').textContent.includes('/q/'), null, { timeout: 20000 });
+  await scan(member, (await tool.textContent('#enc-qr-text')).trim());
+  await confirmWithPin(member, MEMBER_PIN);
+  await tool.locator('#enc-download').waitFor({ timeout: 30000 });
+  const sealedPath = path.join(dir, '投标文件.txt.bze');
+  await download(tool, '#enc-download', sealedPath);
+  const hall = await browser.context.newPage();
+  await hall.goto(broker.url + '/demo/hall.html');
+  await hall.setInputFiles('#file', sealedPath);
+  await hall.click('#start');
+  await hall.waitForFunction(() => document.querySelector('#qr-text').textContent.includes('/q/'), null, { timeout: 20000 });
+  await scan(member, (await hall.textContent('#qr-text')).trim());
+  assert.ok(await member.locator('#decrypt-refusal').isHidden(), 'the member finds the entry of the company certificate');
+  await hall.locator('.bzt-match:not([hidden])').waitFor({ timeout: 15000 });
+  await member.click(`#match-choices button[data-code="${(await hall.textContent('.bzt-match-code')).trim()}"]`);
+  await confirmWithPin(member, MEMBER_PIN);
+  await hall.locator('#download').waitFor({ timeout: 30000 });
+  await download(hall, '#download', path.join(dir, 'opened.txt'));
+  assert.ok(fs.readFileSync(path.join(dir, 'opened.txt')).equals(original), 'the hall opened the file with the granted certificate');
 
   // 更改证书授权结束时间: the list shows the new end.
   await admin.click('#admin-refresh');
