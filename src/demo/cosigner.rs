@@ -36,7 +36,10 @@ pub fn routes(service_url: Option<String>) -> Router<AppState> {
         .route("/demo/cosigner/v1/info", get(info))
         .route("/demo/cosigner/v1/keys", post(enrol))
         .route("/demo/cosigner/v1/keys/{key_id}/{operation}", post(operate))
-        .route("/demo/cosigner/v1/grants/{grant_id}/accept", post(accept_grant))
+        .route(
+            "/demo/cosigner/v1/grants/{grant_id}/accept",
+            post(accept_grant),
+        )
         .route("/demo/cosigner/certificate-info", post(certificate_info))
         .with_state(relay)
 }
