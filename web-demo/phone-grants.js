@@ -114,15 +114,33 @@ window.BztPhoneGrants = (() => {
       const use = document.createElement('button');
       use.textContent = '使用此证书';
       use.addEventListener('click', () => { BztPhoneSplit.adopt(meta); say('当前证书：' + (meta.org || meta.cn) + '（被授权使用）'); });
-      li.append(use);
+      const drop = document.createElement('button');
+      drop.textContent = '从本机删除';
+      drop.addEventListener('click', () => forget(meta.grant.id));
+      li.append(use, ' ', drop);
       list.appendChild(li);
     }
+  }
+
+  /** Removes a granted certificate from this page (its masked share goes with it). */
+  function forget(grantId) {
+    const state = load();
+    state.grants = state.grants.filter((g) => g.grant.id !== grantId);
+    save(state);
+    renderMember();
+    if (phone.splitMeta && phone.splitMeta.grant && phone.splitMeta.grant.id === grantId) {
+      Object.assign(phone, { keys: null, split: null, splitMeta: null, certPem: null, serial: null, issuer: null, subject: null, domain: null, pin: null });
+      $('cert-info').textContent = '尚无证书';
+      $('claim').disabled = true;
+      $('camera').disabled = true;
+    }
+    say('已从本机删除该企业证书');
   }
 
   /** The service said reclaimed for the granted certificate in use: mark it so in the list. */
   function noteRefusal(e) {
     const meta = phone.splitMeta;
-    if (!(e instanceof K.SplitKeyError) || e.code !== 'reclaimed' || !meta || !meta.grant) return;
+    if (!(e instanceof K.SplitKeyError) || e.code !== 'reclaimed' || !meta || !meta.grant || meta.file !== phone.split) return;
     const state = load();
     for (const g of state.grants) if (g.grant.id === meta.grant.id) g.grant.status = 'reclaimed';
     save(state);

@@ -40,7 +40,7 @@ window.BztPhoneSplit = (() => {
 
   function forget() {
     localStorage.removeItem(STORAGE_KEY);
-    Object.assign(phone, { keys: null, split: null, certPem: null, serial: null, issuer: null, subject: null, domain: null, pin: null });
+    Object.assign(phone, { keys: null, split: null, splitMeta: null, certPem: null, serial: null, issuer: null, subject: null, domain: null, pin: null });
     $('cert-info').textContent = '尚无证书';
     $('claim').disabled = true;
     $('camera').disabled = true;
