@@ -91,7 +91,7 @@ impl Broker {
                 id,
                 request_id,
                 phone_token,
-                delegate: _,
+                delegate,
             } => {
                 let id = bzt_core::secret::ConversationId::parse(&id)
                     .ok_or_else(|| ApiError::not_found("no such conversation"))?;
@@ -99,6 +99,19 @@ impl Broker {
                 let rid = RequestId::parse(&request_id)
                     .ok_or_else(|| ApiError::not_found("no such request"))?;
                 let request = conversation.answerable(&rid)?;
+                // Who will sign, as the service says: the request's result and audit record.
+                if request.delegate != delegate {
+                    let noted = self
+                        .apply_conversation(
+                            &conversation.id,
+                            &bzt_core::conversation::ConvOp::NoteDelegate {
+                                request_id: rid.clone(),
+                                delegate,
+                            },
+                        )
+                        .await?;
+                    noted.output?;
+                }
                 Ok(CosignContext {
                     kind: "conversation".into(),
                     tbs_b64: codec::encode(&request.tbs),

@@ -6,9 +6,11 @@
 
 use crate::helpers::*;
 use crate::split_key::{start, PIN};
+use bzt_phone::conversation::Decision;
 use bzt_phone::split::SplitIdentity;
-use bzt_phone::{ApproveExtras, Device, SessionStatus};
+use bzt_phone::{ApproveExtras, ConversationSigner, Device, PhoneConversation, SessionStatus};
 use serde_json::{json, Value};
+use std::ops::ControlFlow;
 
 const MEMBER_PIN: &str = "975310";
 
@@ -171,6 +173,143 @@ async fn a_member_signs_with_the_company_certificate_and_the_result_and_audit_na
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
+}
+
+/// 会话签章 with a granted certificate: each request the member signs names the delegate in its
+/// result (as a session's `result.delegate`) and in its audit record, which
+/// `GET /v1/audit?delegate=` finds; the administrator's own requests name nobody.
+#[tokio::test]
+async fn a_member_signs_conversation_requests_and_each_result_and_audit_record_name_the_delegate() {
+    let world = start().await;
+    let app = &world.app;
+    let admin = world.enrol("张三").await;
+    let member_dir = app.dir.path().join("lisi");
+    let member_device = Device {
+        id: "dev-lisi".into(),
+        name: "李四的手机".into(),
+    };
+    let invite = bzt_phone::grants::invite(&member_dir, "李四", member_device).unwrap();
+    let (_, offer) = admin
+        .unlock(PIN)
+        .unwrap()
+        .grant(&invite, &in_an_hour())
+        .await
+        .unwrap();
+    let member = bzt_phone::grants::accept(&member_dir, &offer, MEMBER_PIN)
+        .await
+        .unwrap();
+    let lisi = json!({"name": "李四", "device": "dev-lisi"});
+
+    // Each opens a conversation with one scan and answers one request in it.
+    let mut answered = Vec::new();
+    for (identity, pin) in [(&member, MEMBER_PIN), (&admin, PIN)] {
+        let created = app
+            .create_session(json!({
+                "kind": "sign",
+                "display": { "title": "签署投标文件" },
+                "tbs_b64": b64(b"opening"),
+                "conversation": crate::conversation::policy(5, 600, 7200),
+            }))
+            .await;
+        let phone = world.phone();
+        let claimed = phone
+            .claim_as(&created.qr(), identity.device())
+            .await
+            .unwrap();
+        let key = identity.unlock(pin).unwrap();
+        let answer = phone
+            .approve_split(
+                &claimed,
+                &key,
+                ApproveExtras {
+                    open_conversation: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let grant = answer.conversation.expect("a conversation was opened");
+        let resp = app
+            .http
+            .post(app.url(&format!("/v1/conversations/{}/requests", grant.id)))
+            .bearer_auth(API_KEY)
+            .json(&json!({ "tbs_b64": b64("第1页".as_bytes()), "display": { "title": "第1页" } }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        let request_id = resp.json::<Value>().await.unwrap()["request_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut socket = PhoneConversation::connect(&app.address, &grant)
+            .await
+            .unwrap();
+        let summary = socket
+            .run(
+                ConversationSigner::Split {
+                    key: &key,
+                    phone_token: grant.phone_token.expose().to_owned(),
+                },
+                |_| {
+                    std::future::ready(Decision::Approve {
+                        auto_confirmed: false,
+                    })
+                },
+                |_, _| ControlFlow::Break(()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(summary.approved, 1, "{summary:?}");
+        let result: Value = app
+            .http
+            .get(app.url(&format!(
+                "/v1/conversations/{}/requests/{request_id}",
+                grant.id
+            )))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(result["status"], "approved", "{result}");
+        let view = app.get_session(&created.id).await;
+        let signature = unb64(result["signature_b64"].as_str().unwrap());
+        assert!(openssl_verifies(
+            app.dir.path(),
+            view["result"]["certificate"]["pem"].as_str().unwrap(),
+            "第1页".as_bytes(),
+            &signature
+        ));
+        answered.push((request_id, result));
+    }
+    let (member_request, member_result) = &answered[0];
+    let (admin_request, admin_result) = &answered[1];
+    assert_eq!(member_result["delegate"], lisi, "{member_result}");
+    assert!(admin_result.get("delegate").is_none(), "{admin_result}");
+
+    // The audit trail: 李四's opening session and request, and only those, name him.
+    let by_lisi = audit(app, &[("delegate", "李四")]).await;
+    let kinds: Vec<&str> = by_lisi
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.len(), 2, "{by_lisi:?}");
+    let request_record = by_lisi
+        .iter()
+        .find(|r| r["kind"] == "conversation_request")
+        .expect("the member's conversation request is in the audit trail");
+    assert_eq!(request_record["request_id"], member_request.as_str());
+    assert_eq!(request_record["delegate"], lisi);
+    assert_eq!(request_record["outcome"], "approved");
+    let all = audit(app, &[]).await;
+    let admin_record = all
+        .iter()
+        .find(|r| r["request_id"] == admin_request.as_str())
+        .expect("the administrator's request is in the audit trail");
+    assert!(admin_record.get("delegate").is_none(), "{admin_record}");
 }
 
 /// Runs `bzt` in `dir` off the async runtime (the phone commands run their own).

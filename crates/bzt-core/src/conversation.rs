@@ -110,6 +110,10 @@ pub struct SignRequest {
     /// The verified seal signature of an approved seal request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seal_result: Option<Box<crate::session::SealApproval>>,
+    /// The member who answers with a granted company certificate (企业证书授权),
+    /// as the co-signing service named it; shown as the result's `delegate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate: Option<crate::session::Delegate>,
 }
 
 impl SignRequest {
@@ -135,6 +139,10 @@ impl SignRequest {
         }
         if let Some(t) = self.completed_at {
             v["completed_at"] = json!(t);
+        }
+        // Only once answered: who will sign is not news while the request waits.
+        if let (true, Some(d)) = (self.is_finished(), &self.delegate) {
+            v["delegate"] = json!(d);
         }
         if let (Some(result), Some(asked)) = (&self.seal_result, &self.seal) {
             v["seal_signature_b64"] = json!(crate::codec::encode(&result.seal_signature));
@@ -228,6 +236,13 @@ pub enum ConvOp {
     Decline {
         request_id: RequestId,
         reason: String,
+    },
+    /// Who will answer a pending request, as the co-signing service says when
+    /// it asks for the request's bytes: a member with a granted share, or
+    /// `None` for the certificate owner's own share.
+    NoteDelegate {
+        request_id: RequestId,
+        delegate: Option<crate::session::Delegate>,
     },
     End {
         by: EndedBy,
@@ -422,6 +437,17 @@ impl Conversation {
                 self.end_if_limit_reached(now, finished);
                 Ok(ConvOutput::Done)
             }
+            ConvOp::NoteDelegate {
+                request_id,
+                delegate,
+            } => {
+                let req = self.pending_request_mut(request_id)?;
+                if req.delegate == *delegate {
+                    return Ok(ConvOutput::Unchanged);
+                }
+                req.delegate = delegate.clone();
+                Ok(ConvOutput::Done)
+            }
             ConvOp::Decline { request_id, reason } => {
                 let req = self.pending_request_mut(request_id)?;
                 req.status = RequestStatus::Rejected;
@@ -475,6 +501,7 @@ impl Conversation {
             completed_at: None,
             seal: seal.cloned(),
             seal_result: None,
+            delegate: None,
         }));
         self.last_request_at = now;
         Ok(ConvOutput::Added { expires_at })
