@@ -29,12 +29,14 @@ pub mod make;
 #[cfg(feature = "maker")]
 pub mod maker;
 pub mod ofd;
+pub mod ses_time;
 pub mod verify;
 
 pub use error::{SealError, SealErrorKind};
 pub use make::{prepare_signature, Picture, PreparedSignature, SealSpec, SealType};
 #[cfg(feature = "maker")]
 pub use maker::{make_seal, sign_with_seal};
+pub use ses_time::SesTime;
 pub use verify::{verify_seal, verify_signature, Seal, SealSignature, VerifiedSignature};
 
 /// `SES_Header.id` of every seal.

@@ -1,12 +1,13 @@
 //! What a seal is made of ([`SealSpec`]) and seal signatures prepared for any signer
 //! ([`prepare_signature`]); making with a whole key is [`crate::maker`] (feature `maker`).
 
-use der::asn1::{BitString, GeneralizedTime, Ia5String, OctetString};
+use der::asn1::{BitString, Ia5String, OctetString};
 use der::{Decode, Encode};
 use time::OffsetDateTime;
 
 use crate::asn1::{SeSeal, SesSignature, TbsSign};
 use crate::error::SealError;
+use crate::ses_time::SesTime;
 use crate::{OID_SM2_WITH_SM3, VERSION};
 
 /// The seal types this project writes into `SES_ESPropertyInfo.type` (the standard leaves the
@@ -167,10 +168,8 @@ pub(crate) fn bits(b: &[u8], part: &'static str) -> Result<BitString, SealError>
     BitString::from_bytes(b).map_err(|e| SealError::input(part, e.to_string()))
 }
 
-/// GeneralizedTime to the second (DER allows no fraction of zero; `der` writes none).
-pub(crate) fn gtime(t: OffsetDateTime, part: &'static str) -> Result<GeneralizedTime, SealError> {
-    let secs = u64::try_from(t.unix_timestamp())
-        .map_err(|_| SealError::input(part, "dates before 1970 are not supported"))?;
-    GeneralizedTime::from_unix_duration(std::time::Duration::from_secs(secs))
-        .map_err(|e| SealError::input(part, e.to_string()))
+/// GeneralizedTime to the second (DER writes no fraction of zero; ours are whole seconds).
+pub(crate) fn gtime(t: OffsetDateTime, part: &'static str) -> Result<SesTime, SealError> {
+    SesTime::from_offset(t)
+        .ok_or_else(|| SealError::input(part, "the year must be within 0..=9999"))
 }

@@ -6,7 +6,7 @@
 //! maker's certificate (trusted, valid); `timeInfo` within the seal's and the signer
 //! certificate's validity; `dataHash` against the data. The first failure is reported.
 
-use der::asn1::GeneralizedTime;
+use crate::ses_time::SesTime;
 use der::{Decode, Encode, Tagged};
 use sm3::{Digest, Sm3};
 use time::OffsetDateTime;
@@ -460,8 +460,8 @@ fn seal_valid_at(seal: &Seal, at: OffsetDateTime) -> Result<(), SealError> {
     Ok(())
 }
 
-fn to_time(t: &GeneralizedTime) -> OffsetDateTime {
-    unix_to_time(t.to_unix_duration())
+fn to_time(t: &SesTime) -> OffsetDateTime {
+    t.to_offset()
 }
 
 fn x509_time(t: &x509_cert::time::Time) -> OffsetDateTime {
