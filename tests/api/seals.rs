@@ -180,11 +180,11 @@ async fn a_seal_session_is_stamped_with_the_chosen_seal_and_the_result_carries_t
 /// skips its own check could send.
 fn forged_signature(seal_der: &[u8], signer: &IssuedCert, data_hash: &[u8]) -> Vec<u8> {
     use bzt_seal::asn1::{SeSeal, SesSignature, TbsSign};
-    use x509_cert::der::asn1::{BitString, GeneralizedTime, Ia5String, OctetString};
+    use x509_cert::der::asn1::{BitString, Ia5String, OctetString};
     let tbs = TbsSign {
         version: 4,
         eseal: SeSeal::from_der(seal_der).unwrap(),
-        time_info: GeneralizedTime::from_system_time(std::time::SystemTime::now()).unwrap(),
+        time_info: bzt_seal::SesTime::from_offset(time::OffsetDateTime::now_utc()).unwrap(),
         data_hash: BitString::from_bytes(data_hash).unwrap(),
         property_info: Ia5String::new(PROPERTY_INFO).unwrap(),
         ext_datas: None,
