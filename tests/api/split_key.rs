@@ -20,6 +20,7 @@ use bzt_phone::{
     SessionStatus,
 };
 use serde_json::{json, Value};
+use sm3::{Digest, Sm3};
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
@@ -42,6 +43,8 @@ async fn start() -> SplitWorld {
         c.cosigner.credential = Some(CREDENTIAL.into());
         c.cosigner.url = Some(cosigner_url.clone());
         c.cosigner.admin_token = Some(SERVICE_ADMIN.into());
+        // Seals made by the platform CA are trusted (扫码签章 with a seal).
+        c.seals.trusted_makers_pem_files = c.trust_domains[0].ca_pem_files.clone();
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -648,4 +651,274 @@ async fn the_service_refuses_to_open_before_the_opening_time_and_freezing_stops_
         .await
         .unwrap();
     assert_eq!(answer.status, SessionStatus::Approved);
+}
+
+/// A company seal made by the platform CA for `cert_pem`, valid for a year.
+fn seal_for(world: &SplitWorld, cert_pem: &str) -> bzt_seal::Seal {
+    use x509_cert::der::{DecodePem, Encode};
+    let owner = x509_cert::Certificate::from_pem(cert_pem).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let maker = &world.app.cas.platform;
+    let der = bzt_seal::make_seal(
+        &bzt_seal::SealSpec {
+            es_id: "91110000SPLIT001".into(),
+            seal_type: bzt_seal::SealType::Company,
+            name: "示例建设有限公司".into(),
+            owner_certs: vec![owner.to_der().unwrap()],
+            created: now,
+            valid_start: now - time::Duration::days(1),
+            valid_end: now + time::Duration::days(365),
+            picture: bzt_seal::Picture {
+                picture_type: "PNG".into(),
+                data: b"\x89PNG\r\n\x1a\n-split-seal-".to_vec(),
+                width_mm: 40,
+                height_mm: 40,
+            },
+        },
+        &maker.certificate().to_der().unwrap(),
+        maker.signing_key(),
+    )
+    .unwrap();
+    bzt_seal::Seal::from_der(&der).unwrap()
+}
+
+fn seal_ask(document: &[u8], property_info: &str) -> bzt_phone::SealAsk {
+    bzt_phone::SealAsk {
+        data_hash: Sm3::digest(document).to_vec(),
+        property_info: property_info.into(),
+    }
+}
+
+fn session_context(claimed: &bzt_phone::Claimed) -> bzt_cosigner::wire::Context {
+    bzt_cosigner::wire::Context::Session(bzt_cosigner::wire::SessionRef {
+        id: claimed.session_id.clone(),
+        phone_token: claimed.phone_token.expose().to_owned(),
+    })
+}
+
+#[tokio::test]
+async fn a_split_key_stamps_a_seal_that_the_broker_and_openssl_verify_and_the_service_signs_no_tbs_sign_nobody_asked_for(
+) {
+    const PROPERTY_INFO: &str = "/Doc_0/Signs/Sign_0/Signature.xml";
+    let world = start().await;
+    let app = &world.app;
+    let identity = world.enrol("示例建设有限公司").await;
+    let key = identity.unlock(PIN).unwrap();
+    let seal = seal_for(&world, identity.certificate_pem());
+    let phone = world.phone();
+    let document = "投标文件 第1页".as_bytes();
+    // The service refuses a TBS_Sign whose dataHash is not the session's, and one for a
+    // session that asked for no seal: the phone cannot get other bytes sealed (and no PIN
+    // attempt is spent: the content is checked first).
+    let created = app
+        .create_session(json!({
+            "kind": "sign",
+            "display": {"title": "投标文件签章"},
+            "seal": {"data_hash_b64": b64(&Sm3::digest(document)), "property_info": PROPERTY_INFO},
+            "conversation": {"max_requests": 3},
+        }))
+        .await;
+    let claimed = phone
+        .claim_as(&created.qr(), identity.device())
+        .await
+        .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let err = key
+        .stamp(
+            &session_context(&claimed),
+            &seal_ask("另一份文件".as_bytes(), PROPERTY_INFO),
+            &seal,
+            now,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not_requested") && err.contains("dataHash"),
+        "{err}"
+    );
+    let err = key
+        .stamp(
+            &session_context(&claimed),
+            &seal_ask(document, "/Doc_0/Signs/Sign_9/Signature.xml"),
+            &seal,
+            now,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("propertyInfo"), "{err}");
+    let err = key
+        .stamp(
+            &session_context(&claimed),
+            &seal_ask(document, PROPERTY_INFO),
+            &seal,
+            now - time::Duration::hours(1),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("timeInfo"), "{err}");
+    let login = app.create_login().await;
+    let claimed_login = phone
+        .claim_as(&login.qr(), identity.device())
+        .await
+        .unwrap();
+    let err = key
+        .stamp(
+            &session_context(&claimed_login),
+            &seal_ask(document, PROPERTY_INFO),
+            &seal,
+            now,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not_requested") && err.contains("no seal"),
+        "{err}"
+    );
+    // A plain co-signature of a seal session's hash is refused too: it asks for a TBS_Sign.
+    assert!(key.sign_session(&claimed).await.is_err());
+
+    // 扫码签章 with the seal, opening a conversation: the broker checks it as for a whole key.
+    let answer = phone
+        .approve_with_seal_split(
+            &claimed,
+            &key,
+            &seal,
+            ApproveExtras {
+                open_conversation: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, SessionStatus::Approved);
+    let view = app.get_session(&created.id).await;
+    let result = &view["result"];
+    assert_eq!(result["seal"]["name"], "示例建设有限公司", "{result}");
+    let cert_pem = result["certificate"]["pem"].as_str().unwrap().to_owned();
+    // OpenSSL verifies the co-signed SM2 signature over exactly DER(TBS_Sign)...
+    let tbs_sign = unb64(result["tbs_b64"].as_str().unwrap());
+    let signature = unb64(result["signature_b64"].as_str().unwrap());
+    assert!(openssl_verifies(
+        app.dir.path(),
+        &cert_pem,
+        &tbs_sign,
+        &signature
+    ));
+    // ...which is the TBS_Sign inside the SES_Signature, around the session's hash.
+    let ses =
+        bzt_seal::SealSignature::from_der(&unb64(result["seal_signature_b64"].as_str().unwrap()))
+            .unwrap();
+    assert_eq!(ses.signed_bytes().unwrap(), tbs_sign);
+    assert_eq!(ses.data_hash(), Sm3::digest(document).as_slice());
+    assert!(!openssl_verifies(
+        app.dir.path(),
+        &cert_pem,
+        document,
+        &signature
+    ));
+
+    // A seal on each page of the conversation, co-signed the same way.
+    let grant = answer.conversation.expect("a conversation was opened");
+    let pages: Vec<Vec<u8>> = (1..=2).map(|n| format!("第{n}页").into_bytes()).collect();
+    let mut ids = Vec::new();
+    for (n, page) in pages.iter().enumerate() {
+        let resp = app
+            .http
+            .post(app.url(&format!("/v1/conversations/{}/requests", grant.id)))
+            .bearer_auth(API_KEY)
+            .json(&json!({
+                "display": {"title": format!("第{}页", n + 1)},
+                "seal": {"data_hash_b64": b64(&Sm3::digest(page)), "property_info": format!("/Doc_0/Pages/Page_{n}")},
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        ids.push(
+            resp.json::<Value>().await.unwrap()["request_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let mut socket = PhoneConversation::connect(&app.address, &grant)
+        .await
+        .unwrap()
+        .with_seal(seal.clone());
+    let mut answered = 0;
+    let summary = socket
+        .run(
+            ConversationSigner::Split {
+                key: &key,
+                phone_token: grant.phone_token.expose().to_owned(),
+            },
+            |_| {
+                std::future::ready(Decision::Approve {
+                    auto_confirmed: true,
+                })
+            },
+            |_, _| {
+                answered += 1;
+                if answered == pages.len() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary.approved, pages.len() as u64, "{summary:?}");
+    for (rid, page) in ids.iter().zip(&pages) {
+        let r: Value = app
+            .rp_get_as(
+                API_KEY,
+                &format!("/v1/conversations/{}/requests/{rid}", grant.id),
+            )
+            .await;
+        assert_eq!(r["status"], "approved", "{r}");
+        let tbs_sign = unb64(r["tbs_b64"].as_str().unwrap());
+        let signature = unb64(r["signature_b64"].as_str().unwrap());
+        assert!(openssl_verifies(
+            app.dir.path(),
+            &cert_pem,
+            &tbs_sign,
+            &signature
+        ));
+        let ses =
+            bzt_seal::SealSignature::from_der(&unb64(r["seal_signature_b64"].as_str().unwrap()))
+                .unwrap();
+        assert_eq!(ses.data_hash(), Sm3::digest(page).as_slice());
+    }
+
+    // The service's audit names each co-signed TBS_Sign by its SM3.
+    let audit: Value = reqwest::Client::new()
+        .get(format!("{}/v1/audit", world.cosigner_url))
+        .bearer_auth(SERVICE_ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let signed: Vec<&str> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["operation"] == "sign" && r["outcome"] == "ok")
+        .filter_map(|r| r["tbs_sm3"].as_str())
+        .collect();
+    let first = hex::encode(Sm3::digest(&unb64(result["tbs_b64"].as_str().unwrap())));
+    assert!(signed.contains(&first.as_str()), "{audit}");
+    let refused = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == "not_requested")
+        .count();
+    assert!(refused >= 4, "{audit}");
 }
