@@ -912,7 +912,7 @@ async fn a_split_key_stamps_a_seal_that_the_broker_and_openssl_verify_and_the_se
         .filter(|r| r["operation"] == "sign" && r["outcome"] == "ok")
         .filter_map(|r| r["tbs_sm3"].as_str())
         .collect();
-    let first = hex::encode(Sm3::digest(&unb64(result["tbs_b64"].as_str().unwrap())));
+    let first = hex::encode(Sm3::digest(unb64(result["tbs_b64"].as_str().unwrap())));
     assert!(signed.contains(&first.as_str()), "{audit}");
     let refused = audit["records"]
         .as_array()
