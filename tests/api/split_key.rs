@@ -6,7 +6,7 @@
 //! parties see the same result shape as for a whole key.
 
 use crate::conversation::policy;
-use crate::envelope_flows::{bzt, decrypt_body, one_time_key, seal_to, start_broker};
+use crate::envelope_flows::{bzt, decrypt_body, one_time_key, run_hall, seal_to, start_broker};
 use crate::helpers::*;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -27,6 +27,8 @@ use std::ops::ControlFlow;
 const CREDENTIAL: &str = "split-test-cosigner-credential-0123456789";
 const SERVICE_ADMIN: &str = "split-test-service-admin-0123456789";
 const PIN: &str = "246810";
+/// The opening hall's token at the co-signing service.
+const HALL_TOKEN: &str = "split-test-hall-token-0123456789";
 
 /// A broker that knows its co-signing service, and the service, both on loopback ports.
 struct SplitWorld {
@@ -64,7 +66,11 @@ async fn start() -> SplitWorld {
         broker_credential: Some(CREDENTIAL.into()),
         enrolment_token: None,
         admin_token: Some(SERVICE_ADMIN.into()),
-        relying_parties: Vec::new(),
+        // The opening hall may register opening windows (开标时间).
+        relying_parties: vec![bzt_cosigner::config::RelyingPartyConfig {
+            id: "hall".into(),
+            token: HALL_TOKEN.into(),
+        }],
         require_registered_opening: false,
         proof_window_s: 120,
         csr_window_s: 600,
@@ -921,4 +927,158 @@ async fn a_split_key_stamps_a_seal_that_the_broker_and_openssl_verify_and_the_se
         .filter(|r| r["outcome"] == "not_requested")
         .count();
     assert!(refused >= 4, "{audit}");
+}
+
+/// 开标时间 in the hall: `bzt hall decrypt --opening T --cosigner URL` registers the window with
+/// the co-signing service under the hall's own token before anything else. Before T the service
+/// refuses to co-decrypt the envelope's key even for a session whose broker names no window;
+/// at T the hall shows its QR and the split-key phone opens the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hall_registers_its_opening_time_with_the_service_which_refuses_before_it_and_opens_after(
+) {
+    use bzt::hall::{CosignerRegistration, HallClient, HallError, OpeningWindow};
+    use time::format_description::well_known::Rfc3339;
+    let world = start().await;
+    let app = &world.app;
+    let identity = world.enrol("孙八").await;
+    let key = identity.unlock(PIN).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let recipient = Recipient::from_pem(identity.certificate_pem()).unwrap();
+    let header = seal_to(
+        &dir.path().join("bid.bze"),
+        "投标文件正文".as_bytes(),
+        &[recipient],
+    );
+    let opening = time::OffsetDateTime::now_utc() + time::Duration::seconds(5);
+    let opening_text = opening.format(&Rfc3339).unwrap();
+    let window = OpeningWindow {
+        not_before: opening_text.clone(),
+        not_after: (opening + time::Duration::hours(1))
+            .format(&Rfc3339)
+            .unwrap(),
+    };
+
+    // Only a relying party's token registers a window.
+    let hall = HallClient::new(app.http.clone(), &app.address, OTHER_API_KEY);
+    let err = hall
+        .register_opening(
+            &CosignerRegistration {
+                url: world.cosigner_url.clone(),
+                token: "not-the-hall".into(),
+            },
+            &header,
+            &window,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, HallError::Opening(m) if m.contains("401")),
+        "{err}"
+    );
+
+    // The hall registers its window (as the CLI does first, below).
+    let registration = CosignerRegistration {
+        url: world.cosigner_url.clone(),
+        token: HALL_TOKEN.into(),
+    };
+    hall.register_opening(&registration, &header, &window)
+        .await
+        .unwrap();
+
+    // Before the opening time: a decrypt session whose broker names no window at all is
+    // refused by the service, by its own clock.
+    let (_, reply_key) = one_time_key();
+    let created = app
+        .create_session_as(OTHER_API_KEY, decrypt_body("开标解密", &header, &reply_key))
+        .await;
+    let phone = world.phone();
+    let claimed = phone
+        .claim_as(&created.qr(), identity.device())
+        .await
+        .unwrap();
+    let err = match phone.approve_decrypt_split(&claimed, &key, None).await {
+        Err(e) => e,
+        Ok(outcome) => panic!("co-decrypted before the opening time: {outcome:?}"),
+    };
+    assert!(
+        matches!(&err, bzt_phone::Error::Cosigner(c) if c.code() == Some("outside_opening_window")),
+        "{err}"
+    );
+    assert!(
+        time::OffsetDateTime::now_utc() < opening,
+        "the refusal came before the opening time"
+    );
+
+    // The hall on the command line: registers, waits for the opening time, shows the QR; the
+    // phone opens the file after it.
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    let phone_identity = identity.clone();
+    let broker_clock = app.clock.clone();
+    let (ok, output) = run_hall(
+        dir.path(),
+        &app.address,
+        OTHER_API_KEY,
+        &[
+            "--opening",
+            &opening_text,
+            "--cosigner",
+            &world.cosigner_url,
+            "--cosigner-token",
+            HALL_TOKEN,
+            "bid.bze",
+            "out/bid.txt",
+        ],
+        |qr| async move {
+            let now = time::OffsetDateTime::now_utc();
+            assert!(now >= opening, "QR shown before the opening time");
+            // The broker's test clock is manual: bring it to the real time, as the service's is.
+            broker_clock.set(bzt_core::Timestamp::from_unix_millis(
+                (now.unix_timestamp_nanos() / 1_000_000) as i64,
+            ));
+            let phone = Phone::new(reqwest::Client::new());
+            let qr = bzt_phone::QrText::parse(&qr).unwrap();
+            let claimed = phone.claim_as(&qr, phone_identity.device()).await.unwrap();
+            assert!(
+                claimed.opening.is_some(),
+                "the phone is shown the opening window"
+            );
+            let key = phone_identity.unlock(PIN).unwrap();
+            match phone
+                .approve_decrypt_split(&claimed, &key, None)
+                .await
+                .unwrap()
+            {
+                DecryptOutcome::Approved(a) => assert_eq!(a.status, SessionStatus::Approved),
+                DecryptOutcome::Rejected { refusal, .. } => panic!("refused: {refusal:?}"),
+            }
+        },
+    )
+    .await;
+    assert!(ok, "{output}");
+    assert!(output.contains("opening window registered"), "{output}");
+    assert!(output.contains("waiting for the opening time"), "{output}");
+    assert_eq!(
+        std::fs::read(dir.path().join("out/bid.txt")).unwrap(),
+        "投标文件正文".as_bytes()
+    );
+
+    // The service's audit names the hall's registrations.
+    let audit: Value = reqwest::Client::new()
+        .get(format!("{}/v1/audit", world.cosigner_url))
+        .bearer_auth(SERVICE_ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let registrations = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["operation"] == "opening" && r["context"].as_str().unwrap().ends_with("by hall")
+        })
+        .count();
+    assert_eq!(registrations, 2, "{audit}");
 }
