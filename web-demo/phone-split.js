@@ -73,6 +73,11 @@ window.BztPhoneSplit = (() => {
   async function signB64For(context, tbs, pin) {
     return bytesToB64(await K.sign(phone.split, pin, context, tbs));
   }
+  /** The split key's signature (DER bytes) over DER(TBS_Sign) of a seal signature: co-signed only
+   * if it carries what the session or request asked to seal. */
+  async function sealSignFor(context, tbs, pin) {
+    return K.sign(phone.split, pin, context, tbs, { sealTbs: true });
+  }
   const sessionContext = (claim) => ({ session: { id: claim.session.id, phone_token: claim.phone_token } });
   const conversationContext = (c, m) => ({ conversation: { id: c.id, request_id: m.request_id, phone_token: c.token } });
 
@@ -111,6 +116,6 @@ window.BztPhoneSplit = (() => {
     }
   }
 
-  return { isSplit, enroll, signB64For, sessionContext, conversationContext, contentKey, retryable, errorText, init, STORAGE_KEY };
+  return { isSplit, enroll, signB64For, sealSignFor, sessionContext, conversationContext, contentKey, retryable, errorText, init, STORAGE_KEY };
 })();
 BztPhoneSplit.init();
