@@ -585,6 +585,110 @@ async fn development_mode_runs_the_service_and_the_cli_enrols_with_a_request_ope
     let tbs = unb64(view["result"]["tbs_b64"].as_str().unwrap());
     let cert_pem = std::fs::read_to_string(dir.path().join("zhangsan/cert.pem")).unwrap();
     assert!(openssl_verifies(dir.path(), &cert_pem, &tbs, &signature));
+
+    // 扫码签章 with a seal: `bzt dev-ca make-seal` for the split certificate, then
+    // `bzt phone approve --identity --seals` stamps with it, co-signing the TBS_Sign.
+    std::fs::write(
+        dir.path().join("seal.png"),
+        b"\x89PNG\r\n\x1a\n-test-seal-picture-",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("seals")).unwrap();
+    bzt(
+        dir.path(),
+        &[
+            "dev-ca",
+            "make-seal",
+            "--data-dir",
+            data,
+            "--owner-cert",
+            "zhangsan/cert.pem",
+            "--name",
+            "示例建设有限公司",
+            "--picture",
+            "seal.png",
+            "--out",
+            "seals/company.seal",
+        ],
+    );
+    let document = "投标函 第1页".as_bytes();
+    let created: Value = http
+        .post(format!("{}/v1/sessions", broker.base))
+        .bearer_auth(api_key)
+        .json(&json!({
+            "kind": "sign",
+            "display": {"title": "投标文件签章"},
+            "seal": {"data_hash_b64": b64(&Sm3::digest(document)), "property_info": "bid/page-1.txt"},
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dir_path = dir.path().to_path_buf();
+    let qr_owned = created["qr_text"].as_str().unwrap().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        bzt(
+            &dir_path,
+            &[
+                "phone",
+                "approve",
+                &qr_owned,
+                "--identity",
+                "zhangsan",
+                "--pin",
+                PIN,
+                "--seals",
+                "seals",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("使用印章：示例建设有限公司"));
+    let view: Value = http
+        .get(format!(
+            "{}/v1/sessions/{}",
+            broker.base,
+            created["id"].as_str().unwrap()
+        ))
+        .bearer_auth(api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["status"], "approved", "{view}");
+    assert_eq!(view["result"]["seal"]["name"], "示例建设有限公司");
+    let tbs_sign = unb64(view["result"]["tbs_b64"].as_str().unwrap());
+    let signature = unb64(view["result"]["signature_b64"].as_str().unwrap());
+    assert!(openssl_verifies(
+        dir.path(),
+        &cert_pem,
+        &tbs_sign,
+        &signature
+    ));
+    std::fs::write(
+        dir.path().join("bid.ses"),
+        unb64(view["result"]["seal_signature_b64"].as_str().unwrap()),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("page-1.txt"), document).unwrap();
+    let out = bzt(
+        dir.path(),
+        &[
+            "seal",
+            "verify",
+            "bid.ses",
+            "--data",
+            "page-1.txt",
+            "--data-dir",
+            data,
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK: stamped"));
 }
 
 #[tokio::test]
