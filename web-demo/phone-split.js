@@ -75,6 +75,11 @@ window.BztPhoneSplit = (() => {
   async function signB64For(context, tbs, pin) {
     return bytesToB64(await K.sign(phone.split, pin, context, tbs));
   }
+  /** The split key's signature (DER bytes) over DER(TBS_Sign) of a seal signature: co-signed only
+   * if it carries what the session or request asked to seal. */
+  async function sealSignFor(context, tbs, pin) {
+    return K.sign(phone.split, pin, context, tbs, { sealTbs: true });
+  }
   const sessionContext = (claim) => ({ session: { id: claim.session.id, phone_token: claim.phone_token } });
   const conversationContext = (c, m) => ({ conversation: { id: c.id, request_id: m.request_id, phone_token: c.token } });
 
@@ -118,6 +123,6 @@ window.BztPhoneSplit = (() => {
     try { return JSON.parse(localStorage.getItem(STORAGE_KEY) || 'null'); } catch { return null; }
   }
 
-  return { adopt, ownMeta, isSplit, enroll, signB64For, sessionContext, conversationContext, contentKey, retryable, errorText, init, STORAGE_KEY };
+  return { adopt, ownMeta, isSplit, enroll, signB64For, sealSignFor, sessionContext, conversationContext, contentKey, retryable, errorText, init, STORAGE_KEY };
 })();
 BztPhoneSplit.init();

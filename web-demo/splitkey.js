@@ -646,13 +646,17 @@
    * phone_token}}). The service signs the bytes the broker holds for that context; we check the
    * result under P over `tbs` before releasing it. Returns the DER signature.
    */
-  async function sign(file, pin, context, tbs) {
+  // sealTbs: `tbs` is DER(TBS_Sign) of a seal signature, which the phone builds around its seal; it
+  // travels as `seal_tbs_b64` and the service signs it only when it carries the hash and
+  // propertyInfo the broker holds for `context` (docs/key-splitting.md).
+  async function sign(file, pin, context, tbs, { sealTbs = false } = {}) {
     checkFile(file);
     const joint = pointFromHex(file.public_key);
     const d1 = unmaskFile(file, pin);
     const w1 = randomScalar();
     const q1 = mul(w1, G);
     const request = { context, q1: pointToHex(q1), pin_proof: pinProof(d1, file.key_id, 'sign', canonicalContext(context), q1) };
+    if (sealTbs) request.seal_tbs_b64 = bytesToB64(tbs);
     const answer = await sealedCall(file, keyPath(file.key_id, 'sign'), request);
     const { r, s } = signFinish(d1, w1, joint, tbs, hexToBytes(String(answer.r)), hexToBytes(String(answer.s1)));
     return signatureDer(r, s);
