@@ -409,6 +409,8 @@ export interface RequestResult {
   signature_b64?: string;
   auto_confirmed?: boolean;
   reason?: string;
+  /** A member answered with a company certificate granted to it (企业证书授权): who. */
+  delegate?: { name: string; device: string };
   /** true when the SDK settled it as expired itself. */
   local?: boolean;
 }
