@@ -920,6 +920,27 @@ async fn admin_action(
     if record.state == KeyState::Revoked {
         return Err(crate::store::StoreError::Revoked.into());
     }
+    if action == "revoke" {
+        if let Some(entry) = svc.store.get_grant(&key_id).await? {
+            // 注销 of a member's key is the operator taking the grant back: one
+            // reclaim, once for all nodes, so the grant shows `reclaimed` and
+            // exactly one reclaim record (actor `operator`) says who.
+            if entry.is_reclaimed()
+                || !svc
+                    .reclaim(&entry, crate::grant_routes::ACTOR_OPERATOR, false)
+                    .await?
+            {
+                return Err(crate::store::StoreError::Revoked.into());
+            }
+            svc.audit(&key_id, &action, "admin", None, "ok").await;
+            let record = svc
+                .store
+                .get(&key_id)
+                .await?
+                .ok_or_else(|| ServiceError::not_found("no such key"))?;
+            return Ok(Json(status_of(&svc, &record).await?));
+        }
+    }
     match action.as_str() {
         "freeze" => record.state = KeyState::Frozen,
         "unfreeze" => record.state = KeyState::Active,

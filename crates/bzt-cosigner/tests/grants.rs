@@ -611,3 +611,77 @@ async fn two_nodes_on_one_redis_agree_and_reclaim_exactly_once() {
     };
     admin_on_b.sign(&broker).await.unwrap();
 }
+
+/// 注销 of a member's key through the key admin route (`POST /v1/admin/keys/<grant id>/revoke`)
+/// is the operator taking the grant back: the grant lists as `reclaimed`, exactly one reclaim
+/// record names the operator, and neither a second 注销 nor a reclaim adds another.
+async fn revoking_a_members_key_reclaims_its_grant(store: Option<StoreConfig>) {
+    let broker = TestBroker::start().await;
+    let clock = Arc::new(ManualClock::new(now()));
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&broker, dir.path());
+    if let Some(store) = store {
+        config.store = store;
+    }
+    let service = TestService::start_with_clock(config, clock).await;
+    let admin = Phone::administrator(&service).await;
+    let (member, grant_id) = admin.grant_to_member(&at(now() + 3600)).await;
+    member.sign(&broker).await.unwrap();
+
+    let status = admin
+        .client
+        .admin(ADMIN_TOKEN, &grant_id, "revoke")
+        .await
+        .unwrap();
+    assert_eq!(status.state, "revoked");
+    let all = admin.client.operator_grants(ADMIN_TOKEN).await.unwrap();
+    assert_eq!(all.grants.len(), 1);
+    assert_eq!(all.grants[0].status, "reclaimed");
+    assert_eq!(all.reclaims.len(), 1);
+    assert_eq!(all.reclaims[0].grant_id, grant_id);
+    assert_eq!(all.reclaims[0].actor, "operator");
+    assert_eq!(all.reclaims[0].member, li_si());
+    // The administrator's own list says the same.
+    assert_eq!(admin.grants().await.unwrap().grants[0].status, "reclaimed");
+    assert_eq!(code(member.sign(&broker).await), "reclaimed");
+    admin.sign(&broker).await.unwrap();
+
+    // Once: 注销 again, the operator's reclaim and 解除授权 find nothing to do.
+    assert_eq!(
+        code(admin.client.admin(ADMIN_TOKEN, &grant_id, "revoke").await),
+        "revoked"
+    );
+    assert_eq!(
+        code(admin.client.operator_reclaim(ADMIN_TOKEN, &grant_id).await),
+        "reclaimed"
+    );
+    let (d1, joint) = admin.share();
+    assert_eq!(
+        code(
+            admin
+                .client
+                .ungrant(&admin.file.key_id, &d1, &joint, &grant_id)
+                .await
+        ),
+        "reclaimed"
+    );
+    let all = admin.client.operator_grants(ADMIN_TOKEN).await.unwrap();
+    assert_eq!(all.reclaims.len(), 1, "{:?}", all.reclaims);
+}
+
+#[tokio::test]
+async fn revoking_a_members_key_reclaims_its_grant_once_with_the_file_store() {
+    revoking_a_members_key_reclaims_its_grant(None).await;
+}
+
+#[tokio::test]
+async fn revoking_a_members_key_reclaims_its_grant_once_with_the_redis_store() {
+    let redis = RedisServer::start();
+    revoking_a_members_key_reclaims_its_grant(Some(StoreConfig {
+        kind: StoreKind::Redis,
+        path: None,
+        redis_url: Some(redis.url()),
+        key_prefix: Some("revoke-test:".into()),
+    }))
+    .await;
+}
