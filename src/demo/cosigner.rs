@@ -17,7 +17,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use std::sync::Arc;
 
@@ -41,7 +41,20 @@ pub fn routes(service_url: Option<String>) -> Router<AppState> {
             post(accept_grant),
         )
         .route("/demo/cosigner/certificate-info", post(certificate_info))
+        // Everything else under the relay's prefix (the service's admin, audit and opening
+        // routes above all) is not relayed: 404 with the usual error body, rather than the
+        // static file server's 405 for a POST to a file that does not exist.
+        .route("/demo/cosigner", any(not_relayed))
+        .route("/demo/cosigner/", any(not_relayed))
+        .route("/demo/cosigner/{*rest}", any(not_relayed))
         .with_state(relay)
+}
+
+async fn not_relayed() -> ApiError {
+    ApiError::not_found(
+        "the relay to the co-signing service passes only the phone's routes (info, keys, sign, \
+         decrypt, grants, accept); the service's admin and audit routes are not relayed",
+    )
 }
 
 #[derive(serde::Deserialize)]

@@ -28,9 +28,10 @@ test('grants: a JS grant accepted by the service, by the JS member and by the Ru
   // (The service itself answers these with the admin token: the relay must not reach them.)
   const serviceUrl = `http://127.0.0.1:${Number(new URL(broker.url).port) + 1}`;
   assert.equal((await json('GET', serviceUrl + '/v1/admin/grants', null, secrets.cosigner_admin_token)).status, 200);
-  for (const [method, p] of [['GET', '/v1/admin/grants'], ['POST', '/v1/admin/grants/abcdefgh12/reclaim'], ['POST', '/v1/keys/abc/freeze'], ['GET', '/v1/audit']]) {
+  for (const [method, p] of [['GET', '/v1/admin/grants'], ['POST', '/v1/admin/grants/abcdefgh12/reclaim'], ['POST', '/v1/keys/abc/freeze'], ['GET', '/v1/audit'], ['POST', '/v1/audit'], ['POST', '/v1/admin/keys/abc/revoke'], ['DELETE', '/v1/grants/abc']]) {
     const r = await json(method, cosignerUrl + p, method === 'POST' ? {} : null, secrets.cosigner_admin_token);
-    assert.ok([404, 405].includes(r.status), `${method} ${p} is not relayed (${r.status})`);
+    assert.equal(r.status, 404, `${method} ${p} is not relayed (${r.status})`);
+    assert.equal(r.body && r.body.error && r.body.error.code, 'not_found', `${method} ${p}: the usual error body`);
     assert.ok(!(r.body && (r.body.grants || r.body.records)), `${method} ${p} gives nothing of the service`);
   }
   assert.equal((await json('POST', cosignerUrl + '/v1/grants/a%2F..%2Fadmin/accept', {})).status, 400);
