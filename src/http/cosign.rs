@@ -93,7 +93,16 @@ pub async fn admin_action(
     };
     let admin = admin_client(&state)?;
     let mut revoked_serial = None;
-    if action == KeyAction::Revoke {
+    if action == KeyAction::Revoke && is_granted_key(&admin, &key_id).await {
+        // A member's granted key (企业证书授权): 注销 reclaims the grant at the service; the
+        // company certificate stays good for its administrator and other members, so it is
+        // not added to the revocations.
+        if body.certificate_serial.is_some() {
+            return Err(ApiError::invalid(
+                "this key is a member's grant of a company certificate: revoking it reclaims the grant and revokes no certificate; send no `certificate_serial`",
+            ));
+        }
+    } else if action == KeyAction::Revoke {
         let serial = match body.certificate_serial {
             Some(s) => s,
             None => admin.key(&key_id).await?["certificate_serial"]
@@ -136,6 +145,21 @@ pub async fn admin_action(
         obj.insert("revoked_serial".into(), json!(serial));
     }
     Ok(Json(answer))
+}
+
+/// Whether `key_id` is a member's key of a grant at the service (a grant's key id is its grant id).
+/// A service that cannot say counts as "no": 注销 then revokes the certificate named, as it
+/// always did, whatever the service answers.
+async fn is_granted_key(admin: &CosignerAdmin, key_id: &str) -> bool {
+    match admin.grants().await {
+        Ok(listed) => listed["grants"]
+            .as_array()
+            .is_some_and(|grants| grants.iter().any(|g| g["grant_id"] == key_id)),
+        Err(e) => {
+            tracing::warn!(error = %e.message, key_id, "could not ask the co-signing service whether this key is a grant");
+            false
+        }
+    }
 }
 
 /// `GET /v1/admin/cosigner/grants`: every grant of a company certificate at

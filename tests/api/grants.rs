@@ -561,3 +561,67 @@ async fn the_cli_grants_a_member_who_logs_in_as_the_company_until_the_administra
     )
     .await);
 }
+
+/// 注销 of a member's key through the broker's key admin route is the operator reclaiming the
+/// grant: the grant lists `reclaimed` with one reclaim record (actor `operator`), the member is
+/// refused, and the company certificate is not revoked, so the administrator still signs.
+#[tokio::test]
+async fn revoking_a_members_key_through_the_broker_reclaims_the_grant_and_revokes_no_certificate() {
+    let world = start().await;
+    let app = &world.app;
+    let admin = world.enrol("张三").await;
+    let member_dir = app.dir.path().join("lisi");
+    let member_device = Device {
+        id: "dev-lisi".into(),
+        name: "李四的手机".into(),
+    };
+    let invite = bzt_phone::grants::invite(&member_dir, "李四", member_device).unwrap();
+    let (_, offer) = admin
+        .unlock(PIN)
+        .unwrap()
+        .grant(&invite, &in_an_hour())
+        .await
+        .unwrap();
+    let member = bzt_phone::grants::accept(&member_dir, &offer, MEMBER_PIN)
+        .await
+        .unwrap();
+    let grant_id = offer.package.grant_id.clone();
+    let revoke = |body: Value| {
+        app.http
+            .post(app.url(&format!("/v1/admin/cosigner/keys/{grant_id}/revoke")))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+
+    // Naming the company certificate would revoke it for everyone: refused.
+    let resp = revoke(json!({"certificate_serial": admin.serial_hex()}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = revoke(json!({})).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let status: Value = resp.json().await.unwrap();
+    assert_eq!(status["state"], "revoked", "{status}");
+    assert!(status.get("revoked_serial").is_none(), "{status}");
+
+    let listed: Value = app
+        .http
+        .get(app.url("/v1/admin/cosigner/grants"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["grants"][0]["status"], "reclaimed", "{listed}");
+    assert_eq!(listed["reclaims"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["reclaims"][0]["actor"], "operator", "{listed}");
+    assert!(sign_with(&world, &member, MEMBER_PIN, b"after")
+        .await
+        .is_err());
+    sign_with(&world, &admin, PIN, b"the company certificate still signs")
+        .await
+        .unwrap();
+}
