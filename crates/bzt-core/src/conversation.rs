@@ -704,6 +704,50 @@ mod tests {
     }
 
     #[test]
+    fn the_delegate_is_noted_while_pending_and_shown_once_answered() {
+        let mut c = conv(policy(10, 600, 7200));
+        let id = add(&mut c, T0);
+        let lisi = crate::session::Delegate {
+            name: "李四".into(),
+            device: "dev-lisi".into(),
+        };
+        let note = |d: Option<crate::session::Delegate>| ConvOp::NoteDelegate {
+            request_id: id.clone(),
+            delegate: d,
+        };
+        assert_eq!(
+            c.apply(&note(Some(lisi.clone())), T0).output,
+            Ok(ConvOutput::Done)
+        );
+        assert_eq!(
+            c.apply(&note(Some(lisi.clone())), T0).output,
+            Ok(ConvOutput::Unchanged)
+        );
+        assert!(c
+            .request(&id)
+            .unwrap()
+            .result_view()
+            .get("delegate")
+            .is_none());
+        c.apply(
+            &ConvOp::Respond {
+                request_id: id.clone(),
+                verdict: Ok(vec![1]),
+                auto_confirmed: false,
+            },
+            T0.plus_secs(1),
+        );
+        assert_eq!(
+            c.request(&id).unwrap().result_view()["delegate"],
+            json!({"name": "李四", "device": "dev-lisi"})
+        );
+        // An answered request's signer is settled.
+        let late = c.apply(&note(None), T0.plus_secs(2));
+        assert_eq!(late.output.unwrap_err().code, ErrorCode::Conflict);
+        assert_eq!(c.request(&id).unwrap().delegate, Some(lisi));
+    }
+
+    #[test]
     fn requests_expire_after_their_ttl() {
         let mut c = conv(policy(10, 600, 7200));
         let id = add(&mut c, T0);
