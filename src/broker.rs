@@ -169,17 +169,20 @@ impl Broker {
         Ok(session)
     }
 
-    /// Records who is asking, the first time a browser shows up, unless the RP said.
+    /// Records who is asking, the first time a browser shows up, unless the
+    /// RP said; answers the session as it is afterwards.
     pub async fn note_requester(
         &self,
-        session: &Session,
+        session: Session,
         requester: Requester,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Session, ApiError> {
         if session.requester.is_none() && !session.is_terminal() {
-            self.apply_on(session, &Op::NoteRequester(requester))
+            let update = self
+                .apply_on(&session, &Op::NoteRequester(requester))
                 .await?;
+            return Ok(update.session);
         }
-        Ok(())
+        Ok(session)
     }
 
     // ---- Phone ------------------------------------------------------------
