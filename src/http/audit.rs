@@ -19,6 +19,8 @@ pub struct AuditParams {
     serial: Option<String>,
     since: Option<String>,
     limit: Option<String>,
+    /// Only operations by this member of a granted certificate (name or device id).
+    delegate: Option<String>,
 }
 
 pub async fn list(
@@ -52,11 +54,12 @@ pub async fn list(
     };
     let records = state
         .broker
-        .audit
+        .audit()
         .query(AuditQuery {
             app: Some(app.id.clone()),
             serial,
             since,
+            delegate: p.delegate.filter(|d| !d.is_empty()),
             limit,
         })
         .await?;

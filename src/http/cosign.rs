@@ -1,12 +1,14 @@
 //! Key splitting on the broker: the context endpoint the co-signing service
 //! calls (its own credential), and the admin routes that drive the service's
-//! freeze / unfreeze / revoke / unlock for the app owner (admin token).
+//! freeze / unfreeze / revoke / unlock for the app owner (admin token), and
+//! the platform operator's view and reclaim of company-certificate grants
+//! (企业证书授权).
 
 use super::ops::{authorize_admin, revocation_audit};
 use super::{bearer, client_ip, header_str, ApiJson, AppState};
+use crate::broker::revocations::{RevocationRecord, Revocations};
 use crate::cosigner::{ContextRequest, CosignerAdmin, KeyAction};
 use crate::error::ApiError;
-use crate::revocations::{RevocationRecord, Revocations};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap};
@@ -105,7 +107,7 @@ pub async fn admin_action(
         };
         let record = RevocationRecord {
             serial: Revocations::normalize(&serial).map_err(ApiError::invalid)?,
-            revoked_at: state.broker.clock.now(),
+            revoked_at: state.broker.now(),
             revoked_by: Some("admin API (注销 of a split key)".into()),
             reason: Some(format!(
                 "split key {key_id} revoked at the co-signing service"
@@ -115,8 +117,12 @@ pub async fn admin_action(
         let ip = client_ip(&state, &headers, peer).to_string();
         let ua = header_str(&headers, header::USER_AGENT);
         let audit = revocation_audit(&record, "revoked", record.revoked_by.clone(), ip, ua);
-        state.broker.audit.append(audit, record.revoked_at).await?;
-        state.broker.revocations.add(record.clone()).await?;
+        state
+            .broker
+            .audit()
+            .append(audit, record.revoked_at)
+            .await?;
+        state.broker.revocations().add(record.clone()).await?;
         tracing::warn!(serial = %record.serial, key_id = %key_id, "split certificate revoked at the broker");
         revoked_serial = Some(record.serial);
     } else if body.certificate_serial.is_some() {
@@ -129,5 +135,28 @@ pub async fn admin_action(
     if let (Some(serial), Some(obj)) = (revoked_serial, answer.as_object_mut()) {
         obj.insert("revoked_serial".into(), json!(serial));
     }
+    Ok(Json(answer))
+}
+
+/// `GET /v1/admin/cosigner/grants`: every grant of a company certificate at
+/// the service, and the 证书收回记录 (the operator's view).
+pub async fn admin_grants(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize_admin(&state, &headers)?;
+    Ok(Json(admin_client(&state)?.grants().await?))
+}
+
+/// `POST /v1/admin/cosigner/grants/{grant_id}/reclaim`: the platform
+/// operator takes a grant back; the service records the operator as actor.
+pub async fn admin_reclaim(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(grant_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize_admin(&state, &headers)?;
+    let answer = admin_client(&state)?.reclaim(&grant_id).await?;
+    tracing::warn!(grant_id = %grant_id, "company certificate grant reclaimed by the operator");
     Ok(Json(answer))
 }

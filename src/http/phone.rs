@@ -134,6 +134,7 @@ pub async fn complete(
                 "`reject.reason` must hold 1..{MAX_REASON} characters"
             )));
         }
+        let id = super::session_id(&id)?;
         let session = state.broker.reject(&id, &token, reason).await?;
         return Ok(Json(
             json!({ "id": session.id, "status": session.status, "version": session.version }),
@@ -160,6 +161,7 @@ pub async fn complete(
         open_conversation: body.open_conversation.unwrap_or(false),
         match_code: body.match_code,
     };
+    let id = super::session_id(&id)?;
     let (session, conversation) = state.broker.complete(&id, &token, completion).await?;
     let mut answer =
         json!({ "id": session.id, "status": session.status, "version": session.version });
