@@ -130,6 +130,17 @@ pub struct CreateSession {
     pub rotate_s: Option<u64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub number_match: bool,
+    /// `decrypt` only: the opening window (开标时间 and the decryption deadline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opening: Option<OpeningWindow>,
+}
+
+/// An opening window: no decryption before `not_before` (the opening time, 开标时间) nor after
+/// `not_after` (the decryption deadline), RFC 3339 times.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpeningWindow {
+    pub not_before: String,
+    pub not_after: String,
 }
 
 impl CreateSession {
@@ -152,6 +163,7 @@ impl CreateSession {
             webhook_url: None,
             rotate_s: None,
             number_match: false,
+            opening: None,
         }
     }
 }
