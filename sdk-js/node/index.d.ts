@@ -17,11 +17,15 @@ export interface CreateSessionBody {
   ttl_s?: number;
   accept?: string[];
   expect_cert?: { serial: string; issuer?: string };
-  requester?: { ip?: string; user_agent?: string };
+  requester?: { ip?: string; user_agent?: string; origin?: string };
   tbs_b64?: string;
+  /** Kind `sign`, instead of `tbs_b64`: a GB/T 38540 seal signature over this SM3 hash (docs/seals.md). */
+  seal?: { data_hash_b64: string; property_info: string };
   conversation?: { max_requests?: number; idle_s?: number; max_s?: number };
   envelope_header_b64?: string;
   reply_key?: string;
+  /** Kind `decrypt`: the opening window (开标时间), RFC 3339 times. */
+  opening?: { not_before: string; not_after: string };
   webhook_url?: string;
   rotate_s?: number;
   number_match?: boolean;

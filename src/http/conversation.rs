@@ -77,7 +77,7 @@ pub struct NewRequestBody {
     tbs_b64: Option<String>,
     display: DisplayText,
     /// Instead of `tbs_b64`: a seal signature over this hash (a seal on one more page).
-    seal: Option<super::rp::SealBody>,
+    seal: Option<bzt_wire::SealInput>,
 }
 
 pub async fn create_request(
@@ -88,10 +88,7 @@ pub async fn create_request(
 ) -> Result<Response, ApiError> {
     let app = authenticate(&state, &headers)?;
     let tbs = decode_b64("tbs_b64", body.tbs_b64)?;
-    let seal = body
-        .seal
-        .map(super::rp::SealBody::into_request)
-        .transpose()?;
+    let seal = body.seal.map(super::rp::seal_request).transpose()?;
     let id = super::conversation_id(&id)?;
     let r = state
         .broker

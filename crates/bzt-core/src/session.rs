@@ -148,13 +148,13 @@ impl ConversationPolicy {
     pub const MAX_IDLE_S: u32 = 3600;
     pub const MAX_LIFETIME_S: u32 = 8 * 3600;
 
-    fn default_max_requests() -> u32 {
+    pub fn default_max_requests() -> u32 {
         200
     }
-    fn default_idle_s() -> u32 {
+    pub fn default_idle_s() -> u32 {
         600
     }
-    fn default_max_s() -> u32 {
+    pub fn default_max_s() -> u32 {
         7200
     }
 }
