@@ -12,7 +12,7 @@ use bzt_core::session::{
     CancelledBy, ConversationPolicy, DisplayText, ExpectCert, NewSessionRequest, Opening,
     Requester, SealRequest,
 };
-use bzt_core::{Kind, Session, Timestamp};
+use bzt_core::{Session, Timestamp};
 use bzt_wire::{CreateSessionRequest, CreateSessionResponse};
 use serde::Deserialize;
 use std::sync::Arc;
@@ -58,7 +58,7 @@ fn new_session_request(body: CreateSessionRequest) -> Result<NewSessionRequest, 
         })
         .transpose()?;
     Ok(NewSessionRequest {
-        kind: Some(kind(body.kind)),
+        kind: Some(body.kind),
         ttl_s: body.ttl_s,
         display: Some(DisplayText {
             title: body.display.title,
@@ -90,16 +90,6 @@ fn new_session_request(body: CreateSessionRequest) -> Result<NewSessionRequest, 
         number_match: body.number_match,
         seal: body.seal.map(seal_request).transpose()?,
     })
-}
-
-fn kind(k: bzt_wire::Kind) -> Kind {
-    match k {
-        bzt_wire::Kind::Login => Kind::Login,
-        bzt_wire::Kind::Bind => Kind::Bind,
-        bzt_wire::Kind::Sign => Kind::Sign,
-        bzt_wire::Kind::Encrypt => Kind::Encrypt,
-        bzt_wire::Kind::Decrypt => Kind::Decrypt,
-    }
 }
 
 /// Decodes a `_b64` field, naming it in the error.

@@ -19,6 +19,19 @@ pub enum Kind {
     Decrypt,
 }
 
+impl Kind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Login => "login",
+            Kind::Bind => "bind",
+            Kind::Sign => "sign",
+            Kind::Encrypt => "encrypt",
+            Kind::Decrypt => "decrypt",
+        }
+    }
+}
+
 /// What the phone shows the user.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
