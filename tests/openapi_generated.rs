@@ -16,7 +16,8 @@
 use bzt::clock::SystemClock;
 use bzt::config::{AppConfig, TrustDomainConfig};
 use bzt::{Application, Config};
-use bzt_devca::DevCa;
+use bzt_devca::{DevCa, LeafSpec};
+use bzt_phone::{ApproveExtras, Phone, PhoneIdentity, QrText};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Command;
@@ -29,7 +30,12 @@ fn committed_path() -> PathBuf {
 }
 
 /// A broker with one app and one trust domain (`platform`), on a free port.
-async fn start() -> (String, tokio::sync::oneshot::Sender<()>, tempfile::TempDir) {
+async fn start() -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tempfile::TempDir,
+    DevCa,
+) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let ca = DevCa::generate("OpenAPI Generated Test CA", "BZT Test", "platform").expect("a CA");
     let ca_file = dir.path().join("platform-root.pem");
@@ -58,7 +64,7 @@ async fn start() -> (String, tokio::sync::oneshot::Sender<()>, tempfile::TempDir
     tokio::spawn(app.run(async move {
         let _ = stopped.await;
     }));
-    (base, stop, dir)
+    (base, stop, dir, ca)
 }
 
 /// Runs Python with `script`, `args` after it; panics with its output unless it exits 0.
@@ -115,7 +121,7 @@ sys.exit(1 if errors else 0)
 
 #[tokio::test]
 async fn the_served_document_is_the_committed_one() {
-    let (base, _stop, _dir) = start().await;
+    let (base, _stop, _dir, _ca) = start().await;
     let served: Value = reqwest::get(format!("{base}/openapi.json"))
         .await
         .expect("GET /openapi.json")
@@ -171,7 +177,7 @@ fn the_validator_refuses_a_broken_document() {
 #[tokio::test]
 async fn create_answers_and_refusals_match_the_generated_schemas() {
     let doc = bzt::http::openapi::document();
-    let (base, _stop, _dir) = start().await;
+    let (base, _stop, _dir, _ca) = start().await;
     let http = reqwest::Client::new();
     let create = |body: Value| {
         http.post(format!("{base}/v1/sessions"))
@@ -241,4 +247,90 @@ async fn create_answers_and_refusals_match_the_generated_schemas() {
         .expect("create");
     assert_eq!(unauthorized.status(), 401);
     assert_valid(&doc, "Error", &unauthorized.json().await.expect("JSON"));
+}
+
+#[tokio::test]
+async fn conversation_request_answers_match_the_generated_schemas() {
+    let doc = bzt::http::openapi::document();
+    let (base, _stop, _dir, ca) = start().await;
+    let http = reqwest::Client::new();
+
+    // A sign session whose phone opens a conversation.
+    let created: Value = http
+        .post(format!("{base}/v1/sessions"))
+        .bearer_auth(API_KEY)
+        .json(&json!({
+            "kind": "sign",
+            "display": { "title": "合同签署" },
+            "tbs_b64": "5ZCI5ZCM",
+            "conversation": {}
+        }))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("JSON");
+    let leaf = ca
+        .issue(&LeafSpec::new("张三", "示例建设有限公司"))
+        .expect("a leaf");
+    let identity = PhoneIdentity::from_pem(&leaf.cert_pem, &leaf.key_pem, None)
+        .expect("an identity")
+        .with_device("dev-1", "测试手机");
+    let phone = Phone::new(http.clone());
+    let qr = QrText::parse(created["qr_text"].as_str().expect("qr_text")).expect("a QR text");
+    let claimed = phone.claim(&qr, &identity).await.expect("claim");
+    let extras = ApproveExtras {
+        open_conversation: true,
+        ..ApproveExtras::default()
+    };
+    let answer = phone
+        .approve(&claimed, &identity, extras)
+        .await
+        .expect("approve");
+    let cid = answer.conversation.expect("a conversation").id;
+    let requests = format!("{base}/v1/conversations/{cid}/requests");
+
+    let request = json!({ "tbs_b64": "56ysMumhtQ==", "display": { "title": "第 2 页" } });
+    assert_valid(&doc, "ConversationRequestInput", &request);
+    let accepted = http
+        .post(&requests)
+        .bearer_auth(API_KEY)
+        .json(&request)
+        .send()
+        .await
+        .expect("post a request");
+    assert_eq!(accepted.status(), 202);
+    let accepted: Value = accepted.json().await.expect("JSON");
+    assert_valid(&doc, "ConversationRequestAccepted", &accepted);
+
+    // Refusals: an undeclared field, and a conversation that does not exist.
+    let refused = http
+        .post(&requests)
+        .bearer_auth(API_KEY)
+        .json(&json!({ "tbs_b64": "YQ==", "display": { "title": "t" }, "page": 3 }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.expect("JSON");
+    assert_valid(&doc, "Error", &body);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("page"),
+        "{body}"
+    );
+    let unknown = http
+        .post(format!(
+            "{base}/v1/conversations/no-such-conversation/requests"
+        ))
+        .bearer_auth(API_KEY)
+        .json(&request)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(unknown.status(), 404);
+    assert_valid(&doc, "Error", &unknown.json().await.expect("JSON"));
 }

@@ -48,6 +48,20 @@ export interface CreatedSession {
   ttl_s: number;
 }
 
+/** `POST /v1/conversations/<cid>/requests` body: `tbs_b64` or `seal`, not both. */
+export interface ConversationRequestBody {
+  tbs_b64?: string;
+  /** A seal signature over this SM3 hash instead of `tbs_b64` (docs/seals.md). */
+  seal?: { data_hash_b64: string; property_info: string };
+  display: { title: string; detail?: string };
+}
+
+/** The `202` answer: the request is queued for the phone. */
+export interface ConversationRequestAccepted {
+  request_id: string;
+  expires_at: string;
+}
+
 export interface SessionView {
   id: string;
   kind: string;
@@ -71,7 +85,7 @@ export interface BztClient {
   waitSession(id: string, version?: number, wait?: number): Promise<SessionView>;
   /** Throws BztApiError code `conflict` (409) if already terminal. */
   cancelSession(id: string): Promise<SessionView>;
-  sendConversationRequest(conversationId: string, body: { tbs_b64: string; display?: { title: string; detail?: string } }): Promise<{ request_id: string; expires_at: string }>;
+  sendConversationRequest(conversationId: string, body: ConversationRequestBody): Promise<ConversationRequestAccepted>;
   getConversationRequest(conversationId: string, requestId: string, wait?: number): Promise<{ request_id: string; status: string; signature_b64?: string; auto_confirmed?: boolean; [k: string]: unknown }>;
   endConversation(conversationId: string): Promise<unknown>;
 }

@@ -91,6 +91,13 @@ test('sdk-js/node: CreatedSession is the generated CreateSessionResponse', () =>
   assert.deepEqual(compare('CreatedSession', declared, schemas.CreateSessionResponse), []);
 });
 
+test('sdk-js/node: the conversation request body and answer are the generated ones', () => {
+  const body = members(interfaceBody('sdk-js/node/index.d.ts', 'ConversationRequestBody'));
+  assert.deepEqual(compare('ConversationRequestBody', body, schemas.ConversationRequestInput), []);
+  const accepted = members(interfaceBody('sdk-js/node/index.d.ts', 'ConversationRequestAccepted'));
+  assert.deepEqual(compare('ConversationRequestAccepted', accepted, schemas.ConversationRequestAccepted), []);
+});
+
 test('sdk-js: the page\'s CreatedSession names the same fields, and SessionKind the same kinds', () => {
   // The page is handed the create answer as is; it only needs `id` and `browser_token`, so the
   // rest may be optional there, but no field may be missing or invented.

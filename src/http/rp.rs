@@ -38,6 +38,14 @@ pub fn seal_request(seal: bzt_wire::SealInput) -> Result<SealRequest, ApiError> 
     })
 }
 
+/// What the phone shows, as the domain has it.
+pub fn display_text(d: bzt_wire::DisplayText) -> DisplayText {
+    DisplayText {
+        title: d.title,
+        detail: d.detail,
+    }
+}
+
 /// The wire's create request as the domain's: `_b64` fields decoded, times
 /// parsed, conversation limits defaulted.
 fn new_session_request(body: CreateSessionRequest) -> Result<NewSessionRequest, ApiError> {
@@ -60,10 +68,7 @@ fn new_session_request(body: CreateSessionRequest) -> Result<NewSessionRequest, 
     Ok(NewSessionRequest {
         kind: Some(body.kind),
         ttl_s: body.ttl_s,
-        display: Some(DisplayText {
-            title: body.display.title,
-            detail: body.display.detail,
-        }),
+        display: Some(display_text(body.display)),
         accept: body.accept,
         expect_cert: body.expect_cert.map(|e| ExpectCert {
             serial: e.serial,

@@ -103,12 +103,8 @@ impl SessionView {
     }
 }
 
-/// `POST /v1/conversations/<cid>/requests` answer (202).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SentRequest {
-    pub request_id: String,
-    pub expires_at: String,
-}
+/// `POST /v1/conversations/<cid>/requests` answer (202): the broker's own wire type.
+pub use bzt_wire::ConversationRequestAccepted as SentRequest;
 
 /// A conversation request's state (`GET /v1/conversations/<cid>/requests/<rid>`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -205,16 +201,14 @@ impl RpClient {
         &self,
         conversation_id: &str,
         tbs: &[u8],
-        display: Option<&Display>,
+        display: &Display,
     ) -> Result<SentRequest, RpError> {
         use base64::Engine;
-        let mut body = serde_json::json!({
-            "tbs_b64": base64::engine::general_purpose::STANDARD.encode(tbs),
-        });
-        if let Some(d) = display {
-            body["display"] =
-                serde_json::to_value(d).map_err(|e| RpError::Protocol(format!("display: {e}")))?;
-        }
+        let body = bzt_wire::ConversationRequestInput {
+            tbs_b64: Some(base64::engine::general_purpose::STANDARD.encode(tbs)),
+            seal: None,
+            display: display.clone(),
+        };
         let req = self
             .http
             .post(self.url(&format!(

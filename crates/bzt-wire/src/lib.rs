@@ -15,9 +15,11 @@
 //! which fields a kind needs), not here: this crate is the shape only, and
 //! the schemas state the bounds those rules enforce.
 
+pub mod conversation;
 pub mod error;
 pub mod session;
 
+pub use conversation::{ConversationRequestAccepted, ConversationRequestInput};
 pub use error::{ErrorBody, ErrorDetail};
 pub use session::{
     ConversationPolicyInput, CreateSessionRequest, CreateSessionResponse, DisplayText,
