@@ -394,6 +394,7 @@ mod tests {
             requester_ip: None,
             requester_user_agent: None,
             actor: None,
+            delegate: None,
         }
     }
 
