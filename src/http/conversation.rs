@@ -27,6 +27,10 @@ use std::time::Duration;
 
 use super::browser::PING_INTERVAL;
 
+/// Largest message a phone may send on its conversation socket: a seal answer embeds the seal
+/// and its picture, so it gets the room a seal completion has (256 KiB) plus its JSON.
+const PHONE_MESSAGE_LIMIT: usize = 320 * 1024;
+
 /// Read buffer of a conversation socket: phones and requesters send a few
 /// frames of a few hundred bytes (larger ones still arrive: the buffer
 /// grows), and the library's 128 KiB default would dominate an idle
@@ -245,8 +249,9 @@ pub async fn phone_socket(
         .await?;
     let upgrade = upgrade_or_400(upgrade)?;
     Ok(upgrade
-        // A response carries a DER signature; requests come the other way.
-        .max_message_size(16 * 1024)
+        // A response carries a DER signature, or a whole SES_Signature with its seal picture
+        // (as large as a session completion may be); requests come the other way.
+        .max_message_size(PHONE_MESSAGE_LIMIT)
         .read_buffer_size(SOCKET_BUFFER)
         .write_buffer_size(0)
         .on_upgrade(move |mut socket| async move {

@@ -66,6 +66,9 @@ pub use bzt_wire::{
     Kind, OpeningInput, RequesterInput as Requester, SealInput,
 };
 
+/// An opening window (开标时间 .. decryption deadline), RFC 3339 times: the wire's `opening`.
+pub use bzt_wire::OpeningInput as OpeningWindow;
+
 /// The session view (`GET /v1/sessions/<id>`, long-poll, cancel, webhooks).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SessionView {
