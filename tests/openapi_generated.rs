@@ -334,3 +334,53 @@ async fn conversation_request_answers_match_the_generated_schemas() {
     assert_eq!(unknown.status(), 404);
     assert_valid(&doc, "Error", &unknown.json().await.expect("JSON"));
 }
+
+#[test]
+fn the_hand_kept_document_agrees_on_the_typed_messages() {
+    // Until docs/openapi.yaml retires, the two must not disagree on what a typed message
+    // carries: the same fields, the same required ones.
+    let yaml: Value = serde_norway::from_str(
+        &std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.yaml"),
+        )
+        .expect("read docs/openapi.yaml"),
+    )
+    .expect("docs/openapi.yaml is YAML");
+    let generated = bzt::http::openapi::document();
+    let names = |v: &Value, key: &str| -> Vec<String> {
+        let mut out: Vec<String> = match &v[key] {
+            Value::Object(m) => m.keys().cloned().collect(),
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        out.sort();
+        out
+    };
+    for (hand, typed) in [
+        ("CreateSessionRequest", "CreateSessionRequest"),
+        ("CreateSessionResponse", "CreateSessionResponse"),
+        ("ConversationRequestInput", "ConversationRequestInput"),
+        ("ConversationRequestAccepted", "ConversationRequestAccepted"),
+        ("SealRequest", "SealInput"),
+        ("Opening", "OpeningInput"),
+        ("RequesterInput", "RequesterInput"),
+        ("ConversationPolicy", "ConversationPolicyInput"),
+        ("DisplayText", "DisplayText"),
+    ] {
+        let h = &yaml["components"]["schemas"][hand];
+        let t = &generated["components"]["schemas"][typed];
+        assert_eq!(
+            names(h, "properties"),
+            names(t, "properties"),
+            "{hand} vs generated {typed}: fields"
+        );
+        assert_eq!(
+            names(h, "required"),
+            names(t, "required"),
+            "{hand} vs generated {typed}: required fields"
+        );
+    }
+}
