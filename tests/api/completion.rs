@@ -463,7 +463,7 @@ async fn a_run_time_revocation_survives_a_restart_and_is_in_the_audit_trail() {
     let records = app
         .broker()
         .audit()
-        .query(bzt::audit::AuditQuery {
+        .query(bzt::store::AuditQuery {
             app: Some(String::new()),
             serial: Some(phone.serial()),
             since: None,
@@ -512,7 +512,7 @@ async fn a_run_time_revocation_survives_a_restart_and_is_in_the_audit_trail() {
     let records = app
         .broker()
         .audit()
-        .query(bzt::audit::AuditQuery {
+        .query(bzt::store::AuditQuery {
             app: Some(String::new()),
             serial: Some(phone.serial()),
             since: None,
