@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bzt_core::conversation::{Conversation, EndedBy};
 use bzt_core::secret::{ConversationId, RequestId};
-use bzt_core::session::DisplayText;
+use bzt_wire::{ConversationRequestAccepted, ConversationRequestInput};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -75,37 +75,31 @@ pub async fn end_conversation(
     Ok(Json(ended.view()))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewRequestBody {
-    tbs_b64: Option<String>,
-    display: DisplayText,
-    /// Instead of `tbs_b64`: a seal signature over this hash (a seal on one more page).
-    seal: Option<super::rp::SealBody>,
-}
-
 pub async fn create_request(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<NewRequestBody>,
+    ApiJson(body): ApiJson<ConversationRequestInput>,
 ) -> Result<Response, ApiError> {
     let app = authenticate(&state, &headers)?;
     let tbs = decode_b64("tbs_b64", body.tbs_b64)?;
-    let seal = body
-        .seal
-        .map(super::rp::SealBody::into_request)
-        .transpose()?;
+    let seal = body.seal.map(super::rp::seal_request).transpose()?;
     let id = super::conversation_id(&id)?;
     let r = state
         .broker
-        .add_request(&app.id, &id, body.display, tbs, seal)
+        .add_request(
+            &app.id,
+            &id,
+            super::rp::display_text(body.display),
+            tbs,
+            seal,
+        )
         .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "request_id": r.id, "expires_at": r.expires_at })),
-    )
-        .into_response())
+    let accepted = ConversationRequestAccepted {
+        request_id: r.id.to_string(),
+        expires_at: r.expires_at.to_rfc3339(),
+    };
+    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
 }
 
 #[derive(Deserialize)]

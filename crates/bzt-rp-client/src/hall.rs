@@ -289,15 +289,15 @@ impl HallClient {
             &hex::encode(header_digest(&header_raw))[..16],
             header.recipients().len()
         );
-        let mut body = CreateSession::new(Kind::Decrypt, title);
+        let mut body = CreateSession::new(crate::Kind::Decrypt, title);
         body.display = Display {
             title: body.display.title,
             detail: Some(detail),
         };
         body.envelope_header_b64 = Some(STANDARD.encode(&header_raw));
         body.reply_key = Some(key.reply_key_hex());
-        body.ttl_s = options.ttl_s;
-        body.number_match = options.number_match;
+        body.ttl_s = options.ttl_s.map(|t| u32::try_from(t).unwrap_or(u32::MAX));
+        body.number_match = options.number_match.then_some(true);
         if let Some(window) = &options.opening {
             // Registered before the session exists: no phone can be asked while only the
             // broker's copy of the window stands between it and the file.
