@@ -44,7 +44,19 @@ pub async fn claim(
     use bzt_core::text::{check_display_text, Lines};
     check_display_text("device.id", &d.id, Lines::One)?;
     check_display_text("device.name", &d.name, Lines::One)?;
-    let claimed = state.broker.claim(&body.qr_text, body.device).await?;
+    // Per session id (not per address: CGNAT puts a province behind a few):
+    // a QR code's failed claims are limited, so its secret cannot be ground down.
+    let (id, _) = crate::broker::parse_qr_text(&body.qr_text)?;
+    state.limits.claim_of(&id)?;
+    let claimed = match state.broker.claim(&body.qr_text, body.device).await {
+        Ok(c) => c,
+        Err(e) => {
+            if e.code == bzt_core::ErrorCode::NotFound {
+                state.limits.claim_failed(&id);
+            }
+            return Err(e);
+        }
+    };
     let s = &claimed.session;
     let mut answer = json!({
         "session": {
