@@ -594,7 +594,8 @@ impl Broker {
                     .by_id(&s.app_id)
                     .and_then(|a| a.webhook_secret.clone())
                 {
-                    self.webhooks.deliver(url.clone(), secret, s.view());
+                    self.webhooks
+                        .deliver(&s.app_id, url.clone(), secret, s.view());
                 }
             }
         } else if s.status == Status::Pending {
