@@ -14,6 +14,9 @@ mod phone;
 mod rp;
 mod ws_frames;
 
+// The body readers of the phone API, for the fuzz targets (crates/bzt-fuzz).
+pub use phone::{read_claim_body, read_complete_body, PhoneAnswer};
+
 use crate::broker::Broker;
 use crate::error::ApiError;
 use crate::limits::Limits;
