@@ -46,6 +46,12 @@ if ! python3 -c 'import pyasn1' >/dev/null 2>&1; then
   python3 -m pip install -q pyasn1
 fi
 
+# The schema-driven attack on the live broker (scripts/schemathesis.sh).
+if ! command -v st >/dev/null 2>&1; then
+  echo "install-test-deps: pip install schemathesis"
+  python3 -m pip install -q 'schemathesis>=4,<5'
+fi
+
 # Browser tests of the SDK.
 if [ -f sdk-js/package-lock.json ] && [ ! -d sdk-js/node_modules ]; then
   echo "install-test-deps: npm ci (sdk-js)"
