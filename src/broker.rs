@@ -838,6 +838,13 @@ fn validate_kind_extras(session: &Session, c: &Completion) -> Result<(), ApiErro
     Ok(())
 }
 
+fn rejected_by_match(session: &Session) -> bool {
+    matches!(
+        &session.outcome,
+        Some(bzt_core::session::Outcome::Rejected { reason }) if reason == bzt_core::reason::MATCH_FAILED
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -859,11 +866,4 @@ mod tests {
             assert_eq!(e.code, ErrorCode::InvalidRequest, "{bad:?}");
         }
     }
-}
-
-fn rejected_by_match(session: &Session) -> bool {
-    matches!(
-        &session.outcome,
-        Some(bzt_core::session::Outcome::Rejected { reason }) if reason == bzt_core::reason::MATCH_FAILED
-    )
 }

@@ -158,32 +158,6 @@ impl FailureBudget {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_failure_budget_refuses_past_its_max_until_the_window_ends() {
-        let budget = FailureBudget::new(3, Duration::from_secs(60));
-        let id = SessionId::generate();
-        let other = SessionId::generate();
-        let t0 = Instant::now();
-        for _ in 0..3 {
-            assert!(budget.check(&id, t0).is_ok());
-            budget.spend(&id, t0);
-        }
-        let wait = budget.check(&id, t0 + Duration::from_secs(20)).unwrap_err();
-        assert_eq!(wait, Duration::from_secs(40));
-        assert!(
-            budget.check(&other, t0).is_ok(),
-            "another id has its own budget"
-        );
-        assert!(budget.check(&id, t0 + Duration::from_secs(60)).is_ok());
-        budget.forget_before(t0 + Duration::from_secs(60));
-        assert!(budget.spent.is_empty());
-    }
-}
-
 pub struct SocketSlots {
     max: usize,
     open: DashMap<SessionId, usize>,
@@ -222,5 +196,31 @@ impl Drop for SocketSlot {
             *n = n.saturating_sub(1);
             *n == 0
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_budget_refuses_past_its_max_until_the_window_ends() {
+        let budget = FailureBudget::new(3, Duration::from_secs(60));
+        let id = SessionId::generate();
+        let other = SessionId::generate();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(budget.check(&id, t0).is_ok());
+            budget.spend(&id, t0);
+        }
+        let wait = budget.check(&id, t0 + Duration::from_secs(20)).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(40));
+        assert!(
+            budget.check(&other, t0).is_ok(),
+            "another id has its own budget"
+        );
+        assert!(budget.check(&id, t0 + Duration::from_secs(60)).is_ok());
+        budget.forget_before(t0 + Duration::from_secs(60));
+        assert!(budget.spent.is_empty());
     }
 }

@@ -139,7 +139,6 @@ pub fn base_config(dir: &Path, cas: &TestCas) -> Config {
 /// A broker whose graceful shutdown began ([`TestApp::begin_shutdown`]).
 pub struct Stopping {
     pub address: String,
-    pub http: reqwest::Client,
     pub broker: Arc<bzt::broker::Broker>,
     pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
     _dir: tempfile::TempDir,
@@ -219,7 +218,6 @@ impl TestApp {
     pub fn begin_shutdown(self) -> Stopping {
         let TestApp {
             address,
-            http,
             dir,
             broker,
             _shutdown,
@@ -229,7 +227,6 @@ impl TestApp {
         let _ = _shutdown.send(());
         Stopping {
             address,
-            http,
             broker,
             server,
             _dir: dir,
