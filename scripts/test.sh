@@ -12,6 +12,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== production build: the broker without the demo (cargo feature demo off)"
+cargo check -p bzt --no-default-features --lib --bins --locked
+
 echo "== cargo test"
 cargo test --workspace --locked
 

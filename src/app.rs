@@ -1,11 +1,11 @@
 //! Start-up: build the broker from a configuration, bind, serve.
 
 use crate::audit::AuditLog;
-use crate::broker::{Broker, Revocations};
+use crate::broker::{Broker, BrokerParts, Revocations};
 use crate::clock::Clock;
 use crate::config::{Config, StoreKind};
+use crate::http::limits::Limits;
 use crate::http::{self, AppState};
-use crate::limits::Limits;
 use crate::store::conversation::{ConversationStore, MemoryConversationStore};
 use crate::store::records::{FileRecordSet, RecordSet};
 use crate::store::redis::{RedisSettings, RedisStore};
@@ -185,7 +185,7 @@ async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
                     audit.stream()
                 );
             }
-            let revocations = Arc::new(redis.record_set(crate::revocations::RECORD_SET));
+            let revocations = Arc::new(redis.record_set(crate::broker::revocations::RECORD_SET));
             let webhooks = Arc::new(redis.webhook_queue());
             (
                 redis.clone(),
@@ -198,59 +198,14 @@ async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
     })
 }
 
-/// Ticks the conversations whose deadline passed, as the shared store hands
-/// them out (see "Deadlines" in [`crate::store::conversation`]): every node
-/// calls this every [`ConversationStore::conversation_poll_interval`], so a
-/// deadline is applied even when the node whose timer held it is gone.
-async fn sweep_conversation_deadlines(broker: &Broker) -> Result<(), crate::error::ApiError> {
-    use bzt_core::conversation::ConvOp;
-    use futures_util::stream::{self, StreamExt};
-    const BATCH: usize = 256;
-    loop {
-        let ids = broker
-            .conversations
-            .claim_due_conversations(broker.clock.now(), BATCH)
-            .await?;
-        let n = ids.len();
-        stream::iter(ids)
-            .for_each_concurrent(16, |id| async move {
-                let ticked = match broker.apply_conversation(&id, &ConvOp::Tick).await {
-                    Ok(u) => {
-                        broker
-                            .conversations
-                            .conversation_ticked(&u.conversation)
-                            .await
-                    }
-                    // Gone (purged): forget its deadline too.
-                    Err(e) if e.code == bzt_core::ErrorCode::NotFound => {
-                        broker.conversations.remove_conversation(&id).await
-                    }
-                    Err(e) => Err(crate::store::StoreError::Unavailable(e.message)),
-                };
-                if let Err(e) = ticked {
-                    // Its lease runs out and a later sweep claims it again.
-                    tracing::warn!(conversation = %id, error = %e, "conversation deadline failed");
-                }
-            })
-            .await;
-        if n < BATCH {
-            return Ok(());
-        }
-    }
-}
-
 /// Signs the audit chain's head every `every` (on the broker's clock) if an
 /// operation is still unsigned: the unsigned tail, which could be cut off
 /// without a trace, is never older than `every`.
 async fn checkpoint_every(broker: Arc<Broker>, every: std::time::Duration) {
     loop {
-        let next = broker.clock.now().plus_millis(every.as_millis() as i64);
-        broker.clock.sleep_until(next).await;
-        if let Err(e) = broker
-            .audit
-            .checkpoint_if_unsigned(broker.clock.now())
-            .await
-        {
+        let next = broker.now().plus_millis(every.as_millis() as i64);
+        broker.clock().sleep_until(next).await;
+        if let Err(e) = broker.checkpoint_audit_if_unsigned().await {
             tracing::warn!(error = %e, "timed audit checkpoint failed; trying at the next interval");
         }
     }
@@ -282,7 +237,7 @@ impl Application {
         let trust = load_trust_store(config)?;
         let crl_sources = crate::crl::load_at_start(config, &trust).await?;
         crate::crl::record_metrics(&trust, clock.now(), true);
-        let broker = Arc::new(Broker {
+        let broker = Arc::new(Broker::new(BrokerParts {
             store,
             conversations,
             audit,
@@ -295,7 +250,7 @@ impl Application {
             timers: TimerQueue::new(),
             webhooks,
             public_base_url,
-        });
+        }));
         let limits = Arc::new(Limits::new(&config.limits));
         let state = AppState {
             broker: broker.clone(),
@@ -347,56 +302,38 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let broker = self.broker.clone();
-        let timers = tokio::spawn(
-            broker
-                .timers
-                .clone()
-                .run(broker.clock.clone(), move |timer| {
-                    let broker = broker.clone();
-                    async move { broker.on_timer(timer).await }
-                }),
-        );
+        let timers = tokio::spawn(self.broker.clone().run_timers());
         // A shared store: also sweep expiries that other nodes' timers own
         // (their node may be gone).
-        let expiry_poll = self.broker.store.expiry_poll_interval().map(|every| {
+        let expiry_poll = self.broker.expiry_poll_interval().map(|every| {
             poll_every(every, self.broker.clone(), "expiry", |b| async move {
                 b.sweep_expiries().await?;
                 // QR rotations of sessions whose creating node may be gone.
                 b.sweep_rotations().await.map(|_| ())
             })
         });
-        let conversation_poll =
-            self.broker
-                .conversations
-                .conversation_poll_interval()
-                .map(|every| {
-                    poll_every(
-                        every,
-                        self.broker.clone(),
-                        "conversation deadline",
-                        |b| async move { sweep_conversation_deadlines(&b).await.map(|_| ()) },
-                    )
-                });
+        let conversation_poll = self.broker.conversation_poll_interval().map(|every| {
+            poll_every(
+                every,
+                self.broker.clone(),
+                "conversation deadline",
+                |b| async move { b.sweep_conversation_deadlines().await },
+            )
+        });
         // Other nodes' revocations: seen here within one poll.
-        let revocation_poll = self.broker.revocations.poll_interval().map(|every| {
+        let revocation_poll = self.broker.revocations().poll_interval().map(|every| {
             poll_every(every, self.broker.clone(), "revocations", |b| async move {
-                b.revocations.refresh().await.map(|_| ())
+                b.revocations().refresh().await.map(|_| ())
             })
         });
         // Webhooks waiting in the shared store: retried by whichever node
         // finds them due (their node may be gone).
-        let webhook_poll = self.broker.webhooks.is_queued().then(|| {
+        let webhook_poll = self.broker.webhooks_queued().then(|| {
             poll_every(
                 WEBHOOK_POLL,
                 self.broker.clone(),
                 "webhook",
-                |b| async move {
-                    b.webhooks
-                        .retry_due(|app| b.apps.by_id(app).and_then(|a| a.webhook_secret.clone()))
-                        .await
-                        .map(|_| ())
-                },
+                |b| async move { b.retry_due_webhooks().await.map(|_| ()) },
             )
         });
         let audit_checkpoints = self

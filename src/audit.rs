@@ -470,7 +470,7 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<SigningKey> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    crate::dev::write_private(path, &pem)?;
+    crate::config::write_private(path, &pem)?;
     SigningKey::new(bzt_crypto::SM2_DISTID, &secret).map_err(|e| anyhow::anyhow!("audit key: {e}"))
 }
 

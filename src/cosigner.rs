@@ -61,8 +61,10 @@ impl Broker {
         match request {
             ContextRequest::Session { id, phone_token } => {
                 let token = presented(&phone_token)?;
+                let id = bzt_core::SessionId::parse(&id)
+                    .ok_or_else(|| ApiError::from(bzt_core::session::unknown_session_error()))?;
                 let session = self.load(&id).await?;
-                session.check_completable(&token, self.clock.now())?;
+                session.check_completable(&token, self.now())?;
                 Ok(CosignContext {
                     kind: session.kind.as_str().to_owned(),
                     tbs_b64: codec::encode(&session.tbs),
@@ -76,6 +78,8 @@ impl Broker {
                 request_id,
                 phone_token,
             } => {
+                let id = bzt_core::secret::ConversationId::parse(&id)
+                    .ok_or_else(|| ApiError::not_found("no such conversation"))?;
                 let conversation = self.conversation_for_phone(&id, Some(&phone_token)).await?;
                 let rid = RequestId::parse(&request_id)
                     .ok_or_else(|| ApiError::not_found("no such request"))?;

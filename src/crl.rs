@@ -155,8 +155,8 @@ pub async fn refresh_forever(
     tick.tick().await; // the first tick is now: loaded at start already
     loop {
         tick.tick().await;
-        refresh_once(&broker.trust, &sources).await;
-        record_metrics(&broker.trust, broker.clock.now(), true);
+        refresh_once(broker.trust(), &sources).await;
+        record_metrics(broker.trust(), broker.now(), true);
     }
 }
 

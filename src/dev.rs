@@ -11,7 +11,8 @@ use bzt_devca::DevCa;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-pub const DEFAULT_DATA_DIR: &str = "bzt-data";
+use crate::config::write_private;
+pub use crate::config::DEFAULT_DATA_DIR;
 pub const DEMO_APP_ID: &str = "demo";
 pub const DEMO_APP_NAME: &str = "示例交易平台";
 pub const DOMAINS: [(&str, &str); 2] = [
@@ -82,22 +83,6 @@ fn load_or_create_secrets(data_dir: &Path) -> anyhow::Result<DevSecrets> {
     std::fs::create_dir_all(data_dir)?;
     write_private(&file, &serde_json::to_string_pretty(&secrets)?)?;
     Ok(secrets)
-}
-
-pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    Ok(())
 }
 
 /// Fills `config` (defaults plus environment) with the development setup.

@@ -5,22 +5,25 @@
 //! challenge bytes, certificate and signature checks). This crate puts them
 //! on the network:
 //!
-//! - [`broker`]: the use cases (create, claim, complete, cancel, wait), the
-//!   one place that reacts to state transitions.
+//! - [`broker`]: the use cases (create, claim, complete, cancel, wait,
+//!   conversations, revocations), the one place that reacts to state
+//!   transitions.
 //! - [`store`]: where sessions live, behind the [`store::SessionStore`] trait
 //!   ([`store::memory`] for one node).
 //! - [`http`]: axum routes for the RP backend, the browser (WebSocket, SSE,
-//!   QR images) and the phone; [`events`] derives the browser's events from
-//!   session state.
+//!   QR images) and the phone; [`http::events`] derives the browser's events
+//!   from session state.
 //! - [`timers`], [`clock`]: expiry and rotation without scanning sessions,
 //!   against an injectable clock.
-//! - [`webhook`], [`limits`], [`qr`]: signed webhooks, abuse limits, QR images.
-//! - [`config`], [`dev`], [`app`]: configuration, development mode, start-up.
+//! - [`webhook`], [`http::limits`], [`http::qr`]: signed webhooks, abuse limits,
+//!   QR images.
+//! - [`config`], [`app`]: configuration, start-up.
+//! - `dev`, `demo`, `hall` (Cargo feature `demo`, on by default): development
+//!   mode and the demo relying party it serves; a production build
+//!   (`--no-default-features`) contains none of them.
 //! - [`cosigner`]: the broker's side of key splitting (the context the
 //!   co-signing service asks for, and its admin API driven for the app owner).
 //! - [`seals`]: the check of a seal signature (扫码签章 with a GB/T 38540 seal).
-//! - [`hall`]: the opening hall's side of 扫码解密 (a client of the broker, used by
-//!   `bzt hall decrypt`).
 
 pub mod app;
 pub mod apps;
@@ -29,19 +32,17 @@ pub mod broker;
 pub mod cert_checks;
 pub mod clock;
 pub mod config;
-pub mod conversations;
 pub mod cosigner;
 pub mod crl;
+#[cfg(feature = "demo")]
 pub mod demo;
+#[cfg(feature = "demo")]
 pub mod dev;
 pub mod error;
-pub mod events;
 /// The opening hall's side of 扫码解密, now in the relying-party client crate.
+#[cfg(feature = "demo")]
 pub use bzt_rp_client::hall;
 pub mod http;
-pub mod limits;
-pub mod qr;
-pub mod revocations;
 pub mod seals;
 pub mod shutdown;
 pub mod store;

@@ -6,6 +6,7 @@ use anyhow::Context;
 use bzt_envelope::{
     inspect, open_reader_to_path, seal, Inspection, Recipient, SealOptions, CONTENT_KEY_LEN,
 };
+#[cfg(feature = "demo")]
 use bzt_phone::{ApproveExtras, Claimed, DecryptRefusal, Kind, PhoneIdentity};
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -248,6 +249,7 @@ fn inspection_json(i: &Inspection) -> serde_json::Value {
 
 // ---- `bzt phone approve` for encrypt and decrypt ------------------------------------------
 
+#[cfg(feature = "demo")] // used by `phone` and `hall`
 /// Reads `--recipient` certificate files (one certificate each) for an `encrypt` approval.
 pub(super) fn read_recipients(paths: &[PathBuf]) -> anyhow::Result<Vec<String>> {
     paths
@@ -260,6 +262,7 @@ pub(super) fn read_recipients(paths: &[PathBuf]) -> anyhow::Result<Vec<String>> 
         .collect()
 }
 
+#[cfg(feature = "demo")] // used by `phone` and `hall`
 /// What `bzt phone approve` sends for this session.
 pub(super) enum PhoneExtras {
     /// Approve with these extras.
@@ -268,6 +271,7 @@ pub(super) enum PhoneExtras {
     Refuse(DecryptRefusal),
 }
 
+#[cfg(feature = "demo")] // used by `phone` and `hall`
 /// The approval extras for `claimed`: `encrypt` names the phone's own certificate and the
 /// colleagues' (`--recipient`); `decrypt` unwraps the phone's entry of the envelope and
 /// re-wraps the content key to the hall's one-time key.

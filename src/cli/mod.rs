@@ -2,12 +2,17 @@
 
 mod audit;
 mod cosigner;
+#[cfg(feature = "demo")]
 mod devca;
 mod envelope;
+#[cfg(feature = "demo")]
 mod hall;
+#[cfg(feature = "demo")]
 mod net;
 mod output;
+#[cfg(feature = "demo")]
 mod phone;
+#[cfg(feature = "demo")]
 mod seal;
 mod serve;
 
@@ -32,21 +37,25 @@ struct Cli {
 enum Command {
     /// Run the broker (development mode when no configuration is given).
     Serve(serve::ServeArgs),
+    #[cfg(feature = "demo")]
     /// Development CA issuing SM2 certificates for test phones.
     #[command(name = "dev-ca", subcommand)]
     DevCa(devca::DevCaCommand),
     /// Read and verify the audit trail of certificate use.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    #[cfg(feature = "demo")]
     /// Reference phone client: claim a QR, approve or reject, converse (会话签章).
     #[command(subcommand)]
     Phone(phone::PhoneCommand),
     /// Bid-file envelopes (多证书加密): seal to several certificates, open, inspect.
     #[command(subcommand)]
     Envelope(envelope::EnvelopeCommand),
+    #[cfg(feature = "demo")]
     /// Electronic seals (电子印章, GB/T 38540): verify or show a seal or a seal signature.
     #[command(subcommand)]
     Seal(seal::SealCommand),
+    #[cfg(feature = "demo")]
     /// Opening hall (开标大厅): decrypt a sealed bid file with a recipient's phone (扫码解密).
     #[command(subcommand)]
     Hall(hall::HallCommand),
@@ -60,12 +69,16 @@ pub fn main() -> ExitCode {
     output::set_json(cli.json);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        #[cfg(feature = "demo")]
         Command::DevCa(cmd) => devca::run(cmd),
+        #[cfg(feature = "demo")]
         Command::Phone(cmd) => phone::run(cmd),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Envelope(cmd) => envelope::run(cmd),
+        #[cfg(feature = "demo")]
         Command::Hall(cmd) => hall::run(cmd),
         Command::Cosigner(cmd) => cosigner::run(cmd),
+        #[cfg(feature = "demo")]
         Command::Seal(cmd) => seal::run(cmd),
     };
     match result {

@@ -27,6 +27,7 @@ pub fn result(value: serde_json::Value, text: impl FnOnce()) {
 }
 
 /// A line for people: stdout normally, stderr under `--json` (stdout holds only the JSON).
+#[cfg_attr(not(feature = "demo"), allow(dead_code))]
 pub fn note(line: impl std::fmt::Display) {
     if json() {
         eprintln!("{line}");

@@ -32,41 +32,61 @@ pub(super) fn init_tracing(json: bool) {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing(args.json_logs);
     let config = Config::load(args.config.as_deref())?;
+    #[cfg(feature = "demo")]
     let (config, dev) = if args.config.is_none() {
         let (config, secrets) = bzt::dev::embedded(config)?;
         (config, Some(secrets))
     } else {
         (config, None)
     };
+    #[cfg(not(feature = "demo"))]
+    if args.config.is_none() {
+        anyhow::bail!(
+            "this build has no development mode (built without the `demo` feature): pass --config"
+        );
+    }
     super::runtime()?.block_on(async move {
+        #[cfg(feature = "demo")]
         let demo = dev.as_ref().map(|s| bzt::demo::routes(&config, s));
+        #[cfg(not(feature = "demo"))]
+        let demo = None;
         let app = Application::build(&config, Arc::new(SystemClock), demo).await?;
-        // Development mode: the co-signing service of split keys, as its own process.
-        let mut cosigner = match &dev {
-            Some(_) => {
-                let broker_url = format!("http://127.0.0.1:{}", app.port());
-                bzt::dev::DevCosigner::spawn(&config, &broker_url)?
-            }
-            None => None,
-        };
-        if let Some(c) = &mut cosigner {
-            if let Err(e) = c.wait_ready().await {
-                tracing::error!(error = %format!("{e:#}"), "development co-signing service not started; split keys are unavailable");
-            }
-        }
-        if let Some(secrets) = &dev {
-            print_dev_banner(&config, secrets, app.port());
-        }
+        #[cfg(feature = "demo")]
+        let cosigner = start_dev_extras(dev.as_ref(), &config, &app).await?;
         tracing::info!(addr = %app.local_addr(), store = ?config.store.kind, "bzt broker listening");
         let broker = app.broker();
         let config_file = args.config.clone();
         tokio::spawn(reload_on_sighup(broker, config_file));
         let served = app.run(shutdown_signal()).await;
+        #[cfg(feature = "demo")]
         drop(cosigner);
         served
     })
 }
 
+/// Development mode: the co-signing service of split keys, as its own
+/// process, and the banner with the demo's secrets.
+#[cfg(feature = "demo")]
+async fn start_dev_extras(
+    dev: Option<&bzt::dev::DevSecrets>,
+    config: &Config,
+    app: &Application,
+) -> anyhow::Result<Option<bzt::dev::DevCosigner>> {
+    let Some(secrets) = dev else {
+        return Ok(None);
+    };
+    let broker_url = format!("http://127.0.0.1:{}", app.port());
+    let mut cosigner = bzt::dev::DevCosigner::spawn(config, &broker_url)?;
+    if let Some(c) = &mut cosigner {
+        if let Err(e) = c.wait_ready().await {
+            tracing::error!(error = %format!("{e:#}"), "development co-signing service not started; split keys are unavailable");
+        }
+    }
+    print_dev_banner(config, secrets, app.port());
+    Ok(cosigner)
+}
+
+#[cfg(feature = "demo")]
 fn print_dev_banner(config: &Config, secrets: &bzt::dev::DevSecrets, port: u16) {
     let base = config.public_base_url();
     let cosigner_url = config.cosigner.url.as_deref().unwrap_or("(none)");
@@ -132,7 +152,7 @@ async fn reload_on_sighup(broker: Arc<bzt::broker::Broker>, file: Option<PathBuf
                 .context("reloading configuration")
                 .and_then(|c| {
                     broker
-                        .revocations
+                        .revocations()
                         .replace_configured(&c.revocation.serials)
                         .map_err(anyhow::Error::msg)
                         .map(|_| c.revocation.serials.len())

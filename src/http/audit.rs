@@ -52,7 +52,7 @@ pub async fn list(
     };
     let records = state
         .broker
-        .audit
+        .audit()
         .query(AuditQuery {
             app: Some(app.id.clone()),
             serial,

@@ -3,13 +3,13 @@
 //!
 //! Both push transports run the same loop: send a snapshot, then wait for the
 //! store to say the session changed, re-read it, and send what is new (see
-//! [`crate::events`]). The stream ends after the terminal `result`.
+//! [`crate::http::events`]). The stream ends after the terminal `result`.
 
 use super::{client_ip, header_str, ws_frames, AppState, TokenQuery};
 use crate::apps::App;
 use crate::error::ApiError;
-use crate::events::{BrowserEvent, Cursor};
-use crate::limits::SocketSlot;
+use crate::http::events::{BrowserEvent, Cursor};
+use crate::http::limits::SocketSlot;
 use crate::shutdown::CLOSE_SERVICE_RESTART;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -57,7 +57,7 @@ pub fn check_app_origin(
 ) -> Result<Arc<App>, ApiError> {
     let app = state
         .broker
-        .apps
+        .apps()
         .by_id(app_id)
         .ok_or_else(ApiError::internal)?;
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
@@ -89,6 +89,9 @@ pub async fn preflight(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
+    let Ok(id) = super::session_id(&id) else {
+        return StatusCode::NO_CONTENT.into_response();
+    };
     let Ok(session) = state.broker.load(&id).await else {
         return StatusCode::NO_CONTENT.into_response();
     };
@@ -116,7 +119,11 @@ async fn open_browser_request(
     headers: &HeaderMap,
     peer: SocketAddr,
 ) -> Result<(Session, Arc<App>), ApiError> {
-    let session = state.broker.session_for_browser(id, q.t.as_deref()).await?;
+    let id = super::session_id(id)?;
+    let session = state
+        .broker
+        .session_for_browser(&id, q.t.as_deref())
+        .await?;
     let app = check_origin(state, &session, headers)?;
     // Header text reaches the phone: keep it displayable and bounded.
     use bzt_core::session::{MAX_ORIGIN_CHARS, MAX_USER_AGENT_CHARS};
@@ -174,7 +181,7 @@ async fn websocket_loop(
     state: &AppState,
     id: &SessionId,
 ) -> Result<(), axum::Error> {
-    let Ok(Some(mut changes)) = state.broker.store.subscribe(id).await else {
+    let Ok(Some(mut changes)) = state.broker.watch_session(id).await else {
         return close(socket, 1011, "session unavailable").await;
     };
     let Some(mut cursor) = Box::pin(send_snapshot(socket, state, id)).await? else {
@@ -222,11 +229,11 @@ async fn send_snapshot(
     state: &AppState,
     id: &SessionId,
 ) -> Result<Option<Cursor>, axum::Error> {
-    let Ok(session) = state.broker.load(id.as_str()).await else {
+    let Ok(session) = state.broker.load(id).await else {
         close(socket, 1011, "session unavailable").await?;
         return Ok(None);
     };
-    let (snapshot, cursor) = Cursor::snapshot(&session, &state.broker.public_base_url);
+    let (snapshot, cursor) = Cursor::snapshot(&session, state.broker.public_base_url());
     if send_event(socket, &snapshot).await? {
         close(socket, 1000, "session finished").await?;
         return Ok(None);
@@ -244,10 +251,10 @@ async fn send_changes(
 ) -> Result<bool, axum::Error> {
     // A store hiccup leaves the socket open; the next change or a
     // reconnect's snapshot catches up.
-    let Ok(session) = state.broker.load(id.as_str()).await else {
+    let Ok(session) = state.broker.load(id).await else {
         return Ok(false);
     };
-    for event in cursor.advance(&session, &state.broker.public_base_url) {
+    for event in cursor.advance(&session, state.broker.public_base_url()) {
         if send_event(socket, &event).await? {
             close(socket, 1000, "session finished").await?;
             return Ok(true);
@@ -335,7 +342,7 @@ async fn run_sse(
     let gauge = metrics::gauge!("bzt_browser_sockets", "transport" => "sse");
     gauge.increment(1.0);
     let broker = &state.broker;
-    let base = &broker.public_base_url;
+    let base = &broker.public_base_url();
     let to_sse = |e: &BrowserEvent| {
         Ok(Event::default()
             .event(e.kind)
@@ -343,10 +350,9 @@ async fn run_sse(
             .data(e.data.to_string()))
     };
     'stream: {
-        let (Ok(Some(mut changes)), Ok(session)) = (
-            broker.store.subscribe(&id).await,
-            broker.load(id.as_str()).await,
-        ) else {
+        let (Ok(Some(mut changes)), Ok(session)) =
+            (broker.watch_session(&id).await, broker.load(&id).await)
+        else {
             break 'stream;
         };
         let (snapshot, mut cursor) = Cursor::snapshot(&session, base);
@@ -357,7 +363,7 @@ async fn run_sse(
             tokio::select! {
                 changed = changes.changed() => {
                     if changed.is_err() { break 'stream; }
-                    let Ok(session) = broker.load(id.as_str()).await else { continue };
+                    let Ok(session) = broker.load(&id).await else { continue };
                     for event in cursor.advance(&session, base) {
                         if tx.send(to_sse(&event)).await.is_err() || event.is_final {
                             break 'stream;
@@ -425,7 +431,7 @@ pub async fn qr_svg(
 ) -> Result<Response, ApiError> {
     let (session, app) = open_browser_request(&state, &id, &q, &headers, peer).await?;
     let answer = drawable(&session)
-        .and_then(|()| crate::qr::svg(&session.qr_text(&state.broker.public_base_url)))
+        .and_then(|()| crate::http::qr::svg(&session.qr_text(state.broker.public_base_url())))
         .map(|svg| image_response("image/svg+xml", svg.into_bytes()));
     qr_answer(answer, &app, &headers)
 }
@@ -439,7 +445,7 @@ pub async fn qr_png(
 ) -> Result<Response, ApiError> {
     let (session, app) = open_browser_request(&state, &id, &q, &headers, peer).await?;
     let answer = drawable(&session)
-        .and_then(|()| crate::qr::png(&session.qr_text(&state.broker.public_base_url)))
+        .and_then(|()| crate::http::qr::png(&session.qr_text(state.broker.public_base_url())))
         .map(|png| image_response("image/png", png));
     qr_answer(answer, &app, &headers)
 }

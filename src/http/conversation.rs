@@ -44,6 +44,7 @@ pub async fn get_conversation(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let app = authenticate(&state, &headers)?;
+    let id = super::conversation_id(&id)?;
     let c = state.broker.conversation_for_app(&app.id, &id).await?;
     Ok(Json(c.view()))
 }
@@ -55,6 +56,7 @@ pub async fn end_conversation(
     headers: HeaderMap,
     Query(q): Query<TokenQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let id = super::conversation_id(&id)?;
     let c = match q.t.as_deref() {
         Some(t) => {
             state
@@ -95,6 +97,7 @@ pub async fn create_request(
         .seal
         .map(super::rp::SealBody::into_request)
         .transpose()?;
+    let id = super::conversation_id(&id)?;
     let r = state
         .broker
         .add_request(&app.id, &id, body.display, tbs, seal)
@@ -121,6 +124,7 @@ pub async fn get_request(
     let app = authenticate(&state, &headers)?;
     let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
     let wait = super::rp::parse_wait(q.wait)?.unwrap_or(0);
+    let id = super::conversation_id(&id)?;
     let r = state
         .broker
         .wait_request(&app.id, &id, &rid, Duration::from_secs(wait))
@@ -171,6 +175,7 @@ pub async fn requester_socket(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let id = super::conversation_id(&id)?;
     let c = state
         .broker
         .conversation_for_requester(&id, q.t.as_deref())
@@ -194,15 +199,15 @@ async fn requester_loop(
     state: &AppState,
     id: &ConversationId,
 ) -> Result<(), axum::Error> {
-    let conversations = &state.broker.conversations;
-    let Ok(Some(mut changes)) = conversations.subscribe_conversation(id).await else {
+    let broker = &state.broker;
+    let Ok(Some(mut changes)) = broker.watch_conversation(id).await else {
         return close(socket, 1011, "conversation unavailable").await;
     };
     let mut reported: HashSet<RequestId> = HashSet::new();
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
     loop {
-        if let Ok(Some(c)) = conversations.get_conversation(id).await {
+        if let Ok(Some(c)) = broker.conversation_now(id).await {
             for r in c.requests.iter().filter(|r| r.is_finished()) {
                 if reported.insert(r.id.clone()) {
                     let mut frame = r.result_view();
@@ -249,6 +254,7 @@ pub async fn phone_socket(
     Query(q): Query<TokenQuery>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let id = super::conversation_id(&id)?;
     let c = state
         .broker
         .conversation_for_phone(&id, q.t.as_deref())
@@ -273,8 +279,8 @@ async fn phone_loop(
     state: &AppState,
     id: &ConversationId,
 ) -> Result<(), axum::Error> {
-    let conversations = &state.broker.conversations;
-    let Ok(Some(mut changes)) = conversations.subscribe_conversation(id).await else {
+    let broker = &state.broker;
+    let Ok(Some(mut changes)) = broker.watch_conversation(id).await else {
         return close(socket, 1011, "conversation unavailable").await;
     };
     // Highest request seq sent on this connection; a reconnect starts at 0,
@@ -284,7 +290,7 @@ async fn phone_loop(
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
     loop {
-        if let Ok(Some(c)) = conversations.get_conversation(id).await {
+        if let Ok(Some(c)) = broker.conversation_now(id).await {
             if let Some(frame) = ended_frame(&c) {
                 send_json(socket, &frame).await?;
                 return close(socket, 1000, "conversation ended").await;
@@ -359,7 +365,7 @@ async fn handle_phone_message(
             return send_json(socket, &error_frame(&err, None)).await;
         }
     };
-    let Ok(Some(c)) = broker.conversations.get_conversation(id).await else {
+    let Ok(Some(c)) = broker.conversation_now(id).await else {
         let err = ApiError::new(
             bzt_core::ErrorCode::Unavailable,
             "the conversation cannot be read; retry",

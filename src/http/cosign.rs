@@ -4,9 +4,9 @@
 
 use super::ops::{authorize_admin, revocation_audit};
 use super::{bearer, client_ip, header_str, ApiJson, AppState};
+use crate::broker::revocations::{RevocationRecord, Revocations};
 use crate::cosigner::{ContextRequest, CosignerAdmin, KeyAction};
 use crate::error::ApiError;
-use crate::revocations::{RevocationRecord, Revocations};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap};
@@ -105,7 +105,7 @@ pub async fn admin_action(
         };
         let record = RevocationRecord {
             serial: Revocations::normalize(&serial).map_err(ApiError::invalid)?,
-            revoked_at: state.broker.clock.now(),
+            revoked_at: state.broker.now(),
             revoked_by: Some("admin API (注销 of a split key)".into()),
             reason: Some(format!(
                 "split key {key_id} revoked at the co-signing service"
@@ -115,8 +115,12 @@ pub async fn admin_action(
         let ip = client_ip(&state, &headers, peer).to_string();
         let ua = header_str(&headers, header::USER_AGENT);
         let audit = revocation_audit(&record, "revoked", record.revoked_by.clone(), ip, ua);
-        state.broker.audit.append(audit, record.revoked_at).await?;
-        state.broker.revocations.add(record.clone()).await?;
+        state
+            .broker
+            .audit()
+            .append(audit, record.revoked_at)
+            .await?;
+        state.broker.revocations().add(record.clone()).await?;
         tracing::warn!(serial = %record.serial, key_id = %key_id, "split certificate revoked at the broker");
         revoked_serial = Some(record.serial);
     } else if body.certificate_serial.is_some() {

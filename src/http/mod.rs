@@ -9,8 +9,11 @@ mod audit;
 mod browser;
 mod conversation;
 mod cosign;
+pub mod events;
+pub mod limits;
 mod ops;
 mod phone;
+pub mod qr;
 mod rp;
 mod ws_frames;
 
@@ -19,7 +22,7 @@ pub use phone::{read_claim_body, read_complete_body, PhoneAnswer};
 
 use crate::broker::Broker;
 use crate::error::ApiError;
-use crate::limits::Limits;
+use crate::http::limits::Limits;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -28,6 +31,20 @@ use axum::Router;
 use bzt_core::secret::SecretHash;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+
+/// A session id from a path, parsed once here so the broker only sees typed
+/// ids; one that is not an id answers `404`, as an unknown one does
+/// (docs/protocol.md). Handlers parse it where they would look it up, so
+/// authentication errors still come first.
+pub fn session_id(raw: &str) -> Result<bzt_core::SessionId, ApiError> {
+    bzt_core::SessionId::parse(raw).ok_or_else(|| bzt_core::session::unknown_session_error().into())
+}
+
+/// [`session_id`] for conversations.
+pub fn conversation_id(raw: &str) -> Result<bzt_core::secret::ConversationId, ApiError> {
+    bzt_core::secret::ConversationId::parse(raw)
+        .ok_or_else(|| ApiError::not_found("no such conversation"))
+}
 
 /// Request bodies larger than this answer 413 (docs/protocol.md).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;

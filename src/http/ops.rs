@@ -1,8 +1,8 @@
 //! Health, readiness, metrics, and the admin API (revocations).
 
 use super::{bearer, client_ip, header_str, ApiJson, AppState};
+use crate::broker::revocations::{RevocationRecord, Revocations};
 use crate::error::ApiError;
-use crate::revocations::{RevocationRecord, Revocations};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -24,16 +24,14 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         )
         .into_response();
     }
-    match state.broker.store.ping().await {
-        Ok(()) => {
-            Json(json!({ "status": "ready", "store": state.broker.store.kind() })).into_response()
-        }
+    match state.broker.store_ready().await {
+        Ok(store) => Json(json!({ "status": "ready", "store": store })).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    crate::crl::record_metrics(&state.broker.trust, state.broker.clock.now(), false);
+    crate::crl::record_metrics(state.broker.trust(), state.broker.now(), false);
     match &state.metrics {
         Some(handle) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -64,7 +62,7 @@ pub async fn list_revocations(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     authorize_admin(&state, &headers)?;
-    let (configured, runtime) = state.broker.revocations.list();
+    let (configured, runtime) = state.broker.revocations().list();
     let serials: Vec<&str> = runtime.iter().map(|r| r.serial.as_str()).collect();
     Ok(Json(json!({
         "configured": configured,
@@ -142,7 +140,7 @@ pub async fn add_revocation(
     let serial = Revocations::normalize(&body.serial).map_err(ApiError::invalid)?;
     let record = RevocationRecord {
         serial,
-        revoked_at: state.broker.clock.now(),
+        revoked_at: state.broker.now(),
         revoked_by: bounded_text("revoked_by", body.revoked_by, MAX_ACTOR_CHARS)?,
         reason: bounded_text("reason", body.reason, MAX_REASON_CHARS)?,
     };
@@ -150,8 +148,12 @@ pub async fn add_revocation(
     let ip = client_ip(&state, &headers, peer).to_string();
     let ua = header_str(&headers, header::USER_AGENT);
     let audit = revocation_audit(&record, "revoked", record.revoked_by.clone(), ip, ua);
-    state.broker.audit.append(audit, record.revoked_at).await?;
-    state.broker.revocations.add(record.clone()).await?;
+    state
+        .broker
+        .audit()
+        .append(audit, record.revoked_at)
+        .await?;
+    state.broker.revocations().add(record.clone()).await?;
     tracing::warn!(serial = %record.serial, by = ?record.revoked_by, "certificate revoked at run time");
     Ok((
         StatusCode::CREATED,
@@ -181,21 +183,16 @@ pub async fn remove_revocation(
     let actor = bounded_text("by", q.by, MAX_ACTOR_CHARS)?;
     let removed = state
         .broker
-        .revocations
+        .revocations()
         .remove(&serial)
         .await?
         .ok_or_else(not_listed)?;
     let ip = client_ip(&state, &headers, peer).to_string();
     let ua = header_str(&headers, header::USER_AGENT);
     let audit = revocation_audit(&removed, "lifted", actor, ip, ua);
-    if let Err(e) = state
-        .broker
-        .audit
-        .append(audit, state.broker.clock.now())
-        .await
-    {
+    if let Err(e) = state.broker.audit().append(audit, state.broker.now()).await {
         // Lifted already: put it back rather than leave an untraced change.
-        let _ = state.broker.revocations.add(removed).await;
+        let _ = state.broker.revocations().add(removed).await;
         return Err(e);
     }
     tracing::warn!(serial = %removed.serial, "run-time revocation lifted");

@@ -205,7 +205,9 @@ pub async fn complete(
             ApiError::unauthorized("send the phone token as `Authorization: Bearer <phone_token>`")
         })?;
 
-    let completion = match body.into_answer()? {
+    let answer = body.into_answer()?;
+    let id = super::session_id(&id)?;
+    let completion = match answer {
         PhoneAnswer::Reject(reason) => {
             let session = state.broker.reject(&id, &token, reason).await?;
             return Ok(Json(

@@ -24,7 +24,7 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<App>, A
     })?;
     state
         .broker
-        .apps
+        .apps()
         .by_api_key(key)
         .ok_or_else(|| ApiError::unauthorized("the API key is not valid"))
 }
@@ -115,7 +115,7 @@ pub async fn create_session(
         seal: body.seal.map(SealBody::into_request).transpose()?,
     };
     let (session, browser_token) = state.broker.create_session(&app, req).await?;
-    let base = &state.broker.public_base_url;
+    let base = &state.broker.public_base_url();
     let ws_base = base
         .replacen("https://", "wss://", 1)
         .replacen("http://", "ws://", 1);
@@ -162,6 +162,7 @@ pub async fn get_session(
                 .map_err(|_| ApiError::invalid("`version` must be a whole number"))
         })
         .transpose()?;
+    let id = super::session_id(&id)?;
     let session = match wait {
         Some(w) => {
             state
@@ -199,6 +200,7 @@ pub async fn cancel_session(
     Query(q): Query<TokenQuery>,
 ) -> Result<Response, ApiError> {
     if q.t.is_some() {
+        let id = super::session_id(&id)?;
         let session = state
             .broker
             .session_for_browser(&id, q.t.as_deref())
@@ -219,6 +221,7 @@ pub async fn cancel_session(
         };
     }
     let app = authenticate(&state, &headers)?;
+    let id = super::session_id(&id)?;
     let session: Session = state.broker.session_for_app(&app, &id).await?;
     let cancelled = state.broker.cancel(&session.id, CancelledBy::Rp).await?;
     Ok(Json(cancelled.rp_view()).into_response())

@@ -2,7 +2,7 @@
 //! number that moves on every change, so every node can keep a copy and
 //! notice cheaply (one read of the version) that it must reload.
 //!
-//! Run-time revocations live in one today (`crate::revocations`); anything
+//! Run-time revocations live in one today (`crate::broker::revocations`); anything
 //! else a node must see within a second of another node writing it (the
 //! co-signing service's records, say) can live in another, under its own
 //! name.

@@ -418,7 +418,7 @@ async fn a_run_time_revocation_survives_a_restart_and_is_in_the_audit_trail() {
     // Who revoked is in the audit trail, before anything else is answered.
     let records = app
         .broker()
-        .audit
+        .audit()
         .query(bzt::audit::AuditQuery {
             app: Some(String::new()),
             serial: Some(phone.serial()),
@@ -466,7 +466,7 @@ async fn a_run_time_revocation_survives_a_restart_and_is_in_the_audit_trail() {
     phone.approve(&claimed).await.unwrap();
     let records = app
         .broker()
-        .audit
+        .audit()
         .query(bzt::audit::AuditQuery {
             app: Some(String::new()),
             serial: Some(phone.serial()),

@@ -267,7 +267,7 @@ async fn a_failed_crl_url_refresh_keeps_the_last_good_crl() {
     };
     let app = TestApp::spawn_with_cas(cas.clone(), with_url).await;
     // The sources the broker refreshes, as it reads them from the same configuration.
-    let trust = app.broker().trust.clone();
+    let trust = app.broker().trust().clone();
     let mut config = base_config(dir.path(), &cas);
     with_url(&mut config);
     let sources = bzt::crl::load_at_start(&config, &trust).await.unwrap();

@@ -438,7 +438,7 @@ async fn the_broker_never_holds_the_content_key() {
     let mut stored = String::new();
     for id in &flow.session_ids {
         let sid = bzt_core::SessionId::parse(id).unwrap();
-        let session = broker.store.get(&sid).await.unwrap().expect("stored");
+        let session = broker.load(&sid).await.expect("stored");
         stored.push_str(&serde_json::to_string(&session).unwrap());
         stored.push_str(&app.get_session_raw(id, "").await.text().await.unwrap());
     }

@@ -69,6 +69,48 @@ fn unknown_conversation() -> ApiError {
 }
 
 impl Broker {
+    /// Ticks the conversations whose deadline passed, as the shared store hands
+    /// them out (see "Deadlines" in [`crate::store::conversation`]): every node
+    /// calls this every [`Broker::conversation_poll_interval`], so a
+    /// deadline is applied even when the node whose timer held it is gone.
+    pub async fn sweep_conversation_deadlines(&self) -> Result<(), ApiError> {
+        let broker = self;
+        use bzt_core::conversation::ConvOp;
+        use futures_util::stream::{self, StreamExt};
+        const BATCH: usize = 256;
+        loop {
+            let ids = broker
+                .conversations
+                .claim_due_conversations(broker.clock.now(), BATCH)
+                .await?;
+            let n = ids.len();
+            stream::iter(ids)
+                .for_each_concurrent(16, |id| async move {
+                    let ticked = match broker.apply_conversation(&id, &ConvOp::Tick).await {
+                        Ok(u) => {
+                            broker
+                                .conversations
+                                .conversation_ticked(&u.conversation)
+                                .await
+                        }
+                        // Gone (purged): forget its deadline too.
+                        Err(e) if e.code == bzt_core::ErrorCode::NotFound => {
+                            broker.conversations.remove_conversation(&id).await
+                        }
+                        Err(e) => Err(crate::store::StoreError::Unavailable(e.message)),
+                    };
+                    if let Err(e) = ticked {
+                        // Its lease runs out and a later sweep claims it again.
+                        tracing::warn!(conversation = %id, error = %e, "conversation deadline failed");
+                    }
+                })
+                .await;
+            if n < BATCH {
+                return Ok(());
+            }
+        }
+    }
+
     /// Opens the conversation of a `sign` session being approved.
     pub(crate) async fn open_conversation(
         &self,
@@ -118,10 +160,9 @@ impl Broker {
         })
     }
 
-    async fn load_conversation(&self, id: &str) -> Result<Conversation, ApiError> {
-        let id = ConversationId::parse(id).ok_or_else(unknown_conversation)?;
+    async fn load_conversation(&self, id: &ConversationId) -> Result<Conversation, ApiError> {
         self.conversations
-            .get_conversation(&id)
+            .get_conversation(id)
             .await?
             .ok_or_else(unknown_conversation)
     }
@@ -130,7 +171,7 @@ impl Broker {
     /// max lifetime), as sessions do: a read never shows a request `pending`
     /// past its TTL because this node's timer has not fired yet (or the timer
     /// lives on another node).
-    async fn load_current(&self, id: &str) -> Result<Conversation, ApiError> {
+    async fn load_current(&self, id: &ConversationId) -> Result<Conversation, ApiError> {
         let c = self.load_conversation(id).await?;
         if c.is_ended() || c.next_deadline().is_none_or(|at| at > self.clock.now()) {
             return Ok(c);
@@ -145,7 +186,7 @@ impl Broker {
     pub async fn conversation_for_app(
         &self,
         app_id: &str,
-        id: &str,
+        id: &ConversationId,
     ) -> Result<Conversation, ApiError> {
         let c = self.load_current(id).await?;
         if c.app_id != app_id {
@@ -157,7 +198,7 @@ impl Broker {
     /// The conversation if `token` is its requester token (`?t=`).
     pub async fn conversation_for_requester(
         &self,
-        id: &str,
+        id: &ConversationId,
         token: Option<&str>,
     ) -> Result<Conversation, ApiError> {
         self.conversation_with_token(id, token, "conversation", |c| &c.requester_token)
@@ -167,7 +208,7 @@ impl Broker {
     /// The conversation if `token` is its phone token.
     pub async fn conversation_for_phone(
         &self,
-        id: &str,
+        id: &ConversationId,
         token: Option<&str>,
     ) -> Result<Conversation, ApiError> {
         self.conversation_with_token(id, token, "phone", |c| &c.phone_token)
@@ -177,7 +218,7 @@ impl Broker {
     /// The conversation if `token` hashes to the one `expected` picks from it.
     async fn conversation_with_token(
         &self,
-        id: &str,
+        id: &ConversationId,
         token: Option<&str>,
         which: &str,
         expected: impl Fn(&Conversation) -> &bzt_core::secret::SecretHash,
@@ -198,7 +239,7 @@ impl Broker {
     pub async fn add_request(
         &self,
         app_id: &str,
-        id: &str,
+        id: &ConversationId,
         display: DisplayText,
         tbs: Option<Vec<u8>>,
         seal: Option<bzt_core::session::SealRequest>,
@@ -269,7 +310,7 @@ impl Broker {
     pub async fn wait_request(
         &self,
         app_id: &str,
-        id: &str,
+        id: &ConversationId,
         request_id: &str,
         wait: Duration,
     ) -> Result<SignRequest, ApiError> {
@@ -322,7 +363,7 @@ impl Broker {
             RequestId::parse(request_id).ok_or_else(|| ApiError::not_found("no such request"))?;
         // Refuse what cannot be answered (already answered, expired, ended)
         // before anything is written to the audit trail.
-        let current = self.load_current(c.id.as_str()).await?;
+        let current = self.load_current(&c.id).await?;
         let request = current.answerable(&rid)?;
         let answer = match (&request.seal, signature, seal_signature) {
             (None, Some(sig), None) => Answer::Plain(sig),
@@ -460,7 +501,7 @@ impl Broker {
     ) -> Result<(), ApiError> {
         let rid =
             RequestId::parse(request_id).ok_or_else(|| ApiError::not_found("no such request"))?;
-        let current = self.load_current(c.id.as_str()).await?;
+        let current = self.load_current(&c.id).await?;
         let request = current.answerable(&rid)?;
         let record = audit_request(
             &current,

@@ -1,19 +1,13 @@
-//! The broker's use cases: what the RP, the browser and the phone can ask
-//! for, independent of how they ask (HTTP today; the transports in
-//! [`crate::http`] are thin).
-//!
-//! Every state change goes through [`SessionStore::apply`] and then
-//! [`Broker::after_update`], the one place that reacts to transitions
-//! (timers, webhooks, metrics), whichever request or timer caused them.
+//! Scan sessions: what the RP, the browser and the phone can ask of one
+//! session (create, read, wait, cancel, claim, reject, complete), and the
+//! reaction to its transitions.
 
-use crate::apps::{App, Apps};
-use crate::clock::Clock;
+use super::{Broker, MAX_RECIPIENTS};
+use crate::apps::App;
 use crate::error::ApiError;
-pub use crate::revocations::Revocations;
-use crate::store::{SessionStore, Update};
-use crate::timers::{Timer, TimerQueue};
-use crate::webhook::WebhookSender;
-use bzt_core::pki::{CheckContext, CheckedCertificate, KeyUse, SignatureBudget, TrustStore};
+use crate::store::Update;
+use crate::timers::Timer;
+use bzt_core::pki::{CheckContext, CheckedCertificate, KeyUse, SignatureBudget};
 use bzt_core::session::{
     unknown_session_error, Approval, CancelledBy, Device, NewSession, NewSessionRequest,
     NumberMatch, Op, OpOutput, Requester,
@@ -43,27 +37,6 @@ pub struct Claimed {
     pub phone_token: Secret,
     pub match_choices: Option<Vec<String>>,
 }
-
-pub struct Broker {
-    pub store: Arc<dyn SessionStore>,
-    pub conversations: Arc<dyn crate::store::conversation::ConversationStore>,
-    pub audit: Arc<dyn crate::audit::AuditLog>,
-    pub trust: Arc<TrustStore>,
-    /// Where chain and signature checks run: off the async workers.
-    pub cert_checks: crate::cert_checks::CheckPool,
-    /// Trusted seal makers (制章者): a seal signature's seal must be made by one of them.
-    pub seal_makers: Arc<Vec<x509_cert::Certificate>>,
-    pub revocations: Revocations,
-    pub apps: Apps,
-    pub clock: Arc<dyn Clock>,
-    pub timers: Arc<TimerQueue>,
-    pub webhooks: WebhookSender,
-    /// Base of the QR text and of every absolute URL handed out.
-    pub public_base_url: String,
-}
-
-pub const MAX_RECIPIENTS: usize = 50;
-pub const MAX_WAIT_S: u64 = 30;
 
 impl Broker {
     // ---- RP backend -------------------------------------------------------
@@ -101,7 +74,7 @@ impl Broker {
     }
 
     /// The session if it belongs to `app`; another app's session is `not_found`.
-    pub async fn session_for_app(&self, app: &App, id: &str) -> Result<Session, ApiError> {
+    pub async fn session_for_app(&self, app: &App, id: &SessionId) -> Result<Session, ApiError> {
         let session = self.load(id).await?;
         if session.app_id != app.id {
             return Err(not_found());
@@ -115,7 +88,7 @@ impl Broker {
     pub async fn wait_session(
         &self,
         app: &App,
-        id: &str,
+        id: &SessionId,
         version: Option<u64>,
         wait: Duration,
     ) -> Result<Session, ApiError> {
@@ -152,7 +125,7 @@ impl Broker {
     /// The session named by a browser URL, if `token` is its browser token.
     pub async fn session_for_browser(
         &self,
-        id: &str,
+        id: &SessionId,
         token: Option<&str>,
     ) -> Result<Session, ApiError> {
         let token = token
@@ -196,7 +169,7 @@ impl Broker {
             )));
         }
         let (id, secret) = parse_qr_text(qr_text)?;
-        let current = self.load(id.as_str()).await?;
+        let current = self.load(&id).await?;
         let phone_token = Secret::generate();
         let op = Op::Claim {
             secret,
@@ -225,7 +198,7 @@ impl Broker {
     /// The phone declines.
     pub async fn reject(
         &self,
-        id: &str,
+        id: &SessionId,
         phone_token: &Secret,
         reason: String,
     ) -> Result<Session, ApiError> {
@@ -273,10 +246,10 @@ impl Broker {
     /// The phone approves: the checks of docs/protocol.md in its order, then the transition.
     pub async fn complete(
         &self,
-        id: &str,
+        id: &SessionId,
         phone_token: &Secret,
         c: Completion,
-    ) -> Result<(Session, Option<crate::conversations::OpenedConversation>), ApiError> {
+    ) -> Result<(Session, Option<super::OpenedConversation>), ApiError> {
         let session = self.load(id).await?;
         self.check_completable(&session, phone_token).await?;
         // The hall's opening window: no key is re-wrapped outside it. Not a
@@ -540,9 +513,8 @@ impl Broker {
 
     // ---- Shared -----------------------------------------------------------
 
-    pub async fn load(&self, id: &str) -> Result<Session, ApiError> {
-        let id = SessionId::parse(id).ok_or_else(not_found)?;
-        self.store.get(&id).await?.ok_or_else(not_found)
+    pub async fn load(&self, id: &SessionId) -> Result<Session, ApiError> {
+        self.store.get(id).await?.ok_or_else(not_found)
     }
 
     /// Applies an op and reacts to the transition it caused; `not_found` if the session is gone.

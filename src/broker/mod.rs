@@ -1,0 +1,222 @@
+//! The broker's use cases: what the RP, the browser and the phone can ask
+//! for, independent of how they ask (HTTP today; the transports in
+//! [`crate::http`] are thin).
+//!
+//! A closed facade: the stores, the clock and the timers are private, so
+//! transport asks the broker ([`Broker::watch_session`],
+//! [`Broker::conversation_now`], …) instead of reaching into a store. Ids
+//! arrive typed ([`SessionId`], [`ConversationId`]), parsed once at the edge.
+//!
+//! Every state change goes through [`SessionStore::apply`] and then the
+//! broker's reaction to the transition (timers, webhooks, metrics), whichever
+//! request or timer caused it. The use cases live one file each:
+//! [`session`] (scan sessions), `conversation` (会话签章), [`revocations`].
+
+mod conversation;
+pub mod revocations;
+pub mod session;
+
+use crate::apps::Apps;
+use crate::audit::AuditLog;
+use crate::clock::Clock;
+use crate::store::conversation::ConversationStore;
+use crate::store::{SessionStore, StoreError};
+use crate::timers::TimerQueue;
+use crate::webhook::WebhookSender;
+use bzt_core::conversation::Conversation;
+use bzt_core::pki::TrustStore;
+use bzt_core::secret::ConversationId;
+use bzt_core::{SessionId, Timestamp};
+pub use conversation::OpenedConversation;
+pub use revocations::Revocations;
+pub use session::{parse_qr_text, Claimed, Completion};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub const MAX_RECIPIENTS: usize = 50;
+pub const MAX_WAIT_S: u64 = 30;
+
+/// What the broker is built from (the start-up code in [`crate::app`] and
+/// tests assemble it); once built, only the broker's methods reach them.
+pub struct BrokerParts {
+    pub store: Arc<dyn SessionStore>,
+    pub conversations: Arc<dyn ConversationStore>,
+    pub audit: Arc<dyn AuditLog>,
+    pub trust: Arc<TrustStore>,
+    /// Where chain and signature checks run: off the async workers.
+    pub cert_checks: crate::cert_checks::CheckPool,
+    /// Trusted seal makers (制章者): a seal signature's seal must be made by one of them.
+    pub seal_makers: Arc<Vec<x509_cert::Certificate>>,
+    pub revocations: Revocations,
+    pub apps: Apps,
+    pub clock: Arc<dyn Clock>,
+    pub timers: Arc<TimerQueue>,
+    pub webhooks: WebhookSender,
+    /// Base of the QR text and of every absolute URL handed out.
+    pub public_base_url: String,
+}
+
+pub struct Broker {
+    store: Arc<dyn SessionStore>,
+    conversations: Arc<dyn ConversationStore>,
+    audit: Arc<dyn AuditLog>,
+    trust: Arc<TrustStore>,
+    cert_checks: crate::cert_checks::CheckPool,
+    seal_makers: Arc<Vec<x509_cert::Certificate>>,
+    revocations: Revocations,
+    apps: Apps,
+    clock: Arc<dyn Clock>,
+    timers: Arc<TimerQueue>,
+    webhooks: WebhookSender,
+    public_base_url: String,
+}
+
+impl Broker {
+    pub fn new(parts: BrokerParts) -> Self {
+        let BrokerParts {
+            store,
+            conversations,
+            audit,
+            trust,
+            cert_checks,
+            seal_makers,
+            revocations,
+            apps,
+            clock,
+            timers,
+            webhooks,
+            public_base_url,
+        } = parts;
+        Self {
+            store,
+            conversations,
+            audit,
+            trust,
+            cert_checks,
+            seal_makers,
+            revocations,
+            apps,
+            clock,
+            timers,
+            webhooks,
+            public_base_url,
+        }
+    }
+
+    // ---- Read-only parts transport and start-up need ----------------------
+
+    /// The configured apps (API keys, origins, webhook secrets).
+    pub fn apps(&self) -> &Apps {
+        &self.apps
+    }
+
+    /// Base of the QR text and of every absolute URL handed out.
+    pub fn public_base_url(&self) -> &str {
+        &self.public_base_url
+    }
+
+    /// Now, on the broker's clock (injectable in tests).
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn trust(&self) -> &Arc<TrustStore> {
+        &self.trust
+    }
+
+    /// Run-time revocations (the admin API adds and removes them).
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
+    }
+
+    /// The audit trail of certificate use.
+    pub fn audit(&self) -> &Arc<dyn AuditLog> {
+        &self.audit
+    }
+
+    /// Whether webhook deliveries wait in the shared store, so that every
+    /// node must call [`Broker::retry_due_webhooks`] regularly.
+    pub fn webhooks_queued(&self) -> bool {
+        self.webhooks.is_queued()
+    }
+
+    /// Attempts the webhook deliveries of the shared store that are due
+    /// (their node may be gone), signed with this node's app secrets.
+    pub async fn retry_due_webhooks(&self) -> Result<usize, StoreError> {
+        self.webhooks
+            .retry_due(|app| self.apps.by_id(app).and_then(|a| a.webhook_secret.clone()))
+            .await
+    }
+
+    // ---- Watching ----------------------------------------------------------
+
+    /// A receiver that ticks whenever the session changes; `None` when it is
+    /// gone. Transport re-reads the session on each tick.
+    pub async fn watch_session(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<watch::Receiver<u64>>, StoreError> {
+        self.store.subscribe(id).await
+    }
+
+    /// A receiver that ticks whenever the conversation changes; `None` when
+    /// it is gone.
+    pub async fn watch_conversation(
+        &self,
+        id: &ConversationId,
+    ) -> Result<Option<watch::Receiver<u64>>, StoreError> {
+        self.conversations.subscribe_conversation(id).await
+    }
+
+    /// The conversation as stored now, without a token check (for sockets
+    /// that checked their token when they opened).
+    pub async fn conversation_now(
+        &self,
+        id: &ConversationId,
+    ) -> Result<Option<Conversation>, StoreError> {
+        self.conversations.get_conversation(id).await
+    }
+
+    // ---- Readiness and background work -------------------------------------
+
+    /// `Ok(store kind)` when the session store answers.
+    pub async fn store_ready(&self) -> Result<&'static str, StoreError> {
+        self.store.ping().await.map(|()| self.store.kind())
+    }
+
+    /// Runs the timer queue (expiries, rotations, conversation deadlines)
+    /// until the process stops.
+    pub async fn run_timers(self: Arc<Self>) {
+        let broker = self.clone();
+        self.timers
+            .clone()
+            .run(self.clock.clone(), move |timer| {
+                let broker = broker.clone();
+                async move { broker.on_timer(timer).await }
+            })
+            .await
+    }
+
+    /// How often a shared session store wants expiries swept; `None`: never.
+    pub fn expiry_poll_interval(&self) -> Option<Duration> {
+        self.store.expiry_poll_interval()
+    }
+
+    /// How often a shared conversation store wants deadlines swept.
+    pub fn conversation_poll_interval(&self) -> Option<Duration> {
+        self.conversations.conversation_poll_interval()
+    }
+
+    /// Signs the audit chain's head if an operation is still unsigned.
+    pub async fn checkpoint_audit_if_unsigned(&self) -> Result<(), crate::error::ApiError> {
+        self.audit
+            .checkpoint_if_unsigned(self.clock.now())
+            .await
+            .map(|_| ())
+    }
+}
