@@ -45,6 +45,8 @@ export interface ApprovedResult {
   recipients?: Certificate[];
   wrapped_key_b64?: string;
   conversation?: { id: string; token: string; expires_at: string };
+  /** A member signed with a company certificate granted to it (企业证书授权): who. */
+  delegate?: { name: string; device: string };
 }
 
 /** `result` per terminal status: approved → ApprovedResult; rejected/failed → {reason}; expired/cancelled → null. */

@@ -32,6 +32,8 @@ pub struct AuditQuery {
     pub app: Option<String>,
     pub serial: Option<String>,
     pub since: Option<Timestamp>,
+    /// A member of 企业证书授权: its name or its device id.
+    pub delegate: Option<String>,
     pub limit: usize,
 }
 
@@ -43,6 +45,11 @@ impl AuditQuery {
         self.app.as_ref().is_none_or(|a| *a == op.app)
             && self.serial.as_ref().is_none_or(|s| *s == op.cert_serial)
             && self.since.is_none_or(|t| r.body.time >= t)
+            && self.delegate.as_ref().is_none_or(|who| {
+                op.delegate
+                    .as_ref()
+                    .is_some_and(|d| d.name == *who || d.device == *who)
+            })
     }
 }
 
@@ -500,6 +507,7 @@ mod tests {
             requester_ip: None,
             requester_user_agent: None,
             actor: None,
+            delegate: None,
         }
     }
 

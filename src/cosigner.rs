@@ -10,7 +10,7 @@
 use crate::broker::Broker;
 use crate::error::ApiError;
 use bzt_core::secret::RequestId;
-use bzt_core::session::Opening;
+use bzt_core::session::{Delegate, Op, Opening};
 use bzt_core::{codec, ErrorCode, Secret, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -24,11 +24,17 @@ pub enum ContextRequest {
     Session {
         id: String,
         phone_token: String,
+        /// The member whose granted share the service co-signs with
+        /// (企业证书授权); absent for the certificate owner's own share.
+        #[serde(default)]
+        delegate: Option<Delegate>,
     },
     Conversation {
         id: String,
         request_id: String,
         phone_token: String,
+        #[serde(default)]
+        delegate: Option<Delegate>,
     },
 }
 
@@ -59,12 +65,20 @@ impl Broker {
     /// request is pending), else the error the phone itself would get.
     pub async fn cosign_context(&self, request: ContextRequest) -> Result<CosignContext, ApiError> {
         match request {
-            ContextRequest::Session { id, phone_token } => {
+            ContextRequest::Session {
+                id,
+                phone_token,
+                delegate,
+            } => {
                 let token = presented(&phone_token)?;
                 let id = bzt_core::SessionId::parse(&id)
                     .ok_or_else(|| ApiError::from(bzt_core::session::unknown_session_error()))?;
                 let session = self.load(&id).await?;
                 session.check_completable(&token, self.now())?;
+                // Who will sign, as the service says: `result.delegate` and the audit.
+                if session.delegate != delegate {
+                    self.apply(&session.id, &Op::NoteDelegate(delegate)).await?;
+                }
                 Ok(CosignContext {
                     kind: session.kind.as_str().to_owned(),
                     tbs_b64: codec::encode(&session.tbs),
@@ -77,6 +91,7 @@ impl Broker {
                 id,
                 request_id,
                 phone_token,
+                delegate: _,
             } => {
                 let id = bzt_core::secret::ConversationId::parse(&id)
                     .ok_or_else(|| ApiError::not_found("no such conversation"))?;
@@ -177,6 +192,21 @@ impl CosignerAdmin {
         self.call(
             reqwest::Method::POST,
             &format!("/v1/admin/keys/{key_id}/{}", action.as_str()),
+        )
+        .await
+    }
+
+    /// `GET /v1/admin/grants` at the service (企业证书授权, the operator's view).
+    pub async fn grants(&self) -> Result<Value, ApiError> {
+        self.call(reqwest::Method::GET, "/v1/admin/grants").await
+    }
+
+    /// `POST /v1/admin/grants/{grant_id}/reclaim` at the service.
+    pub async fn reclaim(&self, grant_id: &str) -> Result<Value, ApiError> {
+        let grant_id = key_id_segment(grant_id)?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/admin/grants/{grant_id}/reclaim"),
         )
         .await
     }

@@ -858,6 +858,7 @@ fn audit_op(node: usize, n: usize) -> bzt_core::audit::Operation {
         requester_ip: None,
         requester_user_agent: None,
         actor: None,
+        delegate: None,
     }
 }
 

@@ -55,6 +55,7 @@ fn audit_request(
         requester_ip: c.requester.as_ref().and_then(|q| q.ip.clone()),
         requester_user_agent: c.requester.as_ref().and_then(|q| q.user_agent.clone()),
         actor: None,
+        delegate: None,
     }
 }
 

@@ -731,6 +731,7 @@ fn audit_operation(
         requester_ip: s.requester.as_ref().and_then(|r| r.ip.clone()),
         requester_user_agent: s.requester.as_ref().and_then(|r| r.user_agent.clone()),
         actor: None,
+        delegate: s.delegate.clone(),
     }
 }
 

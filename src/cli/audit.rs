@@ -25,6 +25,9 @@ pub enum AuditCommand {
         /// Only records at or after this time (RFC 3339).
         #[arg(long)]
         since: Option<String>,
+        /// Only operations by this member of a granted company certificate (name or device id).
+        #[arg(long)]
+        delegate: Option<String>,
         /// At most this many (0: all).
         #[arg(long, default_value_t = 0)]
         limit: usize,
@@ -134,6 +137,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
             serial,
             app,
             since,
+            delegate,
             limit,
         } => {
             let serial = serial
@@ -146,6 +150,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
                 app,
                 serial,
                 since,
+                delegate,
                 limit,
             })?;
             for r in records {

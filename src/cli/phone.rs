@@ -57,6 +57,20 @@ pub enum PhoneCommand {
     /// by the PIN, the service the other; the development CA certifies the joint key (or
     /// `--csr` writes a PKCS#10 request for a real CA, co-signed by both parties).
     Enroll(EnrollArgs),
+    /// 企业证书授权, member's phone: write an invitation (name, device, a receiving key) for the
+    /// administrator.
+    GrantInvite(super::phone_grants::InviteArgs),
+    /// 企业证书授权, administrator: grant the company certificate to the member of an
+    /// invitation until a time; writes the offer for the member's phone.
+    Grant(super::phone_grants::GrantArgs),
+    /// 企业证书授权, member's phone: accept an offer into its identity directory under its own PIN.
+    AcceptGrant(super::phone_grants::AcceptArgs),
+    /// 更改证书授权结束时间 (administrator).
+    Extend(super::phone_grants::ExtendArgs),
+    /// 证书解除授权 (administrator).
+    Ungrant(super::phone_grants::UngrantArgs),
+    /// The grants of a company certificate and its 证书收回记录 (administrator).
+    Grants(super::phone_grants::AdminArgs),
 }
 
 #[derive(Args)]
@@ -147,6 +161,12 @@ pub fn run(cmd: PhoneCommand) -> anyhow::Result<()> {
                 max,
             } => converse(phone, auto_confirm, max).await,
             PhoneCommand::Enroll(a) => enroll(a).await,
+            PhoneCommand::GrantInvite(a) => super::phone_grants::invite(a),
+            PhoneCommand::Grant(a) => super::phone_grants::grant(a).await,
+            PhoneCommand::AcceptGrant(a) => super::phone_grants::accept(a).await,
+            PhoneCommand::Extend(a) => super::phone_grants::extend(a).await,
+            PhoneCommand::Ungrant(a) => super::phone_grants::ungrant(a).await,
+            PhoneCommand::Grants(a) => super::phone_grants::grants(a).await,
         }
     })
 }
@@ -157,7 +177,7 @@ enum Mode {
     Reject(String),
 }
 
-fn prompt(question: &str) -> anyhow::Result<String> {
+pub(super) fn prompt(question: &str) -> anyhow::Result<String> {
     eprint!("{question}");
     std::io::stderr().flush()?;
     let mut line = String::new();
@@ -183,7 +203,7 @@ impl Holder {
     }
 }
 
-fn cli_device_id() -> String {
+pub(super) fn cli_device_id() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "cli".into());
     format!("bzt-cli-{host}")
 }

@@ -19,6 +19,8 @@ pub struct AuditParams {
     serial: Option<String>,
     since: Option<String>,
     limit: Option<String>,
+    /// Only operations by this member of a granted certificate (name or device id).
+    delegate: Option<String>,
 }
 
 pub async fn list(
@@ -57,6 +59,7 @@ pub async fn list(
             app: Some(app.id.clone()),
             serial,
             since,
+            delegate: p.delegate.filter(|d| !d.is_empty()),
             limit,
         })
         .await?;

@@ -1,6 +1,8 @@
 //! Key splitting on the broker: the context endpoint the co-signing service
 //! calls (its own credential), and the admin routes that drive the service's
-//! freeze / unfreeze / revoke / unlock for the app owner (admin token).
+//! freeze / unfreeze / revoke / unlock for the app owner (admin token), and
+//! the platform operator's view and reclaim of company-certificate grants
+//! (企业证书授权).
 
 use super::ops::{authorize_admin, revocation_audit};
 use super::{bearer, client_ip, header_str, ApiJson, AppState};
@@ -133,5 +135,28 @@ pub async fn admin_action(
     if let (Some(serial), Some(obj)) = (revoked_serial, answer.as_object_mut()) {
         obj.insert("revoked_serial".into(), json!(serial));
     }
+    Ok(Json(answer))
+}
+
+/// `GET /v1/admin/cosigner/grants`: every grant of a company certificate at
+/// the service, and the 证书收回记录 (the operator's view).
+pub async fn admin_grants(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize_admin(&state, &headers)?;
+    Ok(Json(admin_client(&state)?.grants().await?))
+}
+
+/// `POST /v1/admin/cosigner/grants/{grant_id}/reclaim`: the platform
+/// operator takes a grant back; the service records the operator as actor.
+pub async fn admin_reclaim(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(grant_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize_admin(&state, &headers)?;
+    let answer = admin_client(&state)?.reclaim(&grant_id).await?;
+    tracing::warn!(grant_id = %grant_id, "company certificate grant reclaimed by the operator");
     Ok(Json(answer))
 }

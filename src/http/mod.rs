@@ -106,6 +106,8 @@ declare_routes! {
     delete "/v1/admin/revocations/{serial}" => ops::remove_revocation;
     get "/v1/admin/cosigner/keys/{key_id}" => cosign::admin_key;
     post "/v1/admin/cosigner/keys/{key_id}/{action}" => cosign::admin_action;
+    get "/v1/admin/cosigner/grants" => cosign::admin_grants;
+    post "/v1/admin/cosigner/grants/{grant_id}/reclaim" => cosign::admin_reclaim;
     post "/v1/cosign/context" => cosign::context;
     get "/v1/conversations/{id}" => conversation::get_conversation;
     delete "/v1/conversations/{id}" => conversation::end_conversation;

@@ -127,6 +127,7 @@ pub(super) fn revocation_audit(
         requester_ip: Some(ip),
         requester_user_agent: user_agent,
         actor,
+        delegate: None,
     }
 }
 

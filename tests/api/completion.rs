@@ -423,6 +423,7 @@ async fn a_run_time_revocation_survives_a_restart_and_is_in_the_audit_trail() {
             app: Some(String::new()),
             serial: Some(phone.serial()),
             since: None,
+            delegate: None,
             limit: 10,
         })
         .await
@@ -471,6 +472,7 @@ async fn a_run_time_revocation_survives_a_restart_and_is_in_the_audit_trail() {
             app: Some(String::new()),
             serial: Some(phone.serial()),
             since: None,
+            delegate: None,
             limit: 10,
         })
         .await

@@ -14,6 +14,7 @@ mod display_text;
 mod envelope_flows;
 mod errors;
 mod flows;
+mod grants;
 mod helpers;
 mod hostile_chains;
 mod input_gaps;

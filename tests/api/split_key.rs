@@ -25,16 +25,16 @@ use std::ops::ControlFlow;
 
 const CREDENTIAL: &str = "split-test-cosigner-credential-0123456789";
 const SERVICE_ADMIN: &str = "split-test-service-admin-0123456789";
-const PIN: &str = "246810";
+pub(crate) const PIN: &str = "246810";
 
 /// A broker that knows its co-signing service, and the service, both on loopback ports.
-struct SplitWorld {
-    app: TestApp,
-    cosigner_url: String,
+pub(crate) struct SplitWorld {
+    pub(crate) app: TestApp,
+    pub(crate) cosigner_url: String,
     _service_dir: tempfile::TempDir,
 }
 
-async fn start() -> SplitWorld {
+pub(crate) async fn start() -> SplitWorld {
     // The service's port first: the broker's admin API needs its URL.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let cosigner_url = format!("http://{}", listener.local_addr().unwrap());
@@ -79,7 +79,7 @@ async fn start() -> SplitWorld {
 
 impl SplitWorld {
     /// Enrols a split key certified by the platform CA.
-    async fn enrol(&self, cn: &str) -> SplitIdentity {
+    pub(crate) async fn enrol(&self, cn: &str) -> SplitIdentity {
         let enrolled = Enrolled::generate(&self.cosigner_url, cn, None)
             .await
             .unwrap_or_else(|e| panic!("enrolment failed: {e}"));
@@ -104,7 +104,7 @@ impl SplitWorld {
             .unwrap()
     }
 
-    fn phone(&self) -> Phone {
+    pub(crate) fn phone(&self) -> Phone {
         Phone::new(reqwest::Client::new())
     }
 }

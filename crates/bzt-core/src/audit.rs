@@ -56,6 +56,10 @@ pub struct Operation {
     /// `revoked_by` the operator gave. Absent on phone operations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// The member who signed with a granted company certificate (企业证书授权),
+    /// as the co-signing service named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate: Option<crate::session::Delegate>,
 }
 
 /// The broker's signature over the chain head.
@@ -290,6 +294,7 @@ mod tests {
             requester_ip: Some("10.0.0.1".into()),
             requester_user_agent: None,
             actor: None,
+            delegate: None,
         })
     }
 

@@ -119,6 +119,16 @@ pub struct Device {
     pub name: String,
 }
 
+/// A member signing with a company certificate granted to it (企业证书授权):
+/// the co-signing service names it when it co-signs for the session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delegate {
+    pub name: String,
+    /// The member's phone (device id).
+    pub device: String,
+}
+
 /// Only this certificate may complete the session.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpectCert {
@@ -832,6 +842,10 @@ pub struct Session {
     pub device: Option<Device>,
     pub bad_completions: u8,
     pub outcome: Option<Outcome>,
+    /// Set while scanned when the co-signing service co-signs for this
+    /// session with a member's granted share; shown as `result.delegate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate: Option<Delegate>,
 }
 
 /// A change requested of a session. See the module doc for the rules.
@@ -863,6 +877,9 @@ pub enum Op {
     Rotate { new_secret: Secret },
     /// First sight of the browser: remember who is asking, if the RP did not say.
     NoteRequester(Requester),
+    /// The co-signing service is co-signing for the phone that holds the
+    /// session, with a member's granted share (`Some`) or an owner's (`None`).
+    NoteDelegate(Option<Delegate>),
 }
 
 /// What a successful op yields to its caller.
@@ -948,6 +965,7 @@ impl Session {
             device: None,
             bad_completions: 0,
             outcome: None,
+            delegate: None,
         };
         (session, CreatedSecrets { browser_token })
     }
@@ -1132,6 +1150,14 @@ impl Session {
                     _ => Ok(OpOutput::Unchanged),
                 }
             }
+            Op::NoteDelegate(d) => {
+                if self.status != Status::Scanned || self.delegate == *d {
+                    Ok(OpOutput::Unchanged)
+                } else {
+                    self.delegate = d.clone();
+                    Ok(OpOutput::Done)
+                }
+            }
             Op::NoteRequester(r) => {
                 if self.requester.is_some() || self.is_terminal() {
                     Ok(OpOutput::Unchanged)
@@ -1187,6 +1213,9 @@ impl Session {
                 }
                 if let Some(k) = &a.wrapped_key {
                     r["wrapped_key_b64"] = json!(crate::codec::encode(k));
+                }
+                if let Some(d) = &self.delegate {
+                    r["delegate"] = json!(d);
                 }
                 if let Some(c) = &a.conversation {
                     r["conversation"] = json!({

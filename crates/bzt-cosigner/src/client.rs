@@ -5,6 +5,9 @@
 
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+
 use bzt_crypto::two_party::channel::seal_request;
 use bzt_crypto::two_party::{
     self, point_from_hex, point_to_hex, BlindedDecryption, PhoneKeygen, PhoneSigning, PinProof,
@@ -15,10 +18,12 @@ use serde::Serialize;
 use sm2::dsa::Signature;
 use sm2::{NonZeroScalar, ProjectivePoint};
 
+use crate::grants::{Action, GrantRequest};
 use crate::wire::{
-    channel_aad, AuditList, Context, DecryptAnswer, DecryptRequest, EnrolAnswer, EnrolRequest,
-    ErrorBody, Info, KeyStatus, OpeningWindow, PinProofWire, SealedAnswer, SealedBody, SignAnswer,
-    SignRequest,
+    channel_aad, AcceptAnswer, AcceptCall, AuditList, CertificateInfo, Context, DecryptAnswer,
+    DecryptRequest, Delegate, EnrolAnswer, EnrolRequest, ErrorBody, GrantCall, GrantList,
+    GrantPackage, GrantRef, Info, KeyStatus, OpeningWindow, PinProofWire, SealedAnswer, SealedBody,
+    SignAnswer, SignRequest,
 };
 
 /// Why a call to the service failed.
@@ -202,6 +207,194 @@ impl CosignerClient {
             .await?;
         let _: serde_json::Value = answer(resp).await?;
         Ok(())
+    }
+
+    /// 企业证书授权: grants the certificate of `key_id` (the administrator's
+    /// share `d1`) to `member` until `end` (RFC 3339). Returns the service's
+    /// answer and the package for the member's phone, whose share is sealed
+    /// to `member_key` (the member's receiving key).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn grant(
+        &self,
+        key_id: &str,
+        d1: &NonZeroScalar,
+        joint: &ProjectivePoint,
+        member: Delegate,
+        certificate: CertificateInfo,
+        end: &str,
+        member_key: &ProjectivePoint,
+    ) -> Result<(GrantList, GrantPackage)> {
+        let grant_id = uuid::Uuid::new_v4().simple().to_string();
+        let dealer = two_party::ReshareDealer::start()?;
+        let request = GrantRequest {
+            grant_id: Some(grant_id.clone()),
+            member: Some(member),
+            certificate: Some(certificate),
+            not_after: Some(end.to_owned()),
+            ..self.grant_request(Action::Grant, key_id)?
+        };
+        let list = self
+            .grant_call(
+                key_id,
+                d1,
+                joint,
+                &request,
+                Some(hex::encode(dealer.service_factor())),
+            )
+            .await?;
+        let share = hex::encode(dealer.member_share(d1));
+        let (sealed, _) = seal_request(
+            member_key,
+            format!("grant:{grant_id}").as_bytes(),
+            share.as_bytes(),
+        )?;
+        let package = GrantPackage {
+            grant_id,
+            cosigner_url: self.base_url.clone(),
+            service_key: self.service_key_hex(),
+            public_key: point_to_hex(joint),
+            end: end.to_owned(),
+            share: SealedBody::from_sealed(&sealed),
+        };
+        Ok((list, package))
+    }
+
+    /// Changes a grant's end time (更改证书授权结束时间).
+    pub async fn extend(
+        &self,
+        key_id: &str,
+        d1: &NonZeroScalar,
+        joint: &ProjectivePoint,
+        grant_id: &str,
+        end: &str,
+    ) -> Result<GrantList> {
+        let request = GrantRequest {
+            grant_id: Some(grant_id.to_owned()),
+            not_after: Some(end.to_owned()),
+            ..self.grant_request(Action::Extend, key_id)?
+        };
+        self.grant_call(key_id, d1, joint, &request, None).await
+    }
+
+    /// Takes a grant back (证书解除授权).
+    pub async fn ungrant(
+        &self,
+        key_id: &str,
+        d1: &NonZeroScalar,
+        joint: &ProjectivePoint,
+        grant_id: &str,
+    ) -> Result<GrantList> {
+        let request = GrantRequest {
+            grant_id: Some(grant_id.to_owned()),
+            ..self.grant_request(Action::Ungrant, key_id)?
+        };
+        self.grant_call(key_id, d1, joint, &request, None).await
+    }
+
+    /// The grants of this certificate and their reclaim records.
+    pub async fn grants(
+        &self,
+        key_id: &str,
+        d1: &NonZeroScalar,
+        joint: &ProjectivePoint,
+    ) -> Result<GrantList> {
+        let request = self.grant_request(Action::List, key_id)?;
+        self.grant_call(key_id, d1, joint, &request, None).await
+    }
+
+    fn grant_request(&self, action: Action, key_id: &str) -> Result<GrantRequest> {
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).map_err(|_| two_party::Error::Random)?;
+        Ok(GrantRequest {
+            action,
+            key_id: key_id.to_owned(),
+            grant_id: None,
+            member: None,
+            certificate: None,
+            not_after: None,
+            nonce: hex::encode(nonce),
+            issued_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+        })
+    }
+
+    /// Co-signs the request with the administrator's share, then sends it.
+    async fn grant_call(
+        &self,
+        key_id: &str,
+        d1: &NonZeroScalar,
+        joint: &ProjectivePoint,
+        request: &GrantRequest,
+        factor: Option<String>,
+    ) -> Result<GrantList> {
+        let text = request.to_text();
+        if GrantRequest::parse(text.as_bytes()).is_err() {
+            return Err(ClientError::Protocol(
+                "a name, device or certificate field holds a line break or is empty".into(),
+            ));
+        }
+        let tbs_b64 = B64.encode(text.as_bytes());
+        let context = Context::Grant(GrantRef {
+            tbs_b64: tbs_b64.clone(),
+        });
+        let signature = self
+            .sign(key_id, d1, joint, &context, text.as_bytes())
+            .await?;
+        let call = GrantCall {
+            request_b64: tbs_b64,
+            signature_b64: B64.encode(signature.to_der().as_bytes()),
+            factor,
+        };
+        self.sealed(&format!("/v1/keys/{key_id}/grants"), &call, None)
+            .await
+    }
+
+    /// The member's phone: opens the package with its receiving key, makes
+    /// the share its own with the service, and checks it is a share of the
+    /// company key. Mask the result's `d1` with the member's PIN.
+    pub async fn accept_grant(
+        package: &GrantPackage,
+        receiving_key: &two_party::ChannelKey,
+    ) -> Result<Enrollment> {
+        let client = Self::new(&package.cosigner_url, &package.service_key)?;
+        let sealed = package
+            .share
+            .to_sealed()
+            .ok_or_else(|| ClientError::Protocol("the package's share does not parse".into()))?;
+        let (dealt, _) = receiving_key
+            .open_request(format!("grant:{}", package.grant_id).as_bytes(), &sealed)?;
+        let dealt = hex::decode(&dealt)
+            .map_err(|_| ClientError::Protocol("the dealt share is not hex".into()))?;
+        let member = two_party::MemberAcceptance::start(&dealt)?;
+        let call = AcceptCall {
+            factor: hex::encode(member.service_factor()),
+            proof: member.proof(&package.grant_id)?.to_hex(),
+        };
+        let answer: AcceptAnswer = client
+            .sealed(
+                &format!("/v1/grants/{}/accept", package.grant_id),
+                &call,
+                None,
+            )
+            .await?;
+        let joint = point_from_hex(&package.public_key)?;
+        let d1 = member.finish(&point_from_hex(&answer.p2)?, &joint)?;
+        Ok(Enrollment {
+            key_id: answer.key_id,
+            d1,
+            joint_public_key: joint,
+        })
+    }
+
+    /// `GET /v1/admin/grants` (the service's admin token: the operator).
+    pub async fn operator_grants(&self, admin_token: &str) -> Result<GrantList> {
+        let url = format!("{}/v1/admin/grants", self.base_url);
+        answer(self.http.get(url).bearer_auth(admin_token).send().await?).await
+    }
+
+    /// `POST /v1/admin/grants/{grant_id}/reclaim` (the operator).
+    pub async fn operator_reclaim(&self, admin_token: &str, grant_id: &str) -> Result<GrantList> {
+        let url = format!("{}/v1/admin/grants/{grant_id}/reclaim", self.base_url);
+        answer(self.http.post(url).bearer_auth(admin_token).send().await?).await
     }
 
     async fn sealed<Q: Serialize, A: DeserializeOwned>(

@@ -14,6 +14,8 @@ pub use client::{ClientError, CosignerClient, Enrollment, SplitKeyFile};
 pub mod config;
 pub mod context;
 pub mod error;
+pub mod grant_routes;
+pub mod grants;
 pub mod sealing;
 pub mod server;
 pub mod store;

@@ -36,15 +36,17 @@ use tokio::net::TcpListener;
 use crate::config::{Config, StoreKind};
 use crate::context::{BrokerContextClient, ContextSource};
 use crate::error::ServiceError;
+use crate::grants::{Clock, SystemClock};
 use crate::sealing::MasterKey;
 use crate::store::file::FileStore;
 use crate::store::redis::RedisStore;
 use crate::store::{KeyRecord, KeyState, KeyStore};
 use crate::wire::{
     channel_aad, AuditList, AuditRecord, BrokerContextRequest, Context, DecryptAnswer,
-    DecryptRequest, EnrolAnswer, EnrolRequest, Info, KeyStatus, OpeningWindow, PinProofWire,
-    SealedAnswer, SealedBody, SignAnswer, SignRequest, API_VERSION,
+    DecryptRequest, Delegate, EnrolAnswer, EnrolRequest, Info, KeyStatus, OpeningWindow,
+    PinProofWire, SealedAnswer, SealedBody, SignAnswer, SignRequest, API_VERSION,
 };
+use crate::wire::{ConversationRef, SessionRef};
 
 /// Wrong PIN proofs in a row that lock a key until the owner unlocks it.
 pub const MAX_FAILURES: u32 = 5;
@@ -55,22 +57,24 @@ pub const MAX_FAILURES: u32 = 5;
 const DECRYPTS_PER_SESSION_TTL_S: u64 = 24 * 3600;
 
 pub struct Service {
-    config: Config,
-    store: Arc<dyn KeyStore>,
-    master: MasterKey,
+    pub(crate) config: Config,
+    pub(crate) store: Arc<dyn KeyStore>,
+    pub(crate) master: MasterKey,
     channel: ChannelKey,
     context: Arc<dyn ContextSource>,
-    node: String,
+    pub(crate) node: String,
     /// Unix seconds; with a store that forgets nonces on restart, proofs made
     /// before this are refused (they might be replays of ones already used).
     started_at: i64,
+    /// What grant end times are judged by (tests inject their own).
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
-fn rfc3339(unix: i64) -> String {
+pub(crate) fn rfc3339(unix: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
@@ -91,6 +95,15 @@ impl Service {
     pub async fn build_with_context(
         config: Config,
         context: Arc<dyn ContextSource>,
+    ) -> anyhow::Result<Arc<Self>> {
+        Self::build_with_clock(config, context, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Self::build_with_context`], judging grant end times by `clock`.
+    pub async fn build_with_clock(
+        config: Config,
+        context: Arc<dyn ContextSource>,
+        clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Arc<Self>> {
         let master = match (&config.master_key_hex, &config.master_key_file) {
             (Some(hex), _) => MasterKey::from_hex(hex)?,
@@ -135,6 +148,7 @@ impl Service {
             context,
             node,
             started_at: now(),
+            clock,
         }))
     }
 
@@ -155,6 +169,19 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/v1/admin/keys/{key_id}/{action}", post(admin_action))
         .route("/v1/audit", get(audit))
         .route("/v1/openings", post(register_opening))
+        .route(
+            "/v1/keys/{key_id}/grants",
+            post(crate::grant_routes::admin_request),
+        )
+        .route(
+            "/v1/grants/{grant_id}/accept",
+            post(crate::grant_routes::accept),
+        )
+        .route("/v1/admin/grants", get(crate::grant_routes::operator_list))
+        .route(
+            "/v1/admin/grants/{grant_id}/reclaim",
+            post(crate::grant_routes::operator_reclaim),
+        )
         .with_state(service)
 }
 
@@ -163,6 +190,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&config.listen).await?;
     let service = Service::build(config).await?;
     tracing::info!(addr = %listener.local_addr()?, "co-signing service listening");
+    crate::grant_routes::spawn_sweeper(service.clone());
     run(listener, service).await
 }
 
@@ -175,7 +203,7 @@ pub async fn run(listener: TcpListener, service: Arc<Service>) -> anyhow::Result
     Ok(())
 }
 
-type Answer<T> = Result<Json<T>, ServiceError>;
+pub(crate) type Answer<T> = Result<Json<T>, ServiceError>;
 
 async fn info(State(svc): State<Arc<Service>>) -> Json<Info> {
     Json(Info {
@@ -184,7 +212,7 @@ async fn info(State(svc): State<Arc<Service>>) -> Json<Info> {
     })
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get("authorization")?
         .to_str()
@@ -192,11 +220,11 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .strip_prefix("Bearer ")
 }
 
-fn token_matches(given: Option<&str>, expected: &str) -> bool {
+pub(crate) fn token_matches(given: Option<&str>, expected: &str) -> bool {
     given.is_some_and(|g| bool::from(Sm3::digest(g).ct_eq(&Sm3::digest(expected))))
 }
 
-fn open_sealed<T: DeserializeOwned>(
+pub(crate) fn open_sealed<T: DeserializeOwned>(
     svc: &Service,
     path: &str,
     body: &[u8],
@@ -218,7 +246,11 @@ fn open_sealed<T: DeserializeOwned>(
     Ok((request, keys))
 }
 
-fn seal_answer<T: Serialize>(path: &str, keys: &ResponseKey, answer: &T) -> Answer<SealedAnswer> {
+pub(crate) fn seal_answer<T: Serialize>(
+    path: &str,
+    keys: &ResponseKey,
+    answer: &T,
+) -> Answer<SealedAnswer> {
     let plain = serde_json::to_vec(answer).map_err(|_| ServiceError::internal())?;
     let sealed = keys
         .seal_response(&channel_aad("POST", path), &plain)
@@ -297,17 +329,25 @@ async fn sign(
     let path = format!("/v1/keys/{key_id}/sign");
     let (request, keys): (SignRequest, _) = open_sealed(&svc, &path, &body)?;
     let context_line = request.context.canonical();
+    let delegate = svc.delegate_of(&key_id).await;
     let outcome = svc.sign(&key_id, &request).await;
     let (answer, tbs_sm3) = match outcome {
         Ok(v) => v,
         Err(e) => {
-            svc.audit(&key_id, "sign", &context_line, None, e.code)
+            svc.audit_as(&key_id, "sign", &context_line, None, e.code, delegate)
                 .await;
             return Err(e);
         }
     };
-    svc.audit(&key_id, "sign", &context_line, Some(tbs_sm3), "ok")
-        .await;
+    svc.audit_as(
+        &key_id,
+        "sign",
+        &context_line,
+        Some(tbs_sm3),
+        "ok",
+        delegate,
+    )
+    .await;
     seal_answer(&path, &keys, &answer)
 }
 
@@ -319,14 +359,15 @@ async fn decrypt(
     let path = format!("/v1/keys/{key_id}/decrypt");
     let (request, keys): (DecryptRequest, _) = open_sealed(&svc, &path, &body)?;
     let context_line = request.context.canonical();
+    let delegate = svc.delegate_of(&key_id).await;
     match svc.decrypt(&key_id, &request).await {
         Ok(answer) => {
-            svc.audit(&key_id, "decrypt", &context_line, None, "ok")
+            svc.audit_as(&key_id, "decrypt", &context_line, None, "ok", delegate)
                 .await;
             seal_answer(&path, &keys, &answer)
         }
         Err(e) => {
-            svc.audit(&key_id, "decrypt", &context_line, None, e.code)
+            svc.audit_as(&key_id, "decrypt", &context_line, None, e.code, delegate)
                 .await;
             Err(e)
         }
@@ -342,6 +383,20 @@ impl Service {
         tbs_sm3: Option<String>,
         outcome: &str,
     ) {
+        self.audit_as(key_id, operation, context, tbs_sm3, outcome, None)
+            .await
+    }
+
+    /// An audit record naming the member who used a granted share.
+    pub(crate) async fn audit_as(
+        &self,
+        key_id: &str,
+        operation: &str,
+        context: &str,
+        tbs_sm3: Option<String>,
+        outcome: &str,
+        delegate: Option<Delegate>,
+    ) {
         let record = AuditRecord {
             at: rfc3339(now()),
             node: self.node.clone(),
@@ -350,6 +405,7 @@ impl Service {
             context: context.to_owned(),
             tbs_sm3,
             outcome: outcome.to_owned(),
+            delegate,
         };
         tracing::info!(
             key_id,
@@ -370,6 +426,8 @@ impl Service {
             .get(key_id)
             .await?
             .ok_or_else(|| ServiceError::not_found("no such key"))?;
+        // A member's share lives only while its grant does.
+        self.check_grant_in_force(key_id).await?;
         match record.state {
             KeyState::Revoked => return Err(crate::store::StoreError::Revoked.into()),
             KeyState::Frozen => {
@@ -500,19 +558,43 @@ impl Service {
     ) -> Result<(SignAnswer, String), ServiceError> {
         let record = self.usable(key_id).await?;
         let joint = point_from_hex(&record.public_key).map_err(|_| ServiceError::internal())?;
+        let delegate = self.delegate_of(key_id).await;
         let tbs = match &request.context {
             Context::Session(s) => {
-                self.broker_tbs(BrokerContextRequest::Session(s.clone()))
-                    .await?
-                    .0
+                let s = SessionRef {
+                    delegate,
+                    ..s.clone()
+                };
+                self.broker_tbs(BrokerContextRequest::Session(s)).await?.0
             }
             Context::Conversation(c) => {
-                self.broker_tbs(BrokerContextRequest::Conversation(c.clone()))
+                let c = ConversationRef {
+                    delegate,
+                    ..c.clone()
+                };
+                self.broker_tbs(BrokerContextRequest::Conversation(c))
                     .await?
                     .0
             }
+            // A member's share never signs a certificate request for the company key.
+            Context::Csr(_) if delegate.is_some() => {
+                return Err(ServiceError::not_requested(
+                    "a member's granted share does not co-sign certificate requests",
+                ))
+            }
             Context::Csr(csr) => self.checked_csr(&record, &joint, &csr.tbs_b64)?,
+            Context::Grant(g) => self.checked_grant_request(key_id, &g.tbs_b64).await?,
         };
+        // Only the grant context signs grant requests: bytes from the broker
+        // that look like one are refused, so no session makes a member (or
+        // anyone) sign an authorisation.
+        if !matches!(request.context, Context::Grant(_))
+            && tbs.starts_with(crate::grants::HEADER.as_bytes())
+        {
+            return Err(ServiceError::not_requested(
+                "those bytes are a grant request; only the administrator's grant context signs them",
+            ));
+        }
         let (share, q1) = self
             .check_pin(
                 &record,
@@ -542,6 +624,10 @@ impl Service {
             ));
         };
         let record = self.usable(key_id).await?;
+        let session = SessionRef {
+            delegate: self.delegate_of(key_id).await,
+            ..session.clone()
+        };
         let (tbs, context) = self
             .broker_tbs(BrokerContextRequest::Session(session.clone()))
             .await?;
@@ -680,7 +766,7 @@ fn outside(message: &str) -> ServiceError {
     ServiceError::new(StatusCode::FORBIDDEN, "outside_opening_window", message)
 }
 
-fn require_admin(svc: &Service, headers: &HeaderMap) -> Result<(), ServiceError> {
+pub(crate) fn require_admin(svc: &Service, headers: &HeaderMap) -> Result<(), ServiceError> {
     match &svc.config.admin_token {
         Some(token) if token_matches(bearer(headers), token) => Ok(()),
         Some(_) => Err(ServiceError::unauthorized(

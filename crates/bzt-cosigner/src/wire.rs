@@ -112,6 +112,16 @@ pub enum Context {
     /// Enrolment only: a PKCS#10 `CertificationRequestInfo` (DER) whose
     /// public key is the joint key.
     Csr(CsrRef),
+    /// An administrator's request about grants of its certificate
+    /// ([`crate::grants::GrantRequest`] text), co-signed with the
+    /// administrator's own share: never with a member's.
+    Grant(GrantRef),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRef {
+    pub tbs_b64: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -121,6 +131,10 @@ pub struct SessionRef {
     /// The phone's token for that session: the broker's proof that this phone
     /// claimed it. Relayed to the broker, never stored.
     pub phone_token: String,
+    /// Set by the service, never taken from the phone: the member whose
+    /// granted share co-signs (企业证书授权), relayed to the broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate: Option<Delegate>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -129,6 +143,9 @@ pub struct ConversationRef {
     pub id: String,
     pub request_id: String,
     pub phone_token: String,
+    /// As in [`SessionRef`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate: Option<Delegate>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -147,6 +164,10 @@ impl Context {
             Context::Csr(c) => {
                 let tbs = B64.decode(&c.tbs_b64).unwrap_or_default();
                 format!("csr:{}", hex::encode(Sm3::digest(&tbs)))
+            }
+            Context::Grant(g) => {
+                let tbs = B64.decode(&g.tbs_b64).unwrap_or_default();
+                format!("grant:{}", hex::encode(Sm3::digest(&tbs)))
             }
         }
     }
@@ -241,6 +262,135 @@ pub struct AuditRecord {
     pub tbs_sm3: Option<String>,
     /// `ok` or the error code.
     pub outcome: String,
+    /// The member who used a granted share (企业证书授权), if it was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate: Option<Delegate>,
+}
+
+/// A member holding a granted share of a company certificate: who signed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Delegate {
+    pub name: String,
+    /// The member's phone (its `device.json` id).
+    pub device: String,
+}
+
+/// Inside `POST /v1/keys/{key_id}/grants` (sealed): an administrator's
+/// request, signed with the certificate's key by the administrator's phone
+/// and the service together (context `{"grant": {"tbs_b64"}}`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantCall {
+    /// The request text ([`crate::grants::GrantRequest`]), base64.
+    pub request_b64: String,
+    /// The SM2 signature over it, DER, base64.
+    pub signature_b64: String,
+    /// `grant` only: the re-sharing factor `t`, 32-byte hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub factor: Option<String>,
+}
+
+/// One authorisation of a company certificate to a member.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// Also the member's key id on this service.
+    pub grant_id: String,
+    /// The administrator's key (the certificate's owner share).
+    pub granted_by: String,
+    /// The company key, hex `04‖X‖Y`.
+    pub public_key: String,
+    pub certificate: CertificateInfo,
+    pub member: Delegate,
+    pub start: String,
+    pub end: String,
+    /// `pending` (not yet accepted by the member), `active`, `reclaimed`.
+    pub status: String,
+    /// The administrator's last request about this grant, and its
+    /// signature: anyone can check it against the company certificate.
+    pub authorisation: Authorisation,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Authorisation {
+    pub request_b64: String,
+    /// SM2 signature, DER, base64 (ID `1234567812345678`).
+    pub signature_b64: String,
+}
+
+/// What the administrator's phone says of its certificate.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateInfo {
+    /// Serial number, hex.
+    pub serial: String,
+    /// The issuer (CA).
+    pub ca: String,
+    /// 证书类型, e.g. `SM2 企业证书`.
+    pub certificate_type: String,
+}
+
+/// 证书收回记录: a grant taken back, by whom.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ReclaimRecord {
+    pub grant_id: String,
+    pub certificate: CertificateInfo,
+    pub member: Delegate,
+    pub at: String,
+    /// `administrator`, `operator` or `automatic`.
+    pub actor: String,
+    /// Which service node wrote it.
+    pub node: String,
+}
+
+/// Answer of `POST /v1/keys/{key_id}/grants` (sealed) and of the
+/// operator's `GET /v1/admin/grants`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantList {
+    /// The grant the request was about, as it now stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<Grant>,
+    pub grants: Vec<Grant>,
+    pub reclaims: Vec<ReclaimRecord>,
+}
+
+/// Inside `POST /v1/grants/{grant_id}/accept` (sealed): the member's phone
+/// re-randomises the share it was dealt and proves it holds the result.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptCall {
+    /// `u`, 32-byte hex.
+    pub factor: String,
+    /// Proof of knowledge of `d1''⁻¹` for `P1''`, `R ‖ z` hex.
+    pub proof: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptAnswer {
+    pub key_id: String,
+    /// `P2'' = d2''⁻¹·G`: the member checks `d1''⁻¹·P2'' − G` is the company key.
+    pub p2: String,
+    pub end: String,
+}
+
+/// What the administrator's phone hands the member's phone (a file, a QR
+/// code): the member's share `d1·t`, sealed to the member's receiving key.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GrantPackage {
+    pub grant_id: String,
+    pub cosigner_url: String,
+    pub service_key: String,
+    pub public_key: String,
+    pub end: String,
+    /// [`SealedBody`] to the member's receiving key, associated data
+    /// `grant:<grant_id>`; inside, `d1·t` as 32-byte hex.
+    pub share: SealedBody,
 }
 
 /// `GET /v1/audit`.

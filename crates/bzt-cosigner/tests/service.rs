@@ -129,6 +129,7 @@ async fn bytes_that_no_session_asked_for_are_never_co_signed() {
     let unknown = Context::Session(bzt_cosigner::wire::SessionRef {
         id: "nope".into(),
         phone_token: "t".into(),
+        delegate: None,
     });
     assert_eq!(
         code(phone.sign(PIN, &unknown, b"any bytes").await),
@@ -144,6 +145,7 @@ async fn bytes_that_no_session_asked_for_are_never_co_signed() {
     let stolen = Context::Session(bzt_cosigner::wire::SessionRef {
         id: s.id.clone(),
         phone_token: "not-the-token".into(),
+        delegate: None,
     });
     assert_eq!(code(phone.sign(PIN, &stolen, &tbs).await), "not_requested");
 
@@ -238,6 +240,7 @@ async fn wrong_pins_without_a_live_session_do_not_count() {
     let unknown = Context::Session(bzt_cosigner::wire::SessionRef {
         id: "nope".into(),
         phone_token: "t".into(),
+        delegate: None,
     });
     for _ in 0..6 {
         assert_eq!(

@@ -5,8 +5,10 @@ mod support;
 
 use bzt_cosigner::store::file::FileStore;
 use bzt_cosigner::store::redis::RedisStore;
-use bzt_cosigner::store::{KeyRecord, KeyState, KeyStore, StoreError};
-use bzt_cosigner::wire::{AuditRecord, OpeningWindow};
+use bzt_cosigner::store::{GrantEntry, KeyRecord, KeyState, KeyStore, StoreError};
+use bzt_cosigner::wire::{
+    AuditRecord, Authorisation, CertificateInfo, Delegate, Grant, OpeningWindow, ReclaimRecord,
+};
 use support::redis::RedisServer;
 
 fn record(id: &str) -> KeyRecord {
@@ -94,6 +96,7 @@ async fn conformance(store: &dyn KeyStore) {
             context: "session:s".into(),
             tbs_sm3: None,
             outcome: "ok".into(),
+            delegate: None,
         };
         store.append_audit(&r).await.unwrap();
     }
@@ -105,6 +108,108 @@ async fn conformance(store: &dyn KeyStore) {
         .map(|r| r.at)
         .collect();
     assert_eq!(last, vec!["t3", "t4"]);
+
+    grants_conformance(store).await;
+}
+
+fn grant(id: &str, end: &str) -> GrantEntry {
+    GrantEntry {
+        grant: Grant {
+            grant_id: id.into(),
+            granted_by: "admin".into(),
+            public_key: "04ab".into(),
+            certificate: CertificateInfo {
+                serial: "0a".into(),
+                ca: "CA".into(),
+                certificate_type: "SM2".into(),
+            },
+            member: Delegate {
+                name: "李四".into(),
+                device: "d".into(),
+            },
+            start: "2026-01-01T00:00:00Z".into(),
+            end: end.into(),
+            status: "active".into(),
+            authorisation: Authorisation {
+                request_b64: "AA==".into(),
+                signature_b64: "AA==".into(),
+            },
+        },
+        pending: None,
+    }
+}
+
+fn reclaim_record(id: &str, actor: &str) -> ReclaimRecord {
+    ReclaimRecord {
+        grant_id: id.into(),
+        certificate: grant(id, "x").grant.certificate,
+        member: grant(id, "x").grant.member,
+        at: "2026-01-02T00:00:00Z".into(),
+        actor: actor.into(),
+        node: "n".into(),
+    }
+}
+
+async fn grants_conformance(store: &dyn KeyStore) {
+    let end = "2026-02-01T00:00:00Z";
+    store.create_grant(&grant("g1", end)).await.unwrap();
+    assert!(matches!(
+        store.create_grant(&grant("g1", end)).await,
+        Err(StoreError::Exists)
+    ));
+    // A grant id may not take an existing key's id.
+    assert!(matches!(
+        store.create_grant(&grant("k1", end)).await,
+        Err(StoreError::Exists)
+    ));
+    let extended = grant("g1", "2026-03-01T00:00:00Z");
+    store.put_grant(&extended).await.unwrap();
+    assert_eq!(store.get_grant("g1").await.unwrap(), Some(extended.clone()));
+
+    // A sweep that read the old end time loses to the extension.
+    let mut done = extended.clone();
+    done.grant.status = "reclaimed".into();
+    let tombstone = KeyRecord {
+        state: KeyState::Revoked,
+        sealed_share: None,
+        ..record("g1")
+    };
+    let by = reclaim_record("g1", "automatic");
+    assert!(!store
+        .reclaim_grant(&done, &tombstone, &by, Some(end))
+        .await
+        .unwrap());
+    // Reclaim happens once: the second caller, on any node, loses.
+    assert!(store
+        .reclaim_grant(&done, &tombstone, &by, Some("2026-03-01T00:00:00Z"))
+        .await
+        .unwrap());
+    let by_admin = reclaim_record("g1", "administrator");
+    assert!(!store
+        .reclaim_grant(&done, &tombstone, &by_admin, None)
+        .await
+        .unwrap());
+    assert_eq!(store.reclaims().await.unwrap(), vec![by]);
+    assert_eq!(store.get("g1").await.unwrap(), Some(tombstone));
+    // A reclaimed grant stays reclaimed, and its member key stays revoked.
+    assert!(matches!(
+        store.put_grant(&extended).await,
+        Err(StoreError::Revoked)
+    ));
+    assert!(matches!(
+        store.put(&record("g1")).await,
+        Err(StoreError::Revoked)
+    ));
+    store.create_grant(&grant("g2", end)).await.unwrap();
+    let ids: Vec<String> = store
+        .grants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.grant.grant_id)
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&"g1".to_owned()) && ids.contains(&"g2".to_owned()));
 }
 
 #[tokio::test]

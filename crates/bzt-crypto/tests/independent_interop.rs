@@ -10,7 +10,7 @@ use std::process::Command;
 use bzt_crypto::two_party::channel::{request_key_for_interop, seal_request};
 use bzt_crypto::two_party::{
     decode_point, encode_point, message_digest, service_decrypt, service_sign, BlindedDecryption,
-    ChannelKey, PhoneKeygen, PhoneSigning, ServiceShare,
+    ChannelKey, MemberAcceptance, PhoneKeygen, PhoneSigning, ReshareDealer, ServiceShare,
 };
 use sm2::pkcs8::{EncodePublicKey, LineEnding};
 use sm2::{NonZeroScalar, ProjectivePoint, PublicKey};
@@ -148,6 +148,70 @@ fn a_co_signature_verifies_with_openssl_against_a_certificate_for_the_joint_key(
         .output()
         .unwrap();
     assert!(!refused.status.success());
+}
+
+/// OpenSSL's verdict on `sig` over `msg` against `cert.pem` in `dir`.
+fn openssl_verifies(dir: &Path, msg: &[u8], sig: &sm2::dsa::Signature) -> bool {
+    std::fs::write(dir.join("msg"), msg).unwrap();
+    std::fs::write(dir.join("sig.der"), sig.to_der().as_bytes()).unwrap();
+    let out = Command::new("openssl")
+        .args([
+            "pkeyutl", "-verify", "-certin", "-inkey", "cert.pem", "-rawin", "-digest", "sm3",
+            "-pkeyopt", DISTID, "-in", "msg", "-sigfile", "sig.der",
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    out.status.success()
+        && String::from_utf8_lossy(&out.stdout).contains("Signature Verified Successfully")
+}
+
+fn co_sign(
+    d1: &NonZeroScalar,
+    share: &ServiceShare,
+    joint: &ProjectivePoint,
+    msg: &[u8],
+) -> sm2::dsa::Signature {
+    let phone = PhoneSigning::start().unwrap();
+    let e = message_digest(joint, msg).unwrap();
+    let (r, s1) = service_sign(share, phone.q1(), &e).unwrap();
+    phone.finish(d1, joint, msg, &r, &s1).unwrap()
+}
+
+#[test]
+fn a_members_re_shared_pair_and_the_administrators_both_verify_with_openssl_against_the_company_certificate(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = PhoneKeygen::start().unwrap();
+    let admin_p1 = *admin.p1();
+    let (admin_share, p2, proof2, _) =
+        ServiceShare::enrol(admin.p1(), &admin.proof().unwrap()).unwrap();
+    let (admin_d1, joint) = admin.finish(&p2, &proof2).unwrap();
+    openssl_certificate_for(dir.path(), &joint);
+
+    // 授权: the administrator deals t, the member re-randomises by u.
+    let dealer = ReshareDealer::start().unwrap();
+    let (pending, pending_p1) = admin_share
+        .reshare(&admin_p1, &dealer.service_factor())
+        .unwrap();
+    let member = MemberAcceptance::start(&dealer.member_share(&admin_d1)).unwrap();
+    let (member_share, _, member_p2) = pending
+        .accept_member(
+            &pending_p1,
+            &member.service_factor(),
+            &member.proof("grant-1").unwrap(),
+            "grant-1",
+        )
+        .unwrap();
+    let member_d1 = member.finish(&member_p2, &joint).unwrap();
+
+    let msg = b"BZT-CHALLENGE-V1\nkind:sign\napp:bid";
+    let by_member = co_sign(&member_d1, &member_share, &joint, msg);
+    assert!(openssl_verifies(dir.path(), msg, &by_member));
+    let by_admin = co_sign(&admin_d1, &admin_share, &joint, msg);
+    assert!(openssl_verifies(dir.path(), msg, &by_admin));
+    // OpenSSL refuses the member's signature over other bytes: the check can fail.
+    assert!(!openssl_verifies(dir.path(), b"other bytes", &by_member));
 }
 
 #[test]

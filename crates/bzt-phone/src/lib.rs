@@ -58,6 +58,7 @@ pub mod client;
 pub mod conversation;
 pub mod envelope;
 pub mod error;
+pub mod grants;
 pub mod identity;
 pub mod net;
 pub mod qr;

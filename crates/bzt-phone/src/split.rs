@@ -55,8 +55,8 @@ pub struct SplitIdentity {
     /// Intermediates sent as `chain_pem`.
     pub chain_pem: Vec<String>,
     /// The certificate's public key: the joint key `P`.
-    joint: ProjectivePoint,
-    file: SplitKeyFile,
+    pub(crate) joint: ProjectivePoint,
+    pub(crate) file: SplitKeyFile,
     device: Device,
 }
 
@@ -92,7 +92,11 @@ impl SplitIdentity {
         Self::from_parts(&read(CERT_FILE)?, file, device)
     }
 
-    fn from_parts(cert_pem: &str, file: SplitKeyFile, device: Device) -> Result<Self, Error> {
+    pub(crate) fn from_parts(
+        cert_pem: &str,
+        file: SplitKeyFile,
+        device: Device,
+    ) -> Result<Self, Error> {
         let mut certs = bzt_crypto::pem_certificates(cert_pem)?.into_iter();
         let certificate = certs
             .next()
@@ -189,9 +193,9 @@ impl SplitIdentity {
 /// A split identity with its share unmasked for a while (drop it when done: the share is a
 /// `NonZeroScalar`, wiped on drop by the `sm2` crate's zeroize support).
 pub struct UnlockedSplit<'a> {
-    identity: &'a SplitIdentity,
-    d1: NonZeroScalar,
-    client: CosignerClient,
+    pub(crate) identity: &'a SplitIdentity,
+    pub(crate) d1: NonZeroScalar,
+    pub(crate) client: CosignerClient,
 }
 
 impl UnlockedSplit<'_> {
@@ -205,6 +209,7 @@ impl UnlockedSplit<'_> {
         let context = Context::Session(SessionRef {
             id: claimed.session_id.clone(),
             phone_token: claimed.phone_token.expose().to_owned(),
+            delegate: None,
         });
         self.co_sign(&context, &claimed.tbs).await
     }
@@ -221,6 +226,7 @@ impl UnlockedSplit<'_> {
             id: conversation_id.to_owned(),
             request_id: request.request_id.clone(),
             phone_token: phone_token.to_owned(),
+            delegate: None,
         });
         self.co_sign(&context, &request.tbs).await
     }
@@ -248,6 +254,7 @@ impl UnlockedSplit<'_> {
         let context = Context::Session(SessionRef {
             id: claimed.session_id.clone(),
             phone_token: claimed.phone_token.expose().to_owned(),
+            delegate: None,
         });
         Ok(self
             .client
@@ -441,7 +448,7 @@ impl Enrolled {
     }
 }
 
-fn write_private(path: &Path, text: &str) -> Result<(), Error> {
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), Error> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{KeyRecord, KeyState, KeyStore, StoreError};
-use crate::wire::{AuditRecord, OpeningWindow};
+use super::{GrantEntry, KeyRecord, KeyState, KeyStore, StoreError};
+use crate::wire::{AuditRecord, OpeningWindow, ReclaimRecord};
 
 #[derive(Default, Serialize, Deserialize)]
 struct Contents {
@@ -23,6 +23,10 @@ struct Contents {
     openings: HashMap<String, OpeningWindow>,
     #[serde(default)]
     channel_key: Option<String>,
+    #[serde(default)]
+    grants: HashMap<String, GrantEntry>,
+    #[serde(default)]
+    reclaims: Vec<ReclaimRecord>,
 }
 
 pub struct FileStore {
@@ -198,6 +202,64 @@ impl KeyStore for FileStore {
 
     async fn opening(&self, envelope_sm3: &str) -> Result<Option<OpeningWindow>, StoreError> {
         self.read(|c| c.openings.get(envelope_sm3).cloned())
+    }
+
+    async fn create_grant(&self, entry: &GrantEntry) -> Result<(), StoreError> {
+        self.change(|c| {
+            let id = &entry.grant.grant_id;
+            if c.grants.contains_key(id) || c.keys.contains_key(id) {
+                return Err(StoreError::Exists);
+            }
+            c.grants.insert(id.clone(), entry.clone());
+            Ok(())
+        })
+    }
+
+    async fn get_grant(&self, grant_id: &str) -> Result<Option<GrantEntry>, StoreError> {
+        self.read(|c| c.grants.get(grant_id).cloned())
+    }
+
+    async fn put_grant(&self, entry: &GrantEntry) -> Result<(), StoreError> {
+        self.change(|c| match c.grants.get(&entry.grant.grant_id) {
+            Some(old) if old.is_reclaimed() => Err(StoreError::Revoked),
+            _ => {
+                c.grants.insert(entry.grant.grant_id.clone(), entry.clone());
+                Ok(())
+            }
+        })
+    }
+
+    async fn grants(&self) -> Result<Vec<GrantEntry>, StoreError> {
+        self.read(|c| {
+            let mut all: Vec<GrantEntry> = c.grants.values().cloned().collect();
+            all.sort_by(|a, b| a.grant.start.cmp(&b.grant.start));
+            all
+        })
+    }
+
+    async fn reclaim_grant(
+        &self,
+        entry: &GrantEntry,
+        member_key: &KeyRecord,
+        record: &ReclaimRecord,
+        expected_end: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.change(|c| {
+            let Some(old) = c.grants.get(&entry.grant.grant_id) else {
+                return Ok(false);
+            };
+            if old.is_reclaimed() || expected_end.is_some_and(|end| old.grant.end != end) {
+                return Ok(false);
+            }
+            c.grants.insert(entry.grant.grant_id.clone(), entry.clone());
+            c.keys.insert(member_key.key_id.clone(), member_key.clone());
+            c.reclaims.push(record.clone());
+            Ok(true)
+        })
+    }
+
+    async fn reclaims(&self) -> Result<Vec<ReclaimRecord>, StoreError> {
+        self.read(|c| c.reclaims.clone())
     }
 
     fn forgets_nonces_on_restart(&self) -> bool {

@@ -9,6 +9,11 @@
 //!   [`KeyStore::use_once`] is an atomic set-if-absent with expiry: true the
 //!   first time, false for a replay while the token lives.
 //!
+//! - A reclaimed grant stays reclaimed: [`KeyStore::put_grant`] refuses to
+//!   change it, and [`KeyStore::reclaim_grant`] succeeds once per grant, for
+//!   all nodes together, writing the member's key tombstone and the reclaim
+//!   record in the same step.
+//!
 //! [`file::FileStore`] serves one node (embedded mode); it keeps used nonces
 //! in memory only, so the service also refuses proofs made before it started.
 //! [`redis::RedisStore`] serves several nodes on one Redis.
@@ -19,7 +24,7 @@ pub mod redis;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{AuditRecord, OpeningWindow};
+use crate::wire::{AuditRecord, Grant, OpeningWindow, ReclaimRecord};
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -59,6 +64,30 @@ pub struct KeyRecord {
     pub created_at: i64,
 }
 
+/// A grant as the service stores it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GrantEntry {
+    pub grant: Grant,
+    /// Until the member accepts: its pending server share `d2·t⁻¹` and
+    /// `P1' = t⁻¹·P1`, sealed under the master key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingShare>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PendingShare {
+    pub sealed_share: String,
+    pub sealed_p1: String,
+}
+
+impl GrantEntry {
+    pub fn is_reclaimed(&self) -> bool {
+        self.grant.status == "reclaimed"
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the key store is unreachable: {0}")]
@@ -92,6 +121,26 @@ pub trait KeyStore: Send + Sync {
     async fn channel_key(&self, candidate: &str) -> Result<String, StoreError>;
     async fn put_opening(&self, window: &OpeningWindow) -> Result<(), StoreError>;
     async fn opening(&self, envelope_sm3: &str) -> Result<Option<OpeningWindow>, StoreError>;
+    /// Inserts a new grant; [`StoreError::Exists`] if its id is taken.
+    async fn create_grant(&self, entry: &GrantEntry) -> Result<(), StoreError>;
+    async fn get_grant(&self, grant_id: &str) -> Result<Option<GrantEntry>, StoreError>;
+    /// Replaces a grant unless the stored one is reclaimed ([`StoreError::Revoked`]).
+    async fn put_grant(&self, entry: &GrantEntry) -> Result<(), StoreError>;
+    async fn grants(&self) -> Result<Vec<GrantEntry>, StoreError>;
+    /// Atomically and once: unless the stored grant is reclaimed already (or,
+    /// with `expected_end`, its end time has changed since the caller read
+    /// it), stores `entry` (reclaimed), the member key's tombstone
+    /// `member_key` (revoked, no share) and appends `record`. True if this
+    /// call reclaimed the grant.
+    async fn reclaim_grant(
+        &self,
+        entry: &GrantEntry,
+        member_key: &KeyRecord,
+        record: &ReclaimRecord,
+        expected_end: Option<&str>,
+    ) -> Result<bool, StoreError>;
+    /// Every reclaim record, oldest first.
+    async fn reclaims(&self) -> Result<Vec<ReclaimRecord>, StoreError>;
     /// True if used nonces do not survive a restart (the service then
     /// refuses proofs made before it started).
     fn forgets_nonces_on_restart(&self) -> bool;

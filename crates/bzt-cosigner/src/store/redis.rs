@@ -1,19 +1,43 @@
 //! Redis (several service nodes share one). Keys under a prefix:
 //! `key:<id>` (JSON record), `fail:<id>` (counter), `once:<token>` (used
-//! nonces, with expiry), `audit` (list), `channel_key`, `opening:<sm3>`.
+//! nonces, with expiry), `audit` (list), `channel_key`, `opening:<sm3>`,
+//! `grant:<id>` (JSON), `grants` (set of ids), `reclaims` (list).
 
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
-use super::{KeyRecord, KeyStore, StoreError};
-use crate::wire::{AuditRecord, OpeningWindow};
+use super::{GrantEntry, KeyRecord, KeyStore, StoreError};
+use crate::wire::{AuditRecord, OpeningWindow, ReclaimRecord};
 
 /// Replace a record unless the stored one is revoked, atomically.
 const PUT_UNLESS_REVOKED: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if cur and cjson.decode(cur)['state'] == 'revoked' then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"#;
+
+/// Replace a grant unless the stored one is reclaimed, atomically.
+const PUT_GRANT_UNLESS_RECLAIMED: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur and cjson.decode(cur)['grant']['status'] == 'reclaimed' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"#;
+
+/// Reclaim a grant once for all nodes: the grant, the member key's
+/// tombstone and the reclaim record in one step. ARGV[4] is the end time the
+/// caller saw ('' for any): an extension in between wins over the sweep.
+const RECLAIM_ONCE: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+local g = cjson.decode(cur)['grant']
+if g['status'] == 'reclaimed' then return 0 end
+if ARGV[4] ~= '' and g['end'] ~= ARGV[4] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('RPUSH', KEYS[3], ARGV[3])
 return 1
 "#;
 
@@ -177,6 +201,96 @@ impl KeyStore for RedisStore {
             .map_err(unavailable)?;
         raw.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(e.to_string())))
             .transpose()
+    }
+
+    async fn create_grant(&self, entry: &GrantEntry) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let id = &entry.grant.grant_id;
+        let taken: bool = conn
+            .exists(self.k(&format!("key:{id}")))
+            .await
+            .map_err(unavailable)?;
+        let set: bool = !taken
+            && conn
+                .set_nx(self.k(&format!("grant:{id}")), Self::encode(entry)?)
+                .await
+                .map_err(unavailable)?;
+        if !set {
+            return Err(StoreError::Exists);
+        }
+        let _: () = conn.sadd(self.k("grants"), id).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn get_grant(&self, grant_id: &str) -> Result<Option<GrantEntry>, StoreError> {
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = conn
+            .get(self.k(&format!("grant:{grant_id}")))
+            .await
+            .map_err(unavailable)?;
+        raw.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    async fn put_grant(&self, entry: &GrantEntry) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let done: i32 = redis::Script::new(PUT_GRANT_UNLESS_RECLAIMED)
+            .key(self.k(&format!("grant:{}", entry.grant.grant_id)))
+            .arg(Self::encode(entry)?)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if done == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Revoked)
+        }
+    }
+
+    async fn grants(&self) -> Result<Vec<GrantEntry>, StoreError> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn.smembers(self.k("grants")).await.map_err(unavailable)?;
+        let mut all = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(entry) = self.get_grant(&id).await? {
+                all.push(entry);
+            }
+        }
+        all.sort_by(|a, b| a.grant.start.cmp(&b.grant.start));
+        Ok(all)
+    }
+
+    async fn reclaim_grant(
+        &self,
+        entry: &GrantEntry,
+        member_key: &KeyRecord,
+        record: &ReclaimRecord,
+        expected_end: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let done: i32 = redis::Script::new(RECLAIM_ONCE)
+            .key(self.k(&format!("grant:{}", entry.grant.grant_id)))
+            .key(self.k(&format!("key:{}", member_key.key_id)))
+            .key(self.k("reclaims"))
+            .arg(Self::encode(entry)?)
+            .arg(Self::encode(member_key)?)
+            .arg(Self::encode(record)?)
+            .arg(expected_end.unwrap_or(""))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(done == 1)
+    }
+
+    async fn reclaims(&self) -> Result<Vec<ReclaimRecord>, StoreError> {
+        let mut conn = self.conn.clone();
+        let raw: Vec<String> = conn
+            .lrange(self.k("reclaims"), 0, -1)
+            .await
+            .map_err(unavailable)?;
+        raw.iter()
+            .map(|s| serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect()
     }
 
     fn forgets_nonces_on_restart(&self) -> bool {

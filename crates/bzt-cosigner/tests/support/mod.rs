@@ -76,7 +76,11 @@ impl TestBroker {
             .lock()
             .unwrap()
             .insert(id.clone(), (phone_token.clone(), context));
-        Context::Session(SessionRef { id, phone_token })
+        Context::Session(SessionRef {
+            id,
+            phone_token,
+            delegate: None,
+        })
     }
 
     pub fn answer_after(&self, delay: std::time::Duration) {
@@ -170,8 +174,25 @@ impl TestService {
     }
 
     pub async fn start_with(config: Config) -> Self {
+        Self::start_with_clock(config, Arc::new(bzt_cosigner::grants::SystemClock)).await
+    }
+
+    /// A service that judges grant end times by `clock`.
+    pub async fn start_with_clock(
+        config: Config,
+        clock: Arc<dyn bzt_cosigner::grants::Clock>,
+    ) -> Self {
         let (listener, addr) = listen().await;
-        let service = Service::build(config.clone()).await.unwrap();
+        let context = Arc::new(
+            bzt_cosigner::context::BrokerContextClient::new(
+                &config.broker_url,
+                config.broker_credential.clone(),
+            )
+            .unwrap(),
+        );
+        let service = Service::build_with_clock(config.clone(), context, clock)
+            .await
+            .unwrap();
         let run = service.clone();
         tokio::spawn(async move { bzt_cosigner::run(listener, run).await });
         Self {

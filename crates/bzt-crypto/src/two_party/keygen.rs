@@ -87,6 +87,10 @@ impl ServiceShare {
         Ok((Self { d2 }, p2, proof2, joint))
     }
 
+    pub(crate) fn from_scalar(d2: NonZeroScalar) -> Self {
+        Self { d2 }
+    }
+
     pub(crate) fn d2(&self) -> &NonZeroScalar {
         &self.d2
     }

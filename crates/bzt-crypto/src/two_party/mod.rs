@@ -12,6 +12,9 @@
 //! - decryption ([`decrypt`]), blinded: phone `T1 = w·C1`; service
 //!   `T2 = d2⁻¹·T1`; phone `(w⁻¹·d1⁻¹)·T2 − C1 = d·C1`.
 //!
+//! - re-sharing ([`reshare`], 企业证书授权): a member's pair `d1·t·u`,
+//!   `d2·t⁻¹·u⁻¹` for the same joint key.
+//!
 //! Around it: the phone's share masked by its PIN and the PIN proof
 //! ([`pin`]), and the encryption of every phone ↔ service message to the
 //! service's static key ([`channel`]), without which a captured transcript
@@ -26,6 +29,7 @@ pub mod decrypt;
 pub mod keygen;
 pub mod pin;
 pub mod points;
+pub mod reshare;
 pub mod schnorr;
 pub mod sign;
 
@@ -38,6 +42,7 @@ pub use pin::{MaskedShare, PinProof, PinStatement, DEFAULT_PIN_ITERATIONS};
 pub use points::{
     decode_point, decode_scalar, encode_point, encode_scalar, point_from_hex, point_to_hex,
 };
+pub use reshare::{MemberAcceptance, ReshareDealer};
 pub use schnorr::SchnorrProof;
 pub use sign::{message_digest, service_sign, PhoneSigning};
 
