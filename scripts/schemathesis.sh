@@ -29,13 +29,17 @@ done
 curl -fsS "$base/healthz" >/dev/null || { cat "$work/broker.log"; exit 1; }
 api_key="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["demo_api_key"])' "$work/data/dev-secrets.json")"
 
-# The checks of issue 13: conformance to the document, and no 5xx.
+# The checks of issue 13: conformance to the document, and no 5xx. One
+# worker: with two, Hypothesis (under Python 3.11) sometimes fails inside
+# itself while two threads read its lambdas' source ("AST constructor
+# recursion depth mismatch", CPython gh-106905), an error of the tool, not
+# of the broker. Requests may wait 35 s: a long-poll's `wait` goes up to 30.
 schema="${OPENAPI_SCHEMA:-docs/openapi.yaml}"
 status=0
 st run "$schema" --url "$base" \
   -H "Authorization: Bearer $api_key" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
-  --max-time "$budget" --workers 2 --request-timeout 10 \
+  --max-time "$budget" --workers 1 --request-timeout 35 \
   --suppress-health-check all --warnings off ${ST_EXTRA_ARGS:-} || status=$?
 if grep -q "panicked" "$work/broker.log"; then
   echo "the broker panicked:"; grep -A5 "panicked" "$work/broker.log"; exit 1
