@@ -47,7 +47,7 @@ if ! python3 -c 'import pyasn1' >/dev/null 2>&1; then
 fi
 
 # The schema-driven attack on the live broker (scripts/schemathesis.sh).
-if ! command -v st >/dev/null 2>&1; then
+if ! python3 -c 'import schemathesis' >/dev/null 2>&1; then
   echo "install-test-deps: pip install schemathesis"
   python3 -m pip install -q 'schemathesis>=4,<5'
 fi

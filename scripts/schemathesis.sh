@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 budget="${1:-45}"
 bin="target/debug/bzt"
 [ -x "$bin" ] || cargo build --locked --bin bzt
-command -v st >/dev/null || python3 -m pip install -q 'schemathesis>=4,<5'
+python3 -c 'import schemathesis' 2>/dev/null || python3 -m pip install -q 'schemathesis>=4,<5'
 
 work="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
@@ -36,7 +36,7 @@ api_key="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["demo
 # of the broker. Requests may wait 35 s: a long-poll's `wait` goes up to 30.
 schema="${OPENAPI_SCHEMA:-docs/openapi.yaml}"
 status=0
-st run "$schema" --url "$base" \
+schemathesis run "$schema" --url "$base" \
   -H "Authorization: Bearer $api_key" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
   --max-time "$budget" --workers 1 --request-timeout 35 \
