@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Where the broker's CPU goes during login flows:
 #   loadtest/profile-flows.sh [MEASURE_S] [OUT_DIR]
-# Runs `bzt-load flows` (one node, memory store) with the broker pinned to CPU
+# Runs `bzt-load flows` (one node, memory store; or, with
+# BZT_SCENARIO=cluster, `bzt-load cluster`: 3 nodes + Redis, all three nodes
+# recorded together) with the broker pinned to CPU
 # $BZT_BROKER_CPUS (default 0) and the load generator to $BZT_LOAD_CPUS
 # (default 1), records the broker with `perf record` (leaf frames, 999 Hz)
 # for its whole life, and prints the share of samples per group of symbols
 # and the top symbols. Needs perf. BZT_BIN=<path> profiles another broker
-# binary (e.g. an older build) with this load generator.
+# binary (e.g. an older build) with this load generator; BZT_LOAD=<path> uses
+# that load generator and builds nothing; BZT_RATES sets the open-loop rates.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -14,22 +17,38 @@ measure=${1:-5}
 out=${2:-$(mktemp -d /tmp/bzt-profile.XXXXXX)}
 mkdir -p "$out"
 command -v perf >/dev/null || { echo "perf is required" >&2; exit 1; }
-CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
-  cargo build --release --quiet -p bzt --bin bzt -p bzt-loadtest --bin bzt-load
+if [ -z "${BZT_LOAD:-}" ]; then
+  CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
+    cargo build --release --quiet -p bzt --bin bzt -p bzt-loadtest --bin bzt-load
+fi
 bin=${BZT_BIN:-$root/target/release/bzt}
+load_bin=${BZT_LOAD:-target/release/bzt-load}
+scenario=${BZT_SCENARIO:-flows}
+case "$scenario" in
+  flows) nodes=1 ;;
+  cluster) nodes=3 ;;
+  *) echo "BZT_SCENARIO is flows or cluster" >&2; exit 2 ;;
+esac
+rates=${BZT_RATES:-250,1000}
+load_cpus=${BZT_LOAD_CPUS:-1}
+broker_cpus=${BZT_BROKER_CPUS:-0}
+# The broker reads BZT_* variables as configuration: keep this script's own
+# knobs from reaching it.
+unset BZT_BIN BZT_LOAD BZT_SCENARIO BZT_RATES BZT_LOAD_CPUS BZT_BROKER_CPUS
 ulimit -n 65536 2>/dev/null || true
-taskset -c "${BZT_LOAD_CPUS:-1}" target/release/bzt-load --out "$out" --ref-seconds 1 \
-  --bzt-bin "$bin" --broker-cpus "${BZT_BROKER_CPUS:-0}" \
-  flows --rates 250,1000 --warm-s 1 --measure-s "$measure" >"$out/flows.stdout" 2>"$out/flows.log" &
+taskset -c "$load_cpus" "$load_bin" --out "$out" --ref-seconds 1 \
+  --bzt-bin "$bin" --broker-cpus "$broker_cpus" \
+  "$scenario" --rates "$rates" --warm-s 1 --measure-s "$measure" >"$out/flows.stdout" 2>"$out/flows.log" &
 load=$!
-broker=""
-for _ in $(seq 600); do
-  broker=$(pgrep -P "$load" -x bzt || true)
-  [ -n "$broker" ] && break
+brokers=""
+comm=$(basename "$bin" | cut -c1-15) # the kernel's process name: 15 characters
+for _ in $(seq 2400); do
+  brokers=$(pgrep -d, -P "$load" -x "$comm" || true)
+  [ "$(echo "$brokers" | tr , '\n' | grep -c .)" -ge "$nodes" ] && break
   sleep 0.05
 done
-[ -n "$broker" ] || { echo "no broker started: see $out/flows.log" >&2; wait "$load"; exit 1; }
-perf record -q -F 999 -p "$broker" -o "$out/perf.data" 2>"$out/perf.log" &
+[ -n "$brokers" ] || { echo "no broker started: see $out/flows.log" >&2; wait "$load"; exit 1; }
+perf record -q -F 999 -p "$brokers" -o "$out/perf.data" 2>"$out/perf.log" &
 perf_pid=$!
 wait "$load"
 wait "$perf_pid" || true
@@ -44,7 +63,9 @@ awk '
       else if (line ~ /tcp|ip_|skb|sock|net_|inet|__dev_|loopback|napi|netif|nf_/) g = "kernel: TCP loopback"
       else if (line ~ /sched|futex|epoll|switch|wake|schedule|pick_|enqueue|dequeue|update_curr|ttwu/) g = "kernel: scheduler, futex, epoll"
       else g = "kernel: other (syscalls, memory)"
-    } else if (line ~ /sm2_field|sm2_point|sm2_verify|bzt_crypto/) g = "SM2 verify (bzt_crypto)"
+    } else if (line ~ /bzt::store::redis/) g = "Redis store (bzt)"
+    else if (line ~ /redis::|combine::/) g = "Redis client (redis-rs)"
+    else if (line ~ /sm2_field|sm2_point|sm2_verify|bzt_crypto/) g = "SM2 verify (bzt_crypto)"
     else if (line ~ /fiat|primeorder|primefield|sm2::|crypto_bigint|elliptic_curve/) g = "sm2 crate arithmetic"
     else if (line ~ /sm3|Sm3|compress/) g = "SM3"
     else if (line ~ /sha2|Sha256|sha256/) g = "SHA-256 (cache keys, HMAC)"
@@ -62,4 +83,4 @@ cat "$out/groups.txt"
 echo "== top symbols =="
 head -25 "$out/symbols.txt"
 echo "== flows report =="
-grep -E '^\| (open|closed)' "$out/flows.md" || true
+grep -E '^\| (open|closed)' "$out/$scenario.md" || true

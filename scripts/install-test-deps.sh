@@ -52,6 +52,14 @@ if ! python3 -c 'import schemathesis' >/dev/null 2>&1; then
   python3 -m pip install -q 'schemathesis>=4,<5'
 fi
 
+# The generated OpenAPI document is validated by an independent validator, and real answers
+# are checked against its schemas with Python `jsonschema` (a dependency of the validator):
+# tests/openapi_generated.rs.
+if ! python3 -c 'import openapi_spec_validator, jsonschema' >/dev/null 2>&1; then
+  echo "install-test-deps: pip install openapi-spec-validator"
+  python3 -m pip install -q openapi-spec-validator
+fi
+
 # Browser tests of the SDK.
 if [ -f sdk-js/package-lock.json ] && [ ! -d sdk-js/node_modules ]; then
   echo "install-test-deps: npm ci (sdk-js)"

@@ -1,14 +1,14 @@
 //! Start-up: build the broker from a configuration, bind, serve.
 
-use crate::audit::AuditLog;
 use crate::broker::{Broker, BrokerParts, Revocations};
 use crate::clock::Clock;
 use crate::config::{Config, StoreKind};
 use crate::http::limits::Limits;
 use crate::http::{self, AppState};
-use crate::store::conversation::{ConversationStore, MemoryConversationStore};
 use crate::store::records::{FileRecordSet, RecordSet};
 use crate::store::redis::{RedisSettings, RedisStore};
+use crate::store::AuditLog;
+use crate::store::{memory::MemoryConversationStore, ConversationStore};
 use crate::store::{memory::MemoryStore, SessionStore};
 use crate::timers::TimerQueue;
 use crate::webhook::WebhookSender;
@@ -161,13 +161,13 @@ type Stores = (
 /// pending webhooks: in this process (memory store, audit file, revocations
 /// file, retry tasks) or shared by every node on one Redis (docs/redis.md).
 async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
-    let key = crate::audit::load_or_create_key(&config.audit_key_path())?;
+    let key = crate::store::file_audit::load_or_create_key(&config.audit_key_path())?;
     let every = config.audit.checkpoint_every;
     Ok(match config.store.kind {
         StoreKind::Memory => (
             Arc::new(MemoryStore::new()),
             Arc::new(MemoryConversationStore::new()),
-            Arc::new(crate::audit::FileAuditLog::open(
+            Arc::new(crate::store::file_audit::FileAuditLog::open(
                 &config.audit_path(),
                 key,
                 every,

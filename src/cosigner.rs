@@ -10,7 +10,7 @@
 use crate::broker::Broker;
 use crate::error::ApiError;
 use bzt_core::secret::RequestId;
-use bzt_core::session::{Delegate, Op, Opening};
+use bzt_core::session::{Delegate, Op, Opening, SealRequest};
 use bzt_core::{codec, ErrorCode, Secret, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -57,6 +57,27 @@ pub struct CosignContext {
     /// `decrypt` sessions with an opening window (开标时间).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub opening: Option<Opening>,
+    /// A seal session or seal request (扫码签章 with a seal): the phone builds `TBS_Sign`
+    /// around this hash and its own seal, so the bytes signed are not `tbs` but a `TBS_Sign`
+    /// the service checks against this (`dataHash`, `propertyInfo`) before co-signing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seal: Option<SealContext>,
+}
+
+/// `seal` of a context answer: what the `TBS_Sign` the phone co-signs must carry.
+#[derive(Clone, Debug, Serialize)]
+pub struct SealContext {
+    pub data_hash_b64: String,
+    pub property_info: String,
+}
+
+impl From<&SealRequest> for SealContext {
+    fn from(seal: &SealRequest) -> Self {
+        Self {
+            data_hash_b64: codec::encode(&seal.data_hash),
+            property_info: seal.property_info.clone(),
+        }
+    }
 }
 
 impl Broker {
@@ -85,6 +106,7 @@ impl Broker {
                     expires_at: session.expires_at,
                     certificate_serial: session.expect_cert.as_ref().map(|e| e.serial.clone()),
                     opening: session.opening,
+                    seal: session.seal.as_ref().map(SealContext::from),
                 })
             }
             ContextRequest::Conversation {
@@ -105,6 +127,7 @@ impl Broker {
                     expires_at: request.expires_at,
                     certificate_serial: Some(conversation.certificate.serial.clone()),
                     opening: None,
+                    seal: request.seal.as_ref().map(SealContext::from),
                 })
             }
         }

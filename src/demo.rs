@@ -15,6 +15,7 @@
 mod bidfile;
 mod cosigner;
 mod files;
+mod ofd;
 mod seals;
 
 use crate::config::Config;
@@ -47,6 +48,10 @@ struct DemoRp {
     hall: crate::hall::HallClient,
     /// Bid-file sessions in progress.
     jobs: bidfile::Jobs,
+    /// The bid tool's OFD documents waiting for, or carrying, a seal signature.
+    ofds: ofd::Documents,
+    /// The seal makers this relying party trusts (the broker's, in development mode).
+    seal_makers: Vec<x509_cert::Certificate>,
 }
 
 /// Finds a directory of the source tree (`web-demo`, `sdk-js/dist`): next to
@@ -71,6 +76,11 @@ pub fn routes(config: &Config, secrets: &DevSecrets) -> Router<AppState> {
         data_dir: crate::dev::data_dir(config),
         files: files::FileStore::new(),
         jobs: bidfile::Jobs::default(),
+        ofds: ofd::Documents::default(),
+        seal_makers: crate::app::load_seal_makers(config).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the demo's OFD signing trusts no seal maker");
+            Vec::new()
+        }),
     });
     let api = Router::new()
         .route("/demo/api/sessions", post(create))
@@ -87,6 +97,7 @@ pub fn routes(config: &Config, secrets: &DevSecrets) -> Router<AppState> {
         )
         .merge(bidfile::routes())
         .merge(seals::routes())
+        .merge(ofd::routes())
         .with_state(rp)
         .merge(cosigner::routes(config.cosigner.url.clone()));
     Router::new()
@@ -364,6 +375,9 @@ struct DemoConversationRequest {
     title: String,
     #[serde(default)]
     detail: Option<String>,
+    /// A seal request (`{data_hash_b64, property_info}`) instead of `tbs_*`, passed on as is.
+    #[serde(default)]
+    seal: Option<Value>,
 }
 
 async fn conversation_request(
@@ -371,15 +385,21 @@ async fn conversation_request(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<DemoConversationRequest>,
 ) -> Result<Response, ApiError> {
-    let tbs_b64 = match (req.tbs_b64, req.tbs_text) {
-        (Some(b), None) => b,
-        (None, Some(t)) => bzt_core::codec::encode(t.as_bytes()),
-        _ => return Err(ApiError::invalid("give exactly one of tbs_b64, tbs_text")),
+    let mut body = match (req.tbs_b64, req.tbs_text, req.seal) {
+        (Some(b), None, None) => json!({ "tbs_b64": b }),
+        (None, Some(t), None) => json!({ "tbs_b64": bzt_core::codec::encode(t.as_bytes()) }),
+        (None, None, Some(seal)) => json!({ "seal": seal }),
+        _ => {
+            return Err(ApiError::invalid(
+                "give exactly one of tbs_b64, tbs_text, seal",
+            ))
+        }
     };
     let mut display = json!({ "title": req.title });
     if let Some(d) = req.detail {
         display["detail"] = json!(d);
     }
+    body["display"] = display;
     rp.call(
         rp.http
             .post(format!(
@@ -387,7 +407,7 @@ async fn conversation_request(
                 rp.broker_url,
                 urlencode(&id)
             ))
-            .json(&json!({ "tbs_b64": tbs_b64, "display": display })),
+            .json(&body),
     )
     .await
 }

@@ -89,6 +89,14 @@ impl From<StoreError> for ApiError {
                     retry_after: Some(1),
                 }
             }
+            StoreError::AuditUnavailable(detail) => {
+                tracing::error!(%detail, "audit log unavailable");
+                Self::new(
+                    ErrorCode::Unavailable,
+                    "the audit log cannot be written; the operation was not recorded and not performed",
+                )
+                .with_retry_after(1)
+            }
             other => {
                 tracing::error!(error = %other, "store error");
                 Self::internal()

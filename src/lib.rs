@@ -27,7 +27,6 @@
 
 pub mod app;
 pub mod apps;
-pub mod audit;
 pub mod broker;
 pub mod cert_checks;
 pub mod clock;

@@ -11,10 +11,10 @@
 
 mod support;
 
-use bzt::audit::{AuditLog, AuditQuery};
-use bzt::store::conversation::{ConversationStore, MemoryConversationStore};
 use bzt::store::memory::MemoryStore;
 use bzt::store::redis::{RedisAuditLog, RedisSettings, RedisStore};
+use bzt::store::{memory::MemoryConversationStore, ConversationStore};
+use bzt::store::{AuditLog, AuditQuery};
 use bzt::store::{SessionStore, StoreError, EXPIRY_LEASE};
 use bzt_core::conversation::{
     ConvOp, ConvOutput, Conversation, EndedBy, OpenConversation, RequestStatus,

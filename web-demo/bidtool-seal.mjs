@@ -3,7 +3,12 @@
 // seal's picture (result.seal.picture, at its size in millimetres) onto the page and offers the
 // SES_Signature for download. The RP backend (here the demo's) should verify the SES_Signature
 // itself before it trusts the stamp (`bzt seal verify`, docs/seals.md).
-import { createLoginWidget } from '/sdk/bzt-sdk.mjs';
+//
+// With a conversation open (the phone's 开启会话), the tool also seals a one-page OFD: its backend
+// lays out the OFD and Signature.xml, the tool asks in the conversation for a seal over the SM3 of
+// Signature.xml, and the backend fetches the answer from the broker, verifies it and writes it into
+// the OFD (/demo/api/ofd, src/demo/ofd.rs).
+import { createLoginWidget, openConversation, errorMessage } from '/sdk/bzt-sdk.mjs';
 
 const $ = (id) => document.getElementById(id);
 const PAGE_TEXT = [
@@ -61,9 +66,16 @@ async function postJson(url, body) {
 }
 
 let widget = null;
+let conv = null;
+const esc = (v) => String(v == null ? '' : v).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
 drawPage();
 $('seal-start').addEventListener('click', () => {
   if (widget) widget.destroy();
+  if (conv && conv.state !== 'ended') conv.end().catch(() => {});
+  conv = null;
+  $('ofd-start').disabled = true;
+  $('ofd-download').classList.add('hidden');
+  $('ofd-outcome').textContent = '';
   drawPage();
   $('seal-download').classList.add('hidden');
   $('seal-outcome').textContent = '';
@@ -77,13 +89,14 @@ $('seal-start').addEventListener('click', () => {
         title: '扫码签章：投标函',
         detail: '示例市政道路工程施工投标文件 · 加盖电子印章',
         seal: { data_hash_b64: dataHash, property_info: 'bid/page-1.txt' },
+        conversation: { max_requests: 10, idle_s: 300, max_s: 1800 },
       });
       $('seal-qr-text').textContent = s.qr_text;
       return s;
     },
     onQr: (ev) => { if (ev && ev.qr_text) $('seal-qr-text').textContent = ev.qr_text; },
     onStatus: (ev) => { if (ev.status === 'scanned') $('seal-outcome').textContent = '已扫码，请在手机上选择印章并确认'; },
-    onResult: async ({ status, result }) => {
+    onResult: async ({ status, result, baseUrl }) => {
       if (status !== 'approved' || !result.seal) {
         $('seal-outcome').innerHTML = '<span class="bad">签章未完成：' + status + '</span>';
         return;
@@ -98,6 +111,50 @@ $('seal-start').addEventListener('click', () => {
       a.download = '投标函.ses';
       a.classList.remove('hidden');
       window.__sealResult = result;
+      if (result.conversation) startConversation(result.conversation, baseUrl);
     },
   });
+});
+
+function startConversation(info, baseUrl) {
+  const cid = info.id;
+  conv = openConversation({ ...info, baseUrl: baseUrl || location.origin }, {
+    container: '#seal-conv-status',
+    sendRequest: ({ seal, display }) => postJson(`/demo/api/conversations/${encodeURIComponent(cid)}/requests`, { seal, title: display.title, detail: display.detail }),
+    pollRequest: async ({ request_id, wait }) => {
+      const r = await fetch(`/demo/api/conversations/${encodeURIComponent(cid)}/requests/${encodeURIComponent(request_id)}?wait=${wait}`);
+      return r.json();
+    },
+    end: () => fetch(`/demo/api/conversations/${encodeURIComponent(cid)}`, { method: 'DELETE' }),
+    onEnded: () => { $('ofd-start').disabled = true; },
+  });
+  $('ofd-start').disabled = false;
+}
+
+$('ofd-start').addEventListener('click', async () => {
+  if (!conv) return;
+  $('ofd-start').disabled = true;
+  $('ofd-download').classList.add('hidden');
+  $('ofd-outcome').textContent = '等待手机在会话中加盖印章…';
+  try {
+    const doc = await postJson('/demo/api/ofd', { title: PAGE_TEXT[0], lines: PAGE_TEXT.slice(1) });
+    const r = await conv.request({
+      seal: { data_hash_b64: doc.data_hash_b64, property_info: doc.property_info },
+      display: { title: 'OFD 投标函加盖电子印章', detail: '示例市政道路工程施工投标文件（OFD）' },
+    });
+    if (r.status !== 'approved') throw new Error('手机未盖章：' + r.status);
+    const v = await postJson(`/demo/api/ofd/${encodeURIComponent(doc.id)}/seal`, { conversation_id: conv.id, request_id: r.request_id });
+    const pic = window.__sealResult && window.__sealResult.seal.picture;
+    $('ofd-outcome').innerHTML = (pic ? '<img alt="印章" style="height:64px;vertical-align:middle" src="data:image/' + esc(pic.type.toLowerCase()) + ';base64,' + esc(pic.data_b64) + '"> ' : '')
+      + '<span class="ok">电子签章验证通过</span>：印章 ' + esc(v.seal.name) + '（编码 ' + esc(v.seal.es_id) + '），签章人 ' + esc(v.signer)
+      + '，制章者 ' + esc(v.maker) + '，时间 ' + esc(new Date(v.time_info).toLocaleString('zh-CN'));
+    const a = $('ofd-download');
+    a.href = v.file_url;
+    a.download = '投标函.ofd';
+    a.classList.remove('hidden');
+    window.__ofdResult = v;
+  } catch (e) {
+    $('ofd-outcome').innerHTML = '<span class="bad">OFD 签章失败：' + esc(e.code ? errorMessage(e) : e.message) + '</span>';
+  }
+  if (conv && conv.state !== 'ended') $('ofd-start').disabled = false;
 });

@@ -18,14 +18,16 @@ window.BztPhoneSplit = (() => {
 
   function show(meta) {
     $('cert-info').innerHTML = '<p class="ok">证书已签发（密钥拆分）</p><dl class="cert"><dt>持有人</dt><dd>' + esc(meta.cn) + ' · ' + esc(meta.org)
-      + '</dd><dt>序列号</dt><dd id="cert-serial">' + esc(meta.serial) + '</dd><dt>证书类型</dt><dd id="cert-domain">' + esc(BztSdk.domainLabel(meta.domain))
-      + '</dd><dt>密钥</dt><dd id="cert-key-mode">密钥拆分：本机分量 + 协同签名服务分量（密钥编号 ' + esc(meta.file.key_id) + '）</dd></dl>'
-      + '<details><summary>证书 PEM（可发给同事，用于多证书加密）</summary><pre id="cert-pem">' + esc(meta.certificate_pem) + '</pre></details>'
-      + '<div class="row"><button id="split-forget">删除本机拆分密钥</button></div>';
-    $('split-forget').addEventListener('click', forget);
+      + '</dd><dt>序列号</dt><dd id="cert-serial">' + esc(meta.serial) + '</dd><dt>证书类型</dt><dd id="cert-domain">' + esc(meta.grant ? '企业证书（被授权使用）' : BztSdk.domainLabel(meta.domain))
+      + '</dd><dt>密钥</dt><dd id="cert-key-mode">密钥拆分：本机分量 + 协同签名服务分量（密钥编号 ' + esc(meta.file.key_id) + '）</dd>'
+      + (meta.grant ? '<dt>授权</dt><dd id="cert-grant">被授权使用的企业证书（管理员授权），授权结束时间 ' + esc(BztSdk.formatBeijingTime(meta.grant.end)) + '</dd>' : '')
+      + '</dl><details><summary>证书 PEM（可发给同事，用于多证书加密）</summary><pre id="cert-pem">' + esc(meta.certificate_pem) + '</pre></details>'
+      + (meta.grant ? '' : '<div class="row"><button id="split-forget">删除本机拆分密钥</button></div>');
+    if (!meta.grant) $('split-forget').addEventListener('click', forget);
   }
 
   function adopt(meta) {
+    phone.splitMeta = meta;
     Object.assign(phone, {
       keys: null, split: meta.file, certPem: meta.certificate_pem, serial: meta.serial, issuer: meta.issuer,
       subject: meta.subject, domain: meta.domain, pin: null,
@@ -38,7 +40,7 @@ window.BztPhoneSplit = (() => {
 
   function forget() {
     localStorage.removeItem(STORAGE_KEY);
-    Object.assign(phone, { keys: null, split: null, certPem: null, serial: null, issuer: null, subject: null, domain: null, pin: null });
+    Object.assign(phone, { keys: null, split: null, splitMeta: null, certPem: null, serial: null, issuer: null, subject: null, domain: null, pin: null });
     $('cert-info').textContent = '尚无证书';
     $('claim').disabled = true;
     $('camera').disabled = true;
@@ -72,6 +74,11 @@ window.BztPhoneSplit = (() => {
   /** The split key's signature (DER, base64) over `tbs` for a session or a conversation request. */
   async function signB64For(context, tbs, pin) {
     return bytesToB64(await K.sign(phone.split, pin, context, tbs));
+  }
+  /** The split key's signature (DER bytes) over DER(TBS_Sign) of a seal signature: co-signed only
+   * if it carries what the session or request asked to seal. */
+  async function sealSignFor(context, tbs, pin) {
+    return K.sign(phone.split, pin, context, tbs, { sealTbs: true });
   }
   const sessionContext = (claim) => ({ session: { id: claim.session.id, phone_token: claim.phone_token } });
   const conversationContext = (c, m) => ({ conversation: { id: c.id, request_id: m.request_id, phone_token: c.token } });
@@ -111,6 +118,11 @@ window.BztPhoneSplit = (() => {
     }
   }
 
-  return { isSplit, enroll, signB64For, sessionContext, conversationContext, contentKey, retryable, errorText, init, STORAGE_KEY };
+  /** The page's own split key (not a granted one), if stored: the administrator's certificate. */
+  function ownMeta() {
+    try { return JSON.parse(localStorage.getItem(STORAGE_KEY) || 'null'); } catch { return null; }
+  }
+
+  return { adopt, ownMeta, isSplit, enroll, signB64For, sealSignFor, sessionContext, conversationContext, contentKey, retryable, errorText, init, STORAGE_KEY };
 })();
 BztPhoneSplit.init();

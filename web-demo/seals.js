@@ -3,7 +3,8 @@
 // Loaded after phone.html's own script and uses its helpers (phone, $, api, say, esc, sm2, bytes).
 // The development CA makes each seal (POST /demo/api/seals) for this page's certificate; the page
 // keeps the seal's DER and, when a bid tool asks for a seal signature, builds the SES_Signature
-// itself: DER(TBS_Sign) around the seal, signed with this page's SM2 key (SM3, ID 1234567812345678).
+// itself: DER(TBS_Sign) around the seal, signed with this page's SM2 key (SM3, ID 1234567812345678),
+// or with a split key co-signed by the service, which checks the TBS_Sign against the broker's ask.
 
 const BztSeals = (() => {
   const STORE = 'bzt-demo-seals';
@@ -34,18 +35,26 @@ const BztSeals = (() => {
   }
   const certDer = (pem) => b64ToBytes(pem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, ''));
 
-  /** SES_Signature (DER, base64) stamping `ask` ({data_hash_b64, property_info}) with `seal`. */
-  function stamp(ask, seal) {
-    const tbs = tlv(0x30, cat(
+  /** DER(TBS_Sign) around `seal` for `ask` ({data_hash_b64, property_info}), dated now. */
+  function tbsSign(ask, seal) {
+    return tlv(0x30, cat(
       Uint8Array.from([0x02, 0x01, 0x04]),                 // version 4
       b64ToBytes(seal.seal_b64),                           // eseal, as the maker made it
       generalizedTime(new Date()),                         // timeInfo
       tlv(0x03, cat(Uint8Array.from([0]), b64ToBytes(ask.data_hash_b64))), // dataHash
       tlv(0x16, ascii(ask.property_info)),                 // propertyInfo
     ));
+  }
+  /** SES_Signature (DER, base64) around `tbs` and its signature (DER bytes). */
+  const sesSignature = (tbs, sig) => bytesToB64(tlv(0x30, cat(tbs, tlv(0x04, certDer(phone.certPem)), OID_SM2_SM3, tlv(0x03, cat(Uint8Array.from([0]), sig)))));
+
+  /** SES_Signature (DER, base64) stamping `ask` with `seal`: signed with this page's whole key,
+   * or co-signed by the split key's service (`context` names the session or request; `pin`). */
+  async function stamp(ask, seal, context, pin) {
+    const tbs = tbsSign(ask, seal);
+    if (phone.split) return sesSignature(tbs, await BztPhoneSplit.sealSignFor(context, tbs, pin));
     const sigHex = sm2.doSignature(Array.from(tbs), phone.keys.privateKey, { hash: true, der: true, publicKey: phone.keys.publicKey });
-    const ses = tlv(0x30, cat(tbs, tlv(0x04, certDer(phone.certPem)), OID_SM2_SM3, tlv(0x03, cat(Uint8Array.from([0]), hexToBytes(sigHex)))));
-    return bytesToB64(ses);
+    return sesSignature(tbs, hexToBytes(sigHex));
   }
 
   // ---- 印章管理 ----
@@ -174,17 +183,20 @@ const BztSeals = (() => {
       }
       if (usable.length === 1) list.firstChild.click();
     },
-    /** The completion body of a seal session, or an Error saying what is missing. */
-    completion(claim) {
+    /** The completion body of a seal session (`pin`: a split key's), or an Error saying what is missing. */
+    async completion(claim, pin) {
       const seal = mine().find((s) => s.es_id === chosen);
       if (!seal) throw new Error('请先选择印章');
-      return { certificate_pem: phone.certPem, seal_signature_b64: stamp(claim.seal, seal) };
+      const context = phone.split ? BztPhoneSplit.sessionContext(claim) : null;
+      return { certificate_pem: phone.certPem, seal_signature_b64: await stamp(claim.seal, seal, context, pin) };
     },
-    /** A conversation's answer to a seal request, stamped with the seal chosen at the opening. */
-    conversationFrame(m, auto) {
+    /** A conversation's answer to a seal request, stamped with the seal chosen at the opening
+     * (`c`: the conversation, whose PIN a split key keeps while it lasts). */
+    async conversationFrame(m, auto, c) {
       const seal = mine().find((s) => s.es_id === chosen) || mine()[0];
       if (!seal) return { type: 'sign_reject', request_id: m.request_id, reason: '手机未选择印章' };
-      return { type: 'sign_response', request_id: m.request_id, seal_signature_b64: stamp(m.seal, seal), auto_confirmed: auto };
+      const context = phone.split ? BztPhoneSplit.conversationContext(c, m) : null;
+      return { type: 'sign_response', request_id: m.request_id, seal_signature_b64: await stamp(m.seal, seal, context, c && c.splitPin), auto_confirmed: auto };
     },
   };
 })();

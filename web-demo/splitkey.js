@@ -428,6 +428,26 @@
     const body = { ephemeral: pointToHex(ephemeral), nonce_b64: bytesToB64(nonce), ciphertext_b64: bytesToB64(sm4GcmSeal(keys.request, nonce, aad, plaintext)) };
     return { body, keys };
   }
+  /**
+   * Seals `plaintext` to any receiving key with associated data `aad` (the channel construction with
+   * "req:" ‖ aad, as crates/bzt-crypto's seal_request): the grant package's share is sealed this way
+   * to the member's receiving key, associated data `grant:<grant_id>`.
+   */
+  function sealTo(receiver, aad, plaintext, ephemeralSecret = randomScalar(), nonce = randomBytes(12)) {
+    const ephemeral = mul(ephemeralSecret, G);
+    const keys = channelKeys(mul(ephemeralSecret, receiver), ephemeral, receiver);
+    return { ephemeral: pointToHex(ephemeral), nonce_b64: bytesToB64(nonce), ciphertext_b64: bytesToB64(sm4GcmSeal(keys.request, nonce, concat(utf8('req:'), aad), plaintext)) };
+  }
+  /** Opens what sealTo sealed, with the receiving key's secret (ChannelKey::open_request). */
+  function openSealed(secret, aad, body) {
+    if (!body || typeof body.ephemeral !== 'string' || typeof body.nonce_b64 !== 'string' || typeof body.ciphertext_b64 !== 'string') throw new SplitKeyError('protocol', '加密数据格式不符');
+    const ephemeral = pointFromHex(body.ephemeral);
+    const receiver = mul(secret, G);
+    const keys = channelKeys(mul(secret, ephemeral), ephemeral, receiver);
+    const nonce = b64ToBytes(body.nonce_b64);
+    if (nonce.length !== 12) throw new SplitKeyError('protocol', '加密数据格式不符');
+    return sm4GcmOpen(keys.request, nonce, concat(utf8('req:'), aad), b64ToBytes(body.ciphertext_b64));
+  }
   function openResponse(keys, path, answer) {
     if (!answer || typeof answer.nonce_b64 !== 'string' || typeof answer.ciphertext_b64 !== 'string') throw new SplitKeyError('protocol', '协同签名服务的应答格式不符');
     const nonce = b64ToBytes(answer.nonce_b64);
@@ -465,6 +485,7 @@
   function canonicalContext(context) {
     if (context.session) return 'session:' + context.session.id;
     if (context.conversation) return 'conversation:' + context.conversation.id + ':' + context.conversation.request_id;
+    if (context.grant) return 'grant:' + bytesToHex(sm3(b64ToBytes(context.grant.tbs_b64)));
     throw new SplitKeyError('internal', '未知的协同上下文');
   }
 
@@ -569,6 +590,9 @@
     not_found: '协同签名服务中没有这个密钥',
     invalid_request: '协同签名服务无法识别请求',
     unavailable: '协同签名服务暂不可用，请稍后重试',
+    reclaimed: '该企业证书的授权已收回（已解除授权或授权已到期），本机不能再使用该证书；如需使用请联系管理员重新授权',
+    not_authorised: '授权请求未经管理员本人的证书分量签名，协同签名服务拒绝',
+    conflict: '该授权已被接受过，或授权编号已被占用',
   };
   async function sealedCall(file, path, request, bearer) {
     const service = pointFromHex(file.service_key);
@@ -622,13 +646,17 @@
    * phone_token}}). The service signs the bytes the broker holds for that context; we check the
    * result under P over `tbs` before releasing it. Returns the DER signature.
    */
-  async function sign(file, pin, context, tbs) {
+  // sealTbs: `tbs` is DER(TBS_Sign) of a seal signature, which the phone builds around its seal; it
+  // travels as `seal_tbs_b64` and the service signs it only when it carries the hash and
+  // propertyInfo the broker holds for `context` (docs/key-splitting.md).
+  async function sign(file, pin, context, tbs, { sealTbs = false } = {}) {
     checkFile(file);
     const joint = pointFromHex(file.public_key);
     const d1 = unmaskFile(file, pin);
     const w1 = randomScalar();
     const q1 = mul(w1, G);
     const request = { context, q1: pointToHex(q1), pin_proof: pinProof(d1, file.key_id, 'sign', canonicalContext(context), q1) };
+    if (sealTbs) request.seal_tbs_b64 = bytesToB64(tbs);
     const answer = await sealedCall(file, keyPath(file.key_id, 'sign'), request);
     const { r, s } = signFinish(d1, w1, joint, tbs, hexToBytes(String(answer.r)), hexToBytes(String(answer.s1)));
     return signatureDer(r, s);
@@ -646,12 +674,118 @@
     return decryptFinish(d1, w, ct, pointFromHex(String(answer.t2)));
   }
 
+  // ---------------------------------------------------------------- 企业证书授权 (re-sharing)
+  // Follows crates/bzt-crypto/src/two_party/reshare.rs and crates/bzt-cosigner/src/client.rs step by
+  // step (docs/key-splitting.md, 企业证书授权); web-demo/test/grants.test.mjs checks it against them.
+  const MEMBER_CONTEXT = utf8('BZT-2P-RESHARE-MEMBER-V1');
+  const GRANT_HEADER = 'BZT-GRANT-V1';
+  function memberContext(grantId, p1) {
+    const id = utf8(grantId);
+    return concat(MEMBER_CONTEXT, u64be(id.length), id, encodePoint(p1));
+  }
+  /**
+   * The text of an administrator's request (crates/bzt-cosigner/src/grants.rs): these lines in this
+   * order, LF-separated, no trailing newline. A field holding a line break would change the lines:
+   * refused here as the service would.
+   */
+  function grantRequestText({ action, keyId, grantId, member, certificate, notAfter, nonce, issuedAt }) {
+    const lines = [GRANT_HEADER, 'action:' + action, 'key:' + keyId];
+    if (grantId != null) lines.push('grant:' + grantId);
+    if (member) lines.push('member:' + member.name, 'device:' + member.device);
+    if (certificate) lines.push('certificate:' + certificate.serial, 'ca:' + certificate.ca, 'certificate_type:' + certificate.certificate_type);
+    if (notAfter != null) lines.push('not_after:' + notAfter);
+    lines.push('nonce:' + nonce, 'issued_at:' + issuedAt);
+    for (const l of lines.slice(1)) {
+      const v = l.slice(l.indexOf(':') + 1);
+      if (!v || /[\r\n]/.test(v)) throw new SplitKeyError('invalid_request', '姓名、设备或证书信息不能为空，也不能含换行');
+    }
+    return lines.join('\n');
+  }
+  /** Signs a request with the administrator's share (context {grant: {tbs_b64}}) and sends it. */
+  async function grantCall(file, pin, fields, factor) {
+    checkFile(file);
+    const text = grantRequestText({ keyId: file.key_id, nonce: bytesToHex(randomBytes(16)), issuedAt: Math.floor(Date.now() / 1000), ...fields });
+    const tbs = utf8(text);
+    const tbsB64 = bytesToB64(tbs);
+    const signature = await sign(file, pin, { grant: { tbs_b64: tbsB64 } }, tbs);
+    const call = { request_b64: tbsB64, signature_b64: bytesToB64(signature) };
+    if (factor) call.factor = factor;
+    return sealedCall(file, keyPath(file.key_id, 'grants'), call);
+  }
+  /** A receiving key for a grant invitation: its secret stays on the member's page until it accepts. */
+  function grantInviteKey() {
+    const secret = randomScalar();
+    return { secret: bytesToHex(bigToBytes(secret)), receiving_key: pointToHex(mul(secret, G)) };
+  }
+  /**
+   * 添加被授权人: draws t, has the service keep d2·t⁻¹ (the request co-signed with the
+   * administrator's share carries t) and seals d1·t to the member's receiving key. Returns the
+   * service's answer and the offer for the member ({package, certificate_pem}, as `bzt phone grant`).
+   */
+  async function grant(file, pin, { invite, certificate, end, certificatePem }) {
+    checkFile(file);
+    const receiver = pointFromHex(String(invite.receiving_key));
+    const grantId = bytesToHex(randomBytes(16));
+    const t = randomScalar();
+    const member = { name: String(invite.name), device: String(invite.device && invite.device.id != null ? invite.device.id : invite.device) };
+    const list = await grantCall(file, pin, { action: 'grant', grantId, member, certificate, notAfter: end }, bytesToHex(bigToBytes(t)));
+    // The PIN was checked by the service just now: d1 is the administrator's share.
+    const d1 = unmaskFile(file, pin);
+    const share = utf8(bytesToHex(bigToBytes(mod(d1 * t, N))));
+    const offer = {
+      package: { grant_id: grantId, cosigner_url: file.cosigner_url, service_key: file.service_key, public_key: file.public_key, end, share: sealTo(receiver, utf8('grant:' + grantId), share) },
+      certificate_pem: certificatePem,
+    };
+    return { list, offer };
+  }
+  const extendGrant = (file, pin, grantId, end) => grantCall(file, pin, { action: 'extend', grantId, notAfter: end });
+  const ungrant = (file, pin, grantId) => grantCall(file, pin, { action: 'ungrant', grantId });
+  const listGrants = (file, pin) => grantCall(file, pin, { action: 'list' });
+  /**
+   * The member's phone: opens d1·t with the receiving key, draws u, keeps d1'' = d1·t·u, proves
+   * d1''⁻¹ to the service, checks d1''⁻¹·P2'' − G = P, and returns its SplitKeyFile (d1'' masked by
+   * its own PIN), exactly as enrolment does.
+   */
+  async function acceptGrant(pkg, receivingSecret, pin, iterations = DEFAULT_PIN_ITERATIONS) {
+    if (!/^\d{6}$/.test(pin)) throw new SplitKeyError('invalid_pin', 'PIN 码须为 6 位数字');
+    if (!pkg || typeof pkg.grant_id !== 'string' || !/^[A-Za-z0-9_-]{8,64}$/.test(pkg.grant_id)) throw new SplitKeyError('protocol', '授权数据格式不符');
+    const joint = pointFromHex(String(pkg.public_key));
+    let dealt;
+    try {
+      dealt = decodeScalar(hexToBytes(new TextDecoder().decode(openSealed(decodeScalar(hexToBytes(receivingSecret)), utf8('grant:' + pkg.grant_id), pkg.share))));
+    } catch (e) {
+      throw new SplitKeyError('bad_channel', '无法打开授权数据：它不是发给本机这份邀请的', String(e && e.message));
+    }
+    const u = randomScalar();
+    const d1 = mod(dealt * u, N);
+    const x = inv(d1, N);
+    const p1 = mul(x, G);
+    const file = { cosigner_url: String(pkg.cosigner_url), service_key: pointToHex(pointFromHex(String(pkg.service_key))) };
+    const answer = await sealedCall(file, '/v1/grants/' + encodeURIComponent(pkg.grant_id) + '/accept', { factor: bytesToHex(bigToBytes(u)), proof: bytesToHex(schnorrProve(x, p1, memberContext(pkg.grant_id, p1))) });
+    const check = add(mul(x, pointFromHex(String(answer.p2))), neg(G));
+    if (isIdentity(check) || !samePoint(check, joint)) throw new SplitKeyError('bad_proof', '协同签名服务返回的分量与企业证书公钥不符，未接受授权');
+    const masked = maskShare(d1, pin, iterations);
+    return {
+      file: {
+        version: 1, key_id: String(answer.key_id), cosigner_url: file.cosigner_url, service_key: file.service_key, public_key: pointToHex(joint),
+        masked_share: bytesToHex(masked.masked), salt: bytesToHex(masked.salt), iterations: masked.iterations,
+      },
+      end: String(answer.end),
+    };
+  }
+
   globalThis.BztSplitKey = {
     SplitKeyError,
     DEFAULT_PIN_ITERATIONS,
     enroll,
     sign,
     decrypt,
+    grantInviteKey,
+    grant,
+    extendGrant,
+    ungrant,
+    listGrants,
+    acceptGrant,
     serviceErrorText: (code) => SERVICE_ERRORS[code] || null,
     // The primitives, for the cross-checks in web-demo/test/splitkey-math.test.mjs.
     math: {
@@ -664,6 +798,7 @@
       sealRequest, openResponse, channelKeys,
       pinScalar, maskShare, unmaskShare, pinStatement, pinProof, canonicalContext,
       keygenStart, keygenFinish, signFinish, parseCiphertextDer, decryptFinish,
+      sealTo, openSealed, memberContext, grantRequestText,
     },
   };
 })();

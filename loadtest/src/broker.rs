@@ -61,14 +61,23 @@ pub fn pin_servers_to(cpus: &str) -> anyhow::Result<()> {
 /// `program`, under `taskset -c <cpus>` when servers are pinned (taskset
 /// execs it, so the pid is the server's own, for CPU sampling).
 fn server_command(program: &Path) -> Command {
-    match SERVER_CPUS.get() {
+    let mut c = match SERVER_CPUS.get() {
         Some(cpus) => {
             let mut c = Command::new("taskset");
             c.arg("-c").arg(cpus).arg(program);
             c
         }
         None => Command::new(program),
+    };
+    // The broker reads every BZT_* variable as configuration: the load
+    // test's own knobs (BZT_LOAD_BIN, the scripts' BZT_BIN, BZT_BROKER_CPUS…)
+    // would make it refuse to start. Nodes get their settings from files.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("BZT_") {
+            c.env_remove(name);
+        }
     }
+    c
 }
 
 /// The `bzt` binary to run: `$BZT_LOAD_BIN`, else `target/release/bzt` of this workspace.
@@ -192,8 +201,6 @@ ca_pem_files = ["ca.pem"]
             .arg("--config")
             .arg(&config)
             .env("BZT_LOG", "warn")
-            .env_remove("BZT_CONFIG")
-            .env_remove("BZT_LOAD_BIN")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -320,11 +327,11 @@ broker_credential = "{COSIGNER_CREDENTIAL}"
         )?;
         let log = fx.dir.path().join("cosigner.log");
         let out = std::fs::File::create(&log)?;
-        let child = Command::new(bin)
+        // On the broker's CPUs (`--broker-cpus`): it is server work too.
+        let child = server_command(bin)
             .args(["cosigner", "serve", "--config"])
             .arg(&config)
             .env("BZT_LOG", "warn")
-            .env_remove("BZT_COSIGNER_CONFIG")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

@@ -150,7 +150,7 @@ async fn one_request(ctx: &Ctx, conv: &Conv, n: u64) -> Result<Duration, String>
         detail: None,
     };
     let sent = rp(&ctx.http, base)
-        .send_conversation_request(&conv.id, format!("合同第{n}页").as_bytes(), Some(&display))
+        .send_conversation_request(&conv.id, format!("合同第{n}页").as_bytes(), &display)
         .await
         .map_err(|e| rp_code("request", &e))?;
     let rid = sent.request_id;

@@ -139,7 +139,7 @@ pub async fn create_session(
 /// A `login` session body of the load test.
 pub fn login_body(ttl_s: u64) -> CreateSession {
     let mut body = CreateSession::new(Kind::Login, "登录 负载测试平台");
-    body.ttl_s = Some(ttl_s);
+    body.ttl_s = Some(u32::try_from(ttl_s).unwrap_or(u32::MAX));
     body
 }
 

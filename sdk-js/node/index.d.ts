@@ -17,11 +17,15 @@ export interface CreateSessionBody {
   ttl_s?: number;
   accept?: string[];
   expect_cert?: { serial: string; issuer?: string };
-  requester?: { ip?: string; user_agent?: string };
+  requester?: { ip?: string; user_agent?: string; origin?: string };
   tbs_b64?: string;
+  /** Kind `sign`, instead of `tbs_b64`: a GB/T 38540 seal signature over this SM3 hash (docs/seals.md). */
+  seal?: { data_hash_b64: string; property_info: string };
   conversation?: { max_requests?: number; idle_s?: number; max_s?: number };
   envelope_header_b64?: string;
   reply_key?: string;
+  /** Kind `decrypt`: the opening window (开标时间), RFC 3339 times. */
+  opening?: { not_before: string; not_after: string };
   webhook_url?: string;
   rotate_s?: number;
   number_match?: boolean;
@@ -42,6 +46,20 @@ export interface CreatedSession {
   created_at: string;
   expires_at: string;
   ttl_s: number;
+}
+
+/** `POST /v1/conversations/<cid>/requests` body: `tbs_b64` or `seal`, not both. */
+export interface ConversationRequestBody {
+  tbs_b64?: string;
+  /** A seal signature over this SM3 hash instead of `tbs_b64` (docs/seals.md). */
+  seal?: { data_hash_b64: string; property_info: string };
+  display: { title: string; detail?: string };
+}
+
+/** The `202` answer: the request is queued for the phone. */
+export interface ConversationRequestAccepted {
+  request_id: string;
+  expires_at: string;
 }
 
 export interface SessionView {
@@ -67,7 +85,7 @@ export interface BztClient {
   waitSession(id: string, version?: number, wait?: number): Promise<SessionView>;
   /** Throws BztApiError code `conflict` (409) if already terminal. */
   cancelSession(id: string): Promise<SessionView>;
-  sendConversationRequest(conversationId: string, body: { tbs_b64: string; display?: { title: string; detail?: string } }): Promise<{ request_id: string; expires_at: string }>;
+  sendConversationRequest(conversationId: string, body: ConversationRequestBody): Promise<ConversationRequestAccepted>;
   getConversationRequest(conversationId: string, requestId: string, wait?: number): Promise<{ request_id: string; status: string; signature_b64?: string; auto_confirmed?: boolean; [k: string]: unknown }>;
   endConversation(conversationId: string): Promise<unknown>;
 }

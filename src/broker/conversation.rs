@@ -9,7 +9,7 @@
 
 use crate::broker::Broker;
 use crate::error::ApiError;
-use crate::store::conversation::ConvUpdate;
+use crate::store::ConvUpdate;
 use crate::timers::Timer;
 use bzt_core::conversation::{
     ConvOp, ConvOutput, Conversation, EndedBy, OpenConversation, SignRequest,
@@ -71,7 +71,7 @@ fn unknown_conversation() -> ApiError {
 
 impl Broker {
     /// Ticks the conversations whose deadline passed, as the shared store hands
-    /// them out (see "Deadlines" in [`crate::store::conversation`]): every node
+    /// them out (see "Deadlines" in [`crate::store::ConversationStore`]): every node
     /// calls this every [`Broker::conversation_poll_interval`], so a
     /// deadline is applied even when the node whose timer held it is gone.
     pub async fn sweep_conversation_deadlines(&self) -> Result<(), ApiError> {

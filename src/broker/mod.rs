@@ -17,9 +17,9 @@ pub mod revocations;
 pub mod session;
 
 use crate::apps::Apps;
-use crate::audit::AuditLog;
 use crate::clock::Clock;
-use crate::store::conversation::ConversationStore;
+use crate::store::AuditLog;
+use crate::store::ConversationStore;
 use crate::store::{SessionStore, StoreError};
 use crate::timers::TimerQueue;
 use crate::webhook::WebhookSender;
@@ -218,5 +218,6 @@ impl Broker {
             .checkpoint_if_unsigned(self.clock.now())
             .await
             .map(|_| ())
+            .map_err(Into::into)
     }
 }

@@ -7,7 +7,7 @@ use crate::apps::App;
 use crate::error::ApiError;
 use crate::store::Update;
 use crate::timers::Timer;
-use bzt_core::pki::{CheckContext, CheckedCertificate, KeyUse, SignatureBudget};
+use bzt_core::pki::{CheckContext, CheckedCertificate, KeyUse, SignatureBudget, VerifiedChain};
 use bzt_core::session::{
     unknown_session_error, Approval, CancelledBy, Device, NewSession, NewSessionRequest,
     NumberMatch, Op, OpOutput, Requester,
@@ -140,17 +140,20 @@ impl Broker {
         Ok(session)
     }
 
-    /// Records who is asking, the first time a browser shows up, unless the RP said.
+    /// Records who is asking, the first time a browser shows up, unless the
+    /// RP said; answers the session as it is afterwards.
     pub async fn note_requester(
         &self,
-        session: &Session,
+        session: Session,
         requester: Requester,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Session, ApiError> {
         if session.requester.is_none() && !session.is_terminal() {
-            self.apply_on(session, &Op::NoteRequester(requester))
+            let update = self
+                .apply_on(&session, &Op::NoteRequester(requester))
                 .await?;
+            return Ok(update.session);
         }
-        Ok(())
+        Ok(session)
     }
 
     // ---- Phone ------------------------------------------------------------
@@ -338,7 +341,8 @@ impl Broker {
     /// Certificate, signature (or seal signature) and (for `encrypt`)
     /// recipient checks. The costly work (chains, SM2 signatures, the seal)
     /// runs in the check pool within one signature budget for the whole
-    /// completion; the per-use checks (validity, revocation, key usage,
+    /// completion, unless all that is left of it is one signature on a chain
+    /// verified before ([`Self::cached_signer`]); the per-use checks (validity, revocation, key usage,
     /// `expect_cert`) are cheap and run here, so errors come in the
     /// protocol's order. The outer error is the broker's own failure.
     #[allow(clippy::type_complexity)]
@@ -358,53 +362,18 @@ impl Broker {
         ApiError,
     > {
         let now = self.clock.now();
-        let (trust, makers) = (self.trust.clone(), self.seal_makers.clone());
-        let (leaf, chain, recipients_pem) = (
-            c.certificate_pem.clone(),
-            c.chain_pem.clone(),
-            c.recipients_pem.clone().unwrap_or_default(),
-        );
-        let (tbs, signature) = (session.tbs.clone(), c.signature.clone());
-        let seal_check = match (&session.seal, &c.seal_signature) {
-            (Some(wanted), Some(der)) => Some((wanted.clone(), der.clone())),
-            _ => None,
+        let (signer, signed, recipient_chains) = match self.cached_signer(session, c) {
+            // The chain was verified before (the phone's second login on):
+            // what is left is one signature with a kept key, tens of
+            // microseconds, less than the two thread hand-offs of the pool.
+            Some(signer) => {
+                let signed =
+                    bzt_core::pki::verify_signature(signer.key(), &session.tbs, &c.signature)
+                        .map(|()| None);
+                (Ok(signer), Some(signed), Vec::new())
+            }
+            None => self.pooled_checks(session, c, now).await?,
         };
-        let created_at = session.created_at;
-        let (signer, signed, recipient_chains) =
-            self.cert_checks
-                .run(move || {
-                    let mut budget = SignatureBudget::for_certificates(1 + recipients_pem.len());
-                    let signer = trust.verify_chain(&leaf, &chain, &mut budget);
-                    let signed = signer.as_ref().ok().map(|v| match &seal_check {
-                        Some((wanted, der)) => {
-                            let signer_der = bzt_core::pki::pem_to_der(&leaf)?;
-                            crate::seals::check_seal_signature(
-                                der,
-                                wanted,
-                                &signer_der,
-                                &makers,
-                                created_at,
-                                now,
-                            )
-                            .map(Some)
-                        }
-                        None => bzt_core::pki::verify_signature(v.key(), &tbs, &signature)
-                            .map(|()| None),
-                    });
-                    let mut recipients = Vec::new();
-                    if matches!(signed, Some(Ok(_))) {
-                        for pem in &recipients_pem {
-                            let checked = trust.verify_chain(pem, &chain, &mut budget);
-                            let failed = checked.is_err();
-                            recipients.push(checked);
-                            if failed {
-                                break;
-                            }
-                        }
-                    }
-                    (signer, signed, recipients)
-                })
-                .await?;
 
         let is_revoked = |serial: &str| self.revocations.contains(serial);
         let ctx = CheckContext {
@@ -437,6 +406,80 @@ impl Broker {
             Ok((signer, recipients, seal))
         })();
         Ok(checked)
+    }
+
+    /// The signer's chain when the completion's only costly check is its
+    /// one signature: no seal, no recipients, and this exact chain already
+    /// verified (a cache hit costs a hash, no SM2 verification).
+    fn cached_signer(&self, session: &Session, c: &Completion) -> Option<VerifiedChain> {
+        let cheap =
+            session.seal.is_none() && c.seal_signature.is_none() && c.recipients_pem.is_none();
+        cheap.then(|| self.trust.cached_chain(&c.certificate_pem, &c.chain_pem))?
+    }
+
+    /// The costly checks of a completion in the check pool, within one
+    /// signature budget: chains, the signature or the seal, recipients.
+    #[allow(clippy::type_complexity)]
+    async fn pooled_checks(
+        &self,
+        session: &Session,
+        c: &Completion,
+        now: bzt_core::time::Timestamp,
+    ) -> Result<
+        (
+            Result<VerifiedChain, DomainError>,
+            Option<Result<Option<crate::seals::CheckedSealSignature>, DomainError>>,
+            Vec<Result<VerifiedChain, DomainError>>,
+        ),
+        ApiError,
+    > {
+        let (trust, makers) = (self.trust.clone(), self.seal_makers.clone());
+        let (leaf, chain, recipients_pem) = (
+            c.certificate_pem.clone(),
+            c.chain_pem.clone(),
+            c.recipients_pem.clone().unwrap_or_default(),
+        );
+        let (tbs, signature) = (session.tbs.clone(), c.signature.clone());
+        let seal_check = match (&session.seal, &c.seal_signature) {
+            (Some(wanted), Some(der)) => Some((wanted.clone(), der.clone())),
+            _ => None,
+        };
+        let created_at = session.created_at;
+        self.cert_checks
+            .run(move || {
+                let mut budget = SignatureBudget::for_certificates(1 + recipients_pem.len());
+                let signer = trust.verify_chain(&leaf, &chain, &mut budget);
+                let signed = signer.as_ref().ok().map(|v| match &seal_check {
+                    Some((wanted, der)) => {
+                        let signer_der = bzt_core::pki::pem_to_der(&leaf)?;
+                        crate::seals::check_seal_signature(
+                            der,
+                            wanted,
+                            &signer_der,
+                            &makers,
+                            created_at,
+                            now,
+                        )
+                        .map(Some)
+                    }
+                    None => {
+                        bzt_core::pki::verify_signature(v.key(), &tbs, &signature).map(|()| None)
+                    }
+                });
+                let mut recipients = Vec::new();
+                if matches!(signed, Some(Ok(_))) {
+                    for pem in &recipients_pem {
+                        let checked = trust.verify_chain(pem, &chain, &mut budget);
+                        let failed = checked.is_err();
+                        recipients.push(checked);
+                        if failed {
+                            break;
+                        }
+                    }
+                }
+                (signer, signed, recipients)
+            })
+            .await
     }
 
     /// Counts a 422 against the session and answers it; the third moves the session to `failed`.

@@ -2,9 +2,9 @@
 //! the audit file or, in Redis mode, from the Redis stream.
 
 use anyhow::Context;
-use bzt::audit::AuditQuery;
 use bzt::config::{Config, StoreKind};
 use bzt::store::redis::{RedisAuditLog, RedisSettings};
+use bzt::store::AuditQuery;
 use bzt_core::audit::Record;
 use bzt_core::Timestamp;
 use clap::{Args, Subcommand};
@@ -101,7 +101,7 @@ impl Source {
 
     fn matching(&self, q: &AuditQuery) -> anyhow::Result<Vec<Record>> {
         match self {
-            Source::File(path) => bzt::audit::read_matching(path, q)
+            Source::File(path) => bzt::store::file_audit::read_matching(path, q)
                 .with_context(|| format!("cannot read {}", path.display())),
             Source::Redis(s) => super::runtime()?.block_on(async {
                 let log = RedisAuditLog::open_read_only(s).await?;
@@ -169,7 +169,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
             let lines = source.lines()?;
             let pinned = key
                 .map(|k| -> anyhow::Result<String> {
-                    let signing = bzt::audit::load_existing_key(&k)?;
+                    let signing = bzt::store::file_audit::load_existing_key(&k)?;
                     Ok(hex::encode(signing.verifying_key().to_sec1_bytes()))
                 })
                 .transpose()?;

@@ -97,7 +97,7 @@ fn issue(a: IssueArgs) -> anyhow::Result<()> {
         Some(pin) => issued.encrypted_key_pem(pin)?,
         None => issued.key_pem.clone(),
     };
-    write_private(&a.out.join("key.pem"), &key)?;
+    bzt::config::write_private(&a.out.join("key.pem"), &key)?;
     let json = serde_json::json!({
         "serial": issued.serial_hex,
         "domain": a.domain,
@@ -119,21 +119,5 @@ fn issue(a: IssueArgs) -> anyhow::Result<()> {
             }
         );
     });
-    Ok(())
-}
-
-fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
     Ok(())
 }

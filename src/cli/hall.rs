@@ -2,12 +2,16 @@
 //! done by [`bzt::hall`]; this shows the QR (terminal and SVG file) and reports.
 
 use anyhow::{bail, Context};
-use bzt::hall::{DecryptOptions, HallClient, HallEvent, HallOutcome};
+use bzt::hall::{
+    CosignerRegistration, DecryptOptions, HallClient, HallEvent, HallOutcome, OpeningWindow,
+};
 use clap::{Args, Subcommand};
 use qrcode::render::unicode::Dense1x2;
 use qrcode::{EcLevel, QrCode};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 #[derive(Subcommand)]
 pub enum HallCommand {
@@ -36,6 +40,26 @@ pub struct DecryptArgs {
     /// Where to write the QR as SVG (default: `<OUT>.qr.svg`, next to OUT).
     #[arg(long)]
     qr_svg: Option<PathBuf>,
+    /// The opening time (开标时间, RFC 3339, e.g. 2026-12-06T09:00:00+08:00): no decryption
+    /// before it. When it is ahead, the window is registered at once and the QR is shown at
+    /// that time.
+    #[arg(long, value_parser = parse_time)]
+    opening: Option<OffsetDateTime>,
+    /// The decryption deadline (RFC 3339; default: 24 hours after the opening time).
+    #[arg(long, value_parser = parse_time, requires = "opening")]
+    deadline: Option<OffsetDateTime>,
+    /// The co-signing service of split keys (密钥拆分): the opening window is registered there
+    /// first (`POST /v1/openings`), so it refuses to co-decrypt outside it whatever the broker says.
+    #[arg(long, env = "BZT_COSIGNER_URL", requires_all = ["opening", "cosigner_token"])]
+    cosigner: Option<String>,
+    /// The hall's relying-party token at the co-signing service.
+    #[arg(
+        long,
+        env = "BZT_COSIGNER_TOKEN",
+        hide_env_values = true,
+        requires = "cosigner"
+    )]
+    cosigner_token: Option<String>,
     #[command(flatten)]
     tls: super::net::TlsArgs,
     /// The sealed file.
@@ -43,6 +67,18 @@ pub struct DecryptArgs {
     /// Where to write the decrypted file (written only if the whole file authenticates).
     out: PathBuf,
 }
+
+fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(s, &Rfc3339)
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time (2026-12-06T09:00:00+08:00): {e}"))
+}
+
+fn rfc3339(t: OffsetDateTime) -> anyhow::Result<String> {
+    Ok(t.to_offset(time::UtcOffset::UTC).format(&Rfc3339)?)
+}
+
+/// The default decryption deadline after the opening time.
+const DEFAULT_DECRYPT_HOURS: i64 = 24;
 
 pub fn run(cmd: HallCommand) -> anyhow::Result<()> {
     match cmd {
@@ -87,10 +123,46 @@ async fn decrypt(a: DecryptArgs) -> anyhow::Result<()> {
     let tls = a.tls.client_tls()?;
     let http = a.tls.http_client(&tls, Duration::from_secs(30))?;
     let client = HallClient::new(http, &a.broker, &a.api_key).with_tls(tls);
+    let opening = match a.opening {
+        Some(from) => {
+            let until = a
+                .deadline
+                .unwrap_or(from + time::Duration::hours(DEFAULT_DECRYPT_HOURS));
+            if until <= from {
+                bail!("--deadline must be after --opening");
+            }
+            Some((from, until))
+        }
+        None => None,
+    };
     let options = DecryptOptions {
         title: a.title.clone(),
         ttl_s: a.ttl,
         number_match: a.number_match,
+        opening: opening
+            .map(|(from, until)| -> anyhow::Result<_> {
+                Ok(OpeningWindow {
+                    not_before: rfc3339(from)?,
+                    not_after: rfc3339(until)?,
+                })
+            })
+            .transpose()?,
+        cosigner: a
+            .cosigner
+            .clone()
+            .zip(a.cosigner_token.clone())
+            .map(|(url, token)| CosignerRegistration { url, token }),
+    };
+    let options = match opening {
+        Some((from, _)) => {
+            wait_for_opening(&client, &a, &options, from).await?;
+            // Registered already: the session is created with the window only.
+            DecryptOptions {
+                cosigner: None,
+                ..options
+            }
+        }
+        None => options,
     };
     let svg_path = a.qr_svg.clone().unwrap_or_else(|| default_svg_path(&a.out));
     let session = client
@@ -138,6 +210,40 @@ async fn decrypt(a: DecryptArgs) -> anyhow::Result<()> {
         HallOutcome::Cancelled => bail!("the session was cancelled"),
         HallOutcome::Failed { reason } => bail!("the session failed: {reason}"),
     }
+}
+
+/// Registers the window with the co-signing service now (when one is given), then sleeps until
+/// the opening time: a session lives minutes, the wait before an opening may be hours.
+async fn wait_for_opening(
+    client: &HallClient,
+    a: &DecryptArgs,
+    options: &DecryptOptions,
+    from: OffsetDateTime,
+) -> anyhow::Result<()> {
+    if let Some(cosigner) = &options.cosigner {
+        let file = std::fs::File::open(&a.file)
+            .with_context(|| format!("cannot read {}", a.file.display()))?;
+        let (_, header_raw) = bzt_envelope::read_header(std::io::BufReader::new(file))?;
+        if let Some(window) = &options.opening {
+            client
+                .register_opening(cosigner, &header_raw, window)
+                .await?;
+        }
+        super::output::note(format!(
+            "开标时间已登记到协同签名服务 / opening window registered with {}",
+            cosigner.url
+        ));
+    }
+    let ahead = from - OffsetDateTime::now_utc();
+    if ahead.is_positive() {
+        super::output::note(format!(
+            "等待开标 / waiting for the opening time {}（{} s）",
+            rfc3339(from)?,
+            ahead.whole_seconds()
+        ));
+        tokio::time::sleep(ahead.unsigned_abs()).await;
+    }
+    Ok(())
 }
 
 /// The outcome for `--json`.

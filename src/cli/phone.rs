@@ -249,7 +249,26 @@ async fn approve_split(
     key: &UnlockedSplit<'_>,
     colleagues: &[String],
     match_code: Option<String>,
+    a: &PhoneArgs,
 ) -> anyhow::Result<bzt_phone::CompleteAnswer> {
+    if claimed.seal.is_some() {
+        let cert_der = x509_cert::der::Encode::to_der(key.identity().certificate())?;
+        let seal = match pick_seal(&cert_der, a) {
+            Ok(seal) => seal,
+            Err(e) => {
+                let _ = phone.reject(claimed, "没有可用的印章").await;
+                return Err(e.context("the session was declined"));
+            }
+        };
+        println!("使用印章：{}", bzt_phone::describe_seal_zh(&seal));
+        let extras = ApproveExtras {
+            match_code,
+            ..Default::default()
+        };
+        return Ok(phone
+            .approve_with_seal_split(claimed, key, &seal, extras)
+            .await?);
+    }
     Ok(match claimed.kind {
         Kind::Encrypt => {
             phone
@@ -315,7 +334,7 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
         Holder::Whole(identity) => identity,
         Holder::Split { identity, pin } => {
             let key = identity.unlock(&pin)?;
-            let answer = approve_split(&phone, &claimed, &key, &colleagues, match_code).await?;
+            let answer = approve_split(&phone, &claimed, &key, &colleagues, match_code, &a).await?;
             println!(
                 "已签名（密钥拆分，协同签名）(session {} → {:?}, version {})",
                 answer.id, answer.status, answer.version
@@ -360,7 +379,7 @@ async fn approve_claimed(
     if claimed.seal.is_none() {
         return Ok(phone.approve(claimed, identity, extras).await?);
     }
-    let seal = match pick_seal(identity, a) {
+    let seal = match pick_seal(&x509_cert::der::Encode::to_der(identity.certificate())?, a) {
         Ok(seal) => seal,
         Err(e) => {
             // The claim is one-time: release the session rather than leave it hanging.
@@ -376,13 +395,13 @@ async fn approve_claimed(
 
 /// The seal to stamp with: among this phone's seals usable with its certificate now, the one
 /// named by `--seal`, the only one, or the one picked on the terminal.
-fn pick_seal(identity: &PhoneIdentity, a: &PhoneArgs) -> anyhow::Result<bzt_seal::Seal> {
+fn pick_seal(cert_der: &[u8], a: &PhoneArgs) -> anyhow::Result<bzt_seal::Seal> {
     let dir = a
         .seals
         .as_ref()
         .context("this session asks for a seal signature (扫码签章): pass --seals DIR")?;
     let wallet = bzt_phone::SealWallet::load_dir(dir)?;
-    let usable = wallet.usable(identity, time::OffsetDateTime::now_utc());
+    let usable = wallet.usable_with(cert_der, time::OffsetDateTime::now_utc());
     if usable.is_empty() {
         bail!(
             "none of the {} seals in {} is bound to this certificate and valid now",

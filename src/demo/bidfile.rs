@@ -488,6 +488,7 @@ async fn create_decrypt(
         title: Some(format!("开标解密：{}", sealed.name)),
         ttl_s: req.ttl_s.map(u64::from),
         number_match: true,
+        ..Default::default()
     };
     let session = rp
         .hall
@@ -646,6 +647,13 @@ fn hall_error(e: HallError) -> ApiError {
             )
         }
         HallError::Protocol(e) => bad_broker(&e),
+        HallError::Opening(e) => {
+            tracing::warn!(error = %e, "demo hall: opening window not registered");
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "the co-signing service did not register the opening window; retry shortly",
+            )
+        }
         HallError::BadResult(why) => ApiError::new(
             ErrorCode::BadSignature,
             format!("the approved result does not check out ({why}); the file was not opened"),

@@ -2,8 +2,8 @@
 
 use super::rp::authenticate;
 use super::AppState;
-use crate::audit::AuditQuery;
 use crate::error::ApiError;
+use crate::store::AuditQuery;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::Json;

@@ -134,7 +134,7 @@ async fn open_browser_request(
             .map(|ua| displayable(&ua, MAX_USER_AGENT_CHARS)),
         origin: header_str(headers, header::ORIGIN).map(|o| displayable(&o, MAX_ORIGIN_CHARS)),
     };
-    state.broker.note_requester(&session, requester).await?;
+    let session = state.broker.note_requester(session, requester).await?;
     Ok((session, app))
 }
 
@@ -160,15 +160,32 @@ pub async fn websocket(
         .max_frame_size(BROWSER_MESSAGE_LIMIT)
         .read_buffer_size(BROWSER_SOCKET_BUFFER)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| run_websocket(socket, state, session.id, slot)))
+        .on_upgrade(move |socket| run_websocket(socket, state, Box::new(session), slot)))
 }
 
-async fn run_websocket(mut socket: WebSocket, state: AppState, id: SessionId, _slot: SocketSlot) {
+async fn run_websocket(
+    mut socket: WebSocket,
+    state: AppState,
+    session: Box<Session>,
+    _slot: SocketSlot,
+) {
     let gauge = metrics::gauge!("bzt_browser_sockets", "transport" => "ws");
     gauge.increment(1.0);
     let _open = state.drain.socket();
-    let _ = websocket_loop(&mut socket, &state, &id).await;
+    let id = session.id.clone();
+    let _ = websocket_loop(&mut socket, &state, &id, session).await;
     gauge.decrement(1.0);
+}
+
+/// The session the request just read, if it is still the current one once
+/// `changes` is subscribed: then the snapshot needs no second read (in
+/// Redis, one round trip and a JSON parse fewer per browser). A write in
+/// between moved the receiver's `rev` on, and the snapshot reads afresh.
+fn still_current(
+    known: Box<Session>,
+    changes: &tokio::sync::watch::Receiver<u64>,
+) -> Option<Box<Session>> {
+    (*changes.borrow() == known.rev).then_some(known)
 }
 
 /// Returns when the session is finished, the browser left, or sending failed.
@@ -180,11 +197,13 @@ async fn websocket_loop(
     socket: &mut WebSocket,
     state: &AppState,
     id: &SessionId,
+    known: Box<Session>,
 ) -> Result<(), axum::Error> {
     let Ok(Some(mut changes)) = state.broker.watch_session(id).await else {
         return close(socket, 1011, "session unavailable").await;
     };
-    let Some(mut cursor) = Box::pin(send_snapshot(socket, state, id)).await? else {
+    let known = still_current(known, &changes);
+    let Some(mut cursor) = Box::pin(send_snapshot(socket, state, id, known)).await? else {
         return Ok(());
     };
     let mut ping =
@@ -228,10 +247,17 @@ async fn send_snapshot(
     socket: &mut WebSocket,
     state: &AppState,
     id: &SessionId,
+    current: Option<Box<Session>>,
 ) -> Result<Option<Cursor>, axum::Error> {
-    let Ok(session) = state.broker.load(id).await else {
-        close(socket, 1011, "session unavailable").await?;
-        return Ok(None);
+    let session = match current {
+        Some(s) => *s,
+        None => match state.broker.load(id).await {
+            Ok(s) => s,
+            Err(_) => {
+                close(socket, 1011, "session unavailable").await?;
+                return Ok(None);
+            }
+        },
     };
     let (snapshot, cursor) = Cursor::snapshot(&session, state.broker.public_base_url());
     if send_event(socket, &snapshot).await? {
@@ -321,7 +347,7 @@ pub async fn events(
     let slot = state.limits.socket_slot(&session.id)?;
     metrics::counter!("bzt_browser_connections_total", "transport" => "sse").increment(1);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(8);
-    tokio::spawn(run_sse(tx, state, session.id, slot));
+    tokio::spawn(run_sse(tx, state, Box::new(session), slot));
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
     let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(PING_INTERVAL));
     let mut resp = with_cors(sse.into_response(), &app, &headers);
@@ -336,9 +362,10 @@ pub async fn events(
 async fn run_sse(
     tx: tokio::sync::mpsc::Sender<Result<Event, Infallible>>,
     state: AppState,
-    id: SessionId,
+    known: Box<Session>,
     _slot: SocketSlot,
 ) {
+    let id = known.id.clone();
     let gauge = metrics::gauge!("bzt_browser_sockets", "transport" => "sse");
     gauge.increment(1.0);
     let broker = &state.broker;
@@ -350,10 +377,15 @@ async fn run_sse(
             .data(e.data.to_string()))
     };
     'stream: {
-        let (Ok(Some(mut changes)), Ok(session)) =
-            (broker.watch_session(&id).await, broker.load(&id).await)
-        else {
+        let Ok(Some(mut changes)) = broker.watch_session(&id).await else {
             break 'stream;
+        };
+        let session = match still_current(known, &changes) {
+            Some(s) => *s,
+            None => match broker.load(&id).await {
+                Ok(s) => s,
+                Err(_) => break 'stream,
+            },
         };
         let (snapshot, mut cursor) = Cursor::snapshot(&session, base);
         if tx.send(to_sse(&snapshot)).await.is_err() || snapshot.is_final {

@@ -19,13 +19,17 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bzt_core::conversation::{Conversation, EndedBy};
 use bzt_core::secret::{ConversationId, RequestId};
-use bzt_core::session::DisplayText;
+use bzt_wire::{ConversationRequestAccepted, ConversationRequestInput};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::Duration;
 
 use super::browser::PING_INTERVAL;
+
+/// Largest message a phone may send on its conversation socket: a seal answer embeds the seal
+/// and its picture, so it gets the room a seal completion has (256 KiB) plus its JSON.
+const PHONE_MESSAGE_LIMIT: usize = 320 * 1024;
 
 /// Read buffer of a conversation socket: phones and requesters send a few
 /// frames of a few hundred bytes (larger ones still arrive: the buffer
@@ -35,8 +39,6 @@ const SOCKET_BUFFER: usize = 4 * 1024;
 
 /// The requester's socket only receives; anything larger than this is closed with 1009.
 const REQUESTER_MESSAGE_LIMIT: usize = 4096;
-/// A phone's response carries a DER signature (and a seal signature); requests come the other way.
-const PHONE_MESSAGE_LIMIT: usize = 16 * 1024;
 
 pub async fn get_conversation(
     State(state): State<AppState>,
@@ -76,37 +78,31 @@ pub async fn end_conversation(
     Ok(Json(ended.view()))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewRequestBody {
-    tbs_b64: Option<String>,
-    display: DisplayText,
-    /// Instead of `tbs_b64`: a seal signature over this hash (a seal on one more page).
-    seal: Option<super::rp::SealBody>,
-}
-
 pub async fn create_request(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<NewRequestBody>,
+    ApiJson(body): ApiJson<ConversationRequestInput>,
 ) -> Result<Response, ApiError> {
     let app = authenticate(&state, &headers)?;
     let tbs = decode_b64("tbs_b64", body.tbs_b64)?;
-    let seal = body
-        .seal
-        .map(super::rp::SealBody::into_request)
-        .transpose()?;
+    let seal = body.seal.map(super::rp::seal_request).transpose()?;
     let id = super::conversation_id(&id)?;
     let r = state
         .broker
-        .add_request(&app.id, &id, body.display, tbs, seal)
+        .add_request(
+            &app.id,
+            &id,
+            super::rp::display_text(body.display),
+            tbs,
+            seal,
+        )
         .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "request_id": r.id, "expires_at": r.expires_at })),
-    )
-        .into_response())
+    let accepted = ConversationRequestAccepted {
+        request_id: r.id.to_string(),
+        expires_at: r.expires_at.to_rfc3339(),
+    };
+    Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -261,6 +257,8 @@ pub async fn phone_socket(
         .await?;
     let upgrade = upgrade_or_400(upgrade)?;
     Ok(upgrade
+        // A response carries a DER signature, or a whole SES_Signature with its seal picture
+        // (as large as a session completion may be); requests come the other way.
         .max_message_size(PHONE_MESSAGE_LIMIT)
         .max_frame_size(PHONE_MESSAGE_LIMIT)
         .read_buffer_size(SOCKET_BUFFER)

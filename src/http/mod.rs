@@ -11,6 +11,7 @@ mod conversation;
 mod cosign;
 pub mod events;
 pub mod limits;
+pub mod openapi;
 mod ops;
 mod phone;
 pub mod qr;
@@ -116,6 +117,7 @@ declare_routes! {
     get "/v1/conversations/{id}/ws" => conversation::requester_socket;
     get "/v1/conversations/{id}/phone" => conversation::phone_socket;
     get "/v1/audit" => audit::list;
+    get "/openapi.json" => openapi::serve;
 }
 
 /// The broker's routes. `extra` is merged in (the development demo).

@@ -194,7 +194,7 @@ pub async fn remove_revocation(
     if let Err(e) = state.broker.audit().append(audit, state.broker.now()).await {
         // Lifted already: put it back rather than leave an untraced change.
         let _ = state.broker.revocations().add(removed).await;
-        return Err(e);
+        return Err(e.into());
     }
     tracing::warn!(serial = %removed.serial, "run-time revocation lifted");
     Ok(Json(json!({ "serial": removed.serial })))

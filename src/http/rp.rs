@@ -9,11 +9,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bzt_core::codec;
 use bzt_core::session::{
-    CancelledBy, ConversationPolicy, DisplayText, ExpectCert, NewSessionRequest, Opening, Requester,
+    CancelledBy, ConversationPolicy, DisplayText, ExpectCert, NewSessionRequest, Opening,
+    Requester, SealRequest,
 };
-use bzt_core::{Kind, Session};
+use bzt_core::{Session, Timestamp};
+use bzt_wire::{CreateSessionRequest, CreateSessionResponse};
 use serde::Deserialize;
-use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,49 +30,71 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<App>, A
         .ok_or_else(|| ApiError::unauthorized("the API key is not valid"))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateBody {
-    kind: Kind,
-    ttl_s: Option<u32>,
-    display: DisplayText,
-    accept: Option<Vec<String>>,
-    expect_cert: Option<ExpectCertBody>,
-    requester: Option<Requester>,
-    tbs_b64: Option<String>,
-    conversation: Option<ConversationPolicy>,
-    envelope_header_b64: Option<String>,
-    reply_key: Option<String>,
-    opening: Option<Opening>,
-    webhook_url: Option<String>,
-    rotate_s: Option<u32>,
-    number_match: Option<bool>,
-    seal: Option<SealBody>,
-}
-
 /// `seal`: ask for a GB/T 38540 seal signature over the RP's SM3 hash.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SealBody {
-    data_hash_b64: String,
-    property_info: String,
+pub fn seal_request(seal: bzt_wire::SealInput) -> Result<SealRequest, ApiError> {
+    Ok(SealRequest {
+        data_hash: decode_b64("seal.data_hash_b64", Some(seal.data_hash_b64))?.unwrap_or_default(),
+        property_info: seal.property_info,
+    })
 }
 
-impl SealBody {
-    pub fn into_request(self) -> Result<bzt_core::session::SealRequest, ApiError> {
-        Ok(bzt_core::session::SealRequest {
-            data_hash: decode_b64("seal.data_hash_b64", Some(self.data_hash_b64))?
-                .unwrap_or_default(),
-            property_info: self.property_info,
-        })
+/// What the phone shows, as the domain has it.
+pub fn display_text(d: bzt_wire::DisplayText) -> DisplayText {
+    DisplayText {
+        title: d.title,
+        detail: d.detail,
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExpectCertBody {
-    serial: String,
-    issuer: Option<String>,
+/// The wire's create request as the domain's: `_b64` fields decoded, times
+/// parsed, conversation limits defaulted.
+fn new_session_request(body: CreateSessionRequest) -> Result<NewSessionRequest, ApiError> {
+    let opening = body
+        .opening
+        .map(|o| {
+            let at = |field: &str, v: &str| {
+                Timestamp::parse_rfc3339(v).ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "`opening.{field}` is not an RFC 3339 time (e.g. 2026-01-01T09:30:00.000Z)"
+                    ))
+                })
+            };
+            Ok::<_, ApiError>(Opening {
+                not_before: at("not_before", &o.not_before)?,
+                not_after: at("not_after", &o.not_after)?,
+            })
+        })
+        .transpose()?;
+    Ok(NewSessionRequest {
+        kind: Some(body.kind),
+        ttl_s: body.ttl_s,
+        display: Some(display_text(body.display)),
+        accept: body.accept,
+        expect_cert: body.expect_cert.map(|e| ExpectCert {
+            serial: e.serial,
+            issuer: e.issuer,
+        }),
+        requester: body.requester.map(|r| Requester {
+            ip: r.ip,
+            user_agent: r.user_agent,
+            origin: r.origin,
+        }),
+        tbs: decode_b64("tbs_b64", body.tbs_b64)?,
+        conversation: body.conversation.map(|c| ConversationPolicy {
+            max_requests: c
+                .max_requests
+                .unwrap_or_else(ConversationPolicy::default_max_requests),
+            idle_s: c.idle_s.unwrap_or_else(ConversationPolicy::default_idle_s),
+            max_s: c.max_s.unwrap_or_else(ConversationPolicy::default_max_s),
+        }),
+        envelope_header: decode_b64("envelope_header_b64", body.envelope_header_b64)?,
+        reply_key: body.reply_key,
+        opening,
+        webhook_url: body.webhook_url,
+        rotate_s: body.rotate_s,
+        number_match: body.number_match,
+        seal: body.seal.map(seal_request).transpose()?,
+    })
 }
 
 /// Decodes a `_b64` field, naming it in the error.
@@ -90,30 +113,11 @@ pub fn decode_b64(field: &str, value: Option<String>) -> Result<Option<Vec<u8>>,
 pub async fn create_session(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<CreateBody>,
+    ApiJson(body): ApiJson<CreateSessionRequest>,
 ) -> Result<Response, ApiError> {
     let app = authenticate(&state, &headers)?;
     state.limits.create(&app.id)?;
-    let req = NewSessionRequest {
-        kind: Some(body.kind),
-        ttl_s: body.ttl_s,
-        display: Some(body.display),
-        accept: body.accept,
-        expect_cert: body.expect_cert.map(|e| ExpectCert {
-            serial: e.serial,
-            issuer: e.issuer,
-        }),
-        requester: body.requester,
-        tbs: decode_b64("tbs_b64", body.tbs_b64)?,
-        conversation: body.conversation,
-        envelope_header: decode_b64("envelope_header_b64", body.envelope_header_b64)?,
-        reply_key: body.reply_key,
-        opening: body.opening,
-        webhook_url: body.webhook_url,
-        rotate_s: body.rotate_s,
-        number_match: body.number_match,
-        seal: body.seal.map(SealBody::into_request).transpose()?,
-    };
+    let req = new_session_request(body)?;
     let (session, browser_token) = state.broker.create_session(&app, req).await?;
     let base = &state.broker.public_base_url();
     let ws_base = base
@@ -121,21 +125,21 @@ pub async fn create_session(
         .replacen("http://", "ws://", 1);
     let t = browser_token.expose();
     let id = &session.id;
-    let answer = json!({
-        "id": id,
-        "kind": session.kind,
-        "status": session.status,
-        "version": session.version,
-        "qr_text": session.qr_text(base),
-        "browser_token": t,
-        "ws_url": format!("{ws_base}/v1/sessions/{id}/ws?t={t}"),
-        "events_url": format!("{base}/v1/sessions/{id}/events?t={t}"),
-        "qr_svg_url": format!("{base}/v1/sessions/{id}/qr.svg?t={t}"),
-        "qr_png_url": format!("{base}/v1/sessions/{id}/qr.png?t={t}"),
-        "created_at": session.created_at,
-        "expires_at": session.expires_at,
-        "ttl_s": session.created_at.millis_until(session.expires_at) / 1000,
-    });
+    let answer = CreateSessionResponse {
+        id: id.to_string(),
+        kind: session.kind.as_str().to_owned(),
+        status: session.status.as_str().to_owned(),
+        version: session.version,
+        qr_text: session.qr_text(base),
+        browser_token: t.to_owned(),
+        ws_url: format!("{ws_base}/v1/sessions/{id}/ws?t={t}"),
+        events_url: format!("{base}/v1/sessions/{id}/events?t={t}"),
+        qr_svg_url: format!("{base}/v1/sessions/{id}/qr.svg?t={t}"),
+        qr_png_url: format!("{base}/v1/sessions/{id}/qr.png?t={t}"),
+        created_at: session.created_at.to_rfc3339(),
+        expires_at: session.expires_at.to_rfc3339(),
+        ttl_s: (session.created_at.millis_until(session.expires_at) / 1000) as u64,
+    };
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 

@@ -10,8 +10,10 @@
 //! the broker never needs to poll ([`SessionStore::expiry_poll_interval`] is
 //! `None`).
 
-use super::{SessionStore, StoreError, Update, EXPIRY_LEASE};
+use super::{ConvUpdate, ConversationStore, SessionStore, StoreError, Update, EXPIRY_LEASE};
 use async_trait::async_trait;
+use bzt_core::conversation::{ConvOp, Conversation};
+use bzt_core::secret::ConversationId;
 use bzt_core::session::Op;
 use bzt_core::{Session, SessionId, Timestamp};
 use dashmap::mapref::entry::Entry as MapEntry;
@@ -167,5 +169,83 @@ impl SessionStore for MemoryStore {
 
     fn kind(&self) -> &'static str {
         "memory"
+    }
+}
+
+struct ConversationEntry {
+    conversation: Conversation,
+    changes: watch::Sender<u64>,
+}
+
+/// In-process conversations: one node only, the embedded default. The
+/// shard lock of the entry makes `apply_conversation` atomic. The node's
+/// own timers see every deadline, so it keeps no shared deadlines.
+#[derive(Default)]
+pub struct MemoryConversationStore {
+    conversations: DashMap<ConversationId, ConversationEntry>,
+}
+
+impl MemoryConversationStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl ConversationStore for MemoryConversationStore {
+    async fn insert_conversation(&self, c: &Conversation) -> Result<(), StoreError> {
+        match self.conversations.entry(c.id.clone()) {
+            MapEntry::Occupied(_) => Err(StoreError::Duplicate),
+            MapEntry::Vacant(v) => {
+                let (changes, _) = watch::channel(c.rev);
+                v.insert(ConversationEntry {
+                    conversation: c.clone(),
+                    changes,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    async fn get_conversation(
+        &self,
+        id: &ConversationId,
+    ) -> Result<Option<Conversation>, StoreError> {
+        Ok(self.conversations.get(id).map(|e| e.conversation.clone()))
+    }
+
+    async fn apply_conversation(
+        &self,
+        id: &ConversationId,
+        op: &ConvOp,
+        now: Timestamp,
+    ) -> Result<Option<ConvUpdate>, StoreError> {
+        let Some(mut entry) = self.conversations.get_mut(id) else {
+            return Ok(None);
+        };
+        let was_ended = entry.conversation.is_ended();
+        let applied = entry.conversation.apply(op, now);
+        if applied.changed {
+            entry.changes.send_replace(entry.conversation.rev);
+        }
+        Ok(Some(ConvUpdate {
+            output: applied.output,
+            ended_now: !was_ended && entry.conversation.is_ended(),
+            conversation: entry.conversation.clone(),
+            changed: applied.changed,
+            finished: applied.finished,
+        }))
+    }
+
+    async fn subscribe_conversation(
+        &self,
+        id: &ConversationId,
+    ) -> Result<Option<watch::Receiver<u64>>, StoreError> {
+        Ok(self.conversations.get(id).map(|e| e.changes.subscribe()))
+    }
+
+    async fn remove_conversation(&self, id: &ConversationId) -> Result<(), StoreError> {
+        self.conversations.remove(id);
+        Ok(())
     }
 }

@@ -48,7 +48,7 @@
 //! same split holds for conversations ([`conversation`]), and in Redis mode
 //! the audit trail is a Redis stream ([`redis::RedisAuditLog`]).
 
-pub mod conversation;
+pub mod file_audit;
 pub mod memory;
 pub mod records;
 pub mod redis;
@@ -58,6 +58,9 @@ pub mod webhooks;
 pub const EXPIRY_LEASE: std::time::Duration = std::time::Duration::from_secs(10);
 
 use async_trait::async_trait;
+use bzt_core::audit::Record;
+use bzt_core::conversation::{ConvOp, ConvOutput, Conversation};
+use bzt_core::secret::{ConversationId, RequestId};
 use bzt_core::session::{Op, OpOutput};
 use bzt_core::{DomainError, Session, SessionId, Timestamp};
 use tokio::sync::watch;
@@ -72,6 +75,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("a session with this id already exists")]
     Duplicate,
+    /// The audit log cannot take the record: the operation it records must
+    /// not be performed either.
+    #[error("audit log unavailable: {0}")]
+    AuditUnavailable(String),
 }
 
 /// The outcome of an atomic [`SessionStore::apply`].
@@ -167,4 +174,135 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// A short name for logs and metrics.
     fn kind(&self) -> &'static str;
+}
+
+/// Filters of `GET /v1/audit` and `bzt audit`.
+#[derive(Debug, Default, Clone)]
+pub struct AuditQuery {
+    pub app: Option<String>,
+    pub serial: Option<String>,
+    pub since: Option<Timestamp>,
+    /// A member of 企业证书授权: its name or its device id.
+    pub delegate: Option<String>,
+    pub limit: usize,
+}
+
+impl AuditQuery {
+    pub(crate) fn matches(&self, r: &Record) -> bool {
+        let Some(op) = r.operation() else {
+            return false;
+        };
+        self.app.as_ref().is_none_or(|a| *a == op.app)
+            && self.serial.as_ref().is_none_or(|s| *s == op.cert_serial)
+            && self.since.is_none_or(|t| r.body.time >= t)
+            && self.delegate.as_ref().is_none_or(|who| {
+                op.delegate
+                    .as_ref()
+                    .is_some_and(|d| d.name == *who || d.device == *who)
+            })
+    }
+}
+
+/// Where audit records go. Appends are durable when they return: callers
+/// append *before* reporting the outcome they record.
+#[async_trait::async_trait]
+pub trait AuditLog: Send + Sync + 'static {
+    /// Appends an operation; returns its sequence number once it is durable.
+    async fn append(
+        &self,
+        op: bzt_core::audit::Operation,
+        time: Timestamp,
+    ) -> Result<u64, StoreError>;
+    /// Matching operations, oldest first, at most `limit` (0: no limit).
+    async fn query(&self, q: AuditQuery) -> Result<Vec<Record>, StoreError>;
+    /// Appends a signed checkpoint at `time` if any operation was appended
+    /// since the last one (the broker calls this every
+    /// `[audit] checkpoint_interval_s`, so truncating the log's end cannot
+    /// go unnoticed for longer). Returns the chain's last `seq`.
+    async fn checkpoint_if_unsigned(&self, time: Timestamp) -> Result<u64, StoreError>;
+}
+
+/// The outcome of an atomic [`ConversationStore::apply_conversation`].
+#[derive(Debug)]
+pub struct ConvUpdate {
+    pub output: Result<ConvOutput, DomainError>,
+    pub conversation: Conversation,
+    pub changed: bool,
+    /// Requests that reached a final status in this op.
+    pub finished: Vec<RequestId>,
+    /// Whether this op ended the conversation.
+    pub ended_now: bool,
+}
+
+/// Where conversations (会话签章) live.
+///
+/// The contract mirrors [`SessionStore`] (the conformance suite in
+/// `tests/store_conformance.rs` checks it): `apply_conversation` is atomic
+/// (read, [`Conversation::apply`], write back if changed) on one node or
+/// many, every write wakes the receivers of `subscribe_conversation` on
+/// every node, removing a conversation closes them, and failures to reach a
+/// backing service are [`StoreError::Unavailable`]. A store may forget a
+/// conversation by itself, but never before `max(expires_at, ended_at)`
+/// plus the protocol's 10-minute retention.
+///
+/// Deadlines (request TTL, idle, max lifetime). Every op applies what is
+/// due first, and the node that writes a conversation sets a local timer at
+/// its next deadline, which sends [`ConvOp::Tick`]. That is enough on one
+/// node. With a shared store the node holding the timer may die, and then
+/// nobody would tell the sockets on other nodes that a request expired or
+/// the conversation went idle. So a shared store also keeps every open
+/// conversation's next deadline where every node can see it, handed out
+/// like session expiries:
+/// - every write records the written conversation's next deadline (an
+///   ended conversation has none);
+/// - `claim_due_conversations(now, max)` hands out conversations whose
+///   deadline passed, each leased for [`EXPIRY_LEASE`] to one caller;
+/// - the caller applies `Tick` and then calls `conversation_ticked` with
+///   the result, which records its next deadline (or forgets it) and ends
+///   the lease. A caller that dies in between loses nothing: the lease runs
+///   out and another node gets the conversation.
+///
+/// [`ConversationStore::conversation_poll_interval`] says whether nodes must
+/// poll; the defaults (no poll, nothing to claim) are right for one node.
+#[async_trait]
+pub trait ConversationStore: Send + Sync + 'static {
+    async fn insert_conversation(&self, c: &Conversation) -> Result<(), StoreError>;
+    async fn get_conversation(
+        &self,
+        id: &ConversationId,
+    ) -> Result<Option<Conversation>, StoreError>;
+    async fn apply_conversation(
+        &self,
+        id: &ConversationId,
+        op: &ConvOp,
+        now: Timestamp,
+    ) -> Result<Option<ConvUpdate>, StoreError>;
+    async fn subscribe_conversation(
+        &self,
+        id: &ConversationId,
+    ) -> Result<Option<watch::Receiver<u64>>, StoreError>;
+    /// Forgets a conversation (after its retention period), and its deadline.
+    async fn remove_conversation(&self, id: &ConversationId) -> Result<(), StoreError>;
+
+    /// Claims up to `max` conversations whose next deadline is at or before
+    /// `now`, each for [`super::EXPIRY_LEASE`] (see the module doc).
+    async fn claim_due_conversations(
+        &self,
+        _now: Timestamp,
+        _max: usize,
+    ) -> Result<Vec<ConversationId>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// A claimed conversation was ticked and now is `c`: record its next
+    /// deadline (none once ended), ending the claim's lease.
+    async fn conversation_ticked(&self, _c: &Conversation) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// How often every node should call `claim_due_conversations`; `None`
+    /// if the local timers see every deadline (one node).
+    fn conversation_poll_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
 }

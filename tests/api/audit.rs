@@ -551,7 +551,7 @@ fn lines(path: &Path) -> Vec<String> {
 
 /// The broker's checkpoint key, SEC1 hex, from its PEM.
 fn public_key_hex(key_pem: &Path) -> String {
-    let key = bzt::audit::load_existing_key(key_pem).unwrap();
+    let key = bzt::store::file_audit::load_existing_key(key_pem).unwrap();
     hex::encode(key.verifying_key().to_sec1_bytes())
 }
 
@@ -993,7 +993,7 @@ async fn bzt_audit_verify_names_the_first_edited_or_missing_record() {
 
     // The last checkpoint signed with another key: the pinned key notices.
     let other_key = work.path().join("other-key.pem");
-    bzt::audit::load_or_create_key(&other_key).unwrap();
+    bzt::store::file_audit::load_or_create_key(&other_key).unwrap();
     let out = bzt(&[
         "audit",
         "verify",

@@ -230,6 +230,50 @@ async fn a_certificate_expiring_while_the_clock_moves_is_untrusted() {
     assert!(message.contains("expired"), "{message}");
 }
 
+/// From a certificate's second completion on, its chain comes from the cache
+/// and the one signature is checked on the request's own task instead of
+/// the check pool: every check still applies.
+#[tokio::test]
+async fn a_certificate_verified_before_is_still_checked_in_full() {
+    let app = TestApp::spawn().await;
+    let now = time::OffsetDateTime::now_utc();
+    let short = app
+        .cas
+        .platform
+        .issue(&LeafSpec::new("张三", "公司").with_validity(
+            now - time::Duration::days(1),
+            now + time::Duration::seconds(60),
+        ))
+        .unwrap();
+    let phone = app.phone_with(short, "p");
+    let long_login = json!({"kind": "login", "display": {"title": "t"}, "ttl_s": 600});
+    let first = claimed_by(&app, &phone, long_login.clone()).await;
+    phone.approve(&first).await.unwrap();
+
+    // A signature over another session's bytes, then one that is not DER.
+    let second = claimed_by(&app, &phone, long_login.clone()).await;
+    let replayed = phone.completion_over(&first.tbs);
+    expect_422(&phone, &second, &replayed, "bad_signature").await;
+    let not_der = json!({
+        "certificate_pem": phone.identity.certificate_pem(),
+        "signature_b64": b64(&[0u8; 64]),
+    });
+    expect_422(&phone, &second, &not_der, "bad_signature").await;
+    phone.approve(&second).await.unwrap();
+
+    // Validity is checked at every use, not cached with the chain.
+    let third = claimed_by(&app, &phone, long_login).await;
+    app.advance(std::time::Duration::from_secs(120));
+    let message = expect_422(
+        &phone,
+        &third,
+        &phone.completion_over(&third.tbs),
+        "untrusted_certificate",
+    )
+    .await;
+    assert!(message.contains("expired"), "{message}");
+}
+
 #[tokio::test]
 async fn a_serial_revoked_in_the_configuration_is_untrusted() {
     let cas = Arc::new(TestCas::generate());
@@ -419,7 +463,7 @@ async fn a_run_time_revocation_survives_a_restart_and_is_in_the_audit_trail() {
     let records = app
         .broker()
         .audit()
-        .query(bzt::audit::AuditQuery {
+        .query(bzt::store::AuditQuery {
             app: Some(String::new()),
             serial: Some(phone.serial()),
             since: None,
@@ -468,7 +512,7 @@ async fn a_run_time_revocation_survives_a_restart_and_is_in_the_audit_trail() {
     let records = app
         .broker()
         .audit()
-        .query(bzt::audit::AuditQuery {
+        .query(bzt::store::AuditQuery {
             app: Some(String::new()),
             serial: Some(phone.serial()),
             since: None,

@@ -992,14 +992,14 @@ async fn conversation_sockets_close_on_binary_and_oversized_frames() {
     let app = TestApp::spawn().await;
     let conv = open(&app, policy(200, 600, 7200)).await;
 
-    // The phone's socket takes 16 KiB frames (a response carries signatures).
+    // The phone's socket takes 320 KiB (a seal answer carries its picture).
     let mut phone = conv.phone_raw(&app).await;
     phone
-        .send(json!({"type": "pad", "pad": "x".repeat(16 * 1024)}))
+        .send(json!({"type": "pad", "pad": "x".repeat(320 * 1024)}))
         .await;
     let close = phone.expect_close().await;
     assert_eq!(u16::from(close.code), 1009);
-    assert!(close.reason.contains("16384"), "{}", close.reason);
+    assert!(close.reason.contains("327680"), "{}", close.reason);
     let mut phone = conv.phone_raw(&app).await;
     phone
         .ws

@@ -809,9 +809,9 @@ pub(crate) async fn start_broker(dir: &Path) -> BrokerProcess {
 
 /// `bzt hall decrypt` as a process: waits for the QR text it prints, lets `phone` act on it,
 /// then returns the hall's exit status and whole output.
-async fn run_hall<F, Fut>(
+pub(crate) async fn run_hall<F, Fut>(
     dir: &Path,
-    broker: &BrokerProcess,
+    broker_base: &str,
     api_key: &str,
     args: &[&str],
     phone: F,
@@ -826,7 +826,7 @@ where
             "hall",
             "decrypt",
             "--broker",
-            &broker.base,
+            broker_base,
             "--api-key",
             api_key,
         ])
@@ -991,22 +991,28 @@ async fn hall_decrypt_end_to_end_with_the_real_binary() {
     std::fs::create_dir(dir.join("out")).unwrap();
 
     // 1. 李四's phone (the library) opens it at the hall.
-    let (ok, output) = run_hall(dir, &broker, &api_key, &["bid.bze", "out/bid.pdf"], |qr| {
-        let phone = phone.clone();
-        let bob = identity("bob");
-        async move {
-            let claimed = phone
-                .claim(&QrText::parse(&qr).unwrap(), &bob)
-                .await
-                .unwrap();
-            assert_eq!(claimed.display.title, "开标解密：bid.bze");
-            let outcome = phone.approve_decrypt(&claimed, &bob, None).await.unwrap();
-            assert!(
-                matches!(outcome, DecryptOutcome::Approved(_)),
-                "{outcome:?}"
-            );
-        }
-    })
+    let (ok, output) = run_hall(
+        dir,
+        &broker.base,
+        &api_key,
+        &["bid.bze", "out/bid.pdf"],
+        |qr| {
+            let phone = phone.clone();
+            let bob = identity("bob");
+            async move {
+                let claimed = phone
+                    .claim(&QrText::parse(&qr).unwrap(), &bob)
+                    .await
+                    .unwrap();
+                assert_eq!(claimed.display.title, "开标解密：bid.bze");
+                let outcome = phone.approve_decrypt(&claimed, &bob, None).await.unwrap();
+                assert!(
+                    matches!(outcome, DecryptOutcome::Approved(_)),
+                    "{outcome:?}"
+                );
+            }
+        },
+    )
     .await;
     assert!(ok, "the hall failed:\n{output}");
     assert!(output.contains("已解密"), "{output}");
@@ -1017,7 +1023,7 @@ async fn hall_decrypt_end_to_end_with_the_real_binary() {
     // 2. 王五 is not a recipient: the hall prints the phone's reason and writes nothing.
     let (ok, output) = run_hall(
         dir,
-        &broker,
+        &broker.base,
         &api_key,
         &["bid.bze", "out/refused.pdf"],
         |qr| {
@@ -1045,27 +1051,33 @@ async fn hall_decrypt_end_to_end_with_the_real_binary() {
     assert!(!dir.join("out/refused.pdf").exists());
 
     // 3. 张三 with `bzt phone approve` (the CLI phone) on a decrypt session.
-    let (ok, output) = run_hall(dir, &broker, &api_key, &["bid.bze", "out/cli.pdf"], |qr| {
-        let dir = dir.to_owned();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                bzt(
-                    &dir,
-                    &[
-                        "phone",
-                        "approve",
-                        &qr,
-                        "--cert",
-                        "alice/cert.pem",
-                        "--key",
-                        "alice/key.pem",
-                    ],
-                )
-            })
-            .await
-            .unwrap();
-        }
-    })
+    let (ok, output) = run_hall(
+        dir,
+        &broker.base,
+        &api_key,
+        &["bid.bze", "out/cli.pdf"],
+        |qr| {
+            let dir = dir.to_owned();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    bzt(
+                        &dir,
+                        &[
+                            "phone",
+                            "approve",
+                            &qr,
+                            "--cert",
+                            "alice/cert.pem",
+                            "--key",
+                            "alice/key.pem",
+                        ],
+                    )
+                })
+                .await
+                .unwrap();
+            }
+        },
+    )
     .await;
     assert!(ok, "the hall failed:\n{output}");
     assert!(std::fs::read(dir.join("out/cli.pdf")).unwrap() == plain);

@@ -180,11 +180,11 @@ async fn a_seal_session_is_stamped_with_the_chosen_seal_and_the_result_carries_t
 /// skips its own check could send.
 fn forged_signature(seal_der: &[u8], signer: &IssuedCert, data_hash: &[u8]) -> Vec<u8> {
     use bzt_seal::asn1::{SeSeal, SesSignature, TbsSign};
-    use x509_cert::der::asn1::{BitString, GeneralizedTime, Ia5String, OctetString};
+    use x509_cert::der::asn1::{BitString, Ia5String, OctetString};
     let tbs = TbsSign {
         version: 4,
         eseal: SeSeal::from_der(seal_der).unwrap(),
-        time_info: GeneralizedTime::from_system_time(std::time::SystemTime::now()).unwrap(),
+        time_info: bzt_seal::SesTime::from_offset(time::OffsetDateTime::now_utc()).unwrap(),
         data_hash: BitString::from_bytes(data_hash).unwrap(),
         property_info: Ia5String::new(PROPERTY_INFO).unwrap(),
         ext_datas: None,
@@ -962,4 +962,94 @@ async fn a_stale_or_future_stamp_or_another_property_info_is_a_bad_signature() {
         let message = expect_refusal(resp, "bad_signature").await;
         assert!(message.starts_with(part), "{message}");
     }
+}
+
+/// A seal answer on the phone's conversation socket carries the whole seal with its picture:
+/// the socket takes what a seal completion may carry, not only a bare signature.
+#[tokio::test]
+async fn a_conversation_seal_answer_with_a_40_kib_picture_is_accepted() {
+    let app = seal_broker().await;
+    let mut body = seal_session_body("投标文件 封面".as_bytes());
+    body["conversation"] = json!({"max_requests": 2});
+    let created = app.create_session(body).await;
+    let phone = app.phone("platform", "张三的手机");
+    let now = OffsetDateTime::now_utc();
+    let spec = SealSpec {
+        es_id: "91110000BIGPIC01".into(),
+        seal_type: SealType::Company,
+        name: "示例建设有限公司".into(),
+        owner_certs: vec![cert_der(&phone.leaf)],
+        created: now,
+        valid_start: now - Duration::days(1),
+        valid_end: now + Duration::days(30),
+        picture: Picture {
+            picture_type: "PNG".into(),
+            data: vec![0x5a; 40 * 1024],
+            width_mm: 40,
+            height_mm: 40,
+        },
+    };
+    let maker = &app.cas.platform;
+    let seal = Seal::from_der(
+        &bzt_seal::make_seal(
+            &spec,
+            &maker.certificate().to_der().unwrap(),
+            maker.signing_key(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let claimed = phone.claim(&created).await;
+    let grant = phone
+        .phone
+        .approve_with_seal(
+            &claimed,
+            &phone.identity,
+            &seal,
+            ApproveExtras {
+                open_conversation: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .conversation
+        .expect("a conversation was opened");
+    let resp = app
+        .http
+        .post(app.url(&format!("/v1/conversations/{}/requests", grant.id)))
+        .bearer_auth(API_KEY)
+        .json(&json!({
+            "display": {"title": "第2页"},
+            "seal": {"data_hash_b64": b64(&Sm3::digest(b"page 2")), "property_info": PROPERTY_INFO},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let rid = resp.json::<Value>().await.unwrap()["request_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut socket = bzt_phone::PhoneConversation::connect(&app.address, &grant)
+        .await
+        .unwrap()
+        .with_seal(seal);
+    // Bounded: a socket that drops the answer makes the phone reconnect and wait for ever.
+    let summary = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        socket.run_auto_confirm(&phone.identity, |_, _| std::ops::ControlFlow::Break(())),
+    )
+    .await
+    .expect("the answer is acknowledged")
+    .unwrap();
+    assert_eq!(summary.approved, 1, "{summary:?}");
+    let r: Value = app
+        .rp_get_as(
+            API_KEY,
+            &format!("/v1/conversations/{}/requests/{rid}", grant.id),
+        )
+        .await;
+    assert_eq!(r["status"], "approved", "{r}");
+    assert!(r["seal_signature_b64"].as_str().unwrap().len() > 40 * 1024 * 4 / 3);
 }

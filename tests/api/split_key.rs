@@ -6,7 +6,7 @@
 //! parties see the same result shape as for a whole key.
 
 use crate::conversation::policy;
-use crate::envelope_flows::{bzt, decrypt_body, one_time_key, seal_to, start_broker};
+use crate::envelope_flows::{bzt, decrypt_body, one_time_key, run_hall, seal_to, start_broker};
 use crate::helpers::*;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -20,12 +20,15 @@ use bzt_phone::{
     SessionStatus,
 };
 use serde_json::{json, Value};
+use sm3::{Digest, Sm3};
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 const CREDENTIAL: &str = "split-test-cosigner-credential-0123456789";
 const SERVICE_ADMIN: &str = "split-test-service-admin-0123456789";
 pub(crate) const PIN: &str = "246810";
+/// The opening hall's token at the co-signing service.
+const HALL_TOKEN: &str = "split-test-hall-token-0123456789";
 
 /// A broker that knows its co-signing service, and the service, both on loopback ports.
 pub(crate) struct SplitWorld {
@@ -42,6 +45,8 @@ pub(crate) async fn start() -> SplitWorld {
         c.cosigner.credential = Some(CREDENTIAL.into());
         c.cosigner.url = Some(cosigner_url.clone());
         c.cosigner.admin_token = Some(SERVICE_ADMIN.into());
+        // Seals made by the platform CA are trusted (扫码签章 with a seal).
+        c.seals.trusted_makers_pem_files = c.trust_domains[0].ca_pem_files.clone();
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -61,7 +66,11 @@ pub(crate) async fn start() -> SplitWorld {
         broker_credential: Some(CREDENTIAL.into()),
         enrolment_token: None,
         admin_token: Some(SERVICE_ADMIN.into()),
-        relying_parties: Vec::new(),
+        // The opening hall may register opening windows (开标时间).
+        relying_parties: vec![bzt_cosigner::config::RelyingPartyConfig {
+            id: "hall".into(),
+            token: HALL_TOKEN.into(),
+        }],
         require_registered_opening: false,
         proof_window_s: 120,
         csr_window_s: 600,
@@ -576,6 +585,110 @@ async fn development_mode_runs_the_service_and_the_cli_enrols_with_a_request_ope
     let tbs = unb64(view["result"]["tbs_b64"].as_str().unwrap());
     let cert_pem = std::fs::read_to_string(dir.path().join("zhangsan/cert.pem")).unwrap();
     assert!(openssl_verifies(dir.path(), &cert_pem, &tbs, &signature));
+
+    // 扫码签章 with a seal: `bzt dev-ca make-seal` for the split certificate, then
+    // `bzt phone approve --identity --seals` stamps with it, co-signing the TBS_Sign.
+    std::fs::write(
+        dir.path().join("seal.png"),
+        b"\x89PNG\r\n\x1a\n-test-seal-picture-",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("seals")).unwrap();
+    bzt(
+        dir.path(),
+        &[
+            "dev-ca",
+            "make-seal",
+            "--data-dir",
+            data,
+            "--owner-cert",
+            "zhangsan/cert.pem",
+            "--name",
+            "示例建设有限公司",
+            "--picture",
+            "seal.png",
+            "--out",
+            "seals/company.seal",
+        ],
+    );
+    let document = "投标函 第1页".as_bytes();
+    let created: Value = http
+        .post(format!("{}/v1/sessions", broker.base))
+        .bearer_auth(api_key)
+        .json(&json!({
+            "kind": "sign",
+            "display": {"title": "投标文件签章"},
+            "seal": {"data_hash_b64": b64(&Sm3::digest(document)), "property_info": "bid/page-1.txt"},
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dir_path = dir.path().to_path_buf();
+    let qr_owned = created["qr_text"].as_str().unwrap().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        bzt(
+            &dir_path,
+            &[
+                "phone",
+                "approve",
+                &qr_owned,
+                "--identity",
+                "zhangsan",
+                "--pin",
+                PIN,
+                "--seals",
+                "seals",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("使用印章：示例建设有限公司"));
+    let view: Value = http
+        .get(format!(
+            "{}/v1/sessions/{}",
+            broker.base,
+            created["id"].as_str().unwrap()
+        ))
+        .bearer_auth(api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["status"], "approved", "{view}");
+    assert_eq!(view["result"]["seal"]["name"], "示例建设有限公司");
+    let tbs_sign = unb64(view["result"]["tbs_b64"].as_str().unwrap());
+    let signature = unb64(view["result"]["signature_b64"].as_str().unwrap());
+    assert!(openssl_verifies(
+        dir.path(),
+        &cert_pem,
+        &tbs_sign,
+        &signature
+    ));
+    std::fs::write(
+        dir.path().join("bid.ses"),
+        unb64(view["result"]["seal_signature_b64"].as_str().unwrap()),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("page-1.txt"), document).unwrap();
+    let out = bzt(
+        dir.path(),
+        &[
+            "seal",
+            "verify",
+            "bid.ses",
+            "--data",
+            "page-1.txt",
+            "--data-dir",
+            data,
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK: stamped"));
 }
 
 #[tokio::test]
@@ -648,4 +761,429 @@ async fn the_service_refuses_to_open_before_the_opening_time_and_freezing_stops_
         .await
         .unwrap();
     assert_eq!(answer.status, SessionStatus::Approved);
+}
+
+/// A company seal made by the platform CA for `cert_pem`, valid for a year.
+fn seal_for(world: &SplitWorld, cert_pem: &str) -> bzt_seal::Seal {
+    use x509_cert::der::{DecodePem, Encode};
+    let owner = x509_cert::Certificate::from_pem(cert_pem).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let maker = &world.app.cas.platform;
+    let der = bzt_seal::make_seal(
+        &bzt_seal::SealSpec {
+            es_id: "91110000SPLIT001".into(),
+            seal_type: bzt_seal::SealType::Company,
+            name: "示例建设有限公司".into(),
+            owner_certs: vec![owner.to_der().unwrap()],
+            created: now,
+            valid_start: now - time::Duration::days(1),
+            valid_end: now + time::Duration::days(365),
+            picture: bzt_seal::Picture {
+                picture_type: "PNG".into(),
+                data: b"\x89PNG\r\n\x1a\n-split-seal-".to_vec(),
+                width_mm: 40,
+                height_mm: 40,
+            },
+        },
+        &maker.certificate().to_der().unwrap(),
+        maker.signing_key(),
+    )
+    .unwrap();
+    bzt_seal::Seal::from_der(&der).unwrap()
+}
+
+fn seal_ask(document: &[u8], property_info: &str) -> bzt_phone::SealAsk {
+    bzt_phone::SealAsk {
+        data_hash: Sm3::digest(document).to_vec(),
+        property_info: property_info.into(),
+    }
+}
+
+fn session_context(claimed: &bzt_phone::Claimed) -> bzt_cosigner::wire::Context {
+    bzt_cosigner::wire::Context::Session(bzt_cosigner::wire::SessionRef {
+        id: claimed.session_id.clone(),
+        phone_token: claimed.phone_token.expose().to_owned(),
+        delegate: None,
+    })
+}
+
+#[tokio::test]
+async fn a_split_key_stamps_a_seal_that_the_broker_and_openssl_verify_and_the_service_signs_no_tbs_sign_nobody_asked_for(
+) {
+    const PROPERTY_INFO: &str = "/Doc_0/Signs/Sign_0/Signature.xml";
+    let world = start().await;
+    let app = &world.app;
+    let identity = world.enrol("示例建设有限公司").await;
+    let key = identity.unlock(PIN).unwrap();
+    let seal = seal_for(&world, identity.certificate_pem());
+    let phone = world.phone();
+    let document = "投标文件 第1页".as_bytes();
+    // The service refuses a TBS_Sign whose dataHash is not the session's, and one for a
+    // session that asked for no seal: the phone cannot get other bytes sealed (and no PIN
+    // attempt is spent: the content is checked first).
+    let created = app
+        .create_session(json!({
+            "kind": "sign",
+            "display": {"title": "投标文件签章"},
+            "seal": {"data_hash_b64": b64(&Sm3::digest(document)), "property_info": PROPERTY_INFO},
+            "conversation": {"max_requests": 3},
+        }))
+        .await;
+    let claimed = phone
+        .claim_as(&created.qr(), identity.device())
+        .await
+        .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let err = key
+        .stamp(
+            &session_context(&claimed),
+            &seal_ask("另一份文件".as_bytes(), PROPERTY_INFO),
+            &seal,
+            now,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not_requested") && err.contains("dataHash"),
+        "{err}"
+    );
+    let err = key
+        .stamp(
+            &session_context(&claimed),
+            &seal_ask(document, "/Doc_0/Signs/Sign_9/Signature.xml"),
+            &seal,
+            now,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("propertyInfo"), "{err}");
+    let err = key
+        .stamp(
+            &session_context(&claimed),
+            &seal_ask(document, PROPERTY_INFO),
+            &seal,
+            now - time::Duration::hours(1),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("timeInfo"), "{err}");
+    let login = app.create_login().await;
+    let claimed_login = phone
+        .claim_as(&login.qr(), identity.device())
+        .await
+        .unwrap();
+    let err = key
+        .stamp(
+            &session_context(&claimed_login),
+            &seal_ask(document, PROPERTY_INFO),
+            &seal,
+            now,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not_requested") && err.contains("no seal"),
+        "{err}"
+    );
+    // A plain co-signature of a seal session's hash is refused too: it asks for a TBS_Sign.
+    assert!(key.sign_session(&claimed).await.is_err());
+
+    // 扫码签章 with the seal, opening a conversation: the broker checks it as for a whole key.
+    let answer = phone
+        .approve_with_seal_split(
+            &claimed,
+            &key,
+            &seal,
+            ApproveExtras {
+                open_conversation: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, SessionStatus::Approved);
+    let view = app.get_session(&created.id).await;
+    let result = &view["result"];
+    assert_eq!(result["seal"]["name"], "示例建设有限公司", "{result}");
+    let cert_pem = result["certificate"]["pem"].as_str().unwrap().to_owned();
+    // OpenSSL verifies the co-signed SM2 signature over exactly DER(TBS_Sign)...
+    let tbs_sign = unb64(result["tbs_b64"].as_str().unwrap());
+    let signature = unb64(result["signature_b64"].as_str().unwrap());
+    assert!(openssl_verifies(
+        app.dir.path(),
+        &cert_pem,
+        &tbs_sign,
+        &signature
+    ));
+    // ...which is the TBS_Sign inside the SES_Signature, around the session's hash.
+    let ses =
+        bzt_seal::SealSignature::from_der(&unb64(result["seal_signature_b64"].as_str().unwrap()))
+            .unwrap();
+    assert_eq!(ses.signed_bytes().unwrap(), tbs_sign);
+    assert_eq!(ses.data_hash(), Sm3::digest(document).as_slice());
+    assert!(!openssl_verifies(
+        app.dir.path(),
+        &cert_pem,
+        document,
+        &signature
+    ));
+
+    // A seal on each page of the conversation, co-signed the same way.
+    let grant = answer.conversation.expect("a conversation was opened");
+    let pages: Vec<Vec<u8>> = (1..=2).map(|n| format!("第{n}页").into_bytes()).collect();
+    let mut ids = Vec::new();
+    for (n, page) in pages.iter().enumerate() {
+        let resp = app
+            .http
+            .post(app.url(&format!("/v1/conversations/{}/requests", grant.id)))
+            .bearer_auth(API_KEY)
+            .json(&json!({
+                "display": {"title": format!("第{}页", n + 1)},
+                "seal": {"data_hash_b64": b64(&Sm3::digest(page)), "property_info": format!("/Doc_0/Pages/Page_{n}")},
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        ids.push(
+            resp.json::<Value>().await.unwrap()["request_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let mut socket = PhoneConversation::connect(&app.address, &grant)
+        .await
+        .unwrap()
+        .with_seal(seal.clone());
+    let mut answered = 0;
+    let summary = socket
+        .run(
+            ConversationSigner::Split {
+                key: &key,
+                phone_token: grant.phone_token.expose().to_owned(),
+            },
+            |_| {
+                std::future::ready(Decision::Approve {
+                    auto_confirmed: true,
+                })
+            },
+            |_, _| {
+                answered += 1;
+                if answered == pages.len() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(summary.approved, pages.len() as u64, "{summary:?}");
+    for (rid, page) in ids.iter().zip(&pages) {
+        let r: Value = app
+            .rp_get_as(
+                API_KEY,
+                &format!("/v1/conversations/{}/requests/{rid}", grant.id),
+            )
+            .await;
+        assert_eq!(r["status"], "approved", "{r}");
+        let tbs_sign = unb64(r["tbs_b64"].as_str().unwrap());
+        let signature = unb64(r["signature_b64"].as_str().unwrap());
+        assert!(openssl_verifies(
+            app.dir.path(),
+            &cert_pem,
+            &tbs_sign,
+            &signature
+        ));
+        let ses =
+            bzt_seal::SealSignature::from_der(&unb64(r["seal_signature_b64"].as_str().unwrap()))
+                .unwrap();
+        assert_eq!(ses.data_hash(), Sm3::digest(page).as_slice());
+    }
+
+    // The service's audit names each co-signed TBS_Sign by its SM3.
+    let audit: Value = reqwest::Client::new()
+        .get(format!("{}/v1/audit", world.cosigner_url))
+        .bearer_auth(SERVICE_ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let signed: Vec<&str> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["operation"] == "sign" && r["outcome"] == "ok")
+        .filter_map(|r| r["tbs_sm3"].as_str())
+        .collect();
+    let first = hex::encode(Sm3::digest(unb64(result["tbs_b64"].as_str().unwrap())));
+    assert!(signed.contains(&first.as_str()), "{audit}");
+    let refused = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == "not_requested")
+        .count();
+    assert!(refused >= 4, "{audit}");
+}
+
+/// 开标时间 in the hall: `bzt hall decrypt --opening T --cosigner URL` registers the window with
+/// the co-signing service under the hall's own token before anything else. Before T the service
+/// refuses to co-decrypt the envelope's key even for a session whose broker names no window;
+/// at T the hall shows its QR and the split-key phone opens the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hall_registers_its_opening_time_with_the_service_which_refuses_before_it_and_opens_after(
+) {
+    use bzt::hall::{CosignerRegistration, HallClient, HallError, OpeningWindow};
+    use time::format_description::well_known::Rfc3339;
+    let world = start().await;
+    let app = &world.app;
+    let identity = world.enrol("孙八").await;
+    let key = identity.unlock(PIN).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let recipient = Recipient::from_pem(identity.certificate_pem()).unwrap();
+    let header = seal_to(
+        &dir.path().join("bid.bze"),
+        "投标文件正文".as_bytes(),
+        &[recipient],
+    );
+    let opening = time::OffsetDateTime::now_utc() + time::Duration::seconds(5);
+    let opening_text = opening.format(&Rfc3339).unwrap();
+    let window = OpeningWindow {
+        not_before: opening_text.clone(),
+        not_after: (opening + time::Duration::hours(1))
+            .format(&Rfc3339)
+            .unwrap(),
+    };
+
+    // Only a relying party's token registers a window.
+    let hall = HallClient::new(app.http.clone(), &app.address, OTHER_API_KEY);
+    let err = hall
+        .register_opening(
+            &CosignerRegistration {
+                url: world.cosigner_url.clone(),
+                token: "not-the-hall".into(),
+            },
+            &header,
+            &window,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, HallError::Opening(m) if m.contains("401")),
+        "{err}"
+    );
+
+    // The hall registers its window (as the CLI does first, below).
+    let registration = CosignerRegistration {
+        url: world.cosigner_url.clone(),
+        token: HALL_TOKEN.into(),
+    };
+    hall.register_opening(&registration, &header, &window)
+        .await
+        .unwrap();
+
+    // Before the opening time: a decrypt session whose broker names no window at all is
+    // refused by the service, by its own clock.
+    let (_, reply_key) = one_time_key();
+    let created = app
+        .create_session_as(OTHER_API_KEY, decrypt_body("开标解密", &header, &reply_key))
+        .await;
+    let phone = world.phone();
+    let claimed = phone
+        .claim_as(&created.qr(), identity.device())
+        .await
+        .unwrap();
+    let err = match phone.approve_decrypt_split(&claimed, &key, None).await {
+        Err(e) => e,
+        Ok(outcome) => panic!("co-decrypted before the opening time: {outcome:?}"),
+    };
+    assert!(
+        matches!(&err, bzt_phone::Error::Cosigner(c) if c.code() == Some("outside_opening_window")),
+        "{err}"
+    );
+    assert!(
+        time::OffsetDateTime::now_utc() < opening,
+        "the refusal came before the opening time"
+    );
+
+    // The hall on the command line: registers, waits for the opening time, shows the QR; the
+    // phone opens the file after it.
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    let phone_identity = identity.clone();
+    let broker_clock = app.clock.clone();
+    let (ok, output) = run_hall(
+        dir.path(),
+        &app.address,
+        OTHER_API_KEY,
+        &[
+            "--opening",
+            &opening_text,
+            "--cosigner",
+            &world.cosigner_url,
+            "--cosigner-token",
+            HALL_TOKEN,
+            "bid.bze",
+            "out/bid.txt",
+        ],
+        |qr| async move {
+            let now = time::OffsetDateTime::now_utc();
+            assert!(now >= opening, "QR shown before the opening time");
+            // The broker's test clock is manual: bring it to the real time, as the service's is.
+            broker_clock.set(bzt_core::Timestamp::from_unix_millis(
+                (now.unix_timestamp_nanos() / 1_000_000) as i64,
+            ));
+            let phone = Phone::new(reqwest::Client::new());
+            let qr = bzt_phone::QrText::parse(&qr).unwrap();
+            let claimed = phone.claim_as(&qr, phone_identity.device()).await.unwrap();
+            assert!(
+                claimed.opening.is_some(),
+                "the phone is shown the opening window"
+            );
+            let key = phone_identity.unlock(PIN).unwrap();
+            match phone
+                .approve_decrypt_split(&claimed, &key, None)
+                .await
+                .unwrap()
+            {
+                DecryptOutcome::Approved(a) => assert_eq!(a.status, SessionStatus::Approved),
+                DecryptOutcome::Rejected { refusal, .. } => panic!("refused: {refusal:?}"),
+            }
+        },
+    )
+    .await;
+    assert!(ok, "{output}");
+    assert!(output.contains("opening window registered"), "{output}");
+    assert!(output.contains("waiting for the opening time"), "{output}");
+    assert_eq!(
+        std::fs::read(dir.path().join("out/bid.txt")).unwrap(),
+        "投标文件正文".as_bytes()
+    );
+
+    // The service's audit names the hall's registrations.
+    let audit: Value = reqwest::Client::new()
+        .get(format!("{}/v1/audit", world.cosigner_url))
+        .bearer_auth(SERVICE_ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let registrations = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["operation"] == "opening" && r["context"].as_str().unwrap().ends_with("by hall")
+        })
+        .count();
+    assert_eq!(registrations, 2, "{audit}");
 }

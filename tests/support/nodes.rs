@@ -41,7 +41,8 @@ impl Fixture {
             .issue(&LeafSpec::new("张三", "示例建设有限公司"))
             .unwrap();
         let identity = PhoneIdentity::from_pem(&leaf.cert_pem, &leaf.key_pem, None).unwrap();
-        bzt::audit::load_or_create_key(&dir.path().join("audit-signing-key.pem")).unwrap();
+        bzt::store::file_audit::load_or_create_key(&dir.path().join("audit-signing-key.pem"))
+            .unwrap();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(64)

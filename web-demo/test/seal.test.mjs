@@ -3,7 +3,10 @@
 // one deleted), the bid tool asks for a seal signature, the phone picks the company seal and
 // confirms with the PIN, and the bid tool stamps the seal picture on its page and offers the
 // SES_Signature for download; `bzt seal verify` (Rust, another implementation than the page's
-// JavaScript DER) accepts it for the page text and refuses it for another text.
+// JavaScript DER) accepts it for the page text and refuses it for another text. In the
+// conversation the phone opened, the bid tool then seals a one-page OFD through the phone page and
+// shows the seal its backend verified; Python's zipfile reads the OFD and `bzt seal verify` checks
+// SignedValue.dat against Signature.xml.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -86,5 +89,42 @@ test('seal: the phone keeps seals, picks one for 扫码签章, the bid tool stam
   r = bzt(['seal', 'verify', file, '--data', pageText, '--data-dir', broker.dataDir]);
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /TBS_Sign\.dataHash/);
+
+  // In the conversation the phone opened, the bid tool seals a one-page OFD: a seal request over
+  // the SM3 of its Signature.xml, confirmed on the phone; the tool's backend verifies the answer
+  // and writes it into the OFD, and the page shows the verified seal.
+  await phone.locator('#conv-status', { hasText: '会话进行中' }).waitFor({ timeout: 10000 });
+  await bid.locator('#ofd-start:not([disabled])').waitFor({ timeout: 10000 });
+  await bid.click('#ofd-start');
+  const confirm = phone.locator('#conv-list li', { hasText: 'OFD 投标函加盖电子印章' }).locator('button.primary');
+  await confirm.waitFor({ timeout: 20000 });
+  await confirm.click();
+  await bid.locator('#ofd-outcome .ok').waitFor({ timeout: 20000 }).catch(async (e) => {
+    throw new Error(e.message + ' outcome: ' + (await bid.textContent('#ofd-outcome')) + ' phone: ' + (await phone.textContent('#conv-list')) + ' bid conv: ' + (await bid.textContent('#seal-conv-status')) + ' log: ' + broker.log().slice(-3000));
+  });
+  const outcome = await bid.textContent('#ofd-outcome');
+  assert.match(outcome, /电子签章验证通过：印章 示例建设有限公司/);
+  assert.ok(await bid.locator('#ofd-outcome img').isVisible(), 'the seal picture is shown');
+  await shot(bid, 'web-demo-bidtool-ofd');
+  const ofd = await download(bid, '#ofd-download', path.join(dir, '投标函.ofd'));
+  // Another reader than ours takes the archive apart; the Rust verifier checks the stamp against
+  // the Signature.xml it protects, and refuses it for a changed one.
+  const unzip = spawnSync('python3', ['-c', `
+import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+assert z.testzip() is None
+names = z.namelist()
+for n in ['OFD.xml', 'Doc_0/Signs/Signatures.xml', 'Doc_0/Signs/Sign_0/Signature.xml', 'Doc_0/Signs/Sign_0/SignedValue.dat']:
+    assert n in names, (n, names)
+open(sys.argv[2] + '/Signature.xml', 'wb').write(z.read('Doc_0/Signs/Sign_0/Signature.xml'))
+open(sys.argv[2] + '/SignedValue.dat', 'wb').write(z.read('Doc_0/Signs/Sign_0/SignedValue.dat'))
+`, ofd.file, dir], { encoding: 'utf8' });
+  assert.equal(unzip.status, 0, unzip.stdout + unzip.stderr);
+  r = bzt(['seal', 'verify', path.join(dir, 'SignedValue.dat'), '--data', path.join(dir, 'Signature.xml'), '--data-dir', broker.dataDir]);
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /^OK: stamped .* with seal "示例建设有限公司"/);
+  fs.appendFileSync(path.join(dir, 'Signature.xml'), ' ');
+  r = bzt(['seal', 'verify', path.join(dir, 'SignedValue.dat'), '--data', path.join(dir, 'Signature.xml'), '--data-dir', broker.dataDir]);
+  assert.notEqual(r.status, 0);
   assert.deepEqual(errors, []);
 });

@@ -210,3 +210,45 @@ test('split key: 会话签章 of five pages in the bid tool, then a bid file sea
   await shot(hall, 'split-03-hall-opened');
   assert.deepEqual(errors, []);
 });
+
+test('split key: 扫码签章 with a seal and an OFD sealed in the conversation, co-signed over TBS_Sign', { timeout: 180000 }, async (t) => {
+  const { broker, browser, errors } = await setup(t);
+  const dir = tempDir(t);
+  const phone = await openSplitPhone(browser, broker.url, { cn: '李四' });
+  await phone.fill('#seal-name', '示例建设有限公司');
+  await phone.click('#seal-add-generated');
+  await phone.locator('#seal-list li[data-es-id]').first().waitFor();
+
+  const bid = await browser.context.newPage();
+  await bid.setViewportSize({ width: 1100, height: 1000 });
+  await bid.goto(broker.url + '/demo/bidtool.html');
+  await bid.click('#seal-start');
+  await bid.waitForFunction(() => document.getElementById('seal-qr-text').textContent.includes('/q/'), null, { timeout: 20000 });
+  await scan(phone, (await bid.textContent('#seal-qr-text')).trim());
+  await phone.locator('#seal-box:not(.hidden)').waitFor();
+  assert.equal(await phone.locator('.seal-choice').count(), 1);
+  await confirmWithPin(phone);
+  await bid.locator('#seal-page[data-stamped="true"]').waitFor({ timeout: 30000 });
+  const result = await bid.evaluate(() => window.__sealResult);
+  assert.equal(result.seal.name, '示例建设有限公司');
+  // The SES_Signature's SM2 signature is the co-signature over DER(TBS_Sign): sm-crypto checks it
+  // against the split key's certificate.
+  const publicKey = await phone.evaluate(() => phone.split.public_key);
+  const tbs = Buffer.from(result.tbs_b64, 'base64');
+  const sigHex = Buffer.from(result.signature_b64, 'base64').toString('hex');
+  assert.ok(sm2.doVerifySignature(Array.from(tbs), sigHex, publicKey, { der: true, hash: true }), 'the co-signature verifies over TBS_Sign');
+
+  // A seal on the OFD in the conversation, co-signed with the PIN the page keeps while it lasts.
+  await phone.locator('#conv-status', { hasText: '会话进行中' }).waitFor({ timeout: 10000 });
+  await bid.locator('#ofd-start:not([disabled])').waitFor({ timeout: 10000 });
+  await bid.click('#ofd-start');
+  const confirm = phone.locator('#conv-list li', { hasText: 'OFD 投标函加盖电子印章' }).locator('button.primary');
+  await confirm.waitFor({ timeout: 20000 });
+  await confirm.click();
+  await bid.locator('#ofd-outcome .ok').waitFor({ timeout: 30000 });
+  assert.match(await bid.textContent('#ofd-outcome'), /电子签章验证通过：印章 示例建设有限公司/);
+  const { file } = await download(bid, '#ofd-download', path.join(dir, '投标函.ofd'));
+  assert.equal(fs.readFileSync(file).subarray(0, 2).toString(), 'PK');
+  await shot(phone, 'split-04-seal-conversation');
+  assert.deepEqual(errors, []);
+});

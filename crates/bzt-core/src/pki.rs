@@ -420,6 +420,17 @@ impl TrustStore {
         self.chain_check(leaf_pem, chain_pems, budget)
             .map(|c| VerifiedChain(c, self.crls.clone()))
     }
+
+    /// [`TrustStore::verify_chain`] only when it is a cache hit: this exact
+    /// chain was verified before, so the answer costs base64 decoding and
+    /// one hash, no SM2 verification. `None` for a chain never seen (or not
+    /// decodable: the full check says why), which needs the costly path.
+    pub fn cached_chain(&self, leaf_pem: &str, chain_pems: &[String]) -> Option<VerifiedChain> {
+        let presented = Presented::decode(leaf_pem, chain_pems).ok()?;
+        self.cache
+            .get(&presented.fingerprint)
+            .map(|c| VerifiedChain(c, self.crls.clone()))
+    }
 }
 
 /// The per-use checks of a verified chain, in the protocol's order.
@@ -518,32 +529,15 @@ impl TrustStore {
         chain_pems: &[String],
         budget: &mut SignatureBudget,
     ) -> Result<Arc<ChainCheck>, DomainError> {
-        if chain_pems.len() > MAX_PRESENTED_CHAIN {
-            return Err(DomainError::untrusted(format!(
-                "chain_pem holds {} certificates; at most {MAX_PRESENTED_CHAIN} are accepted: \
-                 send only the intermediate CAs between your certificate and its root",
-                chain_pems.len()
-            )));
-        }
-        let leaf_der = pem_to_der(leaf_pem)?;
-        let mut chain_ders: Vec<Vec<u8>> = Vec::with_capacity(chain_pems.len());
-        for (i, pem) in chain_pems.iter().enumerate() {
-            let der = pem_to_der(pem)
-                .map_err(|e| DomainError::invalid(format!("chain_pem[{i}]: {}", e.message)))?;
-            // Copies add nothing to a path and multiply the search.
-            if der != leaf_der && !chain_ders.contains(&der) {
-                chain_ders.push(der);
-            }
-        }
-        let mut fp = Sha256::new();
-        for der in std::iter::once(&leaf_der).chain(chain_ders.iter()) {
-            fp.update((der.len() as u64).to_be_bytes());
-            fp.update(der);
-        }
-        let fingerprint: [u8; 32] = fp.finalize().into();
-        if let Some(hit) = self.cache.get(&fingerprint) {
+        let presented = Presented::decode(leaf_pem, chain_pems)?;
+        if let Some(hit) = self.cache.get(&presented.fingerprint) {
             return Ok(hit);
         }
+        let Presented {
+            leaf_der,
+            chain_ders,
+            fingerprint,
+        } = presented;
 
         let leaf = parse_der(&leaf_der)?;
         let mut intermediates = Vec::with_capacity(chain_ders.len());
@@ -587,6 +581,46 @@ impl TrustStore {
         });
         self.cache.insert(fingerprint, check.clone());
         Ok(check)
+    }
+}
+
+/// A presented chain decoded to DER, copies dropped, with the cache key:
+/// the SHA-256 of each certificate's length and bytes, leaf first.
+struct Presented {
+    leaf_der: Vec<u8>,
+    chain_ders: Vec<Vec<u8>>,
+    fingerprint: [u8; 32],
+}
+
+impl Presented {
+    fn decode(leaf_pem: &str, chain_pems: &[String]) -> Result<Self, DomainError> {
+        if chain_pems.len() > MAX_PRESENTED_CHAIN {
+            return Err(DomainError::untrusted(format!(
+                "chain_pem holds {} certificates; at most {MAX_PRESENTED_CHAIN} are accepted: \
+                 send only the intermediate CAs between your certificate and its root",
+                chain_pems.len()
+            )));
+        }
+        let leaf_der = pem_to_der(leaf_pem)?;
+        let mut chain_ders: Vec<Vec<u8>> = Vec::with_capacity(chain_pems.len());
+        for (i, pem) in chain_pems.iter().enumerate() {
+            let der = pem_to_der(pem)
+                .map_err(|e| DomainError::invalid(format!("chain_pem[{i}]: {}", e.message)))?;
+            // Copies add nothing to a path and multiply the search.
+            if der != leaf_der && !chain_ders.contains(&der) {
+                chain_ders.push(der);
+            }
+        }
+        let mut fp = Sha256::new();
+        for der in std::iter::once(&leaf_der).chain(chain_ders.iter()) {
+            fp.update((der.len() as u64).to_be_bytes());
+            fp.update(der);
+        }
+        Ok(Self {
+            leaf_der,
+            chain_ders,
+            fingerprint: fp.finalize().into(),
+        })
     }
 }
 
@@ -1097,6 +1131,37 @@ mod chain_tests {
             .verify_chain(&leaf.cert_pem, &chain, &mut budget)
             .is_ok());
         assert_eq!(budget.spent(), 3);
+    }
+
+    #[test]
+    fn only_a_chain_verified_before_is_answered_from_the_cache() {
+        let root = DevCa::generate("Root", "Org", "platform").unwrap();
+        let trust = store(&[("platform", &root)]);
+        let (chain, leaf) = path_of(&root, 1);
+        assert!(
+            trust.cached_chain(&leaf.cert_pem, &chain).is_none(),
+            "never seen"
+        );
+        // Refused for its budget: not cached, so still not answered cheaply.
+        assert!(trust
+            .verify_chain(&leaf.cert_pem, &chain, &mut SignatureBudget::new(1))
+            .is_err());
+        assert!(trust.cached_chain(&leaf.cert_pem, &chain).is_none());
+
+        let mut budget = SignatureBudget::new(SIGNATURE_CHECKS_PER_CHAIN);
+        let verified = trust
+            .verify_chain(&leaf.cert_pem, &chain, &mut budget)
+            .unwrap();
+        let cached = trust.cached_chain(&leaf.cert_pem, &chain).unwrap();
+        assert!(Arc::ptr_eq(verified.key(), cached.key()));
+        // The same leaf with another (or no) chain is another cache entry.
+        assert!(trust.cached_chain(&leaf.cert_pem, &[]).is_none());
+        assert!(trust.cached_chain("not a certificate", &chain).is_none());
+        // The per-use checks still run on what the cache answers.
+        let revoked = |s: &str| s == leaf.serial_hex;
+        let accept = vec!["platform".to_string()];
+        let e = cached.check_use(&ctx(&accept, &revoked)).err().unwrap();
+        assert!(e.message.contains("revoked"), "{e}");
     }
 
     #[test]

@@ -38,27 +38,8 @@ pub const ROTATE_RANGE_S: std::ops::RangeInclusive<u32> = 5..=60;
 pub const MAX_TITLE_CHARS: usize = 200;
 pub const MAX_TBS_BYTES: usize = 64 * 1024;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    Login,
-    Bind,
-    Sign,
-    Encrypt,
-    Decrypt,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Login => "login",
-            Kind::Bind => "bind",
-            Kind::Sign => "sign",
-            Kind::Encrypt => "encrypt",
-            Kind::Decrypt => "decrypt",
-        }
-    }
-}
+/// What a session is for: the wire's own type (crate `bzt-wire`).
+pub use bzt_wire::Kind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -158,13 +139,13 @@ impl ConversationPolicy {
     pub const MAX_IDLE_S: u32 = 3600;
     pub const MAX_LIFETIME_S: u32 = 8 * 3600;
 
-    fn default_max_requests() -> u32 {
+    pub fn default_max_requests() -> u32 {
         200
     }
-    fn default_idle_s() -> u32 {
+    pub fn default_idle_s() -> u32 {
         600
     }
-    fn default_max_s() -> u32 {
+    pub fn default_max_s() -> u32 {
         7200
     }
 }

@@ -137,12 +137,48 @@ impl CosignerClient {
         context: &Context,
         tbs: &[u8],
     ) -> Result<Signature> {
+        self.sign_bytes(key_id, d1, joint, context, tbs, None).await
+    }
+
+    /// Co-signs `DER(TBS_Sign)` of a seal signature for a seal session or seal
+    /// request (`context`). The phone builds it around its seal; the service
+    /// checks it against the hash and `propertyInfo` the broker holds for
+    /// `context` before signing, so it signs no `TBS_Sign` nobody asked for.
+    pub async fn sign_seal(
+        &self,
+        key_id: &str,
+        d1: &NonZeroScalar,
+        joint: &ProjectivePoint,
+        context: &Context,
+        tbs_sign_der: &[u8],
+    ) -> Result<Signature> {
+        self.sign_bytes(
+            key_id,
+            d1,
+            joint,
+            context,
+            tbs_sign_der,
+            Some(B64.encode(tbs_sign_der)),
+        )
+        .await
+    }
+
+    async fn sign_bytes(
+        &self,
+        key_id: &str,
+        d1: &NonZeroScalar,
+        joint: &ProjectivePoint,
+        context: &Context,
+        tbs: &[u8],
+        seal_tbs_b64: Option<String>,
+    ) -> Result<Signature> {
         let phone = PhoneSigning::start()?;
         let pin_proof = pin_proof(d1, key_id, "sign", context, phone.q1())?;
         let request = SignRequest {
             context: context.clone(),
             q1: point_to_hex(phone.q1()),
             pin_proof,
+            seal_tbs_b64,
         };
         let answer: SignAnswer = self
             .sealed(&format!("/v1/keys/{key_id}/sign"), &request, None)

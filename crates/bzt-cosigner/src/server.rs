@@ -559,32 +559,52 @@ impl Service {
         let record = self.usable(key_id).await?;
         let joint = point_from_hex(&record.public_key).map_err(|_| ServiceError::internal())?;
         let delegate = self.delegate_of(key_id).await;
-        let tbs = match &request.context {
-            Context::Session(s) => {
-                let s = SessionRef {
-                    delegate,
-                    ..s.clone()
-                };
-                self.broker_tbs(BrokerContextRequest::Session(s)).await?.0
-            }
-            Context::Conversation(c) => {
-                let c = ConversationRef {
-                    delegate,
-                    ..c.clone()
-                };
-                self.broker_tbs(BrokerContextRequest::Conversation(c))
-                    .await?
-                    .0
-            }
-            // A member's share never signs a certificate request for the company key.
-            Context::Csr(_) if delegate.is_some() => {
-                return Err(ServiceError::not_requested(
-                    "a member's granted share does not co-sign certificate requests",
-                ))
-            }
-            Context::Csr(csr) => self.checked_csr(&record, &joint, &csr.tbs_b64)?,
-            Context::Grant(g) => self.checked_grant_request(key_id, &g.tbs_b64).await?,
+        let broker = match &request.context {
+            Context::Session(s) => Some(BrokerContextRequest::Session(SessionRef {
+                delegate: delegate.clone(),
+                ..s.clone()
+            })),
+            Context::Conversation(c) => Some(BrokerContextRequest::Conversation(ConversationRef {
+                delegate: delegate.clone(),
+                ..c.clone()
+            })),
+            Context::Csr(_) | Context::Grant(_) => None,
         };
+        let tbs =
+            if let Some(asked) = broker {
+                let (tbs, context) = self.broker_tbs(asked).await?;
+                match (&context.seal, &request.seal_tbs_b64) {
+                    (Some(seal), Some(seal_tbs)) => checked_seal_tbs(&joint, seal, seal_tbs)?,
+                    (Some(_), None) => {
+                        return Err(ServiceError::invalid(
+                            "this asks for a seal signature: send seal_tbs_b64, DER(TBS_Sign)",
+                        ))
+                    }
+                    (None, Some(_)) => return Err(ServiceError::not_requested(
+                        "no seal signature was asked for here: nothing asked to sign a TBS_Sign",
+                    )),
+                    (None, None) => tbs,
+                }
+            } else {
+                if request.seal_tbs_b64.is_some() {
+                    return Err(ServiceError::not_requested(
+                        "only a session or conversation request asks for a seal signature",
+                    ));
+                }
+                match &request.context {
+                    // A member's share never signs a certificate request for the company key.
+                    Context::Csr(_) if delegate.is_some() => {
+                        return Err(ServiceError::not_requested(
+                            "a member's granted share does not co-sign certificate requests",
+                        ))
+                    }
+                    Context::Csr(csr) => self.checked_csr(&record, &joint, &csr.tbs_b64)?,
+                    Context::Grant(g) => self.checked_grant_request(key_id, &g.tbs_b64).await?,
+                    Context::Session(_) | Context::Conversation(_) => {
+                        return Err(ServiceError::internal())
+                    }
+                }
+            };
         // Only the grant context signs grant requests: bytes from the broker
         // that look like one are refused, so no session makes a member (or
         // anyone) sign an authorisation.
@@ -752,6 +772,87 @@ impl Service {
         }
         Ok(tbs)
     }
+}
+
+/// The `TBS_Sign` a phone built around its seal for a seal session or seal
+/// request: signed only when it is exactly what was asked (the broker's
+/// `dataHash` and `propertyInfo`), dated now, around a seal bound to this key,
+/// with no extensions (nothing else rides in the signed range). The seal
+/// itself is the user's choice; whether its maker is trusted is the broker's
+/// and the relying party's check, as for a whole key.
+fn checked_seal_tbs(
+    joint: &ProjectivePoint,
+    asked: &crate::wire::SealAsk,
+    seal_tbs_b64: &str,
+) -> Result<Vec<u8>, ServiceError> {
+    use bzt_seal::asn1::TbsSign;
+    use x509_cert::der::{Decode, Encode};
+    let refused = |m: String| ServiceError::not_requested(m);
+    let der = B64
+        .decode(seal_tbs_b64)
+        .map_err(|_| ServiceError::invalid("seal_tbs_b64 is not base64"))?;
+    let tbs = TbsSign::from_der(&der)
+        .map_err(|e| ServiceError::invalid(format!("seal_tbs_b64 is not a DER TBS_Sign: {e}")))?;
+    if tbs.to_der().ok().as_deref() != Some(&der[..]) {
+        return Err(ServiceError::invalid("seal_tbs_b64 is not in DER form"));
+    }
+    if tbs.version != bzt_seal::VERSION {
+        return Err(ServiceError::invalid("TBS_Sign.version must be 4"));
+    }
+    let wanted_hash = B64
+        .decode(&asked.data_hash_b64)
+        .map_err(|_| ServiceError::unavailable("the broker sent a seal hash that is not base64"))?;
+    if tbs.data_hash.raw_bytes() != wanted_hash.as_slice() {
+        return Err(refused(
+            "TBS_Sign.dataHash is not the hash this session asked to seal".into(),
+        ));
+    }
+    if tbs.property_info.as_str() != asked.property_info {
+        return Err(refused(format!(
+            "TBS_Sign.propertyInfo is not the session's {:?}",
+            asked.property_info
+        )));
+    }
+    if tbs.ext_datas.is_some() {
+        return Err(refused(
+            "TBS_Sign.extDatas: extensions are not co-signed".into(),
+        ));
+    }
+    let skew = bzt_seal::MAX_CLOCK_SKEW;
+    let at = tbs.time_info.to_offset();
+    let now = OffsetDateTime::now_utc();
+    if at < now - skew || at > now + skew {
+        return Err(refused(format!(
+            "TBS_Sign.timeInfo {} is not now by the service's clock",
+            tbs.time_info.as_str()
+        )));
+    }
+    let bound = tbs
+        .eseal
+        .e_seal_info
+        .property
+        .certificates()
+        .ok()
+        .flatten()
+        .is_some_and(|certs| {
+            certs.iter().any(|c| {
+                x509_cert::Certificate::from_der(c).is_ok_and(|cert| {
+                    let key = cert
+                        .tbs_certificate()
+                        .subject_public_key_info()
+                        .subject_public_key
+                        .raw_bytes();
+                    decode_point(key).ok().as_ref() == Some(joint)
+                })
+            })
+        });
+    if !bound {
+        return Err(refused(
+            "SES_ESPropertyInfo.certList: the seal is not bound to a certificate of this key"
+                .into(),
+        ));
+    }
+    Ok(der)
 }
 
 fn locked() -> ServiceError {

@@ -192,6 +192,11 @@ pub struct SignRequest {
     pub context: Context,
     pub q1: String,
     pub pin_proof: PinProofWire,
+    /// For a seal session or seal request only: `DER(TBS_Sign)` as the phone
+    /// built it around its seal. The service signs these bytes only when they
+    /// carry the `dataHash` and `propertyInfo` the broker holds for `context`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_tbs_b64: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -433,6 +438,18 @@ pub struct BrokerContext {
     pub certificate_serial: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opening: Option<Opening>,
+    /// A seal session or seal request: what the `TBS_Sign` must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<SealAsk>,
+}
+
+/// `seal` of the broker's context answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SealAsk {
+    /// SM3 of the protected data: `TBS_Sign.dataHash`.
+    pub data_hash_b64: String,
+    /// `TBS_Sign.propertyInfo`.
+    pub property_info: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

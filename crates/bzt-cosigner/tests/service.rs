@@ -525,6 +525,7 @@ async fn the_service_refuses_points_off_the_curve_before_using_its_share() {
                 issued_at: OffsetDateTime::now_utc().unix_timestamp(),
                 proof: "00".repeat(97),
             },
+            seal_tbs_b64: None,
         };
         let path = format!("/v1/keys/{}/sign", phone.file.key_id);
         let (sealed, _) = bzt_crypto::two_party::channel::seal_request(

@@ -786,10 +786,29 @@ impl ConversationSocket {
                         ConversationSigner::Whole(identity) => {
                             self.response_frame(&request, identity, auto_confirmed)?
                         }
-                        ConversationSigner::Split { .. } if request.seal.is_some() => {
-                            return Err(ConversationError::from(crate::Error::Refused(
-                                "seal requests are not supported with a split key yet".into(),
-                            )));
+                        ConversationSigner::Split { key, phone_token }
+                            if request.seal.is_some() =>
+                        {
+                            let seal = self.seal.as_ref().ok_or_else(|| {
+                                ConversationError::from(crate::Error::Refused(
+                                    "this request asks for a seal: choose one with with_seal"
+                                        .into(),
+                                ))
+                            })?;
+                            let ses = key
+                                .stamp_conversation_request(
+                                    &self.conversation_id,
+                                    phone_token,
+                                    &request,
+                                    seal,
+                                )
+                                .await?;
+                            json!({
+                                "type": "sign_response",
+                                "request_id": request.request_id,
+                                "seal_signature_b64": STANDARD.encode(ses),
+                                "auto_confirmed": auto_confirmed,
+                            })
                         }
                         ConversationSigner::Split { .. } => {
                             let signature = signer.sign(&self.conversation_id, &request).await?;

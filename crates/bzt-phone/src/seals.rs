@@ -101,9 +101,15 @@ impl SealWallet {
         let Ok(cert_der) = der_of(identity) else {
             return Vec::new();
         };
+        self.usable_with(&cert_der, now)
+    }
+
+    /// The seals the certificate `cert_der` (DER) may stamp with at `now`: for a split
+    /// identity, whose certificate is its own.
+    pub fn usable_with(&self, cert_der: &[u8], now: OffsetDateTime) -> Vec<&Seal> {
         self.seals
             .iter()
-            .filter(|s| s.is_bound_to(&cert_der).unwrap_or(false))
+            .filter(|s| s.is_bound_to(cert_der).unwrap_or(false))
             .filter(|s| s.valid_start() <= now && now <= s.valid_end())
             .collect()
     }
@@ -197,19 +203,38 @@ pub fn seal_approval_body(
     extras: &ApproveExtras,
     now: OffsetDateTime,
 ) -> Result<Value, Error> {
-    let Some(ask) = &claimed.seal else {
-        return Err(Error::Refused(
-            "this session does not ask for a seal signature".into(),
-        ));
-    };
+    let ask = seal_ask(claimed)?;
     check_approval(claimed, extras)?;
     let ses = stamp(ask, identity, seal, now)?;
+    Ok(seal_completion(
+        identity.certificate_pem(),
+        &identity.chain_pem,
+        &ses,
+        extras,
+    ))
+}
+
+/// What a seal session asks for, or a refusal for a session that does not ask for a seal.
+pub(crate) fn seal_ask(claimed: &Claimed) -> Result<&SealAsk, Error> {
+    claimed
+        .seal
+        .as_ref()
+        .ok_or_else(|| Error::Refused("this session does not ask for a seal signature".into()))
+}
+
+/// The completion body of a seal session around `ses` (the `SES_Signature`, DER).
+pub(crate) fn seal_completion(
+    certificate_pem: &str,
+    chain_pem: &[String],
+    ses: &[u8],
+    extras: &ApproveExtras,
+) -> Value {
     let mut body = json!({
-        "certificate_pem": identity.certificate_pem(),
+        "certificate_pem": certificate_pem,
         "seal_signature_b64": STANDARD.encode(ses),
     });
-    if !identity.chain_pem.is_empty() {
-        body["chain_pem"] = json!(identity.chain_pem);
+    if !chain_pem.is_empty() {
+        body["chain_pem"] = json!(chain_pem);
     }
     if let Some(code) = &extras.match_code {
         body["match_code"] = json!(code);
@@ -217,7 +242,7 @@ pub fn seal_approval_body(
     if extras.open_conversation {
         body["open_conversation"] = json!(true);
     }
-    Ok(body)
+    body
 }
 
 impl Phone {

@@ -231,6 +231,82 @@ impl UnlockedSplit<'_> {
         self.co_sign(&context, &request.tbs).await
     }
 
+    /// Stamps `ask` with `seal` (扫码签章 with a seal) for `context` at `now`: builds
+    /// `TBS_Sign` around the seal and the asked hash, has it co-signed (the service checks it
+    /// against what the broker holds for `context`), and returns the `SES_Signature`, DER.
+    pub async fn stamp(
+        &self,
+        context: &Context,
+        ask: &crate::seals::SealAsk,
+        seal: &bzt_seal::Seal,
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<u8>, Error> {
+        let cert_der = self
+            .identity
+            .certificate
+            .to_der()
+            .map_err(|e| Error::Identity(format!("cannot encode the certificate: {e}")))?;
+        let prepared = bzt_seal::prepare_signature(
+            seal.der(),
+            &cert_der,
+            &ask.data_hash,
+            &ask.property_info,
+            now,
+        )
+        .map_err(|e| Error::Refused(format!("cannot stamp with this seal: {e}")))?;
+        let signature = self
+            .client
+            .sign_seal(
+                &self.identity.file.key_id,
+                &self.d1,
+                &self.identity.joint,
+                context,
+                prepared.signed_bytes(),
+            )
+            .await?;
+        prepared
+            .finish(signature.to_der().as_bytes())
+            .map_err(|e| Error::Refused(format!("cannot stamp with this seal: {e}")))
+    }
+
+    /// Stamps a claimed seal session with `seal`.
+    pub async fn stamp_session(
+        &self,
+        claimed: &Claimed,
+        seal: &bzt_seal::Seal,
+    ) -> Result<Vec<u8>, Error> {
+        let ask = crate::seals::seal_ask(claimed)?;
+        let context = Context::Session(SessionRef {
+            id: claimed.session_id.clone(),
+            phone_token: claimed.phone_token.expose().to_owned(),
+            delegate: None,
+        });
+        self.stamp(&context, ask, seal, time::OffsetDateTime::now_utc())
+            .await
+    }
+
+    /// Stamps a conversation's seal request with `seal`.
+    pub async fn stamp_conversation_request(
+        &self,
+        conversation_id: &str,
+        phone_token: &str,
+        request: &SignRequest,
+        seal: &bzt_seal::Seal,
+    ) -> Result<Vec<u8>, Error> {
+        let ask = request
+            .seal
+            .as_ref()
+            .ok_or_else(|| Error::Refused("this request does not ask for a seal".into()))?;
+        let context = Context::Conversation(ConversationRef {
+            id: conversation_id.to_owned(),
+            request_id: request.request_id.clone(),
+            phone_token: phone_token.to_owned(),
+            delegate: None,
+        });
+        self.stamp(&context, ask, seal, time::OffsetDateTime::now_utc())
+            .await
+    }
+
     async fn co_sign(&self, context: &Context, tbs: &[u8]) -> Result<Vec<u8>, Error> {
         let signature = self
             .client
@@ -281,6 +357,27 @@ impl Phone {
             &signature,
             &extras,
         )?;
+        self.complete_raw(claimed, &body).await
+    }
+
+    /// [`Phone::approve_with_seal`] with a split key: the `SES_Signature` is co-signed with the
+    /// service, which signs the `TBS_Sign` only if it carries this session's hash.
+    pub async fn approve_with_seal_split(
+        &self,
+        claimed: &Claimed,
+        key: &UnlockedSplit<'_>,
+        seal: &bzt_seal::Seal,
+        extras: ApproveExtras,
+    ) -> Result<CompleteAnswer, Error> {
+        crate::seals::seal_ask(claimed)?;
+        check_approval(claimed, &extras)?;
+        let ses = key.stamp_session(claimed, seal).await?;
+        let body = crate::seals::seal_completion(
+            key.identity.certificate_pem(),
+            &key.identity.chain_pem,
+            &ses,
+            &extras,
+        );
         self.complete_raw(claimed, &body).await
     }
 

@@ -37,6 +37,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
+pub use crate::OpeningWindow;
 use crate::{ClientTls, CreateSession, Display, RpClient, RpError};
 
 /// Longest display title the broker accepts (characters).
@@ -77,6 +78,9 @@ pub enum HallError {
     /// No outcome arrived before the session's expiry (plus a grace period).
     #[error("no outcome from the broker by the session's expiry")]
     TimedOut,
+    /// The co-signing service did not register the opening window; no session was created.
+    #[error("the co-signing service did not register the opening window: {0}")]
+    Opening(String),
 }
 
 /// The hall's one-time SM2 key pair: the phone wraps the content key to its public half.
@@ -122,6 +126,22 @@ pub struct DecryptOptions {
     pub ttl_s: Option<u64>,
     /// Ask for number matching (recommended for `decrypt`).
     pub number_match: bool,
+    /// The opening window (开标时间): sent with the session, and registered with the co-signing
+    /// service first when `cosigner` is set.
+    pub opening: Option<OpeningWindow>,
+    /// The co-signing service of split keys, where the window is registered under the hall's
+    /// own token, so that the service refuses to co-decrypt outside it whatever the broker says.
+    pub cosigner: Option<CosignerRegistration>,
+}
+
+/// Where and how the hall registers its opening windows with the co-signing service
+/// (`POST /v1/openings`, docs/key-splitting.md).
+#[derive(Clone, Debug)]
+pub struct CosignerRegistration {
+    /// The service's base URL, e.g. `http://127.0.0.1:8701`.
+    pub url: String,
+    /// The hall's relying-party token at the service (`[[relying_parties]]`).
+    pub token: String,
 }
 
 /// Talks to a broker as an RP backend (API key).
@@ -269,15 +289,23 @@ impl HallClient {
             &hex::encode(header_digest(&header_raw))[..16],
             header.recipients().len()
         );
-        let mut body = CreateSession::new(Kind::Decrypt, title);
+        let mut body = CreateSession::new(crate::Kind::Decrypt, title);
         body.display = Display {
             title: body.display.title,
             detail: Some(detail),
         };
         body.envelope_header_b64 = Some(STANDARD.encode(&header_raw));
         body.reply_key = Some(key.reply_key_hex());
-        body.ttl_s = options.ttl_s;
-        body.number_match = options.number_match;
+        body.ttl_s = options.ttl_s.map(|t| u32::try_from(t).unwrap_or(u32::MAX));
+        body.number_match = options.number_match.then_some(true);
+        if let Some(window) = &options.opening {
+            // Registered before the session exists: no phone can be asked while only the
+            // broker's copy of the window stands between it and the file.
+            if let Some(cosigner) = &options.cosigner {
+                self.register_opening(cosigner, &header_raw, window).await?;
+            }
+            body.opening = Some(window.clone());
+        }
         let created = self.rp.create_session(&body).await?;
         let ttl = created.ttl_s;
         Ok(DecryptSession {
@@ -294,6 +322,42 @@ impl HallClient {
             key,
             deadline: tokio::time::Instant::now() + Duration::from_secs(ttl) + EXPIRY_GRACE,
         })
+    }
+
+    /// Registers `window` for the envelope whose header is `header_raw` with the co-signing
+    /// service (`POST /v1/openings`, keyed by the SM3 of the header, which the decrypt challenge
+    /// names). The service then refuses to co-decrypt that envelope's keys outside the window by
+    /// its own clock, even for a session whose broker sends no window or another one.
+    pub async fn register_opening(
+        &self,
+        cosigner: &CosignerRegistration,
+        header_raw: &[u8],
+        window: &OpeningWindow,
+    ) -> Result<(), HallError> {
+        let url = format!("{}/v1/openings", cosigner.url.trim_end_matches('/'));
+        let resp = self
+            .rp
+            .http()
+            .post(&url)
+            .bearer_auth(&cosigner.token)
+            .json(&serde_json::json!({
+                "envelope_sm3": hex::encode(header_digest(header_raw)),
+                "not_before": window.not_before,
+                "not_after": window.not_after,
+            }))
+            .send()
+            .await
+            .map_err(|e| HallError::Opening(format!("{url}: {}", e.without_url())))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        Err(HallError::Opening(format!(
+            "HTTP {status} {}: {}",
+            body["error"]["code"].as_str().unwrap_or_default(),
+            body["error"]["message"].as_str().unwrap_or_default()
+        )))
     }
 
     /// The whole flow: create the session, report its QR (as a first [`HallEvent::Qr`]), wait,

@@ -17,8 +17,6 @@ pub mod hall;
 pub mod webhook;
 
 pub use bzt_phone::net::{connect_ws, ClientTls, TlsSetupError, WsStream};
-/// The session kinds, as the phone crate spells them on the wire.
-pub use bzt_phone::Kind;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -60,119 +58,16 @@ impl RpError {
     }
 }
 
-/// What the phone shows.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Display {
-    /// Required, ≤ 200 characters.
-    pub title: String,
-    /// Optional, ≤ 200 characters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
+/// The create request and answer are the broker's own wire types (crate
+/// `bzt-wire`), under the names this client has always used.
+pub use bzt_wire::{
+    ConversationPolicyInput as ConversationLimits, CreateSessionRequest as CreateSession,
+    CreateSessionResponse as CreatedSession, DisplayText as Display, ExpectCertInput as ExpectCert,
+    Kind, OpeningInput, RequesterInput as Requester, SealInput,
+};
 
-/// Only this certificate may complete the session.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExpectCert {
-    /// Hex serial (any case, colons allowed).
-    pub serial: String,
-    /// RFC 4514 issuer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issuer: Option<String>,
-}
-
-/// The end user as the RP saw them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Requester {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_agent: Option<String>,
-}
-
-/// Limits of a conversation a `sign` session may open.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConversationLimits {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_requests: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idle_s: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_s: Option<u64>,
-}
-
-/// `POST /v1/sessions` body. Fields left `None` are not sent (the broker's defaults apply).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct CreateSession {
-    pub kind: Kind,
-    pub display: Display,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ttl_s: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub accept: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expect_cert: Option<ExpectCert>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub requester: Option<Requester>,
-    /// `sign` only: the bytes to sign, base64.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tbs_b64: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub conversation: Option<ConversationLimits>,
-    /// `decrypt` only: the envelope header, base64, byte for byte as in the file.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub envelope_header_b64: Option<String>,
-    /// `decrypt` only: the hall's one-time key, hex `04||X||Y`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reply_key: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub webhook_url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rotate_s: Option<u64>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub number_match: bool,
-}
-
-impl CreateSession {
-    /// A session of `kind` showing `title`, everything else the broker's default.
-    pub fn new(kind: Kind, title: impl Into<String>) -> Self {
-        Self {
-            kind,
-            display: Display {
-                title: title.into(),
-                detail: None,
-            },
-            ttl_s: None,
-            accept: None,
-            expect_cert: None,
-            requester: None,
-            tbs_b64: None,
-            conversation: None,
-            envelope_header_b64: None,
-            reply_key: None,
-            webhook_url: None,
-            rotate_s: None,
-            number_match: false,
-        }
-    }
-}
-
-/// The create answer (201): hand it to the page as is.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CreatedSession {
-    pub id: String,
-    pub kind: String,
-    pub status: String,
-    pub version: u64,
-    pub qr_text: String,
-    pub browser_token: String,
-    pub ws_url: String,
-    pub events_url: String,
-    pub qr_svg_url: String,
-    pub qr_png_url: String,
-    pub created_at: String,
-    pub expires_at: String,
-    pub ttl_s: u64,
-}
+/// An opening window (开标时间 .. decryption deadline), RFC 3339 times: the wire's `opening`.
+pub use bzt_wire::OpeningInput as OpeningWindow;
 
 /// The session view (`GET /v1/sessions/<id>`, long-poll, cancel, webhooks).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -211,12 +106,8 @@ impl SessionView {
     }
 }
 
-/// `POST /v1/conversations/<cid>/requests` answer (202).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SentRequest {
-    pub request_id: String,
-    pub expires_at: String,
-}
+/// `POST /v1/conversations/<cid>/requests` answer (202): the broker's own wire type.
+pub use bzt_wire::ConversationRequestAccepted as SentRequest;
 
 /// A conversation request's state (`GET /v1/conversations/<cid>/requests/<rid>`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -313,16 +204,14 @@ impl RpClient {
         &self,
         conversation_id: &str,
         tbs: &[u8],
-        display: Option<&Display>,
+        display: &Display,
     ) -> Result<SentRequest, RpError> {
         use base64::Engine;
-        let mut body = serde_json::json!({
-            "tbs_b64": base64::engine::general_purpose::STANDARD.encode(tbs),
-        });
-        if let Some(d) = display {
-            body["display"] =
-                serde_json::to_value(d).map_err(|e| RpError::Protocol(format!("display: {e}")))?;
-        }
+        let body = bzt_wire::ConversationRequestInput {
+            tbs_b64: Some(base64::engine::general_purpose::STANDARD.encode(tbs)),
+            seal: None,
+            display: display.clone(),
+        };
         let req = self
             .http
             .post(self.url(&format!(
@@ -453,7 +342,7 @@ mod tests {
     fn create_body_sends_only_what_is_set() {
         let mut body = CreateSession::new(Kind::Decrypt, "开标解密");
         body.reply_key = Some("04ab".into());
-        body.number_match = true;
+        body.number_match = Some(true);
         let v = serde_json::to_value(&body).unwrap();
         assert_eq!(
             v,

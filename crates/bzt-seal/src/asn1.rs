@@ -6,8 +6,10 @@
 //! plain data with `der` derives: making and checking live in [`crate::make`] and
 //! [`crate::verify`].
 
-use der::asn1::{Any, BitString, GeneralizedTime, Ia5String, ObjectIdentifier, OctetString};
+use der::asn1::{Any, BitString, Ia5String, ObjectIdentifier, OctetString};
 use der::Sequence;
+
+use crate::ses_time::SesTime;
 
 /// `SES_Header ::= SEQUENCE { id IA5String, version INTEGER, vid IA5String }`.
 #[derive(Clone, Debug, PartialEq, Eq, Sequence)]
@@ -33,11 +35,11 @@ pub struct SesPropertyInfo {
     /// apart: kept as raw DER and read by [`SesPropertyInfo::certificates`].
     pub cert_list: Any,
     /// When the seal was made.
-    pub create_date: GeneralizedTime,
+    pub create_date: SesTime,
     /// Start of the seal's validity.
-    pub valid_start: GeneralizedTime,
+    pub valid_start: SesTime,
     /// End of the seal's validity.
-    pub valid_end: GeneralizedTime,
+    pub valid_end: SesTime,
 }
 
 /// One entry of a type-2 certificate list: `SEQUENCE { type PrintableString, value OCTET STRING }`.
@@ -111,7 +113,7 @@ pub struct TbsSign {
     /// The whole seal, embedded.
     pub eseal: SeSeal,
     /// When the stamp was made (the signer's clock).
-    pub time_info: GeneralizedTime,
+    pub time_info: SesTime,
     /// SM3 of the protected data.
     pub data_hash: BitString,
     /// Names what is protected (in OFD: the path of `Signature.xml`).

@@ -1,15 +1,14 @@
-//! Making seals (the maker's side) and seal signatures (the owner's side).
+//! What a seal is made of ([`SealSpec`]) and seal signatures prepared for any signer
+//! ([`prepare_signature`]); making with a whole key is [`crate::maker`] (feature `maker`).
 
-use der::asn1::{Any, BitString, GeneralizedTime, Ia5String, OctetString};
+use der::asn1::{BitString, Ia5String, OctetString};
 use der::{Decode, Encode};
-use sm2::dsa::SigningKey;
 use time::OffsetDateTime;
 
-use crate::asn1::{
-    SeSeal, SesHeader, SesPictureInfo, SesPropertyInfo, SesSealInfo, SesSignature, TbsSign,
-};
+use crate::asn1::{SeSeal, SesSignature, TbsSign};
 use crate::error::SealError;
-use crate::{HEADER_ID, OID_SM2_WITH_SM3, VENDOR_ID, VERSION};
+use crate::ses_time::SesTime;
+use crate::{OID_SM2_WITH_SM3, VERSION};
 
 /// The seal types this project writes into `SES_ESPropertyInfo.type` (the standard leaves the
 /// numbering to the issuer).
@@ -79,119 +78,6 @@ pub struct SealSpec {
 
 /// The picture types a seal may carry.
 pub const PICTURE_TYPES: [&str; 5] = ["PNG", "JPG", "GIF", "BMP", "SVG"];
-
-/// Makes a seal: builds `SES_SealInfo`, signs its DER with the maker's key and returns the DER of
-/// `SESeal`. `maker_cert_der` must be the certificate of `maker_key`.
-pub fn make_seal(
-    spec: &SealSpec,
-    maker_cert_der: &[u8],
-    maker_key: &SigningKey,
-) -> Result<Vec<u8>, SealError> {
-    const PART: &str = "SES_SealInfo";
-    if spec.owner_certs.is_empty() {
-        return Err(SealError::input(
-            PART,
-            "a seal must be bound to at least one certificate",
-        ));
-    }
-    if spec.name.trim().is_empty() {
-        return Err(SealError::input(PART, "the seal's name must not be empty"));
-    }
-    if spec.valid_end <= spec.valid_start {
-        return Err(SealError::input(PART, "validEnd must follow validStart"));
-    }
-    if !PICTURE_TYPES.contains(&spec.picture.picture_type.as_str()) {
-        return Err(SealError::input(
-            PART,
-            format!("picture type must be one of {}", PICTURE_TYPES.join(", ")),
-        ));
-    }
-    if spec.picture.width_mm == 0 || spec.picture.height_mm == 0 {
-        return Err(SealError::input(
-            PART,
-            "the picture's size must not be zero",
-        ));
-    }
-    let maker_cert = x509_cert::Certificate::from_der(maker_cert_der)
-        .map_err(|e| SealError::input("SESeal.cert", format!("not a DER certificate: {e}")))?;
-    if !bzt_devca::sm2sig::key_matches_cert(maker_key, &maker_cert) {
-        return Err(SealError::input(
-            "SESeal.cert",
-            "the maker's key is not the key of the maker's certificate",
-        ));
-    }
-
-    let certs: Vec<OctetString> = spec
-        .owner_certs
-        .iter()
-        .map(|c| octets(c, PART))
-        .collect::<Result<_, _>>()?;
-    let info = SesSealInfo {
-        header: SesHeader {
-            id: ia5(HEADER_ID, PART)?,
-            version: VERSION,
-            vid: ia5(VENDOR_ID, PART)?,
-        },
-        es_id: ia5(&spec.es_id, "SES_SealInfo.esID")?,
-        property: SesPropertyInfo {
-            seal_type: spec.seal_type.code(),
-            name: spec.name.clone(),
-            cert_list_type: 1,
-            cert_list: Any::encode_from(&certs)
-                .map_err(|e| SealError::input(PART, e.to_string()))?,
-            create_date: gtime(spec.created, "SES_ESPropertyInfo.createDate")?,
-            valid_start: gtime(spec.valid_start, "SES_ESPropertyInfo.validStart")?,
-            valid_end: gtime(spec.valid_end, "SES_ESPropertyInfo.validEnd")?,
-        },
-        picture: SesPictureInfo {
-            picture_type: ia5(&spec.picture.picture_type, PART)?,
-            data: octets(&spec.picture.data, PART)?,
-            width: spec.picture.width_mm,
-            height: spec.picture.height_mm,
-        },
-        ext_datas: None,
-    };
-    let signed = info
-        .to_der()
-        .map_err(|e| SealError::input(PART, e.to_string()))?;
-    let signature = bzt_devca::sign_der(maker_key, &signed)
-        .map_err(|e| SealError::input("SESeal.signedValue", e.to_string()))?;
-    SeSeal {
-        e_seal_info: info,
-        cert: octets(maker_cert_der, "SESeal.cert")?,
-        sign_alg_id: OID_SM2_WITH_SM3,
-        signed_value: bits(&signature, "SESeal.signedValue")?,
-    }
-    .to_der()
-    .map_err(|e| SealError::input("SESeal", e.to_string()))
-}
-
-/// Stamps: builds `TBS_Sign` over `data_hash` (the SM3 of the protected data, 32 bytes) with the
-/// seal embedded, signs its DER with the owner's key and returns the DER of `SES_Signature`.
-/// Checks that `signer_cert_der` is one the seal is bound to and the key matches it, so a phone
-/// cannot make a signature that no verifier would accept.
-pub fn sign_with_seal(
-    seal_der: &[u8],
-    signer_cert_der: &[u8],
-    signer_key: &SigningKey,
-    data_hash: &[u8],
-    property_info: &str,
-    at: OffsetDateTime,
-) -> Result<Vec<u8>, SealError> {
-    let prepared = prepare_signature(seal_der, signer_cert_der, data_hash, property_info, at)?;
-    let signer_cert = x509_cert::Certificate::from_der(signer_cert_der).map_err(|e| {
-        SealError::input("SES_Signature.cert", format!("not a DER certificate: {e}"))
-    })?;
-    if !bzt_devca::sm2sig::key_matches_cert(signer_key, &signer_cert) {
-        return Err(SealError::input(
-            "SES_Signature.cert",
-            "the signing key is not the key of the signer's certificate",
-        ));
-    }
-    let signature = bzt_devca::sign_der(signer_key, prepared.signed_bytes())
-        .map_err(|e| SealError::input("SES_Signature.signature", e.to_string()))?;
-    prepared.finish(&signature)
-}
 
 /// A seal signature waiting for its SM2 signature: for signers that do not hold the key in
 /// one piece (a phone whose key is split with a co-signer signs [`PreparedSignature::signed_bytes`]
@@ -270,22 +156,20 @@ pub fn prepare_signature(
     })
 }
 
-fn ia5(s: &str, part: &'static str) -> Result<Ia5String, SealError> {
+pub(crate) fn ia5(s: &str, part: &'static str) -> Result<Ia5String, SealError> {
     Ia5String::new(s).map_err(|_| SealError::input(part, format!("{s:?} is not IA5 (ASCII) text")))
 }
 
-fn octets(b: &[u8], part: &'static str) -> Result<OctetString, SealError> {
+pub(crate) fn octets(b: &[u8], part: &'static str) -> Result<OctetString, SealError> {
     OctetString::new(b.to_vec()).map_err(|e| SealError::input(part, e.to_string()))
 }
 
-fn bits(b: &[u8], part: &'static str) -> Result<BitString, SealError> {
+pub(crate) fn bits(b: &[u8], part: &'static str) -> Result<BitString, SealError> {
     BitString::from_bytes(b).map_err(|e| SealError::input(part, e.to_string()))
 }
 
-/// GeneralizedTime to the second (DER allows no fraction of zero; `der` writes none).
-pub(crate) fn gtime(t: OffsetDateTime, part: &'static str) -> Result<GeneralizedTime, SealError> {
-    let secs = u64::try_from(t.unix_timestamp())
-        .map_err(|_| SealError::input(part, "dates before 1970 are not supported"))?;
-    GeneralizedTime::from_unix_duration(std::time::Duration::from_secs(secs))
-        .map_err(|e| SealError::input(part, e.to_string()))
+/// GeneralizedTime to the second (DER writes no fraction of zero; ours are whole seconds).
+pub(crate) fn gtime(t: OffsetDateTime, part: &'static str) -> Result<SesTime, SealError> {
+    SesTime::from_offset(t)
+        .ok_or_else(|| SealError::input(part, "the year must be within 0..=9999"))
 }

@@ -6,7 +6,7 @@
 //! maker's certificate (trusted, valid); `timeInfo` within the seal's and the signer
 //! certificate's validity; `dataHash` against the data. The first failure is reported.
 
-use der::asn1::GeneralizedTime;
+use crate::ses_time::SesTime;
 use der::{Decode, Encode, Tagged};
 use sm3::{Digest, Sm3};
 use time::OffsetDateTime;
@@ -281,7 +281,7 @@ pub fn verify_signature(
     // 1. The signer's signature over DER(TBS_Sign).
     let signer = Certificate::from_der(sig.signer_cert_der())
         .map_err(|e| SealError::malformed("SES_Signature.cert", e))?;
-    let signer_key = bzt_devca::cert_verifying_key(&signer).map_err(|e| {
+    let signer_key = bzt_crypto::sm2sig::cert_verifying_key(&signer).map_err(|e| {
         SealError::new(
             SealErrorKind::Unsupported,
             "SES_Signature.cert",
@@ -291,7 +291,7 @@ pub fn verify_signature(
     let signature = sig.asn1.signature.as_bytes().ok_or_else(|| {
         SealError::malformed("SES_Signature.signature", "the BIT STRING has unused bits")
     })?;
-    bzt_devca::verify_der(&signer_key, &sig.signed_bytes()?, signature).map_err(|_| {
+    bzt_crypto::sm2sig::verify_der(&signer_key, &sig.signed_bytes()?, signature).map_err(|_| {
         SealError::new(
             SealErrorKind::SignerSignature,
             "SES_Signature.signature",
@@ -392,7 +392,7 @@ fn verify_maker(
 ) -> Result<Certificate, SealError> {
     let maker = Certificate::from_der(seal.maker_cert_der())
         .map_err(|e| SealError::malformed("SESeal.cert", e))?;
-    let key = bzt_devca::cert_verifying_key(&maker)
+    let key = bzt_crypto::sm2sig::cert_verifying_key(&maker)
         .map_err(|e| SealError::new(SealErrorKind::Unsupported, "SESeal.cert", e.to_string()))?;
     let info = seal
         .asn1
@@ -402,7 +402,7 @@ fn verify_maker(
     let signed_value = seal.asn1.signed_value.as_bytes().ok_or_else(|| {
         SealError::malformed("SESeal.signedValue", "the BIT STRING has unused bits")
     })?;
-    bzt_devca::verify_der(&key, &info, signed_value).map_err(|_| {
+    bzt_crypto::sm2sig::verify_der(&key, &info, signed_value).map_err(|_| {
         SealError::new(
             SealErrorKind::MakerSignature,
             "SESeal.signedValue",
@@ -415,8 +415,8 @@ fn verify_maker(
     let trusted_by = trusted.iter().find(|t| {
         t.to_der().is_ok_and(|d| d == maker_der)
             || (t.tbs_certificate().subject() == maker.tbs_certificate().issuer()
-                && bzt_devca::cert_verifying_key(t)
-                    .is_ok_and(|k| bzt_devca::verify_cert_signature(&maker, &k).is_ok()))
+                && bzt_crypto::sm2sig::cert_verifying_key(t)
+                    .is_ok_and(|k| bzt_crypto::sm2sig::verify_cert_signature(&maker, &k).is_ok()))
     });
     let Some(trusted_by) = trusted_by else {
         return Err(SealError::new(
@@ -460,8 +460,8 @@ fn seal_valid_at(seal: &Seal, at: OffsetDateTime) -> Result<(), SealError> {
     Ok(())
 }
 
-fn to_time(t: &GeneralizedTime) -> OffsetDateTime {
-    unix_to_time(t.to_unix_duration())
+fn to_time(t: &SesTime) -> OffsetDateTime {
+    t.to_offset()
 }
 
 fn x509_time(t: &x509_cert::time::Time) -> OffsetDateTime {

@@ -361,14 +361,11 @@ fn a_seal_made_for_another_certificate_is_refused() {
 /// phone could build without this crate's check).
 fn forge_with_other_signer(seal_der: &[u8], other: &IssuedCert) -> Vec<u8> {
     use bzt_seal::asn1::{SeSeal, SesSignature, TbsSign};
-    use x509_cert::der::asn1::{BitString, GeneralizedTime, Ia5String, OctetString};
+    use x509_cert::der::asn1::{BitString, Ia5String, OctetString};
     let tbs = TbsSign {
         version: 4,
         eseal: SeSeal::from_der(seal_der).unwrap(),
-        time_info: GeneralizedTime::from_unix_duration(std::time::Duration::from_secs(
-            now().unix_timestamp() as u64,
-        ))
-        .unwrap(),
+        time_info: bzt_seal::SesTime::from_offset(now()).unwrap(),
         data_hash: BitString::from_bytes(&[7; 32]).unwrap(),
         property_info: Ia5String::new("x").unwrap(),
         ext_datas: None,
@@ -452,4 +449,91 @@ fn making_refuses_a_key_that_is_not_the_certificates() {
     let s = spec(der_of(&f.owner), now(), now() + Duration::days(1));
     let err = make_seal(&s, &f.maker_der(), &f.owner_key).unwrap_err();
     assert_eq!(err.kind, SealErrorKind::Input);
+}
+
+/// GB/T 38540 takes ASN.1 GeneralizedTime, which may carry a fraction of a second
+/// (BouncyCastle writes one when the milliseconds are not zero). Here OpenSSL makes the time
+/// value and signs the `TBS_Sign` around it: the stamp reads, verifies, and keeps its fraction.
+#[test]
+fn a_stamp_whose_time_has_a_fraction_of_a_second_made_and_signed_by_openssl_verifies() {
+    use bzt_seal::asn1::{SeSeal, SesSignature, TbsSign};
+    use bzt_seal::SesTime;
+    use x509_cert::der::asn1::{BitString, Ia5String, OctetString};
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let at = (now() - Duration::minutes(1))
+        .replace_nanosecond(0)
+        .unwrap();
+    let text = format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}.25Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    );
+    let time_der = dir.path().join("time.der");
+    run(Command::new("openssl")
+        .args(["asn1parse", "-noout", "-genstr"])
+        .arg(format!("GENERALIZEDTIME:{text}"))
+        .arg("-out")
+        .arg(&time_der));
+    let time_info = SesTime::from_der(&std::fs::read(&time_der).unwrap()).unwrap();
+    assert_eq!(time_info.to_offset(), at + Duration::milliseconds(250));
+
+    let tbs = TbsSign {
+        version: 4,
+        eseal: SeSeal::from_der(&f.seal()).unwrap(),
+        time_info,
+        data_hash: BitString::from_bytes(&Sm3::digest(DOCUMENT)).unwrap(),
+        property_info: Ia5String::new(PROPERTY_INFO).unwrap(),
+        ext_datas: None,
+    };
+    let tbs_der = tbs.to_der().unwrap();
+    assert!(
+        tbs_der.windows(text.len()).any(|w| w == text.as_bytes()),
+        "the time travels as OpenSSL wrote it"
+    );
+    std::fs::write(dir.path().join("tbs.der"), &tbs_der).unwrap();
+    std::fs::write(dir.path().join("key.pem"), &f.owner.key_pem).unwrap();
+    run(Command::new("openssl")
+        .args(["pkeyutl", "-sign", "-inkey"])
+        .arg(dir.path().join("key.pem"))
+        .args([
+            "-rawin",
+            "-digest",
+            "sm3",
+            "-pkeyopt",
+            "distid:1234567812345678",
+        ])
+        .arg("-in")
+        .arg(dir.path().join("tbs.der"))
+        .arg("-out")
+        .arg(dir.path().join("sig.der")));
+    let ses = SesSignature {
+        to_sign: tbs,
+        cert: OctetString::new(der_of(&f.owner)).unwrap(),
+        signature_alg_id: bzt_seal::OID_SM2_WITH_SM3,
+        signature: BitString::from_bytes(&std::fs::read(dir.path().join("sig.der")).unwrap())
+            .unwrap(),
+        time_stamp: None,
+    }
+    .to_der()
+    .unwrap();
+
+    let sig = SealSignature::from_der(&ses).unwrap();
+    assert_eq!(sig.signed_bytes().unwrap(), tbs_der);
+    assert_eq!(sig.time_info().millisecond(), 250);
+    let ok = verify_signature(&sig, &f.makers(), &Sm3::digest(DOCUMENT), now()).unwrap();
+    assert_eq!(ok.time_info, at + Duration::milliseconds(250));
+    // A DER reader other than ours agrees on the value.
+    std::fs::write(dir.path().join("ses.der"), &ses).unwrap();
+    let parsed = run(Command::new("openssl")
+        .args(["asn1parse", "-inform", "DER", "-in"])
+        .arg(dir.path().join("ses.der")));
+    assert!(
+        parsed.contains(&format!("GENERALIZEDTIME   :{text}")),
+        "{parsed}"
+    );
 }

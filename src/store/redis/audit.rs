@@ -26,9 +26,9 @@
 
 use super::conn::{connect, timed, Conn};
 use super::{AbortOnDrop, Keys, RedisSettings, RedisStore};
-use crate::audit::{audit_unavailable, AuditLog, AuditQuery};
-use crate::error::ApiError;
+use crate::store::file_audit::audit_unavailable;
 use crate::store::StoreError;
+use crate::store::{AuditLog, AuditQuery};
 use bzt_core::audit::{checkpoint, Event, Operation, Record, RecordBody, GENESIS};
 use bzt_core::Timestamp;
 use redis::streams::StreamRangeReply;
@@ -306,21 +306,21 @@ impl RedisStore {
 
 #[async_trait::async_trait]
 impl AuditLog for RedisAuditLog {
-    async fn append(&self, op: Operation, time: Timestamp) -> Result<u64, ApiError> {
+    async fn append(&self, op: Operation, time: Timestamp) -> Result<u64, StoreError> {
         self.send(Some(op), time).await
     }
 
-    async fn query(&self, q: AuditQuery) -> Result<Vec<Record>, ApiError> {
+    async fn query(&self, q: AuditQuery) -> Result<Vec<Record>, StoreError> {
         Ok(self.matching(&q).await?)
     }
 
-    async fn checkpoint_if_unsigned(&self, time: Timestamp) -> Result<u64, ApiError> {
+    async fn checkpoint_if_unsigned(&self, time: Timestamp) -> Result<u64, StoreError> {
         self.send(None, time).await
     }
 }
 
 impl RedisAuditLog {
-    async fn send(&self, op: Option<Operation>, time: Timestamp) -> Result<u64, ApiError> {
+    async fn send(&self, op: Option<Operation>, time: Timestamp) -> Result<u64, StoreError> {
         let stopped = || audit_unavailable("the audit writer stopped");
         let queue = self.queue.as_ref().ok_or_else(stopped)?;
         let (ack, done) = oneshot::channel();

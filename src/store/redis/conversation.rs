@@ -8,7 +8,7 @@
 //!   every write.
 //! - Deadlines are the sorted set `<prefix>:{cdue}` (member = conversation
 //!   id, score = next deadline in Unix ms), kept as described in
-//!   [`crate::store::conversation`]. Unlike a session's, a conversation's
+//!   [`crate::store::ConversationStore`]. Unlike a session's, a conversation's
 //!   deadline moves (a new request brings its TTL, an answer pushes the idle
 //!   clock), and the writes that move it race with the nodes that claim it.
 //!   The rule that keeps this sound: the recorded deadline is never later
@@ -29,7 +29,7 @@
 
 use super::conn::timed;
 use super::{ttl_until, Cas, RedisStore, CLAIM_DUE, MAX_CAS_ATTEMPTS};
-use crate::store::conversation::{ConvUpdate, ConversationStore};
+use crate::store::{ConvUpdate, ConversationStore};
 use crate::store::{StoreError, EXPIRY_LEASE};
 use async_trait::async_trait;
 use bzt_core::conversation::{ConvApplied, ConvOp, Conversation};

@@ -71,6 +71,7 @@ impl TestBroker {
             expires_at: "2099-01-01T00:00:00.000Z".into(),
             certificate_serial: None,
             opening,
+            seal: None,
         };
         self.sessions
             .lock()

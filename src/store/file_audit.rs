@@ -15,7 +15,7 @@
 //! same records, one chain for all nodes:
 //! [`crate::store::redis::RedisAuditLog`].
 
-use crate::error::ApiError;
+use super::{AuditLog, AuditQuery, StoreError};
 use bzt_core::audit::{checkpoint, Event, Operation, Record, RecordBody, GENESIS};
 use bzt_core::Timestamp;
 use sm2::dsa::SigningKey;
@@ -25,33 +25,6 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
 use tokio::sync::oneshot;
-
-/// Filters of `GET /v1/audit` and `bzt audit`.
-#[derive(Debug, Default, Clone)]
-pub struct AuditQuery {
-    pub app: Option<String>,
-    pub serial: Option<String>,
-    pub since: Option<Timestamp>,
-    /// A member of 企业证书授权: its name or its device id.
-    pub delegate: Option<String>,
-    pub limit: usize,
-}
-
-impl AuditQuery {
-    pub(crate) fn matches(&self, r: &Record) -> bool {
-        let Some(op) = r.operation() else {
-            return false;
-        };
-        self.app.as_ref().is_none_or(|a| *a == op.app)
-            && self.serial.as_ref().is_none_or(|s| *s == op.cert_serial)
-            && self.since.is_none_or(|t| r.body.time >= t)
-            && self.delegate.as_ref().is_none_or(|who| {
-                op.delegate
-                    .as_ref()
-                    .is_some_and(|d| d.name == *who || d.device == *who)
-            })
-    }
-}
 
 type Ack = oneshot::Sender<Result<u64, String>>;
 
@@ -63,30 +36,15 @@ struct Append {
     ack: Ack,
 }
 
-/// Where audit records go. Appends are durable when they return: callers
-/// append *before* reporting the outcome they record.
-#[async_trait::async_trait]
-pub trait AuditLog: Send + Sync + 'static {
-    /// Appends an operation; returns its sequence number once it is durable.
-    async fn append(&self, op: Operation, time: Timestamp) -> Result<u64, ApiError>;
-    /// Matching operations, oldest first, at most `limit` (0: no limit).
-    async fn query(&self, q: AuditQuery) -> Result<Vec<Record>, ApiError>;
-    /// Appends a signed checkpoint at `time` if any operation was appended
-    /// since the last one (the broker calls this every
-    /// `[audit] checkpoint_interval_s`, so truncating the log's end cannot
-    /// go unnoticed for longer). Returns the chain's last `seq`.
-    async fn checkpoint_if_unsigned(&self, time: Timestamp) -> Result<u64, ApiError>;
-}
-
 #[async_trait::async_trait]
 impl AuditLog for FileAuditLog {
-    async fn append(&self, op: Operation, time: Timestamp) -> Result<u64, ApiError> {
+    async fn append(&self, op: Operation, time: Timestamp) -> Result<u64, StoreError> {
         FileAuditLog::append(self, op, time).await
     }
-    async fn query(&self, q: AuditQuery) -> Result<Vec<Record>, ApiError> {
+    async fn query(&self, q: AuditQuery) -> Result<Vec<Record>, StoreError> {
         FileAuditLog::query(self, q).await
     }
-    async fn checkpoint_if_unsigned(&self, time: Timestamp) -> Result<u64, ApiError> {
+    async fn checkpoint_if_unsigned(&self, time: Timestamp) -> Result<u64, StoreError> {
         self.send(None, time).await
     }
 }
@@ -161,11 +119,11 @@ impl FileAuditLog {
     }
 
     /// Appends an operation; returns its sequence number once it is on disk.
-    pub async fn append(&self, op: Operation, time: Timestamp) -> Result<u64, ApiError> {
+    pub async fn append(&self, op: Operation, time: Timestamp) -> Result<u64, StoreError> {
         self.send(Some(op), time).await
     }
 
-    async fn send(&self, op: Option<Operation>, time: Timestamp) -> Result<u64, ApiError> {
+    async fn send(&self, op: Option<Operation>, time: Timestamp) -> Result<u64, StoreError> {
         let (ack, done) = oneshot::channel();
         let tx = self
             .writer
@@ -182,25 +140,17 @@ impl FileAuditLog {
     }
 
     /// Matching operations, oldest first, at most `limit`.
-    pub async fn query(&self, q: AuditQuery) -> Result<Vec<Record>, ApiError> {
+    pub async fn query(&self, q: AuditQuery) -> Result<Vec<Record>, StoreError> {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || read_matching(&path, &q))
             .await
-            .map_err(|_| ApiError::internal())?
-            .map_err(|e| {
-                tracing::error!(error = %e, "audit query failed");
-                ApiError::internal()
-            })
+            .map_err(|_| StoreError::Corrupt("the audit query task failed".into()))?
+            .map_err(|e| StoreError::Corrupt(format!("audit query failed: {e}")))
     }
 }
 
-pub(crate) fn audit_unavailable(detail: &str) -> ApiError {
-    tracing::error!(%detail, "audit log unavailable");
-    ApiError::new(
-        bzt_core::ErrorCode::Unavailable,
-        "the audit log cannot be written; the operation was not recorded and not performed",
-    )
-    .with_retry_after(1)
+pub(crate) fn audit_unavailable(detail: &str) -> StoreError {
+    StoreError::AuditUnavailable(detail.to_owned())
 }
 
 /// Reads a whole log file's records (for queries and `bzt audit`).

@@ -1,0 +1,21 @@
+//! The body of every non-2xx answer.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The body of every non-2xx answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// A refusal: a stable code to branch on and a message for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable error code (`invalid_request`, `unauthorized`, `not_found`, ...); each has one
+    /// HTTP status (docs/protocol.md "Errors").
+    pub code: String,
+    /// Human-readable; do not branch on it.
+    pub message: String,
+}

@@ -1,0 +1,116 @@
+// The SDK's hand-written type declarations checked against the broker's generated OpenAPI
+// document (docs/openapi.json, derived from the wire structs the broker itself uses): every
+// field the schema declares is declared here with the same optionality, and nothing else.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const openapi = JSON.parse(readFileSync(join(repo, 'docs/openapi.json'), 'utf8'));
+const schemas = openapi.components.schemas;
+
+/** The body of `export interface <name> { ... }` in a .d.ts file. */
+function interfaceBody(file, name) {
+  const text = readFileSync(join(repo, file), 'utf8');
+  const start = text.indexOf(`export interface ${name} `);
+  assert.notEqual(start, -1, `${file} declares ${name}`);
+  let depth = 0;
+  const open = text.indexOf('{', start);
+  for (let i = open; i < text.length; i++) {
+    if (text[i] === '{') depth++;
+    if (text[i] === '}' && --depth === 0) return text.slice(open + 1, i);
+  }
+  throw new Error(`${name} in ${file} is not closed`);
+}
+
+/** `{ field: { optional, type } }` of an object type's body (top-level members only). */
+function members(body) {
+  const out = {};
+  let depth = 0;
+  let current = '';
+  const flush = () => {
+    const m = current.trim().match(/^([a-z_][a-z0-9_]*)(\??):\s*([\s\S]*)$/);
+    if (m) out[m[1]] = { optional: m[2] === '?', type: m[3].trim() };
+    current = '';
+  };
+  for (const line of body.split('\n').filter((l) => !/^\s*(\/\/|\/\*\*|\*)/.test(l))) {
+    for (const ch of line + '\n') {
+      if (ch === '{') depth++;
+      if (ch === '}') depth--;
+      if ((ch === ';' || ch === '\n') && depth === 0) flush();
+      else current += ch;
+    }
+  }
+  return out;
+}
+
+/** The schema an object property stands for, following `$ref` and `[T, null]`. */
+function resolveSchema(s) {
+  if (s?.$ref) return schemas[s.$ref.split('/').pop()];
+  for (const k of ['oneOf', 'anyOf']) {
+    const real = s?.[k]?.filter((x) => x.type !== 'null');
+    if (real?.length === 1) return resolveSchema(real[0]);
+  }
+  return s;
+}
+
+/** Differences between a declared object type and a schema, recursing into inline object types. */
+function compare(where, declared, schema) {
+  const problems = [];
+  const required = new Set(schema.required ?? []);
+  const names = new Set([...Object.keys(declared), ...Object.keys(schema.properties ?? {})]);
+  for (const name of names) {
+    const d = declared[name];
+    const p = schema.properties?.[name];
+    if (!p) { problems.push(`${where}.${name} is declared but not in the schema`); continue; }
+    if (!d) { problems.push(`${where}.${name} is in the schema but not declared`); continue; }
+    if (d.optional === required.has(name)) {
+      problems.push(`${where}.${name}: declared ${d.optional ? 'optional' : 'required'}, schema says ${required.has(name) ? 'required' : 'optional'}`);
+    }
+    const target = resolveSchema(p);
+    if (d.type.startsWith('{') && target?.properties) {
+      problems.push(...compare(`${where}.${name}`, members(d.type.slice(1, -1)), target));
+    }
+  }
+  return problems;
+}
+
+const kinds = () => [...schemas.Kind.enum].sort();
+const union = (type) => [...type.matchAll(/'([a-z_]+)'/g)].map((m) => m[1]).sort();
+
+test('sdk-js/node: CreateSessionBody is the generated CreateSessionRequest', () => {
+  const declared = members(interfaceBody('sdk-js/node/index.d.ts', 'CreateSessionBody'));
+  assert.deepEqual(compare('CreateSessionBody', declared, schemas.CreateSessionRequest), []);
+  assert.deepEqual(union(declared.kind.type), kinds());
+});
+
+test('sdk-js/node: CreatedSession is the generated CreateSessionResponse', () => {
+  const declared = members(interfaceBody('sdk-js/node/index.d.ts', 'CreatedSession'));
+  assert.deepEqual(compare('CreatedSession', declared, schemas.CreateSessionResponse), []);
+});
+
+test('sdk-js/node: the conversation request body and answer are the generated ones', () => {
+  const body = members(interfaceBody('sdk-js/node/index.d.ts', 'ConversationRequestBody'));
+  assert.deepEqual(compare('ConversationRequestBody', body, schemas.ConversationRequestInput), []);
+  const accepted = members(interfaceBody('sdk-js/node/index.d.ts', 'ConversationRequestAccepted'));
+  assert.deepEqual(compare('ConversationRequestAccepted', accepted, schemas.ConversationRequestAccepted), []);
+});
+
+test('sdk-js: the page\'s CreatedSession names the same fields, and SessionKind the same kinds', () => {
+  // The page is handed the create answer as is; it only needs `id` and `browser_token`, so the
+  // rest may be optional there, but no field may be missing or invented.
+  const declared = members(interfaceBody('sdk-js/index.d.ts', 'CreatedSession'));
+  assert.deepEqual(Object.keys(declared).sort(), Object.keys(schemas.CreateSessionResponse.properties).sort());
+  const text = readFileSync(join(repo, 'sdk-js/index.d.ts'), 'utf8');
+  assert.deepEqual(union(text.match(/export type SessionKind = ([^;]+);/)[1]), kinds());
+});
+
+test('the comparison finds a field the declarations lack', () => {
+  const declared = members(interfaceBody('sdk-js/node/index.d.ts', 'CreatedSession'));
+  delete declared.ttl_s;
+  assert.deepEqual(compare('CreatedSession', declared, schemas.CreateSessionResponse), [
+    'CreatedSession.ttl_s is in the schema but not declared',
+  ]);
+});
