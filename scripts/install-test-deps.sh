@@ -46,6 +46,12 @@ if ! python3 -c 'import pyasn1' >/dev/null 2>&1; then
   python3 -m pip install -q pyasn1
 fi
 
+# The schema-driven attack on the live broker (scripts/schemathesis.sh).
+if ! python3 -c 'import schemathesis' >/dev/null 2>&1; then
+  echo "install-test-deps: pip install schemathesis"
+  python3 -m pip install -q 'schemathesis>=4,<5'
+fi
+
 # The generated OpenAPI document is validated by an independent validator, and real answers
 # are checked against its schemas with Python `jsonschema` (a dependency of the validator):
 # tests/openapi_generated.rs.

@@ -18,6 +18,11 @@ cargo check -p bzt --no-default-features --lib --bins --locked
 echo "== cargo test"
 cargo test --workspace --locked
 
+# Schemathesis against docs/openapi.yaml and a live development broker
+# (target/debug/bzt, built by the cargo test above): conformance, no 5xx.
+echo "== schemathesis"
+bash scripts/schemathesis.sh 45
+
 if [ -f sdk-js/package.json ]; then
   echo "== sdk-js: npm test"
   (cd sdk-js && npm test)

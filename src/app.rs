@@ -50,6 +50,9 @@ fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
 
 /// Runs `sweep` every `every` (a shared store's deadline polling); a
 /// failed sweep is logged and tried again at the next tick.
+/// How often each node looks for webhook deliveries due in the shared store.
+const WEBHOOK_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
 fn poll_every<F, Fut, E>(
     every: std::time::Duration,
     broker: Arc<Broker>,
@@ -151,11 +154,12 @@ type Stores = (
     Arc<dyn ConversationStore>,
     Arc<dyn AuditLog>,
     Arc<dyn RecordSet>,
+    Option<Arc<dyn crate::store::webhooks::WebhookQueue>>,
 );
 
-/// Sessions, conversations, the audit trail and the run-time revocations:
-/// in this process (memory store, audit file, revocations file) or shared
-/// by every node on one Redis (docs/redis.md).
+/// Sessions, conversations, the audit trail, the run-time revocations and
+/// pending webhooks: in this process (memory store, audit file, revocations
+/// file, retry tasks) or shared by every node on one Redis (docs/redis.md).
 async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
     let key = crate::store::file_audit::load_or_create_key(&config.audit_key_path())?;
     let every = config.audit.checkpoint_every;
@@ -169,6 +173,7 @@ async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
                 every,
             )?),
             Arc::new(FileRecordSet::open(&config.revocations_path())?),
+            None,
         ),
         StoreKind::Redis => {
             let settings = redis_settings(config)?;
@@ -181,7 +186,14 @@ async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
                 );
             }
             let revocations = Arc::new(redis.record_set(crate::broker::revocations::RECORD_SET));
-            (redis.clone(), redis, Arc::new(audit), revocations)
+            let webhooks = Arc::new(redis.webhook_queue());
+            (
+                redis.clone(),
+                redis,
+                Arc::new(audit),
+                revocations,
+                Some(webhooks as Arc<dyn crate::store::webhooks::WebhookQueue>),
+            )
         }
     })
 }
@@ -208,7 +220,12 @@ impl Application {
         extra: Option<Router<AppState>>,
     ) -> anyhow::Result<Self> {
         config.validate()?;
-        let (store, conversations, audit, revocation_records) = build_stores(config).await?;
+        let (store, conversations, audit, revocation_records, webhook_queue) =
+            build_stores(config).await?;
+        let mut webhooks = WebhookSender::new(config.webhooks.clone())?;
+        if let Some(queue) = webhook_queue {
+            webhooks = webhooks.with_queue(queue);
+        }
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -231,7 +248,7 @@ impl Application {
             apps: crate::apps::Apps::from_config(&config.apps)?,
             clock,
             timers: TimerQueue::new(),
-            webhooks: WebhookSender::new(config.webhooks.clone())?,
+            webhooks,
             public_base_url,
         }));
         let limits = Arc::new(Limits::new(&config.limits));
@@ -308,6 +325,16 @@ impl Application {
             poll_every(every, self.broker.clone(), "revocations", |b| async move {
                 b.revocations().refresh().await.map(|_| ())
             })
+        });
+        // Webhooks waiting in the shared store: retried by whichever node
+        // finds them due (their node may be gone).
+        let webhook_poll = self.broker.webhooks_queued().then(|| {
+            poll_every(
+                WEBHOOK_POLL,
+                self.broker.clone(),
+                "webhook",
+                |b| async move { b.retry_due_webhooks().await.map(|_| ()) },
+            )
         });
         let audit_checkpoints = self
             .audit_checkpoint_interval
@@ -388,9 +415,14 @@ impl Application {
         if let Some(c) = audit_checkpoints {
             c.abort();
         }
-        for p in [expiry_poll, conversation_poll, revocation_poll]
-            .into_iter()
-            .flatten()
+        for p in [
+            expiry_poll,
+            conversation_poll,
+            revocation_poll,
+            webhook_poll,
+        ]
+        .into_iter()
+        .flatten()
         {
             p.abort();
         }

@@ -191,10 +191,16 @@ pub struct RevocationConfig {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
-    /// Claim attempts per client IP per minute (a brute-force brake on QR secrets).
+    /// Claim attempts per client IP per minute: a coarse flood guard, high
+    /// because a mobile carrier puts thousands of phones behind one address
+    /// (CGNAT). What stops guessing is `failed_claims_per_session_per_minute`.
     pub claims_per_ip_per_minute: u32,
+    /// Failed claims (wrong secret, unknown session) per session id per
+    /// minute, per node; past it, claims of that id answer 429 until the
+    /// minute is over, whatever the address they come from.
+    pub failed_claims_per_session_per_minute: u32,
     /// Session creations per app per second (burst of the same size).
     pub creates_per_app_per_second: u32,
     /// WebSocket/SSE connects per client IP per minute.
@@ -206,9 +212,10 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
-            claims_per_ip_per_minute: 60,
+            claims_per_ip_per_minute: 3000,
+            failed_claims_per_session_per_minute: 10,
             creates_per_app_per_second: 200,
-            sockets_per_ip_per_minute: 600,
+            sockets_per_ip_per_minute: 6000,
             sockets_per_session: 8,
         }
     }

@@ -5,9 +5,11 @@
 //! `Bzt-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 //! A delivery is retried on network errors and non-2xx answers with
 //! exponential backoff and full jitter; every attempt is signed afresh (so
-//! the timestamp is current). Deliveries live in this process: a node that
-//! dies mid-retry loses its pending retries (see docs/security.md), while
-//! the RP can always read the outcome with `GET /v1/sessions/<id>`.
+//! the timestamp is current). In Redis mode every delivery is queued in
+//! Redis before its first attempt and retried by whichever node finds it due
+//! (see [`crate::store::webhooks`]), so a node that dies mid-retry loses
+//! nothing; in memory mode the retries live in this process. Either way the
+//! RP can read the outcome with `GET /v1/sessions/<id>`.
 //!
 //! A webhook URL is chosen by whoever holds an API key, so it must not turn
 //! the broker into a proxy towards its own network (SSRF). The client's DNS
@@ -19,8 +21,10 @@
 //! (DNS rebinding) is refused at delivery.
 
 use crate::config::WebhookConfig;
+use crate::store::webhooks::{PendingDelivery, WebhookQueue};
+use crate::store::StoreError;
 use anyhow::Context;
-use bzt_core::Secret;
+use bzt_core::{Secret, Timestamp};
 use hmac::{Hmac, KeyInit, Mac};
 use ipnet::IpNet;
 use sha2::Sha256;
@@ -146,7 +150,12 @@ pub struct WebhookSender {
     client: reqwest::Client,
     config: WebhookConfig,
     policy: AddressPolicy,
+    /// Where deliveries wait between attempts when nodes share a store.
+    queue: Option<Arc<dyn WebhookQueue>>,
 }
+
+/// How many due deliveries one poll claims.
+const CLAIM_BATCH: usize = 32;
 
 impl WebhookSender {
     /// Fails (at start-up) if the allow-list does not parse or the client
@@ -169,7 +178,25 @@ impl WebhookSender {
             client,
             config,
             policy,
+            queue: None,
         })
+    }
+
+    /// Keeps pending deliveries in `queue` (shared by every node) instead of
+    /// this process; some node must then call [`Self::retry_due`] regularly.
+    pub fn with_queue(mut self, queue: Arc<dyn WebhookQueue>) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
+    /// Whether deliveries wait in a shared queue (and must be polled for).
+    pub fn is_queued(&self) -> bool {
+        self.queue.is_some()
+    }
+
+    /// A claimed delivery is this node's for the HTTP time limit and a margin.
+    fn lease(&self) -> Duration {
+        Duration::from_millis(self.config.timeout_ms) + Duration::from_secs(10)
     }
 
     /// A URL naming a refused address literally (no DNS involved, so the
@@ -185,9 +212,126 @@ impl WebhookSender {
     }
 
     /// Queues a delivery; returns at once.
-    pub fn deliver(&self, url: String, secret: Secret, view: serde_json::Value) {
+    pub fn deliver(&self, app_id: &str, url: String, secret: Secret, view: serde_json::Value) {
         let this = self.clone();
-        tokio::spawn(async move { this.deliver_with_retry(&url, &secret, &view).await });
+        let Some(queue) = self.queue.clone() else {
+            tokio::spawn(async move { this.deliver_with_retry(&url, &secret, &view).await });
+            return;
+        };
+        let field = |name: &str| view.get(name).and_then(|v| v.as_str()).unwrap_or("?");
+        let delivery = PendingDelivery {
+            id: format!("{}.{}", field("id"), field("status")),
+            app_id: app_id.to_owned(),
+            url,
+            body: view.to_string(),
+            attempts: 0,
+            backoff_ms: self.config.initial_backoff_ms,
+        };
+        tokio::spawn(async move {
+            // Stored (leased to this node for its first attempt) before it
+            // is attempted: from here on, a node that dies loses nothing.
+            let leased = Timestamp::now_utc().plus_millis(this.lease().as_millis() as i64);
+            if let Err(e) = queue.put(&delivery, leased).await {
+                tracing::warn!(id = %delivery.id, error = %e, "webhook not queued in the store; retrying it in this process only");
+                this.deliver_with_retry(&delivery.url, &secret, &view).await;
+                return;
+            }
+            this.attempt_queued(&queue, delivery, &secret).await;
+        });
+    }
+
+    /// Attempts the deliveries of the shared queue that are due, each
+    /// claimed by this node only; `secret_of` gives an app's webhook secret.
+    pub async fn retry_due(
+        &self,
+        secret_of: impl Fn(&str) -> Option<Secret>,
+    ) -> Result<usize, StoreError> {
+        let Some(queue) = &self.queue else {
+            return Ok(0);
+        };
+        let now = Timestamp::now_utc();
+        let lease_until = now.plus_millis(self.lease().as_millis() as i64);
+        let due = queue.claim_due(now, lease_until, CLAIM_BATCH).await?;
+        let n = due.len();
+        let attempts = due.into_iter().map(|d| async {
+            match secret_of(&d.app_id) {
+                Some(secret) => self.attempt_queued(queue, d, &secret).await,
+                None => {
+                    tracing::warn!(id = %d.id, app = %d.app_id, "webhook dropped: its app has no webhook_secret any more");
+                    let _ = queue.done(&d.id).await;
+                }
+            }
+        });
+        futures_util::future::join_all(attempts).await;
+        Ok(n)
+    }
+
+    /// One attempt of a queued delivery, then: forgotten (delivered, given
+    /// up, refused) or put back with its next due time.
+    async fn attempt_queued(
+        &self,
+        queue: &Arc<dyn WebhookQueue>,
+        mut d: PendingDelivery,
+        secret: &Secret,
+    ) {
+        let session = d.id.clone();
+        let forget = |why: &'static str| async move {
+            if let Err(e) = queue.done(&session).await {
+                tracing::warn!(id = %session, error = %e, why, "could not remove a finished webhook delivery; it may be attempted again");
+            }
+        };
+        if let Some(ip) = self.refused_literal(&d.url) {
+            tracing::warn!(id = %d.id, %ip, "webhook refused: its URL names an address webhooks may not reach (see webhooks.allowed_private_networks)");
+            metrics::counter!("bzt_webhook_deliveries_total", "outcome" => "refused").increment(1);
+            return forget("refused").await;
+        }
+        d.attempts += 1;
+        let attempt = d.attempts;
+        match self.send_once(&d.url, secret, d.body.as_bytes()).await {
+            Ok(()) => {
+                tracing::info!(id = %d.id, attempt, "webhook delivered");
+                forget("delivered").await
+            }
+            Err(outcome) if attempt >= self.config.max_attempts => {
+                tracing::warn!(id = %d.id, attempt, %outcome, "webhook given up");
+                metrics::counter!("bzt_webhook_deliveries_total", "outcome" => "given_up")
+                    .increment(1);
+                forget("given up").await
+            }
+            Err(outcome) => {
+                let delay = jittered(d.backoff_ms);
+                d.backoff_ms = (d.backoff_ms * 2).min(self.config.max_backoff_ms);
+                tracing::info!(id = %d.id, attempt, %outcome, delay_ms = delay, "webhook failed; will retry");
+                let at = Timestamp::now_utc().plus_millis(delay as i64);
+                if let Err(e) = queue.put(&d, at).await {
+                    // Still leased: it comes back when the lease ends.
+                    tracing::warn!(id = %d.id, error = %e, "could not reschedule a webhook delivery");
+                }
+            }
+        }
+    }
+
+    /// One signed POST; `Err` says what went wrong (for the log).
+    async fn send_once(&self, url: &str, secret: &Secret, body: &[u8]) -> Result<(), String> {
+        let t = Timestamp::now_utc().unix_millis() / 1000;
+        let result = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("bzt-signature", signature_header(secret, t, body))
+            .body(body.to_vec())
+            .send()
+            .await;
+        let outcome = match result {
+            Ok(r) if r.status().is_success() => {
+                metrics::counter!("bzt_webhook_deliveries_total", "outcome" => "ok").increment(1);
+                return Ok(());
+            }
+            Ok(r) => format!("HTTP {}", r.status().as_u16()),
+            Err(e) => format!("{}", e.without_url()),
+        };
+        metrics::counter!("bzt_webhook_deliveries_total", "outcome" => "retry").increment(1);
+        Err(outcome)
     }
 
     async fn deliver_with_retry(&self, url: &str, secret: &Secret, view: &serde_json::Value) {
@@ -205,39 +349,31 @@ impl WebhookSender {
         }
         let mut backoff = self.config.initial_backoff_ms;
         for attempt in 1..=self.config.max_attempts {
-            let t = bzt_core::Timestamp::now_utc().unix_millis() / 1000;
-            let result = self
-                .client
-                .post(url)
-                .header("content-type", "application/json")
-                .header("bzt-signature", signature_header(secret, t, &body))
-                .body(body.clone())
-                .send()
-                .await;
-            let outcome = match result {
-                Ok(r) if r.status().is_success() => {
-                    metrics::counter!("bzt_webhook_deliveries_total", "outcome" => "ok")
-                        .increment(1);
+            let outcome = match self.send_once(url, secret, &body).await {
+                Ok(()) => {
                     tracing::info!(%session, attempt, "webhook delivered");
                     return;
                 }
-                Ok(r) => format!("HTTP {}", r.status().as_u16()),
-                Err(e) => format!("{}", e.without_url()),
+                Err(outcome) => outcome,
             };
-            metrics::counter!("bzt_webhook_deliveries_total", "outcome" => "retry").increment(1);
             if attempt == self.config.max_attempts {
                 tracing::warn!(%session, attempt, %outcome, "webhook given up");
                 metrics::counter!("bzt_webhook_deliveries_total", "outcome" => "given_up")
                     .increment(1);
                 return;
             }
-            let jitter = u64::from(u16::from_le_bytes(bzt_core::secret::random_bytes::<2>()));
-            let delay = backoff / 2 + jitter % (backoff / 2 + 1);
+            let delay = jittered(backoff);
             tracing::info!(%session, attempt, %outcome, delay_ms = delay, "webhook failed; will retry");
             tokio::time::sleep(Duration::from_millis(delay)).await;
             backoff = (backoff * 2).min(self.config.max_backoff_ms);
         }
     }
+}
+
+/// Full jitter over the upper half: a delay in `[backoff/2, backoff]` ms.
+fn jittered(backoff: u64) -> u64 {
+    let jitter = u64::from(u16::from_le_bytes(bzt_core::secret::random_bytes::<2>()));
+    backoff / 2 + jitter % (backoff / 2 + 1)
 }
 
 #[cfg(test)]

@@ -788,6 +788,96 @@ async fn two_nodes_one_redis_qr_rotation_continues_after_its_node_dies() {
     assert_eq!(again["type"], "qr", "{again}");
 }
 
+/// Every webhook attempt a receiver saw: the status it answered and the body.
+type Attempts = std::sync::Arc<std::sync::Mutex<Vec<(u16, Value)>>>;
+
+/// A webhook receiver on loopback that answers 500 to the first attempt and
+/// 200 to every later one.
+async fn flaky_webhook_receiver() -> (String, Attempts) {
+    let attempts: Attempts = Default::default();
+    let seen = attempts.clone();
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let seen = seen.clone();
+                async move {
+                    assert!(headers.contains_key("bzt-signature"));
+                    let mut seen = seen.lock().unwrap();
+                    let status = if seen.is_empty() { 500 } else { 200 };
+                    seen.push((status, serde_json::from_slice(&body).unwrap()));
+                    axum::http::StatusCode::from_u16(status).unwrap()
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (url, attempts)
+}
+
+async fn wait_for_attempts(attempts: &Attempts, n: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    while attempts.lock().unwrap().len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{n} webhook attempts expected within {within:?}, saw {:?}",
+            attempts.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_one_redis_a_pending_webhook_survives_its_node_and_is_delivered_once() {
+    let redis = RedisServer::start();
+    let fx = Fixture::new();
+    let mut nodes = fx.start_nodes(2, &redis.url()).await;
+    let (hook_url, attempts) = flaky_webhook_receiver().await;
+    let r = fx
+        .http
+        .post(format!("{}/v1/sessions", nodes[0].base))
+        .bearer_auth(API_KEY)
+        .json(&json!({ "kind": "login", "ttl_s": 60, "display": { "title": "登录" }, "webhook_url": hook_url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    // Node 1 finishes the session and makes the first attempt, which fails.
+    let r = fx
+        .http
+        .delete(format!("{}/v1/sessions/{id}", nodes[0].base))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_for_attempts(&attempts, 1, STEP).await;
+    // Node 1 dies during the backoff (its retry timer with it) and comes back.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    nodes[0].restart(&fx.http).await;
+
+    // Some node retries it from Redis: the receiver gets it, once.
+    wait_for_attempts(&attempts, 2, Duration::from_secs(25)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = attempts.lock().unwrap().clone();
+    let statuses: Vec<u16> = seen.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        statuses,
+        [500, 200],
+        "one failed attempt, then one delivery: {seen:?}"
+    );
+    for (_, body) in &seen {
+        assert_eq!(
+            (body["id"].as_str(), body["status"].as_str()),
+            (Some(id.as_str()), Some("cancelled"))
+        );
+    }
+}
+
 // ---- Redis Cluster ----------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1181,3 +1181,68 @@ async fn redis_cluster_record_set_is_shared_by_nodes() {
     );
     record_set_contract(Arc::new(a), Arc::new(b)).await;
 }
+
+// ---- Webhook queue (Redis) ---------------------------------------------------
+
+/// Two nodes share the queue: a due delivery goes to exactly one of them
+/// for its lease, comes back when the lease runs out (its claimer died),
+/// waits for its next due time when put back, and is gone once done.
+async fn webhook_queue_leases_each_delivery_to_one_node(stores: Vec<Arc<RedisStore>>) {
+    use bzt::store::webhooks::{PendingDelivery, WebhookQueue};
+    let (a, b) = (stores[0].webhook_queue(), stores[1].webhook_queue());
+    let t0 = Timestamp::now_utc();
+    let at = |ms: i64| t0.plus_millis(ms);
+    let delivery = |n: u32| PendingDelivery {
+        id: format!("sess{n}.approved"),
+        app_id: "demo".into(),
+        url: "https://rp.example.com/hook".into(),
+        body: format!("{{\"id\":\"sess{n}\"}}"),
+        attempts: 0,
+        backoff_ms: 1000,
+    };
+    a.put(&delivery(1), at(0)).await.unwrap();
+    a.put(&delivery(2), at(60_000)).await.unwrap();
+
+    // Due now: one node gets it, the other nothing, until the lease ends.
+    let got = a.claim_due(at(10), at(10_000), 10).await.unwrap();
+    assert_eq!(got, vec![delivery(1)]);
+    assert!(b
+        .claim_due(at(20), at(10_020), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // Its claimer died: after the lease the other node gets it.
+    let again = b.claim_due(at(10_001), at(20_000), 10).await.unwrap();
+    assert_eq!(again, vec![delivery(1)]);
+    // Put back after a failed attempt: not before its next due time.
+    let mut retried = delivery(1);
+    retried.attempts = 1;
+    b.put(&retried, at(12_000)).await.unwrap();
+    assert!(a
+        .claim_due(at(11_000), at(21_000), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        a.claim_due(at(12_000), at(22_000), 10).await.unwrap(),
+        vec![retried]
+    );
+    // Delivered: gone for every node, and the other delivery is untouched.
+    a.done("sess1.approved").await.unwrap();
+    assert_eq!(
+        b.claim_due(at(100_000), at(110_000), 10).await.unwrap(),
+        vec![delivery(2)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_webhook_queue_leases_each_delivery_to_one_node() {
+    let stores = redis_stores(2, &server_url().await, "wh").await;
+    webhook_queue_leases_each_delivery_to_one_node(stores).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_webhook_queue_leases_each_delivery_to_one_node() {
+    let stores = redis_stores(2, &cluster_urls().await, "wh-cluster").await;
+    webhook_queue_leases_each_delivery_to_one_node(stores).await
+}

@@ -139,6 +139,20 @@ impl Broker {
         &self.audit
     }
 
+    /// Whether webhook deliveries wait in the shared store, so that every
+    /// node must call [`Broker::retry_due_webhooks`] regularly.
+    pub fn webhooks_queued(&self) -> bool {
+        self.webhooks.is_queued()
+    }
+
+    /// Attempts the webhook deliveries of the shared store that are due
+    /// (their node may be gone), signed with this node's app secrets.
+    pub async fn retry_due_webhooks(&self) -> Result<usize, StoreError> {
+        self.webhooks
+            .retry_due(|app| self.apps.by_id(app).and_then(|a| a.webhook_secret.clone()))
+            .await
+    }
+
     // ---- Watching ----------------------------------------------------------
 
     /// A receiver that ticks whenever the session changes; `None` when it is

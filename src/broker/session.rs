@@ -267,17 +267,7 @@ impl Broker {
                 ApiError::invalid("this session uses number matching: send `match_code`")
             })?;
             if picked != expected.code {
-                let record = audit_operation(
-                    &session,
-                    None,
-                    "rejected",
-                    Some(bzt_core::reason::MATCH_FAILED.into()),
-                );
-                self.audited(record, &session, &Op::MatchFailed { phone_token: token })
-                    .await?;
-                return Err(ApiError::forbidden(
-                    "the number picked on the phone does not match the one shown in the browser; the session is rejected",
-                ));
+                return Err(self.match_failed(&session, token).await);
             }
         }
         validate_kind_extras(&session, &c)?;
@@ -493,6 +483,43 @@ impl Broker {
     }
 
     /// Counts a 422 against the session and answers it; the third moves the session to `failed`.
+    /// A wrong number pick rejects the session. Like the third bad
+    /// completion (no certificate was used), it is recorded just after the
+    /// transition, by the one request whose transition happened: racing wrong
+    /// picks (a relay retrying, a double tap) leave exactly one record, where
+    /// recording first would leave one `rejected` and an `aborted` pair per loser.
+    async fn match_failed(&self, session: &Session, phone_token: Secret) -> ApiError {
+        let wrong_pick = || {
+            ApiError::forbidden(
+                "the number picked on the phone does not match the one shown in the browser; the session is rejected",
+            )
+        };
+        let update = match self
+            .apply_on(session, &Op::MatchFailed { phone_token })
+            .await
+        {
+            Ok(u) => u,
+            Err(e) => return e,
+        };
+        match update.output {
+            Ok(_) => {
+                let record = audit_operation(
+                    &update.session,
+                    None,
+                    "rejected",
+                    Some(bzt_core::reason::MATCH_FAILED.into()),
+                );
+                if let Err(e) = self.audit.append(record, self.clock.now()).await {
+                    tracing::error!(session = %session.id, error = %e, "could not record a wrong number pick");
+                }
+                wrong_pick()
+            }
+            // Another wrong pick of this phone won the race: same answer, no second record.
+            Err(_) if rejected_by_match(&update.session) => wrong_pick(),
+            Err(state) => state.into(),
+        }
+    }
+
     async fn count_bad_completion(
         &self,
         id: &SessionId,
@@ -582,7 +609,8 @@ impl Broker {
                     .by_id(&s.app_id)
                     .and_then(|a| a.webhook_secret.clone())
                 {
-                    self.webhooks.deliver(url.clone(), secret, s.view());
+                    self.webhooks
+                        .deliver(&s.app_id, url.clone(), secret, s.view());
                 }
             }
         } else if s.status == Status::Pending {
@@ -824,6 +852,13 @@ fn validate_kind_extras(session: &Session, c: &Completion) -> Result<(), ApiErro
         ));
     }
     Ok(())
+}
+
+fn rejected_by_match(session: &Session) -> bool {
+    matches!(
+        &session.outcome,
+        Some(bzt_core::session::Outcome::Rejected { reason }) if reason == bzt_core::reason::MATCH_FAILED
+    )
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! store to say the session changed, re-read it, and send what is new (see
 //! [`crate::http::events`]). The stream ends after the terminal `result`.
 
-use super::{client_ip, header_str, AppState, TokenQuery};
+use super::{client_ip, header_str, ws_frames, AppState, TokenQuery};
 use crate::apps::App;
 use crate::error::ApiError;
 use crate::http::events::{BrowserEvent, Cursor};
@@ -34,6 +34,10 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(25);
 /// go out at once (write buffer 0): every frame is an event the other side
 /// is waiting for.
 pub const BROWSER_SOCKET_BUFFER: usize = 1024;
+
+/// The largest frame or message a browser socket takes (a `cancel` is 17
+/// bytes); a larger one is closed with 1009.
+pub const BROWSER_MESSAGE_LIMIT: usize = 4096;
 
 /// The session's app, if the request's `Origin` is allowed for it.
 pub fn check_origin(
@@ -152,7 +156,8 @@ pub async fn websocket(
     let slot = state.limits.socket_slot(&session.id)?;
     metrics::counter!("bzt_browser_connections_total", "transport" => "ws").increment(1);
     Ok(upgrade
-        .max_message_size(4096)
+        .max_message_size(BROWSER_MESSAGE_LIMIT)
+        .max_frame_size(BROWSER_MESSAGE_LIMIT)
         .read_buffer_size(BROWSER_SOCKET_BUFFER)
         .write_buffer_size(0)
         .on_upgrade(move |socket| run_websocket(socket, state, Box::new(session), slot)))
@@ -223,6 +228,10 @@ async fn websocket_loop(
                 match incoming {
                     Some(Ok(Message::Text(text))) => {
                         Box::pin(handle_browser_message(socket, state, id, text.as_str())).await?
+                    }
+                    Some(Ok(Message::Binary(_))) => return ws_frames::refuse_binary(socket).await,
+                    Some(Err(e)) if ws_frames::is_too_big(&e) => {
+                        return ws_frames::close_too_big(socket, BROWSER_MESSAGE_LIMIT).await;
                     }
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
                     Some(Ok(_)) => {}

@@ -9,7 +9,7 @@
 //! `ended` and a close 1000 when the conversation ends.
 
 use super::rp::{authenticate, decode_b64};
-use super::{ApiJson, AppState, TokenQuery};
+use super::{ws_frames, ApiJson, AppState, TokenQuery};
 use crate::error::ApiError;
 use crate::shutdown::CLOSE_SERVICE_RESTART;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -36,6 +36,9 @@ const PHONE_MESSAGE_LIMIT: usize = 320 * 1024;
 /// grows), and the library's 128 KiB default would dominate an idle
 /// socket's memory (see [`super::browser::BROWSER_SOCKET_BUFFER`]).
 const SOCKET_BUFFER: usize = 4 * 1024;
+
+/// The requester's socket only receives; anything larger than this is closed with 1009.
+const REQUESTER_MESSAGE_LIMIT: usize = 4096;
 
 pub async fn get_conversation(
     State(state): State<AppState>,
@@ -177,7 +180,8 @@ pub async fn requester_socket(
     super::browser::check_app_origin(&state, &c.app_id, &headers)?;
     let upgrade = upgrade_or_400(upgrade)?;
     Ok(upgrade
-        .max_message_size(4096)
+        .max_message_size(REQUESTER_MESSAGE_LIMIT)
+        .max_frame_size(REQUESTER_MESSAGE_LIMIT)
         .read_buffer_size(SOCKET_BUFFER)
         .write_buffer_size(0)
         .on_upgrade(move |mut socket| async move {
@@ -223,6 +227,10 @@ async fn requester_loop(
                 return close(socket, CLOSE_SERVICE_RESTART, "service restart: reconnect").await;
             }
             incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Binary(_))) => return ws_frames::refuse_binary(socket).await,
+                Some(Err(e)) if ws_frames::is_too_big(&e) => {
+                    return ws_frames::close_too_big(socket, REQUESTER_MESSAGE_LIMIT).await;
+                }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
                 Some(Ok(Message::Text(_))) => {
                     let e = ApiError::invalid("this socket only receives; end the conversation with DELETE");
@@ -252,6 +260,7 @@ pub async fn phone_socket(
         // A response carries a DER signature, or a whole SES_Signature with its seal picture
         // (as large as a session completion may be); requests come the other way.
         .max_message_size(PHONE_MESSAGE_LIMIT)
+        .max_frame_size(PHONE_MESSAGE_LIMIT)
         .read_buffer_size(SOCKET_BUFFER)
         .write_buffer_size(0)
         .on_upgrade(move |mut socket| async move {
@@ -305,6 +314,10 @@ async fn phone_loop(
                 return close(socket, CLOSE_SERVICE_RESTART, "service restart: reconnect").await;
             }
             incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Binary(_))) => return ws_frames::refuse_binary(socket).await,
+                Some(Err(e)) if ws_frames::is_too_big(&e) => {
+                    return ws_frames::close_too_big(socket, PHONE_MESSAGE_LIMIT).await;
+                }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
                 Some(Ok(Message::Text(text))) => handle_phone_message(socket, state, id, text.as_str()).await?,
                 Some(Ok(_)) => {}

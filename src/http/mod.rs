@@ -16,6 +16,10 @@ mod ops;
 mod phone;
 pub mod qr;
 mod rp;
+mod ws_frames;
+
+// The body readers of the phone API, for the fuzz targets (crates/bzt-fuzz).
+pub use phone::{read_claim_body, read_complete_body, PhoneAnswer};
 
 use crate::broker::Broker;
 use crate::error::ApiError;
@@ -130,6 +134,7 @@ pub fn router(state: AppState, extra: Option<Router<AppState>>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(non_utf8_path_is_not_found))
         .layer(axum::middleware::map_response(protocol_error_body))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
@@ -189,6 +194,20 @@ impl IntoResponse for ApiError {
 /// [`ApiError`] already; this catches axum's own plain-text rejections (a
 /// path segment that is not UTF-8, a malformed query string), so no non-2xx
 /// answer escapes the `{"error": {"code", "message"}}` format.
+/// Ids, serials and key ids are ASCII, so a path that is not UTF-8 once
+/// percent-decoded names nothing the broker has: `404 not_found`, as for any
+/// other unknown id (axum's `Path` would answer 400 before the handler runs).
+async fn non_utf8_path_is_not_found(req: Request, next: axum::middleware::Next) -> Response {
+    if percent_encoding::percent_decode_str(req.uri().path())
+        .decode_utf8()
+        .is_err()
+    {
+        return ApiError::not_found("no such resource: the path is not UTF-8 once percent-decoded")
+            .into_response();
+    }
+    next.run(req).await
+}
+
 async fn protocol_error_body(resp: Response) -> Response {
     use bzt_core::ErrorCode;
     let status = resp.status();

@@ -23,6 +23,37 @@ pub struct ClaimBody {
     device: Device,
 }
 
+/// Reads a claim body as the endpoint does (JSON, device fields, the QR
+/// text's form): the id it names and the body. Public for the fuzz targets.
+pub fn read_claim_body(bytes: &[u8]) -> Result<(bzt_core::SessionId, ClaimBody), ApiError> {
+    let body: ClaimBody = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid(format!("invalid claim body: {e}")))?;
+    let id = body.check()?;
+    Ok((id, body))
+}
+
+impl ClaimBody {
+    /// The checks made before the broker is asked; the session id named.
+    fn check(&self) -> Result<bzt_core::SessionId, ApiError> {
+        let d = &self.device;
+        if d.id.trim().is_empty() || d.name.trim().is_empty() {
+            return Err(ApiError::invalid(
+                "`device.id` and `device.name` must not be empty",
+            ));
+        }
+        if d.id.chars().count() > MAX_DEVICE_FIELD || d.name.chars().count() > MAX_DEVICE_FIELD {
+            return Err(ApiError::invalid(format!(
+                "`device.id` and `device.name` hold at most {MAX_DEVICE_FIELD} characters"
+            )));
+        }
+        use bzt_core::text::{check_display_text, Lines};
+        check_display_text("device.id", &d.id, Lines::One)?;
+        check_display_text("device.name", &d.name, Lines::One)?;
+        let (id, _) = crate::broker::parse_qr_text(&self.qr_text)?;
+        Ok(id)
+    }
+}
+
 pub async fn claim(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -30,21 +61,19 @@ pub async fn claim(
     ApiJson(body): ApiJson<ClaimBody>,
 ) -> Result<Json<Value>, ApiError> {
     state.limits.claim(client_ip(&state, &headers, peer))?;
-    let d = &body.device;
-    if d.id.trim().is_empty() || d.name.trim().is_empty() {
-        return Err(ApiError::invalid(
-            "`device.id` and `device.name` must not be empty",
-        ));
-    }
-    if d.id.chars().count() > MAX_DEVICE_FIELD || d.name.chars().count() > MAX_DEVICE_FIELD {
-        return Err(ApiError::invalid(format!(
-            "`device.id` and `device.name` hold at most {MAX_DEVICE_FIELD} characters"
-        )));
-    }
-    use bzt_core::text::{check_display_text, Lines};
-    check_display_text("device.id", &d.id, Lines::One)?;
-    check_display_text("device.name", &d.name, Lines::One)?;
-    let claimed = state.broker.claim(&body.qr_text, body.device).await?;
+    // Per session id (not per address: CGNAT puts a province behind a few):
+    // a QR code's failed claims are limited, so its secret cannot be ground down.
+    let id = body.check()?;
+    state.limits.claim_of(&id)?;
+    let claimed = match state.broker.claim(&body.qr_text, body.device).await {
+        Ok(c) => c,
+        Err(e) => {
+            if e.code == bzt_core::ErrorCode::NotFound {
+                state.limits.claim_failed(&id);
+            }
+            return Err(e);
+        }
+    };
     let s = &claimed.session;
     let mut answer = json!({
         "session": {
@@ -104,6 +133,66 @@ struct RejectBody {
     reason: String,
 }
 
+/// What a completion body asks for, once read.
+pub enum PhoneAnswer {
+    Reject(String),
+    Approve(Box<Completion>),
+}
+
+/// Reads a completion body as the endpoint does (JSON, field combinations,
+/// base64). Public for the fuzz targets.
+pub fn read_complete_body(bytes: &[u8]) -> Result<PhoneAnswer, ApiError> {
+    let body: CompleteBody = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid(format!("invalid completion body: {e}")))?;
+    body.into_answer()
+}
+
+impl CompleteBody {
+    fn into_answer(self) -> Result<PhoneAnswer, ApiError> {
+        let body = self;
+        if let Some(reject) = body.reject {
+            let approving = body.certificate_pem.is_some()
+                || body.signature_b64.is_some()
+                || body.seal_signature_b64.is_some()
+                || body.recipients_pem.is_some()
+                || body.wrapped_key_b64.is_some()
+                || body.open_conversation.is_some();
+            if approving {
+                return Err(ApiError::invalid(
+                    "send either `reject` or an approval, not both",
+                ));
+            }
+            let reason = reject.reason.trim().to_owned();
+            if reason.is_empty() || reason.chars().count() > MAX_REASON {
+                return Err(ApiError::invalid(format!(
+                    "`reject.reason` must hold 1..{MAX_REASON} characters"
+                )));
+            }
+            return Ok(PhoneAnswer::Reject(reason));
+        }
+        let certificate_pem = body
+            .certificate_pem
+            .ok_or_else(|| ApiError::invalid("`certificate_pem` is required (or send `reject`)"))?;
+        let signature = decode_b64("signature_b64", body.signature_b64)?;
+        let seal_signature = decode_b64("seal_signature_b64", body.seal_signature_b64)?;
+        if signature.is_none() && seal_signature.is_none() {
+            return Err(ApiError::invalid(
+                "`signature_b64` is required (`seal_signature_b64` for a seal session)",
+            ));
+        }
+        Ok(PhoneAnswer::Approve(Box::new(Completion {
+            certificate_pem,
+            chain_pem: body.chain_pem.unwrap_or_default(),
+            signature: signature.unwrap_or_default(),
+            seal_signature,
+            recipients_pem: body.recipients_pem,
+            wrapped_key: decode_b64("wrapped_key_b64", body.wrapped_key_b64)?,
+            open_conversation: body.open_conversation.unwrap_or(false),
+            match_code: body.match_code,
+        })))
+    }
+}
+
 pub async fn complete(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -116,52 +205,17 @@ pub async fn complete(
             ApiError::unauthorized("send the phone token as `Authorization: Bearer <phone_token>`")
         })?;
 
-    if let Some(reject) = body.reject {
-        let approving = body.certificate_pem.is_some()
-            || body.signature_b64.is_some()
-            || body.seal_signature_b64.is_some()
-            || body.recipients_pem.is_some()
-            || body.wrapped_key_b64.is_some()
-            || body.open_conversation.is_some();
-        if approving {
-            return Err(ApiError::invalid(
-                "send either `reject` or an approval, not both",
+    let answer = body.into_answer()?;
+    let id = super::session_id(&id)?;
+    let completion = match answer {
+        PhoneAnswer::Reject(reason) => {
+            let session = state.broker.reject(&id, &token, reason).await?;
+            return Ok(Json(
+                json!({ "id": session.id, "status": session.status, "version": session.version }),
             ));
         }
-        let reason = reject.reason.trim().to_owned();
-        if reason.is_empty() || reason.chars().count() > MAX_REASON {
-            return Err(ApiError::invalid(format!(
-                "`reject.reason` must hold 1..{MAX_REASON} characters"
-            )));
-        }
-        let id = super::session_id(&id)?;
-        let session = state.broker.reject(&id, &token, reason).await?;
-        return Ok(Json(
-            json!({ "id": session.id, "status": session.status, "version": session.version }),
-        ));
-    }
-
-    let certificate_pem = body
-        .certificate_pem
-        .ok_or_else(|| ApiError::invalid("`certificate_pem` is required (or send `reject`)"))?;
-    let signature = decode_b64("signature_b64", body.signature_b64)?;
-    let seal_signature = decode_b64("seal_signature_b64", body.seal_signature_b64)?;
-    if signature.is_none() && seal_signature.is_none() {
-        return Err(ApiError::invalid(
-            "`signature_b64` is required (`seal_signature_b64` for a seal session)",
-        ));
-    }
-    let completion = Completion {
-        certificate_pem,
-        chain_pem: body.chain_pem.unwrap_or_default(),
-        signature: signature.unwrap_or_default(),
-        seal_signature,
-        recipients_pem: body.recipients_pem,
-        wrapped_key: decode_b64("wrapped_key_b64", body.wrapped_key_b64)?,
-        open_conversation: body.open_conversation.unwrap_or(false),
-        match_code: body.match_code,
+        PhoneAnswer::Approve(completion) => *completion,
     };
-    let id = super::session_id(&id)?;
     let (session, conversation) = state.broker.complete(&id, &token, completion).await?;
     let mut answer =
         json!({ "id": session.id, "status": session.status, "version": session.version });

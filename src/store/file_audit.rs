@@ -90,7 +90,8 @@ impl FileAuditLog {
             )
         })?;
         drop_torn_tail(&file, path)?;
-        let (seq, head, since_checkpoint) = recover(path)?;
+        let key_hex = hex::encode(key.verifying_key().to_sec1_bytes());
+        let (seq, head, since_checkpoint) = recover(path, &key_hex)?;
         let (tx, rx) = mpsc::channel::<Append>();
         let writer = Writer {
             file,
@@ -211,33 +212,95 @@ fn drop_torn_tail(file: &File, path: &Path) -> anyhow::Result<()> {
 }
 
 /// (last seq, last hash, operations since the last checkpoint) of an existing log.
-fn recover(path: &Path) -> anyhow::Result<(u64, String, u64)> {
+///
+/// The broker appends only to an intact chain: every line must parse, follow
+/// its predecessor (`seq`, `prev`) and match its own `hash`, and the last
+/// checkpoint must be this broker's signature (`public_key`, the key it signs
+/// with now) over the head before it. Otherwise the start fails naming the
+/// file and the line: appending on top of a broken tail would bury the break
+/// under fresh, valid-looking records. (`bzt audit verify` checks every
+/// checkpoint; this start-up check is linear hashing plus one signature.)
+fn recover(path: &Path, key_hex: &str) -> anyhow::Result<(u64, String, u64)> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, GENESIS.into(), 0)),
         Err(e) => return Err(e.into()),
     };
-    let mut last: Option<Record> = None;
+    let refuse = |line: usize, seq: Option<u64>, why: String| {
+        let at = match seq {
+            Some(seq) => format!("line {line} (record seq {seq})"),
+            None => format!("line {line}"),
+        };
+        anyhow::anyhow!(
+            "audit log {} is broken at {at}: {why}; the broker does not append to a broken chain. \
+             Run `bzt audit verify --file {}` to see the damage, then restore the log from a copy, \
+             or move it aside (keep it as evidence) so that the broker starts a new log",
+            path.display(),
+            path.display()
+        )
+    };
+    let mut seq = 0;
+    let mut head = GENESIS.to_owned();
     let mut since_checkpoint = 0;
+    // The last checkpoint: its line, seq, the head it signs, and itself.
+    let mut last_checkpoint: Option<(usize, u64, String, bzt_core::audit::Checkpoint)> = None;
     for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line?;
-        let record: Record = serde_json::from_str(&line).map_err(|e| {
-            anyhow::anyhow!(
-                "audit log {} line {} is not a record ({e}); run `bzt audit verify` and repair it before starting",
-                path.display(),
-                i + 1
-            )
-        })?;
+        let line_no = i + 1;
+        let line = line.map_err(|e| refuse(line_no, None, format!("unreadable ({e})")))?;
+        let record: Record = serde_json::from_str(&line)
+            .map_err(|e| refuse(line_no, None, format!("not a record ({e})")))?;
+        let at = Some(record.body.seq);
+        if record.body.seq != seq + 1 {
+            return Err(refuse(
+                line_no,
+                at,
+                format!(
+                    "expected seq {} (a record was removed or reordered)",
+                    seq + 1
+                ),
+            ));
+        }
+        if record.body.prev != head {
+            return Err(refuse(
+                line_no,
+                at,
+                "its prev hash does not match the record before it".into(),
+            ));
+        }
+        if record.body.digest() != record.hash {
+            return Err(refuse(
+                line_no,
+                at,
+                "its content does not match its hash (the record was edited)".into(),
+            ));
+        }
         match record.body.event {
-            Event::Checkpoint(_) => since_checkpoint = 0,
+            Event::Checkpoint(cp) => {
+                since_checkpoint = 0;
+                last_checkpoint = Some((line_no, record.body.seq, head.clone(), cp));
+            }
             Event::Operation(_) => since_checkpoint += 1,
         }
-        last = Some(record);
+        seq = record.body.seq;
+        head = record.hash;
     }
-    Ok(match last {
-        Some(r) => (r.body.seq, r.hash, since_checkpoint),
-        None => (0, GENESIS.into(), 0),
-    })
+    if let Some((line_no, cp_seq, signed_head, cp)) = last_checkpoint {
+        if !cp.public_key.eq_ignore_ascii_case(key_hex) {
+            return Err(refuse(
+                line_no,
+                Some(cp_seq),
+                "the last checkpoint is signed by another key than this broker's audit key".into(),
+            ));
+        }
+        if !bzt_core::audit::checkpoint_verifies(&cp, cp_seq, &signed_head) {
+            return Err(refuse(
+                line_no,
+                Some(cp_seq),
+                "the last checkpoint's signature does not verify".into(),
+            ));
+        }
+    }
+    Ok((seq, head, since_checkpoint))
 }
 
 struct Writer {
@@ -477,5 +540,103 @@ mod tests {
             read_matching(&path, &AuditQuery::default()).unwrap().len(),
             4
         );
+    }
+
+    /// Seven operations and two checkpoints (every 3), closed; the log's lines.
+    async fn closed_log(path: &Path, key: &SigningKey) -> Vec<String> {
+        let log = FileAuditLog::open(path, key.clone(), 3).unwrap();
+        for n in 1..=7 {
+            log.append(op(n), Timestamp::from_unix_millis(i64::from(n) * 1000))
+                .await
+                .unwrap();
+        }
+        drop(log);
+        let text = std::fs::read_to_string(path).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    fn write_lines(path: &Path, lines: &[String]) {
+        std::fs::write(
+            path,
+            lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        )
+        .unwrap();
+    }
+
+    fn refusal(path: &Path, key: &SigningKey) -> String {
+        match FileAuditLog::open(path, key.clone(), 3) {
+            Ok(_) => panic!("the broker started on a broken audit log"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broken_tail_stops_the_start_naming_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let key = load_or_create_key(&dir.path().join("audit-key.pem")).unwrap();
+        let intact = closed_log(&path, &key).await;
+        assert_eq!(intact.len(), 9, "seven operations, two checkpoints");
+        let file = path.display().to_string();
+
+        // The last operation, after the last checkpoint, edited (its hash no longer matches).
+        let mut edited = intact.clone();
+        edited[8] = edited[8].replace("\"s7\"", "\"s9\"");
+        assert_ne!(edited, intact);
+        write_lines(&path, &edited);
+        let e = refusal(&path, &key);
+        assert!(
+            e.contains(&file) && e.contains("line 9 (record seq 9)"),
+            "{e}"
+        );
+        assert!(e.contains("edited"), "{e}");
+
+        // A record in the middle removed.
+        let mut removed = intact.clone();
+        removed.remove(5);
+        write_lines(&path, &removed);
+        let e = refusal(&path, &key);
+        assert!(
+            e.contains("line 6 (record seq 7)") && e.contains("expected seq 6"),
+            "{e}"
+        );
+
+        // The tail rewritten consistently (hashes recomputed) and re-signed by
+        // another key: only the checkpoint's key gives it away.
+        let other = load_or_create_key(&dir.path().join("other-key.pem")).unwrap();
+        let mut forged: Vec<String> = intact[..4].to_vec();
+        let last: Record = serde_json::from_str(&forged[3]).unwrap();
+        let mut head = last.hash;
+        for n in 5..=7u64 {
+            let body = if n == 7 {
+                checkpoint(n, Timestamp::from_unix_millis(9000), &head, &other)
+            } else {
+                RecordBody {
+                    seq: n,
+                    time: Timestamp::from_unix_millis(9000),
+                    prev: head.clone(),
+                    event: Event::Operation(op(40 + n as u32)),
+                }
+            };
+            let record = body.seal();
+            head = record.hash.clone();
+            forged.push(record.to_line());
+        }
+        write_lines(&path, &forged);
+        assert!(bzt_core::audit::verify_lines(forged.iter().map(String::as_str), None).is_err());
+        let e = refusal(&path, &key);
+        assert!(
+            e.contains("line 7 (record seq 7)") && e.contains("another key"),
+            "{e}"
+        );
+
+        // Put back, the log opens and its chain continues.
+        write_lines(&path, &intact);
+        let log = FileAuditLog::open(&path, key, 3).unwrap();
+        let seq = log
+            .append(op(8), Timestamp::from_unix_millis(8000))
+            .await
+            .unwrap();
+        assert_eq!(seq, 10, "the chain continues after seq 9");
     }
 }

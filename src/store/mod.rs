@@ -52,6 +52,7 @@ pub mod file_audit;
 pub mod memory;
 pub mod records;
 pub mod redis;
+pub mod webhooks;
 
 /// How long a claimed expiry is reserved for its claimer (see the module doc).
 pub const EXPIRY_LEASE: std::time::Duration = std::time::Duration::from_secs(10);

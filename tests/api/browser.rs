@@ -2,8 +2,10 @@
 //! long-polling, QR images and the scan landing page.
 
 use crate::helpers::*;
+use futures_util::SinkExt;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
 
 const EVIL_ORIGIN: &str = "https://evil.example.com";
 
@@ -499,4 +501,56 @@ async fn the_requester_comes_from_the_create_call_first() {
         .await;
     let answer: Value = resp.json().await.unwrap();
     assert_eq!(answer["session"]["requester"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_binary_frame_gets_an_error_and_close_1003() {
+    let app = TestApp::spawn().await;
+    let created = app.create_login().await;
+    let mut browser = app.browser(&created).await;
+    assert_eq!(browser.next_event().await["type"], "snapshot");
+
+    browser
+        .ws
+        .send(Message::Binary(br#"{"type":"cancel"}"#.to_vec().into()))
+        .await
+        .unwrap();
+    let error = browser.next_event().await;
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["error"]["code"], "invalid_request", "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("binary"), "{message}");
+    let close = browser.expect_close().await;
+    assert_eq!(u16::from(close.code), 1003);
+    assert!(close.reason.contains("binary"), "{}", close.reason);
+    // A binary frame is not a cancel.
+    assert_eq!(app.status_of(&created.id).await, "pending");
+}
+
+#[tokio::test]
+async fn an_oversized_frame_is_closed_with_1009() {
+    let app = TestApp::spawn().await;
+    let created = app.create_login().await;
+    for size in [4097, 64 * 1024] {
+        let mut browser = app.browser(&created).await;
+        assert_eq!(browser.next_event().await["type"], "snapshot");
+        let padding = "x".repeat(size);
+        browser
+            .send(json!({"type": "cancel", "pad": padding}))
+            .await;
+        let close = browser.expect_close().await;
+        assert_eq!(u16::from(close.code), 1009, "{size} bytes");
+        assert!(close.reason.contains("4096"), "{}", close.reason);
+    }
+    // A frame at the limit is read (and answered as an unknown message).
+    let mut browser = app.browser(&created).await;
+    assert_eq!(browser.next_event().await["type"], "snapshot");
+    let at_limit = json!({"type": "hello", "pad": ""}).to_string().len();
+    let padding = "x".repeat(4096 - at_limit);
+    browser.send(json!({"type": "hello", "pad": padding})).await;
+    assert_eq!(
+        browser.next_event().await["error"]["code"],
+        "invalid_request"
+    );
+    assert_eq!(app.status_of(&created.id).await, "pending");
 }

@@ -984,3 +984,42 @@ async fn conversation_limits_have_upper_bounds() {
     let at_the_bounds = app.post_session(&sign(policy(1000, 3600, 28800))).await;
     assert_eq!(at_the_bounds.status(), 201);
 }
+
+#[tokio::test]
+async fn conversation_sockets_close_on_binary_and_oversized_frames() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let app = TestApp::spawn().await;
+    let conv = open(&app, policy(200, 600, 7200)).await;
+
+    // The phone's socket takes 320 KiB (a seal answer carries its picture).
+    let mut phone = conv.phone_raw(&app).await;
+    phone
+        .send(json!({"type": "pad", "pad": "x".repeat(320 * 1024)}))
+        .await;
+    let close = phone.expect_close().await;
+    assert_eq!(u16::from(close.code), 1009);
+    assert!(close.reason.contains("327680"), "{}", close.reason);
+    let mut phone = conv.phone_raw(&app).await;
+    phone
+        .ws
+        .send(Message::Binary(b"\x00\x01".to_vec().into()))
+        .await
+        .unwrap();
+    let error = phone.next_event().await;
+    assert_eq!(error["error"]["code"], "invalid_request", "{error}");
+    assert_eq!(u16::from(phone.expect_close().await.code), 1003);
+
+    // The requester's socket only receives: 4096 bytes at most.
+    let mut requester = conv.requester(&app).await;
+    requester
+        .send(json!({"type": "pad", "pad": "x".repeat(4096)}))
+        .await;
+    let close = requester.expect_close().await;
+    assert_eq!(u16::from(close.code), 1009);
+    assert!(close.reason.contains("4096"), "{}", close.reason);
+
+    // Neither ended the conversation.
+    let view = conv.view(&app).await;
+    assert!(view.get("ended_by").is_none(), "{view}");
+}

@@ -226,3 +226,101 @@ async fn a_stale_crl_warns_and_with_refuse_refuses() {
         "{e}"
     );
 }
+
+/// What the test's CRL distribution point answers: a status and a body.
+type Served = Arc<std::sync::Mutex<(u16, Vec<u8>)>>;
+
+async fn crl_server(served: Served) -> String {
+    let router = axum::Router::new().route(
+        "/ca.crl",
+        axum::routing::get(move || {
+            let served = served.clone();
+            async move {
+                let (status, body) = served.lock().unwrap().clone();
+                (axum::http::StatusCode::from_u16(status).unwrap(), body)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/ca.crl", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    url
+}
+
+#[tokio::test]
+async fn a_failed_crl_url_refresh_keeps_the_last_good_crl() {
+    let cas = Arc::new(TestCas::generate());
+    let revoked_leaf = cas.leaf("platform", "张三");
+    let dir = tempfile::tempdir().unwrap();
+    let listing = openssl_crl(dir.path(), &cas, &[&revoked_leaf.serial_hex], None);
+    let listing = std::fs::read(listing).unwrap();
+    let served: Served = Arc::new(std::sync::Mutex::new((200, listing.clone())));
+    let url = crl_server(served.clone()).await;
+    let with_url = |cfg: &mut bzt::config::Config| {
+        let d = cfg
+            .trust_domains
+            .iter_mut()
+            .find(|d| d.name == "platform")
+            .unwrap();
+        d.crl_urls = vec![url.clone()];
+        d.crl_stale = CrlStale::Refuse;
+    };
+    let app = TestApp::spawn_with_cas(cas.clone(), with_url).await;
+    // The sources the broker refreshes, as it reads them from the same configuration.
+    let trust = app.broker().trust().clone();
+    let mut config = base_config(dir.path(), &cas);
+    with_url(&mut config);
+    let sources = bzt::crl::load_at_start(&config, &trust).await.unwrap();
+    let phone = app.phone_with(revoked_leaf, "p");
+    let is_refused = || async {
+        let created = app.create_session(login_body()).await;
+        let claimed = phone.claim(&created).await;
+        match phone.approve(&claimed).await {
+            Err(bzt_phone::Error::Broker(e)) => {
+                assert!(e.message.contains("revoked by the CRL"), "{e}");
+                true
+            }
+            Ok(_) => false,
+            Err(other) => panic!("{other:?}"),
+        }
+    };
+    assert!(is_refused().await, "listed by the CRL fetched at start");
+
+    // The distribution point fails, then serves a damaged CRL (the listed
+    // serial's byte flipped: an attacker un-revoking it), then another
+    // CA's CRL of the same name: each refresh fails, the listing stays.
+    let der = openssl_ok(
+        &dir.path().join("platform-ca"),
+        &["crl", "-in", "crl.pem", "-outform", "DER"],
+    )
+    .stdout;
+    let mut serial_hex = phone.serial();
+    if serial_hex.len() % 2 == 1 {
+        serial_hex.insert(0, '0');
+    }
+    let serial = hex::decode(serial_hex).unwrap();
+    let at = der
+        .windows(serial.len())
+        .position(|w| w == serial.as_slice())
+        .expect("the revoked serial in the CRL's DER");
+    let mut flipped = der.clone();
+    flipped[at + serial.len() - 1] ^= 0x01;
+    let other_cas = TestCas::generate();
+    let other_dir = tempfile::tempdir().unwrap();
+    let forged = std::fs::read(openssl_crl(other_dir.path(), &other_cas, &[], None)).unwrap();
+    for (status, body) in [(503, b"busy".to_vec()), (200, flipped), (200, forged)] {
+        *served.lock().unwrap() = (status, body);
+        bzt::crl::refresh_once(&trust, &sources[0]).await;
+        assert!(
+            is_refused().await,
+            "a failed refresh (HTTP {status}) must keep the last good CRL"
+        );
+    }
+
+    // A good CRL that no longer lists the serial does replace it: the
+    // refreshes above ran, and kept the old CRL because they failed.
+    let cleared = std::fs::read(openssl_crl(dir.path(), &cas, &[], None)).unwrap();
+    *served.lock().unwrap() = (200, cleared);
+    bzt::crl::refresh_once(&trust, &sources[0]).await;
+    assert!(!is_refused().await, "the new CRL no longer lists it");
+}

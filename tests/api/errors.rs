@@ -361,13 +361,9 @@ async fn the_framework_own_rejections_use_the_error_body_too() {
     let created = app.create_login().await;
     let id = &created.id;
     let t = &created.browser_token;
+    // (Path ids that are not UTF-8 are 404s: see
+    // `a_path_id_that_is_not_utf8_is_an_unknown_id`.)
     let cases = [
-        (reqwest::Method::GET, "/v1/sessions/%FF".to_string()),
-        (
-            reqwest::Method::GET,
-            "/v1/sessions/%FF/qr.svg?t=x".to_string(),
-        ),
-        (reqwest::Method::GET, "/q/%FF".to_string()),
         (
             reqwest::Method::DELETE,
             format!("/v1/sessions/{id}?t={t}&t={t}"),
@@ -409,4 +405,48 @@ async fn the_framework_own_rejections_use_the_error_body_too() {
         .unwrap();
     assert_error(resp, 400, "invalid_request").await;
     assert_eq!(app.status_of(id).await, "pending");
+}
+
+#[tokio::test]
+async fn a_path_id_that_is_not_utf8_is_an_unknown_id() {
+    // docs/protocol.md: anything that is not 1..64 characters of
+    // `[A-Za-z0-9_-]` answers `404 not_found`, bytes that decode to no text included.
+    let app = TestApp::spawn().await;
+    let created = app.create_login().await;
+    let cases = [
+        (reqwest::Method::GET, "/v1/sessions/%FF"),
+        (reqwest::Method::GET, "/v1/sessions/%C3%28"),
+        (reqwest::Method::DELETE, "/v1/sessions/%FF"),
+        (reqwest::Method::GET, "/v1/sessions/%FF/qr.svg?t=x"),
+        (reqwest::Method::GET, "/v1/sessions/%FF/events?t=x"),
+        (reqwest::Method::GET, "/v1/sessions/%FF/ws?t=x"),
+        (reqwest::Method::POST, "/v1/sessions/%80abc/complete"),
+        (reqwest::Method::GET, "/q/%FF"),
+        (reqwest::Method::GET, "/v1/conversations/%FE%FF"),
+        (reqwest::Method::GET, "/v1/conversations/abc/requests/%FF"),
+        (reqwest::Method::DELETE, "/v1/admin/revocations/%FF"),
+    ];
+    for (method, path) in cases {
+        let resp = app
+            .http
+            .request(method.clone(), app.url(path))
+            .bearer_auth(API_KEY)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 404, "{method} {path}");
+        assert_error(resp, 404, "not_found").await;
+    }
+    // Percent-encoded UTF-8 still reaches the handler (and is an unknown id there).
+    let resp = app
+        .http
+        .get(app.url("/v1/sessions/%E4%B8%AD"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 404, "not_found").await;
+    assert_eq!(app.status_of(&created.id).await, "pending");
 }

@@ -136,6 +136,14 @@ pub fn base_config(dir: &Path, cas: &TestCas) -> Config {
     config
 }
 
+/// A broker whose graceful shutdown began ([`TestApp::begin_shutdown`]).
+pub struct Stopping {
+    pub address: String,
+    pub broker: Arc<bzt::broker::Broker>,
+    pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
 impl TestApp {
     pub async fn spawn() -> Self {
         Self::spawn_with(|_| {}).await
@@ -202,6 +210,26 @@ impl TestApp {
             broker,
             _shutdown: tx,
             server,
+        }
+    }
+
+    /// Starts the graceful shutdown, as SIGTERM does; answers the serving
+    /// task (it ends when the drain is over) and what the test still needs.
+    pub fn begin_shutdown(self) -> Stopping {
+        let TestApp {
+            address,
+            dir,
+            broker,
+            _shutdown,
+            server,
+            ..
+        } = self;
+        let _ = _shutdown.send(());
+        Stopping {
+            address,
+            broker,
+            server,
+            _dir: dir,
         }
     }
 

@@ -1,4 +1,5 @@
-//! Abuse limits: claim attempts per IP, sockets per session.
+//! Abuse limits: claim attempts per IP (a flood guard that lets a carrier's
+//! NAT through), failed claims per session, sockets per session.
 
 use crate::helpers::*;
 use serde_json::json;
@@ -63,4 +64,69 @@ async fn a_session_has_at_most_eight_sockets() {
     for b in &mut open {
         assert_eq!(b.next_event().await["status"], "cancelled");
     }
+}
+
+#[tokio::test]
+async fn many_phones_behind_one_carrier_address_all_claim_at_the_defaults() {
+    // CGNAT: 150 users of one mobile carrier scan 150 login QR codes within a
+    // minute, all from the broker's point of view from one address.
+    let app = TestApp::spawn().await;
+    let mut created = Vec::new();
+    for _ in 0..150 {
+        created.push(app.create_login().await);
+    }
+    for (i, c) in created.iter().enumerate() {
+        let resp = app
+            .claim_raw(
+                &json!({"qr_text": c.qr_text, "device": {"id": format!("d{i}"), "name": "手机"}}),
+            )
+            .await;
+        assert_eq!(
+            resp.status().as_u16(),
+            200,
+            "claim {i} from the shared address"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_qr_codes_failed_claims_are_limited_whatever_the_address() {
+    let app = TestApp::spawn_with(|cfg| cfg.trust_forwarded_for = true).await;
+    let created = app.create_login().await;
+    let other = app.create_login().await;
+    let (url, _) = created.qr_text.split_once('#').unwrap();
+    let claim_from = |ip: String, qr_text: String| {
+        let app = &app;
+        async move {
+            app.http
+                .post(app.url("/v1/claim"))
+                .header("x-forwarded-for", ip)
+                .json(&json!({"qr_text": qr_text, "device": {"id": "a", "name": "b"}}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Ten guesses, each from another address (a botnet, or a whole province).
+    for i in 0..10 {
+        let resp = claim_from(format!("198.51.100.{i}"), format!("{url}#guess{i}")).await;
+        assert_error(resp, 404, "not_found").await;
+    }
+    // The eleventh is refused before its secret is looked at, even the right one.
+    let resp = claim_from("203.0.113.9".into(), created.qr_text.clone()).await;
+    let retry_after: u64 = resp
+        .headers()
+        .get("retry-after")
+        .expect("429 carries Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let message = assert_error(resp, 429, "rate_limited").await;
+    assert!(message.contains("failed claims"), "{message}");
+    assert_eq!(app.status_of(&created.id).await, "pending");
+    // Another QR code, from an address that guessed, is not affected.
+    let resp = claim_from("198.51.100.0".into(), other.qr_text.clone()).await;
+    assert_eq!(resp.status().as_u16(), 200);
 }

@@ -69,3 +69,54 @@ async fn the_admin_api_lists_revocations() {
     assert_eq!(list["configured"], serde_json::json!(["abc"]));
     assert_eq!(list["runtime"], serde_json::json!(["ff"]));
 }
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_request_finish_and_takes_no_new_ones() {
+    let app = TestApp::spawn_with(|cfg| cfg.shutdown_drain_s = 10).await;
+    let created = app.create_login().await;
+    // An RP long-poll, in flight when the node is told to stop.
+    let poll = {
+        let http = app.http.clone();
+        let url = app.url(&format!("/v1/sessions/{}?wait=20&version=1", created.id));
+        tokio::spawn(async move { http.get(url).bearer_auth(API_KEY).send().await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let stopping = app.begin_shutdown();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !stopping.server.is_finished(),
+        "the node must wait for its in-flight request"
+    );
+    // New connections are not taken any more.
+    let fresh = reqwest::Client::new();
+    assert!(
+        fresh
+            .get(format!("{}/healthz", stopping.address))
+            .send()
+            .await
+            .is_err(),
+        "a draining node accepted a new connection"
+    );
+
+    // The session changes during the drain: the long-poll answers it in full.
+    let id = bzt_core::SessionId::parse(&created.id).unwrap();
+    stopping
+        .broker
+        .cancel(&id, bzt_core::session::CancelledBy::Rp)
+        .await
+        .unwrap();
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), poll)
+        .await
+        .expect("the long-poll answers during the drain")
+        .unwrap()
+        .expect("the in-flight request is answered, not cut");
+    assert_eq!(resp.status().as_u16(), 200);
+    let view: Value = resp.json().await.unwrap();
+    assert_eq!(view["status"], "cancelled", "{view}");
+    // Then the node stops, cleanly, well before the drain time.
+    tokio::time::timeout(std::time::Duration::from_secs(5), stopping.server)
+        .await
+        .expect("the node stops once nothing is in flight")
+        .unwrap()
+        .unwrap();
+}

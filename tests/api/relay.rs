@@ -237,3 +237,64 @@ async fn rotation_reaches_sse_with_a_dotted_id_and_stops_once_scanned() {
     // The next event after `scanned` is the result: no rotation once scanned.
     assert_eq!(browser.next_event().await["type"], "result");
 }
+
+#[tokio::test]
+async fn racing_wrong_picks_leave_exactly_one_audit_record() {
+    let app = TestApp::spawn().await;
+    let created = app.create_session(number_match_login()).await;
+    let mut browser = app.browser(&created).await;
+    browser.next_event().await;
+    let phone = app.phone("platform", "p");
+    let claimed = phone.claim(&created).await;
+    let code = browser.next_event().await["match_code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wrong = claimed
+        .match_choices
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| **c != code)
+        .unwrap()
+        .clone();
+    let mut body = phone.completion_over(&claimed.tbs);
+    body["match_code"] = json!(wrong);
+
+    // A relay retrying, or a double tap: sixteen wrong picks at once.
+    let token = claimed.phone_token.expose();
+    let answers = futures_util::future::join_all(
+        (0..16).map(|_| app.complete_raw(&created.id, token, &body)),
+    )
+    .await;
+    // The picks that got past the first check answer 403; those that came
+    // after the session was rejected answer 409, as any late completion does.
+    let mut forbidden = 0;
+    for resp in answers {
+        match resp.status().as_u16() {
+            403 => {
+                assert_error(resp, 403, "forbidden").await;
+                forbidden += 1;
+            }
+            _ => drop(assert_error(resp, 409, "conflict").await),
+        }
+    }
+    assert!(forbidden >= 1, "no wrong pick was refused as one");
+    assert_eq!(app.status_of(&created.id).await, "rejected");
+
+    let audit: Value = app.rp_get_as(API_KEY, "/v1/audit").await;
+    let records: Vec<&Value> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["session_id"] == created.id.as_str())
+        .collect();
+    assert_eq!(records.len(), 1, "one session, one record: {records:#?}");
+    assert_eq!(
+        (
+            records[0]["outcome"].as_str(),
+            records[0]["reason"].as_str()
+        ),
+        (Some("rejected"), Some("match_failed"))
+    );
+}

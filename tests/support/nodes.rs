@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 pub const API_KEY: &str = "bzt-multi-node-test-key";
 pub const ADMIN_TOKEN: &str = "bzt-multi-node-admin-token";
+pub const WEBHOOK_SECRET: &str = "bzt-multi-node-webhook-secret";
 
 /// What every node shares: a CA its trust domain accepts, a phone identity
 /// it issued, the audit signing key (the audit trail is one chain in Redis,
@@ -108,10 +109,14 @@ sockets_per_session = 8
 [audit]
 signing_key_file = "audit-signing-key.pem"
 checkpoint_every = 5
+[webhooks]
+# The test's webhook receiver listens on loopback.
+allowed_private_networks = ["127.0.0.1/32"]
 [[apps]]
 id = "demo"
 name = "示例交易平台"
 api_key = "{API_KEY}"
+webhook_secret = "{WEBHOOK_SECRET}"
 [[trust_domains]]
 name = "platform"
 ca_pem_files = ["ca.pem"]

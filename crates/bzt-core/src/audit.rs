@@ -101,7 +101,8 @@ pub struct Record {
 }
 
 impl RecordBody {
-    fn digest(&self) -> String {
+    /// The SM3 a sealed record carries as its `hash`.
+    pub fn digest(&self) -> String {
         sm3_hex(&serde_json::to_vec(self).unwrap_or_default())
     }
 
@@ -144,6 +145,24 @@ pub fn checkpoint(seq: u64, time: Timestamp, head: &str, key: &SigningKey) -> Re
             signature_b64: crate::codec::encode(&signature.to_der().to_bytes()),
         }),
     }
+}
+
+/// Whether a checkpoint at `seq` is a valid signature, by the key it names,
+/// over the chain head `head` (the hash of the record before it). Which key
+/// it must be is the caller's question.
+pub fn checkpoint_verifies(cp: &Checkpoint, seq: u64, head: &str) -> bool {
+    hex::decode(&cp.public_key)
+        .ok()
+        .and_then(|k| VerifyingKey::from_sec1_bytes(DEFAULT_DIST_ID, &k).ok())
+        .zip(
+            crate::codec::decode(&cp.signature_b64)
+                .ok()
+                .and_then(|d| Signature::from_der(&d).ok()),
+        )
+        .is_some_and(|(key, sig)| {
+            key.verify(checkpoint_message(seq, head).as_bytes(), &sig)
+                .is_ok()
+        })
 }
 
 /// The outcome of checking a whole log.
@@ -235,19 +254,7 @@ pub fn verify_lines<'a>(
                     Some(_) => {}
                     None => pinned = Some(key_hex.clone()),
                 }
-                let ok = hex::decode(&key_hex)
-                    .ok()
-                    .and_then(|k| VerifyingKey::from_sec1_bytes(DEFAULT_DIST_ID, &k).ok())
-                    .zip(
-                        crate::codec::decode(&cp.signature_b64)
-                            .ok()
-                            .and_then(|d| Signature::from_der(&d).ok()),
-                    )
-                    .is_some_and(|(key, sig)| {
-                        key.verify(checkpoint_message(record.body.seq, &head).as_bytes(), &sig)
-                            .is_ok()
-                    });
-                if !ok {
+                if !checkpoint_verifies(cp, record.body.seq, &head) {
                     return Err(bad("the checkpoint signature does not verify".into()));
                 }
                 checkpoints += 1;

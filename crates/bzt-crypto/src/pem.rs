@@ -35,11 +35,15 @@ pub fn pem_blocks(text: &str) -> Result<Vec<PemBlock>, Error> {
             .ok_or_else(|| Error::Pem("unterminated -----BEGIN line".into()))?;
         let label = &block[BEGIN.len()..BEGIN.len() + label_end];
         let end_marker = format!("-----END {label}-----");
-        let end = block
-            .find(&end_marker)
-            .ok_or_else(|| Error::Pem(format!("no {end_marker} line")))?
-            + end_marker.len();
-        let body: String = block[BEGIN.len() + label_end + "-----".len()..end - end_marker.len()]
+        // The END line is looked for after the BEGIN line: the two may
+        // share their dashes (`-----BEGIN X-----END X-----`, found by fuzzing).
+        let body_start = BEGIN.len() + label_end + "-----".len();
+        let body_end = body_start
+            + block[body_start..]
+                .find(&end_marker)
+                .ok_or_else(|| Error::Pem(format!("no {end_marker} line")))?;
+        let end = body_end + end_marker.len();
+        let body: String = block[body_start..body_end]
             .chars()
             .filter(|c| !c.is_whitespace())
             .collect();
@@ -109,6 +113,21 @@ pub fn to_pem(label: &str, der: &[u8]) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn begin_and_end_sharing_their_dashes_is_an_error_not_a_panic() {
+        // Found by the fuzz smoke run (crates/bzt-fuzz): the END marker was
+        // looked for from the start of the BEGIN line, inside it.
+        for text in [
+            "-----BEGIN CERTIFICATE-----END CERTIFICATE-----",
+            "-----BEGIN CERTIFICATE------END CERTIFICATE-----",
+            "-----BEGIN X-----END X-----",
+        ] {
+            let e = pem_blocks(text).unwrap_err();
+            assert!(e.to_string().contains("no -----END"), "{text}: {e}");
+        }
+        assert!(pem_certificate("-----BEGIN CERTIFICATE-----END CERTIFICATE-----").is_err());
+    }
 
     #[test]
     fn blocks_are_found_between_text() {

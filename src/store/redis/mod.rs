@@ -25,9 +25,11 @@ mod conn;
 mod conversation;
 mod pubsub;
 mod records;
+mod webhooks;
 
 pub use self::audit::RedisAuditLog;
 pub use self::records::{RedisRecordSet, RECORD_POLL};
+pub use self::webhooks::RedisWebhookQueue;
 
 use self::conn::{connect, timed, Conn};
 use self::pubsub::{Subscriber, Subscriptions};
@@ -153,6 +155,11 @@ impl Keys {
 
     fn audit_head(&self) -> String {
         format!("{}:{{audit}}:head", self.prefix)
+    }
+
+    /// Pending webhook deliveries by due time (their data appends `:d`).
+    fn webhooks(&self) -> String {
+        format!("{}:{{wh}}", self.prefix)
     }
 
     /// A shared record set (its version key appends `:v`).
