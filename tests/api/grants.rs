@@ -5,12 +5,14 @@
 //! grant through the broker the member can no longer sign while the administrator still can.
 
 use crate::helpers::*;
-use crate::split_key::{start, PIN};
-use bzt_phone::conversation::Decision;
+use crate::split_key::{
+    approve_requests_with_split_key, open_conversation_with_one_scan, start, PIN,
+};
+use bzt_cosigner::wire::GrantList;
+use bzt_phone::grants::GrantOffer;
 use bzt_phone::split::SplitIdentity;
-use bzt_phone::{ApproveExtras, ConversationSigner, Device, PhoneConversation, SessionStatus};
+use bzt_phone::{ApproveExtras, Device, SessionStatus};
 use serde_json::{json, Value};
-use std::ops::ControlFlow;
 
 const MEMBER_PIN: &str = "975310";
 
@@ -32,6 +34,31 @@ async fn audit(app: &TestApp, query: &[(&str, &str)]) -> Vec<Value> {
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     body["records"].as_array().unwrap().clone()
+}
+
+/// 添加被授权人: the member's phone (李四, `dev-lisi`) invites, the administrator grants the
+/// company certificate for an hour, and the member accepts with [`MEMBER_PIN`]; returns the
+/// administrator's grant list, the offer and the member's identity.
+async fn invite_grant_and_accept_lisi(
+    app: &TestApp,
+    admin: &SplitIdentity,
+) -> (GrantList, GrantOffer, SplitIdentity) {
+    let member_dir = app.dir.path().join("lisi");
+    let member_device = Device {
+        id: "dev-lisi".into(),
+        name: "李四的手机".into(),
+    };
+    let invite = bzt_phone::grants::invite(&member_dir, "李四", member_device).unwrap();
+    let (list, offer) = admin
+        .unlock(PIN)
+        .unwrap()
+        .grant(&invite, &in_an_hour())
+        .await
+        .unwrap();
+    let member = bzt_phone::grants::accept(&member_dir, &offer, MEMBER_PIN)
+        .await
+        .unwrap();
+    (list, offer, member)
 }
 
 /// Creates a sign session and has `identity` approve it; returns the session view.
@@ -69,22 +96,8 @@ async fn a_member_signs_with_the_company_certificate_and_the_result_and_audit_na
     let admin = world.enrol("张三").await;
 
     // 添加被授权人: the member's phone invites, the administrator grants, the member accepts.
-    let member_dir = app.dir.path().join("lisi");
-    let member_device = Device {
-        id: "dev-lisi".into(),
-        name: "李四的手机".into(),
-    };
-    let invite = bzt_phone::grants::invite(&member_dir, "李四", member_device).unwrap();
-    let (list, offer) = admin
-        .unlock(PIN)
-        .unwrap()
-        .grant(&invite, &in_an_hour())
-        .await
-        .unwrap();
+    let (list, offer, member) = invite_grant_and_accept_lisi(app, &admin).await;
     assert_eq!(list.grants.len(), 1);
-    let member = bzt_phone::grants::accept(&member_dir, &offer, MEMBER_PIN)
-        .await
-        .unwrap();
     assert_eq!(member.device().id, "dev-lisi");
     assert_eq!(member.serial_hex(), admin.serial_hex());
     assert_ne!(member.key_id(), admin.key_id());
@@ -183,21 +196,7 @@ async fn a_member_signs_conversation_requests_and_each_result_and_audit_record_n
     let world = start().await;
     let app = &world.app;
     let admin = world.enrol("张三").await;
-    let member_dir = app.dir.path().join("lisi");
-    let member_device = Device {
-        id: "dev-lisi".into(),
-        name: "李四的手机".into(),
-    };
-    let invite = bzt_phone::grants::invite(&member_dir, "李四", member_device).unwrap();
-    let (_, offer) = admin
-        .unlock(PIN)
-        .unwrap()
-        .grant(&invite, &in_an_hour())
-        .await
-        .unwrap();
-    let member = bzt_phone::grants::accept(&member_dir, &offer, MEMBER_PIN)
-        .await
-        .unwrap();
+    let (_, _, member) = invite_grant_and_accept_lisi(app, &admin).await;
     let lisi = json!({"name": "李四", "device": "dev-lisi"});
 
     // Each opens a conversation with one scan and answers one request in it.
@@ -211,69 +210,19 @@ async fn a_member_signs_conversation_requests_and_each_result_and_audit_record_n
                 "conversation": crate::conversation::policy(5, 600, 7200),
             }))
             .await;
-        let phone = world.phone();
-        let claimed = phone
-            .claim_as(&created.qr(), identity.device())
-            .await
-            .unwrap();
         let key = identity.unlock(pin).unwrap();
-        let answer = phone
-            .approve_split(
-                &claimed,
-                &key,
-                ApproveExtras {
-                    open_conversation: true,
-                    ..Default::default()
-                },
+        let grant = open_conversation_with_one_scan(&world.phone(), &created, identity, &key).await;
+        let request_id = app
+            .send_conversation_request(
+                &grant.id,
+                json!({ "tbs_b64": b64("第1页".as_bytes()), "display": { "title": "第1页" } }),
             )
-            .await
-            .unwrap();
-        let grant = answer.conversation.expect("a conversation was opened");
-        let resp = app
-            .http
-            .post(app.url(&format!("/v1/conversations/{}/requests", grant.id)))
-            .bearer_auth(API_KEY)
-            .json(&json!({ "tbs_b64": b64("第1页".as_bytes()), "display": { "title": "第1页" } }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 202);
-        let request_id = resp.json::<Value>().await.unwrap()["request_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let mut socket = PhoneConversation::connect(&app.address, &grant)
-            .await
-            .unwrap();
-        let summary = socket
-            .run(
-                ConversationSigner::Split {
-                    key: &key,
-                    phone_token: grant.phone_token.expose().to_owned(),
-                },
-                |_| {
-                    std::future::ready(Decision::Approve {
-                        auto_confirmed: false,
-                    })
-                },
-                |_, _| ControlFlow::Break(()),
-            )
-            .await
-            .unwrap();
+            .await;
+        let summary = approve_requests_with_split_key(app, &grant, &key, None, 1, false).await;
         assert_eq!(summary.approved, 1, "{summary:?}");
-        let result: Value = app
-            .http
-            .get(app.url(&format!(
-                "/v1/conversations/{}/requests/{request_id}",
-                grant.id
-            )))
-            .bearer_auth(API_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let result = app
+            .conversation_request_result(&grant.id, &request_id)
+            .await;
         assert_eq!(result["status"], "approved", "{result}");
         let view = app.get_session(&created.id).await;
         let signature = unb64(result["signature_b64"].as_str().unwrap());
@@ -570,21 +519,7 @@ async fn revoking_a_members_key_through_the_broker_reclaims_the_grant_and_revoke
     let world = start().await;
     let app = &world.app;
     let admin = world.enrol("张三").await;
-    let member_dir = app.dir.path().join("lisi");
-    let member_device = Device {
-        id: "dev-lisi".into(),
-        name: "李四的手机".into(),
-    };
-    let invite = bzt_phone::grants::invite(&member_dir, "李四", member_device).unwrap();
-    let (_, offer) = admin
-        .unlock(PIN)
-        .unwrap()
-        .grant(&invite, &in_an_hour())
-        .await
-        .unwrap();
-    let member = bzt_phone::grants::accept(&member_dir, &offer, MEMBER_PIN)
-        .await
-        .unwrap();
+    let (_, offer, member) = invite_grant_and_accept_lisi(app, &admin).await;
     let grant_id = offer.package.grant_id.clone();
     let revoke = |body: Value| {
         app.http

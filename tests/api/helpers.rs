@@ -299,6 +299,37 @@ impl TestApp {
             .unwrap()
     }
 
+    /// 会话签章, the requester's step: `POST /v1/conversations/<id>/requests` with `body`, which
+    /// the broker accepts (202); returns the new request's id.
+    pub async fn send_conversation_request(&self, conversation_id: &str, body: Value) -> String {
+        let resp = self
+            .http
+            .post(self.url(&format!("/v1/conversations/{conversation_id}/requests")))
+            .bearer_auth(API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        resp.json::<Value>().await.unwrap()["request_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The requester fetches one conversation request's result with the first app's key.
+    pub async fn conversation_request_result(
+        &self,
+        conversation_id: &str,
+        request_id: &str,
+    ) -> Value {
+        self.rp_get_as(
+            API_KEY,
+            &format!("/v1/conversations/{conversation_id}/requests/{request_id}"),
+        )
+        .await
+    }
+
     /// `GET /v1/sessions/<id><query>` with the first app's key.
     pub async fn get_session_raw(&self, id: &str, query: &str) -> reqwest::Response {
         self.http

@@ -713,24 +713,23 @@ async fn a_conversation_opened_with_a_seal_stamps_a_seal_on_each_page_with_auto_
     };
     let mut ids = Vec::new();
     for n in 1..=PAGES {
-        let resp = post(json!({
-            "display": {"title": format!("第{n}页")},
-            "seal": {"data_hash_b64": b64(&Sm3::digest(page(n))), "property_info": format!("/Doc_0/Pages/Page_{n}")},
-        }))
-        .await
-        .unwrap();
-        assert_eq!(resp.status().as_u16(), 202);
-        let v: Value = resp.json().await.unwrap();
-        ids.push(v["request_id"].as_str().unwrap().to_owned());
+        ids.push(
+            app.send_conversation_request(
+                &grant.id,
+                json!({
+                    "display": {"title": format!("第{n}页")},
+                    "seal": {"data_hash_b64": b64(&Sm3::digest(page(n))), "property_info": format!("/Doc_0/Pages/Page_{n}")},
+                }),
+            )
+            .await,
+        );
     }
-    let resp = post(json!({"display": {"title": "确认函"}, "tbs_b64": b64(b"plain")}))
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
-    let plain_id = resp.json::<Value>().await.unwrap()["request_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let plain_id = app
+        .send_conversation_request(
+            &grant.id,
+            json!({"display": {"title": "确认函"}, "tbs_b64": b64(b"plain")}),
+        )
+        .await;
     let resp = post(json!({"display": {"title": "x"}, "tbs_b64": b64(b"x"), "seal": {"data_hash_b64": b64(&Sm3::digest(b"x")), "property_info": "p"}}))
         .await
         .unwrap();
@@ -766,12 +765,7 @@ async fn a_conversation_opened_with_a_seal_stamps_a_seal_on_each_page_with_auto_
 
     let makers = [app.cas.platform.certificate().clone()];
     for (i, rid) in ids.iter().enumerate() {
-        let r: Value = app
-            .rp_get_as(
-                API_KEY,
-                &format!("/v1/conversations/{}/requests/{rid}", grant.id),
-            )
-            .await;
+        let r: Value = app.conversation_request_result(&grant.id, rid).await;
         assert_eq!(r["status"], "approved", "{r}");
         assert_eq!(r["auto_confirmed"], true);
         assert_eq!(
@@ -808,19 +802,7 @@ async fn a_conversation_opened_with_a_seal_stamps_a_seal_on_each_page_with_auto_
             ));
         }
     }
-    let r: Value = app
-        .http
-        .get(app.url(&format!(
-            "/v1/conversations/{}/requests/{plain_id}",
-            grant.id
-        )))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = app.conversation_request_result(&grant.id, &plain_id).await;
     assert_eq!(r["status"], "approved");
     assert!(r.get("seal").is_none(), "{r}");
     assert!(openssl_verifies(
@@ -900,19 +882,8 @@ async fn a_phone_without_a_seal_declines_seal_requests_and_a_bare_signature_is_r
         .unwrap();
     for r in [r1, r2] {
         let v: Value = app
-            .http
-            .get(app.url(&format!(
-                "/v1/conversations/{}/requests/{}",
-                grant.id,
-                r["request_id"].as_str().unwrap()
-            )))
-            .bearer_auth(API_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .conversation_request_result(&grant.id, r["request_id"].as_str().unwrap())
+            .await;
         assert_eq!(v["status"], "rejected", "{v}");
         assert_eq!(v["reason"], "手机未选择印章");
     }
@@ -1015,22 +986,15 @@ async fn a_conversation_seal_answer_with_a_40_kib_picture_is_accepted() {
         .unwrap()
         .conversation
         .expect("a conversation was opened");
-    let resp = app
-        .http
-        .post(app.url(&format!("/v1/conversations/{}/requests", grant.id)))
-        .bearer_auth(API_KEY)
-        .json(&json!({
-            "display": {"title": "第2页"},
-            "seal": {"data_hash_b64": b64(&Sm3::digest(b"page 2")), "property_info": PROPERTY_INFO},
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
-    let rid = resp.json::<Value>().await.unwrap()["request_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let rid = app
+        .send_conversation_request(
+            &grant.id,
+            json!({
+                "display": {"title": "第2页"},
+                "seal": {"data_hash_b64": b64(&Sm3::digest(b"page 2")), "property_info": PROPERTY_INFO},
+            }),
+        )
+        .await;
     let mut socket = bzt_phone::PhoneConversation::connect(&app.address, &grant)
         .await
         .unwrap()
@@ -1044,12 +1008,7 @@ async fn a_conversation_seal_answer_with_a_40_kib_picture_is_accepted() {
     .expect("the answer is acknowledged")
     .unwrap();
     assert_eq!(summary.approved, 1, "{summary:?}");
-    let r: Value = app
-        .rp_get_as(
-            API_KEY,
-            &format!("/v1/conversations/{}/requests/{rid}", grant.id),
-        )
-        .await;
+    let r: Value = app.conversation_request_result(&grant.id, &rid).await;
     assert_eq!(r["status"], "approved", "{r}");
     assert!(r["seal_signature_b64"].as_str().unwrap().len() > 40 * 1024 * 4 / 3);
 }

@@ -14,10 +14,10 @@ use bzt_cosigner::config::{StoreConfig, StoreKind};
 use bzt_cosigner::{Config as CosignerConfig, Service};
 use bzt_envelope::{open_to_path_with_content_key, unwrap_key, ContentKey, Recipient};
 use bzt_phone::conversation::Decision;
-use bzt_phone::split::{Enrolled, SplitIdentity};
+use bzt_phone::split::{Enrolled, SplitIdentity, UnlockedSplit};
 use bzt_phone::{
     ApproveExtras, ConversationSigner, DecryptOutcome, Device, Phone, PhoneConversation,
-    SessionStatus,
+    RunSummary, SessionStatus,
 };
 use serde_json::{json, Value};
 use sm3::{Digest, Sm3};
@@ -118,6 +118,69 @@ impl SplitWorld {
     }
 }
 
+/// 会话签章, the phone's first step: one scan of `created` as `identity`'s device, approved with
+/// the split key and asking to open a conversation; returns the conversation it opened.
+pub(crate) async fn open_conversation_with_one_scan(
+    phone: &Phone,
+    created: &Created,
+    identity: &SplitIdentity,
+    key: &UnlockedSplit<'_>,
+) -> PhoneConversation {
+    let claimed = phone
+        .claim_as(&created.qr(), identity.device())
+        .await
+        .unwrap();
+    let answer = phone
+        .approve_split(
+            &claimed,
+            key,
+            ApproveExtras {
+                open_conversation: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    answer.conversation.expect("a conversation was opened")
+}
+
+/// 会话签章, the phone's answering step: connects to `grant` and approves the next `count`
+/// requests with the split key (stamping `seal` where a request asks for one).
+pub(crate) async fn approve_requests_with_split_key(
+    app: &TestApp,
+    grant: &PhoneConversation,
+    key: &UnlockedSplit<'_>,
+    seal: Option<bzt_seal::Seal>,
+    count: usize,
+    auto_confirmed: bool,
+) -> RunSummary {
+    let mut socket = PhoneConversation::connect(&app.address, grant)
+        .await
+        .unwrap();
+    if let Some(seal) = seal {
+        socket = socket.with_seal(seal);
+    }
+    let mut answered = 0;
+    socket
+        .run(
+            ConversationSigner::Split {
+                key,
+                phone_token: grant.phone_token.expose().to_owned(),
+            },
+            |_| std::future::ready(Decision::Approve { auto_confirmed }),
+            |_, _| {
+                answered += 1;
+                if answered == count {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )
+        .await
+        .unwrap()
+}
+
 /// The keys of an approved session's `result` and of its certificate: what an RP can rely on.
 fn shape(result: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
     let keys = |v: &Value| {
@@ -188,22 +251,7 @@ async fn a_split_key_logs_in_signs_and_converses_and_openssl_verifies_its_signat
             "conversation": policy(10, 600, 7200),
         }))
         .await;
-    let claimed = phone
-        .claim_as(&created.qr(), identity.device())
-        .await
-        .unwrap();
-    let answer = phone
-        .approve_split(
-            &claimed,
-            &key,
-            ApproveExtras {
-                open_conversation: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let grant = answer.conversation.expect("a conversation was opened");
+    let grant = open_conversation_with_one_scan(&phone, &created, &identity, &key).await;
     let view = app.get_session(&created.id).await;
     let cert_pem = view["result"]["certificate"]["pem"]
         .as_str()
@@ -228,44 +276,13 @@ async fn a_split_key_logs_in_signs_and_converses_and_openssl_verifies_its_signat
     .unwrap();
     let pages: Vec<Vec<u8>> = (1..=3).map(|i| format!("第{i}页").into_bytes()).collect();
     for (i, page) in pages.iter().enumerate() {
-        let resp = app
-            .http
-            .post(app.url(&format!("/v1/conversations/{conversation_id}/requests")))
-            .bearer_auth(API_KEY)
-            .json(
-                &json!({ "tbs_b64": b64(page), "display": { "title": format!("第{}页", i + 1) } }),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 202);
-    }
-    let mut socket = PhoneConversation::connect(&app.address, &grant)
-        .await
-        .unwrap();
-    let mut answered = 0;
-    let summary = socket
-        .run(
-            ConversationSigner::Split {
-                key: &key,
-                phone_token: grant.phone_token.expose().to_owned(),
-            },
-            |_| {
-                std::future::ready(Decision::Approve {
-                    auto_confirmed: true,
-                })
-            },
-            |_, _| {
-                answered += 1;
-                if answered == 3 {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            },
+        app.send_conversation_request(
+            &conversation_id,
+            json!({ "tbs_b64": b64(page), "display": { "title": format!("第{}页", i + 1) } }),
         )
-        .await
-        .unwrap();
+        .await;
+    }
+    let summary = approve_requests_with_split_key(app, &grant, &key, None, 3, true).await;
     assert_eq!(summary.approved, 3, "{summary:?}");
     for page in &pages {
         let event = requester.next_event().await;
@@ -937,60 +954,23 @@ async fn a_split_key_stamps_a_seal_that_the_broker_and_openssl_verify_and_the_se
     let pages: Vec<Vec<u8>> = (1..=2).map(|n| format!("第{n}页").into_bytes()).collect();
     let mut ids = Vec::new();
     for (n, page) in pages.iter().enumerate() {
-        let resp = app
-            .http
-            .post(app.url(&format!("/v1/conversations/{}/requests", grant.id)))
-            .bearer_auth(API_KEY)
-            .json(&json!({
-                "display": {"title": format!("第{}页", n + 1)},
-                "seal": {"data_hash_b64": b64(&Sm3::digest(page)), "property_info": format!("/Doc_0/Pages/Page_{n}")},
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 202);
         ids.push(
-            resp.json::<Value>().await.unwrap()["request_id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
+            app.send_conversation_request(
+                &grant.id,
+                json!({
+                    "display": {"title": format!("第{}页", n + 1)},
+                    "seal": {"data_hash_b64": b64(&Sm3::digest(page)), "property_info": format!("/Doc_0/Pages/Page_{n}")},
+                }),
+            )
+            .await,
         );
     }
-    let mut socket = PhoneConversation::connect(&app.address, &grant)
-        .await
-        .unwrap()
-        .with_seal(seal.clone());
-    let mut answered = 0;
-    let summary = socket
-        .run(
-            ConversationSigner::Split {
-                key: &key,
-                phone_token: grant.phone_token.expose().to_owned(),
-            },
-            |_| {
-                std::future::ready(Decision::Approve {
-                    auto_confirmed: true,
-                })
-            },
-            |_, _| {
-                answered += 1;
-                if answered == pages.len() {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            },
-        )
-        .await
-        .unwrap();
+    let summary =
+        approve_requests_with_split_key(app, &grant, &key, Some(seal.clone()), pages.len(), true)
+            .await;
     assert_eq!(summary.approved, pages.len() as u64, "{summary:?}");
     for (rid, page) in ids.iter().zip(&pages) {
-        let r: Value = app
-            .rp_get_as(
-                API_KEY,
-                &format!("/v1/conversations/{}/requests/{rid}", grant.id),
-            )
-            .await;
+        let r: Value = app.conversation_request_result(&grant.id, rid).await;
         assert_eq!(r["status"], "approved", "{r}");
         let tbs_sign = unb64(r["tbs_b64"].as_str().unwrap());
         let signature = unb64(r["signature_b64"].as_str().unwrap());
