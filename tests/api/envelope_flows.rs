@@ -727,6 +727,57 @@ pub(crate) struct BrokerProcess {
     pub(crate) base: String,
 }
 
+impl BrokerProcess {
+    /// The development demo app's API key, which `bzt serve` wrote to `data/dev-secrets.json`.
+    pub(crate) fn demo_api_key(&self) -> String {
+        let dir = self
+            .log
+            .parent()
+            .expect("the log is in the broker's directory");
+        let secrets: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("data/dev-secrets.json")).unwrap(),
+        )
+        .unwrap();
+        secrets["demo_api_key"].as_str().unwrap().to_owned()
+    }
+
+    /// The co-signing service's URL, as the development banner names it in the log.
+    pub(crate) fn cosigner_url_in_banner(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap();
+        log.lines()
+            .find_map(|l| l.trim().strip_prefix("co-signing service (密钥拆分):"))
+            .map(|u| u.trim().to_owned())
+            .unwrap_or_else(|| panic!("the development banner names no co-signing service: {log}"))
+    }
+
+    /// The relying party's first step: `POST /v1/sessions` with `body`; returns what it answers.
+    pub(crate) async fn create_session(&self, api_key: &str, body: &Value) -> Value {
+        reqwest::Client::new()
+            .post(format!("{}/v1/sessions", self.base))
+            .bearer_auth(api_key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The relying party reads a session back: `GET /v1/sessions/<id>`.
+    pub(crate) async fn session(&self, api_key: &str, id: &str) -> Value {
+        reqwest::Client::new()
+            .get(format!("{}/v1/sessions/{id}", self.base))
+            .bearer_auth(api_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
 impl Drop for BrokerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -897,10 +948,7 @@ async fn hall_decrypt_end_to_end_with_the_real_binary() {
         );
     }
     let broker = start_broker(dir).await;
-    let secrets: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("data/dev-secrets.json")).unwrap())
-            .unwrap();
-    let api_key = secrets["demo_api_key"].as_str().unwrap().to_owned();
+    let api_key = broker.demo_api_key();
     let identity = |name: &str| {
         PhoneIdentity::from_files(
             dir.join(name).join("cert.pem"),
@@ -913,17 +961,12 @@ async fn hall_decrypt_end_to_end_with_the_real_binary() {
     let phone = bzt_phone::Phone::new(reqwest::Client::new());
 
     // encrypt through `bzt phone approve --recipient`: own certificate plus 李四's.
-    let http = reqwest::Client::new();
-    let created: Value = http
-        .post(format!("{}/v1/sessions", broker.base))
-        .bearer_auth(&api_key)
-        .json(&json!({ "kind": "encrypt", "display": { "title": "生成投标文件" } }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = broker
+        .create_session(
+            &api_key,
+            &json!({ "kind": "encrypt", "display": { "title": "生成投标文件" } }),
+        )
+        .await;
     let out = bzt(
         dir,
         &[
@@ -939,19 +982,9 @@ async fn hall_decrypt_end_to_end_with_the_real_binary() {
         ],
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("已签名"));
-    let view: Value = http
-        .get(format!(
-            "{}/v1/sessions/{}",
-            broker.base,
-            created["id"].as_str().unwrap()
-        ))
-        .bearer_auth(&api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = broker
+        .session(&api_key, created["id"].as_str().unwrap())
+        .await;
     assert_eq!(view["status"], "approved", "{view}");
     let serials: Vec<&str> = view["result"]["recipients"]
         .as_array()

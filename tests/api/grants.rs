@@ -294,12 +294,7 @@ async fn the_cli_grants_a_member_who_logs_in_as_the_company_until_the_administra
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let broker = start_broker(d).await;
-    let log = std::fs::read_to_string(&broker.log).unwrap();
-    let cosigner_url = log
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("co-signing service (密钥拆分):"))
-        .map(|u| u.trim().to_owned())
-        .unwrap_or_else(|| panic!("no co-signing service in the banner: {log}"));
+    let cosigner_url = broker.cosigner_url_in_banner();
     let data = d.join("data");
     let data = data.to_str().unwrap();
     ok(&cli(
@@ -383,28 +378,16 @@ async fn the_cli_grants_a_member_who_logs_in_as_the_company_until_the_administra
     }
 
     // 李四 logs in with the company certificate; the result names the delegate.
-    let secrets: Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("data/dev-secrets.json")).unwrap())
-            .unwrap();
-    let api_key = secrets["demo_api_key"].as_str().unwrap().to_owned();
-    let http = reqwest::Client::new();
-    let login = |http: reqwest::Client, base: String, key: String| async move {
-        let created: Value = http
-            .post(format!("{base}/v1/sessions"))
-            .bearer_auth(&key)
-            .json(&login_body())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let api_key = broker.demo_api_key();
+    // The relying party's login session on the development broker: its id and QR text.
+    let login = || async {
+        let created = broker.create_session(&api_key, &login_body()).await;
         (
             created["id"].as_str().unwrap().to_owned(),
             created["qr_text"].as_str().unwrap().to_owned(),
         )
     };
-    let (id, qr) = login(http.clone(), broker.base.clone(), api_key.clone()).await;
+    let (id, qr) = login().await;
     ok(&cli(
         d,
         &[
@@ -418,15 +401,7 @@ async fn the_cli_grants_a_member_who_logs_in_as_the_company_until_the_administra
         ],
     )
     .await);
-    let view: Value = http
-        .get(format!("{}/v1/sessions/{id}", broker.base))
-        .bearer_auth(&api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = broker.session(&api_key, &id).await;
     assert_eq!(view["status"], "approved", "{view}");
     assert_eq!(
         view["result"]["delegate"],
@@ -482,7 +457,7 @@ async fn the_cli_grants_a_member_who_logs_in_as_the_company_until_the_administra
     .await))
     .unwrap();
     assert_eq!(after["reclaims"][0]["actor"], "administrator", "{after}");
-    let (_, qr) = login(http.clone(), broker.base.clone(), api_key.clone()).await;
+    let (_, qr) = login().await;
     let refused = cli(
         d,
         &[
@@ -503,7 +478,7 @@ async fn the_cli_grants_a_member_who_logs_in_as_the_company_until_the_administra
         String::from_utf8_lossy(&refused.stderr)
     );
     // The administrator still logs in.
-    let (_, qr) = login(http, broker.base.clone(), api_key).await;
+    let (_, qr) = login().await;
     ok(&cli(
         d,
         &["phone", "approve", &qr, "--identity", "admin", "--pin", PIN],

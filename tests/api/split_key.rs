@@ -474,12 +474,7 @@ async fn a_wrong_pin_is_refused_by_the_service_and_after_revocation_nothing_work
 async fn development_mode_runs_the_service_and_the_cli_enrols_with_a_request_openssl_accepts() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start_broker(dir.path()).await;
-    let log = std::fs::read_to_string(&broker.log).unwrap();
-    let cosigner_url = log
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("co-signing service (密钥拆分):"))
-        .map(|u| u.trim().to_owned())
-        .unwrap_or_else(|| panic!("the development banner names no co-signing service: {log}"));
+    let cosigner_url = broker.cosigner_url_in_banner();
     assert_ne!(cosigner_url, "(none)");
 
     // `bzt phone enroll`, with a PKCS#10 request co-signed by both parties.
@@ -544,22 +539,8 @@ async fn development_mode_runs_the_service_and_the_cli_enrols_with_a_request_ope
     }
 
     // `bzt phone approve --identity DIR --pin PIN` logs in through the demo app.
-    let secrets: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("data/dev-secrets.json")).unwrap(),
-    )
-    .unwrap();
-    let api_key = secrets["demo_api_key"].as_str().unwrap();
-    let http = reqwest::Client::new();
-    let created: Value = http
-        .post(format!("{}/v1/sessions", broker.base))
-        .bearer_auth(api_key)
-        .json(&login_body())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let api_key = broker.demo_api_key();
+    let created = broker.create_session(&api_key, &login_body()).await;
     let qr = created["qr_text"].as_str().unwrap();
     let dir_path = dir.path().to_path_buf();
     let qr_owned = qr.to_owned();
@@ -584,19 +565,9 @@ async fn development_mode_runs_the_service_and_the_cli_enrols_with_a_request_ope
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let view: Value = http
-        .get(format!(
-            "{}/v1/sessions/{}",
-            broker.base,
-            created["id"].as_str().unwrap()
-        ))
-        .bearer_auth(api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = broker
+        .session(&api_key, created["id"].as_str().unwrap())
+        .await;
     assert_eq!(view["status"], "approved", "{view}");
     let signature = unb64(view["result"]["signature_b64"].as_str().unwrap());
     let tbs = unb64(view["result"]["tbs_b64"].as_str().unwrap());
@@ -629,20 +600,16 @@ async fn development_mode_runs_the_service_and_the_cli_enrols_with_a_request_ope
         ],
     );
     let document = "投标函 第1页".as_bytes();
-    let created: Value = http
-        .post(format!("{}/v1/sessions", broker.base))
-        .bearer_auth(api_key)
-        .json(&json!({
+    let created = broker
+        .create_session(
+            &api_key,
+            &json!({
             "kind": "sign",
             "display": {"title": "投标文件签章"},
             "seal": {"data_hash_b64": b64(&Sm3::digest(document)), "property_info": "bid/page-1.txt"},
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        }),
+        )
+        .await;
     let dir_path = dir.path().to_path_buf();
     let qr_owned = created["qr_text"].as_str().unwrap().to_owned();
     let out = tokio::task::spawn_blocking(move || {
@@ -664,19 +631,9 @@ async fn development_mode_runs_the_service_and_the_cli_enrols_with_a_request_ope
     .await
     .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("使用印章：示例建设有限公司"));
-    let view: Value = http
-        .get(format!(
-            "{}/v1/sessions/{}",
-            broker.base,
-            created["id"].as_str().unwrap()
-        ))
-        .bearer_auth(api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = broker
+        .session(&api_key, created["id"].as_str().unwrap())
+        .await;
     assert_eq!(view["status"], "approved", "{view}");
     assert_eq!(view["result"]["seal"]["name"], "示例建设有限公司");
     let tbs_sign = unb64(view["result"]["tbs_b64"].as_str().unwrap());
