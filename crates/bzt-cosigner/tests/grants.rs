@@ -11,7 +11,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use bzt_cosigner::config::{StoreConfig, StoreKind};
 use bzt_cosigner::grants::{Action, GrantRequest, ManualClock};
-use bzt_cosigner::wire::{CertificateInfo, Context, Delegate, GrantCall, GrantList, GrantRef};
+use bzt_cosigner::wire::{
+    CertificateInfo, Context, Delegate, GrantCall, GrantList, GrantRef, ReclaimRecord,
+};
 use bzt_cosigner::{CosignerClient, SplitKeyFile};
 use bzt_crypto::two_party::ChannelKey;
 use sm2::dsa::signature::Verifier;
@@ -167,13 +169,57 @@ async fn service_with_clock(
     (service, dir)
 }
 
+/// 添加被授权人 done: a broker, a service on an injected clock started at `start`, and the
+/// administrator's grant to 李四 until `start + granted_for_s`, accepted by the member's phone.
+struct Granted {
+    broker: TestBroker,
+    clock: Arc<ManualClock>,
+    start: i64,
+    service: TestService,
+    _dir: tempfile::TempDir,
+    admin: Phone,
+    member: Phone,
+    grant_id: String,
+}
+
+async fn a_member_granted_for(granted_for_s: i64) -> Granted {
+    let broker = TestBroker::start().await;
+    let start = now();
+    let clock = Arc::new(ManualClock::new(start));
+    let (service, dir) = service_with_clock(&broker, clock.clone()).await;
+    let admin = Phone::administrator(&service).await;
+    let (member, grant_id) = admin.grant_to_member(&at(start + granted_for_s)).await;
+    Granted {
+        broker,
+        clock,
+        start,
+        service,
+        _dir: dir,
+        admin,
+        member,
+        grant_id,
+    }
+}
+
+/// The administrator's list holds exactly one 收回 record, by `actor`; returns it.
+async fn the_one_reclaim_by(admin: &Phone, actor: &str) -> ReclaimRecord {
+    let mut reclaims = admin.grants().await.unwrap().reclaims;
+    assert_eq!(reclaims.len(), 1);
+    assert_eq!(reclaims[0].actor, actor);
+    reclaims.remove(0)
+}
+
 #[tokio::test]
 async fn a_member_signs_and_decrypts_with_its_own_share_and_the_audit_names_it() {
-    let broker = TestBroker::start().await;
-    let clock = Arc::new(ManualClock::new(now()));
-    let (service, _dir) = service_with_clock(&broker, clock).await;
-    let admin = Phone::administrator(&service).await;
-    let (member, grant_id) = admin.grant_to_member(&at(now() + 3600)).await;
+    let Granted {
+        broker,
+        service: _service,
+        _dir,
+        admin,
+        member,
+        grant_id,
+        ..
+    } = a_member_granted_for(3600).await;
 
     // Same company key, different shares and key ids.
     assert_eq!(member.file.public_key, admin.file.public_key);
@@ -287,11 +333,15 @@ async fn the_share_the_administrator_dealt_does_not_pass_the_members_pin_proof()
 
 #[tokio::test]
 async fn after_ungrant_the_member_cannot_sign_or_decrypt_the_administrator_still_can() {
-    let broker = TestBroker::start().await;
-    let clock = Arc::new(ManualClock::new(now()));
-    let (service, _dir) = service_with_clock(&broker, clock).await;
-    let admin = Phone::administrator(&service).await;
-    let (member, grant_id) = admin.grant_to_member(&at(now() + 3600)).await;
+    let Granted {
+        broker,
+        service: _service,
+        _dir,
+        admin,
+        member,
+        grant_id,
+        ..
+    } = a_member_granted_for(3600).await;
     member.sign(&broker).await.unwrap();
 
     let (d1, joint) = admin.share();
@@ -321,11 +371,9 @@ async fn after_ungrant_the_member_cannot_sign_or_decrypt_the_administrator_still
         code(admin.client.operator_reclaim(ADMIN_TOKEN, &grant_id).await),
         "reclaimed"
     );
-    let reclaims = admin.grants().await.unwrap().reclaims;
-    assert_eq!(reclaims.len(), 1);
-    assert_eq!(reclaims[0].actor, "administrator");
-    assert_eq!(reclaims[0].certificate, certificate());
-    assert_eq!(reclaims[0].member, li_si());
+    let reclaim = the_one_reclaim_by(&admin, "administrator").await;
+    assert_eq!(reclaim.certificate, certificate());
+    assert_eq!(reclaim.member, li_si());
     // The member's server share is gone from the store.
     let status = admin
         .client
@@ -337,12 +385,16 @@ async fn after_ungrant_the_member_cannot_sign_or_decrypt_the_administrator_still
 
 #[tokio::test]
 async fn the_end_time_reclaims_automatically_and_extending_before_it_keeps_the_member_working() {
-    let broker = TestBroker::start().await;
-    let start = now();
-    let clock = Arc::new(ManualClock::new(start));
-    let (service, _dir) = service_with_clock(&broker, clock.clone()).await;
-    let admin = Phone::administrator(&service).await;
-    let (member, grant_id) = admin.grant_to_member(&at(start + 3600)).await;
+    let Granted {
+        broker,
+        clock,
+        start,
+        service,
+        _dir,
+        admin,
+        member,
+        grant_id,
+    } = a_member_granted_for(3600).await;
 
     // Before the end: extend to two hours.
     clock.set(start + 1800);
@@ -371,9 +423,7 @@ async fn the_end_time_reclaims_automatically_and_extending_before_it_keeps_the_m
     assert_eq!(code(member.sign(&broker).await), "reclaimed");
     assert_eq!(code(member.decrypt(&broker).await), "reclaimed");
     admin.sign(&broker).await.unwrap();
-    let reclaims = admin.grants().await.unwrap().reclaims;
-    assert_eq!(reclaims.len(), 1);
-    assert_eq!(reclaims[0].actor, "automatic");
+    the_one_reclaim_by(&admin, "automatic").await;
     // Extending after the end does not bring it back.
     assert_eq!(
         code(
@@ -394,27 +444,33 @@ async fn the_end_time_reclaims_automatically_and_extending_before_it_keeps_the_m
 
 #[tokio::test]
 async fn a_member_found_past_its_end_time_is_refused_even_before_any_sweep() {
-    let broker = TestBroker::start().await;
-    let start = now();
-    let clock = Arc::new(ManualClock::new(start));
-    let (service, _dir) = service_with_clock(&broker, clock.clone()).await;
-    let admin = Phone::administrator(&service).await;
-    let (member, _) = admin.grant_to_member(&at(start + 60)).await;
+    let Granted {
+        broker,
+        clock,
+        start,
+        service,
+        _dir,
+        admin,
+        member,
+        ..
+    } = a_member_granted_for(60).await;
     clock.set(start + 61);
     assert_eq!(code(member.sign(&broker).await), "reclaimed");
-    let reclaims = admin.grants().await.unwrap().reclaims;
-    assert_eq!(reclaims.len(), 1);
-    assert_eq!(reclaims[0].actor, "automatic");
+    the_one_reclaim_by(&admin, "automatic").await;
     assert_eq!(service.service.sweep_grants().await.unwrap(), 0);
 }
 
 #[tokio::test]
 async fn the_operator_reclaims_with_the_service_admin_token_and_is_recorded_as_operator() {
-    let broker = TestBroker::start().await;
-    let clock = Arc::new(ManualClock::new(now()));
-    let (service, _dir) = service_with_clock(&broker, clock).await;
-    let admin = Phone::administrator(&service).await;
-    let (member, grant_id) = admin.grant_to_member(&at(now() + 3600)).await;
+    let Granted {
+        broker,
+        service: _service,
+        _dir,
+        admin,
+        member,
+        grant_id,
+        ..
+    } = a_member_granted_for(3600).await;
     assert_eq!(
         code(admin.client.operator_reclaim("wrong", &grant_id).await),
         "unauthorized"
@@ -433,11 +489,14 @@ async fn the_operator_reclaims_with_the_service_admin_token_and_is_recorded_as_o
 
 #[tokio::test]
 async fn a_grant_not_co_signed_by_the_administrators_share_is_refused_and_a_member_cannot_grant() {
-    let broker = TestBroker::start().await;
-    let clock = Arc::new(ManualClock::new(now()));
-    let (service, _dir) = service_with_clock(&broker, clock).await;
-    let admin = Phone::administrator(&service).await;
-    let (member, _) = admin.grant_to_member(&at(now() + 3600)).await;
+    let Granted {
+        broker,
+        service: _service,
+        _dir,
+        admin,
+        member,
+        ..
+    } = a_member_granted_for(3600).await;
     let receiving = ChannelKey::generate().unwrap();
 
     // A member asking to grant with its own share: the service will not co-sign.
