@@ -67,6 +67,10 @@ impl RedisStore {
     fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
         serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
     }
+
+    fn decode<T: serde::de::DeserializeOwned>(raw: &str) -> Result<T, StoreError> {
+        serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
 }
 
 #[async_trait]
@@ -93,8 +97,7 @@ impl KeyStore for RedisStore {
             .get(self.k(&format!("key:{key_id}")))
             .await
             .map_err(unavailable)?;
-        raw.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .transpose()
+        raw.map(|s| Self::decode(&s)).transpose()
     }
 
     async fn put(&self, record: &KeyRecord) -> Result<(), StoreError> {
@@ -167,9 +170,7 @@ impl KeyStore for RedisStore {
             .lrange(self.k("audit"), start, -1)
             .await
             .map_err(unavailable)?;
-        raw.iter()
-            .map(|s| serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .collect()
+        raw.iter().map(|s| Self::decode(s)).collect()
     }
 
     async fn channel_key(&self, candidate: &str) -> Result<String, StoreError> {
@@ -199,8 +200,7 @@ impl KeyStore for RedisStore {
             .get(self.k(&format!("opening:{envelope_sm3}")))
             .await
             .map_err(unavailable)?;
-        raw.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .transpose()
+        raw.map(|s| Self::decode(&s)).transpose()
     }
 
     async fn create_grant(&self, entry: &GrantEntry) -> Result<(), StoreError> {
@@ -228,8 +228,7 @@ impl KeyStore for RedisStore {
             .get(self.k(&format!("grant:{grant_id}")))
             .await
             .map_err(unavailable)?;
-        raw.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .transpose()
+        raw.map(|s| Self::decode(&s)).transpose()
     }
 
     async fn put_grant(&self, entry: &GrantEntry) -> Result<(), StoreError> {
@@ -288,9 +287,7 @@ impl KeyStore for RedisStore {
             .lrange(self.k("reclaims"), 0, -1)
             .await
             .map_err(unavailable)?;
-        raw.iter()
-            .map(|s| serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .collect()
+        raw.iter().map(|s| Self::decode(s)).collect()
     }
 
     fn forgets_nonces_on_restart(&self) -> bool {
