@@ -4,14 +4,14 @@
 //! the platform operator's view and reclaim of company-certificate grants
 //! (企业证书授权).
 
-use super::ops::{authorize_admin, revocation_audit};
-use super::{bearer, client_ip, header_str, ApiJson, AppState};
+use super::ops::{audit_then_revoke, authorize_admin};
+use super::{bearer, ApiJson, AppState};
 use crate::broker::revocations::{RevocationRecord, Revocations};
 use crate::cosigner::{ContextRequest, CosignerAdmin, KeyAction};
 use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::Json;
 use bzt_core::Secret;
 use serde::Deserialize;
@@ -122,16 +122,7 @@ pub async fn admin_action(
                 "split key {key_id} revoked at the co-signing service"
             )),
         };
-        // The trail first, as for every run-time revocation.
-        let ip = client_ip(&state, &headers, peer).to_string();
-        let ua = header_str(&headers, header::USER_AGENT);
-        let audit = revocation_audit(&record, "revoked", record.revoked_by.clone(), ip, ua);
-        state
-            .broker
-            .audit()
-            .append(audit, record.revoked_at)
-            .await?;
-        state.broker.revocations().add(record.clone()).await?;
+        audit_then_revoke(&state, &headers, peer, &record).await?;
         tracing::warn!(serial = %record.serial, key_id = %key_id, "split certificate revoked at the broker");
         revoked_serial = Some(record.serial);
     } else if body.certificate_serial.is_some() {

@@ -102,6 +102,26 @@ fn bounded_text(
     Ok(Some(v))
 }
 
+/// Revokes `record`'s certificate at run time, the audit trail first: a revocation nobody can
+/// trace is not made.
+pub(super) async fn audit_then_revoke(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    record: &RevocationRecord,
+) -> Result<(), ApiError> {
+    let ip = client_ip(state, headers, peer).to_string();
+    let ua = header_str(headers, header::USER_AGENT);
+    let audit = revocation_audit(record, "revoked", record.revoked_by.clone(), ip, ua);
+    state
+        .broker
+        .audit()
+        .append(audit, record.revoked_at)
+        .await?;
+    state.broker.revocations().add(record.clone()).await?;
+    Ok(())
+}
+
 /// The audit record of an operator's revocation or its lifting.
 pub(super) fn revocation_audit(
     record: &RevocationRecord,
@@ -145,16 +165,7 @@ pub async fn add_revocation(
         revoked_by: bounded_text("revoked_by", body.revoked_by, MAX_ACTOR_CHARS)?,
         reason: bounded_text("reason", body.reason, MAX_REASON_CHARS)?,
     };
-    // The trail first: a revocation nobody can trace is not made.
-    let ip = client_ip(&state, &headers, peer).to_string();
-    let ua = header_str(&headers, header::USER_AGENT);
-    let audit = revocation_audit(&record, "revoked", record.revoked_by.clone(), ip, ua);
-    state
-        .broker
-        .audit()
-        .append(audit, record.revoked_at)
-        .await?;
-    state.broker.revocations().add(record.clone()).await?;
+    audit_then_revoke(&state, &headers, peer, &record).await?;
     tracing::warn!(serial = %record.serial, by = ?record.revoked_by, "certificate revoked at run time");
     Ok((
         StatusCode::CREATED,
