@@ -61,6 +61,19 @@ async fn invite_grant_and_accept_lisi(
     (list, offer, member)
 }
 
+/// The operator lists every grant through the broker (admin token).
+async fn operator_grants(app: &TestApp) -> Value {
+    app.http
+        .get(app.url("/v1/admin/cosigner/grants"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Creates a sign session and has `identity` approve it; returns the session view.
 async fn sign_with(
     world: &crate::split_key::SplitWorld,
@@ -148,16 +161,7 @@ async fn a_member_signs_with_the_company_certificate_and_the_result_and_audit_na
 
     // The operator reclaims through the broker (admin token); the member cannot sign any more.
     let grant_id = offer.package.grant_id.clone();
-    let listed: Value = app
-        .http
-        .get(app.url("/v1/admin/cosigner/grants"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = operator_grants(app).await;
     assert_eq!(listed["grants"][0]["status"], "active", "{listed}");
     let resp = app
         .http
@@ -515,16 +519,7 @@ async fn revoking_a_members_key_through_the_broker_reclaims_the_grant_and_revoke
     assert_eq!(status["state"], "revoked", "{status}");
     assert!(status.get("revoked_serial").is_none(), "{status}");
 
-    let listed: Value = app
-        .http
-        .get(app.url("/v1/admin/cosigner/grants"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = operator_grants(app).await;
     assert_eq!(listed["grants"][0]["status"], "reclaimed", "{listed}");
     assert_eq!(listed["reclaims"].as_array().unwrap().len(), 1, "{listed}");
     assert_eq!(listed["reclaims"][0]["actor"], "operator", "{listed}");

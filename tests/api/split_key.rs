@@ -118,6 +118,31 @@ impl SplitWorld {
     }
 }
 
+/// 扫码签章's result checks: OpenSSL verifies the co-signed SM2 signature over exactly the
+/// DER(TBS_Sign) in `result`, which is the TBS_Sign inside its SES_Signature, around
+/// `document`'s SM3. Returns the signature.
+fn assert_seal_co_signed_over(
+    app: &TestApp,
+    cert_pem: &str,
+    result: &Value,
+    document: &[u8],
+) -> Vec<u8> {
+    let tbs_sign = unb64(result["tbs_b64"].as_str().unwrap());
+    let signature = unb64(result["signature_b64"].as_str().unwrap());
+    assert!(openssl_verifies(
+        app.dir.path(),
+        cert_pem,
+        &tbs_sign,
+        &signature
+    ));
+    let ses =
+        bzt_seal::SealSignature::from_der(&unb64(result["seal_signature_b64"].as_str().unwrap()))
+            .unwrap();
+    assert_eq!(ses.signed_bytes().unwrap(), tbs_sign);
+    assert_eq!(ses.data_hash(), Sm3::digest(document).as_slice());
+    signature
+}
+
 /// 会话签章, the phone's first step: one scan of `created` as `identity`'s device, approved with
 /// the split key and asking to open a conversation; returns the conversation it opened.
 pub(crate) async fn open_conversation_with_one_scan(
@@ -884,21 +909,7 @@ async fn a_split_key_stamps_a_seal_that_the_broker_and_openssl_verify_and_the_se
     let result = &view["result"];
     assert_eq!(result["seal"]["name"], "示例建设有限公司", "{result}");
     let cert_pem = result["certificate"]["pem"].as_str().unwrap().to_owned();
-    // OpenSSL verifies the co-signed SM2 signature over exactly DER(TBS_Sign)...
-    let tbs_sign = unb64(result["tbs_b64"].as_str().unwrap());
-    let signature = unb64(result["signature_b64"].as_str().unwrap());
-    assert!(openssl_verifies(
-        app.dir.path(),
-        &cert_pem,
-        &tbs_sign,
-        &signature
-    ));
-    // ...which is the TBS_Sign inside the SES_Signature, around the session's hash.
-    let ses =
-        bzt_seal::SealSignature::from_der(&unb64(result["seal_signature_b64"].as_str().unwrap()))
-            .unwrap();
-    assert_eq!(ses.signed_bytes().unwrap(), tbs_sign);
-    assert_eq!(ses.data_hash(), Sm3::digest(document).as_slice());
+    let signature = assert_seal_co_signed_over(app, &cert_pem, result, document);
     assert!(!openssl_verifies(
         app.dir.path(),
         &cert_pem,
@@ -929,18 +940,7 @@ async fn a_split_key_stamps_a_seal_that_the_broker_and_openssl_verify_and_the_se
     for (rid, page) in ids.iter().zip(&pages) {
         let r: Value = app.conversation_request_result(&grant.id, rid).await;
         assert_eq!(r["status"], "approved", "{r}");
-        let tbs_sign = unb64(r["tbs_b64"].as_str().unwrap());
-        let signature = unb64(r["signature_b64"].as_str().unwrap());
-        assert!(openssl_verifies(
-            app.dir.path(),
-            &cert_pem,
-            &tbs_sign,
-            &signature
-        ));
-        let ses =
-            bzt_seal::SealSignature::from_der(&unb64(r["seal_signature_b64"].as_str().unwrap()))
-                .unwrap();
-        assert_eq!(ses.data_hash(), Sm3::digest(page).as_slice());
+        assert_seal_co_signed_over(app, &cert_pem, &r, page);
     }
 
     // The service's audit names each co-signed TBS_Sign by its SM3.
