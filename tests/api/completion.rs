@@ -199,9 +199,8 @@ async fn an_expired_or_not_yet_valid_certificate_is_untrusted() {
     assert!(message.contains("not valid before"), "{message}");
 }
 
-#[tokio::test]
-async fn a_certificate_expiring_while_the_clock_moves_is_untrusted() {
-    let app = TestApp::spawn().await;
+/// A phone whose certificate became valid yesterday and expires 60 s from now.
+fn a_phone_whose_certificate_expires_in_a_minute(app: &TestApp) -> TestPhone {
     let now = time::OffsetDateTime::now_utc();
     let short = app
         .cas
@@ -211,7 +210,13 @@ async fn a_certificate_expiring_while_the_clock_moves_is_untrusted() {
             now + time::Duration::seconds(60),
         ))
         .unwrap();
-    let phone = app.phone_with(short, "p");
+    app.phone_with(short, "p")
+}
+
+#[tokio::test]
+async fn a_certificate_expiring_while_the_clock_moves_is_untrusted() {
+    let app = TestApp::spawn().await;
+    let phone = a_phone_whose_certificate_expires_in_a_minute(&app);
     let claimed = claimed_by(
         &app,
         &phone,
@@ -236,16 +241,7 @@ async fn a_certificate_expiring_while_the_clock_moves_is_untrusted() {
 #[tokio::test]
 async fn a_certificate_verified_before_is_still_checked_in_full() {
     let app = TestApp::spawn().await;
-    let now = time::OffsetDateTime::now_utc();
-    let short = app
-        .cas
-        .platform
-        .issue(&LeafSpec::new("张三", "公司").with_validity(
-            now - time::Duration::days(1),
-            now + time::Duration::seconds(60),
-        ))
-        .unwrap();
-    let phone = app.phone_with(short, "p");
+    let phone = a_phone_whose_certificate_expires_in_a_minute(&app);
     let long_login = json!({"kind": "login", "display": {"title": "t"}, "ttl_s": 600});
     let first = claimed_by(&app, &phone, long_login.clone()).await;
     phone.approve(&first).await.unwrap();

@@ -9,6 +9,46 @@ fn number_match_login() -> Value {
     json!({"kind": "login", "display": {"title": "t"}, "number_match": true})
 }
 
+/// A number-matching login the browser shows and a phone claimed, the code the browser shows
+/// and one of the phone's choices that is not it.
+struct WrongPick {
+    created: Created,
+    browser: Browser,
+    phone: TestPhone,
+    claimed: bzt_phone::Claimed,
+    /// The code the browser shows.
+    code: String,
+    wrong: String,
+}
+
+async fn a_claimed_number_match_login_and_a_wrong_pick(app: &TestApp) -> WrongPick {
+    let created = app.create_session(number_match_login()).await;
+    let mut browser = app.browser(&created).await;
+    browser.next_event().await;
+    let phone = app.phone("platform", "p");
+    let claimed = phone.claim(&created).await;
+    let code = browser.next_event().await["match_code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wrong = claimed
+        .match_choices
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| **c != code)
+        .unwrap()
+        .clone();
+    WrongPick {
+        created,
+        browser,
+        phone,
+        claimed,
+        code,
+        wrong,
+    }
+}
+
 #[tokio::test]
 async fn number_matching_with_the_right_pick_approves() {
     let app = TestApp::spawn().await;
@@ -72,23 +112,14 @@ async fn number_matching_with_the_right_pick_approves() {
 #[tokio::test]
 async fn number_matching_with_a_wrong_pick_rejects() {
     let app = TestApp::spawn().await;
-    let created = app.create_session(number_match_login()).await;
-    let mut browser = app.browser(&created).await;
-    browser.next_event().await;
-    let phone = app.phone("platform", "p");
-    let claimed = phone.claim(&created).await;
-    let code = browser.next_event().await["match_code"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let wrong = claimed
-        .match_choices
-        .as_ref()
-        .unwrap()
-        .iter()
-        .find(|c| **c != code)
-        .unwrap()
-        .clone();
+    let WrongPick {
+        created,
+        mut browser,
+        phone,
+        claimed,
+        code,
+        wrong,
+    } = a_claimed_number_match_login_and_a_wrong_pick(&app).await;
 
     let extras = ApproveExtras {
         match_code: Some(wrong),
@@ -241,23 +272,15 @@ async fn rotation_reaches_sse_with_a_dotted_id_and_stops_once_scanned() {
 #[tokio::test]
 async fn racing_wrong_picks_leave_exactly_one_audit_record() {
     let app = TestApp::spawn().await;
-    let created = app.create_session(number_match_login()).await;
-    let mut browser = app.browser(&created).await;
-    browser.next_event().await;
-    let phone = app.phone("platform", "p");
-    let claimed = phone.claim(&created).await;
-    let code = browser.next_event().await["match_code"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let wrong = claimed
-        .match_choices
-        .as_ref()
-        .unwrap()
-        .iter()
-        .find(|c| **c != code)
-        .unwrap()
-        .clone();
+    // The browser stays connected through the race.
+    let WrongPick {
+        created,
+        browser: _browser,
+        phone,
+        claimed,
+        wrong,
+        ..
+    } = a_claimed_number_match_login_and_a_wrong_pick(&app).await;
     let mut body = phone.completion_over(&claimed.tbs);
     body["match_code"] = json!(wrong);
 
