@@ -673,6 +673,31 @@ async fn the_cli_makes_a_seal_the_cli_phone_stamps_with_it_and_bzt_seal_verify_c
     assert_eq!(app.status_of(&created.id).await, "rejected");
 }
 
+/// 会话签章 with a seal, the phone's first step: one scan of the seal session `created`,
+/// stamped with `seal` and asking to open a conversation; returns the conversation.
+async fn open_conversation_with_a_seal(
+    phone: &TestPhone,
+    created: &Created,
+    seal: &Seal,
+) -> bzt_phone::PhoneConversation {
+    let claimed = phone.claim(created).await;
+    phone
+        .phone
+        .approve_with_seal(
+            &claimed,
+            &phone.identity,
+            seal,
+            ApproveExtras {
+                open_conversation: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .conversation
+        .expect("the seal session opened a conversation")
+}
+
 #[tokio::test]
 async fn a_conversation_opened_with_a_seal_stamps_a_seal_on_each_page_with_auto_confirm() {
     const PAGES: usize = 20;
@@ -682,23 +707,7 @@ async fn a_conversation_opened_with_a_seal_stamps_a_seal_on_each_page_with_auto_
     let created = app.create_session(body).await;
     let phone = app.phone("platform", "张三的手机");
     let seal = Seal::from_der(&valid_seal(&app.cas.platform, &phone.leaf)).unwrap();
-    let claimed = phone.claim(&created).await;
-    let answer = phone
-        .phone
-        .approve_with_seal(
-            &claimed,
-            &phone.identity,
-            &seal,
-            ApproveExtras {
-                open_conversation: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let grant = answer
-        .conversation
-        .expect("the seal session opened a conversation");
+    let grant = open_conversation_with_a_seal(&phone, &created, &seal).await;
     let view = app.get_session(&created.id).await;
     assert_eq!(view["result"]["seal"]["name"], "示例建设有限公司");
 
@@ -970,22 +979,7 @@ async fn a_conversation_seal_answer_with_a_40_kib_picture_is_accepted() {
         .unwrap(),
     )
     .unwrap();
-    let claimed = phone.claim(&created).await;
-    let grant = phone
-        .phone
-        .approve_with_seal(
-            &claimed,
-            &phone.identity,
-            &seal,
-            ApproveExtras {
-                open_conversation: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap()
-        .conversation
-        .expect("a conversation was opened");
+    let grant = open_conversation_with_a_seal(&phone, &created, &seal).await;
     let rid = app
         .send_conversation_request(
             &grant.id,
