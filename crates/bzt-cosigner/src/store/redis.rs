@@ -71,6 +71,16 @@ impl RedisStore {
     fn decode<T: serde::de::DeserializeOwned>(raw: &str) -> Result<T, StoreError> {
         serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(e.to_string()))
     }
+
+    /// The JSON record at `key` (before the prefix), if there is one.
+    async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = conn.get(self.k(key)).await.map_err(unavailable)?;
+        raw.map(|s| Self::decode(&s)).transpose()
+    }
 }
 
 #[async_trait]
@@ -92,12 +102,7 @@ impl KeyStore for RedisStore {
     }
 
     async fn get(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
-        let mut conn = self.conn.clone();
-        let raw: Option<String> = conn
-            .get(self.k(&format!("key:{key_id}")))
-            .await
-            .map_err(unavailable)?;
-        raw.map(|s| Self::decode(&s)).transpose()
+        self.read_json(&format!("key:{key_id}")).await
     }
 
     async fn put(&self, record: &KeyRecord) -> Result<(), StoreError> {
@@ -195,12 +200,7 @@ impl KeyStore for RedisStore {
     }
 
     async fn opening(&self, envelope_sm3: &str) -> Result<Option<OpeningWindow>, StoreError> {
-        let mut conn = self.conn.clone();
-        let raw: Option<String> = conn
-            .get(self.k(&format!("opening:{envelope_sm3}")))
-            .await
-            .map_err(unavailable)?;
-        raw.map(|s| Self::decode(&s)).transpose()
+        self.read_json(&format!("opening:{envelope_sm3}")).await
     }
 
     async fn create_grant(&self, entry: &GrantEntry) -> Result<(), StoreError> {
@@ -223,12 +223,7 @@ impl KeyStore for RedisStore {
     }
 
     async fn get_grant(&self, grant_id: &str) -> Result<Option<GrantEntry>, StoreError> {
-        let mut conn = self.conn.clone();
-        let raw: Option<String> = conn
-            .get(self.k(&format!("grant:{grant_id}")))
-            .await
-            .map_err(unavailable)?;
-        raw.map(|s| Self::decode(&s)).transpose()
+        self.read_json(&format!("grant:{grant_id}")).await
     }
 
     async fn put_grant(&self, entry: &GrantEntry) -> Result<(), StoreError> {
