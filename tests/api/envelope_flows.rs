@@ -804,6 +804,19 @@ pub(crate) fn bzt(dir: &Path, args: &[&str]) -> std::process::Output {
     out
 }
 
+/// [`bzt`] off the async runtime, for commands that talk to a broker this test runs (the
+/// phone commands run their own runtime).
+pub(crate) async fn bzt_off_runtime(dir: &Path, args: &[&str]) -> std::process::Output {
+    let dir = dir.to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        bzt(&dir, &args)
+    })
+    .await
+    .unwrap()
+}
+
 /// Starts `bzt serve` (development mode, data in `dir/data`, debug logs to `dir/broker.log`)
 /// on a port of its choosing, and waits until it is ready.
 pub(crate) async fn start_broker(dir: &Path) -> BrokerProcess {

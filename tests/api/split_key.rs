@@ -6,7 +6,9 @@
 //! parties see the same result shape as for a whole key.
 
 use crate::conversation::policy;
-use crate::envelope_flows::{bzt, decrypt_body, one_time_key, run_hall, seal_to, start_broker};
+use crate::envelope_flows::{
+    bzt, bzt_off_runtime, decrypt_body, one_time_key, run_hall, seal_to, start_broker,
+};
 use crate::helpers::*;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -567,24 +569,19 @@ async fn development_mode_runs_the_service_and_the_cli_enrols_with_a_request_ope
     let api_key = broker.demo_api_key();
     let created = broker.create_session(&api_key, &login_body()).await;
     let qr = created["qr_text"].as_str().unwrap();
-    let dir_path = dir.path().to_path_buf();
-    let qr_owned = qr.to_owned();
-    let out = tokio::task::spawn_blocking(move || {
-        bzt(
-            &dir_path,
-            &[
-                "phone",
-                "approve",
-                &qr_owned,
-                "--identity",
-                "zhangsan",
-                "--pin",
-                PIN,
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let out = bzt_off_runtime(
+        dir.path(),
+        &[
+            "phone",
+            "approve",
+            qr,
+            "--identity",
+            "zhangsan",
+            "--pin",
+            PIN,
+        ],
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}",
@@ -629,32 +626,28 @@ async fn development_mode_runs_the_service_and_the_cli_enrols_with_a_request_ope
         .create_session(
             &api_key,
             &json!({
-            "kind": "sign",
-            "display": {"title": "投标文件签章"},
-            "seal": {"data_hash_b64": b64(&Sm3::digest(document)), "property_info": "bid/page-1.txt"},
-        }),
+                "kind": "sign",
+                "display": {"title": "投标文件签章"},
+                "seal": {"data_hash_b64": b64(&Sm3::digest(document)), "property_info": "bid/page-1.txt"},
+            }),
         )
         .await;
-    let dir_path = dir.path().to_path_buf();
-    let qr_owned = created["qr_text"].as_str().unwrap().to_owned();
-    let out = tokio::task::spawn_blocking(move || {
-        bzt(
-            &dir_path,
-            &[
-                "phone",
-                "approve",
-                &qr_owned,
-                "--identity",
-                "zhangsan",
-                "--pin",
-                PIN,
-                "--seals",
-                "seals",
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let qr = created["qr_text"].as_str().unwrap();
+    let out = bzt_off_runtime(
+        dir.path(),
+        &[
+            "phone",
+            "approve",
+            qr,
+            "--identity",
+            "zhangsan",
+            "--pin",
+            PIN,
+            "--seals",
+            "seals",
+        ],
+    )
+    .await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("使用印章：示例建设有限公司"));
     let view = broker
         .session(&api_key, created["id"].as_str().unwrap())
