@@ -63,15 +63,8 @@ async fn invite_grant_and_accept_lisi(
 
 /// The operator lists every grant through the broker (admin token).
 async fn operator_grants(app: &TestApp) -> Value {
-    app.http
-        .get(app.url("/v1/admin/cosigner/grants"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
+    app.rp_get_as(ADMIN_TOKEN, "/v1/admin/cosigner/grants")
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 /// Creates a sign session and has `identity` approve it; returns the session view.
