@@ -543,6 +543,43 @@ impl RedisStore {
             "session {id}: {MAX_CAS_ATTEMPTS} compare-and-set conflicts in a row"
         )))
     }
+
+    /// Leases up to `max` ids due by `now` from one of the due-time queues (expiries or QR
+    /// rotations), so that one node handles each.
+    async fn claim_due(
+        &self,
+        queue: String,
+        what: &'static str,
+        now: Timestamp,
+        max: usize,
+    ) -> Result<Vec<SessionId>, StoreError> {
+        let lease_until = now.plus_millis(EXPIRY_LEASE.as_millis() as i64);
+        let ids: Vec<String> = timed(
+            self.timeout,
+            what,
+            CLAIM_DUE
+                .key(queue)
+                .arg(now.unix_millis())
+                .arg(lease_until.unix_millis())
+                .arg(max)
+                .invoke_async(&mut self.conn.clone()),
+        )
+        .await?;
+        Ok(ids.iter().filter_map(|s| SessionId::parse(s)).collect())
+    }
+
+    /// Drops handled ids from a due-time queue.
+    async fn remove_due(&self, queue: String, ids: &[SessionId]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(queue);
+        for id in ids {
+            cmd.arg(id.as_str());
+        }
+        timed(self.timeout, "ZREM", cmd.exec_async(&mut self.conn.clone())).await
+    }
 }
 
 #[async_trait]
@@ -618,31 +655,12 @@ impl SessionStore for RedisStore {
         now: Timestamp,
         max: usize,
     ) -> Result<Vec<SessionId>, StoreError> {
-        let lease_until = now.plus_millis(EXPIRY_LEASE.as_millis() as i64);
-        let ids: Vec<String> = timed(
-            self.timeout,
-            "claim expiries",
-            CLAIM_DUE
-                .key(self.keys.due())
-                .arg(now.unix_millis())
-                .arg(lease_until.unix_millis())
-                .arg(max)
-                .invoke_async(&mut self.conn.clone()),
-        )
-        .await?;
-        Ok(ids.iter().filter_map(|s| SessionId::parse(s)).collect())
+        self.claim_due(self.keys.due(), "claim expiries", now, max)
+            .await
     }
 
     async fn expiries_done(&self, ids: &[SessionId]) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let mut cmd = redis::cmd("ZREM");
-        cmd.arg(self.keys.due());
-        for id in ids {
-            cmd.arg(id.as_str());
-        }
-        timed(self.timeout, "ZREM", cmd.exec_async(&mut self.conn.clone())).await
+        self.remove_due(self.keys.due(), ids).await
     }
 
     async fn schedule_rotation(&self, id: &SessionId, at: Timestamp) -> Result<(), StoreError> {
@@ -663,31 +681,12 @@ impl SessionStore for RedisStore {
         now: Timestamp,
         max: usize,
     ) -> Result<Vec<SessionId>, StoreError> {
-        let lease_until = now.plus_millis(EXPIRY_LEASE.as_millis() as i64);
-        let ids: Vec<String> = timed(
-            self.timeout,
-            "claim rotations",
-            CLAIM_DUE
-                .key(self.keys.rotations())
-                .arg(now.unix_millis())
-                .arg(lease_until.unix_millis())
-                .arg(max)
-                .invoke_async(&mut self.conn.clone()),
-        )
-        .await?;
-        Ok(ids.iter().filter_map(|s| SessionId::parse(s)).collect())
+        self.claim_due(self.keys.rotations(), "claim rotations", now, max)
+            .await
     }
 
     async fn rotations_done(&self, ids: &[SessionId]) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let mut cmd = redis::cmd("ZREM");
-        cmd.arg(self.keys.rotations());
-        for id in ids {
-            cmd.arg(id.as_str());
-        }
-        timed(self.timeout, "ZREM", cmd.exec_async(&mut self.conn.clone())).await
+        self.remove_due(self.keys.rotations(), ids).await
     }
 
     fn expiry_poll_interval(&self) -> Option<Duration> {
