@@ -9,19 +9,51 @@
 //!
 //! Each type derives its OpenAPI schema ([`utoipa::ToSchema`]); the broker's
 //! generated document (`GET /openapi.json`, committed as `docs/openapi.json`)
-//! is built from them, so the document is the code.
+//! is built from them and from the handlers' own annotations, so the document
+//! is the code.
 //!
 //! Field values are checked by the broker's domain rules (lengths, ranges,
 //! which fields a kind needs), not here: this crate is the shape only, and
 //! the schemas state the bounds those rules enforce.
+//!
+//! One module per area: [`session`] (the RP's create and session view),
+//! [`browser`] (the page's push frames), [`phone`] (claim and complete),
+//! [`conversation`] (会话签章: requests, views, both sockets' frames),
+//! [`audit`], [`ops`] (health, readiness, revocations), [`cosign`] (key
+//! splitting), [`common`] (certificates, seals, delegates), [`error`].
 
+pub mod audit;
+pub mod browser;
+pub mod common;
 pub mod conversation;
+pub mod cosign;
 pub mod error;
+pub mod ops;
+pub mod phone;
 pub mod session;
 
-pub use conversation::{ConversationRequestAccepted, ConversationRequestInput};
+pub use audit::{AuditList, AuditRecord};
+pub use browser::{BrowserFrame, BrowserMessage, QrFrame, ResultFrame, StatusFrame};
+pub use common::{
+    CertificateInfo, Delegate, OpeningWindow, SealAsk, SealPicture, SealResult, SerialAnswer,
+};
+pub use conversation::{
+    Ack, ConversationCertificate, ConversationRequestAccepted, ConversationRequestInput,
+    ConversationRequestView, ConversationStatus, ConversationView, Ended, EndedBy, FrameError,
+    PhoneMessage, PhoneServerFrame, RequestStatus, RequesterFrame, SignRequestFrame,
+};
+pub use cosign::{
+    ConversationContextAsk, CosignContext, CosignContextRequest, KeyActionRequest, ServiceAnswer,
+    SessionContextAsk,
+};
 pub use error::{ErrorBody, ErrorDetail};
+pub use ops::{Health, Ready, RevocationList, RevocationRecordView, RevokeRequest};
+pub use phone::{
+    AppView, ClaimDevice, ClaimRequest, ClaimResponse, ClaimedSession, CompleteRequest,
+    CompleteResponse, PhoneGrant, Rejection, RequesterView,
+};
 pub use session::{
-    ConversationPolicyInput, CreateSessionRequest, CreateSessionResponse, DisplayText,
-    ExpectCertInput, Kind, OpeningInput, RequesterInput, SealInput,
+    ApprovedResult, ConversationPolicyInput, CreateSessionRequest, CreateSessionResponse,
+    DeviceView, DisplayText, ExpectCertInput, Kind, OpeningInput, ReasonResult, RequesterGrant,
+    RequesterInput, SealInput, SessionResult, SessionView, Status,
 };
