@@ -226,7 +226,37 @@ impl Modify for ErrorCodes {
 pub fn document() -> serde_json::Value {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    serde_json::to_value(doc).unwrap_or_default()
+    let mut doc = serde_json::to_value(doc).unwrap_or_default();
+    which_fields_a_kind_takes(&mut doc);
+    doc
+}
+
+/// The rules a struct cannot state: which fields a session's kind takes (the
+/// domain answers `400` otherwise, `bzt_core::session`), and `tbs_b64` or
+/// `seal`, exactly one, for a conversation request. Stated in the document so
+/// a client generated from it (and Schemathesis) knows them.
+fn which_fields_a_kind_takes(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    let schemas = &mut doc["components"]["schemas"];
+    let kind_is = |kind: &str| json!({ "required": ["kind"], "properties": { "kind": { "const": kind } } });
+    schemas["CreateSessionRequest"]["allOf"] = json!([
+        {
+            "if": kind_is("sign"),
+            "then": { "oneOf": [{ "required": ["tbs_b64"] }, { "required": ["seal"] }] },
+            "else": { "not": { "anyOf": [
+                { "required": ["tbs_b64"] }, { "required": ["conversation"] }, { "required": ["seal"] }
+            ] } }
+        },
+        {
+            "if": kind_is("decrypt"),
+            "then": { "required": ["envelope_header_b64", "reply_key"] },
+            "else": { "not": { "anyOf": [
+                { "required": ["envelope_header_b64"] }, { "required": ["reply_key"] }, { "required": ["opening"] }
+            ] } }
+        }
+    ]);
+    schemas["ConversationRequestInput"]["oneOf"] =
+        json!([{ "required": ["tbs_b64"] }, { "required": ["seal"] }]);
 }
 
 /// `GET /openapi.json`: this document.
