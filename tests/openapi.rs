@@ -14,8 +14,8 @@
 //!   schema does not declare fails too.
 //! - The error-code enum and its statuses match [`bzt_core::ErrorCode`].
 //!
-//! (The hand-kept `docs/openapi.yaml` and this file's own JSON Schema checker
-//! are retired: the document is generated from the handlers and `bzt-wire`.)
+//! The document is generated from the handlers' `#[utoipa::path]` and the
+//! wire types of `bzt-wire`; there is no hand-kept copy.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -161,7 +161,6 @@ impl Doc {
             self.declared(member, out);
         }
     }
-
 }
 
 // ---- The validator: Python `jsonschema`, one process for the whole test binary ----
@@ -627,11 +626,11 @@ fn every_route_is_documented_and_nothing_else() {
     let unrouted: Vec<_> = documented.difference(&routes).collect();
     assert!(
         undocumented.is_empty(),
-        "routes missing from docs/openapi.yaml: {undocumented:?}"
+        "routes missing from the generated document (add #[utoipa::path] to the handler and list it in http/openapi.rs): {undocumented:?}"
     );
     assert!(
         unrouted.is_empty(),
-        "docs/openapi.yaml documents routes that bzt::http::ROUTES lacks: {unrouted:?}"
+        "the generated document has routes that bzt::http::ROUTES lacks: {unrouted:?}"
     );
     assert!(
         documented.iter().all(|(_, p)| !p.starts_with("/demo")),
@@ -736,7 +735,11 @@ fn frame_types(union: &Value) -> BTreeSet<String> {
             None => vec![variant],
         };
         for m in members {
-            for t in m["properties"]["type"]["enum"].as_array().into_iter().flatten() {
+            for t in m["properties"]["type"]["enum"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
                 out.insert(t.as_str().expect("a type name").to_owned());
             }
         }
@@ -1533,10 +1536,15 @@ fn the_validator_finds_what_the_document_does_not_declare() {
     extra["error"]["hint"] = json!("x");
     assert!(!validate(&json!({ "$ref": "#/components/schemas/Error" }), &extra).is_empty());
     let unknown_code = json!({ "error": { "code": "teapot", "message": "m" } });
-    assert!(!validate(&json!({ "$ref": "#/components/schemas/Error" }), &unknown_code).is_empty());
+    assert!(!validate(
+        &json!({ "$ref": "#/components/schemas/Error" }),
+        &unknown_code
+    )
+    .is_empty());
 
     let union = json!({ "$ref": "#/components/schemas/BrowserFrame" });
-    let status = json!({ "type": "status", "status": "scanned", "version": 2, "device": { "name": "p" } });
+    let status =
+        json!({ "type": "status", "status": "scanned", "version": 2, "device": { "name": "p" } });
     assert_eq!(validate(&union, &status), Vec::<String>::new());
     let mut extra = status.clone();
     extra["colour"] = json!("red");

@@ -2,13 +2,13 @@
 
 use super::rp::authenticate;
 use super::{openapi, AppState};
-use bzt_wire::AuditList;
 use crate::error::ApiError;
 use crate::store::AuditQuery;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use bzt_core::Timestamp;
+use bzt_wire::AuditList;
 use serde::Deserialize;
 use serde_json::{json, Value};
 

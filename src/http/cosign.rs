@@ -6,7 +6,6 @@
 
 use super::ops::{audit_then_revoke, authorize_admin};
 use super::{bearer, openapi, ApiJson, AppState};
-use bzt_wire::{CosignContext, CosignContextRequest, ErrorBody, KeyActionRequest, ServiceAnswer};
 use crate::broker::revocations::{RevocationRecord, Revocations};
 use crate::cosigner::{CosignerAdmin, KeyAction};
 use crate::error::ApiError;
@@ -15,6 +14,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use bzt_core::Secret;
+use bzt_wire::{CosignContext, CosignContextRequest, ErrorBody, KeyActionRequest, ServiceAnswer};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -76,7 +76,8 @@ macro_rules! declare_routes {
         /// routes), as `(method, path)`: the method in lowercase, as OpenAPI
         /// spells its operations, the path in axum's `{param}` syntax, which
         /// is also OpenAPI's. Generated from the same table as the router;
-        /// `tests/openapi.rs` checks it against `docs/openapi.yaml`, so a
+        /// `tests/openapi.rs` checks it against the generated OpenAPI document
+        /// (`#[utoipa::path]` on each handler), so a
         /// route added without documentation fails the tests.
         pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
 

@@ -18,16 +18,14 @@ use bzt_wire::{
     AuditList, BrowserFrame, BrowserMessage, ClaimRequest, ClaimResponse, CompleteRequest,
     CompleteResponse, ConversationRequestAccepted, ConversationRequestInput,
     ConversationRequestView, ConversationView, CosignContext, CosignContextRequest,
-    CreateSessionRequest, CreateSessionResponse, ErrorBody, Health, KeyActionRequest,
-    PhoneMessage, PhoneServerFrame, Ready, RequesterFrame, RevocationList, RevokeRequest,
-    SerialAnswer, ServiceAnswer, SessionView,
+    CreateSessionRequest, CreateSessionResponse, ErrorBody, Health, KeyActionRequest, PhoneMessage,
+    PhoneServerFrame, Ready, RequesterFrame, RevocationList, RevokeRequest, SerialAnswer,
+    ServiceAnswer, SessionView,
 };
 use utoipa::openapi::header::HeaderBuilder;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
-use utoipa::openapi::{
-    ContentBuilder, Ref, RefOr, Response, ResponseBuilder, Schema,
-};
 use utoipa::openapi::schema::{SchemaType, Type};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder, Schema};
 use utoipa::{Modify, OpenApi};
 
 /// Declares a reusable error answer (`#/components/responses/<name>`): the
@@ -68,20 +66,52 @@ fn error_answer(description: &str, retry_after: bool) -> Response {
 }
 
 error_response!(BadRequest, "`invalid_request`: malformed JSON, missing `Content-Type: application/json`, unknown or missing fields, unknown query parameters, or a value outside its constraints; the message names the field.");
-error_response!(Unauthorized, "`unauthorized`: the credential is missing or not valid.");
-error_response!(ForbiddenOrigin, "`forbidden`: the `Origin` header is not in the app's `allowed_origins`.");
-error_response!(AdminDisabled, "`forbidden`: the admin API is disabled (no `admin_token` configured).");
+error_response!(
+    Unauthorized,
+    "`unauthorized`: the credential is missing or not valid."
+);
+error_response!(
+    ForbiddenOrigin,
+    "`forbidden`: the `Origin` header is not in the app's `allowed_origins`."
+);
+error_response!(
+    AdminDisabled,
+    "`forbidden`: the admin API is disabled (no `admin_token` configured)."
+);
 error_response!(NotFound, "`not_found`: no such session (or not this app's, or a wrong claim secret, or an id that is not 1..64 characters of `[A-Za-z0-9_-]`).");
-error_response!(ConversationNotFound, "`not_found`: no such conversation (or not this app's, or purged 10 minutes after it ended).");
-error_response!(ConversationEnded, "`expired`: the conversation has ended (for whatever reason; the message says which).");
-error_response!(QrConflict, "`conflict`: the session is no longer `pending`, so its QR code can no longer be scanned.");
+error_response!(
+    ConversationNotFound,
+    "`not_found`: no such conversation (or not this app's, or purged 10 minutes after it ended)."
+);
+error_response!(
+    ConversationEnded,
+    "`expired`: the conversation has ended (for whatever reason; the message says which)."
+);
+error_response!(
+    QrConflict,
+    "`conflict`: the session is no longer `pending`, so its QR code can no longer be scanned."
+);
 error_response!(Expired, "`expired`: the session has expired.");
-error_response!(PayloadTooLarge, "`payload_too_large`: the body is over 256 KiB.");
-error_response!(NotAnUpgrade, "`invalid_request`: not a WebSocket upgrade request.");
-error_response!(RateLimited, "`rate_limited`: retry after `Retry-After` seconds.", retry = true);
+error_response!(
+    PayloadTooLarge,
+    "`payload_too_large`: the body is over 256 KiB."
+);
+error_response!(
+    NotAnUpgrade,
+    "`invalid_request`: not a WebSocket upgrade request."
+);
+error_response!(
+    RateLimited,
+    "`rate_limited`: retry after `Retry-After` seconds.",
+    retry = true
+);
 error_response!(Unavailable, "`unavailable`: the session store is unreachable, or (for the operations that complete a session or answer a conversation request) the audit log cannot be written, in which case the operation was neither recorded nor performed. Retry after `Retry-After` seconds.", retry = true);
 error_response!(CosignerForbidden, "`forbidden`: the admin API is disabled, or no co-signing service (`[cosigner] url`, `admin_token`) is configured.");
-error_response!(CosignerUnavailable, "`unavailable`: the co-signing service cannot be reached, or refused the broker's admin token.", retry = true);
+error_response!(
+    CosignerUnavailable,
+    "`unavailable`: the co-signing service cannot be reached, or refused the broker's admin token.",
+    retry = true
+);
 
 #[derive(OpenApi)]
 #[openapi(
@@ -238,7 +268,8 @@ pub fn document() -> serde_json::Value {
 fn which_fields_a_kind_takes(doc: &mut serde_json::Value) {
     use serde_json::json;
     let schemas = &mut doc["components"]["schemas"];
-    let kind_is = |kind: &str| json!({ "required": ["kind"], "properties": { "kind": { "const": kind } } });
+    let kind_is =
+        |kind: &str| json!({ "required": ["kind"], "properties": { "kind": { "const": kind } } });
     schemas["CreateSessionRequest"]["allOf"] = json!([
         {
             "if": kind_is("sign"),

@@ -1,9 +1,6 @@
 //! Health, readiness, metrics, and the admin API (revocations).
 
 use super::{bearer, client_ip, header_str, openapi, ApiJson, AppState};
-use bzt_wire::{
-    ErrorBody, Health, Ready, RevocationList, RevocationRecordView, RevokeRequest, SerialAnswer,
-};
 use crate::broker::revocations::{RevocationRecord, Revocations};
 use crate::error::ApiError;
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -11,6 +8,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bzt_core::Secret;
+use bzt_wire::{
+    ErrorBody, Health, Ready, RevocationList, RevocationRecordView, RevokeRequest, SerialAnswer,
+};
 use serde::Deserialize;
 use std::net::SocketAddr;
 
