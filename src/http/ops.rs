@@ -118,7 +118,7 @@ pub async fn list_revocations(
     authorize_admin(&state, &headers)?;
     let (configured, runtime) = state.broker.revocations().list();
     Ok(Json(RevocationList {
-        configured: configured.into_iter().map(Into::into).collect(),
+        configured,
         runtime: runtime.iter().map(|r| r.serial.clone()).collect(),
         runtime_records: runtime
             .into_iter()

@@ -149,7 +149,7 @@ pub struct ConversationView {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RequesterFrame {
     /// A finished request (once per connection; deduplicate by `request_id`).
-    RequestResult(ConversationRequestView),
+    RequestResult(Box<ConversationRequestView>),
     /// The conversation ended; the last frame before the close `1000`.
     Ended(Ended),
     /// A text frame was refused (this socket only receives).
