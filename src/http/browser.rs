@@ -18,6 +18,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use bzt_core::session::{CancelledBy, Requester};
 use bzt_core::{ErrorCode, Session, SessionId, Status};
+use bzt_wire::{BrowserFrame, ErrorDetail};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -350,18 +351,19 @@ async fn handle_browser_message(
         },
         _ => ApiError::invalid("unknown message; the browser may send {\"type\": \"cancel\"}"),
     };
-    let frame = serde_json::json!({
-        "type": "error",
-        "error": { "code": error.code.as_str(), "message": error.message },
-    });
-    socket.send(Message::Text(frame.to_string().into())).await
+    let frame = BrowserFrame::Error {
+        error: ErrorDetail {
+            code: error.code.as_str().to_owned(),
+            message: error.message,
+        },
+    };
+    let text = serde_json::to_string(&frame).unwrap_or_default();
+    socket.send(Message::Text(text.into())).await
 }
 
 /// Sends one event; `true` if it ends the stream.
 async fn send_event(socket: &mut WebSocket, event: &BrowserEvent) -> Result<bool, axum::Error> {
-    socket
-        .send(Message::Text(event.data.to_string().into()))
-        .await?;
+    socket.send(Message::Text(event.json().into())).await?;
     Ok(event.is_final)
 }
 
@@ -435,7 +437,7 @@ async fn run_sse(
         Ok(Event::default()
             .event(e.kind)
             .id(e.id.clone())
-            .data(e.data.to_string()))
+            .data(e.json()))
     };
     'stream: {
         let Ok(Some(mut changes)) = broker.watch_session(&id).await else {

@@ -22,9 +22,9 @@ use bzt_core::secret::{ConversationId, RequestId};
 use bzt_wire::{
     Ack, ConversationRequestAccepted, ConversationRequestInput, ConversationRequestView,
     ConversationView, Ended, ErrorBody, ErrorDetail, FrameError, PhoneMessage, PhoneServerFrame,
+    RequesterFrame,
 };
 use serde::Deserialize;
-use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -65,7 +65,7 @@ pub async fn get_conversation(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConversationView>, ApiError> {
     let app = authenticate(&state, &headers)?;
     let id = super::conversation_id(&id)?;
     let c = state.broker.conversation_for_app(&app.id, &id).await?;
@@ -95,7 +95,7 @@ pub async fn end_conversation(
     Path(id): Path<String>,
     headers: HeaderMap,
     Query(q): Query<TokenQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConversationView>, ApiError> {
     let id = super::conversation_id(&id)?;
     let c = match q.t.as_deref() {
         Some(t) => {
@@ -202,7 +202,7 @@ pub async fn get_request(
     Path((id, rid)): Path<(String, String)>,
     headers: HeaderMap,
     query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConversationRequestView>, ApiError> {
     let app = authenticate(&state, &headers)?;
     let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
     let wait = super::rp::parse_wait(q.wait)?.unwrap_or(0);
@@ -235,25 +235,23 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) -> Resul
         .await
 }
 
-/// `ended`, the same frame on both sockets.
-fn ended_frame(c: &Conversation) -> Option<PhoneServerFrame> {
-    c.ended.map(|(by, at)| {
-        PhoneServerFrame::Ended(Ended {
-            by: by.as_str().to_owned(),
-            at: at.to_rfc3339(),
-        })
+/// `ended` (the same on both sockets), once the conversation has ended.
+fn ended(c: &Conversation) -> Option<Ended> {
+    c.ended.map(|(by, at)| Ended {
+        by: by.as_str().to_owned(),
+        at: at.to_rfc3339(),
     })
 }
 
-/// `error`, the same frame on both sockets.
-fn error_frame(e: &ApiError, request_id: Option<&str>) -> PhoneServerFrame {
-    PhoneServerFrame::Error(FrameError {
+/// `error` (the same on both sockets).
+fn frame_error(e: &ApiError, request_id: Option<&str>) -> FrameError {
+    FrameError {
         error: ErrorDetail {
             code: e.code.as_str().to_owned(),
             message: e.message.clone(),
         },
         request_id: request_id.map(str::to_owned),
-    })
+    }
 }
 
 // ---- Requester socket ------------------------------------------------------
@@ -323,12 +321,11 @@ async fn requester_loop(
         if let Ok(Some(c)) = broker.conversation_now(id).await {
             for r in c.requests.iter().filter(|r| r.is_finished()) {
                 if reported.insert(r.id.clone()) {
-                    let mut frame = r.result_view();
-                    frame["type"] = json!("request_result");
+                    let frame = RequesterFrame::RequestResult(Box::new(r.result_view()));
                     send_json(socket, &frame).await?;
                 }
             }
-            if let Some(frame) = ended_frame(&c) {
+            if let Some(frame) = ended(&c).map(RequesterFrame::Ended) {
                 send_json(socket, &frame).await?;
                 return close(socket, 1000, "conversation ended").await;
             }
@@ -351,7 +348,7 @@ async fn requester_loop(
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
                 Some(Ok(Message::Text(_))) => {
                     let e = ApiError::invalid("this socket only receives; end the conversation with DELETE");
-                    send_json(socket, &error_frame(&e, None)).await?;
+                    send_json(socket, &RequesterFrame::Error(frame_error(&e, None))).await?;
                 }
                 Some(Ok(_)) => {}
             },
@@ -429,7 +426,7 @@ async fn phone_loop(
         tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
     loop {
         if let Ok(Some(c)) = broker.conversation_now(id).await {
-            if let Some(frame) = ended_frame(&c) {
+            if let Some(frame) = ended(&c).map(PhoneServerFrame::Ended) {
                 send_json(socket, &frame).await?;
                 return close(socket, 1000, "conversation ended").await;
             }
@@ -439,7 +436,7 @@ async fn phone_loop(
                 .iter()
                 .filter(|r| !r.is_finished() && r.seq > already)
             {
-                send_json(socket, &r.phone_frame()).await?;
+                send_json(socket, &PhoneServerFrame::SignRequest(r.phone_frame())).await?;
                 sent_seq = r.seq;
             }
         }
@@ -480,7 +477,7 @@ async fn handle_phone_message(
             let err = ApiError::invalid(format!(
                 "unknown or malformed message ({e}); send sign_response, sign_reject or end"
             ));
-            return send_json(socket, &error_frame(&err, None)).await;
+            return send_json(socket, &PhoneServerFrame::Error(frame_error(&err, None))).await;
         }
     };
     let Ok(Some(c)) = broker.conversation_now(id).await else {
@@ -488,7 +485,7 @@ async fn handle_phone_message(
             bzt_core::ErrorCode::Unavailable,
             "the conversation cannot be read; retry",
         );
-        return send_json(socket, &error_frame(&err, None)).await;
+        return send_json(socket, &PhoneServerFrame::Error(frame_error(&err, None))).await;
     };
     let (request_id, result) = match message {
         PhoneMessage::SignResponse {
@@ -520,7 +517,7 @@ async fn handle_phone_message(
             // The `ended` frame follows through the change notification.
             return match broker.end_conversation(&c.id, EndedBy::Phone).await {
                 Ok(_) => Ok(()),
-                Err(e) => send_json(socket, &error_frame(&e, None)).await,
+                Err(e) => send_json(socket, &PhoneServerFrame::Error(frame_error(&e, None))).await,
             };
         }
     };
@@ -535,6 +532,12 @@ async fn handle_phone_message(
             )
             .await
         }
-        Err(e) => send_json(socket, &error_frame(&e, request_id.as_deref())).await,
+        Err(e) => {
+            send_json(
+                socket,
+                &PhoneServerFrame::Error(frame_error(&e, request_id.as_deref())),
+            )
+            .await
+        }
     }
 }

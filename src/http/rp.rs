@@ -202,7 +202,7 @@ pub async fn get_session(
     Path(id): Path<String>,
     headers: HeaderMap,
     query: Result<Query<GetQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SessionView>, ApiError> {
     let app = authenticate(&state, &headers)?;
     let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
     let wait = parse_wait(q.wait)?;
