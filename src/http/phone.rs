@@ -104,7 +104,7 @@ pub async fn claim(
         session: ClaimedSession {
             id: s.id.to_string(),
             kind: s.kind.as_str().to_owned(),
-            display: wire_display(&s.display),
+            display: s.display.view(),
             app: AppView {
                 id: claimed.app.id.clone(),
                 name: claimed.app.name.clone(),
@@ -145,14 +145,6 @@ pub async fn claim(
         _ => {}
     }
     Ok(Json(answer))
-}
-
-/// What the phone shows, on the wire.
-pub fn wire_display(d: &bzt_core::session::DisplayText) -> bzt_wire::DisplayText {
-    bzt_wire::DisplayText {
-        title: d.title.clone(),
-        detail: d.detail.clone(),
-    }
 }
 
 /// What a completion body asks for, once read.

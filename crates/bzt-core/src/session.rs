@@ -336,8 +336,8 @@ pub fn certificate_view(c: &CertificateInfo) -> bzt_wire::CertificateInfo {
 
 impl DisplayText {
     /// What the phone shows, on the wire.
-    pub fn view(&self) -> bzt_wire::DisplayText {
-        bzt_wire::DisplayText {
+    pub fn view(&self) -> bzt_wire::DisplayView {
+        bzt_wire::DisplayView {
             title: self.title.clone(),
             detail: self.detail.clone(),
         }

@@ -3,7 +3,7 @@
 
 use crate::common::{Delegate, SealAsk, SealResult};
 use crate::error::ErrorDetail;
-use crate::session::{DisplayText, SealInput};
+use crate::session::{DisplayText, DisplayView, SealInput};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -195,7 +195,7 @@ pub struct SignRequestFrame {
     /// The request's 1-based position in the conversation.
     #[schema(minimum = 1)]
     pub seq: u32,
-    pub display: DisplayText,
+    pub display: DisplayView,
     /// The bytes to sign (for a seal request, the hash of `seal`).
     #[schema(content_encoding = "base64")]
     pub tbs_b64: String,

@@ -54,6 +54,6 @@ pub use phone::{
 };
 pub use session::{
     ApprovedResult, ConversationPolicyInput, CreateSessionRequest, CreateSessionResponse,
-    DeviceView, DisplayText, ExpectCertInput, Kind, OpeningInput, ReasonResult, RequesterGrant,
-    RequesterInput, SealInput, SessionResult, SessionView, Status,
+    DeviceView, DisplayText, DisplayView, ExpectCertInput, Kind, OpeningInput, ReasonResult,
+    RequesterGrant, RequesterInput, SealInput, SessionResult, SessionView, Status,
 };

@@ -2,7 +2,7 @@
 //! `POST /v1/sessions/{id}/complete` (docs/protocol.md "Phone API").
 
 use crate::common::{OpeningWindow, SealAsk};
-use crate::session::{DisplayText, Kind};
+use crate::session::{DisplayView, Kind};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -28,7 +28,7 @@ pub struct ClaimRequest {
 }
 
 /// The app (relying party) whose session it is.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AppView {
     pub id: String,
     pub name: String,
@@ -51,7 +51,7 @@ pub struct ClaimedSession {
     /// A [`Kind`]; read as text, so a kind added later does not break a client.
     #[schema(value_type = Kind)]
     pub kind: String,
-    pub display: DisplayText,
+    pub display: DisplayView,
     pub app: AppView,
     pub requester: Option<RequesterView>,
     #[schema(format = DateTime)]

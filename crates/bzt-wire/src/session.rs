@@ -46,6 +46,15 @@ pub struct DisplayText {
     pub detail: Option<String>,
 }
 
+/// What the phone shows the user, as answers carry it (a view: fields added
+/// later are ignored, unlike [`DisplayText`] in a request).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DisplayView {
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
 /// Only this certificate may complete the session.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -322,7 +331,7 @@ pub struct SessionView {
     /// Starts at 1; each status change adds 1 (a QR rotation does not).
     #[schema(minimum = 1)]
     pub version: u64,
-    pub display: DisplayText,
+    pub display: DisplayView,
     #[schema(format = DateTime)]
     pub created_at: String,
     #[schema(format = DateTime)]
