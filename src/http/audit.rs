@@ -90,5 +90,8 @@ pub async fn list(
             limit,
         })
         .await?;
+    // The records exactly as the hash chain holds them (`bzt_core::audit::Record`,
+    // described by `bzt_wire::AuditRecord`): re-serialised through another type,
+    // a reader could no longer recompute `hash` from the bytes it got.
     Ok(Json(json!({ "records": records })))
 }

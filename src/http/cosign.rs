@@ -15,7 +15,7 @@ use axum::http::HeaderMap;
 use axum::Json;
 use bzt_core::Secret;
 use bzt_wire::{CosignContext, CosignContextRequest, ErrorBody, KeyActionRequest, ServiceAnswer};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -188,7 +188,7 @@ pub async fn admin_action(
     let mut answer = admin.act(&key_id, action).await?;
     tracing::warn!(key_id = %key_id, action = action.as_str(), "split key state changed at the co-signing service");
     if let (Some(serial), Some(obj)) = (revoked_serial, answer.as_object_mut()) {
-        obj.insert("revoked_serial".into(), json!(serial));
+        obj.insert("revoked_serial".into(), Value::String(serial));
     }
     Ok(Json(answer))
 }

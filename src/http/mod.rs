@@ -177,8 +177,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body =
-            serde_json::json!({ "error": { "code": self.code.as_str(), "message": self.message } });
+        let body = bzt_wire::ErrorBody::new(self.code.as_str(), self.message);
         let mut resp = (status, axum::Json(body)).into_response();
         if let Some(s) = self.retry_after {
             if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
