@@ -600,6 +600,38 @@ async fn deadline_is_claimed_once<R: Subject>(nodes: Nodes<R>) {
     assert!(claim_due(&nodes[1], much_later, 100).await.is_empty());
 }
 
+/// A write that ends a record leaves its deadline behind (the hot path
+/// stays one write): the sweep that claims it changes nothing and forgets
+/// it, once.
+async fn an_ended_records_deadline_is_handled_once_then_forgotten<R: Subject>(nodes: Nodes<R>) {
+    let t0 = Timestamp::now_utc();
+    let r = R::fresh(30, t0);
+    nodes[0].insert(&r).await.unwrap();
+    let ended = nodes[1]
+        .update(r.id(), t0, R::end(t0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ended.changed);
+    assert_eq!(ended.record.next_deadline(), None);
+
+    let due = t0.plus_secs(30);
+    let claimed = claim_due(&nodes[0], due, 100).await;
+    assert_eq!(claimed, vec![r.id().clone()], "the entry is still there");
+    let u = nodes[0]
+        .update(r.id(), due, R::at_deadline(due))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!u.changed, "nothing more was due");
+    nodes[0].deadlines_handled(&[u.record]).await.unwrap();
+    let much_later = due.plus_secs(7200);
+    assert!(
+        claim_due(&nodes[1], much_later, 100).await.is_empty(),
+        "an ended record has no deadline"
+    );
+}
+
 async fn due_deadlines_come_oldest_first_in_batches<R: Subject>(nodes: Nodes<R>) {
     let t0 = Timestamp::now_utc();
     let mut ids = Vec::new();
@@ -705,6 +737,13 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn deadline_is_claimed_once() {
                 super::deadline_is_claimed_once($nodes::<$record>(3, "deadline").await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_ended_records_deadline_is_handled_once_then_forgotten() {
+                super::an_ended_records_deadline_is_handled_once_then_forgotten(
+                    $nodes::<$record>(2, "leftover").await,
+                )
+                .await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn due_deadlines_come_oldest_first_in_batches() {
