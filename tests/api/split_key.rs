@@ -426,7 +426,7 @@ async fn open_at_the_hall(
     let created = app
         .create_session_as(OTHER_API_KEY, decrypt_body("开标解密", header, &reply_key))
         .await;
-    let claimed = scan(&world.phone(), &created, &identity).await;
+    let claimed = scan(&world.phone(), &created, identity).await;
     match world
         .phone()
         .approve_decrypt_split(&claimed, key, None)
