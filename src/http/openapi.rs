@@ -258,7 +258,29 @@ pub fn document() -> serde_json::Value {
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let mut doc = serde_json::to_value(doc).unwrap_or_default();
     which_fields_a_kind_takes(&mut doc);
+    session_webhook(&mut doc);
     doc
+}
+
+/// `webhooks.sessionTerminal` (utoipa has no webhooks yet): the broker POSTs the
+/// session view (`bzt_wire::SessionView`, as `crate::webhook` sends it) to the
+/// session's `webhook_url` on every terminal transition.
+fn session_webhook(doc: &mut serde_json::Value) {
+    doc["webhooks"] = serde_json::json!({
+        "sessionTerminal": { "post": {
+            "summary": "A session reached a terminal state.",
+            "description": "Sent to the session's `webhook_url` on every terminal transition, with the session view as body, `User-Agent: bzt-webhook/<version>` and `Bzt-Signature`. Retried on network errors and non-2xx answers with exponential backoff (`webhooks.*` settings); redirects are not followed. Receivers should reject a `t` more than 5 minutes from their clock and compare the HMAC in constant time.",
+            "parameters": [{
+                "name": "Bzt-Signature", "in": "header", "required": true,
+                "description": "`t=<unix seconds>,v1=<hex HMAC-SHA256(webhook_secret, \"<t>.<body>\")>`, where `<body>` is the exact bytes sent.",
+                "schema": { "type": "string", "pattern": "^t=[0-9]+,v1=[0-9a-f]{64}$" }
+            }],
+            "requestBody": { "required": true, "content": { "application/json": {
+                "schema": { "$ref": "#/components/schemas/SessionView" }
+            } } },
+            "responses": { "200": { "description": "Any 2xx acknowledges the delivery." } }
+        } }
+    });
 }
 
 /// The rules a struct cannot state: which fields a session's kind takes (the
