@@ -45,8 +45,7 @@ pub struct AuditParams {
     responses(
         (status = 200, description = "The matching records.", body = AuditList),
         (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 503, response = openapi::Unavailable),
+        openapi::RpRefusals,
     ),
     security(("rpApiKey" = []))
 )]

@@ -166,12 +166,9 @@ async fn open_browser_request(
     params(("id" = String, Path, description = "The session id."), ("Upgrade" = String, Header, description = "`websocket`.")),
     responses(
         (status = 101, description = "Switching Protocols; frames as described."),
-        (status = 400, response = openapi::NotAnUpgrade),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::ForbiddenOrigin),
-        (status = 404, response = openapi::NotFound),
         (status = 429, response = openapi::RateLimited),
-        (status = 503, response = openapi::Unavailable),
+        openapi::UpgradeRefusals,
+        openapi::BrowserRefusals,
     ),
     security(("browserToken" = [])),
     extensions(("x-websocket" = json!({
@@ -387,11 +384,8 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) -> Resul
     params(("id" = String, Path, description = "The session id.")),
     responses(
         (status = 200, description = "The event stream.", content_type = "text/event-stream", body = String),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::ForbiddenOrigin),
-        (status = 404, response = openapi::NotFound),
         (status = 429, response = openapi::RateLimited),
-        (status = 503, response = openapi::Unavailable),
+        openapi::BrowserRefusals,
     ),
     security(("browserToken" = [])),
     extensions(("x-sse-events" = json!({ "$ref": "#/components/schemas/BrowserFrame" })))
@@ -527,12 +521,9 @@ fn qr_answer(
     params(("id" = String, Path, description = "The session id.")),
     responses(
         (status = 200, description = "The QR code.", content_type = "image/svg+xml", body = String),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::ForbiddenOrigin),
-        (status = 404, response = openapi::NotFound),
         (status = 409, response = openapi::QrConflict),
         (status = 410, response = openapi::Expired),
-        (status = 503, response = openapi::Unavailable),
+        openapi::BrowserRefusals,
     ),
     security(("browserToken" = []))
 )]
@@ -560,12 +551,9 @@ pub async fn qr_svg(
     params(("id" = String, Path, description = "The session id.")),
     responses(
         (status = 200, description = "The QR code.", content_type = "image/png", body = String),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::ForbiddenOrigin),
-        (status = 404, response = openapi::NotFound),
         (status = 409, response = openapi::QrConflict),
         (status = 410, response = openapi::Expired),
-        (status = 503, response = openapi::Unavailable),
+        openapi::BrowserRefusals,
     ),
     security(("browserToken" = []))
 )]

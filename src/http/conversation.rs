@@ -55,9 +55,7 @@ const REQUESTER_MESSAGE_LIMIT: usize = 4096;
     params(("id" = String, Path, description = "The conversation id (`conversation.id`).")),
     responses(
         (status = 200, description = "The conversation view.", body = ConversationView),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 404, response = openapi::ConversationNotFound),
-        (status = 503, response = openapi::Unavailable),
+        openapi::ConversationRefusals,
     ),
     security(("rpApiKey" = []))
 )]
@@ -82,10 +80,8 @@ pub async fn get_conversation(
     params(("id" = String, Path, description = "The conversation id (`conversation.id`).")),
     responses(
         (status = 200, description = "Ended; the conversation view.", body = ConversationView),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 404, response = openapi::ConversationNotFound),
         (status = 410, response = openapi::ConversationEnded),
-        (status = 503, response = openapi::Unavailable),
+        openapi::ConversationRefusals,
     ),
     security(("rpApiKey" = []), ("requesterToken" = []))
 )]
@@ -132,12 +128,10 @@ pub async fn end_conversation(
     responses(
         (status = 202, description = "Queued for the phone.", body = ConversationRequestAccepted),
         (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 404, response = openapi::ConversationNotFound),
         (status = 409, description = "`conflict`: `max_requests` requests have been posted and some are still unanswered, or 32 requests already wait for the phone.", body = ErrorBody),
         (status = 410, response = openapi::ConversationEnded),
         (status = 413, description = "`payload_too_large`: the body is over 256 KiB, or `tbs_b64` decodes to more than 64 KiB.", body = ErrorBody),
-        (status = 503, response = openapi::Unavailable),
+        openapi::ConversationRefusals,
     ),
     security(("rpApiKey" = []))
 )]
@@ -267,11 +261,9 @@ fn frame_error(e: &ApiError, request_id: Option<&str>) -> FrameError {
     params(("id" = String, Path, description = "The conversation id (`conversation.id`)."), ("Upgrade" = String, Header, description = "`websocket`.")),
     responses(
         (status = 101, description = "Switching Protocols; frames as described."),
-        (status = 400, response = openapi::NotAnUpgrade),
-        (status = 401, response = openapi::Unauthorized),
         (status = 403, response = openapi::ForbiddenOrigin),
-        (status = 404, response = openapi::ConversationNotFound),
-        (status = 503, response = openapi::Unavailable),
+        openapi::ConversationRefusals,
+        openapi::UpgradeRefusals,
     ),
     security(("requesterToken" = [])),
     extensions(("x-websocket" = json!({
@@ -369,10 +361,8 @@ async fn requester_loop(
     params(("id" = String, Path, description = "The conversation id (`conversation.id`)."), ("Upgrade" = String, Header, description = "`websocket`.")),
     responses(
         (status = 101, description = "Switching Protocols; frames as described."),
-        (status = 400, response = openapi::NotAnUpgrade),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 404, response = openapi::ConversationNotFound),
-        (status = 503, response = openapi::Unavailable),
+        openapi::ConversationRefusals,
+        openapi::UpgradeRefusals,
     ),
     security(("conversationPhoneToken" = [])),
     extensions(("x-websocket" = json!({

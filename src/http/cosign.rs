@@ -87,10 +87,8 @@ fn admin_client(state: &AppState) -> Result<Arc<CosignerAdmin>, ApiError> {
     params(("key_id" = String, Path, description = "The split key's id at the co-signing service (`[A-Za-z0-9_-]`, up to 128 characters).")),
     responses(
         (status = 200, description = "The service's view of the key.", body = ServiceAnswer),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::CosignerForbidden),
         (status = 404, description = "`not_found`: the service knows no such key.", body = ErrorBody),
-        (status = 503, response = openapi::CosignerUnavailable),
+        openapi::CosignerAdminRefusals,
     ),
     security(("adminToken" = []))
 )]
@@ -121,11 +119,9 @@ pub async fn admin_key(
     responses(
         (status = 200, description = "The service's answer (the key's new state), plus `revoked_serial` for `revoke`.", body = ServiceAnswer),
         (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::CosignerForbidden),
         (status = 404, description = "`not_found`: no such action, or the service knows no such key.", body = ErrorBody),
         (status = 409, description = "`conflict`: the service refused the change in the key's state (e.g. already revoked).", body = ErrorBody),
-        (status = 503, response = openapi::CosignerUnavailable),
+        openapi::CosignerAdminRefusals,
     ),
     security(("adminToken" = []))
 )]
@@ -219,9 +215,7 @@ async fn is_granted_key(admin: &CosignerAdmin, key_id: &str) -> bool {
     description = "Relays `GET /v1/admin/grants` of the service with `[cosigner] admin_token`; the service's answer as it gave it, `{\"grants\", \"reclaims\"}` (docs/key-splitting.md).",
     responses(
         (status = 200, description = "`{\"grants\": [...], \"reclaims\": [...]}`.", body = ServiceAnswer),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::CosignerForbidden),
-        (status = 503, response = openapi::CosignerUnavailable),
+        openapi::CosignerAdminRefusals,
     ),
     security(("adminToken" = []))
 )]
@@ -245,11 +239,9 @@ pub async fn admin_grants(
     params(("grant_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "The grant's id at the co-signing service.")),
     responses(
         (status = 200, description = "The grant, now `reclaimed`, with every grant and reclaim record.", body = ServiceAnswer),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::CosignerForbidden),
         (status = 404, description = "`not_found`: the service knows no such grant.", body = ErrorBody),
         (status = 410, description = "`expired`: the grant was reclaimed already (by its administrator, the operator or its end time).", body = ErrorBody),
-        (status = 503, response = openapi::CosignerUnavailable),
+        openapi::CosignerAdminRefusals,
     ),
     security(("adminToken" = []))
 )]

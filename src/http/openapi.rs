@@ -113,6 +113,64 @@ error_response!(
     retry = true
 );
 
+/// Declares a set of refusals several operations share, each a reference to
+/// one of the answers above: `responses((status = 200, ...), Set)`.
+macro_rules! refusals {
+    ($(#[$doc:meta])* $name:ident { $($status:literal => $variant:ident($answer:ident)),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(utoipa::IntoResponses)]
+        pub enum $name {
+            $(#[response(status = $status)] $variant(#[ref_response] $answer),)*
+        }
+    };
+}
+
+refusals!(
+    /// What every browser endpoint (socket, events, QR images) may answer.
+    BrowserRefusals {
+        401 => Unauthorized(Unauthorized),
+        403 => ForbiddenOrigin(ForbiddenOrigin),
+        404 => NotFound(NotFound),
+        503 => Unavailable(Unavailable),
+    }
+);
+refusals!(
+    /// What every operation of a conversation may answer.
+    ConversationRefusals {
+        401 => Unauthorized(Unauthorized),
+        404 => ConversationNotFound(ConversationNotFound),
+        503 => Unavailable(Unavailable),
+    }
+);
+refusals!(
+    /// What the WebSocket endpoints answer to a request that is not an upgrade.
+    UpgradeRefusals {
+        400 => NotAnUpgrade(NotAnUpgrade),
+    }
+);
+refusals!(
+    /// What the operator's revocation API may answer.
+    AdminRefusals {
+        401 => Unauthorized(Unauthorized),
+        403 => AdminDisabled(AdminDisabled),
+    }
+);
+refusals!(
+    /// What the operator's relay to the co-signing service may answer.
+    CosignerAdminRefusals {
+        401 => Unauthorized(Unauthorized),
+        403 => CosignerForbidden(CosignerForbidden),
+        503 => CosignerUnavailable(CosignerUnavailable),
+    }
+);
+refusals!(
+    /// What the RP API (API key) may answer to any call.
+    RpRefusals {
+        401 => Unauthorized(Unauthorized),
+        503 => Unavailable(Unavailable),
+    }
+);
+
 #[derive(OpenApi)]
 #[openapi(
     info(

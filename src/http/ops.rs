@@ -106,8 +106,7 @@ pub(super) fn authorize_admin(state: &AppState, headers: &HeaderMap) -> Result<(
     summary = "List revoked serials.",
     responses(
         (status = 200, description = "The configured list (re-read on SIGHUP) and the run-time list (kept in the store, shared by every node), each sorted by serial.", body = RevocationList),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::AdminDisabled),
+        openapi::AdminRefusals,
     ),
     security(("adminToken" = []))
 )]
@@ -214,10 +213,9 @@ pub(super) fn revocation_audit(
     responses(
         (status = 201, description = "Revoked; the normalised serial.", body = SerialAnswer),
         (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::AdminDisabled),
         (status = 413, response = openapi::PayloadTooLarge),
         (status = 503, response = openapi::Unavailable),
+        openapi::AdminRefusals,
     ),
     security(("adminToken" = []))
 )]
@@ -270,10 +268,9 @@ pub struct LiftQuery {
     responses(
         (status = 200, description = "Lifted; the normalised serial.", body = SerialAnswer),
         (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
-        (status = 403, response = openapi::AdminDisabled),
         (status = 404, description = "`not_found`: the serial is not on the run-time list (or is not hex).", body = ErrorBody),
         (status = 503, response = openapi::Unavailable),
+        openapi::AdminRefusals,
     ),
     security(("adminToken" = []))
 )]

@@ -124,10 +124,9 @@ pub fn decode_b64(field: &str, value: Option<String>) -> Result<Option<Vec<u8>>,
     responses(
         (status = 201, description = "Created.", body = CreateSessionResponse),
         (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
         (status = 413, description = "`payload_too_large`: the body is over 256 KiB, or `tbs_b64` decodes to more than 64 KiB.", body = ErrorBody),
         (status = 429, response = openapi::RateLimited),
-        (status = 503, response = openapi::Unavailable),
+        openapi::RpRefusals,
     ),
     security(("rpApiKey" = []))
 )]
@@ -191,9 +190,8 @@ pub struct GetQuery {
     responses(
         (status = 200, description = "The session view.", body = SessionView),
         (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
         (status = 404, response = openapi::NotFound),
-        (status = 503, response = openapi::Unavailable),
+        openapi::RpRefusals,
     ),
     security(("rpApiKey" = []))
 )]
@@ -255,11 +253,10 @@ pub fn parse_wait(wait: Option<String>) -> Result<Option<u64>, ApiError> {
     params(("id" = String, Path, description = "The session id.")),
     responses(
         (status = 200, description = "Cancelled; the session view (`result` is `null`).", body = SessionView),
-        (status = 401, response = openapi::Unauthorized),
         (status = 403, response = openapi::ForbiddenOrigin),
         (status = 404, response = openapi::NotFound),
         (status = 409, description = "`conflict`: the session is already terminal.", body = ErrorBody),
-        (status = 503, response = openapi::Unavailable),
+        openapi::RpRefusals,
     ),
     security(("rpApiKey" = []), ("browserToken" = []))
 )]
