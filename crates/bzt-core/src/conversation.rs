@@ -31,49 +31,8 @@ pub const REQUEST_TTL_S: i64 = 60;
 /// (each may carry 64 KiB) and the phone's queue.
 pub const MAX_PENDING_REQUESTS: usize = 32;
 
-/// Who or what ended a conversation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EndedBy {
-    Phone,
-    Requester,
-    Idle,
-    Limit,
-    /// The opening certificate was revoked or expired (an addition to contract v1, docs/protocol.md).
-    Certificate,
-}
-
-impl EndedBy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndedBy::Phone => "phone",
-            EndedBy::Requester => "requester",
-            EndedBy::Idle => "idle",
-            EndedBy::Limit => "limit",
-            EndedBy::Certificate => "certificate",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RequestStatus {
-    Pending,
-    Approved,
-    Rejected,
-    Expired,
-}
-
-impl RequestStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RequestStatus::Pending => "pending",
-            RequestStatus::Approved => "approved",
-            RequestStatus::Rejected => "rejected",
-            RequestStatus::Expired => "expired",
-        }
-    }
-}
+/// Who or what ended a conversation, and where a signing request is (the wire types).
+pub use bzt_wire::{EndedBy, RequestStatus};
 
 /// One signing request.
 #[derive(Clone, Debug, Serialize, Deserialize)]

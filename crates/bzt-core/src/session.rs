@@ -40,35 +40,8 @@ pub const MAX_TBS_BYTES: usize = 64 * 1024;
 /// What a session is for: the wire's own type (crate `bzt-wire`).
 pub use bzt_wire::Kind;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Pending,
-    Scanned,
-    Approved,
-    Rejected,
-    Expired,
-    Cancelled,
-    Failed,
-}
-
-impl Status {
-    pub fn is_terminal(self) -> bool {
-        !matches!(self, Status::Pending | Status::Scanned)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Scanned => "scanned",
-            Status::Approved => "approved",
-            Status::Rejected => "rejected",
-            Status::Expired => "expired",
-            Status::Cancelled => "cancelled",
-            Status::Failed => "failed",
-        }
-    }
-}
+/// Where a session is (the wire type: `pending` → `scanned` → one terminal state).
+pub use bzt_wire::Status;
 
 /// What the phone shows the user.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

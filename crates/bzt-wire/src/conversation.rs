@@ -44,6 +44,18 @@ pub enum RequestStatus {
     Expired,
 }
 
+impl RequestStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestStatus::Pending => "pending",
+            RequestStatus::Approved => "approved",
+            RequestStatus::Rejected => "rejected",
+            RequestStatus::Expired => "expired",
+        }
+    }
+}
+
 /// A signing request as the requester sees it (`GET .../requests/{rid}`, and
 /// with `type: request_result` on the requester's socket).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -95,7 +107,21 @@ pub enum EndedBy {
     Requester,
     Idle,
     Limit,
+    /// The opening certificate was revoked or expired (an addition to contract v1, docs/protocol.md).
     Certificate,
+}
+
+impl EndedBy {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndedBy::Phone => "phone",
+            EndedBy::Requester => "requester",
+            EndedBy::Idle => "idle",
+            EndedBy::Limit => "limit",
+            EndedBy::Certificate => "certificate",
+        }
+    }
 }
 
 /// The certificate that opened a conversation; every signature must verify with its key.

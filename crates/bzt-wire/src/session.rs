@@ -251,6 +251,26 @@ pub enum Status {
     Failed,
 }
 
+impl Status {
+    /// Whether the session can no longer change.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Status::Pending | Status::Scanned)
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Scanned => "scanned",
+            Status::Approved => "approved",
+            Status::Rejected => "rejected",
+            Status::Expired => "expired",
+            Status::Cancelled => "cancelled",
+            Status::Failed => "failed",
+        }
+    }
+}
+
 /// The phone that claimed the session (its id is not shown).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DeviceView {
