@@ -57,3 +57,75 @@ pub use session::{
     DeviceView, DisplayText, DisplayView, ExpectCertInput, Kind, OpeningInput, ReasonResult,
     RequesterGrant, RequesterInput, SealInput, SessionResult, SessionView, Status,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_session_result_is_absent_null_or_an_outcome() {
+        let mut view: SessionView = serde_json::from_value(json!({
+            "id": "a", "kind": "login", "status": "pending", "version": 1,
+            "display": { "title": "t" }, "created_at": "c", "expires_at": "e"
+        }))
+        .unwrap();
+        assert_eq!(view.result, None);
+        assert!(serde_json::to_value(&view).unwrap().get("result").is_none());
+
+        view.result = Some(None);
+        assert_eq!(serde_json::to_value(&view).unwrap()["result"], json!(null));
+        let back: SessionView =
+            serde_json::from_value(serde_json::to_value(&view).unwrap()).unwrap();
+        assert_eq!(back.result, Some(None), "null is kept apart from absent");
+
+        view.result = Some(Some(SessionResult::Reason(ReasonResult {
+            reason: "match_failed".into(),
+        })));
+        let back: SessionView =
+            serde_json::from_value(serde_json::to_value(&view).unwrap()).unwrap();
+        assert_eq!(back.result, view.result);
+    }
+
+    #[test]
+    fn frames_carry_their_type() {
+        let frame = BrowserFrame::Qr(QrFrame {
+            qr_text: "q".into(),
+            version: 1,
+            seq: 2,
+        });
+        assert_eq!(
+            serde_json::to_value(&frame).unwrap(),
+            json!({ "type": "qr", "qr_text": "q", "version": 1, "seq": 2 })
+        );
+        let ack = PhoneServerFrame::Ack(Ack {
+            request_id: "r".into(),
+            status: "approved".into(),
+        });
+        assert_eq!(
+            serde_json::to_value(&ack).unwrap(),
+            json!({ "type": "ack", "request_id": "r", "status": "approved" })
+        );
+    }
+
+    #[test]
+    fn phone_messages_are_strict_and_answers_lenient() {
+        let end: PhoneMessage = serde_json::from_value(json!({ "type": "end" })).unwrap();
+        assert_eq!(end, PhoneMessage::End);
+        let e = serde_json::from_value::<PhoneMessage>(
+            json!({ "type": "sign_reject", "request_id": "r", "reason": "no", "extra": 1 }),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("extra"), "{e}");
+        let e = serde_json::from_value::<CompleteRequest>(
+            json!({ "certificate_pem": "p", "colour": 1 }),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+        let answer: CompleteResponse = serde_json::from_value(
+            json!({ "id": "s", "status": "approved", "version": 3, "added_later": [] }),
+        )
+        .unwrap();
+        assert_eq!(answer.version, 3);
+    }
+}
