@@ -117,3 +117,91 @@ impl StoredRecord for Conversation {
             .map_or(self.expires_at, |(_, at)| at.max(self.expires_at))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conversation::{ConvOp, EndedBy, OpenConversation};
+    use crate::pki::CertificateInfo;
+    use crate::secret::Secret;
+    use crate::session::{
+        CancelledBy, ConversationPolicy, DisplayText, Kind, NewSession, NewSessionRequest, Op,
+    };
+
+    const T0: Timestamp = Timestamp::from_unix_millis(1_800_000_000_000);
+
+    fn session() -> Session {
+        let spec = NewSession::validate(
+            NewSessionRequest {
+                kind: Some(Kind::Login),
+                ttl_s: Some(180),
+                display: Some(DisplayText {
+                    title: "登录".into(),
+                    detail: None,
+                }),
+                ..Default::default()
+            },
+            &["platform".to_owned()],
+        )
+        .unwrap();
+        Session::create(SessionId::generate(), "demo", spec, T0).0
+    }
+
+    #[test]
+    fn a_session_is_due_at_its_expiry_until_it_ends() {
+        let mut s = session();
+        assert_eq!(StoredRecord::next_deadline(&s), Some(T0.plus_secs(180)));
+        assert_eq!(s.kept_from(), T0.plus_secs(180));
+        assert_eq!(RecordId::parse(s.id().as_str()), Some(s.id.clone()));
+        let rev = s.rev();
+        s.apply(
+            &Op::Cancel {
+                by: CancelledBy::Rp,
+            },
+            T0.plus_secs(10),
+        );
+        assert_eq!(s.rev(), rev + 1);
+        assert_eq!(StoredRecord::next_deadline(&s), None, "nothing more is due");
+        assert_eq!(s.kept_from(), T0.plus_secs(180), "kept from its expiry");
+    }
+
+    #[test]
+    fn a_conversation_is_due_at_its_next_deadline_and_kept_from_its_end() {
+        let mut c = Conversation::open(
+            OpenConversation {
+                id: ConversationId::generate(),
+                app_id: "demo".into(),
+                session_id: SessionId::generate(),
+                certificate: CertificateInfo {
+                    pem: String::new(),
+                    serial: "1".into(),
+                    subject: "CN=a".into(),
+                    issuer: "CN=ca".into(),
+                    not_before: T0,
+                    not_after: T0.plus_secs(86_400),
+                    domain: "platform".into(),
+                },
+                chain_pem: vec![],
+                device_name: "phone".into(),
+                requester: None,
+                requester_token: Secret::generate().hash(),
+                phone_token: Secret::generate().hash(),
+                policy: ConversationPolicy {
+                    max_requests: 10,
+                    idle_s: 600,
+                    max_s: 3600,
+                },
+            },
+            T0,
+        );
+        assert_eq!(StoredRecord::next_deadline(&c), Some(T0.plus_secs(600)));
+        assert_eq!(c.created_at(), T0);
+        c.apply(&ConvOp::End { by: EndedBy::Phone }, T0.plus_secs(1));
+        assert_eq!(StoredRecord::next_deadline(&c), None);
+        assert_eq!(
+            c.kept_from(),
+            T0.plus_secs(3600),
+            "kept from its planned end"
+        );
+    }
+}
