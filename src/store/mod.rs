@@ -188,7 +188,7 @@ impl<R: StoredRecord> dyn RecordStore<R> {
         self.update_from(id, None, now, change).await
     }
 
-    /// [`update`](Self::update) for a caller that has just read the record.
+    /// `update` for a caller that has just read the record.
     pub async fn update_on<T: Send>(
         &self,
         current: &R,
