@@ -261,7 +261,7 @@ impl Application {
             metrics: metrics_handle(),
             cosigner_credential: config.cosigner.credential_hash()?,
             cosigner_admin: config.cosigner.url.as_deref().map(|url| {
-                Arc::new(crate::cosigner::CosignerAdmin::new(
+                Arc::new(crate::broker::cosigner::CosignerAdmin::new(
                     url,
                     config.cosigner.admin_token.clone(),
                 ))

@@ -21,8 +21,6 @@
 //! - `dev`, `demo`, `hall` (Cargo feature `demo`, on by default): development
 //!   mode and the demo relying party it serves; a production build
 //!   (`--no-default-features`) contains none of them.
-//! - [`cosigner`]: the broker's side of key splitting (the context the
-//!   co-signing service asks for, and its admin API driven for the app owner).
 //! - [`seals`]: the check of a seal signature (扫码签章 with a GB/T 38540 seal).
 
 pub mod app;
@@ -31,7 +29,6 @@ pub mod broker;
 pub mod cert_checks;
 pub mod clock;
 pub mod config;
-pub mod cosigner;
 pub mod crl;
 #[cfg(feature = "demo")]
 pub mod demo;

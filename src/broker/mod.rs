@@ -12,9 +12,12 @@
 //! and then the
 //! broker's reaction to the transition (timers, webhooks, metrics), whichever
 //! request or timer caused it. The use cases live one file each:
-//! [`session`] (scan sessions), `conversation` (会话签章), [`revocations`].
+//! [`session`] (scan sessions), `conversation` (会话签章), [`revocations`], [`cosigner`] (the
+//! broker's side of key splitting: the context the co-signing service asks for, and its admin
+//! API driven for the app owner).
 
 mod conversation;
+pub mod cosigner;
 pub mod revocations;
 pub mod session;
 
