@@ -6,7 +6,6 @@
 use crate::helpers::*;
 use bzt_envelope::{seal, Recipient, SealOptions};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
@@ -17,16 +16,7 @@ use tokio_rustls::rustls;
 fn front_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let p = |name: &str| dir.join(name);
     let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bzt_openssl_cli::run_ok(dir, args);
     };
     std::fs::write(
         p("server.ext"),
