@@ -51,29 +51,51 @@ pub fn new_sm2_key(dir: &Path, out: &str) {
     );
 }
 
+/// `openssl pkeyutl` over `msg` (written to `dir`) with SM3 and the default distinguishing ID;
+/// `what` names the operation and the key, `then` what follows the input.
+fn pkeyutl_sm3(dir: &Path, what: &[&str], msg: &[u8], then: &[&str]) -> Output {
+    std::fs::write(dir.join("openssl-pkeyutl.msg"), msg).expect("write the message");
+    let mut args = vec!["pkeyutl"];
+    args.extend_from_slice(what);
+    args.extend_from_slice(&[
+        "-rawin",
+        "-digest",
+        "sm3",
+        "-pkeyopt",
+        SM2_DISTID_OPT,
+        "-in",
+        "openssl-pkeyutl.msg",
+    ]);
+    args.extend_from_slice(then);
+    run(dir, &args)
+}
+
+/// OpenSSL's DER SM2 signature over `msg` (SM3, default distinguishing ID) with the private
+/// key file `key` (PEM, in `dir`).
+pub fn sign(dir: &Path, key: &str, msg: &[u8]) -> Vec<u8> {
+    let out = pkeyutl_sm3(
+        dir,
+        &["-sign", "-inkey", key],
+        msg,
+        &["-out", "openssl-pkeyutl.sig"],
+    );
+    assert!(
+        out.status.success(),
+        "openssl pkeyutl -sign failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(dir.join("openssl-pkeyutl.sig")).expect("the signature openssl wrote")
+}
+
 /// Whether OpenSSL accepts the DER SM2 signature `sig` over `msg` (SM3, default distinguishing
 /// ID) with the public key of the certificate file `cert` (PEM, in `dir`).
 pub fn verifies_with_certificate(dir: &Path, cert: &str, msg: &[u8], sig: &[u8]) -> bool {
-    std::fs::write(dir.join("openssl-verify.msg"), msg).expect("write the message to verify");
     std::fs::write(dir.join("openssl-verify.sig"), sig).expect("write the signature to verify");
-    let out = run(
+    let out = pkeyutl_sm3(
         dir,
-        &[
-            "pkeyutl",
-            "-verify",
-            "-certin",
-            "-inkey",
-            cert,
-            "-rawin",
-            "-digest",
-            "sm3",
-            "-pkeyopt",
-            SM2_DISTID_OPT,
-            "-in",
-            "openssl-verify.msg",
-            "-sigfile",
-            "openssl-verify.sig",
-        ],
+        &["-verify", "-certin", "-inkey", cert],
+        msg,
+        &["-sigfile", "openssl-verify.sig"],
     );
     let verified = out.status.success();
     if verified {
@@ -114,26 +136,7 @@ mod tests {
                 "cert.pem",
             ],
         );
-        std::fs::write(dir.join("msg"), b"tbs").unwrap();
-        run_ok(
-            &dir,
-            &[
-                "pkeyutl",
-                "-sign",
-                "-inkey",
-                "key.pem",
-                "-rawin",
-                "-digest",
-                "sm3",
-                "-pkeyopt",
-                SM2_DISTID_OPT,
-                "-in",
-                "msg",
-                "-out",
-                "sig.der",
-            ],
-        );
-        let sig = std::fs::read(dir.join("sig.der")).unwrap();
+        let sig = sign(&dir, "key.pem", b"tbs");
         assert!(verifies_with_certificate(&dir, "cert.pem", b"tbs", &sig));
         assert!(!verifies_with_certificate(&dir, "cert.pem", b"tbx", &sig));
         assert!(!run(&dir, &["pkey", "-in", "no-such-key.pem"])
