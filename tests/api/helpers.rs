@@ -472,6 +472,11 @@ pub fn login_body() -> Value {
     json!({ "kind": "login", "display": { "title": "登录 示例交易平台" } })
 }
 
+/// [`login_body`] as the typed relying-party client sends it.
+pub fn rp_login() -> bzt_rp_client::CreateSession {
+    bzt_rp_client::CreateSession::new(bzt_rp_client::Kind::Login, "登录 示例交易平台")
+}
+
 /// A phone: the reference client library plus its certificate.
 pub struct TestPhone {
     pub phone: Phone,
