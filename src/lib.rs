@@ -8,8 +8,8 @@
 //! - [`broker`]: the use cases (create, claim, complete, cancel, wait,
 //!   conversations, revocations), the one place that reacts to state
 //!   transitions.
-//! - [`store`]: where sessions live, behind the [`store::SessionStore`] trait
-//!   ([`store::memory`] for one node).
+//! - [`store`]: where sessions and conversations live, behind the
+//!   [`store::RecordStore`] trait ([`store::memory`] for one node).
 //! - [`http`]: axum routes for the RP backend, the browser (WebSocket, SSE,
 //!   QR images) and the phone; [`http::events`] derives the browser's events
 //!   from session state.
