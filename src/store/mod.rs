@@ -108,7 +108,7 @@ pub struct Written<R> {
     pub changed: bool,
 }
 
-/// The outcome of an atomic [`RecordStore::update`].
+/// The outcome of an atomic `update` (on `dyn RecordStore`).
 #[derive(Debug)]
 pub struct Updated<R, T> {
     /// What the change answered (from its last run).
@@ -131,8 +131,8 @@ pub trait RecordStore<R: StoredRecord>: Send + Sync + 'static {
     /// if its `rev` moved; `None` if there is no such record. A caller that
     /// has just read the record passes it as `current`: a store that reads
     /// before writing may try its write on it first (a stale copy only costs
-    /// a retry on a fresh read). Callers use [`RecordStore::update`]
-    /// (`dyn RecordStore`), which carries the change's answer out.
+    /// a retry on a fresh read). Callers use `update` and `update_on` (on
+    /// `dyn RecordStore`), which carry the change's answer out.
     async fn update_with(
         &self,
         id: &R::Id,
@@ -188,7 +188,7 @@ impl<R: StoredRecord> dyn RecordStore<R> {
         self.update_from(id, None, now, change).await
     }
 
-    /// [`update`](Self::update) for a caller that has just read the record.
+    /// `update` for a caller that has just read the record.
     pub async fn update_on<T: Send>(
         &self,
         current: &R,

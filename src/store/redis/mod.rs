@@ -17,7 +17,7 @@
 //!   rotations, `{cdue}` conversation deadlines. A claim re-scores the member
 //!   to the end of its lease minus half a millisecond in one script, so a
 //!   due time is handed to one node and a score ending in `.5` marks a
-//!   lease. [`SCHEDULE`] replaces a lease and otherwise keeps the earlier
+//!   lease. The schedule script replaces a lease and otherwise keeps the earlier
 //!   due time (the rule of [`crate::store`]'s module doc). A queue is one
 //!   key, in its own slot, apart from the records: a write records its new
 //!   deadline in a second call after the compare-and-set. The one gap: a
