@@ -8,14 +8,15 @@ use crate::http::{self, AppState};
 use crate::store::records::{FileRecordSet, RecordSet};
 use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::AuditLog;
-use crate::store::{memory::MemoryConversationStore, ConversationStore};
-use crate::store::{memory::MemoryStore, SessionStore};
+use crate::store::{memory::MemoryStore, RecordStore};
 use crate::timers::TimerQueue;
 use crate::webhook::WebhookSender;
 use anyhow::{bail, Context};
 use axum::serve::ListenerExt;
 use axum::Router;
+use bzt_core::conversation::Conversation;
 use bzt_core::pki::{TrustDomain, TrustStore};
+use bzt_core::Session;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -150,8 +151,8 @@ pub fn redis_settings(config: &Config) -> anyhow::Result<RedisSettings> {
 }
 
 type Stores = (
-    Arc<dyn SessionStore>,
-    Arc<dyn ConversationStore>,
+    Arc<dyn RecordStore<Session>>,
+    Arc<dyn RecordStore<Conversation>>,
     Arc<dyn AuditLog>,
     Arc<dyn RecordSet>,
     Option<Arc<dyn crate::store::webhooks::WebhookQueue>>,
@@ -165,8 +166,8 @@ async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
     let every = config.audit.checkpoint_every;
     Ok(match config.store.kind {
         StoreKind::Memory => (
-            Arc::new(MemoryStore::new()),
-            Arc::new(MemoryConversationStore::new()),
+            Arc::new(MemoryStore::<Session>::new()),
+            Arc::new(MemoryStore::<Conversation>::new()),
             Arc::new(crate::store::file_audit::FileAuditLog::open(
                 &config.audit_path(),
                 key,
@@ -260,7 +261,7 @@ impl Application {
             metrics: metrics_handle(),
             cosigner_credential: config.cosigner.credential_hash()?,
             cosigner_admin: config.cosigner.url.as_deref().map(|url| {
-                Arc::new(crate::cosigner::CosignerAdmin::new(
+                Arc::new(crate::broker::cosigner::CosignerAdmin::new(
                     url,
                     config.cosigner.admin_token.clone(),
                 ))

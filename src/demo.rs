@@ -27,17 +27,19 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use bzt_rp_client::{
+    ConversationLimits, ConversationRequest, CreateSession, Display, Kind, RpClient, RpError,
+    SealInput,
+};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tower_http::services::ServeDir;
 
 struct DemoRp {
-    http: reqwest::Client,
-    /// Where the broker answers (itself).
-    broker_url: String,
-    api_key: String,
+    /// The broker's relying-party API (itself, over HTTP) with the demo app's key.
+    broker: RpClient,
     /// The demo app's id (the `app:` line of its challenges).
     app_id: String,
     /// The development data directory (the dev CAs live there).
@@ -69,9 +71,7 @@ pub fn routes(config: &Config, secrets: &DevSecrets) -> Router<AppState> {
     let broker_url = local_url(config);
     let rp = Arc::new(DemoRp {
         hall: crate::hall::HallClient::new(http.clone(), &broker_url, &secrets.demo_api_key),
-        http,
-        broker_url,
-        api_key: secrets.demo_api_key.clone(),
+        broker: RpClient::new(http, &broker_url, &secrets.demo_api_key),
         app_id: crate::dev::DEMO_APP_ID.to_owned(),
         data_dir: crate::dev::data_dir(config),
         files: files::FileStore::new(),
@@ -122,7 +122,7 @@ fn local_url(config: &Config) -> String {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DemoCreate {
-    kind: String,
+    kind: Kind,
     #[serde(default)]
     title: Option<String>,
     #[serde(default)]
@@ -136,102 +136,78 @@ struct DemoCreate {
     /// kind=sign: the bytes to sign as base64 (instead of `tbs_text`).
     #[serde(default)]
     tbs_b64: Option<String>,
-    /// kind=sign: allow a conversation (会话签章), passed on as is.
+    /// kind=sign: allow a conversation (会话签章).
     #[serde(default)]
-    conversation: Option<Value>,
+    conversation: Option<ConversationLimits>,
     #[serde(default)]
     detail: Option<String>,
-    /// kind=sign: ask for a seal signature (`{data_hash_b64, property_info}`), passed on as is.
+    /// kind=sign: ask for a seal signature (`{data_hash_b64, property_info}`).
     #[serde(default)]
-    seal: Option<Value>,
+    seal: Option<SealInput>,
     /// Trust domains whose certificates may complete the session (the login page's tabs:
-    /// 本平台证书 / 全国互认证书), passed on as is; absent: every configured domain.
+    /// 本平台证书 / 全国互认证书); absent: every configured domain.
     #[serde(default)]
     accept: Option<Vec<String>>,
 }
 
-impl DemoRp {
-    async fn call(&self, req: reqwest::RequestBuilder) -> Result<Response, ApiError> {
-        let resp = req.bearer_auth(&self.api_key).send().await.map_err(|e| {
-            tracing::warn!(error = %e.without_url(), "demo RP cannot reach the broker");
-            ApiError::new(
-                bzt_core::ErrorCode::Unavailable,
-                "the demo backend cannot reach the broker",
-            )
-        })?;
-        let status =
-            StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        Ok((status, Json(body)).into_response())
-    }
-
-    /// Calls the broker with the API key and answers its JSON body; a broker error keeps its
-    /// code and message.
-    async fn broker_json(&self, req: reqwest::RequestBuilder) -> Result<Value, ApiError> {
-        let resp = req.bearer_auth(&self.api_key).send().await.map_err(|e| {
-            tracing::warn!(error = %e.without_url(), "demo RP cannot reach the broker");
-            ApiError::new(
-                bzt_core::ErrorCode::Unavailable,
-                "the demo backend cannot reach the broker",
-            )
-        })?;
-        let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if (200..300).contains(&status) {
-            return Ok(body);
+/// A broker refusal keeps its code, message and `Retry-After`; a broker out of reach, or one
+/// answering outside the protocol, is `unavailable` (the details go to the log).
+fn broker_error(e: RpError) -> ApiError {
+    match e {
+        RpError::Broker {
+            status,
+            code,
+            message,
+            retry_after,
+        } => {
+            let error = ApiError::new(bidfile::code_of(&code, status), message);
+            match retry_after {
+                Some(after) => error.with_retry_after(after.as_secs()),
+                None => error,
+            }
         }
-        let code = body["error"]["code"].as_str().unwrap_or_default();
-        let message = body["error"]["message"]
-            .as_str()
-            .unwrap_or("the broker refused the request");
-        Err(ApiError::new(bidfile::code_of(code, status), message))
+        RpError::Transport(detail) => {
+            tracing::warn!(%detail, "demo RP cannot reach the broker");
+            ApiError::new(
+                bzt_core::ErrorCode::Unavailable,
+                "the demo backend cannot reach the broker",
+            )
+        }
+        RpError::Protocol(why) => bidfile::bad_broker(&why),
     }
+}
+
+/// A typed answer of the broker, relayed to the page with `status`.
+fn relay<T: serde::Serialize>(
+    status: StatusCode,
+    answer: Result<T, RpError>,
+) -> Result<Response, ApiError> {
+    Ok((status, Json(answer.map_err(broker_error)?)).into_response())
 }
 
 async fn create(
     State(rp): State<Arc<DemoRp>>,
     ApiJson(req): ApiJson<DemoCreate>,
 ) -> Result<Response, ApiError> {
-    let title = req.title.unwrap_or_else(|| match req.kind.as_str() {
-        "login" => "登录 示例交易平台".into(),
-        "bind" => "绑定证书到当前账号".into(),
-        "sign" => "签署投标文件".into(),
+    let title = req.title.unwrap_or_else(|| match req.kind {
+        Kind::Login => "登录 示例交易平台".into(),
+        Kind::Bind => "绑定证书到当前账号".into(),
+        Kind::Sign => "签署投标文件".into(),
         _ => "示例操作".into(),
     });
-    let mut body = json!({
-        "kind": req.kind,
-        "display": { "title": title, "detail": req.detail.unwrap_or_else(|| "来自 bzt 开发演示".into()) },
+    let mut body = CreateSession::new(req.kind, title);
+    body.display.detail = Some(req.detail.unwrap_or_else(|| "来自 bzt 开发演示".into()));
+    body.ttl_s = req.ttl_s;
+    body.tbs_b64 = req.tbs_b64.or_else(|| {
+        req.tbs_text
+            .map(|text| bzt_core::codec::encode(text.as_bytes()))
     });
-    if let Some(t) = req.ttl_s {
-        body["ttl_s"] = json!(t);
-    }
-    if let Some(text) = req.tbs_text {
-        body["tbs_b64"] = json!(bzt_core::codec::encode(text.as_bytes()));
-    }
-    if let Some(b64) = req.tbs_b64 {
-        body["tbs_b64"] = json!(b64);
-    }
-    if let Some(c) = req.conversation {
-        body["conversation"] = c;
-    }
-    if let Some(seal) = req.seal {
-        body["seal"] = seal;
-    }
-    if let Some(n) = req.number_match {
-        body["number_match"] = json!(n);
-    }
-    if let Some(r) = req.rotate_s {
-        body["rotate_s"] = json!(r);
-    }
-    if let Some(accept) = req.accept {
-        body["accept"] = json!(accept);
-    }
-    rp.call(
-        rp.http
-            .post(format!("{}/v1/sessions", rp.broker_url))
-            .json(&body),
-    )
-    .await
+    body.conversation = req.conversation;
+    body.seal = req.seal;
+    body.number_match = req.number_match;
+    body.rotate_s = req.rotate_s;
+    body.accept = req.accept;
+    relay(StatusCode::CREATED, rp.broker.create_session(&body).await)
 }
 
 #[derive(Deserialize)]
@@ -245,31 +221,19 @@ async fn wait(
     Path(id): Path<String>,
     Query(q): Query<WaitQuery>,
 ) -> Result<Response, ApiError> {
-    let mut url = format!("{}/v1/sessions/{}", rp.broker_url, urlencode(&id));
-    if let Some(w) = q.wait {
-        url.push_str(&format!("?wait={}", w.min(25)));
-        if let Some(v) = q.version {
-            url.push_str(&format!("&version={v}"));
-        }
-    }
-    rp.call(rp.http.get(url)).await
+    let answer = match q.wait {
+        // The demo's pages poll through here; 25 s stays under their own request timeouts.
+        Some(wait) => rp.broker.wait_session(&id, q.version, wait.min(25)).await,
+        None => rp.broker.get_session(&id).await,
+    };
+    relay(StatusCode::OK, answer)
 }
 
 async fn cancel(
     State(rp): State<Arc<DemoRp>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    rp.call(
-        rp.http
-            .delete(format!("{}/v1/sessions/{}", rp.broker_url, urlencode(&id))),
-    )
-    .await
-}
-
-fn urlencode(s: &str) -> String {
-    s.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect()
+    relay(StatusCode::OK, rp.broker.cancel_session(&id).await)
 }
 
 #[derive(Deserialize)]
@@ -375,9 +339,9 @@ struct DemoConversationRequest {
     title: String,
     #[serde(default)]
     detail: Option<String>,
-    /// A seal request (`{data_hash_b64, property_info}`) instead of `tbs_*`, passed on as is.
+    /// A seal request (`{data_hash_b64, property_info}`) instead of `tbs_*`.
     #[serde(default)]
-    seal: Option<Value>,
+    seal: Option<SealInput>,
 }
 
 async fn conversation_request(
@@ -385,31 +349,28 @@ async fn conversation_request(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<DemoConversationRequest>,
 ) -> Result<Response, ApiError> {
-    let mut body = match (req.tbs_b64, req.tbs_text, req.seal) {
-        (Some(b), None, None) => json!({ "tbs_b64": b }),
-        (None, Some(t), None) => json!({ "tbs_b64": bzt_core::codec::encode(t.as_bytes()) }),
-        (None, None, Some(seal)) => json!({ "seal": seal }),
+    let (tbs_b64, seal) = match (req.tbs_b64, req.tbs_text, req.seal) {
+        (Some(b), None, None) => (Some(b), None),
+        (None, Some(t), None) => (Some(bzt_core::codec::encode(t.as_bytes())), None),
+        (None, None, Some(seal)) => (None, Some(seal)),
         _ => {
             return Err(ApiError::invalid(
                 "give exactly one of tbs_b64, tbs_text, seal",
             ))
         }
     };
-    let mut display = json!({ "title": req.title });
-    if let Some(d) = req.detail {
-        display["detail"] = json!(d);
-    }
-    body["display"] = display;
-    rp.call(
-        rp.http
-            .post(format!(
-                "{}/v1/conversations/{}/requests",
-                rp.broker_url,
-                urlencode(&id)
-            ))
-            .json(&body),
+    let body = ConversationRequest {
+        tbs_b64,
+        seal,
+        display: Display {
+            title: req.title,
+            detail: req.detail,
+        },
+    };
+    relay(
+        StatusCode::ACCEPTED,
+        rp.broker.post_conversation_request(&id, &body).await,
     )
-    .await
 }
 
 #[derive(Deserialize)]
@@ -422,26 +383,16 @@ async fn conversation_request_wait(
     Path((id, rid)): Path<(String, String)>,
     Query(q): Query<RequestWaitQuery>,
 ) -> Result<Response, ApiError> {
-    let mut url = format!(
-        "{}/v1/conversations/{}/requests/{}",
-        rp.broker_url,
-        urlencode(&id),
-        urlencode(&rid)
-    );
-    if let Some(w) = q.wait {
-        url.push_str(&format!("?wait={}", w.min(25)));
-    }
-    rp.call(rp.http.get(url)).await
+    let wait = q.wait.map(|w| w.min(25));
+    relay(
+        StatusCode::OK,
+        rp.broker.get_conversation_request(&id, &rid, wait).await,
+    )
 }
 
 async fn end_conversation(
     State(rp): State<Arc<DemoRp>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    rp.call(rp.http.delete(format!(
-        "{}/v1/conversations/{}",
-        rp.broker_url,
-        urlencode(&id)
-    )))
-    .await
+    relay(StatusCode::OK, rp.broker.end_conversation(&id).await)
 }

@@ -8,8 +8,8 @@
 //! - [`broker`]: the use cases (create, claim, complete, cancel, wait,
 //!   conversations, revocations), the one place that reacts to state
 //!   transitions.
-//! - [`store`]: where sessions live, behind the [`store::SessionStore`] trait
-//!   ([`store::memory`] for one node).
+//! - [`store`]: where sessions and conversations live, behind the
+//!   [`store::RecordStore`] trait ([`store::memory`] for one node).
 //! - [`http`]: axum routes for the RP backend, the browser (WebSocket, SSE,
 //!   QR images) and the phone; [`http::events`] derives the browser's events
 //!   from session state.
@@ -21,8 +21,6 @@
 //! - `dev`, `demo`, `hall` (Cargo feature `demo`, on by default): development
 //!   mode and the demo relying party it serves; a production build
 //!   (`--no-default-features`) contains none of them.
-//! - [`cosigner`]: the broker's side of key splitting (the context the
-//!   co-signing service asks for, and its admin API driven for the app owner).
 //! - [`seals`]: the check of a seal signature (扫码签章 with a GB/T 38540 seal).
 
 pub mod app;
@@ -31,7 +29,6 @@ pub mod broker;
 pub mod cert_checks;
 pub mod clock;
 pub mod config;
-pub mod cosigner;
 pub mod crl;
 #[cfg(feature = "demo")]
 pub mod demo;

@@ -7,6 +7,9 @@
 //!   (`scripts/test.sh` also builds the library and the binary with
 //!   `--no-default-features`, which fails if anything outside the gate
 //!   imports them.)
+//! - The demo backend, the opening hall and the load generator call the broker's
+//!   relying-party API only through `bzt-rp-client`: no route of it written out,
+//!   no API key set by hand.
 
 use std::path::{Path, PathBuf};
 
@@ -88,5 +91,65 @@ fn the_library_outside_the_demo_names_nothing_of_it() {
     assert!(
         demo.contains("crate::hall"),
         "the check would not see a demo import"
+    );
+}
+
+/// The relying-party API's routes: the demo, the hall and the load generator call them only
+/// through `bzt-rp-client`, never with a URL (and a `json!` body) of their own.
+const RP_API_ROUTES: [&str; 2] = ["/v1/sessions", "/v1/conversations"];
+
+/// The lines of `text` that call the relying-party API by hand: a route of it written out, or
+/// the API key set on a request. The browser's and phone's WebSocket URLs (`.../ws?t=`) are
+/// not the relying-party API.
+fn hand_built_rp_calls(text: &str) -> Vec<(usize, String)> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim_start().starts_with("//"))
+        .filter(|(_, line)| {
+            let names_route =
+                RP_API_ROUTES.iter().any(|r| line.contains(r)) && !line.contains("/ws?");
+            names_route || line.contains("bearer_auth(")
+        })
+        .map(|(n, line)| (n + 1, line.trim().to_owned()))
+        .collect()
+}
+
+#[test]
+fn the_demo_the_hall_and_the_load_generator_call_the_broker_through_the_rp_client() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![src().join("demo.rs"), src().join("cli/hall.rs")];
+    rust_files(&src().join("demo"), &mut files);
+    rust_files(&root.join("loadtest/src"), &mut files);
+    let mut offending = Vec::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).expect("read a source file");
+        for (n, line) in hand_built_rp_calls(&text) {
+            offending.push(format!("{}:{n}: {line}", path.display()));
+        }
+    }
+    assert!(
+        offending.is_empty(),
+        "relying-party calls built by hand (use bzt-rp-client):\n{}",
+        offending.join("\n")
+    );
+    // They do call the broker, through the client.
+    for (file, client) in [
+        ("src/demo.rs", "RpClient"),
+        ("src/cli/hall.rs", "HallClient"),
+        ("loadtest/src/flows.rs", "RpClient"),
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).expect("read a source file");
+        assert!(text.contains(client), "{file} does not use {client}");
+    }
+    // The check sees what the demo used to write.
+    let old = r#"            .post(format!("{}/v1/sessions", rp.broker_url))
+        let resp = req.bearer_auth(&self.api_key).send().await
+        let url = format!("{}/v1/conversations/{}/ws?t={token}", base, id);"#;
+    assert_eq!(
+        hand_built_rp_calls(old)
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>(),
+        [1, 2]
     );
 }

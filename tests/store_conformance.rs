@@ -1,23 +1,23 @@
-//! The `SessionStore` contract (src/store/mod.rs) and the
-//! `ConversationStore` contract (src/store/conversation.rs), written once
-//! and run against every implementation: the memory stores, a standalone
-//! Redis and a 3-master Redis Cluster. For the Redis stores, "nodes" are
-//! separate `RedisStore`s (own connections, own subscriber) on one key
-//! prefix, as separate broker processes would be; every test uses its own
-//! prefix. Then the Redis audit stream: appends from several nodes form one
-//! chain.
+//! The `RecordStore` contract (src/store/mod.rs), written once and run for
+//! each record type (sessions, conversations) against every backend: the
+//! memory store, a standalone Redis and a 3-master Redis Cluster. For the
+//! Redis stores, "nodes" are separate `RedisStore`s (own connections, own
+//! subscriber) on one key prefix, as separate broker processes would be;
+//! every test uses its own prefix. What only one record type has (a
+//! conversation's moving deadlines, its many requests) follows, on every
+//! backend too; then the Redis audit stream (appends from several nodes form
+//! one chain), Redis outages, record sets and the webhook queue.
 //!
-//! Time is passed to the store explicitly, so expiry tests never sleep.
+//! Time is passed to the store explicitly, so deadline tests never sleep.
 
 mod support;
 
 use bzt::store::memory::MemoryStore;
 use bzt::store::redis::{RedisAuditLog, RedisSettings, RedisStore};
-use bzt::store::{memory::MemoryConversationStore, ConversationStore};
 use bzt::store::{AuditLog, AuditQuery};
-use bzt::store::{SessionStore, StoreError, EXPIRY_LEASE};
+use bzt::store::{RecordStore, StoreError, StoredRecord, EXPIRY_LEASE};
 use bzt_core::conversation::{
-    ConvOp, ConvOutput, Conversation, EndedBy, OpenConversation, RequestStatus,
+    ConvApplied, ConvOp, ConvOutput, Conversation, EndedBy, OpenConversation, RequestStatus,
 };
 use bzt_core::pki::CertificateInfo;
 use bzt_core::secret::{ConversationId, RequestId};
@@ -25,15 +25,52 @@ use bzt_core::session::{
     CancelledBy, ConversationPolicy, Device, DisplayText, Kind, NewSession, NewSessionRequest, Op,
     OpOutput,
 };
-use bzt_core::{ErrorCode, Secret, Session, SessionId, Status, Timestamp};
+use bzt_core::{DomainError, ErrorCode, Secret, Session, SessionId, Status, Timestamp};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use support::redis::{RedisCluster, RedisServer};
 
-type Nodes = Vec<Arc<dyn SessionStore>>;
-type ConvNodes = Vec<Arc<dyn ConversationStore>>;
+type Nodes<R> = Vec<Arc<dyn RecordStore<R>>>;
 
 const WAIT: Duration = Duration::from_secs(5);
+
+/// A change the suite asks a store to make.
+type Change<R, O> = Box<dyn FnMut(&mut R) -> O + Send>;
+
+/// What the suite needs of a record type: fresh records, and the domain's
+/// changes that play each part of the contract.
+trait Subject: StoredRecord {
+    /// What its changes answer here.
+    type Out: Send + std::fmt::Debug + 'static;
+    /// A new record whose deadline is `deadline_s` after `now`.
+    fn fresh(deadline_s: u32, now: Timestamp) -> Self;
+    /// `read` is `written`, read back.
+    fn assert_read_back(read: &Self, written: &Self);
+    /// Brings a fresh record (before it is stored) to where many callers can
+    /// race for one change (a conversation gets a pending request).
+    fn prepare_race(&mut self, now: Timestamp);
+    /// Caller `i`'s attempt at the change only one caller can make (a
+    /// claim; an answer to the one request).
+    fn contend(r: &Self, i: usize, now: Timestamp) -> Change<Self, Self::Out>;
+    /// Whether the attempt won; checks its answer either way.
+    fn won(out: &Self::Out, changed: bool) -> bool;
+    /// After the race: the one winner's change is what is stored.
+    fn assert_after_race(r: &Self);
+    /// A change of a fresh record (a claim; a new request), and one that
+    /// changes nothing after it (a second claim; a tick with nothing due).
+    fn change(r: &Self, now: Timestamp) -> Change<Self, Self::Out>;
+    fn no_change(r: &Self, now: Timestamp) -> Change<Self, Self::Out>;
+    /// A change that ends the record (the RP cancels; the requester ends
+    /// the conversation), and its checks given the record `before`.
+    fn end(now: Timestamp) -> Change<Self, Self::Out>;
+    fn assert_ended(out: &Self::Out, before: &Self, after: &Self);
+    /// What a sweep does at the record's deadline (expire; tick), and its
+    /// checks: the record ended.
+    fn at_deadline(now: Timestamp) -> Change<Self, Self::Out>;
+    fn assert_deadline_applied(out: &Self::Out, after: &Self);
+}
+
+// ---- sessions ---------------------------------------------------------------
 
 fn session(ttl_s: u32, now: Timestamp) -> Session {
     let spec = NewSession::validate(
@@ -64,408 +101,92 @@ fn claim(s: &Session, phone: usize) -> Op {
     }
 }
 
-fn unique_prefix(test: &str) -> String {
-    format!("t-{test}-{}", SessionId::generate())
+/// A session op as the store's change: its answer and the status before.
+fn session_op(op: Op, now: Timestamp) -> Change<Session, (Result<OpOutput, DomainError>, Status)> {
+    Box::new(move |s: &mut Session| {
+        let before = s.status;
+        (s.apply(&op, now).output, before)
+    })
 }
 
-// ---- backends ---------------------------------------------------------------
+impl Subject for Session {
+    type Out = (Result<OpOutput, DomainError>, Status);
 
-async fn memory_nodes(n: usize, _test: &str) -> Nodes {
-    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
-    vec![store; n]
-}
-
-/// One standalone server for the whole test binary (tests use their own
-/// prefixes); the watchdog kills it when the process exits.
-fn shared_server() -> &'static RedisServer {
-    static SERVER: OnceLock<RedisServer> = OnceLock::new();
-    SERVER.get_or_init(RedisServer::start)
-}
-
-fn shared_cluster() -> &'static RedisCluster {
-    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| RedisCluster::start(3))
-}
-
-fn settings(url: &str, prefix: &str) -> RedisSettings {
-    let mut settings = RedisSettings::new(url);
-    settings.key_prefix = prefix.to_owned();
-    // A loaded 2-core test machine; production keeps the 500 ms default.
-    settings.timeout = Duration::from_secs(2);
-    settings
-}
-
-async fn redis_store(url: &str, prefix: &str) -> RedisStore {
-    RedisStore::connect(settings(url, prefix))
-        .await
-        .expect("connect to redis")
-}
-
-async fn server_url() -> String {
-    tokio::task::spawn_blocking(|| shared_server().url())
-        .await
-        .unwrap()
-}
-
-async fn cluster_urls() -> String {
-    tokio::task::spawn_blocking(|| shared_cluster().urls())
-        .await
-        .unwrap()
-}
-
-/// `n` stores on `url`, one key prefix.
-async fn redis_stores(n: usize, url: &str, test: &str) -> Vec<Arc<RedisStore>> {
-    let prefix = unique_prefix(test);
-    let mut nodes = Vec::new();
-    for _ in 0..n {
-        nodes.push(Arc::new(redis_store(url, &prefix).await));
+    fn fresh(deadline_s: u32, now: Timestamp) -> Self {
+        session(deadline_s, now)
     }
-    nodes
-}
 
-async fn redis_nodes(n: usize, test: &str) -> Nodes {
-    let stores = redis_stores(n, &server_url().await, test).await;
-    stores
-        .into_iter()
-        .map(|s| s as Arc<dyn SessionStore>)
-        .collect()
-}
-
-async fn cluster_nodes(n: usize, test: &str) -> Nodes {
-    let stores = redis_stores(n, &cluster_urls().await, test).await;
-    stores
-        .into_iter()
-        .map(|s| s as Arc<dyn SessionStore>)
-        .collect()
-}
-
-async fn memory_conv_nodes(n: usize, _test: &str) -> ConvNodes {
-    let store: Arc<dyn ConversationStore> = Arc::new(MemoryConversationStore::new());
-    vec![store; n]
-}
-
-async fn redis_conv_nodes(n: usize, test: &str) -> ConvNodes {
-    let stores = redis_stores(n, &server_url().await, test).await;
-    stores
-        .into_iter()
-        .map(|s| s as Arc<dyn ConversationStore>)
-        .collect()
-}
-
-async fn cluster_conv_nodes(n: usize, test: &str) -> ConvNodes {
-    let stores = redis_stores(n, &cluster_urls().await, test).await;
-    stores
-        .into_iter()
-        .map(|s| s as Arc<dyn ConversationStore>)
-        .collect()
-}
-
-// ---- the contract ----------------------------------------------------------
-
-async fn insert_get_duplicate(nodes: Nodes) {
-    let (a, b) = (&nodes[0], &nodes[1]);
-    let now = Timestamp::now_utc();
-    let s = session(180, now);
-    a.insert(&s).await.unwrap();
-    let read = b.get(&s.id).await.unwrap().expect("inserted session");
-    assert_eq!(read.id, s.id);
-    assert_eq!(read.rev, s.rev);
-    assert_eq!(read.status, Status::Pending);
-    assert_eq!(read.expires_at, s.expires_at);
-    assert_eq!(read.tbs, s.tbs);
-    assert!(read.claim.current.matches(&s.claim.current));
-
-    assert!(matches!(b.insert(&s).await, Err(StoreError::Duplicate)));
-
-    let unknown = SessionId::generate();
-    assert!(a.get(&unknown).await.unwrap().is_none());
-    assert!(a.apply(&unknown, &Op::Expire, now).await.unwrap().is_none());
-    assert!(a.subscribe(&unknown).await.unwrap().is_none());
-    a.ping().await.unwrap();
-}
-
-async fn apply_is_atomic(nodes: Nodes) {
-    let now = Timestamp::now_utc();
-    let s = session(180, now);
-    nodes[0].insert(&s).await.unwrap();
-    let mut tasks = Vec::new();
-    for i in 0..200 {
-        let store = nodes[i % nodes.len()].clone();
-        let op = claim(&s, i);
-        let id = s.id.clone();
-        tasks.push(tokio::spawn(async move {
-            store.apply(&id, &op, now).await.unwrap().unwrap()
-        }));
+    fn assert_read_back(read: &Self, s: &Self) {
+        assert_eq!(read.id, s.id);
+        assert_eq!(read.rev, s.rev);
+        assert_eq!(read.status, Status::Pending);
+        assert_eq!(read.expires_at, s.expires_at);
+        assert_eq!(read.tbs, s.tbs);
+        assert!(read.claim.current.matches(&s.claim.current));
     }
-    let mut winners = 0;
-    for t in tasks {
-        let u = t.await.unwrap();
-        match u.output {
+
+    fn prepare_race(&mut self, _now: Timestamp) {}
+
+    fn contend(s: &Self, i: usize, now: Timestamp) -> Change<Self, Self::Out> {
+        session_op(claim(s, i), now)
+    }
+
+    fn won((output, previous_status): &Self::Out, changed: bool) -> bool {
+        match output {
             Ok(OpOutput::Claimed { .. }) => {
-                winners += 1;
-                assert!(u.changed);
-                assert_eq!(u.previous_status, Status::Pending);
+                assert!(changed);
+                assert_eq!(*previous_status, Status::Pending);
+                true
             }
             Err(e) => {
                 assert_eq!(e.code, ErrorCode::AlreadyClaimed);
-                assert!(!u.changed);
+                assert!(!changed);
+                false
             }
             Ok(other) => panic!("unexpected output {other:?}"),
         }
     }
-    assert_eq!(winners, 1, "exactly one claim wins");
-    let after = nodes[1].get(&s.id).await.unwrap().unwrap();
-    assert_eq!(after.status, Status::Scanned);
-    assert_eq!(after.version, 2);
-    assert_eq!(after.rev, 2, "one write");
-}
 
-async fn subscribe_wakes_on_change(nodes: Nodes) {
-    let (a, b) = (&nodes[0], &nodes[1]);
-    let now = Timestamp::now_utc();
-    let s = session(180, now);
-    a.insert(&s).await.unwrap();
-    let mut on_a = a.subscribe(&s.id).await.unwrap().unwrap();
-    let mut on_b = b.subscribe(&s.id).await.unwrap().unwrap();
-
-    // A write on one node wakes receivers on both (the writer's directly,
-    // the other's through Redis).
-    let u = b.apply(&s.id, &claim(&s, 1), now).await.unwrap().unwrap();
-    assert!(u.changed);
-    for rx in [&mut on_a, &mut on_b] {
-        let rev = u.session.rev;
-        tokio::time::timeout(WAIT, rx.wait_for(|r| *r >= rev))
-            .await
-            .expect("woken within 5 s")
-            .expect("open");
+    fn assert_after_race(after: &Self) {
+        assert_eq!(after.status, Status::Scanned);
+        assert_eq!(after.version, 2);
     }
-    // An op that changes nothing wakes nobody.
-    let u = a.apply(&s.id, &claim(&s, 2), now).await.unwrap().unwrap();
-    assert!(!u.changed);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!on_a.has_changed().unwrap());
 
-    // The next write, made on the other node, wakes again.
-    let u = a
-        .apply(
-            &s.id,
-            &Op::Cancel {
+    fn change(s: &Self, now: Timestamp) -> Change<Self, Self::Out> {
+        session_op(claim(s, 1), now)
+    }
+
+    fn no_change(s: &Self, now: Timestamp) -> Change<Self, Self::Out> {
+        session_op(claim(s, 2), now)
+    }
+
+    fn end(now: Timestamp) -> Change<Self, Self::Out> {
+        session_op(
+            Op::Cancel {
                 by: CancelledBy::Rp,
             },
             now,
         )
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(u.session.status, Status::Cancelled);
-    let rev = u.session.rev;
-    tokio::time::timeout(WAIT, on_b.wait_for(|r| *r >= rev))
-        .await
-        .expect("woken within 5 s")
-        .expect("open");
-}
-
-async fn remove_closes_receivers(nodes: Nodes) {
-    let (a, b) = (&nodes[0], &nodes[1]);
-    let now = Timestamp::now_utc();
-    let s = session(180, now);
-    a.insert(&s).await.unwrap();
-    let mut on_a = a.subscribe(&s.id).await.unwrap().unwrap();
-    let mut on_b = b.subscribe(&s.id).await.unwrap().unwrap();
-    b.remove(&s.id).await.unwrap();
-    for rx in [&mut on_a, &mut on_b] {
-        let closed =
-            tokio::time::timeout(WAIT, async { while rx.changed().await.is_ok() {} }).await;
-        assert!(closed.is_ok(), "receiver closed within 5 s");
     }
-    assert!(a.get(&s.id).await.unwrap().is_none());
-    assert!(a.apply(&s.id, &Op::Expire, now).await.unwrap().is_none());
-    // Removing twice is fine.
-    a.remove(&s.id).await.unwrap();
-}
 
-async fn expiry_is_claimed_once(nodes: Nodes) {
-    let t0 = Timestamp::now_utc();
-    let s = session(30, t0);
-    let other = session(60, t0);
-    nodes[0].insert(&s).await.unwrap();
-    nodes[0].insert(&other).await.unwrap();
-    let mut rx = nodes[1].subscribe(&s.id).await.unwrap().unwrap();
-
-    let before = t0.plus_millis(29_999);
-    assert!(nodes[1]
-        .claim_due_expiries(before, 100)
-        .await
-        .unwrap()
-        .is_empty());
-
-    // Every node asks at once; exactly one gets the session.
-    let due = s.expires_at;
-    let mut asks = Vec::new();
-    for i in 0..8 {
-        let store = nodes[i % nodes.len()].clone();
-        asks.push(tokio::spawn(async move {
-            store.claim_due_expiries(due, 100).await.unwrap()
-        }));
+    fn assert_ended((output, previous_status): &Self::Out, before: &Self, after: &Self) {
+        assert!(output.is_ok(), "{output:?}");
+        // The suite ends a claimed session.
+        assert_eq!(before.status, Status::Scanned);
+        assert_eq!(*previous_status, Status::Scanned);
+        assert_eq!(after.status, Status::Cancelled);
     }
-    let mut claimed = Vec::new();
-    for a in asks {
-        claimed.extend(a.await.unwrap());
+
+    fn at_deadline(now: Timestamp) -> Change<Self, Self::Out> {
+        session_op(Op::Expire, now)
     }
-    assert_eq!(claimed, vec![s.id.clone()], "claimed once, by one caller");
 
-    let u = nodes[0]
-        .apply(&s.id, &Op::Expire, due)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(u.changed);
-    assert_eq!(u.session.status, Status::Expired);
-    let rev = u.session.rev;
-    tokio::time::timeout(WAIT, rx.wait_for(|r| *r >= rev))
-        .await
-        .expect("subscriber woken by the expiry")
-        .unwrap();
-    nodes[0].expiries_done(&claimed).await.unwrap();
-
-    // Done: never handed out again.
-    let later = due.plus_millis(EXPIRY_LEASE.as_millis() as i64 + 1);
-    assert!(nodes[1]
-        .claim_due_expiries(later, 100)
-        .await
-        .unwrap()
-        .is_empty());
-
-    // A claim that is never marked done comes back once its lease ends.
-    let due2 = other.expires_at;
-    assert_eq!(
-        nodes[1].claim_due_expiries(due2, 100).await.unwrap(),
-        vec![other.id.clone()]
-    );
-    assert!(nodes[0]
-        .claim_due_expiries(due2, 100)
-        .await
-        .unwrap()
-        .is_empty());
-    let after_lease = due2.plus_millis(EXPIRY_LEASE.as_millis() as i64);
-    assert_eq!(
-        nodes[0].claim_due_expiries(after_lease, 100).await.unwrap(),
-        vec![other.id.clone()]
-    );
-    // Removing a session forgets its deadline.
-    nodes[0].remove(&other.id).await.unwrap();
-    let much_later = after_lease.plus_secs(3600);
-    assert!(nodes[1]
-        .claim_due_expiries(much_later, 100)
-        .await
-        .unwrap()
-        .is_empty());
-}
-
-async fn due_expiries_come_oldest_first_in_batches(nodes: Nodes) {
-    let t0 = Timestamp::now_utc();
-    let mut ids = Vec::new();
-    for i in 0..5 {
-        let s = session(30 + i, t0);
-        nodes[i as usize % nodes.len()].insert(&s).await.unwrap();
-        ids.push(s.id);
+    fn assert_deadline_applied(_: &Self::Out, after: &Self) {
+        assert_eq!(after.status, Status::Expired);
     }
-    let all_due = t0.plus_secs(60);
-    let first = nodes[0].claim_due_expiries(all_due, 2).await.unwrap();
-    assert_eq!(first, ids[..2].to_vec());
-    let rest = nodes[1].claim_due_expiries(all_due, 100).await.unwrap();
-    assert_eq!(rest, ids[2..].to_vec());
-    nodes[0].expiries_done(&ids).await.unwrap();
 }
 
-/// A caller that just read the session may write from its copy; a stale
-/// copy must never win over what happened since.
-async fn apply_on_a_stale_copy_sees_what_happened_since(nodes: Nodes) {
-    let now = Timestamp::now_utc();
-    let s = session(180, now);
-    nodes[0].insert(&s).await.unwrap();
-    let stale = nodes[1].get(&s.id).await.unwrap().unwrap();
-    let first = nodes[0]
-        .apply(&s.id, &claim(&s, 1), now)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(first.changed);
-
-    let late = nodes[1]
-        .apply_on(&stale, &claim(&s, 2), now)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(late.output.unwrap_err().code, ErrorCode::AlreadyClaimed);
-    assert!(!late.changed);
-    assert_eq!(late.session.rev, 2, "it answers the current session");
-
-    let cancel = Op::Cancel {
-        by: CancelledBy::Rp,
-    };
-    let fresh = nodes[1].get(&s.id).await.unwrap().unwrap();
-    let done = nodes[1]
-        .apply_on(&fresh, &cancel, now)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(done.changed);
-    assert_eq!(done.previous_status, Status::Scanned);
-    assert_eq!(done.session.status, Status::Cancelled);
-    let after = nodes[0].get(&s.id).await.unwrap().unwrap();
-    assert_eq!(after.status, Status::Cancelled);
-    assert_eq!(after.rev, 3, "one write each");
-
-    nodes[0].remove(&s.id).await.unwrap();
-    assert!(nodes[1]
-        .apply_on(&fresh, &cancel, now)
-        .await
-        .unwrap()
-        .is_none());
-}
-
-macro_rules! conformance {
-    ($backend:ident, $nodes:path) => {
-        mod $backend {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn insert_get_duplicate() {
-                super::insert_get_duplicate($nodes(2, "insert").await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn apply_is_atomic() {
-                super::apply_is_atomic($nodes(3, "atomic").await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn apply_on_a_stale_copy_sees_what_happened_since() {
-                super::apply_on_a_stale_copy_sees_what_happened_since($nodes(2, "stale").await)
-                    .await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn subscribe_wakes_on_change() {
-                super::subscribe_wakes_on_change($nodes(2, "wake").await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn remove_closes_receivers() {
-                super::remove_closes_receivers($nodes(2, "remove").await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn expiry_is_claimed_once() {
-                super::expiry_is_claimed_once($nodes(3, "expiry").await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn due_expiries_come_oldest_first_in_batches() {
-                super::due_expiries_come_oldest_first_in_batches($nodes(2, "batches").await).await
-            }
-        }
-    };
-}
-
-conformance!(memory, super::memory_nodes);
-conformance!(redis, super::redis_nodes);
-conformance!(redis_cluster, super::cluster_nodes);
-
-// ---- the conversation contract ---------------------------------------------
+// ---- conversations ----------------------------------------------------------
 
 fn conversation(idle_s: u32, now: Timestamp) -> Conversation {
     Conversation::open(
@@ -518,36 +239,585 @@ fn respond(id: &RequestId, phone: usize) -> ConvOp {
     }
 }
 
-async fn conv_insert_get_duplicate(nodes: ConvNodes) {
+/// A conversation op as the store's change: its answer and whether the
+/// conversation had ended before.
+fn conv_op(op: ConvOp, now: Timestamp) -> Change<Conversation, (ConvApplied, bool)> {
+    Box::new(move |c: &mut Conversation| {
+        let was_ended = c.is_ended();
+        (c.apply(&op, now), was_ended)
+    })
+}
+
+impl Subject for Conversation {
+    type Out = (ConvApplied, bool);
+
+    fn fresh(idle_s: u32, now: Timestamp) -> Self {
+        conversation(idle_s, now)
+    }
+
+    fn assert_read_back(read: &Self, c: &Self) {
+        assert_eq!(read.id, c.id);
+        assert_eq!(read.rev, 1);
+        assert_eq!(read.expires_at, c.expires_at);
+        assert_eq!(read.certificate.subject, "CN=张三");
+    }
+
+    fn prepare_race(&mut self, now: Timestamp) {
+        let (_, op) = add_request(1);
+        assert!(self.apply(&op, now).changed);
+    }
+
+    fn contend(c: &Self, i: usize, now: Timestamp) -> Change<Self, Self::Out> {
+        conv_op(respond(&c.requests[0].id, i), now)
+    }
+
+    fn won((applied, _): &Self::Out, changed: bool) -> bool {
+        match &applied.output {
+            Ok(ConvOutput::Done) => {
+                assert!(changed);
+                assert_eq!(applied.finished.len(), 1);
+                true
+            }
+            Err(e) => {
+                assert_eq!(e.code, ErrorCode::Conflict, "{e:?}");
+                assert!(!changed);
+                false
+            }
+            Ok(other) => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn assert_after_race(after: &Self) {
+        assert!(after
+            .requests
+            .iter()
+            .all(|r| r.status == RequestStatus::Approved && r.signature.is_some()));
+    }
+
+    fn change(_: &Self, now: Timestamp) -> Change<Self, Self::Out> {
+        conv_op(add_request(1).1, now)
+    }
+
+    fn no_change(_: &Self, now: Timestamp) -> Change<Self, Self::Out> {
+        conv_op(ConvOp::Tick, now)
+    }
+
+    fn end(now: Timestamp) -> Change<Self, Self::Out> {
+        conv_op(
+            ConvOp::End {
+                by: EndedBy::Requester,
+            },
+            now,
+        )
+    }
+
+    fn assert_ended((applied, was_ended): &Self::Out, before: &Self, after: &Self) {
+        assert!(applied.output.is_ok(), "{applied:?}");
+        assert!(!was_ended && after.is_ended(), "ended now");
+        let pending = before.requests.iter().filter(|r| !r.is_finished()).count();
+        assert_eq!(
+            applied.finished.len(),
+            pending,
+            "the pending requests expired with it"
+        );
+    }
+
+    fn at_deadline(now: Timestamp) -> Change<Self, Self::Out> {
+        conv_op(ConvOp::Tick, now)
+    }
+
+    fn assert_deadline_applied(_: &Self::Out, after: &Self) {
+        assert_eq!(after.ended.map(|e| e.0), Some(EndedBy::Idle));
+    }
+}
+
+fn unique_prefix(test: &str) -> String {
+    format!("t-{test}-{}", SessionId::generate())
+}
+
+// ---- backends ---------------------------------------------------------------
+
+async fn memory_nodes<R: Subject>(n: usize, _test: &str) -> Nodes<R> {
+    let store: Arc<dyn RecordStore<R>> = Arc::new(MemoryStore::<R>::new());
+    vec![store; n]
+}
+
+/// One standalone server for the whole test binary (tests use their own
+/// prefixes); the watchdog kills it when the process exits.
+fn shared_server() -> &'static RedisServer {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(RedisServer::start)
+}
+
+fn shared_cluster() -> &'static RedisCluster {
+    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| RedisCluster::start(3))
+}
+
+fn settings(url: &str, prefix: &str) -> RedisSettings {
+    let mut settings = RedisSettings::new(url);
+    settings.key_prefix = prefix.to_owned();
+    // A loaded 2-core test machine; production keeps the 500 ms default.
+    settings.timeout = Duration::from_secs(2);
+    settings
+}
+
+async fn redis_store(url: &str, prefix: &str) -> RedisStore {
+    RedisStore::connect(settings(url, prefix))
+        .await
+        .expect("connect to redis")
+}
+
+async fn server_url() -> String {
+    tokio::task::spawn_blocking(|| shared_server().url())
+        .await
+        .unwrap()
+}
+
+async fn cluster_urls() -> String {
+    tokio::task::spawn_blocking(|| shared_cluster().urls())
+        .await
+        .unwrap()
+}
+
+/// `n` stores on `url`, one key prefix.
+async fn redis_stores(n: usize, url: &str, test: &str) -> Vec<Arc<RedisStore>> {
+    let prefix = unique_prefix(test);
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        nodes.push(Arc::new(redis_store(url, &prefix).await));
+    }
+    nodes
+}
+
+fn as_nodes<R: Subject>(stores: Vec<Arc<RedisStore>>) -> Nodes<R> {
+    stores
+        .into_iter()
+        .map(|s| s as Arc<dyn RecordStore<R>>)
+        .collect()
+}
+
+async fn redis_nodes<R: Subject>(n: usize, test: &str) -> Nodes<R> {
+    as_nodes(redis_stores(n, &server_url().await, test).await)
+}
+
+async fn cluster_nodes<R: Subject>(n: usize, test: &str) -> Nodes<R> {
+    as_nodes(redis_stores(n, &cluster_urls().await, test).await)
+}
+
+// ---- the contract ----------------------------------------------------------
+
+async fn insert_get_duplicate<R: Subject>(nodes: Nodes<R>) {
     let (a, b) = (&nodes[0], &nodes[1]);
     let now = Timestamp::now_utc();
-    let c = conversation(600, now);
-    a.insert_conversation(&c).await.unwrap();
-    let read = b.get_conversation(&c.id).await.unwrap().expect("inserted");
-    assert_eq!(read.id, c.id);
-    assert_eq!(read.rev, 1);
-    assert_eq!(read.expires_at, c.expires_at);
-    assert_eq!(read.certificate.subject, "CN=张三");
-    assert!(matches!(
-        b.insert_conversation(&c).await,
-        Err(StoreError::Duplicate)
-    ));
-    let unknown = ConversationId::generate();
-    assert!(a.get_conversation(&unknown).await.unwrap().is_none());
+    let r = R::fresh(180, now);
+    a.insert(&r).await.unwrap();
+    let read = b.get(r.id()).await.unwrap().expect("inserted record");
+    R::assert_read_back(&read, &r);
+
+    assert!(matches!(b.insert(&r).await, Err(StoreError::Duplicate)));
+
+    let unknown = R::fresh(180, now);
+    let unknown = unknown.id();
+    assert!(a.get(unknown).await.unwrap().is_none());
     assert!(a
-        .apply_conversation(&unknown, &ConvOp::Tick, now)
+        .update(unknown, now, R::at_deadline(now))
         .await
         .unwrap()
         .is_none());
-    assert!(a.subscribe_conversation(&unknown).await.unwrap().is_none());
+    assert!(a.subscribe(unknown).await.unwrap().is_none());
+    a.ping().await.unwrap();
+}
+
+async fn update_is_atomic<R: Subject>(nodes: Nodes<R>) {
+    let now = Timestamp::now_utc();
+    let mut r = R::fresh(180, now);
+    r.prepare_race(now);
+    nodes[0].insert(&r).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = nodes[i % nodes.len()].clone();
+        let change = R::contend(&r, i, now);
+        let id = r.id().clone();
+        tasks.push(tokio::spawn(async move {
+            store.update(&id, now, change).await.unwrap().unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        let u = t.await.unwrap();
+        if R::won(&u.output, u.changed) {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1, "exactly one wins");
+    let after = nodes[1].get(r.id()).await.unwrap().unwrap();
+    R::assert_after_race(&after);
+    assert_eq!(after.rev(), r.rev() + 1, "one write");
+}
+
+async fn subscribe_wakes_on_change<R: Subject>(nodes: Nodes<R>) {
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let now = Timestamp::now_utc();
+    let r = R::fresh(600, now);
+    let id = r.id();
+    a.insert(&r).await.unwrap();
+    let mut on_a = a.subscribe(id).await.unwrap().unwrap();
+    let mut on_b = b.subscribe(id).await.unwrap().unwrap();
+
+    // A write on one node wakes receivers on both (the writer's directly,
+    // the other's through Redis).
+    let u = b
+        .update(id, now, R::change(&r, now))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(u.changed);
+    for rx in [&mut on_a, &mut on_b] {
+        let rev = u.record.rev();
+        tokio::time::timeout(WAIT, rx.wait_for(|v| *v >= rev))
+            .await
+            .expect("woken within 5 s")
+            .expect("open");
+    }
+    // A change that changes nothing wakes nobody.
+    let before = u.record;
+    let u = a
+        .update(id, now, R::no_change(&r, now))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!u.changed);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!on_a.has_changed().unwrap());
+    assert!(!on_b.has_changed().unwrap());
+
+    // The next write, made on the other node, wakes again.
+    let u = a.update(id, now, R::end(now)).await.unwrap().unwrap();
+    R::assert_ended(&u.output, &before, &u.record);
+    let rev = u.record.rev();
+    tokio::time::timeout(WAIT, on_b.wait_for(|v| *v >= rev))
+        .await
+        .expect("woken within 5 s")
+        .expect("open");
+}
+
+async fn remove_closes_receivers<R: Subject>(nodes: Nodes<R>) {
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let now = Timestamp::now_utc();
+    let r = R::fresh(180, now);
+    let id = r.id();
+    a.insert(&r).await.unwrap();
+    let mut on_a = a.subscribe(id).await.unwrap().unwrap();
+    let mut on_b = b.subscribe(id).await.unwrap().unwrap();
+    b.remove(id).await.unwrap();
+    for rx in [&mut on_a, &mut on_b] {
+        let closed =
+            tokio::time::timeout(WAIT, async { while rx.changed().await.is_ok() {} }).await;
+        assert!(closed.is_ok(), "receiver closed within 5 s");
+    }
+    assert!(a.get(id).await.unwrap().is_none());
+    assert!(a
+        .update(id, now, R::at_deadline(now))
+        .await
+        .unwrap()
+        .is_none());
+    // Removing twice is fine.
+    a.remove(id).await.unwrap();
+}
+
+async fn claim_due<R: Subject>(
+    node: &Arc<dyn RecordStore<R>>,
+    at: Timestamp,
+    max: usize,
+) -> Vec<R::Id> {
+    node.claim_due(R::DEADLINES, at, max).await.unwrap()
+}
+
+async fn deadline_is_claimed_once<R: Subject>(nodes: Nodes<R>) {
+    let t0 = Timestamp::now_utc();
+    let r = R::fresh(30, t0);
+    let other = R::fresh(60, t0);
+    nodes[0].insert(&r).await.unwrap();
+    nodes[0].insert(&other).await.unwrap();
+    let mut rx = nodes[1].subscribe(r.id()).await.unwrap().unwrap();
+
+    assert!(claim_due(&nodes[1], t0.plus_millis(29_999), 100)
+        .await
+        .is_empty());
+
+    // Every node asks at once; exactly one gets the record.
+    let due = t0.plus_secs(30);
+    assert_eq!(r.next_deadline(), Some(due));
+    let mut asks = Vec::new();
+    for i in 0..8 {
+        let store = nodes[i % nodes.len()].clone();
+        asks.push(tokio::spawn(async move {
+            store.claim_due(R::DEADLINES, due, 100).await.unwrap()
+        }));
+    }
+    let mut claimed = Vec::new();
+    for a in asks {
+        claimed.extend(a.await.unwrap());
+    }
+    assert_eq!(claimed, vec![r.id().clone()], "claimed once, by one caller");
+
+    let u = nodes[0]
+        .update(r.id(), due, R::at_deadline(due))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(u.changed);
+    R::assert_deadline_applied(&u.output, &u.record);
+    let rev = u.record.rev();
+    tokio::time::timeout(WAIT, rx.wait_for(|v| *v >= rev))
+        .await
+        .expect("subscriber woken by the deadline")
+        .unwrap();
+    nodes[0].deadlines_handled(&[u.record]).await.unwrap();
+
+    // Handled, and it has no next deadline (it ended): never handed out again.
+    let later = due.plus_millis(EXPIRY_LEASE.as_millis() as i64 + 1);
+    assert!(claim_due(&nodes[1], later, 100).await.is_empty());
+
+    // A claim that is never handled comes back once its lease ends.
+    let due2 = t0.plus_secs(60);
+    assert_eq!(
+        claim_due(&nodes[1], due2, 100).await,
+        vec![other.id().clone()]
+    );
+    assert!(claim_due(&nodes[0], due2, 100).await.is_empty());
+    let lease = EXPIRY_LEASE.as_millis() as i64;
+    assert!(claim_due(&nodes[0], due2.plus_millis(lease - 1), 100)
+        .await
+        .is_empty());
+    let after_lease = due2.plus_millis(lease);
+    assert_eq!(
+        claim_due(&nodes[0], after_lease, 100).await,
+        vec![other.id().clone()]
+    );
+    // Removing a record forgets its deadline.
+    nodes[0].remove(other.id()).await.unwrap();
+    let much_later = after_lease.plus_secs(3600);
+    assert!(claim_due(&nodes[1], much_later, 100).await.is_empty());
+}
+
+/// A write that ends a record leaves its deadline behind (the hot path
+/// stays one write): the sweep that claims it changes nothing and forgets
+/// it, once.
+async fn an_ended_records_deadline_is_handled_once_then_forgotten<R: Subject>(nodes: Nodes<R>) {
+    let t0 = Timestamp::now_utc();
+    let r = R::fresh(30, t0);
+    nodes[0].insert(&r).await.unwrap();
+    let ended = nodes[1]
+        .update(r.id(), t0, R::end(t0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ended.changed);
+    assert_eq!(ended.record.next_deadline(), None);
+
+    let due = t0.plus_secs(30);
+    let claimed = claim_due(&nodes[0], due, 100).await;
+    assert_eq!(claimed, vec![r.id().clone()], "the entry is still there");
+    let u = nodes[0]
+        .update(r.id(), due, R::at_deadline(due))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!u.changed, "nothing more was due");
+    nodes[0].deadlines_handled(&[u.record]).await.unwrap();
+    let much_later = due.plus_secs(7200);
+    assert!(
+        claim_due(&nodes[1], much_later, 100).await.is_empty(),
+        "an ended record has no deadline"
+    );
+}
+
+async fn due_deadlines_come_oldest_first_in_batches<R: Subject>(nodes: Nodes<R>) {
+    let t0 = Timestamp::now_utc();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let r = R::fresh(30 + i, t0);
+        nodes[i as usize % nodes.len()].insert(&r).await.unwrap();
+        ids.push(r.id().clone());
+    }
+    let all_due = t0.plus_secs(60);
+    let first = claim_due(&nodes[0], all_due, 2).await;
+    assert_eq!(first, ids[..2].to_vec());
+    let rest = claim_due(&nodes[1], all_due, 100).await;
+    assert_eq!(rest, ids[2..].to_vec());
+    let handled: Vec<_> = ids.iter().map(|id| (id.clone(), None)).collect();
+    nodes[0].schedule(R::DEADLINES, &handled).await.unwrap();
+    assert!(claim_due(&nodes[1], all_due.plus_secs(3600), 100)
+        .await
+        .is_empty());
+}
+
+/// A caller that just read the record may write from its copy; a stale
+/// copy must never win over what happened since.
+async fn update_on_a_stale_copy_sees_what_happened_since<R: Subject>(nodes: Nodes<R>) {
+    let now = Timestamp::now_utc();
+    let mut r = R::fresh(180, now);
+    r.prepare_race(now);
+    let id = r.id();
+    nodes[0].insert(&r).await.unwrap();
+    let stale = nodes[1].get(id).await.unwrap().unwrap();
+    let first = nodes[0]
+        .update(id, now, R::contend(&r, 1, now))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(R::won(&first.output, first.changed));
+
+    let late = nodes[1]
+        .update_on(&stale, now, R::contend(&r, 2, now))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!R::won(&late.output, late.changed));
+    assert!(!late.changed);
+    assert_eq!(
+        late.record.rev(),
+        r.rev() + 1,
+        "it answers the current record"
+    );
+
+    let fresh = nodes[1].get(id).await.unwrap().unwrap();
+    let done = nodes[1]
+        .update_on(&fresh, now, R::end(now))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(done.changed);
+    R::assert_ended(&done.output, &fresh, &done.record);
+    let after = nodes[0].get(id).await.unwrap().unwrap();
+    R::assert_ended(&done.output, &fresh, &after);
+    assert_eq!(after.rev(), r.rev() + 2, "one write each");
+
+    nodes[0].remove(id).await.unwrap();
+    assert!(nodes[1]
+        .update_on(&fresh, now, R::end(now))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// Shared stores ask every node to poll; the memory store's own timers see
+/// every deadline.
+async fn polls_only_when_shared<R: Subject>(nodes: Nodes<R>, shared: bool) {
+    assert_eq!(nodes[0].poll_interval().is_some(), shared);
+}
+
+macro_rules! conformance {
+    ($backend:ident, $record:ty, $nodes:ident, shared: $shared:expr) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn insert_get_duplicate() {
+                super::insert_get_duplicate($nodes::<$record>(2, "insert").await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn update_is_atomic() {
+                super::update_is_atomic($nodes::<$record>(3, "atomic").await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn update_on_a_stale_copy_sees_what_happened_since() {
+                super::update_on_a_stale_copy_sees_what_happened_since(
+                    $nodes::<$record>(2, "stale").await,
+                )
+                .await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn subscribe_wakes_on_change() {
+                super::subscribe_wakes_on_change($nodes::<$record>(2, "wake").await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn remove_closes_receivers() {
+                super::remove_closes_receivers($nodes::<$record>(2, "remove").await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn deadline_is_claimed_once() {
+                super::deadline_is_claimed_once($nodes::<$record>(3, "deadline").await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_ended_records_deadline_is_handled_once_then_forgotten() {
+                super::an_ended_records_deadline_is_handled_once_then_forgotten(
+                    $nodes::<$record>(2, "leftover").await,
+                )
+                .await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn due_deadlines_come_oldest_first_in_batches() {
+                super::due_deadlines_come_oldest_first_in_batches(
+                    $nodes::<$record>(2, "batches").await,
+                )
+                .await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn polls_only_when_shared() {
+                super::polls_only_when_shared($nodes::<$record>(1, "poll").await, $shared).await
+            }
+        }
+    };
+}
+
+conformance!(memory, Session, memory_nodes, shared: false);
+conformance!(redis, Session, redis_nodes, shared: true);
+conformance!(redis_cluster, Session, cluster_nodes, shared: true);
+conformance!(memory_conversations, Conversation, memory_nodes, shared: false);
+conformance!(redis_conversations, Conversation, redis_nodes, shared: true);
+conformance!(redis_cluster_conversations, Conversation, cluster_nodes, shared: true);
+
+// ---- conversations only ------------------------------------------------------
+
+/// A conversation op through the store, answered as the broker sees it.
+#[derive(Debug)]
+struct ConvUpdate {
+    output: Result<ConvOutput, DomainError>,
+    conversation: Conversation,
+    changed: bool,
+    finished: Vec<RequestId>,
+}
+
+#[async_trait::async_trait]
+trait ApplyConversation {
+    async fn apply_conversation(
+        &self,
+        id: &ConversationId,
+        op: &ConvOp,
+        now: Timestamp,
+    ) -> Result<Option<ConvUpdate>, StoreError>;
+}
+
+#[async_trait::async_trait]
+impl ApplyConversation for dyn RecordStore<Conversation> {
+    async fn apply_conversation(
+        &self,
+        id: &ConversationId,
+        op: &ConvOp,
+        now: Timestamp,
+    ) -> Result<Option<ConvUpdate>, StoreError> {
+        let u = self.update(id, now, conv_op(op.clone(), now)).await?;
+        Ok(u.map(|u| {
+            let (applied, _) = u.output;
+            ConvUpdate {
+                output: applied.output,
+                changed: u.changed,
+                finished: applied.finished,
+                conversation: u.record,
+            }
+        }))
+    }
 }
 
 /// Requests added from every node at once all land (no lost update), and
 /// many concurrent answers to each request give exactly one approval.
-async fn conv_apply_is_atomic(nodes: ConvNodes) {
+async fn conv_apply_is_atomic(nodes: Nodes<Conversation>) {
     let now = Timestamp::now_utc();
     let c = conversation(600, now);
-    nodes[0].insert_conversation(&c).await.unwrap();
+    nodes[0].insert(&c).await.unwrap();
 
     let adds: Vec<_> = (0..12)
         .map(|i| {
@@ -566,7 +836,7 @@ async fn conv_apply_is_atomic(nodes: ConvNodes) {
     for t in adds {
         rids.push(t.await.unwrap());
     }
-    let after = nodes[1].get_conversation(&c.id).await.unwrap().unwrap();
+    let after = nodes[1].get(&c.id).await.unwrap().unwrap();
     assert_eq!(after.requests.len(), 12, "no add was lost");
     let mut seqs: Vec<u32> = after.requests.iter().map(|r| r.seq).collect();
     seqs.sort();
@@ -604,7 +874,7 @@ async fn conv_apply_is_atomic(nodes: ConvNodes) {
         }
     }
     assert_eq!(approvals, 12, "one approval per request");
-    let done = nodes[2].get_conversation(&c.id).await.unwrap().unwrap();
+    let done = nodes[2].get(&c.id).await.unwrap().unwrap();
     assert!(done
         .requests
         .iter()
@@ -612,125 +882,32 @@ async fn conv_apply_is_atomic(nodes: ConvNodes) {
     assert_eq!(done.rev, 25, "one write per add and per approval");
 }
 
-async fn conv_subscribe_wakes_on_change(nodes: ConvNodes) {
-    let (a, b) = (&nodes[0], &nodes[1]);
-    let now = Timestamp::now_utc();
-    let c = conversation(600, now);
-    a.insert_conversation(&c).await.unwrap();
-    let mut on_a = a.subscribe_conversation(&c.id).await.unwrap().unwrap();
-    let mut on_b = b.subscribe_conversation(&c.id).await.unwrap().unwrap();
-
-    let (_, op) = add_request(1);
-    let u = b
-        .apply_conversation(&c.id, &op, now)
+async fn claim_at(node: &Arc<dyn RecordStore<Conversation>>, at: Timestamp) -> Vec<ConversationId> {
+    node.claim_due(Conversation::DEADLINES, at, 100)
         .await
         .unwrap()
-        .unwrap();
-    assert!(u.changed);
-    for rx in [&mut on_a, &mut on_b] {
-        let rev = u.conversation.rev;
-        tokio::time::timeout(WAIT, rx.wait_for(|r| *r >= rev))
-            .await
-            .expect("woken within 5 s")
-            .expect("open");
-    }
-    // A tick with nothing due changes nothing and wakes nobody.
-    let u = a
-        .apply_conversation(&c.id, &ConvOp::Tick, now)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(!u.changed);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!on_b.has_changed().unwrap());
-
-    let u = a
-        .apply_conversation(
-            &c.id,
-            &ConvOp::End {
-                by: EndedBy::Requester,
-            },
-            now,
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(u.ended_now);
-    assert_eq!(u.finished.len(), 1, "the pending request expired with it");
-    let rev = u.conversation.rev;
-    tokio::time::timeout(WAIT, on_b.wait_for(|r| *r >= rev))
-        .await
-        .expect("woken within 5 s")
-        .expect("open");
-}
-
-async fn conv_remove_closes_receivers(nodes: ConvNodes) {
-    let (a, b) = (&nodes[0], &nodes[1]);
-    let now = Timestamp::now_utc();
-    let c = conversation(600, now);
-    a.insert_conversation(&c).await.unwrap();
-    let mut on_a = a.subscribe_conversation(&c.id).await.unwrap().unwrap();
-    let mut on_b = b.subscribe_conversation(&c.id).await.unwrap().unwrap();
-    b.remove_conversation(&c.id).await.unwrap();
-    for rx in [&mut on_a, &mut on_b] {
-        let closed =
-            tokio::time::timeout(WAIT, async { while rx.changed().await.is_ok() {} }).await;
-        assert!(closed.is_ok(), "receiver closed within 5 s");
-    }
-    assert!(a.get_conversation(&c.id).await.unwrap().is_none());
-    a.remove_conversation(&c.id).await.unwrap();
-}
-
-macro_rules! conversation_conformance {
-    ($backend:ident, $nodes:path) => {
-        mod $backend {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn insert_get_duplicate() {
-                super::conv_insert_get_duplicate($nodes(2, "c-insert").await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn apply_is_atomic_one_approval_per_request() {
-                super::conv_apply_is_atomic($nodes(3, "c-atomic").await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn subscribe_wakes_on_change() {
-                super::conv_subscribe_wakes_on_change($nodes(2, "c-wake").await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn remove_closes_receivers() {
-                super::conv_remove_closes_receivers($nodes(2, "c-remove").await).await
-            }
-        }
-    };
-}
-
-conversation_conformance!(memory_conversations, super::memory_conv_nodes);
-conversation_conformance!(redis_conversations, super::redis_conv_nodes);
-conversation_conformance!(redis_cluster_conversations, super::cluster_conv_nodes);
-
-// ---- shared stores: conversation deadlines ----------------------------------
-
-async fn claim_at(node: &Arc<dyn ConversationStore>, at: Timestamp) -> Vec<ConversationId> {
-    node.claim_due_conversations(at, 100).await.unwrap()
 }
 
 /// The shared deadlines of conversations: handed to one node at a time,
 /// following the deadline as writes move it (earlier with a request's TTL,
 /// later once it is answered), and never hidden by a claimer's stale view.
-async fn conversation_deadlines(nodes: ConvNodes) {
+async fn conversation_deadlines(nodes: Nodes<Conversation>) {
     let t0 = Timestamp::now_utc();
     let lease = EXPIRY_LEASE.as_millis() as i64;
-    assert!(nodes[0].conversation_poll_interval().is_some());
 
     // Idle after 60 s: one claim among many callers, then ticked to its end.
     let idle = conversation(60, t0);
-    nodes[0].insert_conversation(&idle).await.unwrap();
+    nodes[0].insert(&idle).await.unwrap();
     assert!(claim_at(&nodes[1], t0.plus_millis(59_999)).await.is_empty());
     let due = t0.plus_secs(60);
     let asks: Vec<_> = (0..8)
         .map(|i| {
             let n = nodes[i % nodes.len()].clone();
-            tokio::spawn(async move { n.claim_due_conversations(due, 100).await.unwrap() })
+            tokio::spawn(async move {
+                n.claim_due(Conversation::DEADLINES, due, 100)
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     let mut claimed = Vec::new();
@@ -748,7 +925,10 @@ async fn conversation_deadlines(nodes: ConvNodes) {
         .unwrap()
         .unwrap();
     assert_eq!(u.conversation.ended.map(|e| e.0), Some(EndedBy::Idle));
-    nodes[2].conversation_ticked(&u.conversation).await.unwrap();
+    nodes[2]
+        .deadlines_handled(std::slice::from_ref(&u.conversation))
+        .await
+        .unwrap();
     assert!(
         claim_at(&nodes[0], due.plus_secs(7200)).await.is_empty(),
         "an ended conversation has no deadline"
@@ -756,7 +936,7 @@ async fn conversation_deadlines(nodes: ConvNodes) {
 
     // A request moves the deadline earlier (its 60 s TTL before the 600 s idle).
     let busy = conversation(600, t0);
-    nodes[0].insert_conversation(&busy).await.unwrap();
+    nodes[0].insert(&busy).await.unwrap();
     let (_, op) = add_request(1);
     nodes[1]
         .apply_conversation(&busy.id, &op, t0.plus_secs(1))
@@ -778,7 +958,10 @@ async fn conversation_deadlines(nodes: ConvNodes) {
         .unwrap()
         .unwrap();
     assert!(u.changed, "the request expired");
-    nodes[0].conversation_ticked(&u.conversation).await.unwrap();
+    nodes[0]
+        .deadlines_handled(std::slice::from_ref(&u.conversation))
+        .await
+        .unwrap();
     // Next: idle, 600 s after the request arrived.
     let idle_at = t0.plus_secs(601);
     assert!(claim_at(&nodes[1], idle_at.plus_millis(-1))
@@ -786,17 +969,17 @@ async fn conversation_deadlines(nodes: ConvNodes) {
         .is_empty());
     assert_eq!(claim_at(&nodes[1], idle_at).await, vec![busy.id.clone()]);
     // Removing a conversation forgets its deadline.
-    nodes[0].remove_conversation(&busy.id).await.unwrap();
+    nodes[0].remove(&busy.id).await.unwrap();
     assert!(claim_at(&nodes[2], t0.plus_secs(90_000)).await.is_empty());
 
     // A write during a lease wins over the claimer's stale view: the
     // claimer read before a new request arrived and records the old idle
     // deadline afterwards; the request's TTL must still come first.
     let raced = conversation(600, t0);
-    nodes[0].insert_conversation(&raced).await.unwrap();
+    nodes[0].insert(&raced).await.unwrap();
     let idle_due = t0.plus_secs(600);
     assert_eq!(claim_at(&nodes[1], idle_due).await, vec![raced.id.clone()]);
-    let stale = nodes[1].get_conversation(&raced.id).await.unwrap().unwrap();
+    let stale = nodes[1].get(&raced.id).await.unwrap().unwrap();
     let (_, op) = add_request(1);
     let early = t0.plus_secs(599);
     nodes[2]
@@ -806,31 +989,39 @@ async fn conversation_deadlines(nodes: ConvNodes) {
         .unwrap();
     let mut later = stale.clone();
     later.last_request_at = t0.plus_secs(3000); // the stale view, as if idle far away
-    nodes[1].conversation_ticked(&later).await.unwrap();
+    nodes[1]
+        .deadlines_handled(std::slice::from_ref(&later))
+        .await
+        .unwrap();
     assert_eq!(
         claim_at(&nodes[0], early.plus_secs(60)).await,
         vec![raced.id.clone()],
         "the new request's TTL is not hidden"
     );
 
-    nodes[0].remove_conversation(&raced.id).await.unwrap();
+    nodes[0].remove(&raced.id).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_conversation_deadlines() {
-    conversation_deadlines(redis_conv_nodes(3, "c-due").await).await
+macro_rules! conversation_only {
+    ($backend:ident, $nodes:ident) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn apply_is_atomic_one_approval_per_request() {
+                super::conv_apply_is_atomic($nodes::<Conversation>(3, "c-atomic").await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn deadlines_follow_writes() {
+                super::conversation_deadlines($nodes::<Conversation>(3, "c-due").await).await
+            }
+        }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cluster_conversation_deadlines() {
-    conversation_deadlines(cluster_conv_nodes(3, "c-due").await).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_conversations_need_no_poll() {
-    let nodes = memory_conv_nodes(1, "c-due").await;
-    assert!(nodes[0].conversation_poll_interval().is_none());
-}
+conversation_only!(memory_conversation_only, memory_nodes);
+conversation_only!(redis_conversation_only, redis_nodes);
+conversation_only!(redis_cluster_conversation_only, cluster_nodes);
 
 // ---- the Redis audit stream -------------------------------------------------
 
@@ -999,7 +1190,8 @@ async fn redis_cluster_audit_stream_is_one_chain_across_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_is_fast_unavailable_then_recovers() {
     let mut server = RedisServer::start();
-    let store = redis_store(&server.url(), &unique_prefix("outage")).await;
+    let store: Arc<dyn RecordStore<Session>> =
+        Arc::new(redis_store(&server.url(), &unique_prefix("outage")).await);
     let now = Timestamp::now_utc();
     let s = session(180, now);
     store.insert(&s).await.unwrap();
@@ -1014,7 +1206,7 @@ async fn redis_outage_is_fast_unavailable_then_recovers() {
         ));
         assert!(store.ping().await.is_err());
         assert!(matches!(
-            store.apply(&s.id, &Op::Expire, now).await,
+            store.update(&s.id, now, session_op(Op::Expire, now)).await,
             Err(StoreError::Unavailable(_))
         ));
     }
@@ -1041,12 +1233,12 @@ async fn redis_outage_is_fast_unavailable_then_recovers() {
     store.insert(&fresh).await.unwrap();
     let mut rx2 = store.subscribe(&fresh.id).await.unwrap().unwrap();
     let u = store
-        .apply(&fresh.id, &claim(&fresh, 1), now)
+        .update(&fresh.id, now, session_op(claim(&fresh, 1), now))
         .await
         .unwrap()
         .unwrap();
     assert!(u.changed);
-    tokio::time::timeout(WAIT, rx2.wait_for(|r| *r >= u.session.rev))
+    tokio::time::timeout(WAIT, rx2.wait_for(|r| *r >= u.record.rev))
         .await
         .unwrap()
         .unwrap();
@@ -1058,8 +1250,9 @@ async fn redis_outage_is_fast_unavailable_then_recovers() {
 async fn redis_resubscribes_after_reconnect() {
     let mut server = RedisServer::start();
     let prefix = unique_prefix("resub");
-    let a = redis_store(&server.url(), &prefix).await;
-    let b = redis_store(&server.url(), &prefix).await;
+    let a_store = Arc::new(redis_store(&server.url(), &prefix).await);
+    let a: Arc<dyn RecordStore<Session>> = a_store.clone();
+    let b: Arc<dyn RecordStore<Session>> = Arc::new(redis_store(&server.url(), &prefix).await);
     let now = Timestamp::now_utc();
     let s = session(180, now);
     a.insert(&s).await.unwrap();
@@ -1077,13 +1270,17 @@ async fn redis_resubscribes_after_reconnect() {
         .await
         .expect("gap wake-up")
         .unwrap();
-    let u = b.apply(&s.id, &claim(&s, 1), now).await.unwrap().unwrap();
+    let u = b
+        .update(&s.id, now, session_op(claim(&s, 1), now))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(u.changed);
-    tokio::time::timeout(WAIT, rx.wait_for(|r| *r >= u.session.rev))
+    tokio::time::timeout(WAIT, rx.wait_for(|r| *r >= u.record.rev))
         .await
         .expect("woken through the new subscription")
         .unwrap();
-    assert_eq!(a.local_subscriptions(), 1);
+    assert_eq!(a_store.local_subscriptions(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@
 
 use crate::broker::Broker;
 use crate::error::ApiError;
-use crate::store::ConvUpdate;
+use crate::store::StoredRecord;
 use crate::timers::Timer;
 use bzt_core::conversation::{
     ConvOp, ConvOutput, Conversation, EndedBy, OpenConversation, SignRequest,
@@ -59,6 +59,18 @@ fn audit_request(
     }
 }
 
+/// The outcome of an op on a conversation.
+#[derive(Debug)]
+pub struct ConvUpdate {
+    pub output: Result<ConvOutput, DomainError>,
+    pub conversation: Conversation,
+    pub changed: bool,
+    /// Requests that reached a final status in this op.
+    pub finished: Vec<RequestId>,
+    /// Whether this op ended the conversation.
+    pub ended_now: bool,
+}
+
 /// A phone's answer to a request, by the kind of request.
 enum Answer {
     Plain(Vec<u8>),
@@ -71,7 +83,7 @@ fn unknown_conversation() -> ApiError {
 
 impl Broker {
     /// Ticks the conversations whose deadline passed, as the shared store hands
-    /// them out (see "Deadlines" in [`crate::store::ConversationStore`]): every node
+    /// them out (see "Due times" in [`crate::store`]): every node
     /// calls this every [`Broker::conversation_poll_interval`], so a
     /// deadline is applied even when the node whose timer held it is gone.
     pub async fn sweep_conversation_deadlines(&self) -> Result<(), ApiError> {
@@ -82,7 +94,7 @@ impl Broker {
         loop {
             let ids = broker
                 .conversations
-                .claim_due_conversations(broker.clock.now(), BATCH)
+                .claim_due(Conversation::DEADLINES, broker.clock.now(), BATCH)
                 .await?;
             let n = ids.len();
             stream::iter(ids)
@@ -91,12 +103,12 @@ impl Broker {
                         Ok(u) => {
                             broker
                                 .conversations
-                                .conversation_ticked(&u.conversation)
+                                .deadlines_handled(std::slice::from_ref(&u.conversation))
                                 .await
                         }
                         // Gone (purged): forget its deadline too.
                         Err(e) if e.code == bzt_core::ErrorCode::NotFound => {
-                            broker.conversations.remove_conversation(&id).await
+                            broker.conversations.remove(&id).await
                         }
                         Err(e) => Err(crate::store::StoreError::Unavailable(e.message)),
                     };
@@ -145,9 +157,7 @@ impl Broker {
             },
             self.clock.now(),
         );
-        self.conversations
-            .insert_conversation(&conversation)
-            .await?;
+        self.conversations.insert(&conversation).await?;
         self.schedule_conversation(&conversation);
         metrics::counter!("bzt_conversations_opened_total").increment(1);
         tracing::info!(conversation = %conversation.id, session = %session.id, "conversation opened");
@@ -163,7 +173,7 @@ impl Broker {
 
     async fn load_conversation(&self, id: &ConversationId) -> Result<Conversation, ApiError> {
         self.conversations
-            .get_conversation(id)
+            .get(id)
             .await?
             .ok_or_else(unknown_conversation)
     }
@@ -327,7 +337,7 @@ impl Broker {
         if first.is_finished() || wait.is_zero() {
             return Ok(first);
         }
-        let Some(mut changes) = self.conversations.subscribe_conversation(&c.id).await? else {
+        let Some(mut changes) = self.conversations.subscribe(&c.id).await? else {
             return Err(unknown_conversation());
         };
         let deadline = tokio::time::Instant::now() + wait;
@@ -588,11 +598,23 @@ impl Broker {
         id: &ConversationId,
         op: &ConvOp,
     ) -> Result<ConvUpdate, ApiError> {
-        let update = self
+        let now = self.clock.now();
+        let updated = self
             .conversations
-            .apply_conversation(id, op, self.clock.now())
+            .update(id, now, |c: &mut Conversation| {
+                let was_ended = c.is_ended();
+                (c.apply(op, now), was_ended)
+            })
             .await?
             .ok_or_else(unknown_conversation)?;
+        let (applied, was_ended) = updated.output;
+        let update = ConvUpdate {
+            output: applied.output,
+            ended_now: !was_ended && updated.record.is_ended(),
+            changed: updated.changed,
+            finished: applied.finished,
+            conversation: updated.record,
+        };
         if update.changed {
             self.schedule_conversation(&update.conversation);
             for rid in &update.finished {

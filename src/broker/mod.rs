@@ -7,26 +7,30 @@
 //! [`Broker::conversation_now`], …) instead of reaching into a store. Ids
 //! arrive typed ([`SessionId`], [`ConversationId`]), parsed once at the edge.
 //!
-//! Every state change goes through [`SessionStore::apply`] and then the
+//! Every state change goes through the store's atomic update
+//! ([`crate::store::RecordStore`], with the domain's `apply` as the change)
+//! and then the
 //! broker's reaction to the transition (timers, webhooks, metrics), whichever
 //! request or timer caused it. The use cases live one file each:
-//! [`session`] (scan sessions), `conversation` (会话签章), [`revocations`].
+//! [`session`] (scan sessions), `conversation` (会话签章), [`revocations`], [`cosigner`] (the
+//! broker's side of key splitting: the context the co-signing service asks for, and its admin
+//! API driven for the app owner).
 
 mod conversation;
+pub mod cosigner;
 pub mod revocations;
 pub mod session;
 
 use crate::apps::Apps;
 use crate::clock::Clock;
 use crate::store::AuditLog;
-use crate::store::ConversationStore;
-use crate::store::{SessionStore, StoreError};
+use crate::store::{RecordStore, StoreError};
 use crate::timers::TimerQueue;
 use crate::webhook::WebhookSender;
 use bzt_core::conversation::Conversation;
 use bzt_core::pki::TrustStore;
 use bzt_core::secret::ConversationId;
-use bzt_core::{SessionId, Timestamp};
+use bzt_core::{Session, SessionId, Timestamp};
 pub use conversation::OpenedConversation;
 pub use revocations::Revocations;
 pub use session::{parse_qr_text, Claimed, Completion};
@@ -40,8 +44,8 @@ pub const MAX_WAIT_S: u64 = 30;
 /// What the broker is built from (the start-up code in [`crate::app`] and
 /// tests assemble it); once built, only the broker's methods reach them.
 pub struct BrokerParts {
-    pub store: Arc<dyn SessionStore>,
-    pub conversations: Arc<dyn ConversationStore>,
+    pub store: Arc<dyn RecordStore<Session>>,
+    pub conversations: Arc<dyn RecordStore<Conversation>>,
     pub audit: Arc<dyn AuditLog>,
     pub trust: Arc<TrustStore>,
     /// Where chain and signature checks run: off the async workers.
@@ -58,8 +62,8 @@ pub struct BrokerParts {
 }
 
 pub struct Broker {
-    store: Arc<dyn SessionStore>,
-    conversations: Arc<dyn ConversationStore>,
+    store: Arc<dyn RecordStore<Session>>,
+    conversations: Arc<dyn RecordStore<Conversation>>,
     audit: Arc<dyn AuditLog>,
     trust: Arc<TrustStore>,
     cert_checks: crate::cert_checks::CheckPool,
@@ -170,7 +174,7 @@ impl Broker {
         &self,
         id: &ConversationId,
     ) -> Result<Option<watch::Receiver<u64>>, StoreError> {
-        self.conversations.subscribe_conversation(id).await
+        self.conversations.subscribe(id).await
     }
 
     /// The conversation as stored now, without a token check (for sockets
@@ -179,7 +183,7 @@ impl Broker {
         &self,
         id: &ConversationId,
     ) -> Result<Option<Conversation>, StoreError> {
-        self.conversations.get_conversation(id).await
+        self.conversations.get(id).await
     }
 
     // ---- Readiness and background work -------------------------------------
@@ -204,12 +208,12 @@ impl Broker {
 
     /// How often a shared session store wants expiries swept; `None`: never.
     pub fn expiry_poll_interval(&self) -> Option<Duration> {
-        self.store.expiry_poll_interval()
+        self.store.poll_interval()
     }
 
     /// How often a shared conversation store wants deadlines swept.
     pub fn conversation_poll_interval(&self) -> Option<Duration> {
-        self.conversations.conversation_poll_interval()
+        self.conversations.poll_interval()
     }
 
     /// Signs the audit chain's head if an operation is still unsigned.

@@ -5,14 +5,15 @@
 use super::{Broker, MAX_RECIPIENTS};
 use crate::apps::App;
 use crate::error::ApiError;
-use crate::store::Update;
+use crate::store::{StoreError, StoredRecord, Updated};
 use crate::timers::Timer;
 use bzt_core::pki::{CheckContext, CheckedCertificate, KeyUse, SignatureBudget, VerifiedChain};
+use bzt_core::record::SESSION_ROTATIONS;
 use bzt_core::session::{
     unknown_session_error, Approval, CancelledBy, Device, NewSession, NewSessionRequest,
     NumberMatch, Op, OpOutput, Requester,
 };
-use bzt_core::{DomainError, ErrorCode, Kind, Secret, Session, SessionId, Status};
+use bzt_core::{DomainError, ErrorCode, Kind, Secret, Session, SessionId, Status, Timestamp};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,8 +64,12 @@ impl Broker {
         self.timers
             .schedule(session.expires_at, Timer::Expire(session.id.clone()));
         if let Some(at) = session.claim.next_rotation_at(session.created_at) {
-            // In the store too: any node rotates it if this one dies.
-            self.store.schedule_rotation(&session.id, at).await?;
+            if self.store.poll_interval().is_some() {
+                // In the shared store too: any node rotates it if this one dies.
+                self.store
+                    .schedule(SESSION_ROTATIONS, &[(session.id.clone(), Some(at))])
+                    .await?;
+            }
             self.timers.schedule(at, Timer::Rotate(session.id.clone()));
         }
         metrics::counter!("bzt_sessions_created_total", "kind" => session.kind.as_str())
@@ -320,7 +325,7 @@ impl Broker {
                 // The session ended meanwhile (expired, cancelled): the
                 // conversation it would have opened must not outlive it.
                 if let Some(o) = &opened {
-                    let _ = self.conversations.remove_conversation(&o.grant.id).await;
+                    let _ = self.conversations.remove(&o.grant.id).await;
                 }
                 Err(e)
             }
@@ -562,22 +567,34 @@ impl Broker {
 
     /// Applies an op and reacts to the transition it caused; `not_found` if the session is gone.
     pub async fn apply(&self, id: &SessionId, op: &Op) -> Result<Update, ApiError> {
-        let written = self.store.apply(id, op, self.clock.now()).await;
+        let now = self.clock.now();
+        let written = self.store.update(id, now, apply_op(op, now)).await;
         self.applied(written)
     }
 
     /// [`Broker::apply`] for a session just read: the store may skip
     /// reading it again.
     async fn apply_on(&self, current: &Session, op: &Op) -> Result<Update, ApiError> {
-        let written = self.store.apply_on(current, op, self.clock.now()).await;
+        let now = self.clock.now();
+        let written = self.store.update_on(current, now, apply_op(op, now)).await;
         self.applied(written)
     }
 
     fn applied(
         &self,
-        written: Result<Option<Update>, crate::store::StoreError>,
+        written: Result<Option<Updated<Session, OpApplied>>, StoreError>,
     ) -> Result<Update, ApiError> {
-        let update = written?.ok_or_else(not_found)?;
+        let Updated {
+            output: (output, previous_status),
+            record: session,
+            changed,
+        } = written?.ok_or_else(not_found)?;
+        let update = Update {
+            output,
+            session,
+            changed,
+            previous_status,
+        };
         self.after_update(&update);
         Ok(update)
     }
@@ -624,7 +641,7 @@ impl Broker {
     /// Expires every session whose deadline has passed, as handed out by
     /// the store (see "Expiry deadlines" in [`crate::store`]): local timers
     /// call this at each deadline, and with a shared store every node also
-    /// calls it every [`SessionStore::expiry_poll_interval`]. Returns how
+    /// calls it every [`crate::store::RecordStore::poll_interval`]. Returns how
     /// many sessions it claimed.
     pub async fn sweep_expiries(&self) -> Result<usize, ApiError> {
         use futures_util::stream::{self, StreamExt};
@@ -633,7 +650,7 @@ impl Broker {
         loop {
             let ids = self
                 .store
-                .claim_due_expiries(self.clock.now(), BATCH)
+                .claim_due(Session::DEADLINES, self.clock.now(), BATCH)
                 .await?;
             let n = ids.len();
             claimed += n;
@@ -648,13 +665,14 @@ impl Broker {
             let mut done = Vec::with_capacity(n);
             for (id, r) in outcomes {
                 match r {
-                    Ok(_) => done.push(id),
-                    Err(e) if e.code == ErrorCode::NotFound => done.push(id),
+                    // Expired (or ended before): nothing more is due.
+                    Ok(u) => done.push((id, u.session.next_deadline())),
+                    Err(e) if e.code == ErrorCode::NotFound => done.push((id, None)),
                     // Its lease runs out and a later sweep claims it again.
                     Err(e) => tracing::warn!(session = %id, error = %e, "expiry failed"),
                 }
             }
-            self.store.expiries_done(&done).await?;
+            self.store.schedule(Session::DEADLINES, &done).await?;
             if n < BATCH {
                 return Ok(claimed);
             }
@@ -665,12 +683,12 @@ impl Broker {
     /// due, then records each one's next rotation (see "QR rotation" in
     /// [`crate::store`]): local timers call this at each rotation, and with
     /// a shared store every node also calls it every
-    /// [`SessionStore::expiry_poll_interval`]. Returns how many it claimed.
+    /// [`crate::store::RecordStore::poll_interval`]. Returns how many it claimed.
     pub async fn sweep_rotations(&self) -> Result<usize, ApiError> {
         use futures_util::stream::{self, StreamExt};
         let ids = self
             .store
-            .claim_due_rotations(self.clock.now(), 512)
+            .claim_due(SESSION_ROTATIONS, self.clock.now(), 512)
             .await?;
         let n = ids.len();
         let outcomes: Vec<_> = stream::iter(ids)
@@ -695,17 +713,14 @@ impl Broker {
                     let next = (u.session.status == Status::Pending)
                         .then(|| u.session.claim.next_rotation_at(u.session.created_at))
                         .flatten();
-                    match next {
-                        Some(at) => self.store.schedule_rotation(&id, at).await?,
-                        None => done.push(id),
-                    }
+                    done.push((id, next));
                 }
-                Err(e) if e.code == ErrorCode::NotFound => done.push(id),
+                Err(e) if e.code == ErrorCode::NotFound => done.push((id, None)),
                 // Its lease runs out and a later sweep claims it again.
                 Err(e) => tracing::warn!(session = %id, error = %e, "rotation failed"),
             }
         }
-        self.store.rotations_done(&done).await?;
+        self.store.schedule(SESSION_ROTATIONS, &done).await?;
         Ok(n)
     }
 
@@ -715,7 +730,7 @@ impl Broker {
             // The store hands each due session to one sweep, on one node.
             Timer::Expire(_) => self.sweep_expiries().await.map(|_| ()),
             // A shared store hands each due rotation to one sweep, on one node.
-            Timer::Rotate(_) if self.store.expiry_poll_interval().is_some() => {
+            Timer::Rotate(_) if self.store.poll_interval().is_some() => {
                 self.sweep_rotations().await.map(|_| ())
             }
             Timer::Rotate(id) => self
@@ -729,11 +744,9 @@ impl Broker {
                 .map(|_| ()),
             Timer::Purge(id) => self.store.remove(id).await.map_err(ApiError::from),
             Timer::Conversation(id) => self.tick_conversation(id).await,
-            Timer::PurgeConversation(id) => self
-                .conversations
-                .remove_conversation(id)
-                .await
-                .map_err(ApiError::from),
+            Timer::PurgeConversation(id) => {
+                self.conversations.remove(id).await.map_err(ApiError::from)
+            }
         };
         match result {
             Ok(()) => {}
@@ -744,6 +757,32 @@ impl Broker {
             }
         }
     }
+}
+
+/// What a session op answers through the store: its output and the status
+/// before it.
+type OpApplied = (Result<OpOutput, DomainError>, Status);
+
+/// The store's change for `op` at `now`: the domain's [`Session::apply`].
+fn apply_op(op: &Op, now: Timestamp) -> impl FnMut(&mut Session) -> OpApplied + Send + '_ {
+    move |s: &mut Session| {
+        let previous_status = s.status;
+        (s.apply(op, now).output, previous_status)
+    }
+}
+
+/// The outcome of an op on a session.
+#[derive(Debug)]
+pub struct Update {
+    /// The op's own answer (it may refuse; a refusal can still come with a
+    /// change, as when a late claim expires the session).
+    pub output: Result<OpOutput, DomainError>,
+    /// The session as it is after the op.
+    pub session: Session,
+    /// Whether the op wrote anything.
+    pub changed: bool,
+    /// The status before the op, so callers can tell what transition happened.
+    pub previous_status: Status,
 }
 
 /// The audit record of a session's completion.

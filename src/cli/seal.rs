@@ -23,8 +23,9 @@ pub enum SealCommand {
     Ofd(OfdArgs),
 }
 
+/// The seal, the certificate it is bound to and that certificate's key: what stamps.
 #[derive(Args)]
-pub struct OfdArgs {
+pub struct SealHolder {
     /// The seal (SESeal, DER), bound to `--cert`.
     #[arg(long)]
     seal: PathBuf,
@@ -37,6 +38,40 @@ pub struct OfdArgs {
     /// PIN of a protected key file.
     #[arg(long, env = "BZT_PIN")]
     pin: Option<String>,
+}
+
+/// A seal holder's files, read.
+struct LoadedSeal {
+    seal_der: Vec<u8>,
+    cert_der: Vec<u8>,
+    key: sm2::dsa::SigningKey,
+}
+
+impl SealHolder {
+    fn load(&self) -> anyhow::Result<LoadedSeal> {
+        let cert = bzt_devca::pem_certificate(&String::from_utf8_lossy(&read_file(&self.cert)?))
+            .with_context(|| format!("{}", self.cert.display()))?;
+        let secret = bzt_devca::key_from_pem(
+            &String::from_utf8_lossy(&read_file(&self.key)?),
+            self.pin.as_deref(),
+        )
+        .with_context(|| format!("{}", self.key.display()))?;
+        Ok(LoadedSeal {
+            seal_der: read_file(&self.seal)?,
+            cert_der: cert.to_der()?,
+            key: bzt_devca::signing_key(&secret)?,
+        })
+    }
+}
+
+fn read_file(p: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+}
+
+#[derive(Args)]
+pub struct OfdArgs {
+    #[command(flatten)]
+    holder: SealHolder,
     /// The page's title.
     #[arg(long, default_value = "投标函")]
     title: String,
@@ -50,18 +85,8 @@ pub struct OfdArgs {
 
 #[derive(Args)]
 pub struct StampArgs {
-    /// The seal (SESeal, DER), bound to `--cert`.
-    #[arg(long)]
-    seal: PathBuf,
-    /// The signer's certificate (PEM).
-    #[arg(long)]
-    cert: PathBuf,
-    /// The signer's private key (PKCS#8 PEM, PIN-protected or not).
-    #[arg(long)]
-    key: PathBuf,
-    /// PIN of a protected key file.
-    #[arg(long, env = "BZT_PIN")]
-    pin: Option<String>,
+    #[command(flatten)]
+    holder: SealHolder,
     /// The document to protect.
     #[arg(long)]
     data: PathBuf,
@@ -178,8 +203,7 @@ pub fn make_seal(a: MakeSealArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read {}", a.owner_cert.display()))?;
     let owner = bzt_devca::pem_certificate(&owner_pem)
         .with_context(|| format!("{}", a.owner_cert.display()))?;
-    let data = std::fs::read(&a.picture)
-        .with_context(|| format!("cannot read {}", a.picture.display()))?;
+    let data = read_file(&a.picture)?;
     let Some(picture_type) = picture_type(&data) else {
         bail!(
             "{} is not a PNG, JPG, GIF, BMP or SVG picture",
@@ -294,7 +318,7 @@ enum Read {
 }
 
 fn read(file: &Path) -> anyhow::Result<Read> {
-    let der = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let der = read_file(file)?;
     match SealSignature::from_der(&der) {
         Ok(s) => Ok(Read::Signature(Box::new(s))),
         Err(sig_err) => match Seal::from_der(&der) {
@@ -322,10 +346,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
         }
         Read::Signature(sig) => {
             let hash = match (&a.data, &a.hash) {
-                (Some(d), _) => sm3::Sm3::digest(
-                    std::fs::read(d).with_context(|| format!("cannot read {}", d.display()))?,
-                )
-                .to_vec(),
+                (Some(d), _) => sm3::Sm3::digest(read_file(d)?).to_vec(),
                 (None, Some(h)) => hex::decode(h.trim()).context("--hash must be hex")?,
                 (None, None) => {
                     bail!("a seal signature protects data: pass --data DOCUMENT or --hash SM3HEX")
@@ -350,18 +371,12 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
 }
 
 fn stamp(a: StampArgs) -> anyhow::Result<()> {
-    let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
-    let cert = bzt_devca::pem_certificate(&String::from_utf8_lossy(&read(&a.cert)?))
-        .with_context(|| format!("{}", a.cert.display()))?;
-    let secret =
-        bzt_devca::key_from_pem(&String::from_utf8_lossy(&read(&a.key)?), a.pin.as_deref())
-            .with_context(|| format!("{}", a.key.display()))?;
-    let key = bzt_devca::signing_key(&secret)?;
-    let hash = sm3::Sm3::digest(read(&a.data)?);
+    let holder = a.holder.load()?;
+    let hash = sm3::Sm3::digest(read_file(&a.data)?);
     let der = bzt_seal::sign_with_seal(
-        &read(&a.seal)?,
-        &cert.to_der()?,
-        &key,
+        &holder.seal_der,
+        &holder.cert_der,
+        &holder.key,
         &hash,
         &a.property_info,
         time::OffsetDateTime::now_utc(),
@@ -377,15 +392,8 @@ fn stamp(a: StampArgs) -> anyhow::Result<()> {
 }
 
 fn ofd(a: OfdArgs) -> anyhow::Result<()> {
-    let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
-    let cert = bzt_devca::pem_certificate(&String::from_utf8_lossy(&read(&a.cert)?))
-        .with_context(|| format!("{}", a.cert.display()))?;
-    let secret =
-        bzt_devca::key_from_pem(&String::from_utf8_lossy(&read(&a.key)?), a.pin.as_deref())
-            .with_context(|| format!("{}", a.key.display()))?;
-    let key = bzt_devca::signing_key(&secret)?;
-    let seal_der = read(&a.seal)?;
-    let picture = Seal::from_der(&seal_der)?.picture();
+    let holder = a.holder.load()?;
+    let picture = Seal::from_der(&holder.seal_der)?.picture();
     let now = time::OffsetDateTime::now_utc();
     let lines: Vec<&str> = a.lines.iter().map(String::as_str).collect();
     let doc = bzt_seal::ofd::OnePageOfd::new(
@@ -400,9 +408,9 @@ fn ofd(a: OfdArgs) -> anyhow::Result<()> {
         now,
     );
     let ses = bzt_seal::sign_with_seal(
-        &seal_der,
-        &cert.to_der()?,
-        &key,
+        &holder.seal_der,
+        &holder.cert_der,
+        &holder.key,
         &doc.data_hash(),
         bzt_seal::ofd::PROPERTY_INFO,
         now,

@@ -46,6 +46,7 @@ use base64::Engine;
 use bzt_core::ErrorCode;
 use bzt_envelope::{Recipient, SealOptions};
 use bzt_phone::{Challenge, Kind};
+use bzt_rp_client::CreateSession;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -259,34 +260,22 @@ async fn create_encrypt(
     ApiJson(req): ApiJson<CreateJob>,
 ) -> Result<Response, ApiError> {
     let upload = rp.files.get(&req.file_id, FileKind::Upload)?;
-    let mut body = json!({
-        "kind": "encrypt",
-        "display": {
-            "title": format!("生成投标文件：{}", upload.name),
-            "detail": format!(
-                "文件大小 {}，SM3 {}…；请选择可解密该投标文件的证书（本机证书及同事的证书）",
-                size_text(upload.size),
-                &upload.sm3[..16]
-            ),
-        },
-    });
-    if let Some(t) = req.ttl_s {
-        body["ttl_s"] = json!(t);
-    }
+    let mut body = CreateSession::new(
+        bzt_rp_client::Kind::Encrypt,
+        format!("生成投标文件：{}", upload.name),
+    );
+    body.display.detail = Some(format!(
+        "文件大小 {}，SM3 {}…；请选择可解密该投标文件的证书（本机证书及同事的证书）",
+        size_text(upload.size),
+        &upload.sm3[..16]
+    ));
+    body.ttl_s = req.ttl_s;
     let created = rp
-        .broker_json(
-            rp.http
-                .post(format!("{}/v1/sessions", rp.broker_url))
-                .json(&body),
-        )
-        .await?;
-    let field = |k: &str| {
-        created[k]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| bad_broker(&format!("the create answer has no {k}")))
-    };
-    let (id, browser_token) = (field("id")?, field("browser_token")?);
+        .broker
+        .create_session(&body)
+        .await
+        .map_err(super::broker_error)?;
+    let (id, browser_token) = (created.id.clone(), created.browser_token.clone());
     remember(
         &rp.jobs.encrypt,
         id,
@@ -328,27 +317,25 @@ async fn seal(
 async fn seal_once(rp: &DemoRp, id: &str, upload: &Arc<StoredFile>) -> Result<Value, ApiError> {
     // The outcome as the broker reports it to this backend, never as the page reports it.
     let view = rp
-        .broker_json(rp.http.get(format!(
-            "{}/v1/sessions/{}",
-            rp.broker_url,
-            super::urlencode(id)
-        )))
-        .await?;
-    match view["status"].as_str() {
-        Some("approved") => {}
-        Some(s @ ("pending" | "scanned")) => {
+        .broker
+        .get_session(id)
+        .await
+        .map_err(super::broker_error)?;
+    match view.status.as_str() {
+        "approved" => {}
+        s @ ("pending" | "scanned") => {
             return Err(ApiError::conflict(format!(
                 "the session is {s}: wait until the phone approves, then seal"
             )))
         }
-        Some(s) => {
+        s => {
             return Err(ApiError::conflict(format!(
                 "the session is {s}, not approved: nothing to seal; start again"
             )))
         }
-        None => return Err(bad_broker("the session view has no status")),
     }
-    let checked = check_encrypt_result(&view["result"], id, &rp.app_id)?;
+    let result = view.result.unwrap_or(Value::Null);
+    let checked = check_encrypt_result(&result, id, &rp.app_id)?;
 
     let (out_id, out_path) = rp.files.new_path().await?;
     let input = upload.path.clone();
@@ -497,10 +484,7 @@ async fn create_decrypt(
         .map_err(hall_error)?;
     let created = session.created.clone();
     let id = session.id.clone();
-    let browser_token = created["browser_token"]
-        .as_str()
-        .ok_or_else(|| bad_broker("the create answer has no browser_token"))?
-        .to_owned();
+    let browser_token = created.browser_token.clone();
     let (tx, rx) = watch::channel(json!({ "status": "waiting" }));
     remember(
         &rp.jobs.decrypt,
@@ -665,7 +649,7 @@ fn hall_error(e: HallError) -> ApiError {
     }
 }
 
-fn bad_broker(why: &str) -> ApiError {
+pub(super) fn bad_broker(why: &str) -> ApiError {
     tracing::warn!(%why, "demo RP: unexpected broker answer");
     ApiError::new(
         ErrorCode::Unavailable,

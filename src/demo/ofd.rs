@@ -4,7 +4,7 @@
 //! with the API key, verify the `SES_Signature` itself (the broker's check is no substitute) and
 //! write it into the document as `SignedValue.dat`.
 
-use super::{urlencode, DemoRp};
+use super::DemoRp;
 use crate::error::ApiError;
 use crate::http::ApiJson;
 use axum::extract::{Path, State};
@@ -127,21 +127,19 @@ async fn seal(
         None => return Err(ApiError::not_found("no such document (kept 30 minutes)")),
     };
     let answer = rp
-        .broker_json(rp.http.get(format!(
-            "{}/v1/conversations/{}/requests/{}",
-            rp.broker_url,
-            urlencode(&req.conversation_id),
-            urlencode(&req.request_id)
-        )))
-        .await?;
-    if answer["status"] != "approved" {
+        .broker
+        .get_conversation_request(&req.conversation_id, &req.request_id, None)
+        .await
+        .map_err(super::broker_error)?;
+    if answer.status != "approved" {
         return Err(ApiError::new(
             ErrorCode::Conflict,
             "the seal request is not approved",
         ));
     }
-    let der = answer["seal_signature_b64"]
-        .as_str()
+    let der = answer
+        .seal_signature_b64
+        .as_deref()
         .and_then(|b| bzt_core::codec::decode(b).ok())
         .ok_or_else(|| {
             ApiError::new(

@@ -6,8 +6,8 @@
 
 use super::ops::{audit_then_revoke, authorize_admin};
 use super::{bearer, ApiJson, AppState};
+use crate::broker::cosigner::{ContextRequest, CosignerAdmin, KeyAction};
 use crate::broker::revocations::{RevocationRecord, Revocations};
-use crate::cosigner::{ContextRequest, CosignerAdmin, KeyAction};
 use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};

@@ -62,7 +62,7 @@ pub struct AppState {
     /// `None`: the endpoint refuses every call.
     pub cosigner_credential: Option<SecretHash>,
     /// The service's admin API, when `[cosigner] url` is configured.
-    pub cosigner_admin: Option<Arc<crate::cosigner::CosignerAdmin>>,
+    pub cosigner_admin: Option<Arc<crate::broker::cosigner::CosignerAdmin>>,
     /// Shutdown in progress: sockets close with 1012 (see [`crate::shutdown`]).
     pub drain: crate::shutdown::Drain,
 }

@@ -1,93 +1,121 @@
 //! In-process store: one node only, the embedded default.
 //!
-//! Each session sits in a [`DashMap`] entry next to the `watch` sender its
-//! subscribers listen on. `apply` runs the (synchronous, microsecond-long)
-//! state machine while holding the entry's shard lock, which is what makes
-//! it atomic; no lock is ever held across an `.await`.
+//! Each record sits in a [`DashMap`] entry next to the `watch` sender its
+//! subscribers listen on. `update` runs the (synchronous, microsecond-long)
+//! change while holding the entry's shard lock, which is what makes it
+//! atomic; no lock is ever held across an `.await`.
 //!
-//! Expiry deadlines sit in an ordered set beside the map. Only this node can
-//! expire its sessions, and it schedules a timer for each one it creates, so
-//! the broker never needs to poll ([`SessionStore::expiry_poll_interval`] is
-//! `None`).
+//! Due times sit in ordered sets beside the map. Only this node can handle
+//! its records, and it sets a timer for each deadline it writes, so the
+//! broker never needs to poll ([`RecordStore::poll_interval`] is `None`);
+//! the queues serve the broker's sweeps, which its timers run.
 
-use super::{ConvUpdate, ConversationStore, SessionStore, StoreError, Update, EXPIRY_LEASE};
+use super::{Change, DueQueue, RecordStore, StoreError, StoredRecord, Written, EXPIRY_LEASE};
 use async_trait::async_trait;
-use bzt_core::conversation::{ConvOp, Conversation};
-use bzt_core::secret::ConversationId;
-use bzt_core::session::Op;
-use bzt_core::{Session, SessionId, Timestamp};
+use bzt_core::Timestamp;
 use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use tokio::sync::watch;
 
-struct Entry {
-    session: Session,
+struct Entry<R> {
+    record: R,
     /// Wakes subscribers after every write; dropped with the entry, which
     /// closes their receivers.
     changes: watch::Sender<u64>,
 }
 
-#[derive(Default)]
-pub struct MemoryStore {
-    sessions: DashMap<SessionId, Entry>,
-    /// Expiry deadlines (or claim leases), for `claim_due_expiries`. A std
-    /// mutex: held for a few set operations, never across an `.await`.
-    deadlines: Mutex<Deadlines>,
+/// Records of type `R` in this process.
+pub struct MemoryStore<R: StoredRecord> {
+    records: DashMap<R::Id, Entry<R>>,
+    /// Due times by queue. A std mutex: held for a few set operations,
+    /// never across an `.await`.
+    queues: Mutex<HashMap<DueQueue, Queue<R::Id>>>,
 }
 
-/// An ordered set of `(deadline, id)` and its reverse index.
-#[derive(Default)]
-struct Deadlines {
-    by_time: BTreeSet<(Timestamp, SessionId)>,
-    by_id: HashMap<SessionId, Timestamp>,
+impl<R: StoredRecord> Default for MemoryStore<R> {
+    fn default() -> Self {
+        Self {
+            records: DashMap::new(),
+            queues: Mutex::new(HashMap::new()),
+        }
+    }
 }
 
-impl Deadlines {
-    fn set(&mut self, id: &SessionId, at: Timestamp) {
-        if let Some(old) = self.by_id.insert(id.clone(), at) {
+/// An ordered set of `(due time, id)`, its reverse index, and which entries
+/// are claims' leases.
+struct Queue<Id> {
+    by_time: BTreeSet<(Timestamp, Id)>,
+    by_id: HashMap<Id, (Timestamp, bool)>,
+}
+
+impl<Id> Default for Queue<Id> {
+    fn default() -> Self {
+        Self {
+            by_time: BTreeSet::new(),
+            by_id: HashMap::new(),
+        }
+    }
+}
+
+impl<Id: Clone + Ord + std::hash::Hash> Queue<Id> {
+    fn put(&mut self, id: &Id, at: Timestamp, lease: bool) {
+        if let Some((old, _)) = self.by_id.insert(id.clone(), (at, lease)) {
             self.by_time.remove(&(old, id.clone()));
         }
         self.by_time.insert((at, id.clone()));
     }
 
-    fn remove(&mut self, id: &SessionId) {
-        if let Some(old) = self.by_id.remove(id) {
+    /// The module doc's rule: a lease is replaced, otherwise the earlier stays.
+    fn schedule(&mut self, id: &Id, at: Timestamp) {
+        match self.by_id.get(id) {
+            Some(&(cur, false)) if cur <= at => {}
+            _ => self.put(id, at, false),
+        }
+    }
+
+    fn remove(&mut self, id: &Id) {
+        if let Some((old, _)) = self.by_id.remove(id) {
             self.by_time.remove(&(old, id.clone()));
         }
     }
 }
 
-impl MemoryStore {
+impl<R: StoredRecord> MemoryStore<R> {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Number of sessions held (metrics).
+    /// Number of records held (metrics).
     pub fn len(&self) -> usize {
-        self.sessions.len()
+        self.records.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
+        self.records.is_empty()
     }
 
-    fn deadlines(&self) -> std::sync::MutexGuard<'_, Deadlines> {
-        self.deadlines.lock().unwrap_or_else(|p| p.into_inner())
+    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<DueQueue, Queue<R::Id>>> {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 #[async_trait]
-impl SessionStore for MemoryStore {
-    async fn insert(&self, session: &Session) -> Result<(), StoreError> {
-        match self.sessions.entry(session.id.clone()) {
+impl<R: StoredRecord> RecordStore<R> for MemoryStore<R> {
+    async fn insert(&self, record: &R) -> Result<(), StoreError> {
+        match self.records.entry(record.id().clone()) {
             MapEntry::Occupied(_) => Err(StoreError::Duplicate),
             MapEntry::Vacant(v) => {
-                self.deadlines().set(&session.id, session.expires_at);
-                let (changes, _) = watch::channel(session.rev);
+                if let Some(at) = record.next_deadline() {
+                    self.queues()
+                        .entry(R::DEADLINES)
+                        .or_default()
+                        .schedule(record.id(), at);
+                }
+                let (changes, _) = watch::channel(record.rev());
                 v.insert(Entry {
-                    session: session.clone(),
+                    record: record.clone(),
                     changes,
                 });
                 Ok(())
@@ -95,49 +123,64 @@ impl SessionStore for MemoryStore {
         }
     }
 
-    async fn get(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        Ok(self.sessions.get(id).map(|e| e.session.clone()))
+    async fn get(&self, id: &R::Id) -> Result<Option<R>, StoreError> {
+        Ok(self.records.get(id).map(|e| e.record.clone()))
     }
 
-    async fn apply(
+    async fn update_with(
         &self,
-        id: &SessionId,
-        op: &Op,
-        now: Timestamp,
-    ) -> Result<Option<Update>, StoreError> {
-        let Some(mut entry) = self.sessions.get_mut(id) else {
+        id: &R::Id,
+        _current: Option<&R>,
+        _now: Timestamp,
+        change: &mut Change<'_, R>,
+    ) -> Result<Option<Written<R>>, StoreError> {
+        let Some(mut entry) = self.records.get_mut(id) else {
             return Ok(None);
         };
-        let previous_status = entry.session.status;
-        let applied = entry.session.apply(op, now);
-        if applied.changed {
-            entry.changes.send_replace(entry.session.rev);
+        let (rev, deadline) = (entry.record.rev(), entry.record.next_deadline());
+        change(&mut entry.record);
+        let changed = entry.record.rev() != rev;
+        if changed {
+            entry.changes.send_replace(entry.record.rev());
+            if let Some(at) = deadline_to_record(deadline, entry.record.next_deadline()) {
+                self.queues()
+                    .entry(R::DEADLINES)
+                    .or_default()
+                    .schedule(id, at);
+            }
         }
-        Ok(Some(Update {
-            output: applied.output,
-            session: entry.session.clone(),
-            changed: applied.changed,
-            previous_status,
+        Ok(Some(Written {
+            record: entry.record.clone(),
+            changed,
         }))
     }
 
-    async fn subscribe(&self, id: &SessionId) -> Result<Option<watch::Receiver<u64>>, StoreError> {
-        Ok(self.sessions.get(id).map(|e| e.changes.subscribe()))
+    async fn subscribe(&self, id: &R::Id) -> Result<Option<watch::Receiver<u64>>, StoreError> {
+        Ok(self.records.get(id).map(|e| e.changes.subscribe()))
     }
 
-    async fn remove(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.sessions.remove(id);
-        self.deadlines().remove(id);
+    async fn remove(&self, id: &R::Id) -> Result<(), StoreError> {
+        self.records.remove(id);
+        let mut queues = self.queues();
+        for queue in std::iter::once(&R::DEADLINES).chain(R::OTHER_QUEUES) {
+            if let Some(q) = queues.get_mut(queue) {
+                q.remove(id);
+            }
+        }
         Ok(())
     }
 
-    async fn claim_due_expiries(
+    async fn claim_due(
         &self,
+        queue: DueQueue,
         now: Timestamp,
         max: usize,
-    ) -> Result<Vec<SessionId>, StoreError> {
-        let mut d = self.deadlines();
-        let due: Vec<SessionId> = d
+    ) -> Result<Vec<R::Id>, StoreError> {
+        let mut queues = self.queues();
+        let Some(q) = queues.get_mut(&queue) else {
+            return Ok(Vec::new());
+        };
+        let due: Vec<R::Id> = q
             .by_time
             .iter()
             .take_while(|(at, _)| *at <= now)
@@ -146,20 +189,28 @@ impl SessionStore for MemoryStore {
             .collect();
         let lease_until = now.plus_millis(EXPIRY_LEASE.as_millis() as i64);
         for id in &due {
-            d.set(id, lease_until);
+            q.put(id, lease_until, true);
         }
         Ok(due)
     }
 
-    async fn expiries_done(&self, ids: &[SessionId]) -> Result<(), StoreError> {
-        let mut d = self.deadlines();
-        for id in ids {
-            d.remove(id);
+    async fn schedule(
+        &self,
+        queue: DueQueue,
+        due: &[(R::Id, Option<Timestamp>)],
+    ) -> Result<(), StoreError> {
+        let mut queues = self.queues();
+        let q = queues.entry(queue).or_default();
+        for (id, at) in due {
+            match at {
+                Some(at) => q.schedule(id, *at),
+                None => q.remove(id),
+            }
         }
         Ok(())
     }
 
-    fn expiry_poll_interval(&self) -> Option<std::time::Duration> {
+    fn poll_interval(&self) -> Option<std::time::Duration> {
         None
     }
 
@@ -172,80 +223,12 @@ impl SessionStore for MemoryStore {
     }
 }
 
-struct ConversationEntry {
-    conversation: Conversation,
-    changes: watch::Sender<u64>,
-}
-
-/// In-process conversations: one node only, the embedded default. The
-/// shard lock of the entry makes `apply_conversation` atomic. The node's
-/// own timers see every deadline, so it keeps no shared deadlines.
-#[derive(Default)]
-pub struct MemoryConversationStore {
-    conversations: DashMap<ConversationId, ConversationEntry>,
-}
-
-impl MemoryConversationStore {
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-#[async_trait]
-impl ConversationStore for MemoryConversationStore {
-    async fn insert_conversation(&self, c: &Conversation) -> Result<(), StoreError> {
-        match self.conversations.entry(c.id.clone()) {
-            MapEntry::Occupied(_) => Err(StoreError::Duplicate),
-            MapEntry::Vacant(v) => {
-                let (changes, _) = watch::channel(c.rev);
-                v.insert(ConversationEntry {
-                    conversation: c.clone(),
-                    changes,
-                });
-                Ok(())
-            }
-        }
-    }
-
-    async fn get_conversation(
-        &self,
-        id: &ConversationId,
-    ) -> Result<Option<Conversation>, StoreError> {
-        Ok(self.conversations.get(id).map(|e| e.conversation.clone()))
-    }
-
-    async fn apply_conversation(
-        &self,
-        id: &ConversationId,
-        op: &ConvOp,
-        now: Timestamp,
-    ) -> Result<Option<ConvUpdate>, StoreError> {
-        let Some(mut entry) = self.conversations.get_mut(id) else {
-            return Ok(None);
-        };
-        let was_ended = entry.conversation.is_ended();
-        let applied = entry.conversation.apply(op, now);
-        if applied.changed {
-            entry.changes.send_replace(entry.conversation.rev);
-        }
-        Ok(Some(ConvUpdate {
-            output: applied.output,
-            ended_now: !was_ended && entry.conversation.is_ended(),
-            conversation: entry.conversation.clone(),
-            changed: applied.changed,
-            finished: applied.finished,
-        }))
-    }
-
-    async fn subscribe_conversation(
-        &self,
-        id: &ConversationId,
-    ) -> Result<Option<watch::Receiver<u64>>, StoreError> {
-        Ok(self.conversations.get(id).map(|e| e.changes.subscribe()))
-    }
-
-    async fn remove_conversation(&self, id: &ConversationId) -> Result<(), StoreError> {
-        self.conversations.remove(id);
-        Ok(())
-    }
+/// The deadline a write must record: the new one, when the write moved it;
+/// nothing when it stayed or the record ended. See the module doc of
+/// [`crate::store`].
+pub(crate) fn deadline_to_record(
+    before: Option<Timestamp>,
+    after: Option<Timestamp>,
+) -> Option<Timestamp> {
+    after.filter(|a| before != Some(*a))
 }

@@ -1,52 +1,68 @@
-//! Where sessions live.
+//! Where records live: sessions and conversations (one contract,
+//! [`RecordStore`]), the audit trail ([`AuditLog`]), shared record sets
+//! ([`records`]) and pending webhooks ([`webhooks`]).
 //!
-//! The [`SessionStore`] contract, which every implementation must keep (the
-//! conformance suite in `tests/store_conformance.rs` checks it):
-//! - `apply` is atomic: it reads the session, runs [`Session::apply`] and, if
-//!   the session changed, writes it back, with no other write in between.
+//! The [`RecordStore`] contract, which every implementation keeps for every
+//! record type (the conformance suite in `tests/store_conformance.rs` runs it
+//! for sessions and conversations against each backend):
+//! - `update` is atomic: it reads the record, runs the caller's change (the
+//!   domain's `apply` for an op; the store never sees the op) and, if the
+//!   record's `rev` moved, writes it back, with no other write in between.
 //!   Two concurrent claims therefore have exactly one winner, on one node or
-//!   many.
+//!   many. The change may run more than once (a shared store retries it on a
+//!   fresh read after losing a race); only its last run counts.
 //! - After every write, every receiver returned by `subscribe` for that
-//!   session is woken (with the new `rev`). A woken receiver re-reads the
-//!   session, so a coalesced or missed wake-up never loses a state.
-//! - Records are kept until `remove`; the broker removes a terminal session
+//!   record is woken (with the new `rev`), on every node. A woken receiver
+//!   re-reads the record, so a coalesced or missed wake-up never loses a
+//!   state.
+//! - Records are kept until `remove`; the broker removes an ended record
 //!   after its retention period. Dropping a record closes its receivers (on
 //!   every node, for a shared store). A store may also forget a record by
-//!   itself, but never before `max(expires_at, completed_at)` plus the
-//!   protocol's 10-minute retention (Redis keys carry such a TTL, so a node
-//!   that dies before its purge timer leaks nothing).
+//!   itself, but never before [`StoredRecord::kept_from`]
+//!   (`max(expires_at, end)`) plus the protocol's 10-minute retention (Redis
+//!   keys carry such a TTL, so a node that dies before its purge timer leaks
+//!   nothing).
 //! - Failures to reach the backing service are [`StoreError::Unavailable`]
 //!   and answer 503, quickly (every backend call has a time limit); they
 //!   never panic.
 //!
-//! Expiry deadlines, so that each session expires once although every node
-//! runs timers:
-//! - `insert` records the session's deadline (`expires_at`).
-//! - `claim_due_expiries(now, max)` hands out sessions whose deadline is at
-//!   or before `now`. A claim is a lease of [`EXPIRY_LEASE`]: no other caller,
-//!   on any node, gets the same session during it. The claimer applies
-//!   [`Op::Expire`] (a no-op for a session that already ended) and then calls
-//!   `expiries_done`, which forgets the deadlines. A claimer that dies in
-//!   between loses nothing: the lease runs out and another caller gets the
-//!   session again. An expiry applied twice changes the session once anyway
-//!   (`apply` is atomic), so the lease is an economy, not a safety net.
-//! - `remove` forgets the deadline too.
-//! - [`SessionStore::expiry_poll_interval`] tells the broker whether it must
-//!   poll: `None` when the node that creates a session is the only one that
-//!   can ever expire it (memory), so its local timer at `expires_at` is
-//!   enough; `Some(period)` when sessions are shared, so every node also
-//!   polls, which covers sessions whose creating node is gone.
-//!
-//! QR rotation deadlines work the same way (`schedule_rotation`,
-//! `claim_due_rotations`, `rotations_done`), so a rotating QR keeps rotating
-//! when the node that created the session dies; the memory store keeps none
-//! (its one node's timers see every rotation).
+//! Due times, so that each deadline is handled once although every node
+//! runs timers. A store keeps queues of `(due time, id)`
+//! ([`DueQueue`]): the record's own deadlines
+//! ([`StoredRecord::DEADLINES`]: a session's expiry; a conversation's
+//! request TTL, idle and maximum lifetime) and those the caller schedules
+//! ([`StoredRecord::OTHER_QUEUES`]: a session's QR rotations).
+//! - `insert` records the record's [`StoredRecord::next_deadline`]; a write
+//!   that moves it records the new one (a session's never moves; a
+//!   conversation's does with every request and answer). A write that ends
+//!   the record records nothing: its old entry costs one handling that
+//!   changes nothing, after which the handler forgets it (this keeps the
+//!   end of a session, the hot path, at one write). So the recorded due
+//!   time is never later than the true one, except while a claim holds it.
+//! - `claim_due(queue, now, max)` hands out ids due at or before `now`,
+//!   oldest first. A claim is a lease of [`EXPIRY_LEASE`]: no other caller,
+//!   on any node, gets the same id during it.
+//! - The claimer handles the record (a session's `Expire`, a conversation's
+//!   `Tick`, a rotation) and then calls `schedule` with its next due time,
+//!   or `None` to forget it (the record ended, or is gone). That ends the
+//!   lease. `schedule` replaces a lease; otherwise it keeps the earlier of
+//!   the recorded and the new due time, so a claimer that read before
+//!   another node's write can never hide the writer's earlier deadline.
+//! - A claimer that dies in between loses nothing: the lease runs out and
+//!   another caller gets the id again. A deadline handled twice changes the
+//!   record once anyway (`update` is atomic), so the lease is an economy,
+//!   not a safety net.
+//! - `remove` forgets the record's due times in every queue.
+//! - [`RecordStore::poll_interval`] tells the broker whether it must poll:
+//!   `None` when the node that writes a record is the only one that can
+//!   ever handle it (memory), so its local timers are enough; `Some(period)`
+//!   when records are shared, so every node also polls, which covers
+//!   records whose timer was on a node that is gone.
 //!
 //! Implementations: [`memory::MemoryStore`] (one node only, the embedded
-//! default) and [`redis::RedisStore`] (sessions shared by every node
-//! pointing at the same Redis or Redis Cluster; see docs/redis.md). The
-//! same split holds for conversations ([`conversation`]), and in Redis mode
-//! the audit trail is a Redis stream ([`redis::RedisAuditLog`]).
+//! default) and [`redis::RedisStore`] (records shared by every node
+//! pointing at the same Redis or Redis Cluster; see docs/redis.md). In
+//! Redis mode the audit trail is a Redis stream ([`redis::RedisAuditLog`]).
 
 pub mod file_audit;
 pub mod memory;
@@ -54,15 +70,13 @@ pub mod records;
 pub mod redis;
 pub mod webhooks;
 
-/// How long a claimed expiry is reserved for its claimer (see the module doc).
+/// How long a claimed due time is reserved for its claimer (see the module doc).
 pub const EXPIRY_LEASE: std::time::Duration = std::time::Duration::from_secs(10);
 
 use async_trait::async_trait;
 use bzt_core::audit::Record;
-use bzt_core::conversation::{ConvOp, ConvOutput, Conversation};
-use bzt_core::secret::{ConversationId, RequestId};
-use bzt_core::session::{Op, OpOutput};
-use bzt_core::{DomainError, Session, SessionId, Timestamp};
+pub use bzt_core::record::{DueQueue, RecordId, StoredRecord};
+use bzt_core::Timestamp;
 use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +87,7 @@ pub enum StoreError {
     /// A record could not be read back (corruption or version skew).
     #[error("store data error: {0}")]
     Corrupt(String),
-    #[error("a session with this id already exists")]
+    #[error("a record with this id already exists")]
     Duplicate,
     /// The audit log cannot take the record: the operation it records must
     /// not be performed either.
@@ -81,99 +95,140 @@ pub enum StoreError {
     AuditUnavailable(String),
 }
 
-/// The outcome of an atomic [`SessionStore::apply`].
+/// A change [`RecordStore::update_with`] runs on a record. (An alias, so
+/// that `async_trait` leaves its argument's lifetime higher-ranked.)
+pub type Change<'a, R> = dyn FnMut(&mut R) + Send + 'a;
+
+/// What [`RecordStore::update_with`] wrote.
 #[derive(Debug)]
-pub struct Update {
-    /// The op's own answer (it may refuse; a refusal can still come with a
-    /// change, as when a late claim expires the session).
-    pub output: Result<OpOutput, DomainError>,
-    /// The session as it is after the op.
-    pub session: Session,
-    /// Whether the op wrote anything.
+pub struct Written<R> {
+    /// The record as it is after the change.
+    pub record: R,
+    /// Whether the change moved its `rev` (and so was written).
     pub changed: bool,
-    /// The status before the op, so callers can tell what transition happened.
-    pub previous_status: bzt_core::Status,
 }
 
+/// The outcome of an atomic `update` (on `dyn RecordStore`).
+#[derive(Debug)]
+pub struct Updated<R, T> {
+    /// What the change answered (from its last run).
+    pub output: T,
+    /// The record as it is after the change.
+    pub record: R,
+    /// Whether the change wrote anything.
+    pub changed: bool,
+}
+
+/// Where records of one type live (see the module doc for the contract).
 #[async_trait]
-pub trait SessionStore: Send + Sync + 'static {
-    /// Stores a new session. `Duplicate` if the id is taken.
-    async fn insert(&self, session: &Session) -> Result<(), StoreError>;
+pub trait RecordStore<R: StoredRecord>: Send + Sync + 'static {
+    /// Stores a new record. `Duplicate` if the id is taken.
+    async fn insert(&self, record: &R) -> Result<(), StoreError>;
 
-    async fn get(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
+    async fn get(&self, id: &R::Id) -> Result<Option<R>, StoreError>;
 
-    /// Atomically applies `op` at `now`; `None` if there is no such session.
-    async fn apply(
+    /// Atomically runs `change` on the record at `now` and writes it back
+    /// if its `rev` moved; `None` if there is no such record. A caller that
+    /// has just read the record passes it as `current`: a store that reads
+    /// before writing may try its write on it first (a stale copy only costs
+    /// a retry on a fresh read). Callers use `update` and `update_on` (on
+    /// `dyn RecordStore`), which carry the change's answer out.
+    async fn update_with(
         &self,
-        id: &SessionId,
-        op: &Op,
+        id: &R::Id,
+        current: Option<&R>,
         now: Timestamp,
-    ) -> Result<Option<Update>, StoreError>;
+        change: &mut Change<'_, R>,
+    ) -> Result<Option<Written<R>>, StoreError>;
 
-    /// As [`SessionStore::apply`], for a caller that has just read the
-    /// session: a store that reads before writing may try its write on
-    /// `current` first (a stale copy only costs a retry on a fresh read).
-    async fn apply_on(
+    /// A receiver woken after every write of the record (its value is the
+    /// record's `rev`); `None` if there is no such record.
+    async fn subscribe(&self, id: &R::Id) -> Result<Option<watch::Receiver<u64>>, StoreError>;
+
+    /// Forgets a record (after its retention period) and its due times.
+    async fn remove(&self, id: &R::Id) -> Result<(), StoreError>;
+
+    /// Claims up to `max` ids of `queue` due at or before `now`, oldest
+    /// first, each for [`EXPIRY_LEASE`] (see the module doc).
+    async fn claim_due(
         &self,
-        current: &Session,
-        op: &Op,
-        now: Timestamp,
-    ) -> Result<Option<Update>, StoreError> {
-        self.apply(&current.id, op, now).await
-    }
-
-    /// A receiver woken after every write of the session (its value is the
-    /// session's `rev`); `None` if there is no such session.
-    async fn subscribe(&self, id: &SessionId) -> Result<Option<watch::Receiver<u64>>, StoreError>;
-
-    /// Forgets a session (after its retention period).
-    async fn remove(&self, id: &SessionId) -> Result<(), StoreError>;
-
-    /// Claims up to `max` sessions whose expiry deadline is at or before
-    /// `now`, oldest first, each for [`EXPIRY_LEASE`] (see the module doc).
-    async fn claim_due_expiries(
-        &self,
+        queue: DueQueue,
         now: Timestamp,
         max: usize,
-    ) -> Result<Vec<SessionId>, StoreError>;
+    ) -> Result<Vec<R::Id>, StoreError>;
 
-    /// Forgets the deadlines of claimed sessions whose expiry was applied
-    /// (or that no longer exist).
-    async fn expiries_done(&self, ids: &[SessionId]) -> Result<(), StoreError>;
-
-    /// How often every node should call `claim_due_expiries` besides its
-    /// own timers; `None` if local timers see every deadline (one node).
-    fn expiry_poll_interval(&self) -> Option<std::time::Duration>;
-
-    /// Records when the session's next QR rotation is due, so that any node
-    /// can rotate it (its creating node may be gone). A store whose sessions
-    /// only one node sees keeps nothing: that node's timer is enough.
-    async fn schedule_rotation(&self, _id: &SessionId, _at: Timestamp) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    /// Claims up to `max` sessions whose rotation is due, each for
-    /// [`EXPIRY_LEASE`], as `claim_due_expiries` does for expiries. The
-    /// claimer rotates, then calls `schedule_rotation` with the next
-    /// deadline, or `rotations_done` when there is none.
-    async fn claim_due_rotations(
+    /// Records each id's next due time in `queue`, or forgets it (`None`);
+    /// replaces a claim's lease, otherwise keeps the earlier due time.
+    async fn schedule(
         &self,
-        _now: Timestamp,
-        _max: usize,
-    ) -> Result<Vec<SessionId>, StoreError> {
-        Ok(Vec::new())
-    }
+        queue: DueQueue,
+        due: &[(R::Id, Option<Timestamp>)],
+    ) -> Result<(), StoreError>;
 
-    /// Forgets the rotation deadlines of these sessions.
-    async fn rotations_done(&self, _ids: &[SessionId]) -> Result<(), StoreError> {
-        Ok(())
-    }
+    /// How often every node should call `claim_due` besides its own
+    /// timers; `None` if local timers see every due time (one node).
+    fn poll_interval(&self) -> Option<std::time::Duration>;
 
     /// Is the backing service reachable? (`/readyz`)
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// A short name for logs and metrics.
     fn kind(&self) -> &'static str;
+}
+
+impl<R: StoredRecord> dyn RecordStore<R> {
+    /// Atomically applies `change` (see [`RecordStore::update_with`]) and
+    /// answers what it returned with the record as written.
+    pub async fn update<T: Send>(
+        &self,
+        id: &R::Id,
+        now: Timestamp,
+        change: impl FnMut(&mut R) -> T + Send,
+    ) -> Result<Option<Updated<R, T>>, StoreError> {
+        self.update_from(id, None, now, change).await
+    }
+
+    /// `update` for a caller that has just read the record.
+    pub async fn update_on<T: Send>(
+        &self,
+        current: &R,
+        now: Timestamp,
+        change: impl FnMut(&mut R) -> T + Send,
+    ) -> Result<Option<Updated<R, T>>, StoreError> {
+        self.update_from(current.id(), Some(current), now, change)
+            .await
+    }
+
+    async fn update_from<T: Send>(
+        &self,
+        id: &R::Id,
+        current: Option<&R>,
+        now: Timestamp,
+        mut change: impl FnMut(&mut R) -> T + Send,
+    ) -> Result<Option<Updated<R, T>>, StoreError> {
+        let mut output = None;
+        let written = self
+            .update_with(id, current, now, &mut |r: &mut R| output = Some(change(r)))
+            .await?;
+        Ok(written.and_then(|w| {
+            // `change` ran at least once whenever there was a record.
+            output.map(|output| Updated {
+                output,
+                record: w.record,
+                changed: w.changed,
+            })
+        }))
+    }
+
+    /// A claimed record was handled and now is `records`: records each one's
+    /// next deadline (none once it ended), ending the claims' leases.
+    pub async fn deadlines_handled(&self, records: &[R]) -> Result<(), StoreError> {
+        let due: Vec<_> = records
+            .iter()
+            .map(|r| (r.id().clone(), r.next_deadline()))
+            .collect();
+        self.schedule(R::DEADLINES, &due).await
+    }
 }
 
 /// Filters of `GET /v1/audit` and `bzt audit`.
@@ -220,89 +275,4 @@ pub trait AuditLog: Send + Sync + 'static {
     /// `[audit] checkpoint_interval_s`, so truncating the log's end cannot
     /// go unnoticed for longer). Returns the chain's last `seq`.
     async fn checkpoint_if_unsigned(&self, time: Timestamp) -> Result<u64, StoreError>;
-}
-
-/// The outcome of an atomic [`ConversationStore::apply_conversation`].
-#[derive(Debug)]
-pub struct ConvUpdate {
-    pub output: Result<ConvOutput, DomainError>,
-    pub conversation: Conversation,
-    pub changed: bool,
-    /// Requests that reached a final status in this op.
-    pub finished: Vec<RequestId>,
-    /// Whether this op ended the conversation.
-    pub ended_now: bool,
-}
-
-/// Where conversations (会话签章) live.
-///
-/// The contract mirrors [`SessionStore`] (the conformance suite in
-/// `tests/store_conformance.rs` checks it): `apply_conversation` is atomic
-/// (read, [`Conversation::apply`], write back if changed) on one node or
-/// many, every write wakes the receivers of `subscribe_conversation` on
-/// every node, removing a conversation closes them, and failures to reach a
-/// backing service are [`StoreError::Unavailable`]. A store may forget a
-/// conversation by itself, but never before `max(expires_at, ended_at)`
-/// plus the protocol's 10-minute retention.
-///
-/// Deadlines (request TTL, idle, max lifetime). Every op applies what is
-/// due first, and the node that writes a conversation sets a local timer at
-/// its next deadline, which sends [`ConvOp::Tick`]. That is enough on one
-/// node. With a shared store the node holding the timer may die, and then
-/// nobody would tell the sockets on other nodes that a request expired or
-/// the conversation went idle. So a shared store also keeps every open
-/// conversation's next deadline where every node can see it, handed out
-/// like session expiries:
-/// - every write records the written conversation's next deadline (an
-///   ended conversation has none);
-/// - `claim_due_conversations(now, max)` hands out conversations whose
-///   deadline passed, each leased for [`EXPIRY_LEASE`] to one caller;
-/// - the caller applies `Tick` and then calls `conversation_ticked` with
-///   the result, which records its next deadline (or forgets it) and ends
-///   the lease. A caller that dies in between loses nothing: the lease runs
-///   out and another node gets the conversation.
-///
-/// [`ConversationStore::conversation_poll_interval`] says whether nodes must
-/// poll; the defaults (no poll, nothing to claim) are right for one node.
-#[async_trait]
-pub trait ConversationStore: Send + Sync + 'static {
-    async fn insert_conversation(&self, c: &Conversation) -> Result<(), StoreError>;
-    async fn get_conversation(
-        &self,
-        id: &ConversationId,
-    ) -> Result<Option<Conversation>, StoreError>;
-    async fn apply_conversation(
-        &self,
-        id: &ConversationId,
-        op: &ConvOp,
-        now: Timestamp,
-    ) -> Result<Option<ConvUpdate>, StoreError>;
-    async fn subscribe_conversation(
-        &self,
-        id: &ConversationId,
-    ) -> Result<Option<watch::Receiver<u64>>, StoreError>;
-    /// Forgets a conversation (after its retention period), and its deadline.
-    async fn remove_conversation(&self, id: &ConversationId) -> Result<(), StoreError>;
-
-    /// Claims up to `max` conversations whose next deadline is at or before
-    /// `now`, each for [`super::EXPIRY_LEASE`] (see the module doc).
-    async fn claim_due_conversations(
-        &self,
-        _now: Timestamp,
-        _max: usize,
-    ) -> Result<Vec<ConversationId>, StoreError> {
-        Ok(Vec::new())
-    }
-
-    /// A claimed conversation was ticked and now is `c`: record its next
-    /// deadline (none once ended), ending the claim's lease.
-    async fn conversation_ticked(&self, _c: &Conversation) -> Result<(), StoreError> {
-        Ok(())
-    }
-
-    /// How often every node should call `claim_due_conversations`; `None`
-    /// if the local timers see every deadline (one node).
-    fn conversation_poll_interval(&self) -> Option<std::time::Duration> {
-        None
-    }
 }

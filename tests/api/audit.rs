@@ -9,7 +9,7 @@ use crate::helpers::{
     OTHER_API_KEY, OTHER_APP_ID,
 };
 use bzt::clock::Clock;
-use bzt_phone::{ApproveExtras, Claimed};
+use bzt_phone::Claimed;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -315,15 +315,7 @@ impl Conv {
         let claimed = phone.claim(&created).await;
         assert!(claimed.conversation_allowed);
         let answer = phone
-            .phone
-            .approve(
-                &claimed,
-                &phone.identity,
-                ApproveExtras {
-                    open_conversation: true,
-                    ..Default::default()
-                },
-            )
+            .approve_opening_conversation(&claimed)
             .await
             .unwrap_or_else(|e| panic!("approving with open_conversation failed: {e}"));
         let grant = answer.conversation.expect("a conversation was opened");

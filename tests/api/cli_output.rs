@@ -1,25 +1,28 @@
 //! The CLI as scripts and people use it: `--json` prints one JSON object on stdout; the
 //! progress bar of `bzt envelope seal|open` shows on a terminal and never in a pipe.
 
+use crate::envelope_flows::bzt;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn bzt(dir: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_bzt"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("BZT_CONFIG")
-        .output()
-        .expect("run bzt");
-    assert!(
-        out.status.success(),
-        "bzt {}: {}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+/// The development CA issues 张三 a certificate and key into `alice/` (`bzt dev-ca issue`,
+/// with `more` arguments such as `--json`).
+fn issue_alice(dir: &Path, more: &[&str]) -> Output {
+    let mut args = vec![
+        "dev-ca",
+        "issue",
+        "--data-dir",
+        "data",
+        "--cn",
+        "张三",
+        "--org",
+        "示例公司",
+        "--out",
+        "alice",
+    ];
+    args.extend_from_slice(more);
+    bzt(dir, &args)
 }
 
 fn json_of(out: &Output) -> Value {
@@ -35,22 +38,7 @@ fn json_of(out: &Output) -> Value {
 fn json_results_and_no_progress_bar_in_a_pipe() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let issued = json_of(&bzt(
-        dir,
-        &[
-            "dev-ca",
-            "issue",
-            "--data-dir",
-            "data",
-            "--cn",
-            "张三",
-            "--org",
-            "示例公司",
-            "--out",
-            "alice",
-            "--json",
-        ],
-    ));
+    let issued = json_of(&issue_alice(dir, &["--json"]));
     assert_eq!(issued["domain"], "platform");
     let serial = issued["serial"].as_str().unwrap().to_owned();
     assert!(serial.chars().all(|c| c.is_ascii_hexdigit()), "{serial}");
@@ -110,21 +98,7 @@ fn json_results_and_no_progress_bar_in_a_pipe() {
 fn a_terminal_sees_the_progress_bar() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    bzt(
-        dir,
-        &[
-            "dev-ca",
-            "issue",
-            "--data-dir",
-            "data",
-            "--cn",
-            "张三",
-            "--org",
-            "示例公司",
-            "--out",
-            "alice",
-        ],
-    );
+    issue_alice(dir, &[]);
     std::fs::write(dir.join("bid.bin"), vec![7u8; 2_000_000]).unwrap();
     // `script` gives the command a pseudo-terminal, as a person's shell would.
     let command = format!(

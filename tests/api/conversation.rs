@@ -9,8 +9,8 @@ use crate::helpers::{
     ADMIN_TOKEN, API_KEY, OTHER_API_KEY,
 };
 use bzt_phone::{
-    AckStatus, ApproveExtras, ConversationError, ConversationSocket, EndedBy, Outcome,
-    PhoneConversation, SignRequest,
+    AckStatus, ConversationError, ConversationSocket, EndedBy, Outcome, PhoneConversation,
+    SignRequest,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -49,15 +49,7 @@ pub(crate) async fn open(app: &TestApp, policy: Value) -> Conv {
         "sign + conversation allows one"
     );
     let answer = phone
-        .phone
-        .approve(
-            &claimed,
-            &phone.identity,
-            ApproveExtras {
-                open_conversation: true,
-                ..Default::default()
-            },
-        )
+        .approve_opening_conversation(&claimed)
         .await
         .unwrap_or_else(|e| panic!("approving with open_conversation failed: {e}"));
     let grant = answer

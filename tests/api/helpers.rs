@@ -494,6 +494,31 @@ impl TestPhone {
             .await
     }
 
+    /// Number matching: approves `claimed` with the two digits the user picked.
+    pub async fn approve_picking(
+        &self,
+        claimed: &Claimed,
+        match_code: String,
+    ) -> Result<CompleteAnswer, bzt_phone::Error> {
+        let extras = ApproveExtras {
+            match_code: Some(match_code),
+            ..Default::default()
+        };
+        self.phone.approve(claimed, &self.identity, extras).await
+    }
+
+    /// 会话签章, the phone's first step: approves `claimed` and asks to open a conversation.
+    pub async fn approve_opening_conversation(
+        &self,
+        claimed: &Claimed,
+    ) -> Result<CompleteAnswer, bzt_phone::Error> {
+        let extras = ApproveExtras {
+            open_conversation: true,
+            ..Default::default()
+        };
+        self.phone.approve(claimed, &self.identity, extras).await
+    }
+
     /// A completion with this phone's certificate and a signature over `tbs`
     /// (which need not be the session's).
     pub fn completion_over(&self, tbs: &[u8]) -> Value {

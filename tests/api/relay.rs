@@ -1,7 +1,6 @@
 //! Relay defences: number matching and the rotating QR code.
 
 use crate::helpers::*;
-use bzt_phone::ApproveExtras;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -97,15 +96,7 @@ async fn number_matching_with_the_right_pick_approves() {
     assert_error(resp, 400, "invalid_request").await;
     assert_eq!(app.status_of(&created.id).await, "scanned");
 
-    let extras = ApproveExtras {
-        match_code: Some(code),
-        ..Default::default()
-    };
-    phone
-        .phone
-        .approve(&claimed, &phone.identity, extras)
-        .await
-        .unwrap();
+    phone.approve_picking(&claimed, code).await.unwrap();
     assert_eq!(browser.next_event().await["status"], "approved");
 }
 
@@ -121,17 +112,7 @@ async fn number_matching_with_a_wrong_pick_rejects() {
         wrong,
     } = a_claimed_number_match_login_and_a_wrong_pick(&app).await;
 
-    let extras = ApproveExtras {
-        match_code: Some(wrong),
-        ..Default::default()
-    };
-    let err = broker_error(
-        phone
-            .phone
-            .approve(&claimed, &phone.identity, extras)
-            .await
-            .unwrap_err(),
-    );
+    let err = broker_error(phone.approve_picking(&claimed, wrong).await.unwrap_err());
     assert_eq!((err.status, err.code.as_str()), (403, "forbidden"));
 
     let result = browser.next_event().await;
@@ -155,17 +136,7 @@ async fn number_matching_with_a_wrong_pick_rejects() {
     );
     assert_eq!(record["device_name"], "p");
     // The right code afterwards is too late.
-    let extras = ApproveExtras {
-        match_code: Some(code),
-        ..Default::default()
-    };
-    let err = broker_error(
-        phone
-            .phone
-            .approve(&claimed, &phone.identity, extras)
-            .await
-            .unwrap_err(),
-    );
+    let err = broker_error(phone.approve_picking(&claimed, code).await.unwrap_err());
     assert_eq!((err.status, err.code.as_str()), (409, "conflict"));
 }
 

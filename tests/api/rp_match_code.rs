@@ -2,7 +2,6 @@
 //! its own backend (the SDK's poll fallback) must be able to show the two digits too.
 
 use crate::helpers::*;
-use bzt_phone::ApproveExtras;
 use serde_json::json;
 
 #[tokio::test]
@@ -31,15 +30,7 @@ async fn the_rp_view_carries_the_match_code_while_scanned() {
     let waited: serde_json::Value = waited.json().await.unwrap();
     assert_eq!(waited["match_code"], code.as_str());
 
-    let extras = ApproveExtras {
-        match_code: Some(code),
-        ..Default::default()
-    };
-    phone
-        .phone
-        .approve(&claimed, &phone.identity, extras)
-        .await
-        .unwrap();
+    phone.approve_picking(&claimed, code).await.unwrap();
     let approved = app.get_session(&created.id).await;
     assert_eq!(approved["status"], "approved");
     assert!(

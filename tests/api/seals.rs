@@ -834,15 +834,7 @@ async fn a_phone_without_a_seal_declines_seal_requests_and_a_bare_signature_is_r
     let phone = app.phone("platform", "p");
     let claimed = phone.claim(&created).await;
     let grant = phone
-        .phone
-        .approve(
-            &claimed,
-            &phone.identity,
-            ApproveExtras {
-                open_conversation: true,
-                ..Default::default()
-            },
-        )
+        .approve_opening_conversation(&claimed)
         .await
         .unwrap()
         .conversation

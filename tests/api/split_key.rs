@@ -120,6 +120,40 @@ impl SplitWorld {
     }
 }
 
+/// The phone scans `created`'s QR code with `identity`'s device (claim).
+pub(crate) async fn scan(
+    phone: &Phone,
+    created: &Created,
+    identity: &SplitIdentity,
+) -> bzt_phone::Claimed {
+    phone
+        .claim_as(&created.qr(), identity.device())
+        .await
+        .unwrap()
+}
+
+/// The co-signing service refused the phone's step with `code`.
+fn assert_cosigner_refused<T: std::fmt::Debug>(outcome: Result<T, bzt_phone::Error>, code: &str) {
+    match outcome {
+        Err(bzt_phone::Error::Cosigner(c)) if c.code() == Some(code) => {}
+        other => panic!("expected the co-signing service to refuse with {code}, got {other:?}"),
+    }
+}
+
+/// The service's refusal to stamp `ask` for the session `claimed` at `at`, as text.
+async fn stamp_refusal(
+    key: &UnlockedSplit<'_>,
+    claimed: &bzt_phone::Claimed,
+    ask: &bzt_phone::SealAsk,
+    seal: &bzt_seal::Seal,
+    at: time::OffsetDateTime,
+) -> String {
+    key.stamp(&session_context(claimed), ask, seal, at)
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
 /// 扫码签章's result checks: OpenSSL verifies the co-signed SM2 signature over exactly the
 /// DER(TBS_Sign) in `result`, which is the TBS_Sign inside its SES_Signature, around
 /// `document`'s SM3. Returns the signature.
@@ -153,10 +187,7 @@ pub(crate) async fn open_conversation_with_one_scan(
     identity: &SplitIdentity,
     key: &UnlockedSplit<'_>,
 ) -> PhoneConversation {
-    let claimed = phone
-        .claim_as(&created.qr(), identity.device())
-        .await
-        .unwrap();
+    let claimed = scan(phone, created, identity).await;
     let answer = phone
         .approve_split(
             &claimed,
@@ -237,10 +268,7 @@ async fn a_split_key_logs_in_signs_and_converses_and_openssl_verifies_its_signat
 
     // 扫码登录.
     let created = app.create_login().await;
-    let claimed = phone
-        .claim_as(&created.qr(), identity.device())
-        .await
-        .unwrap();
+    let claimed = scan(&phone, &created, &identity).await;
     let answer = phone
         .approve_split(&claimed, &key, ApproveExtras::default())
         .await
@@ -331,10 +359,7 @@ async fn a_split_key_picks_recipients_and_opens_keys_sealed_by_bzt_and_by_openss
     let created = app
         .create_session(json!({ "kind": "encrypt", "display": { "title": "生成投标文件" } }))
         .await;
-    let claimed = phone
-        .claim_as(&created.qr(), identity.device())
-        .await
-        .unwrap();
+    let claimed = scan(&phone, &created, &identity).await;
     phone
         .approve_encrypt_split(&claimed, &key, &[], None)
         .await
@@ -401,11 +426,7 @@ async fn open_at_the_hall(
     let created = app
         .create_session_as(OTHER_API_KEY, decrypt_body("开标解密", header, &reply_key))
         .await;
-    let claimed = world
-        .phone()
-        .claim_as(&created.qr(), identity.device())
-        .await
-        .unwrap();
+    let claimed = scan(&world.phone(), &created, identity).await;
     match world
         .phone()
         .approve_decrypt_split(&claimed, key, None)
@@ -431,18 +452,13 @@ async fn a_wrong_pin_is_refused_by_the_service_and_after_revocation_nothing_work
 
     // A wrong PIN unmasks a wrong share: the service refuses, the session stays scanned.
     let created = app.create_login().await;
-    let claimed = phone
-        .claim_as(&created.qr(), identity.device())
-        .await
-        .unwrap();
+    let claimed = scan(&phone, &created, &identity).await;
     let wrong = identity.unlock("135790").unwrap();
-    let err = phone
-        .approve_split(&claimed, &wrong, ApproveExtras::default())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, bzt_phone::Error::Cosigner(c) if c.code() == Some("wrong_pin")),
-        "{err}"
+    assert_cosigner_refused(
+        phone
+            .approve_split(&claimed, &wrong, ApproveExtras::default())
+            .await,
+        "wrong_pin",
     );
     assert_eq!(app.status_of(&created.id).await, "scanned");
     let key = identity.unlock(PIN).unwrap();
@@ -470,17 +486,12 @@ async fn a_wrong_pin_is_refused_by_the_service_and_after_revocation_nothing_work
     assert_eq!(body["state"], "revoked");
 
     let created = app.create_login().await;
-    let claimed = phone
-        .claim_as(&created.qr(), identity.device())
-        .await
-        .unwrap();
-    let err = phone
-        .approve_split(&claimed, &key, ApproveExtras::default())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, bzt_phone::Error::Cosigner(c) if c.code() == Some("revoked")),
-        "{err}"
+    let claimed = scan(&phone, &created, &identity).await;
+    assert_cosigner_refused(
+        phone
+            .approve_split(&claimed, &key, ApproveExtras::default())
+            .await,
+        "revoked",
     );
     // Whatever signature comes with it, the broker refuses the certificate first.
     let resp = app
@@ -702,17 +713,10 @@ async fn the_service_refuses_to_open_before_the_opening_time_and_freezing_stops_
         "not_after": now.plus_secs(3600).to_rfc3339(),
     });
     let created = app.create_session_as(OTHER_API_KEY, body).await;
-    let claimed = phone
-        .claim_as(&created.qr(), identity.device())
-        .await
-        .unwrap();
-    let err = match phone.approve_decrypt_split(&claimed, &key, None).await {
-        Err(e) => e,
-        Ok(outcome) => panic!("co-decrypted before the opening time: {outcome:?}"),
-    };
-    assert!(
-        matches!(&err, bzt_phone::Error::Cosigner(c) if c.code() == Some("outside_opening_window")),
-        "{err}"
+    let claimed = scan(&phone, &created, &identity).await;
+    assert_cosigner_refused(
+        phone.approve_decrypt_split(&claimed, &key, None).await,
+        "outside_opening_window",
     );
 
     // 挂失 through the broker: refused at once; unfreezing restores.
@@ -735,17 +739,12 @@ async fn the_service_refuses_to_open_before_the_opening_time_and_freezing_stops_
     };
     assert_eq!(admin("freeze").await["state"], "frozen");
     let created = app.create_login().await;
-    let claimed = phone
-        .claim_as(&created.qr(), identity.device())
-        .await
-        .unwrap();
-    let err = phone
-        .approve_split(&claimed, &key, ApproveExtras::default())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, bzt_phone::Error::Cosigner(c) if c.code() == Some("frozen")),
-        "{err}"
+    let claimed = scan(&phone, &created, &identity).await;
+    assert_cosigner_refused(
+        phone
+            .approve_split(&claimed, &key, ApproveExtras::default())
+            .await,
+        "frozen",
     );
     assert_eq!(admin("unfreeze").await["state"], "active");
     let answer = phone
@@ -821,62 +820,48 @@ async fn a_split_key_stamps_a_seal_that_the_broker_and_openssl_verify_and_the_se
             "conversation": {"max_requests": 3},
         }))
         .await;
-    let claimed = phone
-        .claim_as(&created.qr(), identity.device())
-        .await
-        .unwrap();
+    let claimed = scan(&phone, &created, &identity).await;
     let now = time::OffsetDateTime::now_utc();
-    let err = key
-        .stamp(
-            &session_context(&claimed),
-            &seal_ask("另一份文件".as_bytes(), PROPERTY_INFO),
-            &seal,
-            now,
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = stamp_refusal(
+        &key,
+        &claimed,
+        &seal_ask("另一份文件".as_bytes(), PROPERTY_INFO),
+        &seal,
+        now,
+    )
+    .await;
     assert!(
         err.contains("not_requested") && err.contains("dataHash"),
         "{err}"
     );
-    let err = key
-        .stamp(
-            &session_context(&claimed),
-            &seal_ask(document, "/Doc_0/Signs/Sign_9/Signature.xml"),
-            &seal,
-            now,
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = stamp_refusal(
+        &key,
+        &claimed,
+        &seal_ask(document, "/Doc_0/Signs/Sign_9/Signature.xml"),
+        &seal,
+        now,
+    )
+    .await;
     assert!(err.contains("propertyInfo"), "{err}");
-    let err = key
-        .stamp(
-            &session_context(&claimed),
-            &seal_ask(document, PROPERTY_INFO),
-            &seal,
-            now - time::Duration::hours(1),
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = stamp_refusal(
+        &key,
+        &claimed,
+        &seal_ask(document, PROPERTY_INFO),
+        &seal,
+        now - time::Duration::hours(1),
+    )
+    .await;
     assert!(err.contains("timeInfo"), "{err}");
     let login = app.create_login().await;
-    let claimed_login = phone
-        .claim_as(&login.qr(), identity.device())
-        .await
-        .unwrap();
-    let err = key
-        .stamp(
-            &session_context(&claimed_login),
-            &seal_ask(document, PROPERTY_INFO),
-            &seal,
-            now,
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+    let claimed_login = scan(&phone, &login, &identity).await;
+    let err = stamp_refusal(
+        &key,
+        &claimed_login,
+        &seal_ask(document, PROPERTY_INFO),
+        &seal,
+        now,
+    )
+    .await;
     assert!(
         err.contains("not_requested") && err.contains("no seal"),
         "{err}"
@@ -1027,17 +1012,10 @@ async fn the_hall_registers_its_opening_time_with_the_service_which_refuses_befo
         .create_session_as(OTHER_API_KEY, decrypt_body("开标解密", &header, &reply_key))
         .await;
     let phone = world.phone();
-    let claimed = phone
-        .claim_as(&created.qr(), identity.device())
-        .await
-        .unwrap();
-    let err = match phone.approve_decrypt_split(&claimed, &key, None).await {
-        Err(e) => e,
-        Ok(outcome) => panic!("co-decrypted before the opening time: {outcome:?}"),
-    };
-    assert!(
-        matches!(&err, bzt_phone::Error::Cosigner(c) if c.code() == Some("outside_opening_window")),
-        "{err}"
+    let claimed = scan(&phone, &created, &identity).await;
+    assert_cosigner_refused(
+        phone.approve_decrypt_split(&claimed, &key, None).await,
+        "outside_opening_window",
     );
     assert!(
         time::OffsetDateTime::now_utc() < opening,

@@ -641,6 +641,18 @@ mod tests {
         )
     }
 
+    #[test]
+    fn as_a_stored_record_a_conversation_is_due_at_its_next_deadline_and_kept_from_its_end() {
+        use crate::record::StoredRecord;
+        let mut c = conv(policy(10, 600, 3600));
+        assert_eq!(StoredRecord::next_deadline(&c), Some(T0.plus_secs(600)));
+        assert_eq!(c.created_at(), T0);
+        c.apply(&ConvOp::End { by: EndedBy::Phone }, T0.plus_secs(1));
+        assert_eq!(StoredRecord::next_deadline(&c), None);
+        assert_eq!(c.kept_from(), c.expires_at, "kept from its planned end");
+        assert_eq!(c.expires_at, T0.plus_secs(3600));
+    }
+
     fn policy(max_requests: u32, idle_s: u32, max_s: u32) -> ConversationPolicy {
         ConversationPolicy {
             max_requests,

@@ -31,6 +31,7 @@ pub mod crl;
 pub mod error;
 pub mod pki;
 pub mod reason;
+pub mod record;
 pub mod secret;
 pub mod session;
 pub mod text;

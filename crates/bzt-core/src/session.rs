@@ -1309,6 +1309,26 @@ mod tests {
         Session::create(SessionId::generate(), "demo", spec, T0).0
     }
 
+    #[test]
+    fn as_a_stored_record_a_session_is_due_at_its_expiry_until_it_ends() {
+        use crate::record::{RecordId, StoredRecord};
+        let mut s = session(Kind::Login);
+        let expiry = s.expires_at;
+        assert_eq!(StoredRecord::next_deadline(&s), Some(expiry));
+        assert_eq!(s.kept_from(), expiry);
+        assert_eq!(RecordId::parse(s.id().as_str()), Some(s.id.clone()));
+        let rev = s.rev();
+        s.apply(
+            &Op::Cancel {
+                by: CancelledBy::Rp,
+            },
+            T0.plus_secs(10),
+        );
+        assert_eq!(s.rev(), rev + 1);
+        assert_eq!(StoredRecord::next_deadline(&s), None, "nothing more is due");
+        assert_eq!(s.kept_from(), expiry, "kept from its expiry");
+    }
+
     fn device() -> Device {
         Device {
             id: "d1".into(),

@@ -12,7 +12,7 @@ use base64::Engine;
 use bzt_cosigner::config::{StoreConfig, StoreKind};
 use bzt_cosigner::grants::{Action, GrantRequest, ManualClock};
 use bzt_cosigner::wire::{
-    CertificateInfo, Context, Delegate, GrantCall, GrantList, GrantRef, ReclaimRecord,
+    CertificateInfo, Context, Delegate, GrantCall, GrantList, GrantPackage, GrantRef, ReclaimRecord,
 };
 use bzt_cosigner::{CosignerClient, SplitKeyFile};
 use bzt_crypto::two_party::ChannelKey;
@@ -58,20 +58,7 @@ impl Phone {
     /// accepts with its receiving key and masks its share under its own PIN.
     async fn grant_to_member(&self, end: &str) -> (Phone, String) {
         let receiving = ChannelKey::generate().unwrap();
-        let (d1, joint) = self.share();
-        let (list, package) = self
-            .client
-            .grant(
-                &self.file.key_id,
-                &d1,
-                &joint,
-                li_si(),
-                certificate(),
-                end,
-                receiving.public(),
-            )
-            .await
-            .unwrap();
+        let (list, package) = self.grant_to_li_si(end, &receiving).await.unwrap();
         assert_eq!(list.grant.as_ref().unwrap().status, "pending");
         let enrollment = CosignerClient::accept_grant(&package, &receiving)
             .await
@@ -114,6 +101,56 @@ impl Phone {
         self.client
             .decrypt(&self.file.key_id, &d1, &session, &ct)
             .await
+    }
+
+    /// 添加被授权人: asks the service to grant the certificate to 李四 until `end`, the share
+    /// sealed to `receiving`.
+    async fn grant_to_li_si(
+        &self,
+        end: &str,
+        receiving: &ChannelKey,
+    ) -> Result<(GrantList, GrantPackage), bzt_cosigner::ClientError> {
+        let (d1, joint) = self.share();
+        self.client
+            .grant(
+                &self.file.key_id,
+                &d1,
+                &joint,
+                li_si(),
+                certificate(),
+                end,
+                receiving.public(),
+            )
+            .await
+    }
+
+    /// 解除授权 of `grant_id`.
+    async fn ungrant(&self, grant_id: &str) -> Result<GrantList, bzt_cosigner::ClientError> {
+        let (d1, joint) = self.share();
+        self.client
+            .ungrant(&self.file.key_id, &d1, &joint, grant_id)
+            .await
+    }
+
+    /// Moves `grant_id`'s end time to `end`.
+    async fn extend(
+        &self,
+        grant_id: &str,
+        end: &str,
+    ) -> Result<GrantList, bzt_cosigner::ClientError> {
+        let (d1, joint) = self.share();
+        self.client
+            .extend(&self.file.key_id, &d1, &joint, grant_id, end)
+            .await
+    }
+
+    /// The same phone talking to another node of the service at `url`.
+    fn through(&self, url: &str) -> Phone {
+        Phone {
+            client: CosignerClient::new(url, &self.file.service_key).unwrap(),
+            file: self.file.clone(),
+            pin: self.pin,
+        }
     }
 
     async fn grants(&self) -> Result<GrantList, bzt_cosigner::ClientError> {
@@ -276,20 +313,11 @@ async fn the_share_the_administrator_dealt_does_not_pass_the_members_pin_proof()
     let (service, _dir) = service_with_clock(&broker, clock).await;
     let admin = Phone::administrator(&service).await;
     let receiving = ChannelKey::generate().unwrap();
-    let (d1, joint) = admin.share();
     let (_, package) = admin
-        .client
-        .grant(
-            &admin.file.key_id,
-            &d1,
-            &joint,
-            li_si(),
-            certificate(),
-            &at(now() + 3600),
-            receiving.public(),
-        )
+        .grant_to_li_si(&at(now() + 3600), &receiving)
         .await
         .unwrap();
+    let (_, joint) = admin.share();
     // What the administrator dealt (the test opens the package as only the member could).
     let sealed = package.share.to_sealed().unwrap();
     let (dealt, _) = receiving
@@ -344,12 +372,7 @@ async fn after_ungrant_the_member_cannot_sign_or_decrypt_the_administrator_still
     } = a_member_granted_for(3600).await;
     member.sign(&broker).await.unwrap();
 
-    let (d1, joint) = admin.share();
-    let list = admin
-        .client
-        .ungrant(&admin.file.key_id, &d1, &joint, &grant_id)
-        .await
-        .unwrap();
+    let list = admin.ungrant(&grant_id).await.unwrap();
     assert_eq!(list.grant.unwrap().status, "reclaimed");
 
     assert_eq!(code(member.sign(&broker).await), "reclaimed");
@@ -358,15 +381,7 @@ async fn after_ungrant_the_member_cannot_sign_or_decrypt_the_administrator_still
     assert_eq!(admin.decrypt(&broker).await.unwrap(), b"content-key-16B!");
 
     // Once: a second 解除授权 and the operator's reclaim find nothing to do.
-    assert_eq!(
-        code(
-            admin
-                .client
-                .ungrant(&admin.file.key_id, &d1, &joint, &grant_id)
-                .await
-        ),
-        "reclaimed"
-    );
+    assert_eq!(code(admin.ungrant(&grant_id).await), "reclaimed");
     assert_eq!(
         code(admin.client.operator_reclaim(ADMIN_TOKEN, &grant_id).await),
         "reclaimed"
@@ -398,18 +413,7 @@ async fn the_end_time_reclaims_automatically_and_extending_before_it_keeps_the_m
 
     // Before the end: extend to two hours.
     clock.set(start + 1800);
-    let (d1, joint) = admin.share();
-    let list = admin
-        .client
-        .extend(
-            &admin.file.key_id,
-            &d1,
-            &joint,
-            &grant_id,
-            &at(start + 7200),
-        )
-        .await
-        .unwrap();
+    let list = admin.extend(&grant_id, &at(start + 7200)).await.unwrap();
     assert_eq!(list.grant.unwrap().end, at(start + 7200));
     // Past the old end, before the new one: still working, and the sweep leaves it.
     clock.set(start + 3601);
@@ -426,18 +430,7 @@ async fn the_end_time_reclaims_automatically_and_extending_before_it_keeps_the_m
     the_one_reclaim_by(&admin, "automatic").await;
     // Extending after the end does not bring it back.
     assert_eq!(
-        code(
-            admin
-                .client
-                .extend(
-                    &admin.file.key_id,
-                    &d1,
-                    &joint,
-                    &grant_id,
-                    &at(start + 9000)
-                )
-                .await
-        ),
+        code(admin.extend(&grant_id, &at(start + 9000)).await),
         "reclaimed"
     );
 }
@@ -500,19 +493,8 @@ async fn a_grant_not_co_signed_by_the_administrators_share_is_refused_and_a_memb
     let receiving = ChannelKey::generate().unwrap();
 
     // A member asking to grant with its own share: the service will not co-sign.
+    let refused = member.grant_to_li_si(&at(now() + 3600), &receiving).await;
     let (d1, joint) = member.share();
-    let refused = member
-        .client
-        .grant(
-            &member.file.key_id,
-            &d1,
-            &joint,
-            li_si(),
-            certificate(),
-            &at(now() + 3600),
-            receiving.public(),
-        )
-        .await;
     assert_eq!(code(refused), "not_requested");
     assert_eq!(code(member.grants().await), "not_requested");
     // Nor does a member's share co-sign a certificate request for the company key.
@@ -643,11 +625,7 @@ async fn two_nodes_on_one_redis_agree_and_reclaim_exactly_once() {
     // Granted on node a; the member's phone reaches node b.
     let admin = Phone::administrator(&a).await;
     let (member, grant_id) = admin.grant_to_member(&at(start + 600)).await;
-    let on_b = Phone {
-        client: CosignerClient::new(&b.url, &member.file.service_key).unwrap(),
-        file: member.file.clone(),
-        pin: MEMBER_PIN,
-    };
+    let on_b = member.through(&b.url);
     on_b.sign(&broker).await.unwrap();
     member.sign(&broker).await.unwrap();
 
@@ -663,12 +641,7 @@ async fn two_nodes_on_one_redis_agree_and_reclaim_exactly_once() {
     assert_eq!(all.reclaims[0].actor, "automatic");
     // The administrator still signs through either node.
     admin.sign(&broker).await.unwrap();
-    let admin_on_b = Phone {
-        client: CosignerClient::new(&b.url, &admin.file.service_key).unwrap(),
-        file: admin.file.clone(),
-        pin: ADMIN_PIN,
-    };
-    admin_on_b.sign(&broker).await.unwrap();
+    admin.through(&b.url).sign(&broker).await.unwrap();
 }
 
 /// 注销 of a member's key through the key admin route (`POST /v1/admin/keys/<grant id>/revoke`)
@@ -714,16 +687,7 @@ async fn revoking_a_members_key_reclaims_its_grant(store: Option<StoreConfig>) {
         code(admin.client.operator_reclaim(ADMIN_TOKEN, &grant_id).await),
         "reclaimed"
     );
-    let (d1, joint) = admin.share();
-    assert_eq!(
-        code(
-            admin
-                .client
-                .ungrant(&admin.file.key_id, &d1, &joint, &grant_id)
-                .await
-        ),
-        "reclaimed"
-    );
+    assert_eq!(code(admin.ungrant(&grant_id).await), "reclaimed");
     let all = admin.client.operator_grants(ADMIN_TOKEN).await.unwrap();
     assert_eq!(all.reclaims.len(), 1, "{:?}", all.reclaims);
 }

@@ -4,7 +4,7 @@
 
 mod support;
 
-use bzt_cosigner::wire::{Context, CsrRef, Opening, OpeningWindow};
+use bzt_cosigner::wire::{Context, CsrRef, KeyStatus, Opening, OpeningWindow};
 use bzt_cosigner::{CosignerClient, SplitKeyFile};
 use sm2::dsa::signature::Verifier;
 use sm2::dsa::VerifyingKey;
@@ -55,6 +55,23 @@ impl Phone {
             .await
     }
 
+    /// The administrator's `action` on this phone's key (`freeze`, `unlock`, `revoke`, ...).
+    async fn admin(&self, action: &str) -> Result<KeyStatus, bzt_cosigner::ClientError> {
+        self.client
+            .admin(ADMIN_TOKEN, &self.file.key_id, action)
+            .await
+    }
+
+    /// The key's state as the administrator sees it.
+    async fn key_status(&self) -> Result<KeyStatus, bzt_cosigner::ClientError> {
+        self.client.key_status(ADMIN_TOKEN, &self.file.key_id).await
+    }
+
+    /// Wrong PINs counted against the key so far.
+    async fn failures(&self) -> u32 {
+        self.key_status().await.unwrap().failures
+    }
+
     fn verifying_key(&self) -> VerifyingKey {
         VerifyingKey::from_sec1_bytes(
             "1234567812345678",
@@ -72,6 +89,21 @@ impl Phone {
     }
 }
 
+/// The broker stand-in, the co-signing service, and a phone enrolled with a split key there.
+async fn enrol_a_phone() -> (TestBroker, TestService, Phone) {
+    let broker = TestBroker::start().await;
+    let service = TestService::start(&broker).await;
+    let phone = Phone::enrol(&service).await;
+    (broker, service, phone)
+}
+
+/// A login session the phone has scanned: its challenge and the context naming it.
+fn scan_a_login(broker: &TestBroker) -> (Vec<u8>, Context) {
+    let tbs = challenge("login");
+    let session = broker.scanned("login", &tbs, None);
+    (tbs, session)
+}
+
 fn code(result: Result<impl std::fmt::Debug, bzt_cosigner::ClientError>) -> String {
     result.unwrap_err().code().unwrap_or("no code").to_owned()
 }
@@ -82,11 +114,8 @@ fn rfc3339(t: OffsetDateTime) -> String {
 
 #[tokio::test]
 async fn a_co_signed_login_verifies_under_the_joint_key_and_is_audited() {
-    let broker = TestBroker::start().await;
-    let service = TestService::start(&broker).await;
-    let phone = Phone::enrol(&service).await;
-    let tbs = challenge("login");
-    let session = broker.scanned("login", &tbs, None);
+    let (broker, _service, phone) = enrol_a_phone().await;
+    let (tbs, session) = scan_a_login(&broker);
 
     let sig = phone.sign(PIN, &session, &tbs).await.unwrap();
 
@@ -121,9 +150,7 @@ async fn enrolment_needs_the_enrolment_token() {
 
 #[tokio::test]
 async fn bytes_that_no_session_asked_for_are_never_co_signed() {
-    let broker = TestBroker::start().await;
-    let service = TestService::start(&broker).await;
-    let phone = Phone::enrol(&service).await;
+    let (broker, _service, phone) = enrol_a_phone().await;
 
     // A session the broker never had.
     let unknown = Context::Session(bzt_cosigner::wire::SessionRef {
@@ -137,8 +164,7 @@ async fn bytes_that_no_session_asked_for_are_never_co_signed() {
     );
 
     // A real session, but another phone's token.
-    let tbs = challenge("login");
-    let session = broker.scanned("login", &tbs, None);
+    let (tbs, session) = scan_a_login(&broker);
     let Context::Session(s) = &session else {
         unreachable!()
     };
@@ -175,8 +201,7 @@ async fn a_replayed_pin_proof_is_refused() {
     let proxy = RecordingProxy::start(&service.url).await;
     let mut phone = Phone::enrol(&service).await;
     phone.client = CosignerClient::new(&proxy.url, &phone.file.service_key).unwrap();
-    let tbs = challenge("login");
-    let session = broker.scanned("login", &tbs, None);
+    let (tbs, session) = scan_a_login(&broker);
     phone.sign(PIN, &session, &tbs).await.unwrap();
 
     let captured = proxy
@@ -198,11 +223,8 @@ async fn a_replayed_pin_proof_is_refused() {
 
 #[tokio::test]
 async fn five_wrong_pins_lock_the_key_until_its_owner_unlocks_it() {
-    let broker = TestBroker::start().await;
-    let service = TestService::start(&broker).await;
-    let phone = Phone::enrol(&service).await;
-    let tbs = challenge("login");
-    let session = broker.scanned("login", &tbs, None);
+    let (broker, _service, phone) = enrol_a_phone().await;
+    let (tbs, session) = scan_a_login(&broker);
 
     for left in (1..=4).rev() {
         let err = phone.sign("000000", &session, &tbs).await.unwrap_err();
@@ -215,18 +237,10 @@ async fn five_wrong_pins_lock_the_key_until_its_owner_unlocks_it() {
     assert_eq!(code(phone.sign("111111", &session, &tbs).await), "locked");
     // The right PIN is refused too while locked, and does not reset the count.
     assert_eq!(code(phone.sign(PIN, &session, &tbs).await), "locked");
-    let status = phone
-        .client
-        .key_status(ADMIN_TOKEN, &phone.file.key_id)
-        .await
-        .unwrap();
+    let status = phone.key_status().await.unwrap();
     assert!(status.locked);
 
-    let status = phone
-        .client
-        .admin(ADMIN_TOKEN, &phone.file.key_id, "unlock")
-        .await
-        .unwrap();
+    let status = phone.admin("unlock").await.unwrap();
     assert!(!status.locked);
     phone.sign(PIN, &session, &tbs).await.unwrap();
 }
@@ -258,9 +272,7 @@ async fn wrong_pins_counted_in_file_mode_survive_a_restart() {
 
 #[tokio::test]
 async fn wrong_pins_without_a_live_session_do_not_count() {
-    let broker = TestBroker::start().await;
-    let service = TestService::start(&broker).await;
-    let phone = Phone::enrol(&service).await;
+    let (_broker, _service, phone) = enrol_a_phone().await;
     // Whoever knows the key id but holds no session of this phone cannot lock it.
     let unknown = Context::Session(bzt_cosigner::wire::SessionRef {
         id: "nope".into(),
@@ -273,15 +285,7 @@ async fn wrong_pins_without_a_live_session_do_not_count() {
             "not_requested"
         );
     }
-    assert_eq!(
-        phone
-            .client
-            .key_status(ADMIN_TOKEN, &phone.file.key_id)
-            .await
-            .unwrap()
-            .failures,
-        0
-    );
+    assert_eq!(phone.failures().await, 0);
 }
 
 #[tokio::test]
@@ -289,8 +293,7 @@ async fn parallel_guesses_get_five_checks_in_all() {
     let broker = TestBroker::start().await;
     let service = TestService::start(&broker).await;
     let phone = std::sync::Arc::new(Phone::enrol(&service).await);
-    let tbs = challenge("login");
-    let session = broker.scanned("login", &tbs, None);
+    let (tbs, session) = scan_a_login(&broker);
     // A slow broker lines every guess up past the "is it locked?" check
     // before any of them is checked.
     broker.answer_after(std::time::Duration::from_millis(300));
@@ -317,11 +320,8 @@ async fn parallel_guesses_get_five_checks_in_all() {
 
 #[tokio::test]
 async fn a_right_pin_resets_the_count_of_wrong_ones() {
-    let broker = TestBroker::start().await;
-    let service = TestService::start(&broker).await;
-    let phone = Phone::enrol(&service).await;
-    let tbs = challenge("login");
-    let session = broker.scanned("login", &tbs, None);
+    let (broker, _service, phone) = enrol_a_phone().await;
+    let (tbs, session) = scan_a_login(&broker);
     for _ in 0..4 {
         assert_eq!(
             code(phone.sign("000000", &session, &tbs).await),
@@ -329,40 +329,21 @@ async fn a_right_pin_resets_the_count_of_wrong_ones() {
         );
     }
     phone.sign(PIN, &session, &tbs).await.unwrap();
-    assert_eq!(
-        phone
-            .client
-            .key_status(ADMIN_TOKEN, &phone.file.key_id)
-            .await
-            .unwrap()
-            .failures,
-        0
-    );
+    assert_eq!(phone.failures().await, 0);
 }
 
 #[tokio::test]
 async fn a_frozen_key_is_refused_and_works_again_after_unfreezing() {
-    let broker = TestBroker::start().await;
-    let service = TestService::start(&broker).await;
-    let phone = Phone::enrol(&service).await;
-    let tbs = challenge("login");
-    let session = broker.scanned("login", &tbs, None);
+    let (broker, _service, phone) = enrol_a_phone().await;
+    let (tbs, session) = scan_a_login(&broker);
 
-    phone
-        .client
-        .admin(ADMIN_TOKEN, &phone.file.key_id, "freeze")
-        .await
-        .unwrap();
+    phone.admin("freeze").await.unwrap();
     assert_eq!(code(phone.sign(PIN, &session, &tbs).await), "frozen");
     let ct = phone.seal_to_joint_key(b"content-key-16B!");
     let dsession = broker.scanned("decrypt", &challenge("decrypt"), None);
     assert_eq!(code(phone.decrypt(PIN, &dsession, &ct).await), "frozen");
 
-    phone
-        .client
-        .admin(ADMIN_TOKEN, &phone.file.key_id, "unfreeze")
-        .await
-        .unwrap();
+    phone.admin("unfreeze").await.unwrap();
     phone.sign(PIN, &session, &tbs).await.unwrap();
     assert_eq!(
         phone.decrypt(PIN, &dsession, &ct).await.unwrap(),
@@ -372,29 +353,14 @@ async fn a_frozen_key_is_refused_and_works_again_after_unfreezing() {
 
 #[tokio::test]
 async fn a_revoked_key_never_works_again_and_its_share_is_gone_from_the_store() {
-    let broker = TestBroker::start().await;
-    let service = TestService::start(&broker).await;
-    let phone = Phone::enrol(&service).await;
-    let tbs = challenge("login");
-    let session = broker.scanned("login", &tbs, None);
+    let (broker, service, phone) = enrol_a_phone().await;
+    let (tbs, session) = scan_a_login(&broker);
 
-    let status = phone
-        .client
-        .admin(ADMIN_TOKEN, &phone.file.key_id, "revoke")
-        .await
-        .unwrap();
+    let status = phone.admin("revoke").await.unwrap();
     assert_eq!(status.state, "revoked");
     assert_eq!(code(phone.sign(PIN, &session, &tbs).await), "revoked");
     for action in ["unfreeze", "unlock", "freeze", "revoke"] {
-        assert_eq!(
-            code(
-                phone
-                    .client
-                    .admin(ADMIN_TOKEN, &phone.file.key_id, action)
-                    .await
-            ),
-            "revoked"
-        );
+        assert_eq!(code(phone.admin(action).await), "revoked");
     }
     // A new enrolment is a new key: the old one stays dead.
     let again = Phone::enrol(&service).await;
@@ -409,9 +375,7 @@ async fn a_revoked_key_never_works_again_and_its_share_is_gone_from_the_store() 
 
 #[tokio::test]
 async fn co_decryption_happens_only_inside_the_opening_window() {
-    let broker = TestBroker::start().await;
-    let service = TestService::start(&broker).await;
-    let phone = Phone::enrol(&service).await;
+    let (broker, _service, phone) = enrol_a_phone().await;
     let ct = phone.seal_to_joint_key(b"content-key-16B!");
     let now = OffsetDateTime::now_utc();
     let window = |from: Duration, to: Duration| {
@@ -457,9 +421,7 @@ async fn co_decryption_happens_only_inside_the_opening_window() {
 
 #[tokio::test]
 async fn a_window_the_hall_registered_binds_even_when_the_broker_omits_it() {
-    let broker = TestBroker::start().await;
-    let service = TestService::start(&broker).await;
-    let phone = Phone::enrol(&service).await;
+    let (broker, _service, phone) = enrol_a_phone().await;
     let ct = phone.seal_to_joint_key(b"content-key-16B!");
     let header_sm3 = hex::encode([7u8; 32]);
     let now = OffsetDateTime::now_utc();
@@ -491,9 +453,7 @@ async fn a_window_the_hall_registered_binds_even_when_the_broker_omits_it() {
 #[tokio::test]
 async fn the_joint_key_co_signs_its_own_certificate_request_only_for_itself() {
     use x509_cert::der::Encode;
-    let broker = TestBroker::start().await;
-    let service = TestService::start(&broker).await;
-    let phone = Phone::enrol(&service).await;
+    let (_broker, service, phone) = enrol_a_phone().await;
     let other = Phone::enrol(&service).await;
     let info_for = |public_hex: &str| {
         let spki = x509_cert::spki::SubjectPublicKeyInfoOwned::from_key(
@@ -528,11 +488,8 @@ async fn the_joint_key_co_signs_its_own_certificate_request_only_for_itself() {
 #[tokio::test]
 async fn the_service_refuses_points_off_the_curve_before_using_its_share() {
     use bzt_cosigner::wire::{channel_aad, PinProofWire, SealedBody, SignRequest};
-    let broker = TestBroker::start().await;
-    let service = TestService::start(&broker).await;
-    let phone = Phone::enrol(&service).await;
-    let tbs = challenge("login");
-    let session = broker.scanned("login", &tbs, None);
+    let (broker, service, phone) = enrol_a_phone().await;
+    let (_tbs, session) = scan_a_login(&broker);
     let service_key = bzt_crypto::two_party::point_from_hex(&phone.file.service_key).unwrap();
     let generator = bzt_crypto::two_party::encode_point(&sm2::ProjectivePoint::GENERATOR);
     let mut off_curve = generator.clone();
@@ -570,13 +527,5 @@ async fn the_service_refuses_points_off_the_curve_before_using_its_share() {
         assert_eq!(body["error"]["code"], "invalid_request", "{name}");
     }
     // None of them counted as a wrong PIN.
-    assert_eq!(
-        phone
-            .client
-            .key_status(ADMIN_TOKEN, &phone.file.key_id)
-            .await
-            .unwrap()
-            .failures,
-        0
-    );
+    assert_eq!(phone.failures().await, 0);
 }

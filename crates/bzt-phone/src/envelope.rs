@@ -24,7 +24,7 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use bzt_envelope::{parse_reply_key, wrap_key, Header, Recipient};
+use bzt_envelope::{parse_reply_key, unwrap_key, wrap_key, Header, Recipient};
 use sm2::SecretKey;
 
 use crate::challenge::ChallengeError;
@@ -156,45 +156,21 @@ fn truncate_chars(s: &str, max: usize) -> String {
 /// `secret` is the private key of `identity`'s certificate ([`PhoneIdentity::secret_key`]).
 /// Checks, in order: the kind; the challenge (session, app, kind, expiry, and the `envelope:`
 /// line against SM3 of the header bytes); the header; the phone's entry (serial and issuer of
-/// its certificate); the unwrap; the reply key. Nothing is sent anywhere.
+/// its certificate); the reply key; the private key against the certificate; the unwrap.
+/// Nothing is sent anywhere.
 pub fn decrypt_answer(
     claimed: &Claimed,
     identity: &PhoneIdentity,
     secret: &SecretKey,
 ) -> Result<String, DecryptRefusal> {
-    if claimed.kind != Kind::Decrypt {
-        return Err(DecryptRefusal::NotDecrypt(claimed.kind));
+    let task = DecryptTask::prepare(claimed, identity.certificate())?;
+    // A private key that is not the certificate's would only fail to unwrap: say why.
+    if secret.public_key() != task.own_key {
+        return Err(DecryptRefusal::KeyMismatch);
     }
-    let raw = claimed
-        .envelope_header_b64
-        .as_deref()
-        .and_then(|b64| STANDARD.decode(b64).ok())
-        .ok_or(DecryptRefusal::NoEnvelope)?;
-    // The envelope line must be the SM3 of exactly these bytes (Claimed::check_challenge
-    // compares it with the decoded `envelope_header_b64`), with the rest of the challenge.
-    claimed
-        .check_challenge()
-        .map_err(DecryptRefusal::Challenge)?;
-    let header = Header::from_json(&raw).map_err(|e| DecryptRefusal::BadEnvelope(e.to_string()))?;
-    let me = Recipient::from_certificate(identity.certificate())
-        .map_err(|e| DecryptRefusal::BadEnvelope(format!("own certificate: {e}")))?;
-    let key = header.content_key(secret, &me).map_err(|e| match e {
-        bzt_envelope::Error::NotARecipient { recipients } => DecryptRefusal::NotARecipient {
-            own_serial: me.serial().to_owned(),
-            recipients,
-        },
-        bzt_envelope::Error::KeyMismatch { .. } => DecryptRefusal::KeyMismatch,
-        _ => DecryptRefusal::UnwrapFailed,
-    })?;
-    let reply = claimed
-        .reply_key
-        .as_deref()
-        .ok_or_else(|| DecryptRefusal::BadReplyKey("the claim has no reply_key".into()))
-        .and_then(|hex| {
-            parse_reply_key(hex).map_err(|e| DecryptRefusal::BadReplyKey(e.to_string()))
-        })?;
-    let wrapped = wrap_key(&reply, key.as_bytes()).map_err(|_| DecryptRefusal::Crypto)?;
-    Ok(STANDARD.encode(wrapped))
+    let key =
+        unwrap_key(secret, task.wrapped_for_me()).map_err(|_| DecryptRefusal::UnwrapFailed)?;
+    task.rewrap(&key)
 }
 
 /// A `decrypt` claim checked (kind, challenge, header, reply key) with the phone's own entry
@@ -204,10 +180,14 @@ pub struct DecryptTask {
     /// The phone's entry's wrapped content key (GM/T 0009 DER).
     wrapped_for_me: Vec<u8>,
     reply: sm2::PublicKey,
+    /// The public key of the certificate the entry was found for.
+    own_key: sm2::PublicKey,
 }
 
 impl DecryptTask {
-    /// Runs every check of [`decrypt_answer`] that needs no private key, for `certificate`.
+    /// Every check of [`decrypt_answer`] that needs no private key, for `certificate`: the
+    /// kind, the challenge (with its `envelope:` line against SM3 of the header bytes), the
+    /// header, the phone's entry (serial and issuer), the reply key.
     pub fn prepare(
         claimed: &Claimed,
         certificate: &x509_cert::Certificate,
@@ -247,6 +227,7 @@ impl DecryptTask {
         Ok(Self {
             wrapped_for_me: entry.wrapped_key().to_vec(),
             reply,
+            own_key: *me.public_key(),
         })
     }
 

@@ -38,7 +38,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 pub use crate::OpeningWindow;
-use crate::{ClientTls, CreateSession, Display, RpClient, RpError};
+use crate::{ClientTls, CreateSession, CreatedSession, Display, RpClient, RpError};
 
 /// Longest display title the broker accepts (characters).
 const MAX_TITLE_CHARS: usize = 200;
@@ -164,7 +164,7 @@ pub struct DecryptSession {
     /// The broker's create answer as received (`browser_token`, `ws_url`, `events_url`,
     /// `qr_svg_url`, ...): what a hall's web page needs to show the QR itself (the web demo's
     /// 开标大厅 hands it to the browser SDK).
-    pub created: Value,
+    pub created: CreatedSession,
     /// The browser WebSocket (absolute `ws:`/`wss:` URL with the browser token).
     ws_url: String,
     /// The roots `wss:` trusts.
@@ -313,8 +313,7 @@ impl HallClient {
             qr_text: created.qr_text.clone(),
             expires_at: created.expires_at.clone(),
             ws_url: created.ws_url.clone(),
-            created: serde_json::to_value(&created)
-                .map_err(|e| HallError::Protocol(format!("the create answer: {e}")))?,
+            created,
             tls: self.tls.clone(),
             input: input.to_owned(),
             header_raw,

@@ -69,7 +69,8 @@ pub use bzt_wire::{
 /// An opening window (开标时间 .. decryption deadline), RFC 3339 times: the wire's `opening`.
 pub use bzt_wire::OpeningInput as OpeningWindow;
 
-/// The session view (`GET /v1/sessions/<id>`, long-poll, cancel, webhooks).
+/// The session view (`GET /v1/sessions/<id>`, long-poll, cancel, webhooks). Written back
+/// out (a backend relaying it to its page), an absent field stays absent, as the broker sent it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SessionView {
     pub id: String,
@@ -77,19 +78,19 @@ pub struct SessionView {
     /// `pending`, `scanned`, `approved`, `rejected`, `expired`, `cancelled` or `failed`.
     pub status: String,
     pub version: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display: Option<Display>,
     pub created_at: String,
     pub expires_at: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scanned_at: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<Value>,
     /// PROTOCOL.md "result": certificate, signature, ... for `approved`; `{reason}` for
     /// `rejected` and `failed`; absent or null otherwise.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
     /// Fields this client does not know (kept, not refused).
     #[serde(flatten)]
@@ -106,19 +107,30 @@ impl SessionView {
     }
 }
 
+/// `POST /v1/conversations/<cid>/requests`: `tbs_b64` or `seal`, and what the phone shows
+/// (the broker's own wire type).
+pub use bzt_wire::ConversationRequestInput as ConversationRequest;
+
 /// `POST /v1/conversations/<cid>/requests` answer (202): the broker's own wire type.
 pub use bzt_wire::ConversationRequestAccepted as SentRequest;
 
-/// A conversation request's state (`GET /v1/conversations/<cid>/requests/<rid>`).
+/// A conversation request's state (`GET /v1/conversations/<cid>/requests/<rid>`). Written
+/// back out, an absent field stays absent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ConversationRequestView {
     pub request_id: String,
     /// `pending`, `approved`, `rejected` or `expired`.
     pub status: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature_b64: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_confirmed: Option<bool>,
+    /// A rejected request: the phone's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// An approved seal request: the `SES_Signature` (DER, standard base64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal_signature_b64: Option<String>,
     /// Fields this client does not know.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -207,18 +219,28 @@ impl RpClient {
         display: &Display,
     ) -> Result<SentRequest, RpError> {
         use base64::Engine;
-        let body = bzt_wire::ConversationRequestInput {
+        let body = ConversationRequest {
             tbs_b64: Some(base64::engine::general_purpose::STANDARD.encode(tbs)),
             seal: None,
             display: display.clone(),
         };
+        self.post_conversation_request(conversation_id, &body).await
+    }
+
+    /// `POST /v1/conversations/<cid>/requests` with the whole request (a seal request, or
+    /// `tbs_b64` already encoded).
+    pub async fn post_conversation_request(
+        &self,
+        conversation_id: &str,
+        body: &ConversationRequest,
+    ) -> Result<SentRequest, RpError> {
         let req = self
             .http
             .post(self.url(&format!(
                 "/v1/conversations/{}/requests",
                 seg(conversation_id)
             )))
-            .json(&body);
+            .json(body);
         self.call(req).await
     }
 
@@ -367,6 +389,25 @@ mod tests {
         .unwrap();
         assert!(v.is_terminal());
         assert_eq!(v.extra["future_field"], 7);
+    }
+
+    #[test]
+    fn a_relayed_view_keeps_absent_fields_absent() {
+        let sent = serde_json::json!({
+            "id": "s1", "kind": "sign", "status": "pending", "version": 1,
+            "display": {"title": "签署"}, "created_at": "a", "expires_at": "b",
+            "qr_text": "q"
+        });
+        let view: SessionView = serde_json::from_value(sent.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&view).unwrap(), sent);
+
+        let sent = serde_json::json!({
+            "request_id": "r1", "status": "approved", "expires_at": "c",
+            "seal_signature_b64": "MEUC", "seal": {"name": "公章"}
+        });
+        let request: ConversationRequestView = serde_json::from_value(sent.clone()).unwrap();
+        assert_eq!(request.seal_signature_b64.as_deref(), Some("MEUC"));
+        assert_eq!(serde_json::to_value(&request).unwrap(), sent);
     }
 
     #[test]

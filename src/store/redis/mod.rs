@@ -1,28 +1,35 @@
-//! Sessions in Redis (standalone or Cluster), shared by every broker node
-//! that points at it; conversations (`conversation.rs`) on the same
-//! machinery, and the audit trail as a stream (`audit.rs`). Layout, channels
-//! and durability: docs/redis.md.
+//! Records (sessions, conversations) in Redis (standalone or Cluster),
+//! shared by every broker node that points at it, and the audit trail as a
+//! stream (`audit.rs`). Layout, channels and durability: docs/redis.md.
 //!
-//! - A session is a hash `<prefix>:{s:<id>}` with fields `rev` and `json`
-//!   (the serialized [`Session`]), with a TTL of
-//!   `max(expires_at, completed_at)` + 10 min retention + a margin, renewed
-//!   on every write. The `{s:<id>}` hash tag puts a session's key and its
-//!   channel `<prefix>:{s:<id>}:ch` in one Cluster slot, so one script can
-//!   write the one and publish on the other.
-//! - `apply` reads the record, runs [`Session::apply`] in Rust (all rules
+//! - A record is a hash `<prefix>:{<tag>:<id>}` (tag `s` for sessions, `c`
+//!   for conversations) with fields `rev` and `json` (the serialized
+//!   record), with a TTL of [`StoredRecord::kept_from`] plus 10 min
+//!   retention plus a margin, renewed on every write. The hash tag puts a record's key and
+//!   its channel `<prefix>:{<tag>:<id>}:ch` in one Cluster slot, so one
+//!   script can write the one and publish on the other.
+//! - `update` reads the record, runs the caller's change in Rust (all rules
 //!   stay in bzt-core) and writes back with a Lua compare-and-set on `rev`;
 //!   on conflict it reads again and retries. Exactly one node wins every
-//!   race; the losers re-run the op on the winner's state.
-//! - Expiry deadlines are one sorted set `<prefix>:{due}` (member = session
-//!   id, score = deadline in Unix ms); a claim re-scores the member to the
-//!   end of its lease in one script, so a deadline is handed to one node.
+//!   race; the losers re-run the change on the winner's state.
+//! - Due-time queues are sorted sets `<prefix>:{<queue>}` (member = record
+//!   id, score = due time in Unix ms): `{due}` session expiries, `{rot}` QR
+//!   rotations, `{cdue}` conversation deadlines. A claim re-scores the member
+//!   to the end of its lease minus half a millisecond in one script, so a
+//!   due time is handed to one node and a score ending in `.5` marks a
+//!   lease. The schedule script replaces a lease and otherwise keeps the earlier
+//!   due time (the rule of [`crate::store`]'s module doc). A queue is one
+//!   key, in its own slot, apart from the records: a write records its new
+//!   deadline in a second call after the compare-and-set. The one gap: a
+//!   node that dies between the two leaves the previous due time, so the
+//!   new deadline can come late (at most until the previous one, and every
+//!   read in between applies due deadlines lazily anyway).
 //! - Every call has a time limit ([`RedisSettings::timeout`]): when Redis is
 //!   unreachable the store answers [`StoreError::Unavailable`] at once, and
 //!   the connections reconnect by themselves.
 
 mod audit;
 mod conn;
-mod conversation;
 mod pubsub;
 mod records;
 mod webhooks;
@@ -33,11 +40,13 @@ pub use self::webhooks::RedisWebhookQueue;
 
 use self::conn::{connect, timed, Conn};
 use self::pubsub::{Subscriber, Subscriptions};
-use super::{SessionStore, StoreError, Update, EXPIRY_LEASE};
+use super::memory::deadline_to_record;
+use super::{
+    Change, DueQueue, RecordId, RecordStore, StoreError, StoredRecord, Written, EXPIRY_LEASE,
+};
 use async_trait::async_trait;
-use bzt_core::secret::ConversationId;
-use bzt_core::session::{Op, TERMINAL_RETENTION_S};
-use bzt_core::{Session, SessionId, Timestamp};
+use bzt_core::session::TERMINAL_RETENTION_S;
+use bzt_core::Timestamp;
 use redis::Script;
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
@@ -119,33 +128,19 @@ impl Keys {
         }
     }
 
-    fn session(&self, id: &SessionId) -> String {
-        format!("{}:{{s:{id}}}", self.prefix)
+    /// A record of type `R`.
+    fn record<R: StoredRecord>(&self, id: &R::Id) -> String {
+        format!("{}:{{{}:{id}}}", self.prefix, R::TAG)
     }
 
-    fn channel(&self, id: &SessionId) -> String {
-        format!("{}:{{s:{id}}}:ch", self.prefix)
+    /// Where a record's writes are announced (same slot as the record).
+    fn channel<R: StoredRecord>(&self, id: &R::Id) -> String {
+        format!("{}:{{{}:{id}}}:ch", self.prefix, R::TAG)
     }
 
-    fn due(&self) -> String {
-        format!("{}:{{due}}", self.prefix)
-    }
-
-    /// QR rotation deadlines (as `due`, for rotations).
-    fn rotations(&self) -> String {
-        format!("{}:{{rot}}", self.prefix)
-    }
-
-    fn conversation(&self, id: &ConversationId) -> String {
-        format!("{}:{{c:{id}}}", self.prefix)
-    }
-
-    fn conversation_channel(&self, id: &ConversationId) -> String {
-        format!("{}:{{c:{id}}}:ch", self.prefix)
-    }
-
-    fn conversation_due(&self) -> String {
-        format!("{}:{{cdue}}", self.prefix)
+    /// A due-time queue.
+    fn queue(&self, queue: DueQueue) -> String {
+        format!("{}:{{{}}}", self.prefix, queue.0)
     }
 
     /// The audit stream; its head key shares the `{audit}` slot.
@@ -207,14 +202,36 @@ return n",
     )
 });
 
-/// Claims due deadlines by moving them to the end of a lease. KEYS: due.
-/// ARGV: now ms, lease end ms, max. Returns the claimed ids.
+/// Claims due ids by moving them to the end of a lease. KEYS: queue.
+/// ARGV: now ms, lease score (ends in `.5`), max. Returns the claimed ids.
 static CLAIM_DUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
 for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id) end
 return ids",
+    )
+});
+
+/// Records or forgets due times. KEYS: queue. ARGV: pairs of id and due
+/// ms, or `''` to forget. A lease (a score ending in `.5`) is replaced;
+/// otherwise the earlier due time stays.
+static SCHEDULE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+for i = 1, #ARGV, 2 do
+  local id, at = ARGV[i], ARGV[i + 1]
+  if at == '' then
+    redis.call('ZREM', KEYS[1], id)
+  else
+    local cur = redis.call('ZSCORE', KEYS[1], id)
+    cur = cur and tonumber(cur)
+    if not (cur and cur == math.floor(cur) and cur <= tonumber(at)) then
+      redis.call('ZADD', KEYS[1], at, id)
+    end
+  end
+end
+return 1",
     )
 });
 
@@ -227,10 +244,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Sessions and conversations in Redis (see the module doc). One value
-/// serves as the node's [`SessionStore`] and its
-/// [`ConversationStore`](super::conversation::ConversationStore): both kinds
-/// of record share the connection, the scripts and the subscriber.
+/// Records in Redis (see the module doc). One value serves as the node's
+/// [`RecordStore`] of every record type: they share the connection, the
+/// scripts and the subscriber.
 pub struct RedisStore {
     /// Commands (a separate connection from the subscriber's, so a burst
     /// of messages never queues behind, or in front of, a command).
@@ -477,13 +493,6 @@ fn ttl_until(end: Timestamp, now: Timestamp) -> i64 {
     (now.millis_until(end) + TERMINAL_RETENTION_S * 1000 + TTL_MARGIN_MS).max(TTL_MARGIN_MS)
 }
 
-fn ttl_ms(s: &Session, now: Timestamp) -> i64 {
-    ttl_until(
-        s.completed_at.map_or(s.expires_at, |c| c.max(s.expires_at)),
-        now,
-    )
-}
-
 fn to_json<T: serde::Serialize>(
     record: &T,
     what: &dyn std::fmt::Display,
@@ -491,205 +500,151 @@ fn to_json<T: serde::Serialize>(
     serde_json::to_string(record).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-impl RedisStore {
-    /// Read, apply in Rust, compare-and-set; the first attempt may start
+#[async_trait]
+impl<R: StoredRecord> RecordStore<R> for RedisStore {
+    async fn insert(&self, record: &R) -> Result<(), StoreError> {
+        let id = record.id();
+        let json = to_json(record, id)?;
+        // The deadline first, so a record never exists without one (a sweep
+        // forgets a due time whose record is missing). For a duplicate id
+        // this may record an early deadline for the existing record: that
+        // costs one handling that changes nothing.
+        if let Some(at) = record.next_deadline() {
+            RecordStore::<R>::schedule(self, R::DEADLINES, &[(id.clone(), Some(at))]).await?;
+        }
+        self.insert_record(
+            &self.keys.record::<R>(id),
+            record.rev(),
+            json,
+            ttl_until(record.kept_from(), record.created_at()),
+        )
+        .await
+    }
+
+    async fn get(&self, id: &R::Id) -> Result<Option<R>, StoreError> {
+        self.read_record(&self.keys.record::<R>(id)).await
+    }
+
+    /// Read, change in Rust, compare-and-set; the first attempt may start
     /// from the caller's copy instead of a read (one round trip fewer).
-    async fn apply_cas(
+    async fn update_with(
         &self,
-        id: &SessionId,
-        mut current: Option<&Session>,
-        op: &Op,
+        id: &R::Id,
+        mut current: Option<&R>,
         now: Timestamp,
-    ) -> Result<Option<Update>, StoreError> {
-        let (key, channel) = (self.keys.session(id), self.keys.channel(id));
+        change: &mut Change<'_, R>,
+    ) -> Result<Option<Written<R>>, StoreError> {
+        let (key, channel) = (self.keys.record::<R>(id), self.keys.channel::<R>(id));
         for attempt in 0..MAX_CAS_ATTEMPTS {
-            let mut session = match current.take() {
-                Some(s) => s.clone(),
-                None => match self.read_record::<Session>(&key).await? {
-                    Some(s) => s,
+            let mut record = match current.take() {
+                Some(r) => r.clone(),
+                None => match self.read_record::<R>(&key).await? {
+                    Some(r) => r,
                     None => return Ok(None),
                 },
             };
-            let previous_status = session.status;
-            let expected = session.rev;
-            let applied = session.apply(op, now);
-            if !applied.changed {
-                return Ok(Some(Update {
-                    output: applied.output,
-                    session,
+            let (expected, deadline) = (record.rev(), record.next_deadline());
+            change(&mut record);
+            if record.rev() == expected {
+                return Ok(Some(Written {
+                    record,
                     changed: false,
-                    previous_status,
                 }));
             }
-            let json = to_json(&session, id)?;
-            let ttl = ttl_ms(&session, now);
+            let json = to_json(&record, id)?;
+            let ttl = ttl_until(record.kept_from(), now);
             match self
-                .cas_record(&key, &channel, expected, session.rev, json, ttl)
+                .cas_record(&key, &channel, expected, record.rev(), json, ttl)
                 .await?
             {
                 Cas::Written => {
-                    return Ok(Some(Update {
-                        output: applied.output,
-                        session,
+                    // After the write, never before: see the module doc. The
+                    // write happened, so a failure here is only logged: it is
+                    // the module doc's gap (this node's timer still holds the
+                    // deadline).
+                    if let Some(at) = deadline_to_record(deadline, record.next_deadline()) {
+                        let due = [(id.clone(), Some(at))];
+                        if let Err(e) = RecordStore::<R>::schedule(self, R::DEADLINES, &due).await {
+                            tracing::warn!(kind = R::KIND, id = %id, error = %e, "could not record the next deadline");
+                        }
+                    }
+                    return Ok(Some(Written {
+                        record,
                         changed: true,
-                        previous_status,
-                    }))
+                    }));
                 }
                 Cas::Gone => return Ok(None),
                 Cas::Conflict => Self::back_off(attempt).await,
             }
         }
         Err(StoreError::Unavailable(format!(
-            "session {id}: {MAX_CAS_ATTEMPTS} compare-and-set conflicts in a row"
+            "{} {id}: {MAX_CAS_ATTEMPTS} compare-and-set conflicts in a row",
+            R::KIND
         )))
     }
 
-    /// Leases up to `max` ids due by `now` from one of the due-time queues (expiries or QR
-    /// rotations), so that one node handles each.
+    async fn subscribe(&self, id: &R::Id) -> Result<Option<watch::Receiver<u64>>, StoreError> {
+        self.subscribe_record(&self.keys.record::<R>(id), &self.keys.channel::<R>(id))
+            .await
+    }
+
+    async fn remove(&self, id: &R::Id) -> Result<(), StoreError> {
+        self.remove_record(&self.keys.record::<R>(id), &self.keys.channel::<R>(id))
+            .await?;
+        let forget = [(id.clone(), None)];
+        for queue in std::iter::once(R::DEADLINES).chain(R::OTHER_QUEUES.iter().copied()) {
+            RecordStore::<R>::schedule(self, queue, &forget).await?;
+        }
+        Ok(())
+    }
+
     async fn claim_due(
         &self,
-        queue: String,
-        what: &'static str,
+        queue: DueQueue,
         now: Timestamp,
         max: usize,
-    ) -> Result<Vec<SessionId>, StoreError> {
+    ) -> Result<Vec<R::Id>, StoreError> {
         let lease_until = now.plus_millis(EXPIRY_LEASE.as_millis() as i64);
         let ids: Vec<String> = timed(
             self.timeout,
-            what,
+            "claim due",
             CLAIM_DUE
-                .key(queue)
+                .key(self.keys.queue(queue))
                 .arg(now.unix_millis())
-                .arg(lease_until.unix_millis())
+                // Half a millisecond before the lease ends: the `.5` marks
+                // a lease (see the module doc).
+                .arg(format!("{}.5", lease_until.unix_millis() - 1))
                 .arg(max)
                 .invoke_async(&mut self.conn.clone()),
         )
         .await?;
-        Ok(ids.iter().filter_map(|s| SessionId::parse(s)).collect())
+        Ok(ids.iter().filter_map(|s| R::Id::parse(s)).collect())
     }
 
-    /// Drops handled ids from a due-time queue.
-    async fn remove_due(&self, queue: String, ids: &[SessionId]) -> Result<(), StoreError> {
-        if ids.is_empty() {
+    async fn schedule(
+        &self,
+        queue: DueQueue,
+        due: &[(R::Id, Option<Timestamp>)],
+    ) -> Result<(), StoreError> {
+        if due.is_empty() {
             return Ok(());
         }
-        let mut cmd = redis::cmd("ZREM");
-        cmd.arg(queue);
-        for id in ids {
-            cmd.arg(id.as_str());
+        let mut invocation = SCHEDULE.key(self.keys.queue(queue));
+        for (id, at) in due {
+            invocation
+                .arg(id.as_str())
+                .arg(at.map(|t| t.unix_millis().to_string()).unwrap_or_default());
         }
-        timed(self.timeout, "ZREM", cmd.exec_async(&mut self.conn.clone())).await
-    }
-}
-
-#[async_trait]
-impl SessionStore for RedisStore {
-    async fn insert(&self, session: &Session) -> Result<(), StoreError> {
-        let json = to_json(session, &session.id)?;
-        // The deadline first: a record never exists without one (the sweep
-        // skips a deadline whose record is missing). NX keeps the deadline
-        // of an existing session with the same id.
         timed(
             self.timeout,
-            "ZADD",
-            redis::cmd("ZADD")
-                .arg(self.keys.due())
-                .arg("NX")
-                .arg(session.expires_at.unix_millis())
-                .arg(session.id.as_str())
-                .exec_async(&mut self.conn.clone()),
-        )
-        .await?;
-        self.insert_record(
-            &self.keys.session(&session.id),
-            session.rev,
-            json,
-            ttl_ms(session, session.created_at),
+            "schedule",
+            invocation.invoke_async::<i64>(&mut self.conn.clone()),
         )
         .await
+        .map(|_| ())
     }
 
-    async fn get(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
-        self.read_record(&self.keys.session(id)).await
-    }
-
-    async fn apply(
-        &self,
-        id: &SessionId,
-        op: &Op,
-        now: Timestamp,
-    ) -> Result<Option<Update>, StoreError> {
-        self.apply_cas(id, None, op, now).await
-    }
-
-    async fn apply_on(
-        &self,
-        current: &Session,
-        op: &Op,
-        now: Timestamp,
-    ) -> Result<Option<Update>, StoreError> {
-        self.apply_cas(&current.id, Some(current), op, now).await
-    }
-    async fn subscribe(&self, id: &SessionId) -> Result<Option<watch::Receiver<u64>>, StoreError> {
-        self.subscribe_record(&self.keys.session(id), &self.keys.channel(id))
-            .await
-    }
-
-    async fn remove(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.remove_record(&self.keys.session(id), &self.keys.channel(id))
-            .await?;
-        timed(
-            self.timeout,
-            "ZREM",
-            redis::cmd("ZREM")
-                .arg(self.keys.due())
-                .arg(id.as_str())
-                .exec_async(&mut self.conn.clone()),
-        )
-        .await?;
-        self.rotations_done(std::slice::from_ref(id)).await
-    }
-
-    async fn claim_due_expiries(
-        &self,
-        now: Timestamp,
-        max: usize,
-    ) -> Result<Vec<SessionId>, StoreError> {
-        self.claim_due(self.keys.due(), "claim expiries", now, max)
-            .await
-    }
-
-    async fn expiries_done(&self, ids: &[SessionId]) -> Result<(), StoreError> {
-        self.remove_due(self.keys.due(), ids).await
-    }
-
-    async fn schedule_rotation(&self, id: &SessionId, at: Timestamp) -> Result<(), StoreError> {
-        timed(
-            self.timeout,
-            "ZADD",
-            redis::cmd("ZADD")
-                .arg(self.keys.rotations())
-                .arg(at.unix_millis())
-                .arg(id.as_str())
-                .exec_async(&mut self.conn.clone()),
-        )
-        .await
-    }
-
-    async fn claim_due_rotations(
-        &self,
-        now: Timestamp,
-        max: usize,
-    ) -> Result<Vec<SessionId>, StoreError> {
-        self.claim_due(self.keys.rotations(), "claim rotations", now, max)
-            .await
-    }
-
-    async fn rotations_done(&self, ids: &[SessionId]) -> Result<(), StoreError> {
-        self.remove_due(self.keys.rotations(), ids).await
-    }
-
-    fn expiry_poll_interval(&self) -> Option<Duration> {
+    fn poll_interval(&self) -> Option<Duration> {
         Some(self.expiry_poll)
     }
 
@@ -710,18 +665,22 @@ impl SessionStore for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bzt_core::conversation::Conversation;
+    use bzt_core::secret::ConversationId;
+    use bzt_core::{Session, SessionId};
 
     #[test]
     fn keys_share_a_hash_tag_and_parse_back() {
         let k = Keys::new("bzt");
         let id = SessionId::parse("abc_DEF-1").unwrap();
-        assert_eq!(k.session(&id), "bzt:{s:abc_DEF-1}");
-        assert_eq!(k.channel(&id), "bzt:{s:abc_DEF-1}:ch");
-        assert_eq!(k.due(), "bzt:{due}");
+        assert_eq!(k.record::<Session>(&id), "bzt:{s:abc_DEF-1}");
+        assert_eq!(k.channel::<Session>(&id), "bzt:{s:abc_DEF-1}:ch");
+        assert_eq!(k.queue(Session::DEADLINES), "bzt:{due}");
+        assert_eq!(k.queue(bzt_core::record::SESSION_ROTATIONS), "bzt:{rot}");
         let c = ConversationId::parse("xyz_1").unwrap();
-        assert_eq!(k.conversation(&c), "bzt:{c:xyz_1}");
-        assert_eq!(k.conversation_channel(&c), "bzt:{c:xyz_1}:ch");
-        assert_eq!(k.conversation_due(), "bzt:{cdue}");
+        assert_eq!(k.record::<Conversation>(&c), "bzt:{c:xyz_1}");
+        assert_eq!(k.channel::<Conversation>(&c), "bzt:{c:xyz_1}:ch");
+        assert_eq!(k.queue(Conversation::DEADLINES), "bzt:{cdue}");
         assert_eq!(k.audit(), "bzt:{audit}");
         assert_eq!(k.audit_head(), "bzt:{audit}:head");
         assert_eq!(k.record_set("revocations"), "bzt:{rs:revocations}");

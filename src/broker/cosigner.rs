@@ -7,7 +7,7 @@
 //! service's credential only) and drives the service's admin API for the
 //! app owner (freeze, unfreeze, revoke, unlock) through [`CosignerAdmin`].
 
-use crate::broker::Broker;
+use super::Broker;
 use crate::error::ApiError;
 use bzt_core::secret::RequestId;
 use bzt_core::session::{Delegate, Op, Opening, SealRequest};
