@@ -235,6 +235,31 @@ async fn five_wrong_pins_lock_the_key_until_its_owner_unlocks_it() {
 }
 
 #[tokio::test]
+async fn wrong_pins_counted_in_file_mode_survive_a_restart() {
+    let broker = TestBroker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = TestService::start_with(config(&broker, dir.path())).await;
+    let phone = Phone::enrol(&service).await;
+    let tbs = challenge("login");
+    let session = broker.scanned("login", &tbs, None);
+    for _ in 0..2 {
+        assert_eq!(
+            code(phone.sign("000000", &session, &tbs).await),
+            "wrong_pin"
+        );
+    }
+
+    let restarted = TestService::start_with(config(&broker, dir.path())).await;
+    let status = restarted
+        .client()
+        .await
+        .key_status(ADMIN_TOKEN, &phone.file.key_id)
+        .await
+        .unwrap();
+    assert_eq!(status.failures, 2);
+}
+
+#[tokio::test]
 async fn wrong_pins_without_a_live_session_do_not_count() {
     let (_broker, _service, phone) = enrol_a_phone().await;
     // Whoever knows the key id but holds no session of this phone cannot lock it.
