@@ -544,32 +544,15 @@ impl Broker {
         id: &ConversationId,
         op: &ConvOp,
     ) -> Result<ConvUpdate, ApiError> {
-        self.parts
-            .audit
-            .append(record.clone(), self.parts.clock.now())
-            .await?;
-        let applied = self
-            .apply_conversation(id, op)
-            .await
-            .and_then(|u| match &u.output {
-                Ok(_) => Ok(u),
-                Err(e) => Err(ApiError::from(e.clone())),
-            });
-        if applied.is_err() {
-            let aborted = bzt_core::audit::Operation {
-                outcome: "aborted".into(),
-                ..record
-            };
-            if let Err(e) = self
-                .parts
-                .audit
-                .append(aborted, self.parts.clock.now())
+        self.audited_transition(record, async {
+            self.apply_conversation(id, op)
                 .await
-            {
-                tracing::error!(conversation = %id, error = %e, "could not record an aborted answer");
-            }
-        }
-        applied
+                .and_then(|u| match &u.output {
+                    Ok(_) => Ok(u),
+                    Err(e) => Err(ApiError::from(e.clone())),
+                })
+        })
+        .await
     }
 
     pub async fn end_conversation(

@@ -126,6 +126,39 @@ impl Broker {
             .await
     }
 
+    /// Appends `record`, then runs the transition it records: the record is
+    /// durable before anyone can learn the outcome. If the transition then
+    /// fails (the session or conversation moved on meanwhile), an `aborted`
+    /// copy follows, so the log never claims an outcome that did not happen.
+    async fn audited_transition<T>(
+        &self,
+        record: bzt_core::audit::Operation,
+        transition: impl std::future::Future<Output = Result<T, crate::error::ApiError>>,
+    ) -> Result<T, crate::error::ApiError> {
+        self.parts
+            .audit
+            .append(record.clone(), self.parts.clock.now())
+            .await?;
+        let applied = transition.await;
+        if applied.is_err() {
+            let aborted = bzt_core::audit::Operation {
+                outcome: "aborted".into(),
+                ..record
+            };
+            let session = aborted.session_id.clone();
+            let conversation = aborted.conversation_id.clone();
+            if let Err(e) = self
+                .parts
+                .audit
+                .append(aborted, self.parts.clock.now())
+                .await
+            {
+                tracing::error!(%session, ?conversation, error = %e, "could not record an aborted operation");
+            }
+        }
+        applied
+    }
+
     // ---- Watching ----------------------------------------------------------
 
     /// A receiver that ticks whenever the session changes; `None` when it is

@@ -238,30 +238,12 @@ impl Broker {
         session: &Session,
         op: &Op,
     ) -> Result<Session, ApiError> {
-        let id = &session.id;
-        self.parts
-            .audit
-            .append(record.clone(), self.parts.clock.now())
-            .await?;
-        let applied = self
-            .apply_on(session, op)
-            .await
-            .and_then(|u| u.output.map(|_| u.session).map_err(ApiError::from));
-        if applied.is_err() {
-            let aborted = bzt_core::audit::Operation {
-                outcome: "aborted".into(),
-                ..record
-            };
-            if let Err(e) = self
-                .parts
-                .audit
-                .append(aborted, self.parts.clock.now())
+        self.audited_transition(record, async {
+            self.apply_on(session, op)
                 .await
-            {
-                tracing::error!(session = %id, error = %e, "could not record an aborted operation");
-            }
-        }
-        applied
+                .and_then(|u| u.output.map(|_| u.session).map_err(ApiError::from))
+        })
+        .await
     }
 
     /// The phone approves: the checks of docs/protocol.md in its order, then the transition.
