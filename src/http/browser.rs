@@ -5,13 +5,13 @@
 //! store to say the session changed, re-read it, and send what is new (see
 //! [`crate::http::events`]). The stream ends after the terminal `result`.
 
-use super::{client_ip, header_str, openapi, ws_frames, AppState, TokenQuery};
+use super::ws_frames::{self, close, Wake};
+use super::{client_ip, header_str, openapi, AppState, TokenQuery};
 use crate::apps::App;
 use crate::error::ApiError;
 use crate::http::events::{BrowserEvent, Cursor};
 use crate::http::limits::SocketSlot;
-use crate::shutdown::CLOSE_SERVICE_RESTART;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -248,34 +248,26 @@ async fn websocket_loop(
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
     loop {
-        tokio::select! {
-            changed = changes.changed() => {
-                if changed.is_err() {
-                    return close(socket, 1011, "session removed").await;
-                }
+        match ws_frames::next_wake(
+            socket,
+            &mut changes,
+            &mut ping,
+            &state.drain,
+            BROWSER_MESSAGE_LIMIT,
+            "session removed",
+        )
+        .await
+        {
+            Wake::Changed => {
                 if Box::pin(send_changes(socket, state, id, &mut cursor)).await? {
                     return Ok(());
                 }
             }
-            _ = ping.tick() => {
-                socket.send(Message::Ping(Vec::new().into())).await?;
+            Wake::Text(text) => {
+                Box::pin(handle_browser_message(socket, state, id, text.as_str())).await?
             }
-            _ = state.drain.started() => {
-                return close(socket, CLOSE_SERVICE_RESTART, "service restart: reconnect").await;
-            }
-            incoming = socket.recv() => {
-                match incoming {
-                    Some(Ok(Message::Text(text))) => {
-                        Box::pin(handle_browser_message(socket, state, id, text.as_str())).await?
-                    }
-                    Some(Ok(Message::Binary(_))) => return ws_frames::refuse_binary(socket).await,
-                    Some(Err(e)) if ws_frames::is_too_big(&e) => {
-                        return ws_frames::close_too_big(socket, BROWSER_MESSAGE_LIMIT).await;
-                    }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
-                    Some(Ok(_)) => {}
-                }
-            }
+            Wake::Idle => {}
+            Wake::Done(result) => return result,
         }
     }
 }
@@ -362,15 +354,6 @@ async fn handle_browser_message(
 async fn send_event(socket: &mut WebSocket, event: &BrowserEvent) -> Result<bool, axum::Error> {
     socket.send(Message::Text(event.json().into())).await?;
     Ok(event.is_final)
-}
-
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) -> Result<(), axum::Error> {
-    socket
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        })))
-        .await
 }
 
 /// The same events as the WebSocket, for networks that block it.
@@ -497,16 +480,25 @@ fn image_response(content_type: &'static str, body: Vec<u8>) -> Response {
         .into_response()
 }
 
-/// Once the page is known to be allowed, its answer carries CORS whether it
-/// is the image or an error the page should be able to read (410, 409).
-fn qr_answer(
-    answer: Result<Response, ApiError>,
-    app: &App,
+/// The current QR code drawn by `render` as `content_type`. Once the page is
+/// known to be allowed, its answer carries CORS whether it is the image or an
+/// error the page should be able to read (410, 409).
+async fn qr_image(
+    state: &AppState,
+    id: &str,
+    q: &TokenQuery,
     headers: &HeaderMap,
+    peer: SocketAddr,
+    content_type: &'static str,
+    render: fn(&str) -> Result<Vec<u8>, ApiError>,
 ) -> Result<Response, ApiError> {
+    let (session, app) = open_browser_request(state, id, q, headers, peer).await?;
+    let answer = drawable(&session)
+        .and_then(|()| render(&session.qr_text(state.broker.public_base_url())))
+        .map(|image| image_response(content_type, image));
     Ok(with_cors(
         answer.unwrap_or_else(IntoResponse::into_response),
-        app,
+        &app,
         headers,
     ))
 }
@@ -534,11 +526,10 @@ pub async fn qr_svg(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (session, app) = open_browser_request(&state, &id, &q, &headers, peer).await?;
-    let answer = drawable(&session)
-        .and_then(|()| crate::http::qr::svg(&session.qr_text(state.broker.public_base_url())))
-        .map(|svg| image_response("image/svg+xml", svg.into_bytes()));
-    qr_answer(answer, &app, &headers)
+    qr_image(&state, &id, &q, &headers, peer, "image/svg+xml", |text| {
+        crate::http::qr::svg(text).map(String::into_bytes)
+    })
+    .await
 }
 
 #[utoipa::path(
@@ -564,11 +555,16 @@ pub async fn qr_png(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (session, app) = open_browser_request(&state, &id, &q, &headers, peer).await?;
-    let answer = drawable(&session)
-        .and_then(|()| crate::http::qr::png(&session.qr_text(state.broker.public_base_url())))
-        .map(|png| image_response("image/png", png));
-    qr_answer(answer, &app, &headers)
+    qr_image(
+        &state,
+        &id,
+        &q,
+        &headers,
+        peer,
+        "image/png",
+        crate::http::qr::png,
+    )
+    .await
 }
 
 /// What a generic QR scanner opens: tell the user to use the certificate app.

@@ -9,10 +9,10 @@
 //! `ended` and a close 1000 when the conversation ends.
 
 use super::rp::{authenticate, decode_b64};
-use super::{openapi, ws_frames, ApiJson, AppState, TokenQuery};
+use super::ws_frames::{self, close, Wake};
+use super::{openapi, ApiJson, AppState, TokenQuery};
 use crate::error::ApiError;
-use crate::shutdown::CLOSE_SERVICE_RESTART;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -220,15 +220,6 @@ async fn send_json(socket: &mut WebSocket, v: &impl serde::Serialize) -> Result<
     socket.send(Message::Text(text.into())).await
 }
 
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) -> Result<(), axum::Error> {
-    socket
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        })))
-        .await
-}
-
 /// `ended` (the same on both sockets), once the conversation has ended.
 fn ended(c: &Conversation) -> Option<Ended> {
     c.ended.map(|(by, at)| Ended {
@@ -322,28 +313,24 @@ async fn requester_loop(
                 return close(socket, 1000, "conversation ended").await;
             }
         }
-        tokio::select! {
-            changed = changes.changed() => {
-                if changed.is_err() {
-                    return close(socket, 1011, "conversation removed").await;
-                }
+        match ws_frames::next_wake(
+            socket,
+            &mut changes,
+            &mut ping,
+            &state.drain,
+            REQUESTER_MESSAGE_LIMIT,
+            "conversation removed",
+        )
+        .await
+        {
+            Wake::Changed | Wake::Idle => {}
+            Wake::Text(_) => {
+                let e = ApiError::invalid(
+                    "this socket only receives; end the conversation with DELETE",
+                );
+                send_json(socket, &RequesterFrame::Error(frame_error(&e, None))).await?;
             }
-            _ = ping.tick() => socket.send(Message::Ping(Vec::new().into())).await?,
-            _ = state.drain.started() => {
-                return close(socket, CLOSE_SERVICE_RESTART, "service restart: reconnect").await;
-            }
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Binary(_))) => return ws_frames::refuse_binary(socket).await,
-                Some(Err(e)) if ws_frames::is_too_big(&e) => {
-                    return ws_frames::close_too_big(socket, REQUESTER_MESSAGE_LIMIT).await;
-                }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
-                Some(Ok(Message::Text(_))) => {
-                    let e = ApiError::invalid("this socket only receives; end the conversation with DELETE");
-                    send_json(socket, &RequesterFrame::Error(frame_error(&e, None))).await?;
-                }
-                Some(Ok(_)) => {}
-            },
+            Wake::Done(result) => return result,
         }
     }
 }
@@ -430,25 +417,19 @@ async fn phone_loop(
                 sent_seq = r.seq;
             }
         }
-        tokio::select! {
-            changed = changes.changed() => {
-                if changed.is_err() {
-                    return close(socket, 1011, "conversation removed").await;
-                }
-            }
-            _ = ping.tick() => socket.send(Message::Ping(Vec::new().into())).await?,
-            _ = state.drain.started() => {
-                return close(socket, CLOSE_SERVICE_RESTART, "service restart: reconnect").await;
-            }
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Binary(_))) => return ws_frames::refuse_binary(socket).await,
-                Some(Err(e)) if ws_frames::is_too_big(&e) => {
-                    return ws_frames::close_too_big(socket, PHONE_MESSAGE_LIMIT).await;
-                }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
-                Some(Ok(Message::Text(text))) => handle_phone_message(socket, state, id, text.as_str()).await?,
-                Some(Ok(_)) => {}
-            },
+        match ws_frames::next_wake(
+            socket,
+            &mut changes,
+            &mut ping,
+            &state.drain,
+            PHONE_MESSAGE_LIMIT,
+            "conversation removed",
+        )
+        .await
+        {
+            Wake::Changed | Wake::Idle => {}
+            Wake::Text(text) => handle_phone_message(socket, state, id, text.as_str()).await?,
+            Wake::Done(result) => return result,
         }
     }
 }
