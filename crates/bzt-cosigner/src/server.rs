@@ -326,29 +326,12 @@ async fn sign(
     Path(key_id): Path<String>,
     body: Bytes,
 ) -> Answer<SealedAnswer> {
-    let path = format!("/v1/keys/{key_id}/sign");
-    let (request, keys): (SignRequest, _) = open_sealed(&svc, &path, &body)?;
-    let context_line = request.context.canonical();
-    let delegate = svc.delegate_of(&key_id).await;
-    let outcome = svc.sign(&key_id, &request).await;
-    let (answer, tbs_sm3) = match outcome {
-        Ok(v) => v,
-        Err(e) => {
-            svc.audit_as(&key_id, "sign", &context_line, None, e.code, delegate)
-                .await;
-            return Err(e);
-        }
-    };
-    svc.audit_as(
-        &key_id,
-        "sign",
-        &context_line,
-        Some(tbs_sm3),
-        "ok",
-        delegate,
-    )
-    .await;
-    seal_answer(&path, &keys, &answer)
+    let context = |r: &SignRequest| r.context.canonical();
+    audited_operation(&svc, &key_id, "sign", &body, context, async |request| {
+        let (answer, tbs_sm3) = svc.sign(&key_id, request).await?;
+        Ok((answer, Some(tbs_sm3)))
+    })
+    .await
 }
 
 async fn decrypt(
@@ -356,18 +339,37 @@ async fn decrypt(
     Path(key_id): Path<String>,
     body: Bytes,
 ) -> Answer<SealedAnswer> {
-    let path = format!("/v1/keys/{key_id}/decrypt");
-    let (request, keys): (DecryptRequest, _) = open_sealed(&svc, &path, &body)?;
-    let context_line = request.context.canonical();
-    let delegate = svc.delegate_of(&key_id).await;
-    match svc.decrypt(&key_id, &request).await {
-        Ok(answer) => {
-            svc.audit_as(&key_id, "decrypt", &context_line, None, "ok", delegate)
+    let context = |r: &DecryptRequest| r.context.canonical();
+    audited_operation(&svc, &key_id, "decrypt", &body, context, async |request| {
+        Ok((svc.decrypt(&key_id, request).await?, None))
+    })
+    .await
+}
+
+/// The course of a co-signing operation on `/v1/keys/{key_id}/{operation}`:
+/// open the sealed request, run it, write its audit record whatever the
+/// outcome (with the SM3 of what was signed, when there is one), seal the
+/// answer.
+async fn audited_operation<R: DeserializeOwned, A: Serialize>(
+    svc: &Service,
+    key_id: &str,
+    operation: &str,
+    body: &[u8],
+    context_line: impl FnOnce(&R) -> String,
+    run: impl AsyncFnOnce(&R) -> Result<(A, Option<String>), ServiceError>,
+) -> Answer<SealedAnswer> {
+    let path = format!("/v1/keys/{key_id}/{operation}");
+    let (request, keys): (R, _) = open_sealed(svc, &path, body)?;
+    let context_line = context_line(&request);
+    let delegate = svc.delegate_of(key_id).await;
+    match run(&request).await {
+        Ok((answer, tbs_sm3)) => {
+            svc.audit_as(key_id, operation, &context_line, tbs_sm3, "ok", delegate)
                 .await;
             seal_answer(&path, &keys, &answer)
         }
         Err(e) => {
-            svc.audit_as(&key_id, "decrypt", &context_line, None, e.code, delegate)
+            svc.audit_as(key_id, operation, &context_line, None, e.code, delegate)
                 .await;
             Err(e)
         }

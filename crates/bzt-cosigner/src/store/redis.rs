@@ -73,6 +73,28 @@ impl RedisStore {
     }
 
     /// The JSON record at `key` (before the prefix), if there is one.
+    /// Runs a `PUT_*_UNLESS_*` script on `key`: `Revoked` when the stored
+    /// value is already final (a revoked key, a reclaimed grant).
+    async fn put_unless_final(
+        &self,
+        script: &str,
+        key: &str,
+        value: String,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let done: i32 = redis::Script::new(script)
+            .key(self.k(key))
+            .arg(value)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if done == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Revoked)
+        }
+    }
+
     async fn read_json<T: serde::de::DeserializeOwned>(
         &self,
         key: &str,
@@ -106,18 +128,12 @@ impl KeyStore for RedisStore {
     }
 
     async fn put(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let done: i32 = redis::Script::new(PUT_UNLESS_REVOKED)
-            .key(self.k(&format!("key:{}", record.key_id)))
-            .arg(Self::encode(record)?)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        if done == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Revoked)
-        }
+        self.put_unless_final(
+            PUT_UNLESS_REVOKED,
+            &format!("key:{}", record.key_id),
+            Self::encode(record)?,
+        )
+        .await
     }
 
     async fn add_failure(&self, key_id: &str) -> Result<u32, StoreError> {
@@ -232,18 +248,12 @@ impl KeyStore for RedisStore {
     }
 
     async fn put_grant(&self, entry: &GrantEntry) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let done: i32 = redis::Script::new(PUT_GRANT_UNLESS_RECLAIMED)
-            .key(self.k(&format!("grant:{}", entry.grant.grant_id)))
-            .arg(Self::encode(entry)?)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        if done == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Revoked)
-        }
+        self.put_unless_final(
+            PUT_GRANT_UNLESS_RECLAIMED,
+            &format!("grant:{}", entry.grant.grant_id),
+            Self::encode(entry)?,
+        )
+        .await
     }
 
     async fn grants(&self) -> Result<Vec<GrantEntry>, StoreError> {
