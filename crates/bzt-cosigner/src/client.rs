@@ -304,12 +304,8 @@ impl CosignerClient {
         grant_id: &str,
         end: &str,
     ) -> Result<GrantList> {
-        let request = GrantRequest {
-            grant_id: Some(grant_id.to_owned()),
-            not_after: Some(end.to_owned()),
-            ..self.grant_request(Action::Extend, key_id)?
-        };
-        self.grant_call(key_id, d1, joint, &request, None).await
+        self.change_grant(key_id, d1, joint, Action::Extend, grant_id, Some(end))
+            .await
     }
 
     /// Takes a grant back (证书解除授权).
@@ -320,9 +316,24 @@ impl CosignerClient {
         joint: &ProjectivePoint,
         grant_id: &str,
     ) -> Result<GrantList> {
+        self.change_grant(key_id, d1, joint, Action::Ungrant, grant_id, None)
+            .await
+    }
+
+    /// `action` on one existing grant (with its new end, for `extend`).
+    async fn change_grant(
+        &self,
+        key_id: &str,
+        d1: &NonZeroScalar,
+        joint: &ProjectivePoint,
+        action: Action,
+        grant_id: &str,
+        not_after: Option<&str>,
+    ) -> Result<GrantList> {
         let request = GrantRequest {
             grant_id: Some(grant_id.to_owned()),
-            ..self.grant_request(Action::Ungrant, key_id)?
+            not_after: not_after.map(str::to_owned),
+            ..self.grant_request(action, key_id)?
         };
         self.grant_call(key_id, d1, joint, &request, None).await
     }
