@@ -64,6 +64,7 @@
 //! pointing at the same Redis or Redis Cluster; see docs/redis.md). In
 //! Redis mode the audit trail is a Redis stream ([`redis::RedisAuditLog`]).
 
+pub mod claim_failures;
 pub mod file_audit;
 pub mod memory;
 pub mod records;
