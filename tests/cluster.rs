@@ -903,23 +903,29 @@ async fn redis_cluster_three_nodes_sessions_expire_once_each() {
     sessions_expire_once_each(&fx, &nodes, 300).await;
 }
 
-/// `cmdstat_incrby` calls on `redis_url`: the failed-claim counter's command
-/// (nothing else in the broker sends `INCRBY`).
-async fn failed_claim_counts(redis_url: &str) -> u64 {
-    let mut conn = ::redis::Client::open(redis_url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let info: String = ::redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_incrby:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .map_or(0, |n| n.parse().unwrap())
+/// `cmdstat_incrby` calls on the Redis servers `urls` (comma-separated):
+/// the failed-claim counter's command (nothing else in the broker sends
+/// `INCRBY`).
+async fn failed_claim_counts(urls: &str) -> u64 {
+    let mut total = 0;
+    for url in urls.split(',') {
+        let mut conn = ::redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let info: String = ::redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        total += info
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_incrby:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse::<u64>().unwrap());
+    }
+    total
 }
 
 async fn claim_raw(fx: &Fixture, node: &Node, qr_text: &str) -> (u16, Value) {
@@ -937,40 +943,53 @@ async fn claim_raw(fx: &Fixture, node: &Node, qr_text: &str) -> (u16, Value) {
 /// One QR code's wrong guesses are counted across nodes: ten spread over
 /// two nodes lock it on both (the default budget is 10 a minute), even for
 /// the right secret. Only failures pay a Redis call; a correct claim none.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_one_redis_share_a_qr_codes_failed_claim_budget() {
-    let redis = RedisServer::start();
-    let fx = Fixture::new();
-    let nodes = fx.start_nodes(2, &redis.url()).await;
-
+async fn failed_claims_are_counted_across_nodes(fx: &Fixture, nodes: &[Node], redis_urls: &str) {
     // A correct claim adds no Redis call for the budget.
     let fine = create(&fx.http, &nodes[0], 180).await;
-    let before = failed_claim_counts(&redis.url()).await;
-    let (status, _) = claim_raw(&fx, &nodes[1], &fine.qr_text).await;
+    let before = failed_claim_counts(redis_urls).await;
+    let (status, _) = claim_raw(fx, &nodes[1], &fine.qr_text).await;
     assert_eq!(status, 200);
-    assert_eq!(failed_claim_counts(&redis.url()).await, before);
+    assert_eq!(failed_claim_counts(redis_urls).await, before);
 
     let created = create(&fx.http, &nodes[0], 180).await;
     let (url, _) = created.qr_text.split_once('#').unwrap();
     for i in 0..10 {
-        let (status, body) = claim_raw(&fx, &nodes[i % 2], &format!("{url}#guess{i}")).await;
+        let (status, body) = claim_raw(fx, &nodes[i % 2], &format!("{url}#guess{i}")).await;
         assert_eq!(status, 404, "guess {i} on node {}: {body}", i % 2 + 1);
     }
     assert_eq!(
-        failed_claim_counts(&redis.url()).await,
+        failed_claim_counts(redis_urls).await,
         before + 10,
         "one counted call per failure"
     );
     // Node 2 counted the tenth; node 1 hears of it on the lock channel.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    for node in &nodes {
-        let (status, body) = claim_raw(&fx, node, &created.qr_text).await;
+    for node in nodes {
+        let (status, body) = claim_raw(fx, node, &created.qr_text).await;
         assert_eq!(status, 429, "{}: {body}", node.name);
         assert_eq!(body["error"]["code"], "rate_limited", "{body}");
         let message = body["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains("failed claims"), "{message}");
     }
     let other = create(&fx.http, &nodes[1], 180).await;
-    let (status, body) = claim_raw(&fx, &nodes[0], &other.qr_text).await;
+    let (status, body) = claim_raw(fx, &nodes[0], &other.qr_text).await;
     assert_eq!(status, 200, "another QR code is not locked: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_one_redis_share_a_qr_codes_failed_claim_budget() {
+    let redis = RedisServer::start();
+    let fx = Fixture::new();
+    let nodes = fx.start_nodes(2, &redis.url()).await;
+    failed_claims_are_counted_across_nodes(&fx, &nodes, &redis.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_two_nodes_share_a_qr_codes_failed_claim_budget() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
+        .await
+        .unwrap();
+    let fx = Fixture::new();
+    let nodes = fx.start_nodes(2, &cluster.urls()).await;
+    failed_claims_are_counted_across_nodes(&fx, &nodes, &cluster.urls()).await;
 }
