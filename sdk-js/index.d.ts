@@ -57,7 +57,7 @@ export interface SessionView extends CreatedSession {
   status: SessionStatus;
   version: number;
   match_code?: string;
-  device?: { id?: string; name?: string };
+  device?: { name: string };
   scanned_at?: string;
   completed_at?: string;
   result?: SessionResult;

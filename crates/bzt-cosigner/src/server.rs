@@ -514,14 +514,15 @@ impl Service {
             ));
         }
         // Each attempt is counted before it is checked (atomically, across
-        // nodes), so parallel guesses cannot slip past the limit; a right PIN
-        // then clears the count.
+        // nodes), so parallel guesses cannot slip past the limit; a wrong one's
+        // count is made durable before it is answered, a right PIN clears it.
         let attempt = self.store.add_failure(key_id).await?;
         if attempt > MAX_FAILURES {
             return Err(locked());
         }
         if pin.verify(&p1, &statement).is_err() {
             tracing::warn!(key_id, failures = attempt, "wrong PIN proof");
+            self.store.keep_failures(key_id).await?;
             if attempt >= MAX_FAILURES {
                 return Err(locked());
             }

@@ -204,18 +204,7 @@ async fn a_replayed_pin_proof_is_refused() {
     let (tbs, session) = scan_a_login(&broker);
     phone.sign(PIN, &session, &tbs).await.unwrap();
 
-    let captured = proxy
-        .exchanges()
-        .into_iter()
-        .find(|e| e.path.ends_with("/sign"))
-        .unwrap();
-    let replay = reqwest::Client::new()
-        .post(format!("{}{}", service.url, captured.path))
-        .header("content-type", "application/json")
-        .body(captured.request.clone())
-        .send()
-        .await
-        .unwrap();
+    let replay = proxy.replay_last("/sign", &service.url).await;
     assert_eq!(replay.status(), 409);
     let body: serde_json::Value = replay.json().await.unwrap();
     assert_eq!(body["error"]["code"], "replayed");
@@ -243,6 +232,31 @@ async fn five_wrong_pins_lock_the_key_until_its_owner_unlocks_it() {
     let status = phone.admin("unlock").await.unwrap();
     assert!(!status.locked);
     phone.sign(PIN, &session, &tbs).await.unwrap();
+}
+
+#[tokio::test]
+async fn wrong_pins_counted_in_file_mode_survive_a_restart() {
+    let broker = TestBroker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let service = TestService::start_with(config(&broker, dir.path())).await;
+    let phone = Phone::enrol(&service).await;
+    let tbs = challenge("login");
+    let session = broker.scanned("login", &tbs, None);
+    for _ in 0..2 {
+        assert_eq!(
+            code(phone.sign("000000", &session, &tbs).await),
+            "wrong_pin"
+        );
+    }
+
+    let restarted = TestService::start_with(config(&broker, dir.path())).await;
+    let status = restarted
+        .client()
+        .await
+        .key_status(ADMIN_TOKEN, &phone.file.key_id)
+        .await
+        .unwrap();
+    assert_eq!(status.failures, 2);
 }
 
 #[tokio::test]

@@ -55,14 +55,20 @@ async fn conformance(store: &dyn KeyStore) {
     ));
     assert_eq!(store.get("k1").await.unwrap(), Some(revoked));
 
-    // failures count up and reset
+    // failures count up, are kept and reset
     assert_eq!(store.failures("k2").await.unwrap(), 0);
     for n in 1..=3 {
         assert_eq!(store.add_failure("k2").await.unwrap(), n);
     }
+    store.keep_failures("k2").await.unwrap();
     assert_eq!(store.failures("k2").await.unwrap(), 3);
     store.reset_failures("k2").await.unwrap();
     assert_eq!(store.failures("k2").await.unwrap(), 0);
+    // two wrong attempts kept for a reopen to find
+    for n in 1..=2 {
+        assert_eq!(store.add_failure("k3").await.unwrap(), n);
+        store.keep_failures("k3").await.unwrap();
+    }
 
     // use_once: true the first time only
     assert!(store.use_once("nonce:a", 60).await.unwrap());
@@ -227,7 +233,49 @@ async fn the_file_store_keeps_the_contract_and_survives_a_reopen() {
         Err(StoreError::Revoked)
     ));
     assert_eq!(reopened.channel_key("other").await.unwrap(), "first");
+    assert_eq!(reopened.failures("k3").await.unwrap(), 2);
     assert!(reopened.forgets_nonces_on_restart());
+}
+
+/// What a restart would find: the count in the file as it is now.
+async fn failures_in_file(path: &std::path::Path, key_id: &str) -> u32 {
+    FileStore::open(path)
+        .unwrap()
+        .failures(key_id)
+        .await
+        .unwrap()
+}
+
+/// Each write is an fsync; two per co-signature made the disk the ceiling of
+/// co-signed logins. A right attempt writes nothing; a wrong one is in the
+/// file before it is answered, and so is the reset of a count the file holds.
+#[tokio::test]
+async fn the_file_store_writes_a_pin_attempt_only_once_it_turned_out_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.json");
+    let store = FileStore::open(&path).unwrap();
+    store.create(&record("k")).await.unwrap();
+
+    // A right attempt: counted while it is checked, then cleared.
+    assert_eq!(store.add_failure("k").await.unwrap(), 1);
+    assert_eq!(failures_in_file(&path, "k").await, 0);
+    std::fs::remove_file(&path).unwrap();
+    store.reset_failures("k").await.unwrap();
+    assert!(
+        !path.exists(),
+        "a right attempt after none wrong wrote the file"
+    );
+    store.put(&record("k")).await.unwrap();
+
+    // A wrong attempt: kept, so a restart still counts it.
+    assert_eq!(store.add_failure("k").await.unwrap(), 1);
+    store.keep_failures("k").await.unwrap();
+    assert_eq!(failures_in_file(&path, "k").await, 1);
+
+    // A right attempt after it clears the count in the file too.
+    assert_eq!(store.add_failure("k").await.unwrap(), 2);
+    store.reset_failures("k").await.unwrap();
+    assert_eq!(failures_in_file(&path, "k").await, 0);
 }
 
 #[tokio::test]

@@ -1,6 +1,13 @@
 //! One JSON file (embedded mode, one node). Every change rewrites the file
 //! through a temporary file and a rename, under one lock; the audit trail is
 //! a JSON-lines file beside it. Used nonces live in memory.
+//!
+//! PIN attempts are counted in memory (one node: the lock makes the count
+//! atomic) and reach the file only when they matter after a restart: an
+//! attempt that turned out wrong ([`KeyStore::keep_failures`]), or the reset
+//! of a count the file holds. A right proof after none wrong writes nothing;
+//! each write is an `fsync`, and two per signature serialised every
+//! co-signed login behind the disk (~210 logins/s, see loadtest/RESULTS.md).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +34,10 @@ struct Contents {
     grants: HashMap<String, GrantEntry>,
     #[serde(default)]
     reclaims: Vec<ReclaimRecord>,
+    /// `failures` as the file holds it (the in-memory counts run ahead of it
+    /// while attempts are being checked).
+    #[serde(skip)]
+    failures_on_disk: HashMap<String, u32>,
 }
 
 pub struct FileStore {
@@ -43,12 +54,13 @@ impl FileStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
         }
-        let contents = match std::fs::read(path) {
+        let mut contents: Contents = match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Contents::default(),
             Err(e) => return Err(StoreError::Unavailable(format!("{}: {e}", path.display()))),
         };
+        contents.failures_on_disk = contents.failures.clone();
         Ok(Self {
             path: path.to_path_buf(),
             audit_path: path.with_extension("audit.jsonl"),
@@ -66,6 +78,12 @@ impl FileStore {
             .lock()
             .map_err(|_| StoreError::Unavailable("poisoned lock".into()))?;
         let out = f(&mut contents)?;
+        self.write(&mut contents)?;
+        Ok(out)
+    }
+
+    /// Writes `contents` to the file (temporary file, `fsync`, rename).
+    fn write(&self, contents: &mut Contents) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec_pretty(&*contents)
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
@@ -75,7 +93,14 @@ impl FileStore {
         std::io::Write::write_all(&mut tmp, &bytes).map_err(io)?;
         tmp.as_file().sync_all().map_err(io)?;
         tmp.persist(&self.path).map_err(|e| io(e.error))?;
-        Ok(out)
+        contents.failures_on_disk = contents.failures.clone();
+        Ok(())
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Contents>, StoreError> {
+        self.contents
+            .lock()
+            .map_err(|_| StoreError::Unavailable("poisoned lock".into()))
     }
 
     fn read<T>(&self, f: impl FnOnce(&Contents) -> T) -> Result<T, StoreError> {
@@ -114,11 +139,18 @@ impl KeyStore for FileStore {
     }
 
     async fn add_failure(&self, key_id: &str) -> Result<u32, StoreError> {
-        self.change(|c| {
-            let n = c.failures.entry(key_id.to_owned()).or_insert(0);
-            *n += 1;
-            Ok(*n)
-        })
+        let mut contents = self.lock()?;
+        let n = contents.failures.entry(key_id.to_owned()).or_insert(0);
+        *n += 1;
+        Ok(*n)
+    }
+
+    async fn keep_failures(&self, key_id: &str) -> Result<(), StoreError> {
+        let mut contents = self.lock()?;
+        if contents.failures.get(key_id) == contents.failures_on_disk.get(key_id) {
+            return Ok(());
+        }
+        self.write(&mut contents)
     }
 
     async fn failures(&self, key_id: &str) -> Result<u32, StoreError> {
@@ -126,13 +158,12 @@ impl KeyStore for FileStore {
     }
 
     async fn reset_failures(&self, key_id: &str) -> Result<(), StoreError> {
-        if self.failures(key_id).await? == 0 {
-            return Ok(());
+        let mut contents = self.lock()?;
+        contents.failures.remove(key_id);
+        if contents.failures_on_disk.contains_key(key_id) {
+            self.write(&mut contents)?;
         }
-        self.change(|c| {
-            c.failures.remove(key_id);
-            Ok(())
-        })
+        Ok(())
     }
 
     async fn use_once(&self, token: &str, ttl_s: u64) -> Result<bool, StoreError> {

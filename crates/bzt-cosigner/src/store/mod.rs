@@ -5,7 +5,8 @@
 //!   ([`crate::sealing`]); the store never sees a share in clear.
 //! - A revoked record stays revoked: [`KeyStore::put`] refuses to change a
 //!   stored record whose state is `revoked`, and revocation drops the share.
-//! - [`KeyStore::add_failure`] is atomic (several nodes may count at once);
+//! - [`KeyStore::add_failure`] is atomic (several nodes may count at once),
+//!   and the count is durable once [`KeyStore::keep_failures`] returns;
 //!   [`KeyStore::use_once`] is an atomic set-if-absent with expiry: true the
 //!   first time, false for a replay while the token lives.
 //!
@@ -107,8 +108,14 @@ pub trait KeyStore: Send + Sync {
     async fn get(&self, key_id: &str) -> Result<Option<KeyRecord>, StoreError>;
     /// Replaces an existing record, unless the stored one is revoked.
     async fn put(&self, record: &KeyRecord) -> Result<(), StoreError>;
-    /// Counts one more wrong PIN proof in a row and returns the count.
+    /// Counts one more PIN attempt in a row, before it is checked, and
+    /// returns the count. It need survive a restart only once the attempt
+    /// turned out wrong: [`KeyStore::keep_failures`].
     async fn add_failure(&self, key_id: &str) -> Result<u32, StoreError>;
+    /// The attempts counted so far turned out wrong: from here on their count
+    /// survives a restart (called before the phone is told, so no answer
+    /// outlives its count).
+    async fn keep_failures(&self, key_id: &str) -> Result<(), StoreError>;
     async fn failures(&self, key_id: &str) -> Result<u32, StoreError>;
     async fn reset_failures(&self, key_id: &str) -> Result<(), StoreError>;
     /// Marks `token` used for `ttl_s` seconds; false if it already was.

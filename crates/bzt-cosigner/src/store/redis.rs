@@ -127,6 +127,11 @@ impl KeyStore for RedisStore {
             .map_err(unavailable)
     }
 
+    /// `INCR` stored it already, as durably as Redis keeps anything.
+    async fn keep_failures(&self, _key_id: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     async fn failures(&self, key_id: &str) -> Result<u32, StoreError> {
         let mut conn = self.conn.clone();
         let n: Option<u32> = conn
