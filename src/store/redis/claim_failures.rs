@@ -233,6 +233,6 @@ mod tests {
         );
         assert!(parse_lock(&format!("{id}")).is_none());
         assert!(parse_lock(&format!("{id} -1")).is_none());
-        assert!(parse_lock("not-an-id 10").is_none());
+        assert!(parse_lock("no/such/id 10").is_none());
     }
 }
