@@ -7,7 +7,7 @@ use crate::http::limits::{Limits, FAILURE_WINDOW};
 use crate::http::{self, AppState};
 use crate::store::claim_failures::{FailedClaims, LocalFailedClaims};
 use crate::store::records::{FileRecordSet, RecordSet};
-use crate::store::redis::{RedisFailedClaims, RedisSettings, RedisStore};
+use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::AuditLog;
 use crate::store::{memory::MemoryStore, RecordStore};
 use crate::timers::TimerQueue;
@@ -183,9 +183,10 @@ async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
         ),
         StoreKind::Redis => {
             let settings = redis_settings(config)?;
-            let failed_claims =
-                RedisFailedClaims::connect(&settings, max_failed_claims, FAILURE_WINDOW).await?;
-            let redis = Arc::new(RedisStore::connect(settings).await?);
+            let redis = Arc::new(RedisStore::connect(settings.clone()).await?);
+            let failed_claims = redis
+                .failed_claims(&settings, max_failed_claims, FAILURE_WINDOW)
+                .await?;
             let audit = redis.audit_log(key, every).await?;
             if config.audit.path.is_some() {
                 tracing::warn!(

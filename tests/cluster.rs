@@ -993,3 +993,41 @@ async fn redis_cluster_two_nodes_share_a_qr_codes_failed_claim_budget() {
     let nodes = fx.start_nodes(2, &cluster.urls()).await;
     failed_claims_are_counted_across_nodes(&fx, &nodes, &cluster.urls()).await;
 }
+
+/// After a Redis restart every node subscribes to the claim-lock channel
+/// again, and the budget is shared as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_redis_restart_failed_claims_are_still_counted_across_nodes() {
+    let mut redis = RedisServer::start();
+    let fx = Fixture::new();
+    let nodes = fx.start_nodes(2, &redis.url()).await;
+    let channel = format!("{}:claim-locks", nodes[0].prefix);
+    let url = redis.url();
+    let subscribers = || async {
+        let mut conn = ::redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let (_, n): (String, u64) = ::redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channel)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        n
+    };
+    assert_eq!(subscribers().await, 2);
+    tokio::task::block_in_place(|| redis.stop());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::task::block_in_place(|| redis.restart());
+    let deadline = Instant::now() + STEP;
+    while subscribers().await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the nodes did not subscribe again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    failed_claims_are_counted_across_nodes(&fx, &nodes, &redis.url()).await;
+}

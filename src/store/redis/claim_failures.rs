@@ -19,7 +19,7 @@
 //!   instead, so an outage never lifts the limit on a node.
 
 use super::conn::{connect, timed, Conn};
-use super::{AbortOnDrop, Keys, RedisSettings};
+use super::{AbortOnDrop, Keys, RedisSettings, RedisStore};
 use crate::store::claim_failures::{FailedClaims, FailureBudget};
 use async_trait::async_trait;
 use bzt_core::{Session, SessionId};
@@ -65,21 +65,20 @@ pub struct RedisFailedClaims {
     _listener: AbortOnDrop,
 }
 
-impl RedisFailedClaims {
-    /// Connects (a command connection and a subscriber connection) and
-    /// starts listening for other nodes' locks.
-    pub async fn connect(
+impl RedisStore {
+    /// The failed-claims budget on this store's Redis: counts go over the
+    /// store's command connection (kept fresh by its pollers, so the first
+    /// failure after a Redis restart does not meet a dead socket); lock
+    /// messages arrive on a subscriber connection of their own, opened
+    /// with `settings` (the store's).
+    pub async fn failed_claims(
+        &self,
         settings: &RedisSettings,
         max: u32,
         window: Duration,
-    ) -> anyhow::Result<Self> {
+    ) -> anyhow::Result<RedisFailedClaims> {
         use anyhow::Context;
         let what = || format!("cannot connect to Redis at {}", settings.urls.join(","));
-        let conn = tokio::time::timeout(settings.timeout * 4, connect(settings, None))
-            .await
-            .map_err(|_| anyhow::anyhow!("no answer"))
-            .with_context(what)?
-            .with_context(what)?;
         let (push_tx, pushes) = mpsc::unbounded_channel();
         let sub_conn = tokio::time::timeout(settings.timeout * 4, connect(settings, Some(push_tx)))
             .await
@@ -100,9 +99,9 @@ impl RedisFailedClaims {
             pushes,
             locked.clone(),
         ));
-        Ok(Self {
-            conn,
-            keys: Keys::new(&settings.key_prefix),
+        Ok(RedisFailedClaims {
+            conn: self.conn.clone(),
+            keys: self.keys.clone(),
             channel,
             max: max.max(1),
             window,
@@ -112,7 +111,9 @@ impl RedisFailedClaims {
             _listener: AbortOnDrop(listener),
         })
     }
+}
 
+impl RedisFailedClaims {
     fn lock(&self, id: &SessionId, remaining: Duration) {
         self.locked.insert(id.clone(), Instant::now() + remaining);
     }
@@ -194,11 +195,18 @@ impl FailedClaims for RedisFailedClaims {
             .arg(self.max)
             .arg(&self.channel)
             .arg(id.to_string());
-        let answer: Result<(u32, i64), _> = timed(
-            self.timeout,
-            "count a failed claim",
-            call.invoke_async(&mut self.conn.clone()),
-        )
+        let mut conn = self.conn.clone();
+        let answer: Result<(u32, i64), _> = timed(self.timeout, "count a failed claim", async {
+            match call.invoke_async(&mut conn).await {
+                // The connection had died under us (Redis restarted): once
+                // more on the new one. Had the first run reached Redis, the
+                // failure counts twice, which errs on the guesser's cost.
+                Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                    call.invoke_async(&mut conn).await
+                }
+                done => done,
+            }
+        })
         .await;
         match answer {
             Ok((count, remaining_ms)) if count >= self.max => {
