@@ -140,7 +140,8 @@ pub struct TrustDomainConfig {
     /// stops the start) and again every `crl_refresh_s`.
     #[serde(default)]
     pub crl_files: Vec<PathBuf>,
-    /// CRLs fetched over HTTP(S) at start and every `crl_refresh_s`.
+    /// CRLs fetched over HTTP(S) at start and every `crl_refresh_s` (bounds
+    /// of a download, and why addresses are not filtered: `crate::crl`).
     #[serde(default)]
     pub crl_urls: Vec<String>,
     /// Seconds between two reloads of each CRL (default 3600, at least 10).
