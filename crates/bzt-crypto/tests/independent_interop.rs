@@ -12,9 +12,24 @@ use bzt_crypto::two_party::{
     decode_point, encode_point, message_digest, service_decrypt, service_sign, BlindedDecryption,
     ChannelKey, MemberAcceptance, PhoneKeygen, PhoneSigning, ReshareDealer, ServiceShare,
 };
-use bzt_openssl_cli::{new_sm2_key, run_ok as openssl, SM2_DISTID_OPT as DISTID};
 use sm2::pkcs8::{EncodePublicKey, LineEnding};
 use sm2::{NonZeroScalar, ProjectivePoint, PublicKey};
+
+const DISTID: &str = "distid:1234567812345678";
+
+fn openssl(dir: &Path, args: &[&str]) -> std::process::Output {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
 
 fn enrolled() -> (NonZeroScalar, ServiceShare, ProjectivePoint) {
     let phone = PhoneKeygen::start().unwrap();
@@ -33,7 +48,18 @@ fn openssl_certificate_for(dir: &Path, joint: &ProjectivePoint) {
     )
     .unwrap();
     for key in ["ca.key", "throwaway.key"] {
-        new_sm2_key(dir, key);
+        openssl(
+            dir,
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:SM2",
+                "-out",
+                key,
+            ],
+        );
     }
     openssl(
         dir,
@@ -126,7 +152,18 @@ fn a_co_signature_verifies_with_openssl_against_a_certificate_for_the_joint_key(
 
 /// OpenSSL's verdict on `sig` over `msg` against `cert.pem` in `dir`.
 fn openssl_verifies(dir: &Path, msg: &[u8], sig: &sm2::dsa::Signature) -> bool {
-    bzt_openssl_cli::verifies_with_certificate(dir, "cert.pem", msg, sig.to_der().as_bytes())
+    std::fs::write(dir.join("msg"), msg).unwrap();
+    std::fs::write(dir.join("sig.der"), sig.to_der().as_bytes()).unwrap();
+    let out = Command::new("openssl")
+        .args([
+            "pkeyutl", "-verify", "-certin", "-inkey", "cert.pem", "-rawin", "-digest", "sm3",
+            "-pkeyopt", DISTID, "-in", "msg", "-sigfile", "sig.der",
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    out.status.success()
+        && String::from_utf8_lossy(&out.stdout).contains("Signature Verified Successfully")
 }
 
 fn co_sign(
