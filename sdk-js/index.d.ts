@@ -77,7 +77,7 @@ export interface StatusEvent {
   status: SessionStatus | 'loading' | 'error';
   previous: string | null;
   version: number;
-  device: { id?: string; name?: string } | null;
+  device: { name: string } | null;
   /** Two digits to show large when the session was created with number_match. */
   match_code: string | null;
   session: SessionView;

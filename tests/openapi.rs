@@ -272,8 +272,10 @@ async fn start() -> Broker {
         api_key: Some(API_KEY.into()),
         api_key_sha256: None,
         allowed_origins: vec![ALLOWED_ORIGIN.into()],
-        webhook_secret: None,
+        webhook_secret: Some("openapi-test-webhook-secret".into()),
     }];
+    // The webhook test's receiver listens on 127.0.0.1.
+    config.webhooks.allowed_private_networks = vec!["127.0.0.0/8".into()];
     config.trust_domains = vec![TrustDomainConfig {
         name: "platform".into(),
         ca_pem_files: vec![ca_file],
@@ -1555,4 +1557,63 @@ fn the_validator_finds_what_the_document_does_not_declare() {
     let mut wrong = status;
     wrong["version"] = json!("2");
     assert!(!validate(&union, &wrong).is_empty());
+}
+
+#[tokio::test]
+async fn a_webhook_delivery_matches_the_documented_webhook() {
+    // A receiver on port 0 that hands over the first delivery.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Option<String>, Vec<u8>)>();
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let tx = tx.clone();
+                async move {
+                    let signature = headers
+                        .get("bzt-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let _ = tx.send((signature, body.to_vec()));
+                    axum::http::StatusCode::OK
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let b = start().await;
+    let created = b
+        .create(&json!({ "kind": "login", "display": { "title": "登录" }, "webhook_url": url }))
+        .await;
+    let id = created["id"].as_str().unwrap();
+    let a = b
+        .send(
+            b.http
+                .delete(b.url(&format!("/v1/sessions/{id}")))
+                .bearer_auth(API_KEY),
+        )
+        .await;
+    assert_eq!(a.status, 200);
+
+    let (signature, body) = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a delivery in time")
+        .expect("the receiver runs");
+    let webhook = &doc().root["webhooks"]["sessionTerminal"]["post"];
+    let schema = &webhook["requestBody"]["content"]["application/json"]["schema"];
+    let view: Value = serde_json::from_slice(&body).expect("the body is JSON");
+    assert_eq!(view["status"], "cancelled");
+    doc().assert_valid(schema, &view, "the webhook body");
+    let header = webhook["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "Bzt-Signature")
+        .expect("Bzt-Signature is documented");
+    assert!(
+        validate(&header["schema"], &json!(signature.expect("a signature"))).is_empty(),
+        "Bzt-Signature matches its documented pattern"
+    );
 }

@@ -158,3 +158,11 @@ test('the declared-subset comparison finds a field the broker never sends', () =
     'ApprovedResult.colour is declared but not in the schema',
   ]);
 });
+
+test('sdk-js: the events name the device as the broker sends it, and the QR frame\'s fields', () => {
+  const status = members(interfaceBody('sdk-js/index.d.ts', 'StatusEvent'));
+  const device = members(status.device.type.replace(/\s*\|\s*null$/, '').slice(1, -1));
+  assert.deepEqual(compare('StatusEvent.device', device, schemas.DeviceView), []);
+  const qr = members(interfaceBody('sdk-js/index.d.ts', 'QrEvent'));
+  for (const field of Object.keys(schemas.QrFrame.properties)) assert.ok(qr[field], `QrEvent.${field}`);
+});

@@ -94,7 +94,7 @@ pub async fn claim(
         Ok(c) => c,
         Err(e) => {
             if e.code == bzt_core::ErrorCode::NotFound {
-                state.limits.claim_failed(&id);
+                state.limits.claim_failed(&id).await;
             }
             return Err(e);
         }
