@@ -5,7 +5,7 @@
 //! store to say the session changed, re-read it, and send what is new (see
 //! [`crate::http::events`]). The stream ends after the terminal `result`.
 
-use super::{client_ip, header_str, openapi, ws_frames, AppState, TokenQuery};
+use super::{answers, client_ip, header_str, ws_frames, AppState, TokenQuery};
 use crate::apps::App;
 use crate::error::ApiError;
 use crate::http::events::{BrowserEvent, Cursor};
@@ -166,9 +166,9 @@ async fn open_browser_request(
     params(("id" = String, Path, description = "The session id."), ("Upgrade" = String, Header, description = "`websocket`.")),
     responses(
         (status = 101, description = "Switching Protocols; frames as described."),
-        (status = 429, response = openapi::RateLimited),
-        openapi::UpgradeRefusals,
-        openapi::BrowserRefusals,
+        (status = 429, response = answers::RateLimited),
+        answers::UpgradeRefusals,
+        answers::BrowserRefusals,
     ),
     security(("browserToken" = [])),
     extensions(("x-websocket" = json!({
@@ -384,8 +384,8 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) -> Resul
     params(("id" = String, Path, description = "The session id.")),
     responses(
         (status = 200, description = "The event stream.", content_type = "text/event-stream", body = String),
-        (status = 429, response = openapi::RateLimited),
-        openapi::BrowserRefusals,
+        (status = 429, response = answers::RateLimited),
+        answers::BrowserRefusals,
     ),
     security(("browserToken" = [])),
     extensions(("x-sse-events" = json!({ "$ref": "#/components/schemas/BrowserFrame" })))
@@ -521,9 +521,9 @@ fn qr_answer(
     params(("id" = String, Path, description = "The session id.")),
     responses(
         (status = 200, description = "The QR code.", content_type = "image/svg+xml", body = String),
-        (status = 409, response = openapi::QrConflict),
-        (status = 410, response = openapi::Expired),
-        openapi::BrowserRefusals,
+        (status = 409, response = answers::QrConflict),
+        (status = 410, response = answers::Expired),
+        answers::BrowserRefusals,
     ),
     security(("browserToken" = []))
 )]
@@ -551,9 +551,9 @@ pub async fn qr_svg(
     params(("id" = String, Path, description = "The session id.")),
     responses(
         (status = 200, description = "The QR code.", content_type = "image/png", body = String),
-        (status = 409, response = openapi::QrConflict),
-        (status = 410, response = openapi::Expired),
-        openapi::BrowserRefusals,
+        (status = 409, response = answers::QrConflict),
+        (status = 410, response = answers::Expired),
+        answers::BrowserRefusals,
     ),
     security(("browserToken" = []))
 )]
