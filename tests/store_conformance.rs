@@ -1354,6 +1354,52 @@ async fn redis_audit_a_broken_tail_stops_the_start_naming_the_stream_and_seq() {
     assert!(e.contains("expected seq 10"), "{e}");
 }
 
+/// A young chain (no checkpoint yet) longer than one page of the check's
+/// reads: walked back to the genesis hash, a break found on a later page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_audit_a_long_unsigned_tail_is_checked_to_its_start() {
+    use bzt_core::audit::{Event, Record};
+    let url = server_url().await;
+    let prefix = unique_prefix("audit-long");
+    let s = settings(&url, &prefix);
+    let key = audit_key();
+    let stream = format!("{prefix}:{{audit}}");
+    {
+        let node = Arc::new(
+            RedisAuditLog::connect(&s, key.clone(), 10_000)
+                .await
+                .unwrap(),
+        );
+        let appends = (0..620).map(|n| {
+            let node = node.clone();
+            tokio::spawn(async move { node.append(audit_op(0, n), Timestamp::now_utc()).await })
+        });
+        for a in appends {
+            a.await.unwrap().unwrap();
+        }
+    }
+    RedisAuditLog::connect(&s, key.clone(), 10_000)
+        .await
+        .expect("an intact young chain starts");
+    rewrite_audit_entry(&url, &stream, 3, |line| {
+        let mut r: Record = serde_json::from_str(line).unwrap();
+        if let Event::Operation(op) = &mut r.body.event {
+            op.cert_serial = "ff".into();
+        }
+        r.to_line()
+    })
+    .await;
+    let e = RedisAuditLog::connect(&s, key.clone(), 10_000)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains(&stream) && e.contains("record seq 3") && e.contains("edited"),
+        "{e}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_audit_stream_is_one_chain_across_nodes() {
     audit_stream_is_one_chain(&server_url().await).await

@@ -13,8 +13,6 @@ mod output;
 #[cfg(feature = "demo")]
 mod phone;
 #[cfg(feature = "demo")]
-mod phone_grants;
-#[cfg(feature = "demo")]
 mod seal;
 mod serve;
 

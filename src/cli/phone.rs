@@ -10,6 +10,8 @@
 //! (`--identity DIR --pin PIN`, made by `enroll`: 密钥拆分), whose every
 //! signature and decryption is co-computed with the co-signing service.
 
+mod grants;
+
 use anyhow::{bail, Context};
 use bzt_phone::client::{ApproveExtras, Phone};
 use bzt_phone::conversation::{ConversationSigner, Decision, Outcome, SignRequest};
@@ -59,18 +61,18 @@ pub enum PhoneCommand {
     Enroll(EnrollArgs),
     /// 企业证书授权, member's phone: write an invitation (name, device, a receiving key) for the
     /// administrator.
-    GrantInvite(super::phone_grants::InviteArgs),
+    GrantInvite(grants::InviteArgs),
     /// 企业证书授权, administrator: grant the company certificate to the member of an
     /// invitation until a time; writes the offer for the member's phone.
-    Grant(super::phone_grants::GrantArgs),
+    Grant(grants::GrantArgs),
     /// 企业证书授权, member's phone: accept an offer into its identity directory under its own PIN.
-    AcceptGrant(super::phone_grants::AcceptArgs),
+    AcceptGrant(grants::AcceptArgs),
     /// 更改证书授权结束时间 (administrator).
-    Extend(super::phone_grants::ExtendArgs),
+    Extend(grants::ExtendArgs),
     /// 证书解除授权 (administrator).
-    Ungrant(super::phone_grants::UngrantArgs),
+    Ungrant(grants::UngrantArgs),
     /// The grants of a company certificate and its 证书收回记录 (administrator).
-    Grants(super::phone_grants::AdminArgs),
+    Grants(grants::AdminArgs),
 }
 
 #[derive(Args)]
@@ -161,12 +163,12 @@ pub fn run(cmd: PhoneCommand) -> anyhow::Result<()> {
                 max,
             } => converse(phone, auto_confirm, max).await,
             PhoneCommand::Enroll(a) => enroll(a).await,
-            PhoneCommand::GrantInvite(a) => super::phone_grants::invite(a),
-            PhoneCommand::Grant(a) => super::phone_grants::grant(a).await,
-            PhoneCommand::AcceptGrant(a) => super::phone_grants::accept(a).await,
-            PhoneCommand::Extend(a) => super::phone_grants::extend(a).await,
-            PhoneCommand::Ungrant(a) => super::phone_grants::ungrant(a).await,
-            PhoneCommand::Grants(a) => super::phone_grants::grants(a).await,
+            PhoneCommand::GrantInvite(a) => grants::invite(a),
+            PhoneCommand::Grant(a) => grants::grant(a).await,
+            PhoneCommand::AcceptGrant(a) => grants::accept(a).await,
+            PhoneCommand::Extend(a) => grants::extend(a).await,
+            PhoneCommand::Ungrant(a) => grants::ungrant(a).await,
+            PhoneCommand::Grants(a) => grants::grants(a).await,
         }
     })
 }

@@ -1,7 +1,7 @@
 //! `GET /v1/audit`: an app reads the audit records of its own operations.
 
 use super::rp::authenticate;
-use super::{openapi, AppState};
+use super::{answers, AppState};
 use crate::error::ApiError;
 use crate::store::AuditQuery;
 use axum::extract::{Query, State};
@@ -44,8 +44,8 @@ pub struct AuditParams {
     ),
     responses(
         (status = 200, description = "The matching records.", body = AuditList),
-        (status = 400, response = openapi::BadRequest),
-        openapi::RpRefusals,
+        (status = 400, response = answers::BadRequest),
+        answers::RpRefusals,
     ),
     security(("rpApiKey" = []))
 )]

@@ -6,7 +6,7 @@
 //! [`crate::http::events`]). The stream ends after the terminal `result`.
 
 use super::ws_frames::{self, close, Wake};
-use super::{client_ip, header_str, openapi, AppState, TokenQuery};
+use super::{answers, client_ip, header_str, AppState, TokenQuery};
 use crate::apps::App;
 use crate::error::ApiError;
 use crate::http::events::{BrowserEvent, Cursor};
@@ -166,9 +166,9 @@ async fn open_browser_request(
     params(("id" = String, Path, description = "The session id."), ("Upgrade" = String, Header, description = "`websocket`.")),
     responses(
         (status = 101, description = "Switching Protocols; frames as described."),
-        (status = 429, response = openapi::RateLimited),
-        openapi::UpgradeRefusals,
-        openapi::BrowserRefusals,
+        (status = 429, response = answers::RateLimited),
+        answers::UpgradeRefusals,
+        answers::BrowserRefusals,
     ),
     security(("browserToken" = [])),
     extensions(("x-websocket" = json!({
@@ -367,8 +367,8 @@ async fn send_event(socket: &mut WebSocket, event: &BrowserEvent) -> Result<bool
     params(("id" = String, Path, description = "The session id.")),
     responses(
         (status = 200, description = "The event stream.", content_type = "text/event-stream", body = String),
-        (status = 429, response = openapi::RateLimited),
-        openapi::BrowserRefusals,
+        (status = 429, response = answers::RateLimited),
+        answers::BrowserRefusals,
     ),
     security(("browserToken" = [])),
     extensions(("x-sse-events" = json!({ "$ref": "#/components/schemas/BrowserFrame" })))
@@ -513,9 +513,9 @@ async fn qr_image(
     params(("id" = String, Path, description = "The session id.")),
     responses(
         (status = 200, description = "The QR code.", content_type = "image/svg+xml", body = String),
-        (status = 409, response = openapi::QrConflict),
-        (status = 410, response = openapi::Expired),
-        openapi::BrowserRefusals,
+        (status = 409, response = answers::QrConflict),
+        (status = 410, response = answers::Expired),
+        answers::BrowserRefusals,
     ),
     security(("browserToken" = []))
 )]
@@ -542,9 +542,9 @@ pub async fn qr_svg(
     params(("id" = String, Path, description = "The session id.")),
     responses(
         (status = 200, description = "The QR code.", content_type = "image/png", body = String),
-        (status = 409, response = openapi::QrConflict),
-        (status = 410, response = openapi::Expired),
-        openapi::BrowserRefusals,
+        (status = 409, response = answers::QrConflict),
+        (status = 410, response = answers::Expired),
+        answers::BrowserRefusals,
     ),
     security(("browserToken" = []))
 )]

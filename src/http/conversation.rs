@@ -10,7 +10,7 @@
 
 use super::rp::{authenticate, decode_b64};
 use super::ws_frames::{self, close, Wake};
-use super::{openapi, ApiJson, AppState, TokenQuery};
+use super::{answers, ApiJson, AppState, TokenQuery};
 use crate::error::ApiError;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -55,7 +55,7 @@ const REQUESTER_MESSAGE_LIMIT: usize = 4096;
     params(("id" = String, Path, description = "The conversation id (`conversation.id`).")),
     responses(
         (status = 200, description = "The conversation view.", body = ConversationView),
-        openapi::ConversationRefusals,
+        answers::ConversationRefusals,
     ),
     security(("rpApiKey" = []))
 )]
@@ -80,8 +80,8 @@ pub async fn get_conversation(
     params(("id" = String, Path, description = "The conversation id (`conversation.id`).")),
     responses(
         (status = 200, description = "Ended; the conversation view.", body = ConversationView),
-        (status = 410, response = openapi::ConversationEnded),
-        openapi::ConversationRefusals,
+        (status = 410, response = answers::ConversationEnded),
+        answers::ConversationRefusals,
     ),
     security(("rpApiKey" = []), ("requesterToken" = []))
 )]
@@ -127,11 +127,11 @@ pub async fn end_conversation(
     request_body = ConversationRequestInput,
     responses(
         (status = 202, description = "Queued for the phone.", body = ConversationRequestAccepted),
-        (status = 400, response = openapi::BadRequest),
+        (status = 400, response = answers::BadRequest),
         (status = 409, description = "`conflict`: `max_requests` requests have been posted and some are still unanswered, or 32 requests already wait for the phone.", body = ErrorBody),
-        (status = 410, response = openapi::ConversationEnded),
+        (status = 410, response = answers::ConversationEnded),
         (status = 413, description = "`payload_too_large`: the body is over 256 KiB, or `tbs_b64` decodes to more than 64 KiB.", body = ErrorBody),
-        openapi::ConversationRefusals,
+        answers::ConversationRefusals,
     ),
     security(("rpApiKey" = []))
 )]
@@ -184,10 +184,10 @@ pub struct WaitQuery {
     ),
     responses(
         (status = 200, description = "The request view.", body = ConversationRequestView),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
+        (status = 400, response = answers::BadRequest),
+        (status = 401, response = answers::Unauthorized),
         (status = 404, description = "`not_found`: no such conversation (or not this app's, or purged), or no such request in it.", body = ErrorBody),
-        (status = 503, response = openapi::Unavailable),
+        (status = 503, response = answers::Unavailable),
     ),
     security(("rpApiKey" = []))
 )]
@@ -252,9 +252,9 @@ fn frame_error(e: &ApiError, request_id: Option<&str>) -> FrameError {
     params(("id" = String, Path, description = "The conversation id (`conversation.id`)."), ("Upgrade" = String, Header, description = "`websocket`.")),
     responses(
         (status = 101, description = "Switching Protocols; frames as described."),
-        (status = 403, response = openapi::ForbiddenOrigin),
-        openapi::ConversationRefusals,
-        openapi::UpgradeRefusals,
+        (status = 403, response = answers::ForbiddenOrigin),
+        answers::ConversationRefusals,
+        answers::UpgradeRefusals,
     ),
     security(("requesterToken" = [])),
     extensions(("x-websocket" = json!({
@@ -348,8 +348,8 @@ async fn requester_loop(
     params(("id" = String, Path, description = "The conversation id (`conversation.id`)."), ("Upgrade" = String, Header, description = "`websocket`.")),
     responses(
         (status = 101, description = "Switching Protocols; frames as described."),
-        openapi::ConversationRefusals,
-        openapi::UpgradeRefusals,
+        answers::ConversationRefusals,
+        answers::UpgradeRefusals,
     ),
     security(("conversationPhoneToken" = [])),
     extensions(("x-websocket" = json!({

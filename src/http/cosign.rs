@@ -5,7 +5,7 @@
 //! (企业证书授权).
 
 use super::ops::{audit_then_revoke, authorize_admin};
-use super::{bearer, openapi, ApiJson, AppState};
+use super::{answers, bearer, ApiJson, AppState};
 use crate::broker::cosigner::{CosignerAdmin, KeyAction};
 use crate::broker::revocations::{RevocationRecord, Revocations};
 use crate::error::ApiError;
@@ -33,14 +33,14 @@ use std::sync::Arc;
     request_body = CosignContextRequest,
     responses(
         (status = 200, description = "The context.", body = CosignContext),
-        (status = 400, response = openapi::BadRequest),
+        (status = 400, response = answers::BadRequest),
         (status = 401, description = "`unauthorized`: the service's credential, or the relayed phone token, is missing or wrong.", body = ErrorBody),
         (status = 403, description = "`forbidden`: key splitting is not configured on this broker (`[cosigner] credential`).", body = ErrorBody),
         (status = 404, description = "`not_found`: no such session, conversation or request.", body = ErrorBody),
         (status = 409, description = "`conflict`: the session is terminal, or the request already answered.", body = ErrorBody),
         (status = 410, description = "`expired`: the session or request expired.", body = ErrorBody),
-        (status = 413, response = openapi::PayloadTooLarge),
-        (status = 503, response = openapi::Unavailable),
+        (status = 413, response = answers::PayloadTooLarge),
+        (status = 503, response = answers::Unavailable),
     ),
     security(("cosignerCredential" = []))
 )]
@@ -88,7 +88,7 @@ fn admin_client(state: &AppState) -> Result<Arc<CosignerAdmin>, ApiError> {
     responses(
         (status = 200, description = "The service's view of the key.", body = ServiceAnswer),
         (status = 404, description = "`not_found`: the service knows no such key.", body = ErrorBody),
-        openapi::CosignerAdminRefusals,
+        answers::CosignerAdminRefusals,
     ),
     security(("adminToken" = []))
 )]
@@ -118,10 +118,10 @@ pub async fn admin_key(
     request_body(content = Option<KeyActionRequest>, description = "Optional; `revoke` only.", content_type = "application/json"),
     responses(
         (status = 200, description = "The service's answer (the key's new state), plus `revoked_serial` for `revoke`.", body = ServiceAnswer),
-        (status = 400, response = openapi::BadRequest),
+        (status = 400, response = answers::BadRequest),
         (status = 404, description = "`not_found`: no such action, or the service knows no such key.", body = ErrorBody),
         (status = 409, description = "`conflict`: the service refused the change in the key's state (e.g. already revoked).", body = ErrorBody),
-        openapi::CosignerAdminRefusals,
+        answers::CosignerAdminRefusals,
     ),
     security(("adminToken" = []))
 )]
@@ -215,7 +215,7 @@ async fn is_granted_key(admin: &CosignerAdmin, key_id: &str) -> bool {
     description = "Relays `GET /v1/admin/grants` of the service with `[cosigner] admin_token`; the service's answer as it gave it, `{\"grants\", \"reclaims\"}` (docs/key-splitting.md).",
     responses(
         (status = 200, description = "`{\"grants\": [...], \"reclaims\": [...]}`.", body = ServiceAnswer),
-        openapi::CosignerAdminRefusals,
+        answers::CosignerAdminRefusals,
     ),
     security(("adminToken" = []))
 )]
@@ -241,7 +241,7 @@ pub async fn admin_grants(
         (status = 200, description = "The grant, now `reclaimed`, with every grant and reclaim record.", body = ServiceAnswer),
         (status = 404, description = "`not_found`: the service knows no such grant.", body = ErrorBody),
         (status = 410, description = "`expired`: the grant was reclaimed already (by its administrator, the operator or its end time).", body = ErrorBody),
-        openapi::CosignerAdminRefusals,
+        answers::CosignerAdminRefusals,
     ),
     security(("adminToken" = []))
 )]

@@ -5,6 +5,7 @@
 //! the waiting page (browser token in `?t=`), `phone` the certificate app,
 //! `ops` health, metrics and the admin API.
 
+pub mod answers;
 mod audit;
 mod browser;
 mod conversation;

@@ -1,6 +1,6 @@
 //! Health, readiness, metrics, and the admin API (revocations).
 
-use super::{bearer, client_ip, header_str, openapi, ApiJson, AppState};
+use super::{answers, bearer, client_ip, header_str, ApiJson, AppState};
 use crate::broker::revocations::{RevocationRecord, Revocations};
 use crate::error::ApiError;
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -37,7 +37,7 @@ pub async fn healthz() -> Json<Health> {
     summary = "Readiness (the session store is reachable, the node is not shutting down).",
     responses(
         (status = 200, description = "Ready.", body = Ready),
-        (status = 503, response = openapi::Unavailable),
+        (status = 503, response = answers::Unavailable),
     ),
     security(())
 )]
@@ -106,7 +106,7 @@ pub(super) fn authorize_admin(state: &AppState, headers: &HeaderMap) -> Result<(
     summary = "List revoked serials.",
     responses(
         (status = 200, description = "The configured list (re-read on SIGHUP) and the run-time list (kept in the store, shared by every node), each sorted by serial.", body = RevocationList),
-        openapi::AdminRefusals,
+        answers::AdminRefusals,
     ),
     security(("adminToken" = []))
 )]
@@ -212,10 +212,10 @@ pub(super) fn revocation_audit(
     request_body = RevokeRequest,
     responses(
         (status = 201, description = "Revoked; the normalised serial.", body = SerialAnswer),
-        (status = 400, response = openapi::BadRequest),
-        (status = 413, response = openapi::PayloadTooLarge),
-        (status = 503, response = openapi::Unavailable),
-        openapi::AdminRefusals,
+        (status = 400, response = answers::BadRequest),
+        (status = 413, response = answers::PayloadTooLarge),
+        (status = 503, response = answers::Unavailable),
+        answers::AdminRefusals,
     ),
     security(("adminToken" = []))
 )]
@@ -267,10 +267,10 @@ pub struct LiftQuery {
     ),
     responses(
         (status = 200, description = "Lifted; the normalised serial.", body = SerialAnswer),
-        (status = 400, response = openapi::BadRequest),
+        (status = 400, response = answers::BadRequest),
         (status = 404, description = "`not_found`: the serial is not on the run-time list (or is not hex).", body = ErrorBody),
-        (status = 503, response = openapi::Unavailable),
-        openapi::AdminRefusals,
+        (status = 503, response = answers::Unavailable),
+        answers::AdminRefusals,
     ),
     security(("adminToken" = []))
 )]

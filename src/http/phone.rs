@@ -1,7 +1,7 @@
 //! Phone API: claim the QR, then complete (approve or reject).
 
 use super::rp::decode_b64;
-use super::{bearer, client_ip, openapi, ApiJson, AppState};
+use super::{answers, bearer, client_ip, ApiJson, AppState};
 use crate::broker::Completion;
 use crate::error::ApiError;
 use axum::extract::{ConnectInfo, Path, State};
@@ -65,13 +65,13 @@ fn check_claim(body: &ClaimRequest) -> Result<bzt_core::SessionId, ApiError> {
     request_body = ClaimRequest,
     responses(
         (status = 200, description = "Claimed.", body = ClaimResponse),
-        (status = 400, response = openapi::BadRequest),
-        (status = 404, response = openapi::NotFound),
+        (status = 400, response = answers::BadRequest),
+        (status = 404, response = answers::NotFound),
         (status = 409, description = "`already_claimed`: another phone claimed it; `conflict`: the session is cancelled or otherwise terminal.", body = ErrorBody),
-        (status = 410, response = openapi::Expired),
-        (status = 413, response = openapi::PayloadTooLarge),
-        (status = 429, response = openapi::RateLimited),
-        (status = 503, response = openapi::Unavailable),
+        (status = 410, response = answers::Expired),
+        (status = 413, response = answers::PayloadTooLarge),
+        (status = 429, response = answers::RateLimited),
+        (status = 503, response = answers::Unavailable),
     ),
     security(())
 )]
@@ -94,7 +94,7 @@ pub async fn claim(
         Ok(c) => c,
         Err(e) => {
             if e.code == bzt_core::ErrorCode::NotFound {
-                state.limits.claim_failed(&id);
+                state.limits.claim_failed(&id).await;
             }
             return Err(e);
         }
@@ -227,15 +227,15 @@ fn into_answer(body: CompleteRequest) -> Result<PhoneAnswer, ApiError> {
     request_body = CompleteRequest,
     responses(
         (status = 200, description = "The session is now `approved` or `rejected`.", body = CompleteResponse),
-        (status = 400, response = openapi::BadRequest),
-        (status = 401, response = openapi::Unauthorized),
+        (status = 400, response = answers::BadRequest),
+        (status = 401, response = answers::Unauthorized),
         (status = 403, description = "`forbidden`: the number picked does not match (the session is now `rejected`, `match_failed`); or, for a `decrypt` session with an `opening` window, the completion came before `not_before` or at or after `not_after` (the session stays `scanned`, not counted).", body = ErrorBody),
-        (status = 404, response = openapi::NotFound),
+        (status = 404, response = answers::NotFound),
         (status = 409, description = "`conflict`: the session is not `scanned` (already terminal).", body = ErrorBody),
-        (status = 410, response = openapi::Expired),
-        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 410, response = answers::Expired),
+        (status = 413, response = answers::PayloadTooLarge),
         (status = 422, description = "`untrusted_certificate`, `bad_signature` or `seal_not_acceptable`; the third one moves the session to `failed`.", body = ErrorBody),
-        (status = 503, response = openapi::Unavailable),
+        (status = 503, response = answers::Unavailable),
     ),
     security(("phoneToken" = []))
 )]

@@ -1,6 +1,6 @@
 //! Relying-party backend API: create, read (with long-poll), cancel.
 
-use super::{bearer, browser, openapi, ApiJson, AppState, TokenQuery};
+use super::{answers, bearer, browser, ApiJson, AppState, TokenQuery};
 use crate::apps::App;
 use crate::error::ApiError;
 use axum::extract::{Path, Query, State};
@@ -123,10 +123,10 @@ pub fn decode_b64(field: &str, value: Option<String>) -> Result<Option<Vec<u8>>,
     request_body = CreateSessionRequest,
     responses(
         (status = 201, description = "Created.", body = CreateSessionResponse),
-        (status = 400, response = openapi::BadRequest),
+        (status = 400, response = answers::BadRequest),
         (status = 413, description = "`payload_too_large`: the body is over 256 KiB, or `tbs_b64` decodes to more than 64 KiB.", body = ErrorBody),
-        (status = 429, response = openapi::RateLimited),
-        openapi::RpRefusals,
+        (status = 429, response = answers::RateLimited),
+        answers::RpRefusals,
     ),
     security(("rpApiKey" = []))
 )]
@@ -189,9 +189,9 @@ pub struct GetQuery {
     ),
     responses(
         (status = 200, description = "The session view.", body = SessionView),
-        (status = 400, response = openapi::BadRequest),
-        (status = 404, response = openapi::NotFound),
-        openapi::RpRefusals,
+        (status = 400, response = answers::BadRequest),
+        (status = 404, response = answers::NotFound),
+        answers::RpRefusals,
     ),
     security(("rpApiKey" = []))
 )]
@@ -253,10 +253,10 @@ pub fn parse_wait(wait: Option<String>) -> Result<Option<u64>, ApiError> {
     params(("id" = String, Path, description = "The session id.")),
     responses(
         (status = 200, description = "Cancelled; the session view (`result` is `null`).", body = SessionView),
-        (status = 403, response = openapi::ForbiddenOrigin),
-        (status = 404, response = openapi::NotFound),
+        (status = 403, response = answers::ForbiddenOrigin),
+        (status = 404, response = answers::NotFound),
         (status = 409, description = "`conflict`: the session is already terminal.", body = ErrorBody),
-        openapi::RpRefusals,
+        answers::RpRefusals,
     ),
     security(("rpApiKey" = []), ("browserToken" = []))
 )]

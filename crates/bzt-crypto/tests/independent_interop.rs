@@ -4,8 +4,12 @@
 //! what `openssl pkeyutl -encrypt` sealed to that certificate, and the
 //! channel's SM4-GCM opens with Python `cryptography`.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
+
+use support::{new_sm2_key, openssl};
 
 use bzt_crypto::two_party::channel::{request_key_for_interop, seal_request};
 use bzt_crypto::two_party::{
@@ -16,20 +20,6 @@ use sm2::pkcs8::{EncodePublicKey, LineEnding};
 use sm2::{NonZeroScalar, ProjectivePoint, PublicKey};
 
 const DISTID: &str = "distid:1234567812345678";
-
-fn openssl(dir: &Path, args: &[&str]) -> std::process::Output {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn enrolled() -> (NonZeroScalar, ServiceShare, ProjectivePoint) {
     let phone = PhoneKeygen::start().unwrap();
@@ -48,18 +38,7 @@ fn openssl_certificate_for(dir: &Path, joint: &ProjectivePoint) {
     )
     .unwrap();
     for key in ["ca.key", "throwaway.key"] {
-        openssl(
-            dir,
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:SM2",
-                "-out",
-                key,
-            ],
-        );
+        new_sm2_key(dir, key);
     }
     openssl(
         dir,

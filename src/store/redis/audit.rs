@@ -529,11 +529,32 @@ async fn check_tail(
             }
             expected_seq = record.body.seq - 1;
             expected_hash = record.body.prev.clone();
-            end = format!("({id}");
             if expected_seq == 0 {
                 break;
             }
+            match id_before(id) {
+                Some(before) => end = before,
+                None => {
+                    return Err(refuse(
+                        id,
+                        seq,
+                        &format!("no entry can come before it, but seq {expected_seq} should"),
+                    ))
+                }
+            }
         }
+    }
+}
+
+/// The largest stream id below `id` (`<ms>-<n>`): the inclusive end of the
+/// next `XREVRANGE` page (exclusive ranges need Redis 6.2).
+fn id_before(id: &str) -> Option<String> {
+    let (ms, n) = id.split_once('-')?;
+    let (ms, n): (u64, u64) = (ms.parse().ok()?, n.parse().ok()?);
+    match (ms, n) {
+        (_, 1..) => Some(format!("{ms}-{}", n - 1)),
+        (1.., 0) => Some(format!("{}-{}", ms - 1, u64::MAX)),
+        (0, 0) => None,
     }
 }
 
@@ -753,6 +774,17 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_id_before_an_entry_id_is_the_largest_smaller_one() {
+        assert_eq!(id_before("17-3").as_deref(), Some("17-2"));
+        assert_eq!(
+            id_before("17-0").as_deref(),
+            Some("16-18446744073709551615")
+        );
+        assert_eq!(id_before("0-0"), None);
+        assert_eq!(id_before("x-1"), None);
+    }
 
     #[test]
     fn a_head_parses_from_the_scripts_answer() {

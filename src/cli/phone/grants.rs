@@ -10,7 +10,7 @@ use bzt_phone::split::SplitIdentity;
 use clap::Args;
 use std::path::PathBuf;
 
-use super::phone::{cli_device_id, prompt};
+use super::{cli_device_id, prompt};
 
 #[derive(Args)]
 pub struct InviteArgs {
