@@ -349,8 +349,7 @@ impl Conversation {
                 signature,
                 seal,
                 auto_confirmed,
-            } => {
-                let req = self.pending_request_mut(request_id)?;
+            } => self.answer_request(request_id, now, finished, |req| {
                 if req.seal.is_none() {
                     return Err(DomainError::invalid("this request does not ask for a seal"));
                 }
@@ -358,36 +357,26 @@ impl Conversation {
                 req.signature = Some(signature.clone());
                 req.seal_result = Some(seal.clone());
                 req.auto_confirmed = Some(*auto_confirmed);
-                req.completed_at = Some(now);
-                req.tbs = Vec::new();
-                finished.push(request_id.clone());
-                self.end_if_limit_reached(now, finished);
-                Ok(ConvOutput::Done)
-            }
+                Ok(())
+            }),
             ConvOp::Respond {
                 request_id,
                 verdict,
                 auto_confirmed,
-            } => {
-                let req = self.pending_request_mut(request_id)?;
+            } => self.answer_request(request_id, now, finished, |req| {
                 match verdict {
                     Ok(sig) => {
                         req.status = RequestStatus::Approved;
                         req.signature = Some(sig.clone());
-                        req.auto_confirmed = Some(*auto_confirmed);
                     }
                     Err(reason) => {
                         req.status = RequestStatus::Rejected;
                         req.reason = Some(reason.clone());
-                        req.auto_confirmed = Some(*auto_confirmed);
                     }
                 }
-                req.completed_at = Some(now);
-                req.tbs = Vec::new();
-                finished.push(request_id.clone());
-                self.end_if_limit_reached(now, finished);
-                Ok(ConvOutput::Done)
-            }
+                req.auto_confirmed = Some(*auto_confirmed);
+                Ok(())
+            }),
             ConvOp::NoteDelegate {
                 request_id,
                 delegate,
@@ -470,6 +459,25 @@ impl Conversation {
             Some(e) => Err(e),
             None => Ok(req),
         }
+    }
+
+    /// The phone's answer to a pending request: `answer` records it, then the
+    /// request is finished (its bytes are no longer kept) and the
+    /// conversation ends if that was the last request it allows.
+    fn answer_request(
+        &mut self,
+        request_id: &RequestId,
+        now: Timestamp,
+        finished: &mut Vec<RequestId>,
+        answer: impl FnOnce(&mut SignRequest) -> Result<(), DomainError>,
+    ) -> Result<ConvOutput, DomainError> {
+        let req = self.pending_request_mut(request_id)?;
+        answer(req)?;
+        req.completed_at = Some(now);
+        req.tbs = Vec::new();
+        finished.push(request_id.clone());
+        self.end_if_limit_reached(now, finished);
+        Ok(ConvOutput::Done)
     }
 
     fn pending_request_mut(&mut self, id: &RequestId) -> Result<&mut SignRequest, DomainError> {
