@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Schema-driven attack: Schemathesis (PyPI) generates requests, valid and
-# invalid, from docs/openapi.yaml and sends them to a live development broker
+# invalid, from docs/openapi.json (the document generated from the handlers and
+# crates/bzt-wire, which the broker also serves at /openapi.json) and sends them to a live development broker
 # (target/debug/bzt serve, no configuration); every response must conform to
 # the document (status code, content type, body schema) and none may be a
 # 5xx. Part of scripts/test.sh; run after `cargo test` built target/debug/bzt.
@@ -34,7 +35,7 @@ api_key="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["demo
 # itself while two threads read its lambdas' source ("AST constructor
 # recursion depth mismatch", CPython gh-106905), an error of the tool, not
 # of the broker. Requests may wait 35 s: a long-poll's `wait` goes up to 30.
-schema="${OPENAPI_SCHEMA:-docs/openapi.yaml}"
+schema="${OPENAPI_SCHEMA:-docs/openapi.json}"
 status=0
 schemathesis run "$schema" --url "$base" \
   -H "Authorization: Bearer $api_key" \

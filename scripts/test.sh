@@ -18,7 +18,7 @@ cargo check -p bzt --no-default-features --lib --bins --locked
 echo "== cargo test"
 cargo test --workspace --locked
 
-# Schemathesis against docs/openapi.yaml and a live development broker
+# Schemathesis against the generated docs/openapi.json and a live development broker
 # (target/debug/bzt, built by the cargo test above): conformance, no 5xx.
 echo "== schemathesis"
 bash scripts/schemathesis.sh 45

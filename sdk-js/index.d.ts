@@ -57,7 +57,7 @@ export interface SessionView extends CreatedSession {
   status: SessionStatus;
   version: number;
   match_code?: string;
-  device?: { id?: string; name?: string };
+  device?: { name: string };
   scanned_at?: string;
   completed_at?: string;
   result?: SessionResult;
@@ -77,7 +77,7 @@ export interface StatusEvent {
   status: SessionStatus | 'loading' | 'error';
   previous: string | null;
   version: number;
-  device: { id?: string; name?: string } | null;
+  device: { name: string } | null;
   /** Two digits to show large when the session was created with number_match. */
   match_code: string | null;
   session: SessionView;

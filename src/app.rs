@@ -3,8 +3,9 @@
 use crate::broker::{Broker, BrokerParts, Revocations};
 use crate::clock::Clock;
 use crate::config::{Config, StoreKind};
-use crate::http::limits::Limits;
+use crate::http::limits::{Limits, FAILURE_WINDOW};
 use crate::http::{self, AppState};
+use crate::store::claim_failures::{FailedClaims, LocalFailedClaims};
 use crate::store::records::{FileRecordSet, RecordSet};
 use crate::store::redis::{RedisSettings, RedisStore};
 use crate::store::AuditLog;
@@ -156,14 +157,17 @@ type Stores = (
     Arc<dyn AuditLog>,
     Arc<dyn RecordSet>,
     Option<Arc<dyn crate::store::webhooks::WebhookQueue>>,
+    Arc<dyn FailedClaims>,
 );
 
 /// Sessions, conversations, the audit trail, the run-time revocations and
-/// pending webhooks: in this process (memory store, audit file, revocations
-/// file, retry tasks) or shared by every node on one Redis (docs/redis.md).
+/// pending webhooks and the failed claims per QR code: in this process
+/// (memory store, audit file, revocations file, retry tasks, a local
+/// budget) or shared by every node on one Redis (docs/redis.md).
 async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
     let key = crate::store::file_audit::load_or_create_key(&config.audit_key_path())?;
     let every = config.audit.checkpoint_every;
+    let max_failed_claims = config.limits.failed_claims_per_session_per_minute;
     Ok(match config.store.kind {
         StoreKind::Memory => (
             Arc::new(MemoryStore::<Session>::new()),
@@ -175,10 +179,14 @@ async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
             )?),
             Arc::new(FileRecordSet::open(&config.revocations_path())?),
             None,
+            Arc::new(LocalFailedClaims::new(max_failed_claims, FAILURE_WINDOW)),
         ),
         StoreKind::Redis => {
             let settings = redis_settings(config)?;
-            let redis = Arc::new(RedisStore::connect(settings).await?);
+            let redis = Arc::new(RedisStore::connect(settings.clone()).await?);
+            let failed_claims = redis
+                .failed_claims(&settings, max_failed_claims, FAILURE_WINDOW)
+                .await?;
             let audit = redis.audit_log(key, every).await?;
             if config.audit.path.is_some() {
                 tracing::warn!(
@@ -194,6 +202,7 @@ async fn build_stores(config: &Config) -> anyhow::Result<Stores> {
                 Arc::new(audit),
                 revocations,
                 Some(webhooks as Arc<dyn crate::store::webhooks::WebhookQueue>),
+                Arc::new(failed_claims),
             )
         }
     })
@@ -221,7 +230,7 @@ impl Application {
         extra: Option<Router<AppState>>,
     ) -> anyhow::Result<Self> {
         config.validate()?;
-        let (store, conversations, audit, revocation_records, webhook_queue) =
+        let (store, conversations, audit, revocation_records, webhook_queue, failed_claims) =
             build_stores(config).await?;
         let mut webhooks = WebhookSender::new(config.webhooks.clone())?;
         if let Some(queue) = webhook_queue {
@@ -252,7 +261,7 @@ impl Application {
             webhooks,
             public_base_url,
         }));
-        let limits = Arc::new(Limits::new(&config.limits));
+        let limits = Arc::new(Limits::with_failed_claims(&config.limits, failed_claims));
         let state = AppState {
             broker: broker.clone(),
             limits: limits.clone(),

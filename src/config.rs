@@ -140,7 +140,8 @@ pub struct TrustDomainConfig {
     /// stops the start) and again every `crl_refresh_s`.
     #[serde(default)]
     pub crl_files: Vec<PathBuf>,
-    /// CRLs fetched over HTTP(S) at start and every `crl_refresh_s`.
+    /// CRLs fetched over HTTP(S) at start and every `crl_refresh_s` (bounds
+    /// of a download, and why addresses are not filtered: `crate::crl`).
     #[serde(default)]
     pub crl_urls: Vec<String>,
     /// Seconds between two reloads of each CRL (default 3600, at least 10).
@@ -198,8 +199,9 @@ pub struct LimitsConfig {
     /// (CGNAT). What stops guessing is `failed_claims_per_session_per_minute`.
     pub claims_per_ip_per_minute: u32,
     /// Failed claims (wrong secret, unknown session) per session id per
-    /// minute, per node; past it, claims of that id answer 429 until the
-    /// minute is over, whatever the address they come from.
+    /// minute, counted across all nodes in Redis mode; past it, claims of
+    /// that id answer 429 until the minute is over, whatever the address
+    /// they come from and whichever node they reach.
     pub failed_claims_per_session_per_minute: u32,
     /// Session creations per app per second (burst of the same size).
     pub creates_per_app_per_second: u32,

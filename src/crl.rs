@@ -116,33 +116,65 @@ async fn load(source: &Source, domain: &TrustDomain) -> Result<Crl, String> {
     Crl::parse_and_verify(&bytes, domain).map_err(|e| format!("{}: {}", source.name(), e.message))
 }
 
+/// How long one CRL download may take, connection and body included.
+const FETCH_TIME_LIMIT: Duration = Duration::from_secs(10);
+/// Redirects followed per download.
+const MAX_REDIRECTS: usize = 3;
+
+/// Downloads a CRL. The URL is the operator's (configuration, never a
+/// certificate's distribution point), so addresses are not filtered (see
+/// docs/security.md, "CRL downloads"); what the server may steer is bounded:
+/// at most [`MAX_REDIRECTS`] redirects and none to another scheme (an
+/// `https` URL never continues over plain `http`), [`FETCH_TIME_LIMIT`] in
+/// all, and [`MAX_CRL_BYTES`] counted while reading, so an endless body is
+/// cut off instead of filling memory.
 async fn fetch(url: &str) -> Result<Vec<u8>, String> {
+    fetch_capped(url, MAX_CRL_BYTES).await
+}
+
+async fn fetch_capped(url: &str, max_bytes: usize) -> Result<Vec<u8>, String> {
+    let policy = reqwest::redirect::Policy::custom(|attempt| {
+        let from = attempt.previous().first().map(|u| u.scheme().to_owned());
+        if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+        } else if from.as_deref() != Some(attempt.url().scheme()) {
+            let to = attempt.url().to_string();
+            attempt.error(format!("refused a redirect to another scheme ({to})"))
+        } else {
+            attempt.follow()
+        }
+    });
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(FETCH_TIME_LIMIT)
+        .redirect(policy)
         .build()
         .map_err(|e| format!("HTTP client: {e}"))?;
-    let resp = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| format!("cannot fetch CRL {url}: {e}"))?;
+    let cannot = |e: reqwest::Error| {
+        // The redirect policy's reason sits in the error's source chain.
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text = format!("{text}: {s}");
+            source = s.source();
+        }
+        format!("cannot fetch CRL {url}: {text}")
+    };
+    let mut resp = client.get(url).send().await.map_err(cannot)?;
     if !resp.status().is_success() {
         return Err(format!("cannot fetch CRL {url}: HTTP {}", resp.status()));
     }
-    if resp
-        .content_length()
-        .is_some_and(|n| n > MAX_CRL_BYTES as u64)
-    {
-        return Err(format!("CRL {url} is larger than {MAX_CRL_BYTES} bytes"));
+    let too_large = || format!("CRL {url} is larger than {max_bytes} bytes");
+    if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
+        return Err(too_large());
     }
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| format!("cannot fetch CRL {url}: {e}"))?;
-    if body.len() > MAX_CRL_BYTES {
-        return Err(format!("CRL {url} is larger than {MAX_CRL_BYTES} bytes"));
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(cannot)? {
+        if body.len() + chunk.len() > max_bytes {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
     }
-    Ok(body.to_vec())
+    Ok(body)
 }
 
 /// Reloads one domain's sources every `every`, forever.
@@ -189,5 +221,81 @@ pub fn record_metrics(trust: &TrustStore, now: Timestamp, log: bool) {
         if s.stale && log {
             tracing::warn!(domain = %s.domain, source = %s.source, "CRL is stale (past nextUpdate, or never loaded)");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-shot HTTP server answering every connection with `answer`.
+    async fn serve(answer: Vec<u8>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    let _ = sock.write_all(&answer).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        format!("http://{addr}/ca.crl")
+    }
+
+    fn redirect_to(location: &str) -> Vec<u8> {
+        format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_redirect_to_another_scheme_is_refused() {
+        let url = serve(redirect_to("https://127.0.0.1:1/ca.crl")).await;
+        let err = fetch(&url).await.unwrap_err();
+        assert!(err.contains("redirect to another scheme"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn same_scheme_redirects_are_followed_a_few_times_only() {
+        let target =
+            serve(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nCRL".to_vec())
+                .await;
+        let once = serve(redirect_to(&target)).await;
+        assert_eq!(fetch(&once).await.unwrap(), b"CRL");
+        // A redirect to itself: a loop, cut after MAX_REDIRECTS.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let self_url = format!("http://{}/loop", listener.local_addr().unwrap());
+        let answer = redirect_to(&self_url);
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock.write_all(&answer).await;
+                let _ = sock.shutdown().await;
+            }
+        });
+        let err = fetch(&self_url).await.unwrap_err();
+        assert!(err.contains("more than 3 redirects"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_cap_is_cut_off_even_without_a_length() {
+        // Chunked, no Content-Length: only counting while reading catches it.
+        let mut answer =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+        for _ in 0..8 {
+            answer.extend_from_slice(b"400\r\n");
+            answer.extend_from_slice(&[b'x'; 0x400]);
+            answer.extend_from_slice(b"\r\n");
+        }
+        answer.extend_from_slice(b"0\r\n\r\n");
+        let url = serve(answer).await;
+        let err = fetch_capped(&url, 4096).await.unwrap_err();
+        assert!(err.contains("larger than 4096 bytes"), "{err}");
+        assert_eq!(fetch_capped(&url, 8192).await.unwrap().len(), 8192);
     }
 }

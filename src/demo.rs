@@ -396,3 +396,38 @@ async fn end_conversation(
 ) -> Result<Response, ApiError> {
     relay(StatusCode::OK, rp.broker.end_conversation(&id).await)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bzt_core::ErrorCode;
+    use std::time::Duration;
+
+    #[test]
+    fn a_broker_refusal_reaches_the_page_with_its_code_message_and_retry_after() {
+        let refused = broker_error(RpError::Broker {
+            status: 429,
+            code: "rate_limited".into(),
+            message: "slow down".into(),
+            retry_after: Some(Duration::from_secs(3)),
+        });
+        assert_eq!(
+            (refused.code, refused.message.as_str(), refused.retry_after),
+            (ErrorCode::RateLimited, "slow down", Some(3))
+        );
+        assert_eq!(refused.status(), 429);
+        let gone = broker_error(RpError::Broker {
+            status: 409,
+            code: "conflict".into(),
+            message: "already terminal".into(),
+            retry_after: None,
+        });
+        assert_eq!((gone.status(), gone.retry_after), (409, None));
+        let unreachable = broker_error(RpError::Transport("connection refused".into()));
+        assert_eq!(unreachable.code, ErrorCode::Unavailable);
+        assert!(
+            !unreachable.message.contains("refused"),
+            "details stay in the log"
+        );
+    }
+}

@@ -25,6 +25,7 @@ use crate::store::webhooks::{PendingDelivery, WebhookQueue};
 use crate::store::StoreError;
 use anyhow::Context;
 use bzt_core::{Secret, Timestamp};
+use bzt_wire::SessionView;
 use hmac::{Hmac, KeyInit, Mac};
 use ipnet::IpNet;
 use sha2::Sha256;
@@ -212,18 +213,17 @@ impl WebhookSender {
     }
 
     /// Queues a delivery; returns at once.
-    pub fn deliver(&self, app_id: &str, url: String, secret: Secret, view: serde_json::Value) {
+    pub fn deliver(&self, app_id: &str, url: String, secret: Secret, view: SessionView) {
         let this = self.clone();
         let Some(queue) = self.queue.clone() else {
             tokio::spawn(async move { this.deliver_with_retry(&url, &secret, &view).await });
             return;
         };
-        let field = |name: &str| view.get(name).and_then(|v| v.as_str()).unwrap_or("?");
         let delivery = PendingDelivery {
-            id: format!("{}.{}", field("id"), field("status")),
+            id: format!("{}.{}", view.id, view.status),
             app_id: app_id.to_owned(),
             url,
-            body: view.to_string(),
+            body: serde_json::to_string(&view).unwrap_or_default(),
             attempts: 0,
             backoff_ms: self.config.initial_backoff_ms,
         };
@@ -334,13 +334,9 @@ impl WebhookSender {
         Err(outcome)
     }
 
-    async fn deliver_with_retry(&self, url: &str, secret: &Secret, view: &serde_json::Value) {
+    async fn deliver_with_retry(&self, url: &str, secret: &Secret, view: &SessionView) {
         let body = serde_json::to_vec(view).unwrap_or_default();
-        let session = view
-            .get("id")
-            .and_then(|v| v.as_str())
-            .unwrap_or("?")
-            .to_owned();
+        let session = view.id.clone();
         if let Some(ip) = self.refused_literal(url) {
             // Retrying cannot change a literal address.
             tracing::warn!(%session, %ip, "webhook refused: its URL names an address webhooks may not reach (see webhooks.allowed_private_networks)");

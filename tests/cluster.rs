@@ -902,3 +902,132 @@ async fn redis_cluster_three_nodes_sessions_expire_once_each() {
     let nodes = fx.start_nodes(3, &cluster.urls()).await;
     sessions_expire_once_each(&fx, &nodes, 300).await;
 }
+
+/// `cmdstat_incrby` calls on the Redis servers `urls` (comma-separated):
+/// the failed-claim counter's command (nothing else in the broker sends
+/// `INCRBY`).
+async fn failed_claim_counts(urls: &str) -> u64 {
+    let mut total = 0;
+    for url in urls.split(',') {
+        let mut conn = ::redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let info: String = ::redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        total += info
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_incrby:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse::<u64>().unwrap());
+    }
+    total
+}
+
+async fn claim_raw(fx: &Fixture, node: &Node, qr_text: &str) -> (u16, Value) {
+    let r = fx
+        .http
+        .post(format!("{}/v1/claim", node.base))
+        .json(&json!({"qr_text": node.rebase(qr_text), "device": {"id": "a", "name": "手机"}}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// One QR code's wrong guesses are counted across nodes: ten spread over
+/// two nodes lock it on both (the default budget is 10 a minute), even for
+/// the right secret. Only failures pay a Redis call; a correct claim none.
+async fn failed_claims_are_counted_across_nodes(fx: &Fixture, nodes: &[Node], redis_urls: &str) {
+    // A correct claim adds no Redis call for the budget.
+    let fine = create(&fx.http, &nodes[0], 180).await;
+    let before = failed_claim_counts(redis_urls).await;
+    let (status, _) = claim_raw(fx, &nodes[1], &fine.qr_text).await;
+    assert_eq!(status, 200);
+    assert_eq!(failed_claim_counts(redis_urls).await, before);
+
+    let created = create(&fx.http, &nodes[0], 180).await;
+    let (url, _) = created.qr_text.split_once('#').unwrap();
+    for i in 0..10 {
+        let (status, body) = claim_raw(fx, &nodes[i % 2], &format!("{url}#guess{i}")).await;
+        assert_eq!(status, 404, "guess {i} on node {}: {body}", i % 2 + 1);
+    }
+    assert_eq!(
+        failed_claim_counts(redis_urls).await,
+        before + 10,
+        "one counted call per failure"
+    );
+    // Node 2 counted the tenth; node 1 hears of it on the lock channel.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for node in nodes {
+        let (status, body) = claim_raw(fx, node, &created.qr_text).await;
+        assert_eq!(status, 429, "{}: {body}", node.name);
+        assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("failed claims"), "{message}");
+    }
+    let other = create(&fx.http, &nodes[1], 180).await;
+    let (status, body) = claim_raw(fx, &nodes[0], &other.qr_text).await;
+    assert_eq!(status, 200, "another QR code is not locked: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_one_redis_share_a_qr_codes_failed_claim_budget() {
+    let redis = RedisServer::start();
+    let fx = Fixture::new();
+    let nodes = fx.start_nodes(2, &redis.url()).await;
+    failed_claims_are_counted_across_nodes(&fx, &nodes, &redis.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_two_nodes_share_a_qr_codes_failed_claim_budget() {
+    let cluster = tokio::task::spawn_blocking(|| RedisCluster::start(3))
+        .await
+        .unwrap();
+    let fx = Fixture::new();
+    let nodes = fx.start_nodes(2, &cluster.urls()).await;
+    failed_claims_are_counted_across_nodes(&fx, &nodes, &cluster.urls()).await;
+}
+
+/// After a Redis restart every node subscribes to the claim-lock channel
+/// again, and the budget is shared as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_redis_restart_failed_claims_are_still_counted_across_nodes() {
+    let mut redis = RedisServer::start();
+    let fx = Fixture::new();
+    let nodes = fx.start_nodes(2, &redis.url()).await;
+    let channel = format!("{}:claim-locks", nodes[0].prefix);
+    let url = redis.url();
+    let subscribers = || async {
+        let mut conn = ::redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let (_, n): (String, u64) = ::redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channel)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        n
+    };
+    assert_eq!(subscribers().await, 2);
+    tokio::task::block_in_place(|| redis.stop());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::task::block_in_place(|| redis.restart());
+    let deadline = Instant::now() + STEP;
+    while subscribers().await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the nodes did not subscribe again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    failed_claims_are_counted_across_nodes(&fx, &nodes, &redis.url()).await;
+}

@@ -1173,6 +1173,233 @@ async fn audit_stream_is_one_chain(url: &str) {
     assert!(err.contains("signing_key_file"), "{err}");
 }
 
+/// Rewrites the audit stream entry of record `seq` with `edit`'s line (the
+/// stream cannot be edited in place: every entry goes back with its id).
+async fn rewrite_audit_entry(url: &str, stream: &str, seq: u64, edit: impl Fn(&str) -> String) {
+    let mut conn = ::redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let all: ::redis::streams::StreamRangeReply = ::redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("DEL")
+        .arg(stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for entry in all.ids {
+        let line: String = entry.get("record").unwrap();
+        // By the seq it names: an earlier edit may have left no record.
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let line = if value["seq"].as_u64() == Some(seq) {
+            edit(&line)
+        } else {
+            line
+        };
+        let _: String = ::redis::cmd("XADD")
+            .arg(stream)
+            .arg(&entry.id)
+            .arg("record")
+            .arg(line)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// A node starts on the Redis stream only if its tail (the entries since
+/// the last checkpoint, and that checkpoint's signature) is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_audit_a_broken_tail_stops_the_start_naming_the_stream_and_seq() {
+    use bzt_core::audit::{Event, Record};
+    let url = server_url().await;
+    let prefix = unique_prefix("audit-tail");
+    let s = settings(&url, &prefix);
+    let key = audit_key();
+    let stream = format!("{prefix}:{{audit}}");
+    // seq 1-3 operations, 4 a checkpoint, 5-7, 8 a checkpoint, 9-10 unsigned.
+    {
+        let node = RedisAuditLog::connect(&s, key.clone(), 3).await.unwrap();
+        for n in 0..8 {
+            node.append(audit_op(0, n), Timestamp::now_utc())
+                .await
+                .unwrap();
+        }
+    }
+    let lines = RedisAuditLog::open_read_only(&s)
+        .await
+        .unwrap()
+        .lines()
+        .await
+        .unwrap();
+    let records: Vec<Record> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 10);
+    assert!(matches!(records[7].body.event, Event::Checkpoint(_)));
+    let original = |seq: u64| lines[seq as usize - 1].clone();
+    let start = || RedisAuditLog::connect(&s, key.clone(), 3);
+    let refusal = |r: anyhow::Result<RedisAuditLog>| {
+        let e = r.err().expect("the start is refused").to_string();
+        assert!(e.contains(&stream), "names the stream: {e}");
+        e
+    };
+
+    // Intact: starts, and appends on the chain.
+    start().await.expect("an intact chain starts");
+
+    // An operation after the last checkpoint edited (its hash left alone).
+    rewrite_audit_entry(&url, &stream, 9, |line| {
+        let mut r: Record = serde_json::from_str(line).unwrap();
+        if let Event::Operation(op) = &mut r.body.event {
+            op.outcome = "rejected".into();
+        }
+        r.to_line()
+    })
+    .await;
+    let e = refusal(start().await);
+    assert!(e.contains("record seq 9") && e.contains("edited"), "{e}");
+    rewrite_audit_entry(&url, &stream, 9, |_| original(9)).await;
+    start().await.expect("restored");
+
+    // The last checkpoint's signature dropped.
+    rewrite_audit_entry(&url, &stream, 8, |line| {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v.as_object_mut().unwrap().remove("signature_b64");
+        v.to_string()
+    })
+    .await;
+    let e = refusal(start().await);
+    assert!(
+        e.contains("record seq 8") && e.contains("not a record"),
+        "{e}"
+    );
+    // …or replaced by the previous checkpoint's, the tail's hashes and the
+    // head recomputed: only the signature check can tell.
+    let old_signature = match &records[3].body.event {
+        Event::Checkpoint(cp) => cp.signature_b64.clone(),
+        _ => unreachable!(),
+    };
+    let mut prev = records[6].hash.clone();
+    for seq in 8..=10u64 {
+        let mut body = records[seq as usize - 1].body.clone();
+        body.prev = prev.clone();
+        if let Event::Checkpoint(cp) = &mut body.event {
+            cp.signature_b64 = old_signature.clone();
+        }
+        let forged = body.seal();
+        prev = forged.hash.clone();
+        rewrite_audit_entry(&url, &stream, seq, |_| forged.to_line()).await;
+    }
+    let mut conn = ::redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let head_key = format!("{stream}:head");
+    let real_head: String = ::redis::cmd("HGET")
+        .arg(&head_key)
+        .arg("hash")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("HSET")
+        .arg(&head_key)
+        .arg("hash")
+        .arg(&prev)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let e = refusal(start().await);
+    assert!(
+        e.contains("record seq 8") && e.contains("signature does not verify"),
+        "{e}"
+    );
+    for seq in 8..=10 {
+        rewrite_audit_entry(&url, &stream, seq, |_| original(seq)).await;
+    }
+    let _: () = ::redis::cmd("HSET")
+        .arg(&head_key)
+        .arg("hash")
+        .arg(&real_head)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    start().await.expect("restored");
+
+    // The last record removed.
+    let last_id: ::redis::streams::StreamRangeReply = ::redis::cmd("XREVRANGE")
+        .arg(&stream)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("XDEL")
+        .arg(&stream)
+        .arg(&last_id.ids[0].id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let e = refusal(start().await);
+    assert!(e.contains("expected seq 10"), "{e}");
+}
+
+/// A young chain (no checkpoint yet) longer than one page of the check's
+/// reads: walked back to the genesis hash, a break found on a later page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_audit_a_long_unsigned_tail_is_checked_to_its_start() {
+    use bzt_core::audit::{Event, Record};
+    let url = server_url().await;
+    let prefix = unique_prefix("audit-long");
+    let s = settings(&url, &prefix);
+    let key = audit_key();
+    let stream = format!("{prefix}:{{audit}}");
+    {
+        let node = Arc::new(
+            RedisAuditLog::connect(&s, key.clone(), 10_000)
+                .await
+                .unwrap(),
+        );
+        let appends = (0..620).map(|n| {
+            let node = node.clone();
+            tokio::spawn(async move { node.append(audit_op(0, n), Timestamp::now_utc()).await })
+        });
+        for a in appends {
+            a.await.unwrap().unwrap();
+        }
+    }
+    RedisAuditLog::connect(&s, key.clone(), 10_000)
+        .await
+        .expect("an intact young chain starts");
+    rewrite_audit_entry(&url, &stream, 3, |line| {
+        let mut r: Record = serde_json::from_str(line).unwrap();
+        if let Event::Operation(op) = &mut r.body.event {
+            op.cert_serial = "ff".into();
+        }
+        r.to_line()
+    })
+    .await;
+    let e = RedisAuditLog::connect(&s, key.clone(), 10_000)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains(&stream) && e.contains("record seq 3") && e.contains("edited"),
+        "{e}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_audit_stream_is_one_chain_across_nodes() {
     audit_stream_is_one_chain(&server_url().await).await

@@ -6,7 +6,7 @@ use crate::stats::{round3, Errors, Lat};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bzt_phone::{approval_body, ApproveExtras, ConversationSocket, QrText};
-use bzt_rp_client::{ConversationLimits, CreateSession, Display, Kind};
+use bzt_rp_client::{ConversationLimits, CreateSession, Display, Kind, SessionResult};
 use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -99,11 +99,11 @@ async fn open(
         .get_session(&sid)
         .await
         .map_err(|e| format!("get session: {e}"))?;
-    let result = view.result.unwrap_or_default();
-    let token = result["conversation"]["token"]
-        .as_str()
-        .ok_or("no conversation token")?
-        .to_owned();
+    let token = match view.result {
+        Some(Some(SessionResult::Approved(approved))) => approved.conversation.map(|c| c.token),
+        _ => None,
+    }
+    .ok_or("no conversation token")?;
     let mut phone_sock = ConversationSocket::connect(&claimed.base_url, &grant)
         .await
         .map_err(|e| format!("phone socket: {e}"))?

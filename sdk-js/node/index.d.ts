@@ -72,7 +72,7 @@ export interface SessionView {
   expires_at: string;
   scanned_at?: string;
   completed_at?: string;
-  device?: { id?: string; name?: string };
+  device?: { name: string };
   result?: unknown;
   [extra: string]: unknown;
 }

@@ -23,8 +23,10 @@ export function brokerReasons() {
   assert.equal(reasons.length, count, 'every reason constant is in reason::ALL');
   return reasons;
 }
-/** EndedBy of crates/bzt-core/src/conversation.rs. */
+/** EndedBy of crates/bzt-wire/src/conversation.rs (the wire enum bzt-core re-exports). */
 export function brokerEndedBy() {
-  return [...rust('crates/bzt-core/src/conversation.rs').matchAll(/EndedBy::\w+ => "(\w+)"/g)].map((m) => m[1]);
+  const ended = [...rust('crates/bzt-wire/src/conversation.rs').matchAll(/EndedBy::\w+ => "(\w+)"/g)].map((m) => m[1]);
+  assert.ok(ended.length >= 5, 'EndedBy::as_str is where this reads it');
+  return ended;
 }
 

@@ -114,3 +114,55 @@ test('the comparison finds a field the declarations lack', () => {
     'CreatedSession.ttl_s is in the schema but not declared',
   ]);
 });
+
+/** Like `compare`, but a declaration may leave out schema fields (the SDK types what it reads). */
+function compareDeclared(where, declared, schema) {
+  return compare(where, declared, schema).filter((p) => !p.endsWith('is in the schema but not declared'));
+}
+const enumOf = (name) => [...schemas[name].enum].sort();
+const dts = (file) => readFileSync(join(repo, file), 'utf8');
+const typeUnion = (file, name) => union(dts(file).match(new RegExp(`export type ${name} =([^;]+);`))[1]);
+
+test('sdk-js: Certificate is the generated CertificateInfo', () => {
+  const declared = members(interfaceBody('sdk-js/index.d.ts', 'Certificate'));
+  assert.deepEqual(compare('Certificate', declared, schemas.CertificateInfo), []);
+});
+
+test('sdk-js: statuses, conversation ends and error codes are the generated enums', () => {
+  const statuses = union(dts('sdk-js/index.d.ts').match(/export type SessionStatus = ([^;]+);/)[1]);
+  const terminal = typeUnion('sdk-js/index.d.ts', 'TerminalStatus');
+  assert.deepEqual([...statuses, ...terminal].sort(), enumOf('Status'));
+  assert.deepEqual(typeUnion('sdk-js/index.d.ts', 'EndedBy'), enumOf('EndedBy'));
+  assert.deepEqual(typeUnion('sdk-js/index.d.ts', 'BrokerErrorCode'), enumOf('ErrorCode'));
+  const nodeStatus = members(interfaceBody('sdk-js/node/index.d.ts', 'SessionView')).status.type;
+  assert.deepEqual(union(nodeStatus), enumOf('Status'));
+});
+
+test('sdk-js: the session view, its result and the request result declare only generated fields', () => {
+  assert.deepEqual(compareDeclared('ApprovedResult', members(interfaceBody('sdk-js/index.d.ts', 'ApprovedResult')), schemas.ApprovedResult), []);
+  assert.deepEqual(compareDeclared('node SessionView', members(interfaceBody('sdk-js/node/index.d.ts', 'SessionView')), schemas.SessionView), []);
+  // The page's SessionView merges the create answer and the snapshots.
+  const page = members(interfaceBody('sdk-js/index.d.ts', 'SessionView'));
+  assert.deepEqual(compareDeclared('SessionView', page, schemas.SessionView), []);
+  // `type` is the frame's tag; `local` is the SDK's own mark.
+  const result = members(interfaceBody('sdk-js/index.d.ts', 'RequestResult'));
+  delete result.type;
+  delete result.local;
+  assert.deepEqual(compareDeclared('RequestResult', result, schemas.ConversationRequestView), []);
+});
+
+test('the declared-subset comparison finds a field the broker never sends', () => {
+  const declared = members(interfaceBody('sdk-js/index.d.ts', 'ApprovedResult'));
+  declared.colour = { optional: true, type: 'string' };
+  assert.deepEqual(compareDeclared('ApprovedResult', declared, schemas.ApprovedResult), [
+    'ApprovedResult.colour is declared but not in the schema',
+  ]);
+});
+
+test('sdk-js: the events name the device as the broker sends it, and the QR frame\'s fields', () => {
+  const status = members(interfaceBody('sdk-js/index.d.ts', 'StatusEvent'));
+  const device = members(status.device.type.replace(/\s*\|\s*null$/, '').slice(1, -1));
+  assert.deepEqual(compare('StatusEvent.device', device, schemas.DeviceView), []);
+  const qr = members(interfaceBody('sdk-js/index.d.ts', 'QrEvent'));
+  for (const field of Object.keys(schemas.QrFrame.properties)) assert.ok(qr[field], `QrEvent.${field}`);
+});

@@ -93,8 +93,9 @@ impl Broker {
         const BATCH: usize = 256;
         loop {
             let ids = broker
+                .parts
                 .conversations
-                .claim_due(Conversation::DEADLINES, broker.clock.now(), BATCH)
+                .claim_due(Conversation::DEADLINES, broker.parts.clock.now(), BATCH)
                 .await?;
             let n = ids.len();
             stream::iter(ids)
@@ -102,13 +103,13 @@ impl Broker {
                     let ticked = match broker.apply_conversation(&id, &ConvOp::Tick).await {
                         Ok(u) => {
                             broker
-                                .conversations
+                                .parts.conversations
                                 .deadlines_handled(std::slice::from_ref(&u.conversation))
                                 .await
                         }
                         // Gone (purged): forget its deadline too.
                         Err(e) if e.code == bzt_core::ErrorCode::NotFound => {
-                            broker.conversations.remove(&id).await
+                            broker.parts.conversations.remove(&id).await
                         }
                         Err(e) => Err(crate::store::StoreError::Unavailable(e.message)),
                     };
@@ -155,9 +156,9 @@ impl Broker {
                 phone_token: phone_token.hash(),
                 policy,
             },
-            self.clock.now(),
+            self.parts.clock.now(),
         );
-        self.conversations.insert(&conversation).await?;
+        self.parts.conversations.insert(&conversation).await?;
         self.schedule_conversation(&conversation);
         metrics::counter!("bzt_conversations_opened_total").increment(1);
         tracing::info!(conversation = %conversation.id, session = %session.id, "conversation opened");
@@ -172,7 +173,8 @@ impl Broker {
     }
 
     async fn load_conversation(&self, id: &ConversationId) -> Result<Conversation, ApiError> {
-        self.conversations
+        self.parts
+            .conversations
             .get(id)
             .await?
             .ok_or_else(unknown_conversation)
@@ -184,7 +186,10 @@ impl Broker {
     /// lives on another node).
     async fn load_current(&self, id: &ConversationId) -> Result<Conversation, ApiError> {
         let c = self.load_conversation(id).await?;
-        if c.is_ended() || c.next_deadline().is_none_or(|at| at > self.clock.now()) {
+        if c.is_ended()
+            || c.next_deadline()
+                .is_none_or(|at| at > self.parts.clock.now())
+        {
             return Ok(c);
         }
         Ok(self
@@ -337,7 +342,7 @@ impl Broker {
         if first.is_finished() || wait.is_zero() {
             return Ok(first);
         }
-        let Some(mut changes) = self.conversations.subscribe(&c.id).await? else {
+        let Some(mut changes) = self.parts.conversations.subscribe(&c.id).await? else {
             return Err(unknown_conversation());
         };
         let deadline = tokio::time::Instant::now() + wait;
@@ -466,9 +471,9 @@ impl Broker {
             ses,
             wanted,
             &signer_der,
-            &self.seal_makers,
+            &self.parts.seal_makers,
             request.created_at,
-            self.clock.now(),
+            self.parts.clock.now(),
         );
         let (outcome, reason, op, error) = match checked {
             Ok(c) => (
@@ -539,7 +544,10 @@ impl Broker {
         id: &ConversationId,
         op: &ConvOp,
     ) -> Result<ConvUpdate, ApiError> {
-        self.audit.append(record.clone(), self.clock.now()).await?;
+        self.parts
+            .audit
+            .append(record.clone(), self.parts.clock.now())
+            .await?;
         let applied = self
             .apply_conversation(id, op)
             .await
@@ -552,7 +560,12 @@ impl Broker {
                 outcome: "aborted".into(),
                 ..record
             };
-            if let Err(e) = self.audit.append(aborted, self.clock.now()).await {
+            if let Err(e) = self
+                .parts
+                .audit
+                .append(aborted, self.parts.clock.now())
+                .await
+            {
                 tracing::error!(conversation = %id, error = %e, "could not record an aborted answer");
             }
         }
@@ -578,16 +591,17 @@ impl Broker {
         &self,
         c: &Conversation,
     ) -> Result<std::sync::Arc<bzt_core::pki::KeptKey>, DomainError> {
-        let is_revoked = |serial: &str| self.revocations.contains(serial);
+        let is_revoked = |serial: &str| self.parts.revocations.contains(serial);
         let accept = [c.certificate.domain.clone()];
         let ctx = CheckContext {
             usage: bzt_core::pki::KeyUse::Sign,
-            now: self.clock.now(),
+            now: self.parts.clock.now(),
             accept: &accept,
             expect: None,
             is_revoked: &is_revoked,
         };
-        self.trust
+        self.parts
+            .trust
             .check(&c.certificate.pem, &c.chain_pem, &ctx)
             .map(|checked| checked.key)
     }
@@ -598,8 +612,9 @@ impl Broker {
         id: &ConversationId,
         op: &ConvOp,
     ) -> Result<ConvUpdate, ApiError> {
-        let now = self.clock.now();
+        let now = self.parts.clock.now();
         let updated = self
+            .parts
             .conversations
             .update(id, now, |c: &mut Conversation| {
                 let was_ended = c.is_ended();
@@ -628,7 +643,7 @@ impl Broker {
             let by = c.ended.map(|(by, _)| by.as_str()).unwrap_or("?");
             tracing::info!(conversation = %c.id, by, "conversation ended");
             if let Some((_, at)) = c.ended {
-                self.timers.schedule(
+                self.parts.timers.schedule(
                     at.plus_secs(TERMINAL_RETENTION_S),
                     Timer::PurgeConversation(c.id.clone()),
                 );
@@ -639,7 +654,9 @@ impl Broker {
 
     fn schedule_conversation(&self, c: &Conversation) {
         if let Some(at) = c.next_deadline() {
-            self.timers.schedule(at, Timer::Conversation(c.id.clone()));
+            self.parts
+                .timers
+                .schedule(at, Timer::Conversation(c.id.clone()));
         }
     }
 }

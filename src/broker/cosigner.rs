@@ -38,6 +38,49 @@ pub enum ContextRequest {
     },
 }
 
+impl From<bzt_wire::CosignContextRequest> for ContextRequest {
+    fn from(wire: bzt_wire::CosignContextRequest) -> Self {
+        let delegate = |d: Option<bzt_wire::Delegate>| {
+            d.map(|d| Delegate {
+                name: d.name,
+                device: d.device,
+            })
+        };
+        match wire {
+            bzt_wire::CosignContextRequest::Session(s) => ContextRequest::Session {
+                id: s.id,
+                phone_token: s.phone_token,
+                delegate: delegate(s.delegate),
+            },
+            bzt_wire::CosignContextRequest::Conversation(c) => ContextRequest::Conversation {
+                id: c.id,
+                request_id: c.request_id,
+                phone_token: c.phone_token,
+                delegate: delegate(c.delegate),
+            },
+        }
+    }
+}
+
+impl From<CosignContext> for bzt_wire::CosignContext {
+    fn from(c: CosignContext) -> Self {
+        Self {
+            kind: c.kind,
+            tbs_b64: c.tbs_b64,
+            expires_at: c.expires_at.to_rfc3339(),
+            certificate_serial: c.certificate_serial,
+            opening: c.opening.map(|o| bzt_wire::OpeningWindow {
+                not_before: o.not_before.to_rfc3339(),
+                not_after: o.not_after.to_rfc3339(),
+            }),
+            seal: c.seal.map(|s| bzt_wire::SealAsk {
+                data_hash_b64: s.data_hash_b64,
+                property_info: s.property_info,
+            }),
+        }
+    }
+}
+
 /// The bytes the service may co-sign (or the challenge of the co-decryption
 /// it may perform), and until when.
 #[derive(Clone, Debug, Serialize)]

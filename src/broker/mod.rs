@@ -61,99 +61,68 @@ pub struct BrokerParts {
     pub public_base_url: String,
 }
 
+/// The broker: its parts, private (a closed facade; see the module doc).
 pub struct Broker {
-    store: Arc<dyn RecordStore<Session>>,
-    conversations: Arc<dyn RecordStore<Conversation>>,
-    audit: Arc<dyn AuditLog>,
-    trust: Arc<TrustStore>,
-    cert_checks: crate::cert_checks::CheckPool,
-    seal_makers: Arc<Vec<x509_cert::Certificate>>,
-    revocations: Revocations,
-    apps: Apps,
-    clock: Arc<dyn Clock>,
-    timers: Arc<TimerQueue>,
-    webhooks: WebhookSender,
-    public_base_url: String,
+    parts: BrokerParts,
 }
 
 impl Broker {
     pub fn new(parts: BrokerParts) -> Self {
-        let BrokerParts {
-            store,
-            conversations,
-            audit,
-            trust,
-            cert_checks,
-            seal_makers,
-            revocations,
-            apps,
-            clock,
-            timers,
-            webhooks,
-            public_base_url,
-        } = parts;
-        Self {
-            store,
-            conversations,
-            audit,
-            trust,
-            cert_checks,
-            seal_makers,
-            revocations,
-            apps,
-            clock,
-            timers,
-            webhooks,
-            public_base_url,
-        }
+        Self { parts }
     }
 
     // ---- Read-only parts transport and start-up need ----------------------
 
     /// The configured apps (API keys, origins, webhook secrets).
     pub fn apps(&self) -> &Apps {
-        &self.apps
+        &self.parts.apps
     }
 
     /// Base of the QR text and of every absolute URL handed out.
     pub fn public_base_url(&self) -> &str {
-        &self.public_base_url
+        &self.parts.public_base_url
     }
 
     /// Now, on the broker's clock (injectable in tests).
     pub fn now(&self) -> Timestamp {
-        self.clock.now()
+        self.parts.clock.now()
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
+        &self.parts.clock
     }
 
     pub fn trust(&self) -> &Arc<TrustStore> {
-        &self.trust
+        &self.parts.trust
     }
 
     /// Run-time revocations (the admin API adds and removes them).
     pub fn revocations(&self) -> &Revocations {
-        &self.revocations
+        &self.parts.revocations
     }
 
     /// The audit trail of certificate use.
     pub fn audit(&self) -> &Arc<dyn AuditLog> {
-        &self.audit
+        &self.parts.audit
     }
 
     /// Whether webhook deliveries wait in the shared store, so that every
     /// node must call [`Broker::retry_due_webhooks`] regularly.
     pub fn webhooks_queued(&self) -> bool {
-        self.webhooks.is_queued()
+        self.parts.webhooks.is_queued()
     }
 
     /// Attempts the webhook deliveries of the shared store that are due
     /// (their node may be gone), signed with this node's app secrets.
     pub async fn retry_due_webhooks(&self) -> Result<usize, StoreError> {
-        self.webhooks
-            .retry_due(|app| self.apps.by_id(app).and_then(|a| a.webhook_secret.clone()))
+        self.parts
+            .webhooks
+            .retry_due(|app| {
+                self.parts
+                    .apps
+                    .by_id(app)
+                    .and_then(|a| a.webhook_secret.clone())
+            })
             .await
     }
 
@@ -165,7 +134,7 @@ impl Broker {
         &self,
         id: &SessionId,
     ) -> Result<Option<watch::Receiver<u64>>, StoreError> {
-        self.store.subscribe(id).await
+        self.parts.store.subscribe(id).await
     }
 
     /// A receiver that ticks whenever the conversation changes; `None` when
@@ -174,7 +143,7 @@ impl Broker {
         &self,
         id: &ConversationId,
     ) -> Result<Option<watch::Receiver<u64>>, StoreError> {
-        self.conversations.subscribe(id).await
+        self.parts.conversations.subscribe(id).await
     }
 
     /// The conversation as stored now, without a token check (for sockets
@@ -183,23 +152,28 @@ impl Broker {
         &self,
         id: &ConversationId,
     ) -> Result<Option<Conversation>, StoreError> {
-        self.conversations.get(id).await
+        self.parts.conversations.get(id).await
     }
 
     // ---- Readiness and background work -------------------------------------
 
     /// `Ok(store kind)` when the session store answers.
     pub async fn store_ready(&self) -> Result<&'static str, StoreError> {
-        self.store.ping().await.map(|()| self.store.kind())
+        self.parts
+            .store
+            .ping()
+            .await
+            .map(|()| self.parts.store.kind())
     }
 
     /// Runs the timer queue (expiries, rotations, conversation deadlines)
     /// until the process stops.
     pub async fn run_timers(self: Arc<Self>) {
         let broker = self.clone();
-        self.timers
+        self.parts
+            .timers
             .clone()
-            .run(self.clock.clone(), move |timer| {
+            .run(self.parts.clock.clone(), move |timer| {
                 let broker = broker.clone();
                 async move { broker.on_timer(timer).await }
             })
@@ -208,18 +182,19 @@ impl Broker {
 
     /// How often a shared session store wants expiries swept; `None`: never.
     pub fn expiry_poll_interval(&self) -> Option<Duration> {
-        self.store.poll_interval()
+        self.parts.store.poll_interval()
     }
 
     /// How often a shared conversation store wants deadlines swept.
     pub fn conversation_poll_interval(&self) -> Option<Duration> {
-        self.conversations.poll_interval()
+        self.parts.conversations.poll_interval()
     }
 
     /// Signs the audit chain's head if an operation is still unsigned.
     pub async fn checkpoint_audit_if_unsigned(&self) -> Result<(), crate::error::ApiError> {
-        self.audit
-            .checkpoint_if_unsigned(self.clock.now())
+        self.parts
+            .audit
+            .checkpoint_if_unsigned(self.parts.clock.now())
             .await
             .map(|_| ())
             .map_err(Into::into)

@@ -48,9 +48,9 @@ impl Broker {
         req: NewSessionRequest,
     ) -> Result<(Session, Secret), ApiError> {
         let wants_webhook = req.webhook_url.is_some();
-        let spec = NewSession::validate(req, &self.trust.domain_names())?;
+        let spec = NewSession::validate(req, &self.parts.trust.domain_names())?;
         if let Some(opening) = &spec.opening {
-            opening.validate(self.clock.now())?;
+            opening.validate(self.parts.clock.now())?;
         }
         if wants_webhook && app.webhook_secret.is_none() {
             return Err(ApiError::invalid(format!(
@@ -58,19 +58,23 @@ impl Broker {
                 app.id
             )));
         }
-        let now = self.clock.now();
+        let now = self.parts.clock.now();
         let (session, secrets) = Session::create(SessionId::generate(), &app.id, spec, now);
-        self.store.insert(&session).await?;
-        self.timers
+        self.parts.store.insert(&session).await?;
+        self.parts
+            .timers
             .schedule(session.expires_at, Timer::Expire(session.id.clone()));
         if let Some(at) = session.claim.next_rotation_at(session.created_at) {
-            if self.store.poll_interval().is_some() {
+            if self.parts.store.poll_interval().is_some() {
                 // In the shared store too: any node rotates it if this one dies.
-                self.store
+                self.parts
+                    .store
                     .schedule(SESSION_ROTATIONS, &[(session.id.clone(), Some(at))])
                     .await?;
             }
-            self.timers.schedule(at, Timer::Rotate(session.id.clone()));
+            self.parts
+                .timers
+                .schedule(at, Timer::Rotate(session.id.clone()));
         }
         metrics::counter!("bzt_sessions_created_total", "kind" => session.kind.as_str())
             .increment(1);
@@ -102,7 +106,7 @@ impl Broker {
         if session.version != target || session.is_terminal() || wait.is_zero() {
             return Ok(session);
         }
-        let Some(mut changes) = self.store.subscribe(&session.id).await? else {
+        let Some(mut changes) = self.parts.store.subscribe(&session.id).await? else {
             return Err(not_found());
         };
         let deadline = tokio::time::Instant::now() + wait;
@@ -166,7 +170,7 @@ impl Broker {
     pub async fn claim(&self, qr_text: &str, device: Device) -> Result<Claimed, ApiError> {
         // A QR code that names another host (a phishing page that copied a
         // real session's id and secret) is not this broker's.
-        let expected = format!("{}/q/", self.public_base_url.trim_end_matches('/'));
+        let expected = format!("{}/q/", self.parts.public_base_url.trim_end_matches('/'));
         let issued_here = qr_text
             .trim()
             .get(..expected.len())
@@ -191,6 +195,7 @@ impl Broker {
             _ => None,
         };
         let app = self
+            .parts
             .apps
             .by_id(&update.session.app_id)
             .ok_or_else(ApiError::internal)?;
@@ -234,7 +239,10 @@ impl Broker {
         op: &Op,
     ) -> Result<Session, ApiError> {
         let id = &session.id;
-        self.audit.append(record.clone(), self.clock.now()).await?;
+        self.parts
+            .audit
+            .append(record.clone(), self.parts.clock.now())
+            .await?;
         let applied = self
             .apply_on(session, op)
             .await
@@ -244,7 +252,12 @@ impl Broker {
                 outcome: "aborted".into(),
                 ..record
             };
-            if let Err(e) = self.audit.append(aborted, self.clock.now()).await {
+            if let Err(e) = self
+                .parts
+                .audit
+                .append(aborted, self.parts.clock.now())
+                .await
+            {
                 tracing::error!(session = %id, error = %e, "could not record an aborted operation");
             }
         }
@@ -262,7 +275,10 @@ impl Broker {
         self.check_completable(&session, phone_token).await?;
         // The hall's opening window: no key is re-wrapped outside it. Not a
         // bad completion (the phone did nothing wrong); the session stays scanned.
-        if let Some(refused) = session.opening.and_then(|o| o.refuse_at(self.clock.now())) {
+        if let Some(refused) = session
+            .opening
+            .and_then(|o| o.refuse_at(self.parts.clock.now()))
+        {
             return Err(refused.into());
         }
         let token = phone_token.clone();
@@ -325,7 +341,7 @@ impl Broker {
                 // The session ended meanwhile (expired, cancelled): the
                 // conversation it would have opened must not outlive it.
                 if let Some(o) = &opened {
-                    let _ = self.conversations.remove(&o.grant.id).await;
+                    let _ = self.parts.conversations.remove(&o.grant.id).await;
                 }
                 Err(e)
             }
@@ -333,7 +349,7 @@ impl Broker {
     }
 
     async fn check_completable(&self, session: &Session, token: &Secret) -> Result<(), ApiError> {
-        if let Err(e) = session.check_completable(token, self.clock.now()) {
+        if let Err(e) = session.check_completable(token, self.parts.clock.now()) {
             if e.code == ErrorCode::Expired && !session.is_terminal() {
                 // Make the expiry visible to waiting browsers now, not at the next timer.
                 self.apply_on(session, &Op::Expire).await?;
@@ -366,7 +382,7 @@ impl Broker {
         >,
         ApiError,
     > {
-        let now = self.clock.now();
+        let now = self.parts.clock.now();
         let (signer, signed, recipient_chains) = match self.cached_signer(session, c) {
             // The chain was verified before (the phone's second login on):
             // what is left is one signature with a kept key, tens of
@@ -380,7 +396,7 @@ impl Broker {
             None => self.pooled_checks(session, c, now).await?,
         };
 
-        let is_revoked = |serial: &str| self.revocations.contains(serial);
+        let is_revoked = |serial: &str| self.parts.revocations.contains(serial);
         let ctx = CheckContext {
             usage: KeyUse::Sign,
             now,
@@ -419,7 +435,11 @@ impl Broker {
     fn cached_signer(&self, session: &Session, c: &Completion) -> Option<VerifiedChain> {
         let cheap =
             session.seal.is_none() && c.seal_signature.is_none() && c.recipients_pem.is_none();
-        cheap.then(|| self.trust.cached_chain(&c.certificate_pem, &c.chain_pem))?
+        cheap.then(|| {
+            self.parts
+                .trust
+                .cached_chain(&c.certificate_pem, &c.chain_pem)
+        })?
     }
 
     /// The costly checks of a completion in the check pool, within one
@@ -438,7 +458,7 @@ impl Broker {
         ),
         ApiError,
     > {
-        let (trust, makers) = (self.trust.clone(), self.seal_makers.clone());
+        let (trust, makers) = (self.parts.trust.clone(), self.parts.seal_makers.clone());
         let (leaf, chain, recipients_pem) = (
             c.certificate_pem.clone(),
             c.chain_pem.clone(),
@@ -450,7 +470,8 @@ impl Broker {
             _ => None,
         };
         let created_at = session.created_at;
-        self.cert_checks
+        self.parts
+            .cert_checks
             .run(move || {
                 let mut budget = SignatureBudget::for_certificates(1 + recipients_pem.len());
                 let signer = trust.verify_chain(&leaf, &chain, &mut budget);
@@ -514,7 +535,12 @@ impl Broker {
                     "rejected",
                     Some(bzt_core::reason::MATCH_FAILED.into()),
                 );
-                if let Err(e) = self.audit.append(record, self.clock.now()).await {
+                if let Err(e) = self
+                    .parts
+                    .audit
+                    .append(record, self.parts.clock.now())
+                    .await
+                {
                     tracing::error!(session = %session.id, error = %e, "could not record a wrong number pick");
                 }
                 wrong_pick()
@@ -541,7 +567,12 @@ impl Broker {
                         "failed",
                         Some(bzt_core::reason::TOO_MANY_BAD_COMPLETIONS.into()),
                     );
-                    if let Err(e) = self.audit.append(record, self.clock.now()).await {
+                    if let Err(e) = self
+                        .parts
+                        .audit
+                        .append(record, self.parts.clock.now())
+                        .await
+                    {
                         tracing::error!(session = %id, error = %e, "could not record a failed session");
                     }
                     ApiError::new(
@@ -562,21 +593,25 @@ impl Broker {
     // ---- Shared -----------------------------------------------------------
 
     pub async fn load(&self, id: &SessionId) -> Result<Session, ApiError> {
-        self.store.get(id).await?.ok_or_else(not_found)
+        self.parts.store.get(id).await?.ok_or_else(not_found)
     }
 
     /// Applies an op and reacts to the transition it caused; `not_found` if the session is gone.
     pub async fn apply(&self, id: &SessionId, op: &Op) -> Result<Update, ApiError> {
-        let now = self.clock.now();
-        let written = self.store.update(id, now, apply_op(op, now)).await;
+        let now = self.parts.clock.now();
+        let written = self.parts.store.update(id, now, apply_op(op, now)).await;
         self.applied(written)
     }
 
     /// [`Broker::apply`] for a session just read: the store may skip
     /// reading it again.
     async fn apply_on(&self, current: &Session, op: &Op) -> Result<Update, ApiError> {
-        let now = self.clock.now();
-        let written = self.store.update_on(current, now, apply_op(op, now)).await;
+        let now = self.parts.clock.now();
+        let written = self
+            .parts
+            .store
+            .update_on(current, now, apply_op(op, now))
+            .await;
         self.applied(written)
     }
 
@@ -618,22 +653,24 @@ impl Broker {
         if s.status.is_terminal() && !u.previous_status.is_terminal() {
             tracing::info!(session = %s.id, status = s.status.as_str(), "session finished");
             if let Some(at) = s.purge_at() {
-                self.timers.schedule(at, Timer::Purge(s.id.clone()));
+                self.parts.timers.schedule(at, Timer::Purge(s.id.clone()));
             }
             if let Some(url) = &s.webhook_url {
                 if let Some(secret) = self
+                    .parts
                     .apps
                     .by_id(&s.app_id)
                     .and_then(|a| a.webhook_secret.clone())
                 {
-                    self.webhooks
+                    self.parts
+                        .webhooks
                         .deliver(&s.app_id, url.clone(), secret, s.view());
                 }
             }
         } else if s.status == Status::Pending {
             // A rotation happened: schedule the next one.
             if let Some(at) = s.claim.next_rotation_at(s.created_at) {
-                self.timers.schedule(at, Timer::Rotate(s.id.clone()));
+                self.parts.timers.schedule(at, Timer::Rotate(s.id.clone()));
             }
         }
     }
@@ -649,8 +686,9 @@ impl Broker {
         let mut claimed = 0;
         loop {
             let ids = self
+                .parts
                 .store
-                .claim_due(Session::DEADLINES, self.clock.now(), BATCH)
+                .claim_due(Session::DEADLINES, self.parts.clock.now(), BATCH)
                 .await?;
             let n = ids.len();
             claimed += n;
@@ -672,7 +710,7 @@ impl Broker {
                     Err(e) => tracing::warn!(session = %id, error = %e, "expiry failed"),
                 }
             }
-            self.store.schedule(Session::DEADLINES, &done).await?;
+            self.parts.store.schedule(Session::DEADLINES, &done).await?;
             if n < BATCH {
                 return Ok(claimed);
             }
@@ -687,8 +725,9 @@ impl Broker {
     pub async fn sweep_rotations(&self) -> Result<usize, ApiError> {
         use futures_util::stream::{self, StreamExt};
         let ids = self
+            .parts
             .store
-            .claim_due(SESSION_ROTATIONS, self.clock.now(), 512)
+            .claim_due(SESSION_ROTATIONS, self.parts.clock.now(), 512)
             .await?;
         let n = ids.len();
         let outcomes: Vec<_> = stream::iter(ids)
@@ -720,7 +759,7 @@ impl Broker {
                 Err(e) => tracing::warn!(session = %id, error = %e, "rotation failed"),
             }
         }
-        self.store.schedule(SESSION_ROTATIONS, &done).await?;
+        self.parts.store.schedule(SESSION_ROTATIONS, &done).await?;
         Ok(n)
     }
 
@@ -730,7 +769,7 @@ impl Broker {
             // The store hands each due session to one sweep, on one node.
             Timer::Expire(_) => self.sweep_expiries().await.map(|_| ()),
             // A shared store hands each due rotation to one sweep, on one node.
-            Timer::Rotate(_) if self.store.poll_interval().is_some() => {
+            Timer::Rotate(_) if self.parts.store.poll_interval().is_some() => {
                 self.sweep_rotations().await.map(|_| ())
             }
             Timer::Rotate(id) => self
@@ -742,18 +781,23 @@ impl Broker {
                 )
                 .await
                 .map(|_| ()),
-            Timer::Purge(id) => self.store.remove(id).await.map_err(ApiError::from),
+            Timer::Purge(id) => self.parts.store.remove(id).await.map_err(ApiError::from),
             Timer::Conversation(id) => self.tick_conversation(id).await,
-            Timer::PurgeConversation(id) => {
-                self.conversations.remove(id).await.map_err(ApiError::from)
-            }
+            Timer::PurgeConversation(id) => self
+                .parts
+                .conversations
+                .remove(id)
+                .await
+                .map_err(ApiError::from),
         };
         match result {
             Ok(()) => {}
             Err(e) if e.code == ErrorCode::NotFound => {}
             Err(e) => {
                 tracing::warn!(?timer, error = %e, "timer failed; retrying in 1 s");
-                self.timers.schedule(self.clock.now().plus_secs(1), timer);
+                self.parts
+                    .timers
+                    .schedule(self.parts.clock.now().plus_secs(1), timer);
             }
         }
     }

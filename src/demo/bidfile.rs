@@ -334,7 +334,11 @@ async fn seal_once(rp: &DemoRp, id: &str, upload: &Arc<StoredFile>) -> Result<Va
             )))
         }
     }
-    let result = view.result.unwrap_or(Value::Null);
+    // Checked field by field as JSON, whatever shape the broker gave it.
+    let result = match view.result {
+        Some(Some(result)) => serde_json::to_value(result).unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
     let checked = check_encrypt_result(&result, id, &rp.app_id)?;
 
     let (out_id, out_path) = rp.files.new_path().await?;

@@ -1,13 +1,14 @@
 //! `GET /v1/audit`: an app reads the audit records of its own operations.
 
 use super::rp::authenticate;
-use super::AppState;
+use super::{openapi, AppState};
 use crate::error::ApiError;
 use crate::store::AuditQuery;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use bzt_core::Timestamp;
+use bzt_wire::AuditList;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -23,6 +24,31 @@ pub struct AuditParams {
     delegate: Option<String>,
 }
 
+/// The app's own audit records (operations only, never checkpoints), oldest
+/// first: one per completed session and per answered conversation request,
+/// plus `aborted` records. Another app's records are never shown. To read
+/// further, repeat with `since` set to the `time` of the last record received
+/// and drop the records already seen. Each record is answered exactly as
+/// written in the hash-chained log, so `hash` can be recomputed.
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "audit",
+    operation_id = "listAuditRecords",
+    summary = "The audit trail of this app's certificate uses (证书使用记录).",
+    params(
+        ("serial" = Option<String>, Query, description = "Only this certificate (hex serial, any case, colons allowed; otherwise `400`)."),
+        ("since" = Option<String>, Query, format = DateTime, description = "Only records whose `time` is at or after this RFC 3339 time (percent-encode `+`). Otherwise `400`."),
+        ("delegate" = Option<String>, Query, description = "Only operations by this member of a granted company certificate (企业证书授权), by name or device id."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many records (1..1000, default 100; otherwise `400`)."),
+    ),
+    responses(
+        (status = 200, description = "The matching records.", body = AuditList),
+        (status = 400, response = openapi::BadRequest),
+        openapi::RpRefusals,
+    ),
+    security(("rpApiKey" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -63,5 +89,8 @@ pub async fn list(
             limit,
         })
         .await?;
+    // The records exactly as the hash chain holds them (`bzt_core::audit::Record`,
+    // described by `bzt_wire::AuditRecord`): re-serialised through another type,
+    // a reader could no longer recompute `hash` from the bytes it got.
     Ok(Json(json!({ "records": records })))
 }

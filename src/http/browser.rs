@@ -5,7 +5,7 @@
 //! store to say the session changed, re-read it, and send what is new (see
 //! [`crate::http::events`]). The stream ends after the terminal `result`.
 
-use super::{client_ip, header_str, ws_frames, AppState, TokenQuery};
+use super::{client_ip, header_str, openapi, ws_frames, AppState, TokenQuery};
 use crate::apps::App;
 use crate::error::ApiError;
 use crate::http::events::{BrowserEvent, Cursor};
@@ -18,6 +18,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use bzt_core::session::{CancelledBy, Requester};
 use bzt_core::{ErrorCode, Session, SessionId, Status};
+use bzt_wire::{BrowserFrame, ErrorDetail};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -84,6 +85,20 @@ pub fn with_cors(mut resp: Response, app: &App, headers: &HeaderMap) -> Response
 }
 
 /// CORS preflight for `DELETE /v1/sessions/<id>?t=` from the page.
+#[utoipa::path(
+    options,
+    path = "/v1/sessions/{id}",
+    tag = "browser",
+    operation_id = "preflightSession",
+    summary = "CORS preflight for the page's cancel.",
+    description = "Always `204` with an empty body. When the session exists and `Origin` is allowed for its app, adds `Access-Control-Allow-Origin`, `Vary: Origin`, `Access-Control-Allow-Methods: GET, DELETE` and `Access-Control-Max-Age: 600`.",
+    params(("id" = String, Path, description = "The session id.")),
+    responses((status = 204, description = "Preflight answer.", headers(
+        ("Access-Control-Allow-Origin" = String, description = "The request's `Origin`, when allowed."),
+        ("Access-Control-Allow-Methods" = String, description = "`GET, DELETE`, when the origin is allowed."),
+    ))),
+    security(())
+)]
 pub async fn preflight(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -138,6 +153,30 @@ async fn open_browser_request(
     Ok((session, app))
 }
 
+/// Upgrades to a WebSocket (`ws_url` of the create answer). The token,
+/// `Origin` and limits are checked before the upgrade, so refusals are
+/// ordinary HTTP answers. Frames: see `x-websocket` and docs/protocol.md.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/ws",
+    tag = "browser",
+    operation_id = "sessionWebSocket",
+    summary = "WebSocket push of the session's events.",
+    description = "Server → browser JSON text frames (`BrowserFrame`): `snapshot` first on every (re)connect (a terminal session's snapshot carries `result`, then close `1000`); `status` when the phone claims; `qr` when a rotating QR code changes; `result` on the terminal transition, then close `1000`; `error` answering a browser frame that is not `{\"type\": \"cancel\"}` or a cancel that failed (the socket stays open). Browser → server: `BrowserMessage` (`cancel`). A binary frame gets an `invalid_request` error frame and close `1003`; a frame over 4096 bytes closes with `1009`. The server pings every 25 s; close `1011` when the session cannot be read; reconnect on anything but `1000`. Limits: `limits.sockets_per_ip_per_minute` connects per client IP and `limits.sockets_per_session` (default 8) browser connections per session (`429`).",
+    params(("id" = String, Path, description = "The session id."), ("Upgrade" = String, Header, description = "`websocket`.")),
+    responses(
+        (status = 101, description = "Switching Protocols; frames as described."),
+        (status = 429, response = openapi::RateLimited),
+        openapi::UpgradeRefusals,
+        openapi::BrowserRefusals,
+    ),
+    security(("browserToken" = [])),
+    extensions(("x-websocket" = json!({
+        "server-messages": { "$ref": "#/components/schemas/BrowserFrame" },
+        "client-messages": { "$ref": "#/components/schemas/BrowserMessage" },
+        "close-codes": { "1000": "After the terminal `result` or a terminal snapshot.", "1003": "A binary frame.", "1009": "A frame over 4096 bytes.", "1011": "The session cannot be read (store unavailable, record purged); reconnect.", "1012": "Service restart; reconnect." }
+    })))
+)]
 pub async fn websocket(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -309,18 +348,19 @@ async fn handle_browser_message(
         },
         _ => ApiError::invalid("unknown message; the browser may send {\"type\": \"cancel\"}"),
     };
-    let frame = serde_json::json!({
-        "type": "error",
-        "error": { "code": error.code.as_str(), "message": error.message },
-    });
-    socket.send(Message::Text(frame.to_string().into())).await
+    let frame = BrowserFrame::Error {
+        error: ErrorDetail {
+            code: error.code.as_str().to_owned(),
+            message: error.message,
+        },
+    };
+    let text = serde_json::to_string(&frame).unwrap_or_default();
+    socket.send(Message::Text(text.into())).await
 }
 
 /// Sends one event; `true` if it ends the stream.
 async fn send_event(socket: &mut WebSocket, event: &BrowserEvent) -> Result<bool, axum::Error> {
-    socket
-        .send(Message::Text(event.data.to_string().into()))
-        .await?;
+    socket.send(Message::Text(event.json().into())).await?;
     Ok(event.is_final)
 }
 
@@ -333,6 +373,23 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) -> Resul
         .await
 }
 
+/// The same events as the WebSocket, for networks that block it.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/events",
+    tag = "browser",
+    operation_id = "sessionEvents",
+    summary = "Server-Sent Events push of the session's events.",
+    description = "Each event is `event: <snapshot|status|qr|result>`, `id: <version>` (`<version>.<seq>` for `qr`) and `data: <the same JSON object the WebSocket sends, with its type>` (`BrowserFrame`). `Last-Event-ID` is ignored: every connection starts with a snapshot. A comment line is sent every 25 s. The stream ends after `result` or a terminal snapshot. Answers `Cache-Control: no-store` and `X-Accel-Buffering: no`. Same limits as the WebSocket.",
+    params(("id" = String, Path, description = "The session id.")),
+    responses(
+        (status = 200, description = "The event stream.", content_type = "text/event-stream", body = String),
+        (status = 429, response = openapi::RateLimited),
+        openapi::BrowserRefusals,
+    ),
+    security(("browserToken" = [])),
+    extensions(("x-sse-events" = json!({ "$ref": "#/components/schemas/BrowserFrame" })))
+)]
 pub async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -374,7 +431,7 @@ async fn run_sse(
         Ok(Event::default()
             .event(e.kind)
             .id(e.id.clone())
-            .data(e.data.to_string()))
+            .data(e.json()))
     };
     'stream: {
         let Ok(Some(mut changes)) = broker.watch_session(&id).await else {
@@ -454,6 +511,22 @@ fn qr_answer(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/qr.svg",
+    tag = "browser",
+    operation_id = "sessionQrSvg",
+    summary = "The current QR code as SVG.",
+    description = "Renders the current `qr_text` (error-correction level M, with quiet zone), only while the session is `pending`. Answers `Cache-Control: no-store`; refetch it after a `qr` event of a rotating code.",
+    params(("id" = String, Path, description = "The session id.")),
+    responses(
+        (status = 200, description = "The QR code.", content_type = "image/svg+xml", body = String),
+        (status = 409, response = openapi::QrConflict),
+        (status = 410, response = openapi::Expired),
+        openapi::BrowserRefusals,
+    ),
+    security(("browserToken" = []))
+)]
 pub async fn qr_svg(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -468,6 +541,22 @@ pub async fn qr_svg(
     qr_answer(answer, &app, &headers)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}/qr.png",
+    tag = "browser",
+    operation_id = "sessionQrPng",
+    summary = "The current QR code as PNG (8-bit grey).",
+    description = "Renders the current `qr_text` (error-correction level M, with quiet zone), only while the session is `pending`. Answers `Cache-Control: no-store`; refetch it after a `qr` event of a rotating code.",
+    params(("id" = String, Path, description = "The session id.")),
+    responses(
+        (status = 200, description = "The QR code.", content_type = "image/png", body = String),
+        (status = 409, response = openapi::QrConflict),
+        (status = 410, response = openapi::Expired),
+        openapi::BrowserRefusals,
+    ),
+    security(("browserToken" = []))
+)]
 pub async fn qr_png(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -484,6 +573,17 @@ pub async fn qr_png(
 
 /// What a generic QR scanner opens: tell the user to use the certificate app.
 /// The claim secret after `#` never reaches the server.
+#[utoipa::path(
+    get,
+    path = "/q/{id}",
+    tag = "phone",
+    operation_id = "scanLandingPage",
+    summary = "What a generic QR scanner opens.",
+    description = "A static zh-CN page telling the user to scan with the certificate app; the id is not looked up.",
+    params(("id" = String, Path, description = "The session id.")),
+    responses((status = 200, description = "The page.", content_type = "text/html", body = String)),
+    security(())
+)]
 pub async fn scan_landing_page(Path(_id): Path<String>) -> Html<&'static str> {
     Html(include_str!("scan_landing.html"))
 }

@@ -9,7 +9,7 @@
 //! `ended` and a close 1000 when the conversation ends.
 
 use super::rp::{authenticate, decode_b64};
-use super::{ws_frames, ApiJson, AppState, TokenQuery};
+use super::{openapi, ws_frames, ApiJson, AppState, TokenQuery};
 use crate::error::ApiError;
 use crate::shutdown::CLOSE_SERVICE_RESTART;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -19,9 +19,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bzt_core::conversation::{Conversation, EndedBy};
 use bzt_core::secret::{ConversationId, RequestId};
-use bzt_wire::{ConversationRequestAccepted, ConversationRequestInput};
+use bzt_wire::{
+    Ack, ConversationRequestAccepted, ConversationRequestInput, ConversationRequestView,
+    ConversationView, Ended, ErrorBody, ErrorDetail, FrameError, PhoneMessage, PhoneServerFrame,
+    RequesterFrame,
+};
 use serde::Deserialize;
-use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -40,24 +43,55 @@ const SOCKET_BUFFER: usize = 4 * 1024;
 /// The requester's socket only receives; anything larger than this is closed with 1009.
 const REQUESTER_MESSAGE_LIMIT: usize = 4096;
 
+/// Answers the conversation view. What is due is applied first (request
+/// TTLs, `idle_s`, `max_s`). Another app's conversation answers `404`; an
+/// ended conversation stays readable for 10 minutes.
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}",
+    tag = "conversation",
+    operation_id = "getConversation",
+    summary = "Read a conversation (会话签章).",
+    params(("id" = String, Path, description = "The conversation id (`conversation.id`).")),
+    responses(
+        (status = 200, description = "The conversation view.", body = ConversationView),
+        openapi::ConversationRefusals,
+    ),
+    security(("rpApiKey" = []))
+)]
 pub async fn get_conversation(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConversationView>, ApiError> {
     let app = authenticate(&state, &headers)?;
     let id = super::conversation_id(&id)?;
     let c = state.broker.conversation_for_app(&app.id, &id).await?;
     Ok(Json(c.view()))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/conversations/{id}",
+    tag = "conversation",
+    operation_id = "endConversation",
+    summary = "End a conversation.",
+    description = "Ends the conversation (`ended_by: requester`) and answers its view. Requests still pending become `expired` (reason `conversation_ended`); both sockets receive their last `request_result` frames, then `ended`, then a close `1000`. Authenticated with the API key, or with the requester token in `?t=`; when `t` is present it is used and the API key is ignored.",
+    params(("id" = String, Path, description = "The conversation id (`conversation.id`).")),
+    responses(
+        (status = 200, description = "Ended; the conversation view.", body = ConversationView),
+        (status = 410, response = openapi::ConversationEnded),
+        openapi::ConversationRefusals,
+    ),
+    security(("rpApiKey" = []), ("requesterToken" = []))
+)]
 /// Ends the conversation: API key, or the requester token in `?t=`.
 pub async fn end_conversation(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
     Query(q): Query<TokenQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConversationView>, ApiError> {
     let id = super::conversation_id(&id)?;
     let c = match q.t.as_deref() {
         Some(t) => {
@@ -78,6 +112,29 @@ pub async fn end_conversation(
     Ok(Json(ended.view()))
 }
 
+/// Queues a signing request for the phone and answers `202` at once; the
+/// outcome arrives on the requester socket or by polling the request. It
+/// expires 60 s after it was posted. The opening certificate is checked again
+/// first: when it is no longer acceptable the conversation ends
+/// (`ended_by: certificate`) and this answers `410`.
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/requests",
+    tag = "conversation",
+    operation_id = "createConversationRequest",
+    summary = "Ask the phone for one more signature.",
+    params(("id" = String, Path, description = "The conversation id (`conversation.id`).")),
+    request_body = ConversationRequestInput,
+    responses(
+        (status = 202, description = "Queued for the phone.", body = ConversationRequestAccepted),
+        (status = 400, response = openapi::BadRequest),
+        (status = 409, description = "`conflict`: `max_requests` requests have been posted and some are still unanswered, or 32 requests already wait for the phone.", body = ErrorBody),
+        (status = 410, response = openapi::ConversationEnded),
+        (status = 413, description = "`payload_too_large`: the body is over 256 KiB, or `tbs_b64` decodes to more than 64 KiB.", body = ErrorBody),
+        openapi::ConversationRefusals,
+    ),
+    security(("rpApiKey" = []))
+)]
 pub async fn create_request(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -111,12 +168,35 @@ pub struct WaitQuery {
     wait: Option<String>,
 }
 
+/// Answers the request's view. With `wait=N`, holds the answer up to `N`
+/// seconds while the request is `pending`. A request past its TTL reads
+/// `expired`, timer or not.
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}/requests/{rid}",
+    tag = "conversation",
+    operation_id = "getConversationRequest",
+    summary = "Read a signing request (optionally long-polling).",
+    params(
+        ("id" = String, Path, description = "The conversation id (`conversation.id`)."),
+        ("rid" = String, Path, description = "The request id (`request_id` of the `202` answer)."),
+        ("wait" = Option<u32>, Query, minimum = 0, maximum = 30, description = "Long-poll for at most this many seconds (a whole number, 0..30; otherwise `400`). Default 0."),
+    ),
+    responses(
+        (status = 200, description = "The request view.", body = ConversationRequestView),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, response = openapi::Unauthorized),
+        (status = 404, description = "`not_found`: no such conversation (or not this app's, or purged), or no such request in it.", body = ErrorBody),
+        (status = 503, response = openapi::Unavailable),
+    ),
+    security(("rpApiKey" = []))
+)]
 pub async fn get_request(
     State(state): State<AppState>,
     Path((id, rid)): Path<(String, String)>,
     headers: HeaderMap,
     query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConversationRequestView>, ApiError> {
     let app = authenticate(&state, &headers)?;
     let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
     let wait = super::rp::parse_wait(q.wait)?.unwrap_or(0);
@@ -135,8 +215,9 @@ fn upgrade_or_400(
         .map_err(|e| ApiError::invalid(format!("expected a WebSocket upgrade: {}", e.body_text())))
 }
 
-async fn send_json(socket: &mut WebSocket, v: &Value) -> Result<(), axum::Error> {
-    socket.send(Message::Text(v.to_string().into())).await
+async fn send_json(socket: &mut WebSocket, v: &impl serde::Serialize) -> Result<(), axum::Error> {
+    let text = serde_json::to_string(v).unwrap_or_default();
+    socket.send(Message::Text(text.into())).await
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) -> Result<(), axum::Error> {
@@ -148,22 +229,48 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) -> Resul
         .await
 }
 
-fn ended_frame(c: &Conversation) -> Option<Value> {
-    c.ended
-        .map(|(by, at)| json!({ "type": "ended", "by": by.as_str(), "at": at }))
+/// `ended` (the same on both sockets), once the conversation has ended.
+fn ended(c: &Conversation) -> Option<Ended> {
+    c.ended.map(|(by, at)| Ended {
+        by: by.as_str().to_owned(),
+        at: at.to_rfc3339(),
+    })
 }
 
-fn error_frame(e: &ApiError, request_id: Option<&str>) -> Value {
-    let mut v =
-        json!({ "type": "error", "error": { "code": e.code.as_str(), "message": e.message } });
-    if let Some(r) = request_id {
-        v["request_id"] = json!(r);
+/// `error` (the same on both sockets).
+fn frame_error(e: &ApiError, request_id: Option<&str>) -> FrameError {
+    FrameError {
+        error: ErrorDetail {
+            code: e.code.as_str().to_owned(),
+            message: e.message.clone(),
+        },
+        request_id: request_id.map(str::to_owned),
     }
-    v
 }
 
 // ---- Requester socket ------------------------------------------------------
 
+/// The requester's socket: results of the conversation's requests.
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}/ws",
+    tag = "conversation",
+    operation_id = "conversationRequesterSocket",
+    summary = "The requester's WebSocket (results of the conversation's requests).",
+    description = "Upgrades to a WebSocket, authenticated with the requester token in `?t=` (the phone token does not open it); checked before the upgrade. Server → requester (`RequesterFrame`): `request_result` once per finished request on each connection, in request order (deduplicate by `request_id`); `ended` when the conversation ends, after the last `request_result`, then close `1000`; `error` (`invalid_request`) answering any text frame: this socket only receives. The server pings every 25 s; frames over 4096 bytes close the socket; close `1011` when the conversation cannot be read; reconnect on anything but `1000`.",
+    params(("id" = String, Path, description = "The conversation id (`conversation.id`)."), ("Upgrade" = String, Header, description = "`websocket`.")),
+    responses(
+        (status = 101, description = "Switching Protocols; frames as described."),
+        (status = 403, response = openapi::ForbiddenOrigin),
+        openapi::ConversationRefusals,
+        openapi::UpgradeRefusals,
+    ),
+    security(("requesterToken" = [])),
+    extensions(("x-websocket" = json!({
+        "server-messages": { "$ref": "#/components/schemas/RequesterFrame" },
+        "close-codes": { "1000": "After `ended`.", "1011": "The conversation cannot be read (store unavailable, record purged); reconnect." }
+    })))
+)]
 pub async fn requester_socket(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -206,12 +313,11 @@ async fn requester_loop(
         if let Ok(Some(c)) = broker.conversation_now(id).await {
             for r in c.requests.iter().filter(|r| r.is_finished()) {
                 if reported.insert(r.id.clone()) {
-                    let mut frame = r.result_view();
-                    frame["type"] = json!("request_result");
+                    let frame = RequesterFrame::RequestResult(Box::new(r.result_view()));
                     send_json(socket, &frame).await?;
                 }
             }
-            if let Some(frame) = ended_frame(&c) {
+            if let Some(frame) = ended(&c).map(RequesterFrame::Ended) {
                 send_json(socket, &frame).await?;
                 return close(socket, 1000, "conversation ended").await;
             }
@@ -234,7 +340,7 @@ async fn requester_loop(
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
                 Some(Ok(Message::Text(_))) => {
                     let e = ApiError::invalid("this socket only receives; end the conversation with DELETE");
-                    send_json(socket, &error_frame(&e, None)).await?;
+                    send_json(socket, &RequesterFrame::Error(frame_error(&e, None))).await?;
                 }
                 Some(Ok(_)) => {}
             },
@@ -244,6 +350,27 @@ async fn requester_loop(
 
 // ---- Phone socket ------------------------------------------------------------
 
+/// The phone's socket: signing requests in, signatures out.
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}/phone",
+    tag = "conversation",
+    operation_id = "conversationPhoneSocket",
+    summary = "The phone's WebSocket (signing requests in, signatures out).",
+    description = "Upgrades to a WebSocket, authenticated with the phone token of the complete answer's `conversation` in `?t=`. Server → phone (`PhoneServerFrame`): `sign_request` for every pending request in `seq` order (sent again after a reconnect: deduplicate by `request_id`); `ack` when an answer was accepted; `error` when an answer or frame was refused (codes `conflict`, `expired`, `not_found`, `bad_signature`, `untrusted_certificate`, `invalid_request`, `unavailable`), with `request_id` when the frame named one; `ended` when the conversation ends, then close `1000`. Phone → server (`PhoneMessage`): `sign_response`, `sign_reject` (at most 500 characters of `reason` are kept) or `end`. Each `sign_response` and `sign_reject` gets exactly one `ack` or `error`, and is written to the audit trail before it is acknowledged. Frames over 320 KiB close the socket.",
+    params(("id" = String, Path, description = "The conversation id (`conversation.id`)."), ("Upgrade" = String, Header, description = "`websocket`.")),
+    responses(
+        (status = 101, description = "Switching Protocols; frames as described."),
+        openapi::ConversationRefusals,
+        openapi::UpgradeRefusals,
+    ),
+    security(("conversationPhoneToken" = [])),
+    extensions(("x-websocket" = json!({
+        "server-messages": { "$ref": "#/components/schemas/PhoneServerFrame" },
+        "client-messages": { "$ref": "#/components/schemas/PhoneMessage" },
+        "close-codes": { "1000": "After `ended`.", "1011": "The conversation cannot be read (store unavailable, record purged); reconnect." }
+    })))
+)]
 pub async fn phone_socket(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -289,7 +416,7 @@ async fn phone_loop(
         tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
     loop {
         if let Ok(Some(c)) = broker.conversation_now(id).await {
-            if let Some(frame) = ended_frame(&c) {
+            if let Some(frame) = ended(&c).map(PhoneServerFrame::Ended) {
                 send_json(socket, &frame).await?;
                 return close(socket, 1000, "conversation ended").await;
             }
@@ -299,7 +426,7 @@ async fn phone_loop(
                 .iter()
                 .filter(|r| !r.is_finished() && r.seq > already)
             {
-                send_json(socket, &r.phone_frame()).await?;
+                send_json(socket, &PhoneServerFrame::SignRequest(r.phone_frame())).await?;
                 sent_seq = r.seq;
             }
         }
@@ -326,26 +453,6 @@ async fn phone_loop(
     }
 }
 
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-enum PhoneMessage {
-    SignResponse {
-        request_id: String,
-        #[serde(default)]
-        signature_b64: Option<String>,
-        /// A seal request's answer: the SES_Signature, DER.
-        #[serde(default)]
-        seal_signature_b64: Option<String>,
-        #[serde(default)]
-        auto_confirmed: bool,
-    },
-    SignReject {
-        request_id: String,
-        reason: String,
-    },
-    End,
-}
-
 /// Acts on one phone frame; answers `ack` or `error` on the socket.
 async fn handle_phone_message(
     socket: &mut WebSocket,
@@ -360,7 +467,7 @@ async fn handle_phone_message(
             let err = ApiError::invalid(format!(
                 "unknown or malformed message ({e}); send sign_response, sign_reject or end"
             ));
-            return send_json(socket, &error_frame(&err, None)).await;
+            return send_json(socket, &PhoneServerFrame::Error(frame_error(&err, None))).await;
         }
     };
     let Ok(Some(c)) = broker.conversation_now(id).await else {
@@ -368,7 +475,7 @@ async fn handle_phone_message(
             bzt_core::ErrorCode::Unavailable,
             "the conversation cannot be read; retry",
         );
-        return send_json(socket, &error_frame(&err, None)).await;
+        return send_json(socket, &PhoneServerFrame::Error(frame_error(&err, None))).await;
     };
     let (request_id, result) = match message {
         PhoneMessage::SignResponse {
@@ -400,7 +507,7 @@ async fn handle_phone_message(
             // The `ended` frame follows through the change notification.
             return match broker.end_conversation(&c.id, EndedBy::Phone).await {
                 Ok(_) => Ok(()),
-                Err(e) => send_json(socket, &error_frame(&e, None)).await,
+                Err(e) => send_json(socket, &PhoneServerFrame::Error(frame_error(&e, None))).await,
             };
         }
     };
@@ -408,10 +515,19 @@ async fn handle_phone_message(
         Ok(status) => {
             send_json(
                 socket,
-                &json!({ "type": "ack", "request_id": request_id, "status": status }),
+                &PhoneServerFrame::Ack(Ack {
+                    request_id: request_id.unwrap_or_default(),
+                    status: status.to_owned(),
+                }),
             )
             .await
         }
-        Err(e) => send_json(socket, &error_frame(&e, request_id.as_deref())).await,
+        Err(e) => {
+            send_json(
+                socket,
+                &PhoneServerFrame::Error(frame_error(&e, request_id.as_deref())),
+            )
+            .await
+        }
     }
 }

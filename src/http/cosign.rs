@@ -5,8 +5,8 @@
 //! (企业证书授权).
 
 use super::ops::{audit_then_revoke, authorize_admin};
-use super::{bearer, ApiJson, AppState};
-use crate::broker::cosigner::{ContextRequest, CosignerAdmin, KeyAction};
+use super::{bearer, openapi, ApiJson, AppState};
+use crate::broker::cosigner::{CosignerAdmin, KeyAction};
 use crate::broker::revocations::{RevocationRecord, Revocations};
 use crate::error::ApiError;
 use axum::body::Bytes;
@@ -14,18 +14,41 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use bzt_core::Secret;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use bzt_wire::{CosignContext, CosignContextRequest, ErrorBody, KeyActionRequest, ServiceAnswer};
+use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// `POST /v1/cosign/context`: the bytes the phone is answering, for the
-/// co-signing service only.
+/// co-signing service only. Answers only while the session is `scanned` by
+/// that phone token and not expired (or the conversation request is
+/// pending); otherwise the error the phone itself would get. `delegate` is
+/// noted on the session (or request) and shown as its `delegate`.
+#[utoipa::path(
+    post,
+    path = "/v1/cosign/context",
+    tag = "cosign",
+    operation_id = "cosignContext",
+    summary = "The bytes a co-signing service may co-sign (content binding).",
+    request_body = CosignContextRequest,
+    responses(
+        (status = 200, description = "The context.", body = CosignContext),
+        (status = 400, response = openapi::BadRequest),
+        (status = 401, description = "`unauthorized`: the service's credential, or the relayed phone token, is missing or wrong.", body = ErrorBody),
+        (status = 403, description = "`forbidden`: key splitting is not configured on this broker (`[cosigner] credential`).", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such session, conversation or request.", body = ErrorBody),
+        (status = 409, description = "`conflict`: the session is terminal, or the request already answered.", body = ErrorBody),
+        (status = 410, description = "`expired`: the session or request expired.", body = ErrorBody),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 503, response = openapi::Unavailable),
+    ),
+    security(("cosignerCredential" = []))
+)]
 pub async fn context(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<ContextRequest>,
-) -> Result<Json<Value>, ApiError> {
+    ApiJson(body): ApiJson<CosignContextRequest>,
+) -> Result<Json<CosignContext>, ApiError> {
     let expected = state.cosigner_credential.ok_or_else(|| {
         ApiError::forbidden(
             "key splitting is not configured on this broker: set [cosigner] credential",
@@ -43,8 +66,8 @@ pub async fn context(
             "the co-signing service's credential is not valid",
         ));
     }
-    let context = state.broker.cosign_context(body).await?;
-    Ok(Json(json!(context)))
+    let context = state.broker.cosign_context(body.into()).await?;
+    Ok(Json(context.into()))
 }
 
 fn admin_client(state: &AppState) -> Result<Arc<CosignerAdmin>, ApiError> {
@@ -54,6 +77,21 @@ fn admin_client(state: &AppState) -> Result<Arc<CosignerAdmin>, ApiError> {
 }
 
 /// `GET /v1/admin/cosigner/keys/{key_id}`: the key's state at the service.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/cosigner/keys/{key_id}",
+    tag = "admin",
+    operation_id = "getCosignerKey",
+    summary = "A split key's state at the co-signing service.",
+    description = "Relays `GET /v1/admin/keys/{key_id}` of the service configured in `[cosigner] url`, with `[cosigner] admin_token`; the service's answer as it gave it.",
+    params(("key_id" = String, Path, description = "The split key's id at the co-signing service (`[A-Za-z0-9_-]`, up to 128 characters).")),
+    responses(
+        (status = 200, description = "The service's view of the key.", body = ServiceAnswer),
+        (status = 404, description = "`not_found`: the service knows no such key.", body = ErrorBody),
+        openapi::CosignerAdminRefusals,
+    ),
+    security(("adminToken" = []))
+)]
 pub async fn admin_key(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -63,17 +101,30 @@ pub async fn admin_key(
     Ok(Json(admin_client(&state)?.key(&key_id).await?))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ActionBody {
-    /// The split certificate's serial, which the broker adds to its own
-    /// revocations on `revoke` (the service knows keys, not certificates).
-    certificate_serial: Option<String>,
-}
-
 /// `POST /v1/admin/cosigner/keys/{key_id}/{freeze|unfreeze|revoke|unlock}`.
 /// Revoking (注销) first records the certificate's serial in the broker's
 /// revocations, so the broker refuses it even if the service call fails.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/cosigner/keys/{key_id}/{action}",
+    tag = "admin",
+    operation_id = "actOnCosignerKey",
+    summary = "Freeze, unfreeze, revoke or unlock a split key at the co-signing service.",
+    description = "Relays `POST /v1/admin/keys/{key_id}/{action}` to the service. `revoke` first adds the split certificate's serial to the broker's run-time revocations (from `certificate_serial`, else from the service's key record), so the broker refuses the certificate even if the service call then fails; the answer then carries `revoked_serial`. For a member's granted key (its key id is the grant id) `revoke` reclaims the grant and revokes no certificate.",
+    params(
+        ("key_id" = String, Path, description = "The split key's id at the co-signing service (`[A-Za-z0-9_-]`, up to 128 characters)."),
+        ("action" = String, Path, description = "`freeze` (挂失), `unfreeze`, `revoke` (注销: the server share is destroyed for good), `unlock` (after five wrong PIN proofs in a row)."),
+    ),
+    request_body(content = Option<KeyActionRequest>, description = "Optional; `revoke` only.", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The service's answer (the key's new state), plus `revoked_serial` for `revoke`.", body = ServiceAnswer),
+        (status = 400, response = openapi::BadRequest),
+        (status = 404, description = "`not_found`: no such action, or the service knows no such key.", body = ErrorBody),
+        (status = 409, description = "`conflict`: the service refused the change in the key's state (e.g. already revoked).", body = ErrorBody),
+        openapi::CosignerAdminRefusals,
+    ),
+    security(("adminToken" = []))
+)]
 pub async fn admin_action(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -85,8 +136,8 @@ pub async fn admin_action(
     let action = KeyAction::parse(&action).ok_or_else(|| {
         ApiError::not_found("no such action: use freeze, unfreeze, revoke or unlock")
     })?;
-    let body: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ActionBody::default()
+    let body: KeyActionRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        KeyActionRequest::default()
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))?
@@ -133,7 +184,7 @@ pub async fn admin_action(
     let mut answer = admin.act(&key_id, action).await?;
     tracing::warn!(key_id = %key_id, action = action.as_str(), "split key state changed at the co-signing service");
     if let (Some(serial), Some(obj)) = (revoked_serial, answer.as_object_mut()) {
-        obj.insert("revoked_serial".into(), json!(serial));
+        obj.insert("revoked_serial".into(), Value::String(serial));
     }
     Ok(Json(answer))
 }
@@ -155,6 +206,19 @@ async fn is_granted_key(admin: &CosignerAdmin, key_id: &str) -> bool {
 
 /// `GET /v1/admin/cosigner/grants`: every grant of a company certificate at
 /// the service, and the 证书收回记录 (the operator's view).
+#[utoipa::path(
+    get,
+    path = "/v1/admin/cosigner/grants",
+    tag = "admin",
+    operation_id = "listCosignerGrants",
+    summary = "Every company-certificate grant at the co-signing service, and the reclaim records (证书收回记录).",
+    description = "Relays `GET /v1/admin/grants` of the service with `[cosigner] admin_token`; the service's answer as it gave it, `{\"grants\", \"reclaims\"}` (docs/key-splitting.md).",
+    responses(
+        (status = 200, description = "`{\"grants\": [...], \"reclaims\": [...]}`.", body = ServiceAnswer),
+        openapi::CosignerAdminRefusals,
+    ),
+    security(("adminToken" = []))
+)]
 pub async fn admin_grants(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -165,6 +229,22 @@ pub async fn admin_grants(
 
 /// `POST /v1/admin/cosigner/grants/{grant_id}/reclaim`: the platform
 /// operator takes a grant back; the service records the operator as actor.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/cosigner/grants/{grant_id}/reclaim",
+    tag = "admin",
+    operation_id = "reclaimCosignerGrant",
+    summary = "The platform operator takes a company-certificate grant back (收回).",
+    description = "Relays `POST /v1/admin/grants/{grant_id}/reclaim` to the service, which destroys the member's server share and writes one reclaim record with actor `operator`. The answer is the service's `{\"grant\", \"grants\", \"reclaims\"}`.",
+    params(("grant_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,128}$", description = "The grant's id at the co-signing service.")),
+    responses(
+        (status = 200, description = "The grant, now `reclaimed`, with every grant and reclaim record.", body = ServiceAnswer),
+        (status = 404, description = "`not_found`: the service knows no such grant.", body = ErrorBody),
+        (status = 410, description = "`expired`: the grant was reclaimed already (by its administrator, the operator or its end time).", body = ErrorBody),
+        openapi::CosignerAdminRefusals,
+    ),
+    security(("adminToken" = []))
+)]
 pub async fn admin_reclaim(
     State(state): State<AppState>,
     headers: HeaderMap,

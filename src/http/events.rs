@@ -7,17 +7,24 @@
 //! browser starts again from a snapshot. WebSocket and SSE share this.
 
 use bzt_core::{Session, Status};
-use serde_json::{json, Value};
+use bzt_wire::{BrowserFrame, DeviceView, QrFrame, ResultFrame, StatusFrame};
 
 /// One event for the browser, with its SSE id (`<version>` or `<version>.<seq>`).
 #[derive(Debug, Clone)]
 pub struct BrowserEvent {
     pub kind: &'static str,
     pub id: String,
-    pub data: Value,
+    pub data: BrowserFrame,
     /// The stream ends after this event: the result, or the snapshot of a
     /// session that has already ended.
     pub is_final: bool,
+}
+
+impl BrowserEvent {
+    /// The frame as JSON text, as the WebSocket and SSE send it.
+    pub fn json(&self) -> String {
+        serde_json::to_string(&self.data).unwrap_or_default()
+    }
 }
 
 /// What one connection has told its browser so far.
@@ -33,7 +40,9 @@ impl Cursor {
         let event = BrowserEvent {
             kind: "snapshot",
             id: session.version.to_string(),
-            data: json!({ "type": "snapshot", "session": session.snapshot_view(public_base_url) }),
+            data: BrowserFrame::Snapshot {
+                session: Box::new(session.snapshot_view(public_base_url)),
+            },
             is_final: session.is_terminal(),
         };
         (
@@ -59,15 +68,14 @@ impl Cursor {
                 _ => None,
             };
             if let Some(v) = scanned_version.filter(|v| *v > self.version) {
-                let mut data = json!({
-                    "type": "status",
-                    "status": "scanned",
-                    "version": v,
-                    "device": session.device.as_ref().map(|d| json!({ "name": d.name })),
+                let data = BrowserFrame::Status(StatusFrame {
+                    status: Status::Scanned.as_str().to_owned(),
+                    version: v,
+                    device: session.device.as_ref().map(|d| DeviceView {
+                        name: d.name.clone(),
+                    }),
+                    match_code: session.number_match.as_ref().map(|m| m.code.clone()),
                 });
-                if let Some(m) = &session.number_match {
-                    data["match_code"] = json!(m.code);
-                }
                 out.push(BrowserEvent {
                     kind: "status",
                     id: v.to_string(),
@@ -79,11 +87,10 @@ impl Cursor {
                 out.push(BrowserEvent {
                     kind: "result",
                     id: session.version.to_string(),
-                    data: json!({
-                        "type": "result",
-                        "status": session.status,
-                        "version": session.version,
-                        "result": session.result_json(),
+                    data: BrowserFrame::Result(ResultFrame {
+                        status: session.status.as_str().to_owned(),
+                        version: session.version,
+                        result: session.result_view().flatten(),
                     }),
                     is_final: true,
                 });
@@ -94,11 +101,10 @@ impl Cursor {
             out.push(BrowserEvent {
                 kind: "qr",
                 id: format!("{}.{}", session.version, session.claim.seq),
-                data: json!({
-                    "type": "qr",
-                    "qr_text": session.qr_text(public_base_url),
-                    "version": session.version,
-                    "seq": session.claim.seq,
+                data: BrowserFrame::Qr(QrFrame {
+                    qr_text: session.qr_text(public_base_url),
+                    version: session.version,
+                    seq: session.claim.seq,
                 }),
                 is_final: false,
             });
@@ -159,7 +165,13 @@ mod tests {
         let events = cursor.advance(&s, "http://b");
         let kinds: Vec<_> = events.iter().map(|e| (e.kind, e.id.as_str())).collect();
         assert_eq!(kinds, [("status", "2"), ("result", "3")]);
-        assert_eq!(events[0].data["device"]["name"], "张三的手机");
+        let BrowserFrame::Status(status) = &events[0].data else {
+            panic!("a status frame first: {:?}", events[0].data);
+        };
+        assert_eq!(
+            status.device.as_ref().map(|d| d.name.as_str()),
+            Some("张三的手机")
+        );
         assert!(cursor.advance(&s, "http://b").is_empty());
     }
 

@@ -76,7 +76,8 @@ macro_rules! declare_routes {
         /// routes), as `(method, path)`: the method in lowercase, as OpenAPI
         /// spells its operations, the path in axum's `{param}` syntax, which
         /// is also OpenAPI's. Generated from the same table as the router;
-        /// `tests/openapi.rs` checks it against `docs/openapi.yaml`, so a
+        /// `tests/openapi.rs` checks it against the generated OpenAPI document
+        /// (`#[utoipa::path]` on each handler), so a
         /// route added without documentation fails the tests.
         pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
 
@@ -176,8 +177,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body =
-            serde_json::json!({ "error": { "code": self.code.as_str(), "message": self.message } });
+        let body = bzt_wire::ErrorBody::new(self.code.as_str(), self.message);
         let mut resp = (status, axum::Json(body)).into_response();
         if let Some(s) = self.retry_after {
             if let Ok(v) = HeaderValue::from_str(&s.to_string()) {

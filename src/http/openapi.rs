@@ -1,117 +1,384 @@
 //! The generated OpenAPI document, served at `GET /openapi.json` and committed
 //! as `docs/openapi.json` (a test keeps the two equal and validates it).
 //!
-//! Its schemas are derived from the wire types of `bzt-wire`, the same structs
+//! Every operation is described by a `#[utoipa::path]` on its own handler
+//! (`rp`, `browser`, `phone`, `conversation`, `audit`, `ops`, `cosign`), and
+//! every schema is derived from the wire types of `bzt-wire`, the same structs
 //! the handlers read requests into and write answers from, so the document
-//! cannot drift from the code. It covers the operations whose messages have
-//! been moved to typed structs (`POST /v1/sessions`,
-//! `POST /v1/conversations/{id}/requests`); `docs/openapi.yaml` still describes the whole
-//! API by hand until the rest follow (issue 16, step 4).
+//! cannot drift from the code. The error answers every operation shares are
+//! defined once here ([`BadRequest`], [`Unauthorized`], ...) and referenced
+//! from the handlers; the error codes and their statuses come from
+//! [`bzt_core::ErrorCode`]. WebSocket and SSE messages, which OpenAPI cannot
+//! state, are schemas too, named from their operation's `x-websocket` or
+//! `x-sse-events` extension.
 
+use super::{audit, browser, conversation, cosign, ops, phone, rp};
 use axum::Json;
 use bzt_wire::{
-    ConversationPolicyInput, ConversationRequestAccepted, ConversationRequestInput,
-    CreateSessionRequest, CreateSessionResponse, DisplayText, ErrorBody, ErrorDetail,
-    ExpectCertInput, Kind, OpeningInput, RequesterInput, SealInput,
+    AuditList, BrowserFrame, BrowserMessage, ClaimRequest, ClaimResponse, CompleteRequest,
+    CompleteResponse, ConversationRequestAccepted, ConversationRequestInput,
+    ConversationRequestView, ConversationView, CosignContext, CosignContextRequest,
+    CreateSessionRequest, CreateSessionResponse, ErrorBody, Health, KeyActionRequest, PhoneMessage,
+    PhoneServerFrame, Ready, RequesterFrame, RevocationList, RevokeRequest, SerialAnswer,
+    ServiceAnswer, SessionView,
 };
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::schema::{SchemaType, Type};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder, Schema};
 use utoipa::{Modify, OpenApi};
 
-/// `POST /v1/sessions`: create a scan session (docs/protocol.md "RP backend API").
-#[utoipa::path(
-    post,
-    path = "/v1/sessions",
-    tag = "rp",
-    operation_id = "createSession",
-    request_body = CreateSessionRequest,
-    responses(
-        (status = 201, description = "Created: a `pending` session with `version` 1.", body = CreateSessionResponse),
-        (status = 400, description = "`invalid_request`: malformed JSON, unknown or missing fields, or a value outside its constraints; the message names the field.", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: the API key is missing or not valid.", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`: the body is over 256 KiB, or `tbs_b64` decodes to more than 64 KiB.", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: too many creates for this app; see `Retry-After`.", body = ErrorBody),
-        (status = 503, description = "`unavailable`: the session store does not answer; see `Retry-After`.", body = ErrorBody),
-    ),
-    security(("rpApiKey" = []))
-)]
-#[allow(dead_code)] // Only its attribute is used: the handler is `rp::create_session`.
-fn create_session() {}
-
-/// `POST /v1/conversations/{id}/requests`: one more signature (会话签章).
-#[utoipa::path(
-    post,
-    path = "/v1/conversations/{id}/requests",
-    tag = "conversation",
-    operation_id = "createConversationRequest",
-    params(("id" = String, Path, description = "The conversation id (`conversation.id` of the approved session's result).")),
-    request_body = ConversationRequestInput,
-    responses(
-        (status = 202, description = "Queued for the phone; the outcome arrives on the requester socket or by polling the request.", body = ConversationRequestAccepted),
-        (status = 400, description = "`invalid_request`: malformed JSON, unknown or missing fields, both or neither of `tbs_b64` and `seal`.", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: the API key is missing or not valid.", body = ErrorBody),
-        (status = 404, description = "`not_found`: no such conversation for this app.", body = ErrorBody),
-        (status = 409, description = "`conflict`: `max_requests` reached with requests unanswered, or 32 requests already wait for the phone.", body = ErrorBody),
-        (status = 410, description = "`expired`: the conversation has ended (the message says why).", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`: the body is over 256 KiB, or `tbs_b64` decodes to more than 64 KiB.", body = ErrorBody),
-        (status = 503, description = "`unavailable`: the store does not answer; see `Retry-After`.", body = ErrorBody),
-    ),
-    security(("rpApiKey" = []))
-)]
-#[allow(dead_code)] // Only its attribute is used: the handler is `conversation::create_request`.
-fn create_conversation_request() {}
-
-/// The RP's API key as a bearer token.
-struct RpApiKey;
-
-impl Modify for RpApiKey {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        let mut bearer = Http::new(HttpAuthScheme::Bearer);
-        bearer.description =
-            Some("The app's API key: `Authorization: Bearer <api_key>`.".to_owned());
-        components.add_security_scheme("rpApiKey", SecurityScheme::Http(bearer));
-    }
+/// Declares a reusable error answer (`#/components/responses/<name>`): the
+/// `Error` body with `description`, and `Retry-After` when `retry` says so.
+macro_rules! error_response {
+    ($(#[$doc:meta])* $name:ident, $description:literal $(, retry = $retry:literal)?) => {
+        $(#[$doc])*
+        pub struct $name;
+        impl<'s> utoipa::ToResponse<'s> for $name {
+            fn response() -> (&'s str, RefOr<Response>) {
+                (stringify!($name), error_answer($description, false $(|| $retry)?).into())
+            }
+        }
+    };
 }
+
+fn error_answer(description: &str, retry_after: bool) -> Response {
+    let mut r = ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("Error")))
+            .build(),
+    );
+    if retry_after {
+        r = r.header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(
+                    utoipa::openapi::ObjectBuilder::new()
+                        .schema_type(SchemaType::new(Type::Integer))
+                        .minimum(Some(1)),
+                )
+                .description(Some("Seconds to wait."))
+                .build(),
+        );
+    }
+    r.build()
+}
+
+error_response!(BadRequest, "`invalid_request`: malformed JSON, missing `Content-Type: application/json`, unknown or missing fields, unknown query parameters, or a value outside its constraints; the message names the field.");
+error_response!(
+    Unauthorized,
+    "`unauthorized`: the credential is missing or not valid."
+);
+error_response!(
+    ForbiddenOrigin,
+    "`forbidden`: the `Origin` header is not in the app's `allowed_origins`."
+);
+error_response!(
+    AdminDisabled,
+    "`forbidden`: the admin API is disabled (no `admin_token` configured)."
+);
+error_response!(NotFound, "`not_found`: no such session (or not this app's, or a wrong claim secret, or an id that is not 1..64 characters of `[A-Za-z0-9_-]`).");
+error_response!(
+    ConversationNotFound,
+    "`not_found`: no such conversation (or not this app's, or purged 10 minutes after it ended)."
+);
+error_response!(
+    ConversationEnded,
+    "`expired`: the conversation has ended (for whatever reason; the message says which)."
+);
+error_response!(
+    QrConflict,
+    "`conflict`: the session is no longer `pending`, so its QR code can no longer be scanned."
+);
+error_response!(Expired, "`expired`: the session has expired.");
+error_response!(
+    PayloadTooLarge,
+    "`payload_too_large`: the body is over 256 KiB."
+);
+error_response!(
+    NotAnUpgrade,
+    "`invalid_request`: not a WebSocket upgrade request."
+);
+error_response!(
+    RateLimited,
+    "`rate_limited`: retry after `Retry-After` seconds.",
+    retry = true
+);
+error_response!(Unavailable, "`unavailable`: the session store is unreachable, or (for the operations that complete a session or answer a conversation request) the audit log cannot be written, in which case the operation was neither recorded nor performed. Retry after `Retry-After` seconds.", retry = true);
+error_response!(CosignerForbidden, "`forbidden`: the admin API is disabled, or no co-signing service (`[cosigner] url`, `admin_token`) is configured.");
+error_response!(
+    CosignerUnavailable,
+    "`unavailable`: the co-signing service cannot be reached, or refused the broker's admin token.",
+    retry = true
+);
+
+/// Declares a set of refusals several operations share, each a reference to
+/// one of the answers above: `responses((status = 200, ...), Set)`.
+macro_rules! refusals {
+    ($(#[$doc:meta])* $name:ident { $($status:literal => $variant:ident($answer:ident)),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(utoipa::IntoResponses)]
+        pub enum $name {
+            $(#[response(status = $status)] $variant(#[ref_response] $answer),)*
+        }
+    };
+}
+
+refusals!(
+    /// What every browser endpoint (socket, events, QR images) may answer.
+    BrowserRefusals {
+        401 => Unauthorized(Unauthorized),
+        403 => ForbiddenOrigin(ForbiddenOrigin),
+        404 => NotFound(NotFound),
+        503 => Unavailable(Unavailable),
+    }
+);
+refusals!(
+    /// What every operation of a conversation may answer.
+    ConversationRefusals {
+        401 => Unauthorized(Unauthorized),
+        404 => ConversationNotFound(ConversationNotFound),
+        503 => Unavailable(Unavailable),
+    }
+);
+refusals!(
+    /// What the WebSocket endpoints answer to a request that is not an upgrade.
+    UpgradeRefusals {
+        400 => NotAnUpgrade(NotAnUpgrade),
+    }
+);
+refusals!(
+    /// What the operator's revocation API may answer.
+    AdminRefusals {
+        401 => Unauthorized(Unauthorized),
+        403 => AdminDisabled(AdminDisabled),
+    }
+);
+refusals!(
+    /// What the operator's relay to the co-signing service may answer.
+    CosignerAdminRefusals {
+        401 => Unauthorized(Unauthorized),
+        403 => CosignerForbidden(CosignerForbidden),
+        503 => CosignerUnavailable(CosignerUnavailable),
+    }
+);
+refusals!(
+    /// What the RP API (API key) may answer to any call.
+    RpRefusals {
+        401 => Unauthorized(Unauthorized),
+        503 => Unavailable(Unavailable),
+    }
+);
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "bzt scan-session broker",
-        description = "The typed part of the broker's HTTP API, generated from the wire structs (crate bzt-wire). The whole wire contract is docs/protocol.md.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
+        description = "QR scan-session broker for e-bidding platforms: an RP backend creates a session, its page shows the QR code and waits (WebSocket or SSE), the certificate app on the phone claims the session and completes it with an SM2 signature. A `sign` session may open a conversation (会话签章) in which the phone answers further signing requests without a new scan. Every use of a certificate is written to a tamper-evident audit trail, read with `GET /v1/audit`.\n\nGenerated from the broker's handlers and the wire types of `crates/bzt-wire`; the whole wire contract, of which this document is the HTTP part, is `docs/protocol.md` (v1).\n\nConventions: bodies are JSON (UTF-8) sent with `Content-Type: application/json`; binary fields end in `_b64` (standard base64 with padding); times are RFC 3339 UTC with milliseconds; unknown request fields answer `400 invalid_request` and an optional field sent as `null` is absent; bodies over 256 KiB answer `413`; every non-2xx answer carries the `Error` body and `Cache-Control: no-store` (`429` and `503` also `Retry-After`); any operation may answer `500 internal`; a path the broker does not serve answers `404 not_found` (`no such endpoint`), a method a path does not serve `405 method_not_allowed`. Each error code has one status: see the `ErrorCode` schema's `x-http-status`."
     ),
-    paths(create_session, create_conversation_request),
-    components(schemas(
-        ErrorBody,
-        ErrorDetail,
-        Kind,
-        DisplayText,
-        ExpectCertInput,
-        RequesterInput,
-        ConversationPolicyInput,
-        OpeningInput,
-        SealInput,
-        CreateSessionRequest,
-        CreateSessionResponse,
-        ConversationRequestInput,
-        ConversationRequestAccepted,
-    )),
-    modifiers(&RpApiKey),
+    servers((url = "http://127.0.0.1:8700", description = "Default `listen` address (development mode).")),
+    paths(
+        rp::create_session,
+        rp::get_session,
+        rp::cancel_session,
+        browser::preflight,
+        browser::websocket,
+        browser::events,
+        browser::qr_svg,
+        browser::qr_png,
+        browser::scan_landing_page,
+        phone::claim,
+        phone::complete,
+        conversation::get_conversation,
+        conversation::end_conversation,
+        conversation::create_request,
+        conversation::get_request,
+        conversation::requester_socket,
+        conversation::phone_socket,
+        audit::list,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+        ops::list_revocations,
+        ops::add_revocation,
+        ops::remove_revocation,
+        cosign::admin_key,
+        cosign::admin_action,
+        cosign::admin_grants,
+        cosign::admin_reclaim,
+        cosign::context,
+        serve,
+    ),
+    components(
+        schemas(
+            CreateSessionRequest, CreateSessionResponse, SessionView, ErrorBody,
+            BrowserFrame, BrowserMessage, ClaimRequest, ClaimResponse, CompleteRequest,
+            CompleteResponse, ConversationRequestInput, ConversationRequestAccepted,
+            ConversationRequestView, ConversationView, RequesterFrame, PhoneServerFrame,
+            PhoneMessage, AuditList, Health, Ready, RevocationList, RevokeRequest, SerialAnswer,
+            CosignContextRequest, CosignContext, KeyActionRequest, ServiceAnswer,
+        ),
+        responses(
+            BadRequest, Unauthorized, ForbiddenOrigin, AdminDisabled, NotFound,
+            ConversationNotFound, ConversationEnded, QrConflict, Expired, PayloadTooLarge,
+            NotAnUpgrade, RateLimited, Unavailable, CosignerForbidden, CosignerUnavailable,
+        ),
+    ),
+    modifiers(&SecuritySchemes, &ErrorCodes),
     tags(
         (name = "rp", description = "Relying-party backend (server to server), authenticated with the app's API key."),
-        (name = "conversation", description = "Conversations (会话签章): after one scan, the requester asks for more signatures."),
+        (name = "browser", description = "The RP's page that shows the QR code and waits, authenticated with the session's browser token."),
+        (name = "phone", description = "The certificate app."),
+        (name = "conversation", description = "Conversations (会话签章): after one scan, the requester asks for more signatures and the phone answers them over its socket, by tap or automatically (自动确认)."),
+        (name = "audit", description = "The audit trail of certificate use (证书使用记录)."),
+        (name = "ops", description = "Health, readiness, metrics, this document."),
+        (name = "admin", description = "Operator API, enabled when `admin_token` (or `admin_token_sha256`) is configured."),
+        (name = "cosign", description = "Key splitting (密钥拆分, docs/key-splitting.md): the context endpoint the co-signing service calls with its own credential."),
     ),
 )]
 struct ApiDoc;
+
+/// The credentials of docs/protocol.md, each named once.
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let bearer = |description: &str| {
+            let mut http = Http::new(HttpAuthScheme::Bearer);
+            http.description = Some(description.to_owned());
+            SecurityScheme::Http(http)
+        };
+        let query_t = |description: &str| {
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "t",
+                description,
+            )))
+        };
+        components.add_security_scheme("rpApiKey", bearer("The app's API key: `Authorization: Bearer <api_key>`. Missing or unknown: `401 unauthorized`."));
+        components.add_security_scheme("browserToken", query_t("The session's `browser_token` from the create answer, as `?t=<browser_token>`. Missing or wrong: `401 unauthorized`."));
+        components.add_security_scheme("phoneToken", bearer("The `phone_token` from the claim answer: `Authorization: Bearer <phone_token>`. Missing or wrong: `401 unauthorized`."));
+        components.add_security_scheme("requesterToken", query_t("The conversation's requester token (`result.conversation.token`), as `?t=<token>`. Missing or wrong: `401 unauthorized`."));
+        components.add_security_scheme("conversationPhoneToken", query_t("The conversation's phone token (`conversation.phone_token` of the complete answer), as `?t=<phone_token>`. Missing or wrong: `401 unauthorized`."));
+        components.add_security_scheme("adminToken", bearer("The configured `admin_token`: `Authorization: Bearer <admin_token>`. Missing or wrong: `401 unauthorized`; admin API not configured: `403 forbidden`."));
+        components.add_security_scheme("cosignerCredential", bearer("The co-signing service's credential at the broker (`[cosigner] credential`). Missing or wrong: `401 unauthorized`; not configured: `403 forbidden`."));
+    }
+}
+
+/// The `ErrorCode` schema, from [`bzt_core::ErrorCode::ALL`]: every code, and
+/// its one status in `x-http-status`; `Error.error.code` refers to it.
+struct ErrorCodes;
+
+impl Modify for ErrorCodes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let codes = bzt_core::ErrorCode::ALL;
+        let mut statuses = utoipa::openapi::extensions::Extensions::default();
+        statuses.insert(
+            "x-http-status".to_owned(),
+            serde_json::Value::Object(
+                codes
+                    .iter()
+                    .map(|c| (c.as_str().to_owned(), c.http_status().into()))
+                    .collect(),
+            ),
+        );
+        let schema = utoipa::openapi::ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::String))
+            .enum_values(Some(codes.iter().map(|c| c.as_str())))
+            .description(Some(
+                "Stable error code; each has one HTTP status (`x-http-status`).",
+            ))
+            .extensions(Some(statuses))
+            .build();
+        components
+            .schemas
+            .insert("ErrorCode".to_owned(), Schema::Object(schema).into());
+        // `ErrorDetail.code` is text in the type (a client keeps a code added
+        // later); the document names the codes there are.
+        if let Some(RefOr::T(Schema::Object(detail))) = components.schemas.get_mut("ErrorDetail") {
+            detail
+                .properties
+                .insert("code".to_owned(), Ref::from_schema_name("ErrorCode").into());
+        }
+    }
+}
 
 /// The document, as served and committed.
 pub fn document() -> serde_json::Value {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    serde_json::to_value(doc).unwrap_or_default()
+    let mut doc = serde_json::to_value(doc).unwrap_or_default();
+    which_fields_a_kind_takes(&mut doc);
+    session_webhook(&mut doc);
+    doc
 }
 
-/// `GET /openapi.json`.
+/// `webhooks.sessionTerminal` (utoipa has no webhooks yet): the broker POSTs the
+/// session view (`bzt_wire::SessionView`, as `crate::webhook` sends it) to the
+/// session's `webhook_url` on every terminal transition.
+fn session_webhook(doc: &mut serde_json::Value) {
+    doc["webhooks"] = serde_json::json!({
+        "sessionTerminal": { "post": {
+            "summary": "A session reached a terminal state.",
+            "description": "Sent to the session's `webhook_url` on every terminal transition, with the session view as body, `User-Agent: bzt-webhook/<version>` and `Bzt-Signature`. Retried on network errors and non-2xx answers with exponential backoff (`webhooks.*` settings); redirects are not followed. Receivers should reject a `t` more than 5 minutes from their clock and compare the HMAC in constant time.",
+            "parameters": [{
+                "name": "Bzt-Signature", "in": "header", "required": true,
+                "description": "`t=<unix seconds>,v1=<hex HMAC-SHA256(webhook_secret, \"<t>.<body>\")>`, where `<body>` is the exact bytes sent.",
+                "schema": { "type": "string", "pattern": "^t=[0-9]+,v1=[0-9a-f]{64}$" }
+            }],
+            "requestBody": { "required": true, "content": { "application/json": {
+                "schema": { "$ref": "#/components/schemas/SessionView" }
+            } } },
+            "responses": { "200": { "description": "Any 2xx acknowledges the delivery." } }
+        } }
+    });
+}
+
+/// The rules a struct cannot state: which fields a session's kind takes (the
+/// domain answers `400` otherwise, `bzt_core::session`), and `tbs_b64` or
+/// `seal`, exactly one, for a conversation request. Stated in the document so
+/// a client generated from it (and Schemathesis) knows them.
+fn which_fields_a_kind_takes(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    let schemas = &mut doc["components"]["schemas"];
+    let kind_is =
+        |kind: &str| json!({ "required": ["kind"], "properties": { "kind": { "const": kind } } });
+    schemas["CreateSessionRequest"]["allOf"] = json!([
+        {
+            "if": kind_is("sign"),
+            "then": { "oneOf": [{ "required": ["tbs_b64"] }, { "required": ["seal"] }] },
+            "else": { "not": { "anyOf": [
+                { "required": ["tbs_b64"] }, { "required": ["conversation"] }, { "required": ["seal"] }
+            ] } }
+        },
+        {
+            "if": kind_is("decrypt"),
+            "then": { "required": ["envelope_header_b64", "reply_key"] },
+            "else": { "not": { "anyOf": [
+                { "required": ["envelope_header_b64"] }, { "required": ["reply_key"] }, { "required": ["opening"] }
+            ] } }
+        }
+    ]);
+    schemas["ConversationRequestInput"]["oneOf"] =
+        json!([{ "required": ["tbs_b64"] }, { "required": ["seal"] }]);
+}
+
+/// `GET /openapi.json`: this document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "ops",
+    operation_id = "openapi",
+    responses((status = 200, description = "An OpenAPI 3.1 document, generated from the handlers and `bzt-wire` (committed as `docs/openapi.json`).", body = Object)),
+    security(())
+)]
 pub async fn serve() -> Json<serde_json::Value> {
     Json(document())
 }

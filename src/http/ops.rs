@@ -1,6 +1,6 @@
 //! Health, readiness, metrics, and the admin API (revocations).
 
-use super::{bearer, client_ip, header_str, ApiJson, AppState};
+use super::{bearer, client_ip, header_str, openapi, ApiJson, AppState};
 use crate::broker::revocations::{RevocationRecord, Revocations};
 use crate::error::ApiError;
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -8,14 +8,39 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bzt_core::Secret;
+use bzt_wire::{
+    ErrorBody, Health, Ready, RevocationList, RevocationRecordView, RevokeRequest, SerialAnswer,
+};
 use serde::Deserialize;
-use serde_json::{json, Value};
 use std::net::SocketAddr;
 
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "ops",
+    operation_id = "healthz",
+    summary = "Liveness.",
+    responses((status = 200, description = "The process is up: `{\"status\": \"ok\"}`.", body = Health)),
+    security(())
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    operation_id = "readyz",
+    summary = "Readiness (the session store is reachable, the node is not shutting down).",
+    responses(
+        (status = 200, description = "Ready.", body = Ready),
+        (status = 503, response = openapi::Unavailable),
+    ),
+    security(())
+)]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.drain.is_draining() {
         return ApiError::new(
@@ -25,11 +50,27 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         .into_response();
     }
     match state.broker.store_ready().await {
-        Ok(store) => Json(json!({ "status": "ready", "store": store })).into_response(),
+        Ok(store) => Json(Ready {
+            status: "ready".into(),
+            store: store.to_string(),
+        })
+        .into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    operation_id = "metrics",
+    summary = "Prometheus metrics.",
+    responses(
+        (status = 200, description = "Prometheus text exposition format.", content_type = "text/plain", body = String),
+        (status = 404, description = "`not_found`: the metrics recorder is not installed in this process.", body = ErrorBody),
+    ),
+    security(())
+)]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     crate::crl::record_metrics(state.broker.trust(), state.broker.now(), false);
     match &state.metrics {
@@ -57,34 +98,42 @@ pub(super) fn authorize_admin(state: &AppState, headers: &HeaderMap) -> Result<(
     Ok(())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/revocations",
+    tag = "admin",
+    operation_id = "listRevocations",
+    summary = "List revoked serials.",
+    responses(
+        (status = 200, description = "The configured list (re-read on SIGHUP) and the run-time list (kept in the store, shared by every node), each sorted by serial.", body = RevocationList),
+        openapi::AdminRefusals,
+    ),
+    security(("adminToken" = []))
+)]
 pub async fn list_revocations(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RevocationList>, ApiError> {
     authorize_admin(&state, &headers)?;
     let (configured, runtime) = state.broker.revocations().list();
-    let serials: Vec<&str> = runtime.iter().map(|r| r.serial.as_str()).collect();
-    Ok(Json(json!({
-        "configured": configured,
-        "runtime": serials,
-        "runtime_records": runtime,
-    })))
+    Ok(Json(RevocationList {
+        configured,
+        runtime: runtime.iter().map(|r| r.serial.clone()).collect(),
+        runtime_records: runtime
+            .into_iter()
+            .map(|r| RevocationRecordView {
+                serial: r.serial,
+                revoked_at: r.revoked_at.to_rfc3339(),
+                revoked_by: r.revoked_by,
+                reason: r.reason,
+            })
+            .collect(),
+    }))
 }
 
 /// Longest `revoked_by` and `reason` kept (they go into the audit trail).
 const MAX_ACTOR_CHARS: usize = 128;
 const MAX_REASON_CHARS: usize = 512;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RevokeBody {
-    serial: String,
-    /// The operator who revokes (recorded in the audit trail).
-    #[serde(default)]
-    revoked_by: Option<String>,
-    #[serde(default)]
-    reason: Option<String>,
-}
 
 fn bounded_text(
     field: &str,
@@ -151,11 +200,30 @@ pub(super) fn revocation_audit(
     }
 }
 
+/// Recorded in the audit trail (`kind: revocation`, `outcome: revoked`,
+/// `actor` = `revoked_by`), then stored: it takes effect at once on this
+/// node, within one second on every other node, and survives restarts.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/revocations",
+    tag = "admin",
+    operation_id = "addRevocation",
+    summary = "Revoke a serial at run time.",
+    request_body = RevokeRequest,
+    responses(
+        (status = 201, description = "Revoked; the normalised serial.", body = SerialAnswer),
+        (status = 400, response = openapi::BadRequest),
+        (status = 413, response = openapi::PayloadTooLarge),
+        (status = 503, response = openapi::Unavailable),
+        openapi::AdminRefusals,
+    ),
+    security(("adminToken" = []))
+)]
 pub async fn add_revocation(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<RevokeBody>,
+    ApiJson(body): ApiJson<RevokeRequest>,
 ) -> Result<Response, ApiError> {
     authorize_admin(&state, &headers)?;
     let serial = Revocations::normalize(&body.serial).map_err(ApiError::invalid)?;
@@ -169,7 +237,9 @@ pub async fn add_revocation(
     tracing::warn!(serial = %record.serial, by = ?record.revoked_by, "certificate revoked at run time");
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "serial": record.serial })),
+        Json(SerialAnswer {
+            serial: record.serial,
+        }),
     )
         .into_response())
 }
@@ -182,13 +252,35 @@ pub struct LiftQuery {
     by: Option<String>,
 }
 
+/// Only the run-time list can be changed here; configured serials stay
+/// revoked. The lifting is recorded in the audit trail (`outcome: lifted`,
+/// `actor` = `by`).
+#[utoipa::path(
+    delete,
+    path = "/v1/admin/revocations/{serial}",
+    tag = "admin",
+    operation_id = "removeRevocation",
+    summary = "Lift a run-time revocation.",
+    params(
+        ("serial" = String, Path, description = "Hex serial, any case, colons allowed."),
+        ("by" = Option<String>, Query, max_length = 128, description = "Who lifts the revocation, recorded in the audit trail."),
+    ),
+    responses(
+        (status = 200, description = "Lifted; the normalised serial.", body = SerialAnswer),
+        (status = 400, response = openapi::BadRequest),
+        (status = 404, description = "`not_found`: the serial is not on the run-time list (or is not hex).", body = ErrorBody),
+        (status = 503, response = openapi::Unavailable),
+        openapi::AdminRefusals,
+    ),
+    security(("adminToken" = []))
+)]
 pub async fn remove_revocation(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(serial): Path<String>,
     Query(q): Query<LiftQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SerialAnswer>, ApiError> {
     authorize_admin(&state, &headers)?;
     let not_listed = || ApiError::not_found("that serial is not on the run-time revocation list");
     let serial = Revocations::normalize(&serial).map_err(|_| not_listed())?;
@@ -208,5 +300,7 @@ pub async fn remove_revocation(
         return Err(e.into());
     }
     tracing::warn!(serial = %removed.serial, "run-time revocation lifted");
-    Ok(Json(json!({ "serial": removed.serial })))
+    Ok(Json(SerialAnswer {
+        serial: removed.serial,
+    }))
 }

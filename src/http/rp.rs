@@ -1,6 +1,6 @@
 //! Relying-party backend API: create, read (with long-poll), cancel.
 
-use super::{bearer, browser, ApiJson, AppState, TokenQuery};
+use super::{bearer, browser, openapi, ApiJson, AppState, TokenQuery};
 use crate::apps::App;
 use crate::error::ApiError;
 use axum::extract::{Path, Query, State};
@@ -13,7 +13,7 @@ use bzt_core::session::{
     Requester, SealRequest,
 };
 use bzt_core::{Session, Timestamp};
-use bzt_wire::{CreateSessionRequest, CreateSessionResponse};
+use bzt_wire::{CreateSessionRequest, CreateSessionResponse, ErrorBody, SessionView};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,6 +110,26 @@ pub fn decode_b64(field: &str, value: Option<String>) -> Result<Option<Vec<u8>>,
         .transpose()
 }
 
+/// Creates a `pending` session with `version` 1 and answers the QR text, the
+/// browser token (handed out only here: pass it to the page) and the browser
+/// URLs. Kind-specific fields are refused (`400`) for the other kinds. Rate
+/// limited per app (`limits.creates_per_app_per_second`).
+#[utoipa::path(
+    post,
+    path = "/v1/sessions",
+    tag = "rp",
+    operation_id = "createSession",
+    summary = "Create a scan session.",
+    request_body = CreateSessionRequest,
+    responses(
+        (status = 201, description = "Created.", body = CreateSessionResponse),
+        (status = 400, response = openapi::BadRequest),
+        (status = 413, description = "`payload_too_large`: the body is over 256 KiB, or `tbs_b64` decodes to more than 64 KiB.", body = ErrorBody),
+        (status = 429, response = openapi::RateLimited),
+        openapi::RpRefusals,
+    ),
+    security(("rpApiKey" = []))
+)]
 pub async fn create_session(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -150,12 +170,37 @@ pub struct GetQuery {
     version: Option<String>,
 }
 
+/// Answers the session view. With `wait`, holds the answer up to `wait`
+/// seconds while the session's version equals `version` (without `version`:
+/// the version seen when the request arrived) and answers at once when it
+/// differs or the session is terminal. Another app's session answers `404`,
+/// as an unknown one does. While a session with `number_match` is `scanned`,
+/// the view carries `match_code`.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}",
+    tag = "rp",
+    operation_id = "getSession",
+    summary = "Read a session (optionally long-polling).",
+    params(
+        ("id" = String, Path, description = "The session id."),
+        ("wait" = Option<u32>, Query, minimum = 0, maximum = 30, description = "Long-poll for at most this many seconds (a whole number, 0..30; otherwise `400`)."),
+        ("version" = Option<u64>, Query, minimum = 0, description = "The version the caller already knows; meaningful with `wait`."),
+    ),
+    responses(
+        (status = 200, description = "The session view.", body = SessionView),
+        (status = 400, response = openapi::BadRequest),
+        (status = 404, response = openapi::NotFound),
+        openapi::RpRefusals,
+    ),
+    security(("rpApiKey" = []))
+)]
 pub async fn get_session(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
     query: Result<Query<GetQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SessionView>, ApiError> {
     let app = authenticate(&state, &headers)?;
     let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
     let wait = parse_wait(q.wait)?;
@@ -196,7 +241,25 @@ pub fn parse_wait(wait: Option<String>) -> Result<Option<u64>, ApiError> {
 }
 
 /// Cancels with the API key (server to server, no CORS) or with the browser
-/// token in `?t=` (from the page, with CORS for allowed origins).
+/// token in `?t=` (from the page: `Origin` is checked and CORS answered);
+/// when `t` is present it is used and the API key is ignored. Moves a
+/// `pending` or `scanned` session to `cancelled` and answers the session view.
+#[utoipa::path(
+    delete,
+    path = "/v1/sessions/{id}",
+    tag = "rp",
+    operation_id = "cancelSession",
+    summary = "Cancel a session.",
+    params(("id" = String, Path, description = "The session id.")),
+    responses(
+        (status = 200, description = "Cancelled; the session view (`result` is `null`).", body = SessionView),
+        (status = 403, response = openapi::ForbiddenOrigin),
+        (status = 404, response = openapi::NotFound),
+        (status = 409, description = "`conflict`: the session is already terminal.", body = ErrorBody),
+        openapi::RpRefusals,
+    ),
+    security(("rpApiKey" = []), ("browserToken" = []))
+)]
 pub async fn cancel_session(
     State(state): State<AppState>,
     Path(id): Path<String>,

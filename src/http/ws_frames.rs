@@ -33,14 +33,16 @@ pub async fn close_too_big(socket: &mut WebSocket, limit: usize) -> Result<(), a
 /// the socket takes, then close 1003 (a client that sends binary is not
 /// speaking this protocol, and more of the same would not help it).
 pub async fn refuse_binary(socket: &mut WebSocket) -> Result<(), axum::Error> {
-    let frame = serde_json::json!({
-        "type": "error",
-        "error": {
-            "code": "invalid_request",
-            "message": "binary frames are not accepted; send JSON text frames",
+    // The browser's `error` frame; the conversation sockets' `error` without a
+    // `request_id` is the same JSON.
+    let frame = bzt_wire::BrowserFrame::Error {
+        error: bzt_wire::ErrorDetail {
+            code: bzt_core::ErrorCode::InvalidRequest.as_str().to_owned(),
+            message: "binary frames are not accepted; send JSON text frames".to_owned(),
         },
-    });
-    socket.send(Message::Text(frame.to_string().into())).await?;
+    };
+    let text = serde_json::to_string(&frame).unwrap_or_default();
+    socket.send(Message::Text(text.into())).await?;
     close_with(
         socket,
         CLOSE_UNSUPPORTED_DATA,

@@ -1,6 +1,7 @@
 //! Where records live: sessions and conversations (one contract,
 //! [`RecordStore`]), the audit trail ([`AuditLog`]), shared record sets
-//! ([`records`]) and pending webhooks ([`webhooks`]).
+//! ([`records`]), pending webhooks ([`webhooks`]) and the failed claims per
+//! QR code ([`claim_failures`]).
 //!
 //! The [`RecordStore`] contract, which every implementation keeps for every
 //! record type (the conformance suite in `tests/store_conformance.rs` runs it
@@ -64,6 +65,7 @@
 //! pointing at the same Redis or Redis Cluster; see docs/redis.md). In
 //! Redis mode the audit trail is a Redis stream ([`redis::RedisAuditLog`]).
 
+pub mod claim_failures;
 pub mod file_audit;
 pub mod memory;
 pub mod records;

@@ -895,6 +895,21 @@ async fn conversations_are_guarded_by_their_tokens_and_app() {
     );
     let (status, body) = ws_refusal(Browser::connect(&url, None).await.err().unwrap());
     assert_eq!(status, 401, "{body}");
+    // The requester's page is checked as a session's browser endpoints are: a page of
+    // another origin is refused before the upgrade, one of the app's own is let in.
+    let url = format!(
+        "{}/v1/conversations/{}/ws?t={}",
+        ws_base(&app),
+        conv.id,
+        conv.token
+    );
+    let refused = Browser::connect(&url, Some(crate::helpers::OTHER_ORIGIN)).await;
+    let (status, body) = ws_refusal(refused.err().expect("another origin is refused"));
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("forbidden"), "{body}");
+    Browser::connect(&url, Some(crate::helpers::ORIGIN))
+        .await
+        .expect("the app's own origin opens the requester socket");
 
     // Requests are checked like a sign session's bytes and display.
     for (body, status, code) in [

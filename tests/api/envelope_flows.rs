@@ -15,6 +15,7 @@ use bzt_phone::{
     ApproveExtras, ChallengeError, DecryptOutcome, DecryptRefusal, Kind, PhoneIdentity, QrText,
     SessionStatus,
 };
+use bzt_rp_client::CreateSession;
 use serde_json::{json, Value};
 use sm2::SecretKey;
 use std::io::Write;
@@ -750,31 +751,24 @@ impl BrokerProcess {
             .unwrap_or_else(|| panic!("the development banner names no co-signing service: {log}"))
     }
 
-    /// The relying party's first step: `POST /v1/sessions` with `body`; returns what it answers.
-    pub(crate) async fn create_session(&self, api_key: &str, body: &Value) -> Value {
-        reqwest::Client::new()
-            .post(format!("{}/v1/sessions", self.base))
-            .bearer_auth(api_key)
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+    /// This broker's relying-party API with `api_key` (the typed client a platform uses).
+    pub(crate) fn rp(&self, api_key: &str) -> bzt_rp_client::RpClient {
+        bzt_rp_client::RpClient::new(reqwest::Client::new(), &self.base, api_key)
     }
 
-    /// The relying party reads a session back: `GET /v1/sessions/<id>`.
+    /// The relying party's first step: `POST /v1/sessions` with `body`; returns what it answers.
+    pub(crate) async fn create_session(
+        &self,
+        api_key: &str,
+        body: &bzt_rp_client::CreateSession,
+    ) -> bzt_rp_client::CreatedSession {
+        self.rp(api_key).create_session(body).await.unwrap()
+    }
+
+    /// The relying party reads a session back: `GET /v1/sessions/<id>`, as the JSON it came in.
     pub(crate) async fn session(&self, api_key: &str, id: &str) -> Value {
-        reqwest::Client::new()
-            .get(format!("{}/v1/sessions/{id}", self.base))
-            .bearer_auth(api_key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        let view = self.rp(api_key).get_session(id).await.unwrap();
+        serde_json::to_value(view).unwrap()
     }
 }
 
@@ -977,7 +971,7 @@ async fn hall_decrypt_end_to_end_with_the_real_binary() {
     let created = broker
         .create_session(
             &api_key,
-            &json!({ "kind": "encrypt", "display": { "title": "生成投标文件" } }),
+            &CreateSession::new(bzt_rp_client::Kind::Encrypt, "生成投标文件"),
         )
         .await;
     let out = bzt(
@@ -985,7 +979,7 @@ async fn hall_decrypt_end_to_end_with_the_real_binary() {
         &[
             "phone",
             "approve",
-            created["qr_text"].as_str().unwrap(),
+            &created.qr_text,
             "--cert",
             "alice/cert.pem",
             "--key",
@@ -995,9 +989,7 @@ async fn hall_decrypt_end_to_end_with_the_real_binary() {
         ],
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("已签名"));
-    let view = broker
-        .session(&api_key, created["id"].as_str().unwrap())
-        .await;
+    let view = broker.session(&api_key, &created.id).await;
     assert_eq!(view["status"], "approved", "{view}");
     let serials: Vec<&str> = view["result"]["recipients"]
         .as_array()

@@ -378,11 +378,8 @@ async fn the_cli_grants_a_member_who_logs_in_as_the_company_until_the_administra
     let api_key = broker.demo_api_key();
     // The relying party's login session on the development broker: its id and QR text.
     let login = || async {
-        let created = broker.create_session(&api_key, &login_body()).await;
-        (
-            created["id"].as_str().unwrap().to_owned(),
-            created["qr_text"].as_str().unwrap().to_owned(),
-        )
+        let created = broker.create_session(&api_key, &rp_login()).await;
+        (created.id, created.qr_text)
     };
     let (id, qr) = login().await;
     ok(&cli(

@@ -10,7 +10,6 @@ use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -31,7 +30,7 @@ pub const OTHER_API_KEY: &str = "test-key-hall-0123456789abcdef";
 pub const OTHER_ORIGIN: &str = "https://hall.example.cn";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// The SM2 distinguishing ID, as OpenSSL needs to be told it.
-pub const DISTID_OPT: &str = "distid:1234567812345678";
+pub use bzt_openssl_cli::SM2_DISTID_OPT as DISTID_OPT;
 
 /// How long any single wait on the server may take before the test fails.
 pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -473,6 +472,11 @@ pub fn login_body() -> Value {
     json!({ "kind": "login", "display": { "title": "登录 示例交易平台" } })
 }
 
+/// [`login_body`] as the typed relying-party client sends it.
+pub fn rp_login() -> bzt_rp_client::CreateSession {
+    bzt_rp_client::CreateSession::new(bzt_rp_client::Kind::Login, "登录 示例交易平台")
+}
+
 /// A phone: the reference client library plus its certificate.
 pub struct TestPhone {
     pub phone: Phone,
@@ -670,52 +674,11 @@ pub fn ws_refusal(e: tokio_tungstenite::tungstenite::Error) -> (u16, String) {
 
 // ---- OpenSSL ------------------------------------------------------------------
 
-/// Runs `openssl` in `dir`. Panics (a failure, never a skip) if it cannot run.
-pub fn openssl(dir: &Path, args: &[&str]) -> Output {
-    Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the `openssl` command (OpenSSL 3) is required by these tests; install it")
-}
-
-/// Runs `openssl` and asserts it succeeded.
-pub fn openssl_ok(dir: &Path, args: &[&str]) -> Output {
-    let out = openssl(dir, args);
-    assert!(
-        out.status.success(),
-        "openssl {} failed:\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+pub use bzt_openssl_cli::run_ok as openssl_ok;
 
 /// Verifies a DER SM2 signature over `tbs` with the certificate `cert_pem`,
 /// independently of the broker: `openssl pkeyutl -verify ... distid:1234567812345678`.
 pub fn openssl_verifies(dir: &Path, cert_pem: &str, tbs: &[u8], sig: &[u8]) -> bool {
     std::fs::write(dir.join("verify-cert.pem"), cert_pem).unwrap();
-    std::fs::write(dir.join("tbs"), tbs).unwrap();
-    std::fs::write(dir.join("sig.der"), sig).unwrap();
-    let out = openssl(
-        dir,
-        &[
-            "pkeyutl",
-            "-verify",
-            "-certin",
-            "-inkey",
-            "verify-cert.pem",
-            "-rawin",
-            "-digest",
-            "sm3",
-            "-pkeyopt",
-            DISTID_OPT,
-            "-in",
-            "tbs",
-            "-sigfile",
-            "sig.der",
-        ],
-    );
-    out.status.success()
+    bzt_openssl_cli::verifies_with_certificate(dir, "verify-cert.pem", tbs, sig)
 }

@@ -32,20 +32,7 @@ authorityKeyIdentifier = keyid
 /// Makes `ca.pem`/`ca.key` and `phone.pem`/`phone.key` in `dir` with OpenSSL.
 fn openssl_pki(dir: &Path) {
     std::fs::write(dir.join("openssl.cnf"), OPENSSL_CNF).unwrap();
-    let genkey = |out: &str| {
-        openssl_ok(
-            dir,
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:SM2",
-                "-out",
-                out,
-            ],
-        );
-    };
+    let genkey = |out: &str| bzt_openssl_cli::new_sm2_key(dir, out);
     genkey("ca.key");
     openssl_ok(
         dir,

@@ -27,18 +27,7 @@ fn openssl_leaf(app: &TestApp, dir: &Path, name: &str, extensions: &str) -> (Str
         format!("{name}.csr"),
         format!("{name}.pem"),
     );
-    openssl_ok(
-        dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:SM2",
-            "-out",
-            &key,
-        ],
-    );
+    bzt_openssl_cli::new_sm2_key(dir, &key);
     openssl_ok(
         dir,
         &[

@@ -21,15 +21,7 @@ async fn the_sixth_claim_attempt_in_a_minute_is_rate_limited() {
     let resp = app
         .claim_raw(&json!({"qr_text": created.qr_text, "device": {"id": "a", "name": "b"}}))
         .await;
-    let retry_after: u64 = resp
-        .headers()
-        .get("retry-after")
-        .expect("429 carries Retry-After")
-        .to_str()
-        .unwrap()
-        .parse()
-        .expect("Retry-After is whole seconds");
-    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_retry_after_within_a_minute(&resp);
     assert_error(resp, 429, "rate_limited").await;
     assert_eq!(app.status_of(&created.id).await, "pending");
 }
@@ -114,6 +106,17 @@ async fn a_qr_codes_failed_claims_are_limited_whatever_the_address() {
     }
     // The eleventh is refused before its secret is looked at, even the right one.
     let resp = claim_from("203.0.113.9".into(), created.qr_text.clone()).await;
+    assert_retry_after_within_a_minute(&resp);
+    let message = assert_error(resp, 429, "rate_limited").await;
+    assert!(message.contains("failed claims"), "{message}");
+    assert_eq!(app.status_of(&created.id).await, "pending");
+    // Another QR code, from an address that guessed, is not affected.
+    let resp = claim_from("198.51.100.0".into(), other.qr_text.clone()).await;
+    assert_eq!(resp.status().as_u16(), 200);
+}
+
+/// A 429 says when to come back: `Retry-After` in whole seconds, 1..=60.
+fn assert_retry_after_within_a_minute(resp: &reqwest::Response) {
     let retry_after: u64 = resp
         .headers()
         .get("retry-after")
@@ -121,12 +124,6 @@ async fn a_qr_codes_failed_claims_are_limited_whatever_the_address() {
         .to_str()
         .unwrap()
         .parse()
-        .unwrap();
+        .expect("Retry-After is whole seconds");
     assert!((1..=60).contains(&retry_after), "{retry_after}");
-    let message = assert_error(resp, 429, "rate_limited").await;
-    assert!(message.contains("failed claims"), "{message}");
-    assert_eq!(app.status_of(&created.id).await, "pending");
-    // Another QR code, from an address that guessed, is not affected.
-    let resp = claim_from("198.51.100.0".into(), other.qr_text.clone()).await;
-    assert_eq!(resp.status().as_u16(), 200);
 }

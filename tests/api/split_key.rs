@@ -21,6 +21,7 @@ use bzt_phone::{
     ApproveExtras, ConversationSigner, DecryptOutcome, Device, Phone, PhoneConversation,
     RunSummary, SessionStatus,
 };
+use bzt_rp_client::{CreateSession, Kind, SealInput};
 use serde_json::{json, Value};
 use sm3::{Digest, Sm3};
 use std::collections::BTreeSet;
@@ -578,8 +579,8 @@ async fn development_mode_runs_the_service_and_the_cli_enrols_with_a_request_ope
 
     // `bzt phone approve --identity DIR --pin PIN` logs in through the demo app.
     let api_key = broker.demo_api_key();
-    let created = broker.create_session(&api_key, &login_body()).await;
-    let qr = created["qr_text"].as_str().unwrap();
+    let created = broker.create_session(&api_key, &rp_login()).await;
+    let qr = created.qr_text.as_str();
     let out = bzt_off_runtime(
         dir.path(),
         &[
@@ -598,9 +599,7 @@ async fn development_mode_runs_the_service_and_the_cli_enrols_with_a_request_ope
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let view = broker
-        .session(&api_key, created["id"].as_str().unwrap())
-        .await;
+    let view = broker.session(&api_key, &created.id).await;
     assert_eq!(view["status"], "approved", "{view}");
     let signature = unb64(view["result"]["signature_b64"].as_str().unwrap());
     let tbs = unb64(view["result"]["tbs_b64"].as_str().unwrap());
@@ -633,17 +632,13 @@ async fn development_mode_runs_the_service_and_the_cli_enrols_with_a_request_ope
         ],
     );
     let document = "投标函 第1页".as_bytes();
-    let created = broker
-        .create_session(
-            &api_key,
-            &json!({
-                "kind": "sign",
-                "display": {"title": "投标文件签章"},
-                "seal": {"data_hash_b64": b64(&Sm3::digest(document)), "property_info": "bid/page-1.txt"},
-            }),
-        )
-        .await;
-    let qr = created["qr_text"].as_str().unwrap();
+    let mut seal_session = CreateSession::new(Kind::Sign, "投标文件签章");
+    seal_session.seal = Some(SealInput {
+        data_hash_b64: b64(&Sm3::digest(document)),
+        property_info: "bid/page-1.txt".into(),
+    });
+    let created = broker.create_session(&api_key, &seal_session).await;
+    let qr = created.qr_text.as_str();
     let out = bzt_off_runtime(
         dir.path(),
         &[
@@ -660,9 +655,7 @@ async fn development_mode_runs_the_service_and_the_cli_enrols_with_a_request_ope
     )
     .await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("使用印章：示例建设有限公司"));
-    let view = broker
-        .session(&api_key, created["id"].as_str().unwrap())
-        .await;
+    let view = broker.session(&api_key, &created.id).await;
     assert_eq!(view["status"], "approved", "{view}");
     assert_eq!(view["result"]["seal"]["name"], "示例建设有限公司");
     let tbs_sign = unb64(view["result"]["tbs_b64"].as_str().unwrap());

@@ -6,7 +6,6 @@
 use crate::helpers::*;
 use bzt_envelope::{seal, Recipient, SealOptions};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
@@ -14,19 +13,24 @@ use tokio_rustls::rustls;
 
 /// A test CA and a P-256 server certificate for 127.0.0.1 signed by it, by the OpenSSL CLI:
 /// `(ca.pem, server-cert.pem, server-key.pem)`.
+/// `bzt hall decrypt` as the opening hall runs it against the broker behind `front`.
+fn hall_decrypt_through(dir: &Path, front: &str) -> tokio::process::Command {
+    let mut command = bzt_cmd(dir);
+    command.args([
+        "hall",
+        "decrypt",
+        "--broker",
+        front,
+        "--api-key",
+        OTHER_API_KEY,
+    ]);
+    command
+}
+
 fn front_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let p = |name: &str| dir.join(name);
     let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bzt_openssl_cli::run_ok(dir, args);
     };
     std::fs::write(
         p("server.ext"),
@@ -161,15 +165,7 @@ async fn hall_decrypt_and_phone_cli_work_through_a_tls_front() {
     let ca_file = ca.to_str().unwrap();
 
     // Without the front's CA the hall cannot even create its session: TLS is really in the path.
-    let refused = bzt_cmd(dir)
-        .args([
-            "hall",
-            "decrypt",
-            "--broker",
-            &front,
-            "--api-key",
-            OTHER_API_KEY,
-        ])
+    let refused = hall_decrypt_through(dir, &front)
         .args(["bid.bze", "refused.bin"])
         .output()
         .await
@@ -180,15 +176,7 @@ async fn hall_decrypt_and_phone_cli_work_through_a_tls_front() {
     assert!(err.contains("certificate"), "the cause is named: {err}");
     assert!(!dir.join("refused.bin").exists());
 
-    let mut hall = bzt_cmd(dir)
-        .args([
-            "hall",
-            "decrypt",
-            "--broker",
-            &front,
-            "--api-key",
-            OTHER_API_KEY,
-        ])
+    let mut hall = hall_decrypt_through(dir, &front)
         .args(["--ca-file", ca_file, "bid.bze", "opened.bin"])
         .spawn()
         .unwrap();

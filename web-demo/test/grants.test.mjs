@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import smCrypto from 'sm-crypto';
-import { setup, launchBrowser, scan, confirmWithPin, qrTextOf, shot, tempDir, download, PIN } from './harness.mjs';
+import { setup, launchBrowser, scan, confirmWithPin, qrTextOf, shot, tempDir, download, openHall, scanAtTheHall, pickMatchCode, PIN } from './harness.mjs';
 
 const { sm2 } = smCrypto;
 
@@ -111,15 +111,10 @@ test('grants: 添加被授权人 from an invitation, the member logs in as the c
   await tool.locator('#enc-download').waitFor({ timeout: 30000 });
   const sealedPath = path.join(dir, '投标文件.txt.bze');
   await download(tool, '#enc-download', sealedPath);
-  const hall = await browser.context.newPage();
-  await hall.goto(broker.url + '/demo/hall.html');
-  await hall.setInputFiles('#file', sealedPath);
-  await hall.click('#start');
-  await hall.waitForFunction(() => document.querySelector('#qr-text').textContent.includes('/q/'), null, { timeout: 20000 });
-  await scan(member, (await hall.textContent('#qr-text')).trim());
+  const hall = await openHall(browser, broker.url, sealedPath);
+  await scanAtTheHall(hall, member);
   assert.ok(await member.locator('#decrypt-refusal').isHidden(), 'the member finds the entry of the company certificate');
-  await hall.locator('.bzt-match:not([hidden])').waitFor({ timeout: 15000 });
-  await member.click(`#match-choices button[data-code="${(await hall.textContent('.bzt-match-code')).trim()}"]`);
+  await pickMatchCode(hall, member);
   await confirmWithPin(member, MEMBER_PIN);
   await hall.locator('#download').waitFor({ timeout: 30000 });
   await download(hall, '#download', path.join(dir, 'opened.txt'));

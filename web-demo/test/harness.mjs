@@ -163,6 +163,29 @@ export async function scan(phone, qrText) {
   await phone.locator('#confirm:not(.hidden)').waitFor({ timeout: 15000 });
 }
 
+/** 开标大厅: a new hall page with the sealed bid file `file` chosen. */
+export async function openHall(browser, base, file) {
+  const hall = await browser.context.newPage();
+  await hall.goto(base + '/demo/hall.html');
+  await hall.setInputFiles('#file', file);
+  return hall;
+}
+
+/** The hall starts its decrypt session and `phone` scans the QR code it shows. */
+export async function scanAtTheHall(hall, phone) {
+  await hall.click('#start');
+  await hall.waitForFunction(() => document.querySelector('#qr-text').textContent.includes('/q/'), null, { timeout: 20000 });
+  await scan(phone, (await hall.textContent('#qr-text')).trim());
+}
+
+/** Number matching: waits for the two digits `page` shows, then `phone` picks them; answers them. */
+export async function pickMatchCode(page, phone) {
+  await page.locator('.bzt-match:not([hidden])').waitFor({ timeout: 15000 });
+  const code = (await page.textContent('.bzt-match-code')).trim();
+  await phone.click(`#match-choices button[data-code="${code}"]`);
+  return code;
+}
+
 export async function confirmWithPin(phone, pin = PIN) {
   await phone.fill('#pin', pin);
   await phone.click('#approve');

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import smCrypto from 'sm-crypto';
-import { setup, scan, confirmWithPin, qrTextOf, shot, tempDir, download, PIN } from './harness.mjs';
+import { setup, scan, confirmWithPin, qrTextOf, shot, tempDir, download, openHall, scanAtTheHall, pickMatchCode, PIN } from './harness.mjs';
 import '../splitkey.js';
 
 const { math: M } = globalThis.BztSplitKey;
@@ -191,17 +191,11 @@ test('split key: 会话签章 of five pages in the bid tool, then a bid file sea
   await download(tool, '#enc-download', sealedPath);
 
   // ---- 开标大厅: blinded co-decryption of the phone's entry, number matching on ----
-  const hall = await browser.context.newPage();
-  await hall.goto(broker.url + '/demo/hall.html');
-  await hall.setInputFiles('#file', sealedPath);
-  await hall.click('#start');
-  await hall.waitForFunction(() => document.querySelector('#qr-text').textContent.includes('/q/'), null, { timeout: 20000 });
-  await scan(phone, (await hall.textContent('#qr-text')).trim());
+  const hall = await openHall(browser, broker.url, sealedPath);
+  await scanAtTheHall(hall, phone);
   assert.equal(await phone.textContent('#op-kind'), '扫码解密投标文件');
   assert.ok(await phone.locator('#decrypt-refusal').isHidden());
-  await hall.locator('.bzt-match:not([hidden])').waitFor({ timeout: 15000 });
-  const code = (await hall.textContent('.bzt-match-code')).trim();
-  await phone.click(`#match-choices button[data-code="${code}"]`);
+  await pickMatchCode(hall, phone);
   await confirmWithPin(phone);
   await hall.locator('#download').waitFor({ timeout: 30000 });
   const out = path.join(dir, 'opened.txt');

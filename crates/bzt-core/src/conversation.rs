@@ -23,7 +23,6 @@ use crate::secret::{ConversationId, RequestId, SecretHash, SessionId};
 use crate::session::{ConversationPolicy, DisplayText};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// Lifetime of one signing request (docs/protocol.md).
@@ -32,49 +31,8 @@ pub const REQUEST_TTL_S: i64 = 60;
 /// (each may carry 64 KiB) and the phone's queue.
 pub const MAX_PENDING_REQUESTS: usize = 32;
 
-/// Who or what ended a conversation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EndedBy {
-    Phone,
-    Requester,
-    Idle,
-    Limit,
-    /// The opening certificate was revoked or expired (an addition to contract v1, docs/protocol.md).
-    Certificate,
-}
-
-impl EndedBy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndedBy::Phone => "phone",
-            EndedBy::Requester => "requester",
-            EndedBy::Idle => "idle",
-            EndedBy::Limit => "limit",
-            EndedBy::Certificate => "certificate",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RequestStatus {
-    Pending,
-    Approved,
-    Rejected,
-    Expired,
-}
-
-impl RequestStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RequestStatus::Pending => "pending",
-            RequestStatus::Approved => "approved",
-            RequestStatus::Rejected => "rejected",
-            RequestStatus::Expired => "expired",
-        }
-    }
-}
+/// Who or what ended a conversation, and where a signing request is (the wire types).
+pub use bzt_wire::{EndedBy, RequestStatus};
 
 /// One signing request.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -122,53 +80,46 @@ impl SignRequest {
     }
 
     /// `GET /v1/conversations/<cid>/requests/<rid>` and the requester's `request_result`.
-    pub fn result_view(&self) -> Value {
-        let mut v = json!({
-            "request_id": self.id,
-            "status": self.status.as_str(),
-            "expires_at": self.expires_at,
-        });
-        if let Some(sig) = &self.signature {
-            v["signature_b64"] = json!(crate::codec::encode(sig));
-        }
-        if let Some(a) = self.auto_confirmed {
-            v["auto_confirmed"] = json!(a);
-        }
-        if let Some(r) = &self.reason {
-            v["reason"] = json!(r);
-        }
-        if let Some(t) = self.completed_at {
-            v["completed_at"] = json!(t);
-        }
-        // Only once answered: who will sign is not news while the request waits.
-        if let (true, Some(d)) = (self.is_finished(), &self.delegate) {
-            v["delegate"] = json!(d);
-        }
+    pub fn result_view(&self) -> bzt_wire::ConversationRequestView {
+        let mut v = bzt_wire::ConversationRequestView {
+            request_id: self.id.to_string(),
+            status: self.status.as_str().to_owned(),
+            expires_at: self.expires_at.to_rfc3339(),
+            signature_b64: self.signature.as_deref().map(crate::codec::encode),
+            tbs_b64: None,
+            seal_signature_b64: None,
+            seal: None,
+            auto_confirmed: self.auto_confirmed,
+            reason: self.reason.clone(),
+            completed_at: self.completed_at.map(|t| t.to_rfc3339()),
+            // Only once answered: who will sign is not news while the request waits.
+            delegate: self
+                .delegate
+                .as_ref()
+                .filter(|_| self.is_finished())
+                .map(crate::session::Delegate::view),
+        };
         if let (Some(result), Some(asked)) = (&self.seal_result, &self.seal) {
-            v["seal_signature_b64"] = json!(crate::codec::encode(&result.seal_signature));
-            v["tbs_b64"] = json!(crate::codec::encode(&result.signed));
-            v["seal"] = crate::session::seal_result_json(result, &asked.data_hash);
+            v.seal_signature_b64 = Some(crate::codec::encode(&result.seal_signature));
+            v.tbs_b64 = Some(crate::codec::encode(&result.signed));
+            v.seal = Some(crate::session::seal_result(result, &asked.data_hash));
         }
         v
     }
 
     /// The phone's `sign_request` frame.
-    pub fn phone_frame(&self) -> Value {
-        let mut frame = json!({
-            "type": "sign_request",
-            "request_id": self.id,
-            "seq": self.seq,
-            "display": self.display,
-            "tbs_b64": crate::codec::encode(&self.tbs),
-            "expires_at": self.expires_at,
-        });
-        if let Some(seal) = &self.seal {
-            frame["seal"] = json!({
-                "data_hash_b64": crate::codec::encode(&seal.data_hash),
-                "property_info": seal.property_info,
-            });
+    pub fn phone_frame(&self) -> bzt_wire::SignRequestFrame {
+        bzt_wire::SignRequestFrame {
+            request_id: self.id.to_string(),
+            seq: self.seq,
+            display: self.display.view(),
+            tbs_b64: crate::codec::encode(&self.tbs),
+            seal: self.seal.as_ref().map(|seal| bzt_wire::SealAsk {
+                data_hash_b64: crate::codec::encode(&seal.data_hash),
+                property_info: seal.property_info.clone(),
+            }),
+            expires_at: self.expires_at.to_rfc3339(),
         }
-        frame
     }
 }
 
@@ -590,22 +541,23 @@ impl Conversation {
     }
 
     /// The requester's view (`GET /v1/conversations/<cid>`).
-    pub fn view(&self) -> Value {
-        let mut v = json!({
-            "id": self.id,
-            "session_id": self.session_id,
-            "status": if self.is_ended() { "ended" } else { "open" },
-            "opened_at": self.opened_at,
-            "expires_at": self.expires_at,
-            "certificate": { "serial": self.certificate.serial, "subject": self.certificate.subject, "issuer": self.certificate.issuer },
-            "max_requests": self.policy.max_requests,
-            "requests": self.requests.len(),
-        });
-        if let Some((by, at)) = self.ended {
-            v["ended_by"] = json!(by.as_str());
-            v["ended_at"] = json!(at);
+    pub fn view(&self) -> bzt_wire::ConversationView {
+        bzt_wire::ConversationView {
+            id: self.id.to_string(),
+            session_id: self.session_id.to_string(),
+            status: if self.is_ended() { "ended" } else { "open" }.to_owned(),
+            opened_at: self.opened_at.to_rfc3339(),
+            expires_at: self.expires_at.to_rfc3339(),
+            certificate: bzt_wire::ConversationCertificate {
+                serial: self.certificate.serial.clone(),
+                subject: self.certificate.subject.clone(),
+                issuer: self.certificate.issuer.clone(),
+            },
+            max_requests: self.policy.max_requests,
+            requests: u32::try_from(self.requests.len()).unwrap_or(u32::MAX),
+            ended_by: self.ended.map(|(by, _)| by.as_str().to_owned()),
+            ended_at: self.ended.map(|(_, at)| at.to_rfc3339()),
         }
-        v
     }
 }
 
@@ -735,12 +687,7 @@ mod tests {
             c.apply(&note(Some(lisi.clone())), T0).output,
             Ok(ConvOutput::Unchanged)
         );
-        assert!(c
-            .request(&id)
-            .unwrap()
-            .result_view()
-            .get("delegate")
-            .is_none());
+        assert!(c.request(&id).unwrap().result_view().delegate.is_none());
         c.apply(
             &ConvOp::Respond {
                 request_id: id.clone(),
@@ -750,8 +697,11 @@ mod tests {
             T0.plus_secs(1),
         );
         assert_eq!(
-            c.request(&id).unwrap().result_view()["delegate"],
-            json!({"name": "李四", "device": "dev-lisi"})
+            c.request(&id).unwrap().result_view().delegate,
+            Some(bzt_wire::Delegate {
+                name: "李四".into(),
+                device: "dev-lisi".into()
+            })
         );
         // An answered request's signer is settled.
         let late = c.apply(&note(None), T0.plus_secs(2));

@@ -23,7 +23,6 @@ use crate::pki::CertificateInfo;
 use crate::secret::{random_bytes, ConversationId, Secret, SecretHash, SessionId};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 /// Allowed session lifetimes, seconds.
 pub const TTL_RANGE_S: std::ops::RangeInclusive<u32> = 30..=600;
@@ -41,35 +40,8 @@ pub const MAX_TBS_BYTES: usize = 64 * 1024;
 /// What a session is for: the wire's own type (crate `bzt-wire`).
 pub use bzt_wire::Kind;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Pending,
-    Scanned,
-    Approved,
-    Rejected,
-    Expired,
-    Cancelled,
-    Failed,
-}
-
-impl Status {
-    pub fn is_terminal(self) -> bool {
-        !matches!(self, Status::Pending | Status::Scanned)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Scanned => "scanned",
-            Status::Approved => "approved",
-            Status::Rejected => "rejected",
-            Status::Expired => "expired",
-            Status::Cancelled => "cancelled",
-            Status::Failed => "failed",
-        }
-    }
-}
+/// Where a session is (the wire type: `pending` → `scanned` → one terminal state).
+pub use bzt_wire::Status;
 
 /// What the phone shows the user.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -302,19 +274,57 @@ pub struct SealApproval {
 }
 
 /// `result.seal` (and a conversation request's `seal`): the verified seal, with its picture.
-pub fn seal_result_json(seal: &SealApproval, data_hash: &[u8]) -> Value {
-    json!({
-        "es_id": seal.es_id,
-        "name": seal.name,
-        "type": seal.seal_type,
-        "valid_start": seal.valid_start,
-        "valid_end": seal.valid_end,
-        "maker": seal.maker,
-        "time_info": seal.time_info,
-        "property_info": seal.property_info,
-        "data_hash_b64": crate::codec::encode(data_hash),
-        "picture": seal.picture,
-    })
+pub fn seal_result(seal: &SealApproval, data_hash: &[u8]) -> bzt_wire::SealResult {
+    bzt_wire::SealResult {
+        es_id: seal.es_id.clone(),
+        name: seal.name.clone(),
+        seal_type: seal.seal_type.clone(),
+        valid_start: seal.valid_start.to_rfc3339(),
+        valid_end: seal.valid_end.to_rfc3339(),
+        maker: seal.maker.clone(),
+        time_info: seal.time_info.to_rfc3339(),
+        property_info: seal.property_info.clone(),
+        data_hash_b64: crate::codec::encode(data_hash),
+        picture: bzt_wire::SealPicture {
+            picture_type: seal.picture.picture_type.clone(),
+            data_b64: crate::codec::encode(&seal.picture.data),
+            width_mm: seal.picture.width_mm,
+            height_mm: seal.picture.height_mm,
+        },
+    }
+}
+
+/// A certificate as the wire describes it.
+pub fn certificate_view(c: &CertificateInfo) -> bzt_wire::CertificateInfo {
+    bzt_wire::CertificateInfo {
+        pem: c.pem.clone(),
+        serial: c.serial.clone(),
+        subject: c.subject.clone(),
+        issuer: c.issuer.clone(),
+        not_before: c.not_before.to_rfc3339(),
+        not_after: c.not_after.to_rfc3339(),
+        domain: c.domain.clone(),
+    }
+}
+
+impl DisplayText {
+    /// What the phone shows, on the wire.
+    pub fn view(&self) -> bzt_wire::DisplayView {
+        bzt_wire::DisplayView {
+            title: self.title.clone(),
+            detail: self.detail.clone(),
+        }
+    }
+}
+
+impl Delegate {
+    /// The member, on the wire.
+    pub fn view(&self) -> bzt_wire::Delegate {
+        bzt_wire::Delegate {
+            name: self.name.clone(),
+            device: self.device.clone(),
+        }
+    }
 }
 
 /// What an approved session carries.
@@ -1172,104 +1182,99 @@ impl Session {
     }
 
     /// The `result` member of the session view: the outcome as the RP and
-    /// the browser see it (identical for both), `null` for expired and
-    /// cancelled, absent (`None`) while the session is not terminal.
-    pub fn result_json(&self) -> Option<Value> {
+    /// the browser see it (identical for both), `Some(None)` (`null`) for
+    /// expired and cancelled, absent (`None`) while the session is not terminal.
+    pub fn result_view(&self) -> Option<Option<bzt_wire::SessionResult>> {
         let outcome = self.outcome.as_ref()?;
         Some(match outcome {
             Outcome::Approved(a) => {
-                let mut r = json!({
-                    "certificate": a.certificate,
-                    "signature_b64": crate::codec::encode(&a.signature),
-                    "tbs_b64": crate::codec::encode(&self.tbs),
-                });
+                let mut r = bzt_wire::ApprovedResult {
+                    certificate: certificate_view(&a.certificate),
+                    signature_b64: crate::codec::encode(&a.signature),
+                    tbs_b64: crate::codec::encode(&self.tbs),
+                    seal_signature_b64: None,
+                    seal: None,
+                    recipients: None,
+                    wrapped_key_b64: a.wrapped_key.as_deref().map(crate::codec::encode),
+                    delegate: self.delegate.as_ref().map(Delegate::view),
+                    conversation: a.conversation.as_ref().map(|c| bzt_wire::RequesterGrant {
+                        id: c.id.to_string(),
+                        token: c.token.expose().to_owned(),
+                        expires_at: c.expires_at.to_rfc3339(),
+                    }),
+                };
                 if let Some(seal) = &a.seal {
                     // The signed bytes are DER(TBS_Sign), which wraps the RP's hash.
-                    r["tbs_b64"] = json!(crate::codec::encode(&seal.signed));
-                    r["seal_signature_b64"] = json!(crate::codec::encode(&seal.seal_signature));
-                    r["seal"] = seal_result_json(seal, &self.tbs);
+                    r.tbs_b64 = crate::codec::encode(&seal.signed);
+                    r.seal_signature_b64 = Some(crate::codec::encode(&seal.seal_signature));
+                    r.seal = Some(seal_result(seal, &self.tbs));
                 }
                 if self.kind == Kind::Encrypt {
-                    r["recipients"] = json!(a.recipients);
+                    r.recipients = Some(a.recipients.iter().map(certificate_view).collect());
                 }
-                if let Some(k) = &a.wrapped_key {
-                    r["wrapped_key_b64"] = json!(crate::codec::encode(k));
-                }
-                if let Some(d) = &self.delegate {
-                    r["delegate"] = json!(d);
-                }
-                if let Some(c) = &a.conversation {
-                    r["conversation"] = json!({
-                        "id": c.id,
-                        "token": c.token.expose(),
-                        "expires_at": c.expires_at,
-                    });
-                }
-                r
+                Some(bzt_wire::SessionResult::Approved(Box::new(r)))
             }
             Outcome::Rejected { reason } | Outcome::Failed { reason } => {
-                json!({ "reason": reason })
+                Some(bzt_wire::SessionResult::Reason(bzt_wire::ReasonResult {
+                    reason: reason.clone(),
+                }))
             }
-            Outcome::Expired | Outcome::Cancelled => Value::Null,
+            Outcome::Expired | Outcome::Cancelled => None,
         })
     }
 
-    /// The session view of docs/protocol.md (`GET /v1/sessions/<id>`, webhooks, snapshots).
-    pub fn view(&self) -> Value {
-        let mut v = json!({
-            "id": self.id,
-            "kind": self.kind,
-            "status": self.status,
-            "version": self.version,
-            "display": self.display,
-            "created_at": self.created_at,
-            "expires_at": self.expires_at,
-        });
-        if let Some(t) = self.scanned_at {
-            v["scanned_at"] = json!(t);
+    /// The session view of docs/protocol.md (webhooks; `GET` and `DELETE` add
+    /// the match code, see [`Self::rp_view`]).
+    pub fn view(&self) -> bzt_wire::SessionView {
+        bzt_wire::SessionView {
+            id: self.id.to_string(),
+            kind: self.kind.as_str().to_owned(),
+            status: self.status.as_str().to_owned(),
+            version: self.version,
+            display: self.display.view(),
+            created_at: self.created_at.to_rfc3339(),
+            expires_at: self.expires_at.to_rfc3339(),
+            scanned_at: self.scanned_at.map(|t| t.to_rfc3339()),
+            completed_at: self.completed_at.map(|t| t.to_rfc3339()),
+            device: self.device.as_ref().map(|d| bzt_wire::DeviceView {
+                name: d.name.clone(),
+            }),
+            result: self.result_view(),
+            match_code: None,
+            qr_text: None,
+            qr_seq: None,
         }
-        if let Some(t) = self.completed_at {
-            v["completed_at"] = json!(t);
-        }
-        if let Some(d) = &self.device {
-            v["device"] = json!({ "name": d.name });
-        }
-        if let Some(r) = self.result_json() {
-            v["result"] = r;
-        }
-        v
     }
 
     /// The RP's view (`GET` and `DELETE /v1/sessions/<id>` with the API key): the view plus
     /// the `match_code` while the session is scanned with number matching, so a page that
     /// learns the session's progress through its backend (the SDK's poll fallback) can still
     /// show the two digits. Webhooks (terminal only) never carry it.
-    pub fn rp_view(&self) -> Value {
+    pub fn rp_view(&self) -> bzt_wire::SessionView {
         let mut v = self.view();
-        self.add_match_code(&mut v);
+        v.match_code = self.match_code_now();
         v
     }
 
     /// The browser's snapshot: the view plus the current `qr_text` while
     /// pending and the `match_code` once scanned.
-    pub fn snapshot_view(&self, public_base_url: &str) -> Value {
+    pub fn snapshot_view(&self, public_base_url: &str) -> bzt_wire::SessionView {
         let mut v = self.view();
         if self.status == Status::Pending {
-            v["qr_text"] = json!(self.qr_text(public_base_url));
-            v["qr_seq"] = json!(self.claim.seq);
+            v.qr_text = Some(self.qr_text(public_base_url));
+            v.qr_seq = Some(self.claim.seq);
         }
-        self.add_match_code(&mut v);
+        v.match_code = self.match_code_now();
         v
     }
 
     /// `match_code` while scanned with number matching (never before the claim, never once
     /// terminal: the code only matters while the phone is choosing).
-    fn add_match_code(&self, v: &mut Value) {
-        if let Some(m) = &self.number_match {
-            if self.status == Status::Scanned {
-                v["match_code"] = json!(m.code);
-            }
-        }
+    fn match_code_now(&self) -> Option<String> {
+        self.number_match
+            .as_ref()
+            .filter(|_| self.status == Status::Scanned)
+            .map(|m| m.code.clone())
     }
 }
 
@@ -1381,18 +1386,12 @@ mod tests {
         req.number_match = Some(true);
         let spec = NewSession::validate(req, &domains()).unwrap();
         let mut s = Session::create(SessionId::generate(), "demo", spec, T0).0;
-        assert!(
-            s.rp_view().get("match_code").is_none(),
-            "not before the claim"
-        );
+        assert!(s.rp_view().match_code.is_none(), "not before the claim");
         claim(&mut s, T0.plus_secs(1));
         let code = s.number_match.as_ref().unwrap().code.clone();
-        assert_eq!(s.rp_view()["match_code"], json!(code));
-        assert_eq!(s.snapshot_view("http://x")["match_code"], json!(code));
-        assert!(
-            s.view().get("match_code").is_none(),
-            "webhooks never carry it"
-        );
+        assert_eq!(s.rp_view().match_code.as_ref(), Some(&code));
+        assert_eq!(s.snapshot_view("http://x").match_code.as_ref(), Some(&code));
+        assert!(s.view().match_code.is_none(), "webhooks never carry it");
         s.apply(
             &Op::Cancel {
                 by: CancelledBy::Rp,
@@ -1400,11 +1399,11 @@ mod tests {
             T0.plus_secs(2),
         );
         assert_eq!(s.status, Status::Cancelled);
-        assert!(s.rp_view().get("match_code").is_none(), "not once terminal");
+        assert!(s.rp_view().match_code.is_none(), "not once terminal");
 
         let mut plain = session(Kind::Login);
         claim(&mut plain, T0.plus_secs(1));
-        assert!(plain.rp_view().get("match_code").is_none());
+        assert!(plain.rp_view().match_code.is_none());
     }
 
     #[test]
@@ -1439,7 +1438,7 @@ mod tests {
         assert_eq!(applied.output.unwrap_err().code, ErrorCode::Expired);
         assert!(applied.changed, "the expiry itself must be written");
         assert_eq!((s.status, s.version), (Status::Expired, 2));
-        assert!(s.result_json().unwrap().is_null());
+        assert!(s.result_view().unwrap().is_none());
         // A terminal state never changes again.
         let cancel = s.apply(
             &Op::Cancel {
@@ -1500,8 +1499,12 @@ mod tests {
         );
         assert_eq!(s.status, Status::Failed);
         assert_eq!(
-            s.result_json().unwrap()["reason"],
-            "too_many_bad_completions"
+            s.result_view(),
+            Some(Some(bzt_wire::SessionResult::Reason(
+                bzt_wire::ReasonResult {
+                    reason: "too_many_bad_completions".into()
+                }
+            )))
         );
     }
 

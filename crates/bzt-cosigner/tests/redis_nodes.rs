@@ -148,17 +148,6 @@ async fn a_pin_proof_used_on_one_node_is_refused_on_the_other() {
         )
         .await
         .unwrap();
-    let captured = proxy
-        .exchanges()
-        .into_iter()
-        .find(|e| e.path.ends_with("/sign"))
-        .unwrap();
-    let replay = reqwest::Client::new()
-        .post(format!("{}{}", b.url, captured.path))
-        .header("content-type", "application/json")
-        .body(captured.request)
-        .send()
-        .await
-        .unwrap();
+    let replay = proxy.replay_last("/sign", &b.url).await;
     assert_eq!(replay.status(), 409);
 }

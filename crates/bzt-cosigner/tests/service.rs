@@ -204,18 +204,7 @@ async fn a_replayed_pin_proof_is_refused() {
     let (tbs, session) = scan_a_login(&broker);
     phone.sign(PIN, &session, &tbs).await.unwrap();
 
-    let captured = proxy
-        .exchanges()
-        .into_iter()
-        .find(|e| e.path.ends_with("/sign"))
-        .unwrap();
-    let replay = reqwest::Client::new()
-        .post(format!("{}{}", service.url, captured.path))
-        .header("content-type", "application/json")
-        .body(captured.request.clone())
-        .send()
-        .await
-        .unwrap();
+    let replay = proxy.replay_last("/sign", &service.url).await;
     assert_eq!(replay.status(), 409);
     let body: serde_json::Value = replay.json().await.unwrap();
     assert_eq!(body["error"]["code"], "replayed");

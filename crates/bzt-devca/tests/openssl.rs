@@ -2,8 +2,7 @@
 //! implementation, and keys must sign both ways. These tests FAIL when `openssl` is missing:
 //! a crypto path that has only ever agreed with itself proves nothing.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use bzt_devca::{
     cert_verifying_key, key_from_pem, pem_certificate, serial_hex, sign_der, signing_key,
@@ -11,16 +10,9 @@ use bzt_devca::{
 };
 use time::macros::datetime;
 
-const USCC: &str = "91350100M000100Y43";
+use bzt_openssl_cli::run as openssl;
 
-/// Runs openssl in `dir`; panics (test failure, not a skip) when it cannot be started.
-fn openssl(dir: &Path, args: &[&str]) -> Output {
-    Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the `openssl` command (OpenSSL 3) is required by these tests; install it")
-}
+const USCC: &str = "91350100M000100Y43";
 
 fn text(out: &Output) -> String {
     format!(

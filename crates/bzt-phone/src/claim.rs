@@ -33,50 +33,10 @@ impl std::fmt::Debug for Token {
     }
 }
 
-/// The claim answer, as sent (`POST /v1/claim` → 200). Unknown fields are ignored; fields a
-/// phone can live without tolerate `null`.
-#[derive(Deserialize)]
-struct ClaimAnswer {
-    session: ClaimSession,
-    tbs_b64: String,
-    phone_token: Token,
-    #[serde(default)]
-    match_choices: Option<Vec<String>>,
-    #[serde(default)]
-    conversation_allowed: Option<bool>,
-    #[serde(default)]
-    envelope_header_b64: Option<String>,
-    #[serde(default)]
-    reply_key: Option<String>,
-    #[serde(default)]
-    opening: Option<OpeningWindow>,
-    #[serde(default)]
-    seal: Option<crate::seals::SealAskWire>,
-}
-
 /// The opening window of a `decrypt` session (开标时间), verbatim RFC 3339 UTC strings: the
 /// content key may be unwrapped from `not_before` until `not_after`. A phone with a split key
 /// cannot decrypt outside it (the co-signing service refuses); every phone shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
-pub struct OpeningWindow {
-    /// The opening time.
-    pub not_before: String,
-    /// The decryption deadline the hall set.
-    pub not_after: String,
-}
-
-#[derive(Deserialize)]
-struct ClaimSession {
-    id: String,
-    kind: Kind,
-    display: SessionDisplay,
-    app: AppInfo,
-    #[serde(default)]
-    requester: Option<Requester>,
-    expires_at: String,
-    #[serde(default)]
-    accept: Option<Vec<String>>,
-}
+pub type OpeningWindow = bzt_wire::OpeningWindow;
 
 /// A session this phone has claimed: what to show, what to sign, and how to complete it.
 ///
@@ -122,24 +82,27 @@ pub struct Claimed {
 impl Claimed {
     /// Builds from the claim answer's JSON; says what is wrong when it cannot be used.
     pub(crate) fn from_answer(base_url: &str, answer: serde_json::Value) -> Result<Self, String> {
-        let answer: ClaimAnswer =
+        let answer: bzt_wire::ClaimResponse =
             serde_json::from_value(answer).map_err(|e| format!("not a claim answer: {e}"))?;
         let tbs = STANDARD
             .decode(&answer.tbs_b64)
             .map_err(|e| format!("tbs_b64 is not base64: {e}"))?;
-        let seal = answer.seal.map(|w| w.into_ask()).transpose()?;
+        let seal = answer
+            .seal
+            .map(crate::seals::SealAsk::from_wire)
+            .transpose()?;
         let s = answer.session;
         Ok(Self {
             base_url: base_url.to_string(),
             session_id: s.id,
-            kind: s.kind,
+            kind: Kind::from_wire(&s.kind).unwrap_or(Kind::Unknown),
             display: s.display,
             app: s.app,
             requester: s.requester,
             expires_at: s.expires_at,
-            accept: s.accept.unwrap_or_default(),
+            accept: s.accept,
             tbs,
-            phone_token: answer.phone_token,
+            phone_token: Token::new(answer.phone_token),
             match_choices: answer.match_choices,
             conversation_allowed: answer.conversation_allowed.unwrap_or(false),
             envelope_header_b64: answer.envelope_header_b64,

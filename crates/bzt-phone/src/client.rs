@@ -7,8 +7,7 @@ use base64::Engine;
 use reqwest::header::RETRY_AFTER;
 use reqwest::Url;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::claim::{Claimed, Token};
 use crate::error::{BrokerError, Error};
@@ -45,36 +44,6 @@ pub struct ApproveExtras {
     pub wrapped_key_b64: Option<String>,
 }
 
-/// `POST /v1/sessions/<id>/complete` body for an approval.
-#[derive(Serialize)]
-struct ApprovalBody<'a> {
-    certificate_pem: &'a str,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    chain_pem: &'a [String],
-    signature_b64: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    match_code: Option<&'a str>,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    recipients_pem: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    wrapped_key_b64: Option<&'a str>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    open_conversation: bool,
-}
-
-/// `{"error": {"code", "message"}}`
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    code: String,
-    #[serde(default)]
-    message: String,
-}
-
 impl Phone {
     /// A phone using `http` for every request.
     pub fn new(http: reqwest::Client) -> Self {
@@ -94,7 +63,13 @@ impl Phone {
     /// [`Phone::claim`] with an explicit device.
     pub async fn claim_as(&self, qr: &QrText, device: &Device) -> Result<Claimed, Error> {
         let url = endpoint(qr.base_url(), &["v1", "claim"])?;
-        let body = json!({ "qr_text": qr.as_str(), "device": device });
+        let body = bzt_wire::ClaimRequest {
+            qr_text: qr.as_str().to_owned(),
+            device: bzt_wire::ClaimDevice {
+                id: device.id.clone(),
+                name: device.name.clone(),
+            },
+        };
         let resp = self.http.post(url).json(&body).send().await?;
         let answer: Value = read_answer(resp).await?;
         match Claimed::from_answer(qr.base_url(), answer.clone()) {
@@ -106,7 +81,7 @@ impl Phone {
                 let session_id = answer["session"]["id"].as_str();
                 let token = answer["phone_token"].as_str();
                 if let (Some(session_id), Some(token)) = (session_id, token) {
-                    let reject = json!({ "reject": { "reason": "unusable claim answer" } });
+                    let reject = rejection("unusable claim answer");
                     let _ = self
                         .post_complete(qr.base_url(), session_id, &Token::new(token), &reject)
                         .await;
@@ -136,8 +111,7 @@ impl Phone {
 
     /// Declines a claimed session (`{"reject": {"reason"}}`); the session becomes `rejected`.
     pub async fn reject(&self, claimed: &Claimed, reason: &str) -> Result<CompleteAnswer, Error> {
-        self.complete_raw(claimed, &json!({ "reject": { "reason": reason } }))
-            .await
+        self.complete_raw(claimed, &rejection(reason)).await
     }
 
     /// Sends `body` as the completion of `claimed`, unchecked: for tests of the broker's own
@@ -257,14 +231,16 @@ pub fn signed_approval_body(
     signature: &[u8],
     extras: &ApproveExtras,
 ) -> Result<Value, Error> {
-    let body = ApprovalBody {
-        certificate_pem,
-        chain_pem,
-        signature_b64: STANDARD.encode(signature),
-        match_code: extras.match_code.as_deref(),
-        recipients_pem: &extras.recipients_pem,
-        wrapped_key_b64: extras.wrapped_key_b64.as_deref(),
-        open_conversation: extras.open_conversation,
+    let some_items = |v: &[String]| (!v.is_empty()).then(|| v.to_vec());
+    let body = bzt_wire::CompleteRequest {
+        certificate_pem: Some(certificate_pem.to_owned()),
+        chain_pem: some_items(chain_pem),
+        signature_b64: Some(STANDARD.encode(signature)),
+        match_code: extras.match_code.clone(),
+        recipients_pem: some_items(&extras.recipients_pem),
+        wrapped_key_b64: extras.wrapped_key_b64.clone(),
+        open_conversation: extras.open_conversation.then_some(true),
+        ..Default::default()
     };
     serde_json::to_value(body).map_err(|e| Error::Refused(format!("cannot encode the body: {e}")))
 }
@@ -278,6 +254,17 @@ pub(crate) fn refuse_seal_session(claimed: &Claimed) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// `{"reject": {"reason"}}`.
+fn rejection(reason: &str) -> Value {
+    let body = bzt_wire::CompleteRequest {
+        reject: Some(bzt_wire::Rejection {
+            reason: reason.to_owned(),
+        }),
+        ..Default::default()
+    };
+    serde_json::to_value(body).unwrap_or_default()
 }
 
 /// `<base_url>/<segments...>`, each segment percent-encoded as needed.
@@ -317,9 +304,9 @@ async fn read_answer<T: DeserializeOwned>(mut resp: reqwest::Response) -> Result
             detail: format!("{e}; body: {}", excerpt(&body)),
         });
     }
-    match serde_json::from_slice::<ErrorBody>(&body) {
-        Ok(ErrorBody {
-            error: ErrorDetail { code, message },
+    match serde_json::from_slice::<bzt_wire::ErrorBody>(&body) {
+        Ok(bzt_wire::ErrorBody {
+            error: bzt_wire::ErrorDetail { code, message },
         }) => Err(BrokerError {
             status,
             code,

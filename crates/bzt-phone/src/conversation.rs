@@ -379,35 +379,16 @@ type Ws = crate::net::WsStream;
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Incoming {
-    SignRequest {
-        request_id: String,
-        #[serde(default)]
-        seq: u32,
-        display: SessionDisplay,
-        tbs_b64: String,
-        expires_at: String,
-        #[serde(default)]
-        seal: Option<crate::seals::SealAskWire>,
-    },
+    SignRequest(bzt_wire::SignRequestFrame),
+    /// The phone's own reading of `ended`: a cause it does not know is [`EndedBy::Unknown`].
     Ended(Ended),
     Ack {
         request_id: String,
         status: AckStatus,
     },
-    Error {
-        error: ErrorDetail,
-        #[serde(default)]
-        request_id: Option<String>,
-    },
+    Error(bzt_wire::FrameError),
     #[serde(other)]
     Other,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    code: String,
-    #[serde(default)]
-    message: String,
 }
 
 /// What one read from the socket gave.
@@ -978,22 +959,25 @@ impl ConversationSocket {
                 ConversationError::Protocol(format!("{e}: {}", excerpt(text.as_str())))
             })?;
             return Ok(match incoming {
-                Incoming::SignRequest {
+                Incoming::SignRequest(bzt_wire::SignRequestFrame {
                     request_id,
                     seq,
                     display,
                     tbs_b64,
                     expires_at,
                     seal,
-                } => {
+                }) => {
                     let tbs = STANDARD.decode(&tbs_b64).map_err(|e| {
                         ConversationError::Protocol(format!(
                             "sign_request {request_id}: tbs_b64 is not base64: {e}"
                         ))
                     })?;
-                    let seal = seal.map(|w| w.into_ask()).transpose().map_err(|e| {
-                        ConversationError::Protocol(format!("sign_request {request_id}: {e}"))
-                    })?;
+                    let seal = seal
+                        .map(crate::seals::SealAsk::from_wire)
+                        .transpose()
+                        .map_err(|e| {
+                            ConversationError::Protocol(format!("sign_request {request_id}: {e}"))
+                        })?;
                     Frame::Request(SignRequest {
                         request_id,
                         seq,
@@ -1005,11 +989,13 @@ impl ConversationSocket {
                 }
                 Incoming::Ended(e) => Frame::Ended(e),
                 Incoming::Ack { request_id, status } => Frame::Ack(Ack { request_id, status }),
-                Incoming::Error { error, request_id } => Frame::Error(FrameError {
-                    code: error.code,
-                    message: error.message,
-                    request_id,
-                }),
+                Incoming::Error(bzt_wire::FrameError { error, request_id }) => {
+                    Frame::Error(FrameError {
+                        code: error.code,
+                        message: error.message,
+                        request_id,
+                    })
+                }
                 Incoming::Other => continue,
             });
         }
@@ -1052,10 +1038,6 @@ async fn open(url: &Url, tls: &ClientTls) -> Result<Ws, ConversationError> {
 
 /// The broker's HTTP refusal of the upgrade, as its protocol error when it has one.
 fn refusal(resp: &tungstenite::http::Response<Option<Vec<u8>>>) -> ConversationError {
-    #[derive(Deserialize)]
-    struct ErrorBody {
-        error: ErrorDetail,
-    }
     let status = resp.status().as_u16();
     let body = resp.body().as_deref().unwrap_or_default();
     let retry_after = resp
@@ -1064,8 +1046,8 @@ fn refusal(resp: &tungstenite::http::Response<Option<Vec<u8>>>) -> ConversationE
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(ErrorBody { error }) => BrokerError {
+    match serde_json::from_slice::<bzt_wire::ErrorBody>(body) {
+        Ok(bzt_wire::ErrorBody { error }) => BrokerError {
             status,
             code: error.code,
             message: error.message,
@@ -1114,7 +1096,10 @@ mod tests {
             r#"{"type":"sign_request","request_id":"r1","seq":3,"display":{"title":"第1页"},"tbs_b64":"AQI=","expires_at":"x"}"#,
         )
         .unwrap();
-        assert!(matches!(f, Incoming::SignRequest { seq: 3, .. }));
+        assert!(matches!(
+            f,
+            Incoming::SignRequest(bzt_wire::SignRequestFrame { seq: 3, .. })
+        ));
         let f: Incoming =
             serde_json::from_str(r#"{"type":"ended","by":"certificate","at":"t"}"#).unwrap();
         assert!(matches!(

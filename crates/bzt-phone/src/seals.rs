@@ -28,24 +28,18 @@ pub struct SealAsk {
     pub property_info: String,
 }
 
-/// `seal` of a claim answer or a conversation's `sign_request`, as sent.
-#[derive(Clone, Debug, serde::Deserialize)]
-pub(crate) struct SealAskWire {
-    data_hash_b64: String,
-    property_info: String,
-}
-
-impl SealAskWire {
-    pub(crate) fn into_ask(self) -> Result<SealAsk, String> {
+impl SealAsk {
+    /// From `seal` of a claim answer or a conversation's `sign_request`, as sent.
+    pub(crate) fn from_wire(wire: bzt_wire::SealAsk) -> Result<SealAsk, String> {
         let data_hash = STANDARD
-            .decode(&self.data_hash_b64)
+            .decode(&wire.data_hash_b64)
             .map_err(|e| format!("seal.data_hash_b64 is not base64: {e}"))?;
         if data_hash.len() != 32 {
             return Err("seal.data_hash_b64 is not an SM3 hash (32 bytes)".into());
         }
         Ok(SealAsk {
             data_hash,
-            property_info: self.property_info,
+            property_info: wire.property_info,
         })
     }
 }

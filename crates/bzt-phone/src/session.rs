@@ -97,38 +97,15 @@ pub enum SessionStatus {
     Unknown,
 }
 
-/// What the RP asked to show on the phone.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionDisplay {
-    /// Required by the broker, at most 200 characters.
-    pub title: String,
-    /// Optional, at most 200 characters.
-    #[serde(default)]
-    pub detail: Option<String>,
-}
+/// What the RP asked to show on the phone (the broker's wire type: title, optional detail).
+pub type SessionDisplay = bzt_wire::DisplayView;
 
-/// The relying party's application that created the session.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppInfo {
-    /// The app id (also the challenge's `app:` line).
-    pub id: String,
-    /// Its human name, e.g. 示例交易平台.
-    pub name: String,
-}
+/// The relying party's application that created the session (id, name).
+pub type AppInfo = bzt_wire::AppView;
 
-/// The end user's browser as the RP or the broker saw it: shown so the user can spot a relay.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Requester {
-    /// The requester's IP address.
-    #[serde(default)]
-    pub ip: Option<String>,
-    /// The requester's browser User-Agent.
-    #[serde(default)]
-    pub user_agent: Option<String>,
-    /// The page's Origin.
-    #[serde(default)]
-    pub origin: Option<String>,
-}
+/// The end user's browser as the RP or the broker saw it (ip, user agent, origin): shown so the
+/// user can spot a relay.
+pub type Requester = bzt_wire::RequesterView;
 
 /// The conversation handle the phone gets when it opened one (`kind=sign`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,16 +10,16 @@
 //! `https:` and `wss:` trust the Web PKI plus any CA given to [`ClientTls`] (re-exported from
 //! the phone crate, whose WebSocket connector this crate shares).
 //!
-//! Requests are typed ([`CreateSession`]); answers are read leniently: unknown fields are kept
-//! ([`SessionView::extra`]) or ignored, so a newer broker does not break an older client.
+//! Requests and answers are the broker's own wire types (crate `bzt-wire`): requests strict,
+//! answers read leniently (a field this client does not know is ignored), so a newer broker
+//! does not break an older client.
 
 pub mod hall;
 pub mod webhook;
 
 pub use bzt_phone::net::{connect_ws, ClientTls, TlsSetupError, WsStream};
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::time::Duration;
 
 /// Longest long-poll the broker holds (`?wait=N`, N ≤ 30).
@@ -69,42 +69,14 @@ pub use bzt_wire::{
 /// An opening window (开标时间 .. decryption deadline), RFC 3339 times: the wire's `opening`.
 pub use bzt_wire::OpeningInput as OpeningWindow;
 
-/// The session view (`GET /v1/sessions/<id>`, long-poll, cancel, webhooks). Written back
-/// out (a backend relaying it to its page), an absent field stays absent, as the broker sent it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SessionView {
-    pub id: String,
-    pub kind: String,
-    /// `pending`, `scanned`, `approved`, `rejected`, `expired`, `cancelled` or `failed`.
-    pub status: String,
-    pub version: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub display: Option<Display>,
-    pub created_at: String,
-    pub expires_at: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scanned_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completed_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<Value>,
-    /// PROTOCOL.md "result": certificate, signature, ... for `approved`; `{reason}` for
-    /// `rejected` and `failed`; absent or null otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
-    /// Fields this client does not know (kept, not refused).
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
+/// The session view (`GET /v1/sessions/<id>`, long-poll, cancel, webhooks) and its `result`:
+/// the broker's own wire types.
+pub use bzt_wire::{ApprovedResult, ReasonResult, SessionResult, SessionView};
 
-impl SessionView {
-    /// True once the session can no longer change.
-    pub fn is_terminal(&self) -> bool {
-        matches!(
-            self.status.as_str(),
-            "approved" | "rejected" | "expired" | "cancelled" | "failed"
-        )
-    }
+/// True once a session in `status` can no longer change (an unknown status is not terminal).
+pub fn is_terminal(status: &str) -> bool {
+    serde_json::from_value::<bzt_wire::Status>(Value::String(status.to_owned()))
+        .is_ok_and(|s| s.is_terminal())
 }
 
 /// `POST /v1/conversations/<cid>/requests`: `tbs_b64` or `seal`, and what the phone shows
@@ -114,27 +86,9 @@ pub use bzt_wire::ConversationRequestInput as ConversationRequest;
 /// `POST /v1/conversations/<cid>/requests` answer (202): the broker's own wire type.
 pub use bzt_wire::ConversationRequestAccepted as SentRequest;
 
-/// A conversation request's state (`GET /v1/conversations/<cid>/requests/<rid>`). Written
-/// back out, an absent field stays absent.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ConversationRequestView {
-    pub request_id: String,
-    /// `pending`, `approved`, `rejected` or `expired`.
-    pub status: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signature_b64: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auto_confirmed: Option<bool>,
-    /// A rejected request: the phone's reason.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// An approved seal request: the `SES_Signature` (DER, standard base64).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seal_signature_b64: Option<String>,
-    /// Fields this client does not know.
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
+/// A conversation request's state (`GET /v1/conversations/<cid>/requests/<rid>`): the
+/// broker's own wire type.
+pub use bzt_wire::ConversationRequestView;
 
 /// A relying party's backend talking to one broker with one app's API key. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -380,15 +334,16 @@ mod tests {
     }
 
     #[test]
-    fn views_keep_fields_they_do_not_know() {
+    fn views_read_fields_they_do_not_know() {
         let v: SessionView = serde_json::from_value(serde_json::json!({
             "id": "s1", "kind": "login", "status": "approved", "version": 3,
             "display": {"title": "登录"}, "created_at": "a", "expires_at": "b",
-            "result": {"signature_b64": "x"}, "future_field": 7
+            "result": {"reason": "x"}, "future_field": 7
         }))
         .unwrap();
-        assert!(v.is_terminal());
-        assert_eq!(v.extra["future_field"], 7);
+        assert!(is_terminal(&v.status));
+        assert!(!is_terminal("scanned") && !is_terminal("a_status_added_later"));
+        assert!(matches!(v.result, Some(Some(SessionResult::Reason(_)))));
     }
 
     #[test]
@@ -403,7 +358,7 @@ mod tests {
 
         let sent = serde_json::json!({
             "request_id": "r1", "status": "approved", "expires_at": "c",
-            "seal_signature_b64": "MEUC", "seal": {"name": "公章"}
+            "seal_signature_b64": "MEUC", "tbs_b64": "MA=="
         });
         let request: ConversationRequestView = serde_json::from_value(sent.clone()).unwrap();
         assert_eq!(request.seal_signature_b64.as_deref(), Some("MEUC"));

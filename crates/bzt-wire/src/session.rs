@@ -1,5 +1,6 @@
 //! Creating a scan session: `POST /v1/sessions` (docs/protocol.md "RP backend API").
 
+use crate::common::{CertificateInfo, Delegate, SealResult};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -42,6 +43,15 @@ pub struct DisplayText {
     /// At most 200 characters, no control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 200)]
+    pub detail: Option<String>,
+}
+
+/// What the phone shows the user, as answers carry it (a view: fields added
+/// later are ignored, unlike [`DisplayText`] in a request).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DisplayView {
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
@@ -226,6 +236,164 @@ pub struct CreateSessionResponse {
     /// The effective lifetime in seconds.
     #[schema(minimum = 30, maximum = 600)]
     pub ttl_s: u64,
+}
+
+/// Where a session is: `pending` → `scanned` → one terminal state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Scanned,
+    Approved,
+    Rejected,
+    Expired,
+    Cancelled,
+    Failed,
+}
+
+impl Status {
+    /// Whether the session can no longer change.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Status::Pending | Status::Scanned)
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Scanned => "scanned",
+            Status::Approved => "approved",
+            Status::Rejected => "rejected",
+            Status::Expired => "expired",
+            Status::Cancelled => "cancelled",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// The phone that claimed the session (its id is not shown).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceView {
+    pub name: String,
+}
+
+/// `result.conversation`: the requester's side of a conversation the phone opened.
+/// `token` opens `GET /v1/conversations/{id}/ws` and ends it with `DELETE ...?t=`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RequesterGrant {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub id: String,
+    pub token: String,
+    /// `max_s` after opening.
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+}
+
+/// `result` of an `approved` session. Re-verify `signature_b64` over `tbs_b64`
+/// with the certificate's key yourself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ApprovedResult {
+    pub certificate: CertificateInfo,
+    /// DER SM2 signature (SM3, ID `1234567812345678`).
+    #[schema(content_encoding = "base64")]
+    pub signature_b64: String,
+    /// Exactly the bytes that were signed (the challenge text, the RP's bytes,
+    /// or `DER(TBS_Sign)` for a seal signature).
+    #[schema(content_encoding = "base64")]
+    pub tbs_b64: String,
+    /// Seal sessions only: the `SES_Signature`, DER, as the phone sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(content_encoding = "base64")]
+    pub seal_signature_b64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<SealResult>,
+    /// Kind `encrypt` only: the recipient certificates the phone picked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_items = 1, max_items = 50)]
+    pub recipients: Option<Vec<CertificateInfo>>,
+    /// Kind `decrypt` only: the content key SM2-encrypted to `reply_key` (GM/T 0009 DER).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(content_encoding = "base64")]
+    pub wrapped_key_b64: Option<String>,
+    /// A member signed with a company certificate granted to it (企业证书授权).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegate: Option<Delegate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<RequesterGrant>,
+}
+
+/// `result` of a `rejected` session (the phone's reason, or `match_failed`)
+/// or of a `failed` one (`too_many_bad_completions`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReasonResult {
+    pub reason: String,
+}
+
+/// The outcome, identical for the RP, the browser and webhooks; `null` for
+/// `expired` and `cancelled`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum SessionResult {
+    Approved(Box<ApprovedResult>),
+    Reason(ReasonResult),
+}
+
+/// The session as the RP sees it (`GET`, `DELETE`, webhooks). The browser's
+/// snapshot adds `qr_text` and `qr_seq` while `pending`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SessionView {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub id: String,
+    #[schema(value_type = Kind)]
+    pub kind: String,
+    #[schema(value_type = Status)]
+    pub status: String,
+    /// Starts at 1; each status change adds 1 (a QR rotation does not).
+    #[schema(minimum = 1)]
+    pub version: u64,
+    pub display: DisplayView,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    /// Present once claimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub scanned_at: Option<String>,
+    /// Present once terminal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    pub completed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceView>,
+    /// Absent while not terminal; `null` for `expired` and `cancelled`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_or_null"
+    )]
+    #[schema(value_type = Option<SessionResult>)]
+    pub result: Option<Option<SessionResult>>,
+    /// Number matching: the two digits the phone must pick, only while `scanned`
+    /// (never in webhooks). Show it large.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-9]{2}$")]
+    pub match_code: Option<String>,
+    /// Browser snapshot only, while `pending`: the current QR text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr_text: Option<String>,
+    /// Browser snapshot only, while `pending`: the rotation counter of `qr_text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr_seq: Option<u32>,
+}
+
+/// A field that is absent (`None`) differs from one sent as `null` (`Some(None)`).
+fn present_or_null<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 #[cfg(test)]

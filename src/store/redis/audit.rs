@@ -21,6 +21,9 @@
 //!   must share (`[audit] signing_key_file`): the head remembers the key of
 //!   the chain and the script refuses another one, and a node with another
 //!   key refuses to start.
+//! - A node starts only on an intact tail: the entries since the last
+//!   signed checkpoint, and that checkpoint's signature under this node's
+//!   key (see [`check_tail`]), as the file log checks its own.
 //! - An append counts once Redis acknowledged it. How durable that is
 //!   depends on Redis's persistence (docs/redis.md, "The audit trail").
 
@@ -194,6 +197,7 @@ impl RedisAuditLog {
                 self.keys.audit()
             );
         }
+        check_tail(&self.conn, &self.keys, self.timeout, &public_key).await?;
         warn_about_persistence(&self.conn, self.timeout).await;
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = Writer {
@@ -367,6 +371,190 @@ async fn warn_about_persistence(conn: &Conn, timeout: Duration) {
         _ => tracing::warn!(
             "Redis runs without AOF: a Redis restart loses the audit trail; set appendonly yes and appendfsync always (docs/redis.md)"
         ),
+    }
+}
+
+/// Checks the chain's tail before this node appends to it, as the file log
+/// does at open: walking back from the head, each entry must parse, match
+/// its own hash, carry the `seq` and hash the entry after it expects, until
+/// the last checkpoint, whose signature must verify under `public_key` (the
+/// key this node signs with). Appending on a broken tail would bury the
+/// break under fresh, valid-looking records. Bounded: the head counts the
+/// operations since that checkpoint, so the walk reads that many entries
+/// and one more (`bzt audit verify` checks the whole stream). Entries other
+/// nodes append meanwhile are past the head read here and are not read.
+async fn check_tail(
+    conn: &Conn,
+    keys: &Keys,
+    timeout: Duration,
+    public_key: &str,
+) -> anyhow::Result<()> {
+    let stream = keys.audit();
+    let unreachable = |e: StoreError| anyhow::anyhow!("audit stream {stream}: {e}");
+    let refuse = |at: &str, seq: Option<u64>, why: &str| {
+        let at = match seq {
+            Some(seq) => format!("entry {at} (record seq {seq})"),
+            None => format!("entry {at}"),
+        };
+        anyhow::anyhow!(
+            "the audit stream {stream} is broken at {at}: {why}; the broker does not append \
+             to a broken chain. Run `bzt audit verify --redis <url>` to see the damage, then \
+             restore the stream from a copy, or rename it and its head key `{}` (keep them as \
+             evidence) so that the nodes start a new chain",
+            keys.audit_head()
+        )
+    };
+    type HeadFields = (Option<u64>, Option<String>, Option<i64>, Option<u64>);
+    let (fields, stream_exists): (HeadFields, bool) = timed(
+        timeout,
+        "audit head",
+        redis::pipe()
+            .cmd("HMGET")
+            .arg(keys.audit_head())
+            .arg(&["seq", "hash", "ms", "ops"])
+            .cmd("EXISTS")
+            .arg(&stream)
+            .query_async(&mut conn.clone()),
+    )
+    .await
+    .map_err(unreachable)?;
+    let head = match (fields, stream_exists) {
+        ((Some(seq), Some(hash), Some(ms), Some(ops)), _) => Head { seq, hash, ms, ops },
+        ((None, None, None, None), false) => return Ok(()),
+        _ => {
+            return Err(refuse(
+                "head",
+                None,
+                "the head key is missing or incomplete while the stream exists",
+            ))
+        }
+    };
+    let mut expected_seq = head.seq;
+    let mut expected_hash = head.hash.clone();
+    let mut end = format!("{}-{}", head.ms, head.seq);
+    let mut read: u64 = 0;
+    loop {
+        if expected_seq == 0 {
+            // Walked back to the start without a checkpoint: an unsigned
+            // young chain, which must begin at the genesis hash.
+            if expected_hash != GENESIS {
+                return Err(refuse(
+                    "1",
+                    Some(1),
+                    "the first record does not follow the genesis hash",
+                ));
+            }
+            return Ok(());
+        }
+        let wanted = (head.ops + 1 - read).min(PAGE as u64);
+        let page: StreamRangeReply = timed(
+            timeout,
+            "XREVRANGE",
+            redis::cmd("XREVRANGE")
+                .arg(&stream)
+                .arg(&end)
+                .arg("-")
+                .arg("COUNT")
+                .arg(wanted)
+                .query_async(&mut conn.clone()),
+        )
+        .await
+        .map_err(unreachable)?;
+        if page.ids.is_empty() {
+            return Err(refuse(
+                &end,
+                Some(expected_seq),
+                &format!("the head names seq {expected_seq} but the stream ends before it (records were removed)"),
+            ));
+        }
+        for entry in &page.ids {
+            read += 1;
+            let id = entry.id.as_str();
+            let line: String = entry.get("record").unwrap_or_default();
+            let record: Record = serde_json::from_str(&line).map_err(|e| {
+                // Name the seq the damaged entry claims, if it still does.
+                let claimed = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|v| v.get("seq").and_then(serde_json::Value::as_u64));
+                refuse(id, claimed, &format!("not a record ({e})"))
+            })?;
+            let seq = Some(record.body.seq);
+            if record.body.seq != expected_seq {
+                return Err(refuse(
+                    id,
+                    seq,
+                    &format!("expected seq {expected_seq} (a record was removed or reordered)"),
+                ));
+            }
+            if record.hash != expected_hash {
+                return Err(refuse(
+                    id,
+                    seq,
+                    "its hash is not the one the record after it (or the head) chains to",
+                ));
+            }
+            if record.body.digest() != record.hash {
+                return Err(refuse(
+                    id,
+                    seq,
+                    "its content does not match its hash (the record was edited)",
+                ));
+            }
+            if let Event::Checkpoint(cp) = &record.body.event {
+                if !cp.public_key.eq_ignore_ascii_case(public_key) {
+                    return Err(refuse(
+                        id,
+                        seq,
+                        "the last checkpoint is signed by another key than this broker's audit key",
+                    ));
+                }
+                if !bzt_core::audit::checkpoint_verifies(cp, record.body.seq, &record.body.prev) {
+                    return Err(refuse(
+                        id,
+                        seq,
+                        "the last checkpoint's signature does not verify",
+                    ));
+                }
+                return Ok(());
+            }
+            if read > head.ops {
+                return Err(refuse(
+                    id,
+                    seq,
+                    &format!(
+                        "the head counts {} operations since the last checkpoint, but this record is not one",
+                        head.ops
+                    ),
+                ));
+            }
+            expected_seq = record.body.seq - 1;
+            expected_hash = record.body.prev.clone();
+            if expected_seq == 0 {
+                break;
+            }
+            match id_before(id) {
+                Some(before) => end = before,
+                None => {
+                    return Err(refuse(
+                        id,
+                        seq,
+                        &format!("no entry can come before it, but seq {expected_seq} should"),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// The largest stream id below `id` (`<ms>-<n>`): the inclusive end of the
+/// next `XREVRANGE` page (exclusive ranges need Redis 6.2).
+fn id_before(id: &str) -> Option<String> {
+    let (ms, n) = id.split_once('-')?;
+    let (ms, n): (u64, u64) = (ms.parse().ok()?, n.parse().ok()?);
+    match (ms, n) {
+        (_, 1..) => Some(format!("{ms}-{}", n - 1)),
+        (1.., 0) => Some(format!("{}-{}", ms - 1, u64::MAX)),
+        (0, 0) => None,
     }
 }
 
@@ -586,6 +774,17 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_id_before_an_entry_id_is_the_largest_smaller_one() {
+        assert_eq!(id_before("17-3").as_deref(), Some("17-2"));
+        assert_eq!(
+            id_before("17-0").as_deref(),
+            Some("16-18446744073709551615")
+        );
+        assert_eq!(id_before("0-0"), None);
+        assert_eq!(id_before("x-1"), None);
+    }
 
     #[test]
     fn a_head_parses_from_the_scripts_answer() {

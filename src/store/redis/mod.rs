@@ -29,12 +29,14 @@
 //!   the connections reconnect by themselves.
 
 mod audit;
+mod claim_failures;
 mod conn;
 mod pubsub;
 mod records;
 mod webhooks;
 
 pub use self::audit::RedisAuditLog;
+pub use self::claim_failures::RedisFailedClaims;
 pub use self::records::{RedisRecordSet, RECORD_POLL};
 pub use self::webhooks::RedisWebhookQueue;
 

@@ -246,6 +246,23 @@ impl RecordingProxy {
         self.seen.lock().unwrap().clone()
     }
 
+    /// An attacker's replay: the last recorded request whose path ends with `path_suffix`,
+    /// posted again byte for byte to the service at `service_url`.
+    pub async fn replay_last(&self, path_suffix: &str, service_url: &str) -> reqwest::Response {
+        let captured = self
+            .exchanges()
+            .into_iter()
+            .rfind(|e| e.path.ends_with(path_suffix))
+            .unwrap_or_else(|| panic!("no request to …{path_suffix} went through the proxy"));
+        reqwest::Client::new()
+            .post(format!("{service_url}{}", captured.path))
+            .header("content-type", "application/json")
+            .body(captured.request)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Every byte both ways, as one blob to search.
     pub fn all_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();

@@ -121,15 +121,7 @@ impl Pki {
 }
 
 fn genkey(out: &Path) {
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:SM2",
-        "-out",
-        path(out),
-    ]);
+    bzt_openssl_cli::new_sm2_key(Path::new("."), path(out));
 }
 
 pub fn path(p: &Path) -> &str {
@@ -140,20 +132,10 @@ pub fn read_string(p: &Path) -> String {
     std::fs::read_to_string(p).expect("read file")
 }
 
-/// Runs `openssl` and returns its stdout; panics (fails the test) if it is missing or fails.
+/// Runs `openssl` (in the working directory; paths are absolute) and returns its stdout; panics
+/// (fails the test) if it is missing or fails.
 pub fn openssl(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("the `openssl` CLI (OpenSSL 3 with SM2) is required by this test: {e}")
-        });
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    bzt_openssl_cli::run_ok(Path::new("."), args).stdout
 }
 
 /// Runs a Python 3 script with `cryptography` available; panics if either is missing.

@@ -1,8 +1,7 @@
 //! Shared test fixtures: a development CA with a phone identity, OpenSSL, and a mock broker.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -14,7 +13,7 @@ use bzt_devca::{DevCa, IssuedCert, LeafSpec};
 use bzt_phone::PhoneIdentity;
 use serde_json::Value;
 
-pub const DISTID_OPT: &str = "distid:1234567812345678";
+pub use bzt_openssl_cli::SM2_DISTID_OPT as DISTID_OPT;
 
 /// A CA, one leaf written to `dir` as `phone.pem` / `phone.key.pem`, and its identity.
 pub struct Fixture {
@@ -47,44 +46,8 @@ impl Fixture {
     }
 }
 
-/// Runs openssl in `dir`; panics (a failure, never a skip) when it cannot be started.
-pub fn openssl(dir: &Path, args: &[&str]) -> Output {
-    Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the `openssl` command (OpenSSL 3) is required by these tests; install it")
-}
-
-/// Verifies a DER SM2 signature over `msg` with the certificate file `cert` using OpenSSL.
-pub fn openssl_verifies(dir: &Path, cert: &str, msg: &[u8], sig: &[u8]) -> bool {
-    std::fs::write(dir.join("verify.msg"), msg).unwrap();
-    std::fs::write(dir.join("verify.sig"), sig).unwrap();
-    let out = openssl(
-        dir,
-        &[
-            "pkeyutl",
-            "-verify",
-            "-certin",
-            "-inkey",
-            cert,
-            "-rawin",
-            "-digest",
-            "sm3",
-            "-pkeyopt",
-            DISTID_OPT,
-            "-in",
-            "verify.msg",
-            "-sigfile",
-            "verify.sig",
-        ],
-    );
-    let ok = out.status.success();
-    if ok {
-        assert!(String::from_utf8_lossy(&out.stdout).contains("Signature Verified Successfully"));
-    }
-    ok
-}
+pub use bzt_openssl_cli::run as openssl;
+pub use bzt_openssl_cli::verifies_with_certificate as openssl_verifies;
 
 /// One request the mock broker received.
 #[derive(Clone, Debug)]
