@@ -29,7 +29,7 @@ test('grants: 添加被授权人 from an invitation, the member logs in as the c
   await admin.selectOption('#key-mode', 'split');
   await admin.fill('#pin-new', PIN);
   await admin.click('#issue');
-  await admin.locator('#cert-key-mode').waitFor({ timeout: 30000 });
+  await admin.locator('#cert-key-mode').waitFor({ timeout: 90000 });
   const serial = (await admin.textContent('#cert-serial')).trim();
 
   // The member (李四) makes an invitation.

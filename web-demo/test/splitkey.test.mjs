@@ -22,7 +22,7 @@ async function openSplitPhone(browser, base, { cn = '李四', pin = PIN } = {}) 
   await phone.selectOption('#key-mode', 'split');
   await phone.fill('#pin-new', pin);
   await phone.click('#issue');
-  await phone.locator('#cert-key-mode').waitFor({ timeout: 30000 });
+  await phone.locator('#cert-key-mode').waitFor({ timeout: 90000 });
   return phone;
 }
 
