@@ -229,6 +229,24 @@ impl Application {
         clock: Arc<dyn Clock>,
         extra: Option<Router<AppState>>,
     ) -> anyhow::Result<Self> {
+        Self::build_on(Self::bind(config).await?, config, clock, extra).await
+    }
+
+    /// Binds `config.listen`: for a caller that must know the broker's address before it
+    /// builds the broker (development mode starts the co-signing service in between).
+    pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
+        TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))
+    }
+
+    /// [`Application::build`] on a listener already bound.
+    pub async fn build_on(
+        listener: TcpListener,
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        extra: Option<Router<AppState>>,
+    ) -> anyhow::Result<Self> {
         config.validate()?;
         let (store, conversations, audit, revocation_records, webhook_queue, failed_claims) =
             build_stores(config).await?;
@@ -236,9 +254,6 @@ impl Application {
         if let Some(queue) = webhook_queue {
             webhooks = webhooks.with_queue(queue);
         }
-        let listener = TcpListener::bind(&config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
         let mut public_base_url = config.public_base_url();
         if config.public_base_url.is_none() {
             // Port 0 (tests): advertise the port actually bound.

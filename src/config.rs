@@ -271,10 +271,10 @@ pub struct CosignerConfig {
     /// freeze, unfreeze, revoke and unlock keys there.
     #[serde(default)]
     pub admin_token: Option<String>,
-    /// Development mode: start the service as a child process on this port
-    /// (default: the broker's port + 1). Set by the embedded defaults.
-    #[serde(default)]
-    pub dev_port: Option<u16>,
+    /// Development mode: start the service as a child process listening here
+    /// (the broker's port + 1, or any port). Set by the embedded defaults only.
+    #[serde(skip)]
+    pub dev_listen: Option<String>,
 }
 
 impl CosignerConfig {

@@ -129,11 +129,9 @@ pub fn embedded(mut config: Config) -> anyhow::Result<(Config, DevSecrets)> {
         config.admin_token = Some(secrets.admin_token.clone());
     }
     // The co-signing service of split keys runs beside the broker, as a child process
-    // ([`DevCosigner::spawn`]), unless `[cosigner] url` names one already.
+    // ([`DevCosigner::start`], which also sets `[cosigner] url`), unless `url` names one already.
     if config.cosigner.url.is_none() {
-        let port = cosigner_port(&config.listen)?;
-        config.cosigner.url = Some(format!("http://127.0.0.1:{port}"));
-        config.cosigner.dev_port = Some(port);
+        config.cosigner.dev_listen = Some(cosigner_listen(&config.listen)?);
         config.cosigner.credential = secrets.cosigner_credential.clone();
         config.cosigner.credential_sha256 = None;
         config.cosigner.admin_token = secrets.cosigner_admin_token.clone();
@@ -142,18 +140,19 @@ pub fn embedded(mut config: Config) -> anyhow::Result<(Config, DevSecrets)> {
     Ok((config, secrets))
 }
 
-/// The development service's port: the broker's plus one (8701 beside 8700), or any free
-/// port when the broker's is chosen by the system (`:0`).
-fn cosigner_port(listen: &str) -> anyhow::Result<u16> {
+/// Where the development service listens: the broker's port plus one (8701 beside 8700, a
+/// port people can type), or a port the service itself picks when the broker's is picked by the
+/// system (`:0`, as tests run it): probing for a free port and handing it over would race with
+/// every other process binding ports meanwhile.
+fn cosigner_listen(listen: &str) -> anyhow::Result<String> {
     let port = listen
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse::<u16>().ok())
         .with_context(|| format!("listen = {listen:?} has no port"))?;
-    if port != 0 && port < u16::MAX {
-        return Ok(port + 1);
-    }
-    let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(probe.local_addr()?.port())
+    Ok(match port {
+        0 | u16::MAX => "127.0.0.1:0".to_string(),
+        port => format!("127.0.0.1:{}", port + 1),
+    })
 }
 
 /// The development co-signing service: `bzt cosigner serve` as a separate process (so, as in
@@ -165,13 +164,26 @@ pub struct DevCosigner {
 }
 
 impl DevCosigner {
-    /// Writes the service's configuration and starts it. `broker_url` is where the service
-    /// asks for contexts (the broker's own address).
-    pub fn spawn(config: &Config, broker_url: &str) -> anyhow::Result<Option<Self>> {
-        let (Some(port), Some(url)) = (config.cosigner.dev_port, config.cosigner.url.clone())
-        else {
+    /// Starts the service when development mode asked for one (`[cosigner] dev_listen`), waits
+    /// until it answers and points `config.cosigner.url` at it. `broker_url` is where the
+    /// service asks for contexts (the broker's own address, so the broker binds first).
+    pub async fn start(config: &mut Config, broker_url: &str) -> anyhow::Result<Option<Self>> {
+        let Some(listen) = config.cosigner.dev_listen.clone() else {
             return Ok(None);
         };
+        let started = match Self::start_on(config, broker_url, &listen).await {
+            // Port + 1 is taken by something else: any port will do, the banner prints it.
+            Err(e) if !listen.ends_with(":0") => {
+                tracing::warn!(error = %format!("{e:#}"), %listen, "development co-signing service: trying any free port");
+                Self::start_on(config, broker_url, "127.0.0.1:0").await?
+            }
+            started => started?,
+        };
+        config.cosigner.url = Some(started.url.clone());
+        Ok(Some(started))
+    }
+
+    async fn start_on(config: &Config, broker_url: &str, listen: &str) -> anyhow::Result<Self> {
         let dir = data_dir(config).join("cosigner");
         std::fs::create_dir_all(&dir)?;
         let dir = std::fs::canonicalize(&dir)?;
@@ -183,46 +195,67 @@ impl DevCosigner {
              broker_url = {broker_url:?}\n\
              broker_credential = {credential:?}\n\
              admin_token = {admin:?}\n",
-            listen = format!("127.0.0.1:{port}"),
             data = dir.display().to_string(),
             credential = config.cosigner.credential.clone().unwrap_or_default(),
             admin = config.cosigner.admin_token.clone().unwrap_or_default(),
         );
         let file = dir.join("cosigner.toml");
         write_private(&file, &toml_text)?;
+        // The service writes the address it bound here; a stale one from the last run must not
+        // be read as this one's.
+        let address_file = dir.join("listening-address");
+        match std::fs::remove_file(&address_file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
         let exe = std::env::current_exe().context("cannot find the bzt executable")?;
         let child = tokio::process::Command::new(exe)
             .args(["cosigner", "serve", "--exit-with-stdin", "--config"])
             .arg(&file)
+            .arg("--address-file")
+            .arg(&address_file)
             .env_remove("BZT_COSIGNER_CONFIG")
             // Its stdin is a pipe from this process: closed when the broker dies, however.
             .stdin(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .context("cannot start the development co-signing service")?;
-        Ok(Some(Self { child, url }))
+        let mut this = Self {
+            child,
+            url: String::new(),
+        };
+        this.url = this.wait_until_answering(&address_file).await?;
+        Ok(this)
     }
 
-    /// Waits until the service answers `GET /v1/info` (a few seconds at most).
-    pub async fn wait_ready(&mut self) -> anyhow::Result<()> {
+    /// Waits until the service has written its address and answers `GET /v1/info` there; its
+    /// base URL.
+    async fn wait_until_answering(&mut self, address_file: &Path) -> anyhow::Result<String> {
+        const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
         let http = reqwest::Client::new();
-        for _ in 0..100 {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
             if let Some(status) = self.child.try_wait()? {
                 anyhow::bail!("the development co-signing service exited ({status})");
             }
-            if http
-                .get(format!("{}/v1/info", self.url))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return Ok(());
+            if let Ok(address) = std::fs::read_to_string(address_file) {
+                let url = format!("http://{}", address.trim());
+                if http
+                    .get(format!("{url}/v1/info"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                {
+                    return Ok(url);
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "the development co-signing service did not answer within {} s",
+                    PATIENCE.as_secs()
+                );
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        anyhow::bail!(
-            "the development co-signing service did not answer at {}",
-            self.url
-        )
     }
 }

@@ -3,6 +3,7 @@
 //! that a compromised broker cannot co-sign by itself. Development mode
 //! (`bzt serve` without a configuration) starts it as a child process.
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -25,6 +26,10 @@ pub struct CosignerServeArgs {
     /// even when the broker itself is killed outright.
     #[arg(long, hide = true)]
     exit_with_stdin: bool,
+    /// Write the address actually bound to this file once listening: how development mode's
+    /// broker learns the port of a service started on `127.0.0.1:0`.
+    #[arg(long, hide = true)]
+    address_file: Option<PathBuf>,
 }
 
 pub fn run(command: CosignerCommand) -> anyhow::Result<()> {
@@ -40,7 +45,18 @@ pub fn run(command: CosignerCommand) -> anyhow::Result<()> {
                     std::process::exit(0);
                 });
             }
-            super::runtime()?.block_on(bzt_cosigner::serve(config))
+            super::runtime()?.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(&config.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", config.listen))?;
+                if let Some(file) = &args.address_file {
+                    // Written whole, then renamed: the reader never sees half an address.
+                    let partial = file.with_extension("partial");
+                    std::fs::write(&partial, listener.local_addr()?.to_string())?;
+                    std::fs::rename(&partial, file)?;
+                }
+                bzt_cosigner::serve_on(listener, config).await
+            })
         }
     }
 }

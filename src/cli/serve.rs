@@ -46,13 +46,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     super::runtime()?.block_on(async move {
+        let listener = Application::bind(&config).await?;
+        #[cfg(feature = "demo")]
+        let (config, cosigner) = {
+            let mut config = config;
+            let cosigner = start_dev_cosigner(&mut config, &listener).await;
+            (config, cosigner)
+        };
         #[cfg(feature = "demo")]
         let demo = dev.as_ref().map(|s| bzt::demo::routes(&config, s));
         #[cfg(not(feature = "demo"))]
         let demo = None;
-        let app = Application::build(&config, Arc::new(SystemClock), demo).await?;
+        let app = Application::build_on(listener, &config, Arc::new(SystemClock), demo).await?;
         #[cfg(feature = "demo")]
-        let cosigner = start_dev_extras(dev.as_ref(), &config, &app).await?;
+        if let Some(secrets) = &dev {
+            print_dev_banner(&config, secrets, app.port());
+        }
         tracing::info!(addr = %app.local_addr(), store = ?config.store.kind, "bzt broker listening");
         let broker = app.broker();
         let config_file = args.config.clone();
@@ -64,26 +73,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Development mode: the co-signing service of split keys, as its own
-/// process, and the banner with the demo's secrets.
+/// Development mode: the co-signing service of split keys, as its own process. Without it
+/// the broker still serves; split keys are then unavailable.
 #[cfg(feature = "demo")]
-async fn start_dev_extras(
-    dev: Option<&bzt::dev::DevSecrets>,
-    config: &Config,
-    app: &Application,
-) -> anyhow::Result<Option<bzt::dev::DevCosigner>> {
-    let Some(secrets) = dev else {
-        return Ok(None);
-    };
-    let broker_url = format!("http://127.0.0.1:{}", app.port());
-    let mut cosigner = bzt::dev::DevCosigner::spawn(config, &broker_url)?;
-    if let Some(c) = &mut cosigner {
-        if let Err(e) = c.wait_ready().await {
+async fn start_dev_cosigner(
+    config: &mut Config,
+    listener: &tokio::net::TcpListener,
+) -> Option<bzt::dev::DevCosigner> {
+    let port = listener.local_addr().ok()?.port();
+    let broker_url = format!("http://127.0.0.1:{port}");
+    match bzt::dev::DevCosigner::start(config, &broker_url).await {
+        Ok(cosigner) => cosigner,
+        Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "development co-signing service not started; split keys are unavailable");
+            None
         }
     }
-    print_dev_banner(config, secrets, app.port());
-    Ok(cosigner)
 }
 
 #[cfg(feature = "demo")]

@@ -814,6 +814,11 @@ pub(crate) async fn bzt_off_runtime(dir: &Path, args: &[&str]) -> std::process::
 /// Starts `bzt serve` (development mode, data in `dir/data`, debug logs to `dir/broker.log`)
 /// on a port of its choosing, and waits until it is ready.
 pub(crate) async fn start_broker(dir: &Path) -> BrokerProcess {
+    start_broker_on(dir, "127.0.0.1:0").await
+}
+
+/// [`start_broker`] listening on `listen`.
+pub(crate) async fn start_broker_on(dir: &Path, listen: &str) -> BrokerProcess {
     let log = dir.join("broker.log");
     let file = std::fs::File::create(&log).unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_bzt"))
@@ -821,7 +826,7 @@ pub(crate) async fn start_broker(dir: &Path) -> BrokerProcess {
         .current_dir(dir)
         .env_remove("BZT_CONFIG")
         .env_remove("BZT_PUBLIC_BASE_URL")
-        .env("BZT_LISTEN", "127.0.0.1:0")
+        .env("BZT_LISTEN", listen)
         .env("BZT_DATA_DIR", dir.join("data"))
         .env("BZT_LOG", "debug")
         .stdin(std::process::Stdio::null())

@@ -8,6 +8,7 @@
 use crate::conversation::policy;
 use crate::envelope_flows::{
     bzt, bzt_off_runtime, decrypt_body, one_time_key, run_hall, seal_to, start_broker,
+    start_broker_on,
 };
 use crate::helpers::*;
 use base64::engine::general_purpose::STANDARD;
@@ -685,6 +686,40 @@ async fn development_mode_runs_the_service_and_the_cli_enrols_with_a_request_ope
         ],
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK: stamped"));
+}
+
+#[tokio::test]
+async fn development_mode_starts_the_service_on_another_port_when_the_brokers_port_plus_one_is_taken(
+) {
+    // Something else holds port Q; the broker is told to listen on Q - 1.
+    let (holder, broker_port) = loop {
+        let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = holder.local_addr().unwrap().port();
+        if taken > 1024 && std::net::TcpListener::bind(("127.0.0.1", taken - 1)).is_ok() {
+            break (holder, taken - 1);
+        }
+    };
+    let taken = holder.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker_on(dir.path(), &format!("127.0.0.1:{broker_port}")).await;
+
+    let cosigner_url = broker.cosigner_url_in_banner();
+    assert_ne!(cosigner_url, "(none)", "split keys must stay available");
+    assert_ne!(cosigner_url, format!("http://127.0.0.1:{taken}"));
+    let info = reqwest::get(format!("{cosigner_url}/v1/info"))
+        .await
+        .unwrap();
+    assert_eq!(
+        info.status(),
+        200,
+        "the service answers where the banner says"
+    );
+    // The broker's own relay reaches it too (the phone page's path to the service).
+    let relayed = reqwest::get(format!("{}/demo/cosigner/v1/info", broker.base))
+        .await
+        .unwrap();
+    assert_eq!(relayed.status(), 200);
+    drop(holder);
 }
 
 #[tokio::test]

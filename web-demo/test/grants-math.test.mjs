@@ -26,7 +26,7 @@ test('grants: a JS grant accepted by the service, by the JS member and by the Ru
 
   // The relay passes the phone's grant routes and none of the operator's.
   // (The service itself answers these with the admin token: the relay must not reach them.)
-  const serviceUrl = `http://127.0.0.1:${Number(new URL(broker.url).port) + 1}`;
+  const serviceUrl = broker.cosignerUrl;
   assert.equal((await json('GET', serviceUrl + '/v1/admin/grants', null, secrets.cosigner_admin_token)).status, 200);
   for (const [method, p] of [['GET', '/v1/admin/grants'], ['POST', '/v1/admin/grants/abcdefgh12/reclaim'], ['POST', '/v1/keys/abc/freeze'], ['GET', '/v1/audit'], ['POST', '/v1/audit'], ['POST', '/v1/admin/keys/abc/revoke'], ['DELETE', '/v1/grants/abc']]) {
     const r = await json(method, cosignerUrl + p, method === 'POST' ? {} : null, secrets.cosigner_admin_token);

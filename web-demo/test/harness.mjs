@@ -57,6 +57,8 @@ export function brokerBinary() {
 }
 
 /** Starts the real broker in development mode (`env`: extra BZT_* settings); resolves when /healthz answers. */
+const COSIGNER_LINE = /co-signing service \(密钥拆分\): (http:\/\/\S+)/;
+
 export async function startBroker({ env: extraEnv = {} } = {}) {
   const bin = brokerBinary();
   const port = await freePort();
@@ -76,8 +78,9 @@ export async function startBroker({ env: extraEnv = {} } = {}) {
   for (;;) {
     if (child.exitCode !== null) throw new Error(`bzt serve exited (${child.exitCode}):\n${log}`);
     try {
+      // The banner (printed before the broker serves) names the co-signing service's address.
       const r = await fetch(url + '/healthz');
-      if (r.ok) break;
+      if (r.ok && COSIGNER_LINE.test(log)) break;
     } catch {}
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
@@ -87,6 +90,8 @@ export async function startBroker({ env: extraEnv = {} } = {}) {
   }
   return {
     url,
+    /** The development co-signing service (密钥拆分) the broker started beside itself. */
+    cosignerUrl: log.match(COSIGNER_LINE)[1],
     dataDir,
     log: () => log,
     async stop() {

@@ -163,7 +163,7 @@ test('against the Rust co-signing service: enrol, the same joint key, a co-signe
   t.after(() => broker.stop());
   const dir = tempDir(t);
   const secrets = JSON.parse(fs.readFileSync(path.join(broker.dataDir, 'dev-secrets.json'), 'utf8'));
-  const serviceUrl = `http://127.0.0.1:${Number(new URL(broker.url).port) + 1}`;
+  const serviceUrl = broker.cosignerUrl;
   const pin = '246810';
   // Every byte the page's client sends to or receives from the service (through the relay).
   const wire = [];

@@ -21,7 +21,7 @@ pub mod server;
 pub mod store;
 
 pub use config::Config;
-pub use server::{router, run, Service};
+pub use server::{router, run, serve_on, Service};
 
 /// Runs the service on `config.listen` (what `bzt cosigner serve` calls).
 pub async fn serve(config: Config) -> anyhow::Result<()> {

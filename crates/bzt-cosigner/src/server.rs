@@ -188,6 +188,11 @@ pub fn router(service: Arc<Service>) -> Router {
 /// Serves on `config.listen` until the process ends.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&config.listen).await?;
+    serve_on(listener, config).await
+}
+
+/// Serves on a listener already bound (`config.listen` is not used) until the process ends.
+pub async fn serve_on(listener: TcpListener, config: Config) -> anyhow::Result<()> {
     let service = Service::build(config).await?;
     tracing::info!(addr = %listener.local_addr()?, "co-signing service listening");
     crate::grant_routes::spawn_sweeper(service.clone());
