@@ -168,7 +168,8 @@ impl Doc {
 /// Reads the document's components once, closes every object schema
 /// (`additionalProperties: false`; a schema that composes others with `allOf`
 /// is closed with `unevaluatedProperties: false` instead, and the schemas it
-/// composes stay open), then answers one line per `[schema, instance]` line:
+/// composes stay open, with the alternatives they offer: the audit record
+/// composes its body, whose `oneOf` is an operation or a checkpoint), then answers one line per `[schema, instance]` line:
 /// the list of findings, empty when valid.
 const VALIDATOR: &str = r##"
 import json, sys
@@ -198,7 +199,7 @@ def close(s, member=False):
             elif k in ("items", "additionalProperties", "not", "if", "then", "else"):
                 close(v)
             elif k in ("oneOf", "anyOf"):
-                for m in v: close(m)
+                for m in v: close(m, member=member)
     return s
 for name, schema in components.get("schemas", {}).items():
     close(schema, member=name in open_names)

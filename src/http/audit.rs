@@ -7,12 +7,22 @@ use crate::store::AuditQuery;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
+use bzt_core::audit::Record;
 use bzt_core::Timestamp;
-use bzt_wire::AuditList;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 pub const MAX_LIMIT: usize = 1000;
+
+/// `200` to `GET /v1/audit`: the matching records, oldest first, each exactly
+/// as written to the log (so `hash` can be recomputed).
+// The records are the hash chain's own type: answered byte for byte as written,
+// and their schema derived from what is stored and hashed, with no second
+// description to drift.
+#[derive(Serialize, ToSchema)]
+pub struct AuditList {
+    pub records: Vec<Record>,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,7 +63,7 @@ pub async fn list(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AuditList>, ApiError> {
     let app = authenticate(&state, &headers)?;
     let Query(p) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
     let serial = p
@@ -89,8 +99,5 @@ pub async fn list(
             limit,
         })
         .await?;
-    // The records exactly as the hash chain holds them (`bzt_core::audit::Record`,
-    // described by `bzt_wire::AuditRecord`): re-serialised through another type,
-    // a reader could no longer recompute `hash` from the bytes it got.
-    Ok(Json(json!({ "records": records })))
+    Ok(Json(AuditList { records }))
 }

@@ -4,7 +4,8 @@
 //! Every operation is described by a `#[utoipa::path]` on its own handler
 //! (`rp`, `browser`, `phone`, `conversation`, `audit`, `ops`, `cosign`), and
 //! every schema is derived from the wire types of `bzt-wire`, the same structs
-//! the handlers read requests into and write answers from, so the document
+//! the handlers read requests into and write answers from (the audit record
+//! from `bzt_core::audit::Record` itself, feature `openapi`), so the document
 //! cannot drift from the code. The error answers every operation shares are
 //! defined once in `answers.rs` ([`super::answers::BadRequest`], ...) and referenced
 //! from the handlers; the error codes and their statuses come from
@@ -17,15 +18,15 @@ use super::answers::{
     CosignerUnavailable, Expired, ForbiddenOrigin, NotAnUpgrade, NotFound, PayloadTooLarge,
     QrConflict, RateLimited, Unauthorized, Unavailable,
 };
+use super::audit::AuditList;
 use super::{audit, browser, conversation, cosign, ops, phone, rp};
 use axum::Json;
 use bzt_wire::{
-    AuditList, BrowserFrame, BrowserMessage, ClaimRequest, ClaimResponse, CompleteRequest,
-    CompleteResponse, ConversationRequestAccepted, ConversationRequestInput,
-    ConversationRequestView, ConversationView, CosignContext, CosignContextRequest,
-    CreateSessionRequest, CreateSessionResponse, ErrorBody, Health, KeyActionRequest, PhoneMessage,
-    PhoneServerFrame, Ready, RequesterFrame, RevocationList, RevokeRequest, SerialAnswer,
-    ServiceAnswer, SessionView,
+    BrowserFrame, BrowserMessage, ClaimRequest, ClaimResponse, CompleteRequest, CompleteResponse,
+    ConversationRequestAccepted, ConversationRequestInput, ConversationRequestView,
+    ConversationView, CosignContext, CosignContextRequest, CreateSessionRequest,
+    CreateSessionResponse, ErrorBody, Health, KeyActionRequest, PhoneMessage, PhoneServerFrame,
+    Ready, RequesterFrame, RevocationList, RevokeRequest, SerialAnswer, ServiceAnswer, SessionView,
 };
 use utoipa::openapi::schema::{SchemaType, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
@@ -178,7 +179,46 @@ pub fn document() -> serde_json::Value {
     let mut doc = serde_json::to_value(doc).unwrap_or_default();
     which_fields_a_kind_takes(&mut doc);
     session_webhook(&mut doc);
+    composed_schemas_stay_open(&mut doc);
     doc
+}
+
+/// A schema that another composes with `allOf` must not be closed: its
+/// `additionalProperties: false` would refuse the fields the other members
+/// add, so no instance could match. utoipa closes every struct that serde
+/// reads with `deny_unknown_fields`, which is right for a request on its own
+/// but wrong for a part: the audit record's operation and checkpoint are parts
+/// of `AuditRecord` (`bzt_core::audit::Record` flattens them), so they are
+/// opened here, whatever reads them strictly.
+fn composed_schemas_stay_open(doc: &mut serde_json::Value) {
+    fn composed(node: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+        match node {
+            serde_json::Value::Object(map) => {
+                let members = map.get("allOf").and_then(serde_json::Value::as_array);
+                for member in members.into_iter().flatten() {
+                    if let Some(name) = member
+                        .get("$ref")
+                        .and_then(serde_json::Value::as_str)
+                        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                    {
+                        out.insert(name.to_owned());
+                    }
+                }
+                map.values().for_each(|v| composed(v, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| composed(v, out)),
+            _ => {}
+        }
+    }
+    let mut names = std::collections::BTreeSet::new();
+    composed(doc, &mut names);
+    for name in names {
+        if let Some(schema) = doc["components"]["schemas"][&name].as_object_mut() {
+            if schema.get("additionalProperties") == Some(&serde_json::Value::Bool(false)) {
+                schema.remove("additionalProperties");
+            }
+        }
+    }
 }
 
 /// `webhooks.sessionTerminal` (utoipa has no webhooks yet): the broker POSTs the

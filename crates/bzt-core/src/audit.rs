@@ -21,61 +21,78 @@ use sm2::dsa::{Signature, SigningKey, VerifyingKey};
 /// `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// One use of a certificate: a completed session or conversation request.
+/// One use of a certificate: a completed session, an answered conversation
+/// request, or an operator's revocation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = AuditOperation))]
 #[serde(deny_unknown_fields)]
 pub struct Operation {
+    /// The app whose session or conversation it was.
     pub app: String,
-    /// `login`, `bind`, `sign`, `encrypt`, `decrypt` or `conversation_request`.
+    /// `login`, `bind`, `sign`, `encrypt`, `decrypt`, `conversation_request` or `revocation`.
     pub kind: String,
+    /// The session (for a conversation request, the session that opened the conversation).
     pub session_id: String,
+    /// `conversation_request` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation_id: Option<String>,
+    /// `conversation_request` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    /// Empty when no certificate was verified (a rejection).
+    /// The certificate used; empty when none was verified (a rejection).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(|0|[1-9a-f][0-9a-f]*)$"))]
     pub cert_serial: String,
     pub cert_issuer: String,
     pub cert_subject: String,
-    /// Lowercase hex SM3 of the bytes signed (or offered for signing).
+    /// Lowercase hex SM3 of the bytes signed, or offered for signing.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^([0-9a-f]{64})?$"))]
     pub tbs_sm3: String,
-    /// `approved`, `rejected`, `failed`, or `aborted` (a record written
-    /// before a transition that then did not happen).
+    /// `approved`, `rejected`, `failed`, `aborted` (a record written before a
+    /// transition that then did not happen), `revoked` or `lifted`.
     pub outcome: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// `true` when the phone signed without a tap (自动确认).
+    /// `conversation_request` only: as the phone sent it (`true`: signed
+    /// without a tap, 自动确认).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_confirmed: Option<bool>,
+    /// The phone's device name from its claim.
     pub device_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requester_ip: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requester_user_agent: Option<String>,
-    /// Who acted, for operator actions (`kind: revocation`): the
-    /// `revoked_by` the operator gave. Absent on phone operations.
+    /// `revocation` only: who revoked or lifted, as the operator gave it
+    /// (`revoked_by`). Absent on phone operations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
     /// The member who signed with a granted company certificate (企业证书授权),
     /// as the co-signing service named it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<bzt_wire::Delegate>))]
     pub delegate: Option<crate::session::Delegate>,
 }
 
 /// The broker's signature over the chain head.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = AuditCheckpoint))]
 #[serde(deny_unknown_fields)]
 pub struct Checkpoint {
     /// SEC1 uncompressed public key of the broker's audit key, hex.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^04[0-9a-f]{128}$"))]
     pub public_key: String,
-    /// DER SM2 signature (SM3, default ID) over [`checkpoint_message`], base64.
+    /// DER SM2 signature (SM3, default ID), base64, over the text
+    /// `BZT-AUDIT-CHECKPOINT-V1\nseq:<seq>\nhead:<prev>` (`checkpoint_message`).
     pub signature_b64: String,
 }
 
+/// What a record tells: an operation or a checkpoint (`type`). The API
+/// answers operations only.
 // Records are built one at a time and written at once; boxing the larger
 // variant would buy nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = AuditEvent))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     Operation(Operation),
@@ -84,19 +101,30 @@ pub enum Event {
 
 /// A record without its own hash: what the hash is computed over.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = AuditRecordBody))]
 pub struct RecordBody {
+    /// Position in the whole log (all apps, checkpoints included).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub seq: u64,
+    /// When the record was written (before the outcome was told to anyone).
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub time: Timestamp,
+    /// SM3 of the previous record of the log (64 zeros for the first).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
     pub prev: String,
     #[serde(flatten)]
     pub event: Event,
 }
 
-/// A record as written: the body and its SM3.
+/// A record as written: the body and its SM3. `GET /v1/audit` answers these
+/// exactly as written (operations only), so a reader can recompute `hash`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = AuditRecord))]
 pub struct Record {
     #[serde(flatten)]
     pub body: RecordBody,
+    /// SM3 of this record's JSON without `hash`.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
     pub hash: String,
 }
 

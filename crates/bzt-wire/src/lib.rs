@@ -19,10 +19,13 @@
 //! One module per area: [`session`] (the RP's create and session view),
 //! [`browser`] (the page's push frames), [`phone`] (claim and complete),
 //! [`conversation`] (会话签章: requests, views, both sockets' frames),
-//! [`audit`], [`ops`] (health, readiness, revocations), [`cosign`] (key
+//! [`ops`] (health, readiness, revocations), [`cosign`] (key
 //! splitting), [`common`] (certificates, seals, delegates), [`error`].
+//! The audit record (`GET /v1/audit`) is not here: it is
+//! `bzt_core::audit::Record`, the type the log hashes and chains, whose schema
+//! bzt-core derives behind its `openapi` feature (a copy here could drift
+//! from the bytes that are hashed, and bzt-core depends on this crate).
 
-pub mod audit;
 pub mod browser;
 pub mod common;
 pub mod conversation;
@@ -32,7 +35,6 @@ pub mod ops;
 pub mod phone;
 pub mod session;
 
-pub use audit::{AuditList, AuditRecord};
 pub use browser::{BrowserFrame, BrowserMessage, QrFrame, ResultFrame, StatusFrame};
 pub use common::{
     CertificateInfo, Delegate, OpeningWindow, SealAsk, SealPicture, SealResult, SerialAnswer,
