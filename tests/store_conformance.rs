@@ -1510,6 +1510,98 @@ async fn redis_resubscribes_after_reconnect() {
     assert_eq!(a_store.local_subscriptions(), 1);
 }
 
+/// A failed-claims budget counted in the Redis of `settings`,
+/// as the claim handler sees it through [`bzt::http::limits::Limits`].
+async fn redis_counted_claim_limits(
+    settings: &RedisSettings,
+    budget: u32,
+) -> bzt::http::limits::Limits {
+    let store = RedisStore::connect(settings.clone())
+        .await
+        .expect("connect to redis");
+    let failed_claims = store
+        .failed_claims(settings, budget, Duration::from_secs(60))
+        .await
+        .expect("claim-lock subscriber");
+    bzt::http::limits::Limits::with_failed_claims(
+        &bzt::config::LimitsConfig {
+            failed_claims_per_session_per_minute: budget,
+            ..Default::default()
+        },
+        Arc::new(failed_claims),
+    )
+}
+
+/// While Redis cannot count (the caller made it so), the first `budget`
+/// wrong claims of a QR code still reach the secret check, each counted
+/// within about one Redis timeout, and the next is refused: the node counted
+/// them in its own memory. Another QR code keeps its own budget.
+async fn wrong_claims_past_the_budget_are_refused_on_the_node(
+    limits: &bzt::http::limits::Limits,
+    budget: u32,
+    timeout: Duration,
+) {
+    let qr_code = SessionId::generate();
+    let another = SessionId::generate();
+    for wrong in 1..=budget {
+        assert!(
+            limits.claim_of(&qr_code).is_ok(),
+            "wrong claim {wrong} of {budget} still reaches the secret check"
+        );
+        let started = std::time::Instant::now();
+        limits.claim_failed(&qr_code).await;
+        assert!(
+            started.elapsed() < timeout * 3,
+            "counting a failure Redis cannot count took {:?}",
+            started.elapsed()
+        );
+    }
+    let refused = limits
+        .claim_of(&qr_code)
+        .expect_err("the wrong claim after the budget is refused");
+    assert_eq!(refused.code, ErrorCode::RateLimited);
+    assert!(
+        limits.claim_of(&another).is_ok(),
+        "another QR code keeps its own budget"
+    );
+}
+
+/// Redis down (stopped): a wrong claim cannot be counted there, so the node
+/// counts it itself and the QR code's budget still runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_failed_claims_are_counted_on_the_node() {
+    let mut server = RedisServer::start();
+    let settings = settings(&server.url(), &unique_prefix("claim-fallback"));
+    let limits = redis_counted_claim_limits(&settings, 3).await;
+    server.stop();
+    wrong_claims_past_the_budget_are_refused_on_the_node(&limits, 3, settings.timeout).await;
+}
+
+/// Redis up but not answering in time (`CLIENT PAUSE`): the count times out
+/// and is kept on the node, as when Redis is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_timing_out_failed_claims_are_counted_on_the_node() {
+    let server = RedisServer::start();
+    let mut settings = settings(&server.url(), &unique_prefix("claim-timeout"));
+    settings.timeout = Duration::from_millis(300);
+    let limits = redis_counted_claim_limits(&settings, 3).await;
+    let mut admin = ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Long enough for the three counts (about 300 ms each), short enough not
+    // to hold the test up; the pause ends by itself (UNPAUSE would wait too).
+    let () = ::redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(2000)
+        .arg("ALL")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    wrong_claims_past_the_budget_are_refused_on_the_node(&limits, 3, settings.timeout).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_uses_sharded_pubsub_on_redis_7() {
     let store = redis_store(&server_url().await, &unique_prefix("sharded")).await;
