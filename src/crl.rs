@@ -129,10 +129,15 @@ const MAX_REDIRECTS: usize = 3;
 /// all, and [`MAX_CRL_BYTES`] counted while reading, so an endless body is
 /// cut off instead of filling memory.
 async fn fetch(url: &str) -> Result<Vec<u8>, String> {
-    fetch_capped(url, MAX_CRL_BYTES).await
+    fetch_capped(url, MAX_CRL_BYTES, FETCH_TIME_LIMIT).await
 }
 
-async fn fetch_capped(url: &str, max_bytes: usize) -> Result<Vec<u8>, String> {
+/// [`fetch`] with its caps given (tests use smaller ones).
+async fn fetch_capped(
+    url: &str,
+    max_bytes: usize,
+    time_limit: Duration,
+) -> Result<Vec<u8>, String> {
     let policy = reqwest::redirect::Policy::custom(|attempt| {
         let from = attempt.previous().first().map(|u| u.scheme().to_owned());
         if attempt.previous().len() > MAX_REDIRECTS {
@@ -145,7 +150,8 @@ async fn fetch_capped(url: &str, max_bytes: usize) -> Result<Vec<u8>, String> {
         }
     });
     let client = reqwest::Client::builder()
-        .timeout(FETCH_TIME_LIMIT)
+        // reqwest's total timeout: connecting, headers and the whole body.
+        .timeout(time_limit)
         .redirect(policy)
         .build()
         .map_err(|e| format!("HTTP client: {e}"))?;
@@ -294,8 +300,57 @@ mod tests {
         }
         answer.extend_from_slice(b"0\r\n\r\n");
         let url = serve(answer).await;
-        let err = fetch_capped(&url, 4096).await.unwrap_err();
+        let err = fetch_capped(&url, 4096, FETCH_TIME_LIMIT)
+            .await
+            .unwrap_err();
         assert!(err.contains("larger than 4096 bytes"), "{err}");
-        assert_eq!(fetch_capped(&url, 8192).await.unwrap().len(), 8192);
+        assert_eq!(
+            fetch_capped(&url, 8192, FETCH_TIME_LIMIT)
+                .await
+                .unwrap()
+                .len(),
+            8192
+        );
+    }
+
+    /// A server that answers at once and then trickles the body, one byte
+    /// every 50 ms (a 1,000-byte CRL would take 50 s): the download is
+    /// abandoned when its time limit is reached, not when the body ends.
+    /// The limit is 10 s in production; the test gives 1 s.
+    #[tokio::test]
+    async fn a_trickled_body_is_abandoned_at_the_time_limit() {
+        assert_eq!(FETCH_TIME_LIMIT, Duration::from_secs(10));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/ca.crl", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n";
+                    if sock.write_all(head).await.is_err() {
+                        return;
+                    }
+                    for _ in 0..1000 {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        if sock.write_all(b"x").await.is_err() {
+                            return; // the client gave up
+                        }
+                    }
+                });
+            }
+        });
+        let limit = Duration::from_secs(1);
+        let started = std::time::Instant::now();
+        let fetched = tokio::time::timeout(limit * 5, fetch_capped(&url, MAX_CRL_BYTES, limit))
+            .await
+            .expect("the download is abandoned by its own time limit");
+        let took = started.elapsed();
+        let err = fetched.unwrap_err();
+        assert!(err.contains("cannot fetch CRL"), "{err}");
+        assert!(
+            took >= limit && took < limit * 2,
+            "abandoned after {took:?}, the limit is {limit:?}"
+        );
     }
 }
