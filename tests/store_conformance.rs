@@ -1002,6 +1002,108 @@ async fn conversation_deadlines(nodes: Nodes<Conversation>) {
     nodes[0].remove(&raced.id).await.unwrap();
 }
 
+/// A rolling upgrade: a node of the version before `.5` lease scores still
+/// claims due ids by re-scoring them to the integer end of their lease, and
+/// the current schedule script cannot tell that score from a due time. What
+/// happens, step by step, when such a lease meets a current node's write and
+/// its claimer dies: the integer lease is kept as an earlier due time, costs
+/// exactly one handling that changes nothing, and then the real deadline
+/// comes back on time. Nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_an_old_nodes_integer_lease_costs_one_no_op_handling() {
+    let url = server_url().await;
+    let prefix = unique_prefix("old-lease");
+    let mut nodes: Nodes<Conversation> = Vec::new();
+    for _ in 0..2 {
+        nodes.push(Arc::new(redis_store(&url, &prefix).await));
+    }
+    let queue = format!("{prefix}:{{{}}}", Conversation::DEADLINES.0);
+    let mut redis = ::redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let t0 = Timestamp::now_utc();
+    let lease = EXPIRY_LEASE.as_millis() as i64;
+
+    let c = conversation(600, t0);
+    nodes[0].insert(&c).await.unwrap();
+    let idle_due = t0.plus_secs(600);
+
+    // The old node claims the idle deadline as it did: the same script, with
+    // the lease's end as a whole number of milliseconds.
+    let old_lease_end = idle_due.plus_millis(lease);
+    let old_claim: Vec<String> = ::redis::Script::new(
+        "local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id) end
+return ids",
+    )
+    .key(&queue)
+    .arg(idle_due.unix_millis())
+    .arg(old_lease_end.unix_millis())
+    .arg(100)
+    .invoke_async(&mut redis)
+    .await
+    .unwrap();
+    assert_eq!(old_claim, vec![c.id.to_string()]);
+    // Current nodes respect it as they would their own lease.
+    assert!(claim_at(&nodes[1], old_lease_end.plus_millis(-1))
+        .await
+        .is_empty());
+
+    // A current node writes meanwhile (a request, whose 60 s TTL is now the
+    // next deadline; its clock a second behind the old node's). The schedule
+    // script takes the integer lease for an earlier due time and keeps it.
+    let (_, op) = add_request(1);
+    let write_at = t0.plus_secs(599);
+    let ttl = write_at.plus_secs(60);
+    nodes[0]
+        .apply_conversation(&c.id, &op, write_at)
+        .await
+        .unwrap()
+        .unwrap();
+    let score: f64 = ::redis::cmd("ZSCORE")
+        .arg(&queue)
+        .arg(c.id.as_str())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(
+        score,
+        old_lease_end.unix_millis() as f64,
+        "kept, not replaced by the TTL"
+    );
+
+    // The old node dies (or is stopped by the upgrade) before it records
+    // anything. At the end of its lease a current node claims the id: the
+    // one extra handling. Nothing is due then, so the tick changes nothing,
+    // and recording the next deadline replaces the current node's own lease.
+    assert_eq!(claim_at(&nodes[1], old_lease_end).await, vec![c.id.clone()]);
+    let extra = nodes[1]
+        .apply_conversation(&c.id, &ConvOp::Tick, old_lease_end)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!extra.changed, "the extra handling is a no-op");
+    assert_eq!(extra.conversation.next_deadline(), Some(ttl));
+    nodes[1]
+        .deadlines_handled(std::slice::from_ref(&extra.conversation))
+        .await
+        .unwrap();
+
+    // Nothing lost, nothing more: the request's TTL is due exactly on time,
+    // and not one handling before it.
+    assert!(claim_at(&nodes[0], ttl.plus_millis(-1)).await.is_empty());
+    assert_eq!(claim_at(&nodes[0], ttl).await, vec![c.id.clone()]);
+    let expired = nodes[0]
+        .apply_conversation(&c.id, &ConvOp::Tick, ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(expired.changed, "the request expired on time");
+    nodes[0].remove(&c.id).await.unwrap();
+}
+
 macro_rules! conversation_only {
     ($backend:ident, $nodes:ident) => {
         mod $backend {
