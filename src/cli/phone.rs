@@ -284,7 +284,7 @@ async fn approve_split(
             DecryptOutcome::Approved(answer) => answer,
             DecryptOutcome::Rejected { refusal, answer } => {
                 println!(
-                    "无法解密，已拒绝 (session {} → {:?})",
+                    "无法解密，已拒绝 (session {} → {})",
                     answer.id, answer.status
                 );
                 bail!("cannot decrypt: {refusal}");
@@ -327,7 +327,7 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
             "session": answer.id, "status": answer.status, "reason": reason,
         });
         super::output::result(json, || {
-            println!("已拒绝 (session {} → {:?})", answer.id, answer.status)
+            println!("已拒绝 (session {} → {})", answer.id, answer.status)
         });
         return Ok(());
     }
@@ -338,7 +338,7 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
             let key = identity.unlock(&pin)?;
             let answer = approve_split(&phone, &claimed, &key, &colleagues, match_code, &a).await?;
             println!(
-                "已签名（密钥拆分，协同签名）(session {} → {:?}, version {})",
+                "已签名（密钥拆分，协同签名）(session {} → {}, version {})",
                 answer.id, answer.status, answer.version
             );
             return Ok(());
@@ -351,7 +351,7 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
         super::envelope::PhoneExtras::Refuse(refusal) => {
             let answer = phone.reject(&claimed, &refusal.reason()).await?;
             super::output::note(format!(
-                "无法解密，已拒绝 (session {} → {:?})",
+                "无法解密，已拒绝 (session {} → {})",
                 answer.id, answer.status
             ));
             bail!("cannot decrypt: {refusal}");
@@ -363,7 +363,7 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
     });
     super::output::result(json, || {
         println!(
-            "已签名 (session {} → {:?}, version {})",
+            "已签名 (session {} → {}, version {})",
             answer.id, answer.status, answer.version
         )
     });
