@@ -7,9 +7,9 @@
 //!
 //! - this file: sessions for the login page and the bid tool's 会话签章, conversations,
 //!   the phone simulator's development certificates;
-//! - [`files`]: uploads and results, bounded temporary files;
-//! - [`cosigner`]: the phone page's relay to the co-signing service (密钥拆分);
-//! - [`bidfile`]: 生成投标文件 (seal an upload to the recipients the phone picked) and
+//! - `files`: uploads and results, bounded temporary files;
+//! - `cosigner`: the phone page's relay to the co-signing service (密钥拆分);
+//! - `bidfile`: 生成投标文件 (seal an upload to the recipients the phone picked) and
 //!   开标大厅 (open a sealed file through a `decrypt` session).
 
 mod bidfile;

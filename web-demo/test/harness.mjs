@@ -56,12 +56,24 @@ export function brokerBinary() {
   return binary;
 }
 
-/** Starts the real broker in development mode (`env`: extra BZT_* settings); resolves when /healthz answers. */
+/** The banner line (printed before the broker serves) that names the co-signing service's address. */
 const COSIGNER_LINE = /co-signing service \(密钥拆分\): (http:\/\/\S+)/;
 
+/** Starts the real broker in development mode (`env`: extra BZT_* settings); resolves when /healthz answers. */
 export async function startBroker({ env: extraEnv = {} } = {}) {
+  // The port is probed free, then handed to the broker: another process may take it in between,
+  // so a broker that could not bind is started again on another port.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startBrokerOn(await freePort(), extraEnv);
+    } catch (e) {
+      if (attempt >= 3 || !/Address already in use/.test(String(e.message))) throw e;
+    }
+  }
+}
+
+async function startBrokerOn(port, extraEnv) {
   const bin = brokerBinary();
-  const port = await freePort();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'bzt-web-demo-'));
   const url = `http://127.0.0.1:${port}`;
   // The broker reads every BZT_* variable as configuration: pass none of the caller's (BZT_CONFIG,
@@ -74,11 +86,16 @@ export async function startBroker({ env: extraEnv = {} } = {}) {
   let log = '';
   child.stdout.on('data', (d) => { log += d; });
   child.stderr.on('data', (d) => { log += d; });
+  const exited = new Promise((r) => child.once('exit', r));
+  const closed = new Promise((r) => child.once('close', r));
   const deadline = Date.now() + 60000;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`bzt serve exited (${child.exitCode}):\n${log}`);
+    if (child.exitCode !== null) {
+      await closed; // the last of its output
+      fs.rmSync(dataDir, { recursive: true, force: true });
+      throw new Error(`bzt serve exited (${child.exitCode}):\n${log}`);
+    }
     try {
-      // The banner (printed before the broker serves) names the co-signing service's address.
       const r = await fetch(url + '/healthz');
       if (r.ok && COSIGNER_LINE.test(log)) break;
     } catch {}
@@ -96,7 +113,6 @@ export async function startBroker({ env: extraEnv = {} } = {}) {
     log: () => log,
     async stop() {
       if (child.exitCode === null) {
-        const exited = new Promise((r) => child.once('exit', r));
         child.kill('SIGTERM');
         const t = setTimeout(() => child.kill('SIGKILL'), 5000);
         await exited;
