@@ -12,7 +12,7 @@
 mod support;
 
 use base64::Engine;
-use bzt_phone::{ApproveExtras, EndedBy, PhoneConversation};
+use bzt_phone::{ApproveExtras, ConversationSocket, EndedBy, PhoneConversation};
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -235,7 +235,7 @@ async fn conversation_deadline_outlives_its_node(fx: &Fixture, nodes: &mut [Node
     let started = Instant::now();
     let policy = json!({ "max_requests": 5, "idle_s": IDLE_S, "max_s": 3600 });
     let (_, grant, token) = open_conversation(fx, nodes, policy).await;
-    let mut phone = PhoneConversation::connect(&nodes[0].base, &grant)
+    let mut phone = ConversationSocket::connect(&nodes[0].base, &grant)
         .await
         .expect("phone socket on node 1");
     let requester = Browser::connect(&format!(
@@ -261,7 +261,10 @@ async fn conversation_deadline_outlives_its_node(fx: &Fixture, nodes: &mut [Node
         .expect("ended within 10 s")
         .expect("phone socket");
     assert!(next.is_none());
-    assert_eq!(phone.ended().map(|e| e.by), Some(EndedBy::Idle));
+    assert_eq!(
+        phone.ended().map(|e| e.by.as_str()),
+        Some(EndedBy::Idle.as_str())
+    );
     eprintln!("idle end heard after {:?}", started.elapsed());
 }
 
@@ -277,7 +280,7 @@ async fn conversation_across_nodes(fx: &Fixture, nodes: &[Node], redis_url: &str
     let (session_id, grant, token) = open_conversation(fx, nodes, policy).await;
     let cid = grant.id.clone();
 
-    let mut phone = PhoneConversation::connect(&nodes[0].base, &grant)
+    let mut phone = ConversationSocket::connect(&nodes[0].base, &grant)
         .await
         .expect("phone socket on node 1");
     let mut requester = Browser::connect(&format!(
@@ -366,7 +369,10 @@ async fn conversation_across_nodes(fx: &Fixture, nodes: &[Node], redis_url: &str
         .expect("ended within 10 s")
         .expect("phone socket");
     assert!(next.is_none());
-    assert_eq!(phone.ended().map(|e| e.by), Some(EndedBy::Requester));
+    assert_eq!(
+        phone.ended().map(|e| e.by.as_str()),
+        Some(EndedBy::Requester.as_str())
+    );
 
     // The audit records of the flow, from any node: the same.
     let mut seen_by_node = Vec::new();

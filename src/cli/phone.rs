@@ -19,7 +19,7 @@ use bzt_phone::identity::{Device, PhoneIdentity};
 use bzt_phone::qr::QrText;
 use bzt_phone::split::{Enrolled, SplitIdentity, UnlockedSplit};
 use bzt_phone::{Claimed, DecryptOutcome};
-use bzt_phone::{Kind, PhoneConversation};
+use bzt_phone::{ConversationSocket, Kind};
 use clap::{Args, Subcommand};
 use std::io::{BufRead, IsTerminal, Write};
 use std::ops::ControlFlow;
@@ -284,7 +284,7 @@ async fn approve_split(
             DecryptOutcome::Approved(answer) => answer,
             DecryptOutcome::Rejected { refusal, answer } => {
                 println!(
-                    "无法解密，已拒绝 (session {} → {:?})",
+                    "无法解密，已拒绝 (session {} → {})",
                     answer.id, answer.status
                 );
                 bail!("cannot decrypt: {refusal}");
@@ -327,7 +327,7 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
             "session": answer.id, "status": answer.status, "reason": reason,
         });
         super::output::result(json, || {
-            println!("已拒绝 (session {} → {:?})", answer.id, answer.status)
+            println!("已拒绝 (session {} → {})", answer.id, answer.status)
         });
         return Ok(());
     }
@@ -338,7 +338,7 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
             let key = identity.unlock(&pin)?;
             let answer = approve_split(&phone, &claimed, &key, &colleagues, match_code, &a).await?;
             println!(
-                "已签名（密钥拆分，协同签名）(session {} → {:?}, version {})",
+                "已签名（密钥拆分，协同签名）(session {} → {}, version {})",
                 answer.id, answer.status, answer.version
             );
             return Ok(());
@@ -351,7 +351,7 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
         super::envelope::PhoneExtras::Refuse(refusal) => {
             let answer = phone.reject(&claimed, &refusal.reason()).await?;
             super::output::note(format!(
-                "无法解密，已拒绝 (session {} → {:?})",
+                "无法解密，已拒绝 (session {} → {})",
                 answer.id, answer.status
             ));
             bail!("cannot decrypt: {refusal}");
@@ -363,7 +363,7 @@ async fn flow(a: PhoneArgs, mode: Mode) -> anyhow::Result<()> {
     });
     super::output::result(json, || {
         println!(
-            "已签名 (session {} → {:?}, version {})",
+            "已签名 (session {} → {}, version {})",
             answer.id, answer.status, answer.version
         )
     });
@@ -491,7 +491,7 @@ async fn converse(a: PhoneArgs, auto_confirm: bool, max: Option<u64>) -> anyhow:
         "已签名并开启会话 / conversation opened: {}（有效期至 / until {}）",
         grant.id, grant.expires_at
     );
-    let mut socket = PhoneConversation::connect_with_tls(&claimed.base_url, &grant, tls).await?;
+    let mut socket = ConversationSocket::connect_with_tls(&claimed.base_url, &grant, tls).await?;
     if auto_confirm {
         println!("自动确认已开启：之后的签章请求将不再询问 / auto-confirm is on");
     }
@@ -594,7 +594,7 @@ async fn converse(a: PhoneArgs, auto_confirm: bool, max: Option<u64>) -> anyhow:
         let signer = match (&holder, &unlocked) {
             (_, Some(key)) => ConversationSigner::Split {
                 key,
-                phone_token: grant.phone_token.expose().to_owned(),
+                phone_token: grant.phone_token.clone(),
             },
             (Holder::Whole(identity), None) => ConversationSigner::Whole(identity),
             (Holder::Split { .. }, None) => unreachable!("a split key is unlocked above"),
@@ -622,7 +622,7 @@ async fn converse(a: PhoneArgs, auto_confirm: bool, max: Option<u64>) -> anyhow:
     };
     println!(
         "会话已结束：{} / conversation {} ended by {}{}",
-        ended.by.label_zh(),
+        bzt_phone::ended_by_label_zh(&ended.by),
         socket.conversation_id(),
         ended.by,
         ended.at.map(|t| format!(" at {t}")).unwrap_or_default()

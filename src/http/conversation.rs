@@ -224,7 +224,7 @@ async fn send_json(socket: &mut WebSocket, v: &impl serde::Serialize) -> Result<
 fn ended(c: &Conversation) -> Option<Ended> {
     c.ended.map(|(by, at)| Ended {
         by: by.as_str().to_owned(),
-        at: at.to_rfc3339(),
+        at: Some(at.to_rfc3339()),
     })
 }
 

@@ -110,7 +110,7 @@ pub async fn admin_key(
     tag = "admin",
     operation_id = "actOnCosignerKey",
     summary = "Freeze, unfreeze, revoke or unlock a split key at the co-signing service.",
-    description = "Relays `POST /v1/admin/keys/{key_id}/{action}` to the service. `revoke` first adds the split certificate's serial to the broker's run-time revocations (from `certificate_serial`, else from the service's key record), so the broker refuses the certificate even if the service call then fails; the answer then carries `revoked_serial`. For a member's granted key (its key id is the grant id) `revoke` reclaims the grant and revokes no certificate.",
+    description = "Relays `POST /v1/admin/keys/{key_id}/{action}` to the service. `revoke` first adds the split certificate's serial to the broker's run-time revocations (from `certificate_serial`, else from the service's key record), so the broker refuses the certificate even if the service call then fails; the answer then carries `revoked_serial`. For a member's granted key (its key id is the grant id) `revoke` reclaims the grant and revokes no certificate. For an administrator's key, `freeze` suspends the grants it made (the members' co-signing answers `frozen` until `unfreeze`) and `revoke` reclaims them (reclaim records with reason `lender_revoked`); see docs/key-splitting.md.",
     params(
         ("key_id" = String, Path, description = "The split key's id at the co-signing service (`[A-Za-z0-9_-]`, up to 128 characters)."),
         ("action" = String, Path, description = "`freeze` (挂失), `unfreeze`, `revoke` (注销: the server share is destroyed for good), `unlock` (after five wrong PIN proofs in a row)."),
@@ -212,7 +212,7 @@ async fn is_granted_key(admin: &CosignerAdmin, key_id: &str) -> bool {
     tag = "admin",
     operation_id = "listCosignerGrants",
     summary = "Every company-certificate grant at the co-signing service, and the reclaim records (证书收回记录).",
-    description = "Relays `GET /v1/admin/grants` of the service with `[cosigner] admin_token`; the service's answer as it gave it, `{\"grants\", \"reclaims\"}` (docs/key-splitting.md).",
+    description = "Relays `GET /v1/admin/grants` of the service with `[cosigner] admin_token`; the service's answer as it gave it, `{\"grants\", \"reclaims\"}`; a grant whose administrator's key is frozen or revoked carries `lender_state` (docs/key-splitting.md).",
     responses(
         (status = 200, description = "`{\"grants\": [...], \"reclaims\": [...]}`.", body = ServiceAnswer),
         answers::CosignerAdminRefusals,

@@ -337,7 +337,7 @@ impl Conv {
             "{}/v1/conversations/{}/phone?t={}",
             app.address.replacen("http", "ws", 1),
             grant.id,
-            grant.phone_token.expose()
+            grant.phone_token.as_str()
         );
         let socket = Browser::connect(&url, None)
             .await

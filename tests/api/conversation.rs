@@ -68,7 +68,7 @@ pub(crate) async fn open(app: &TestApp, policy: Value) -> Conv {
     let token = rc["token"].as_str().expect("result.conversation.token");
     assert_ne!(
         token,
-        grant.phone_token.expose(),
+        grant.phone_token.as_str(),
         "each side has its own token"
     );
     Conv {
@@ -104,7 +104,7 @@ impl Conv {
 
     /// The phone's socket through the phone library.
     pub(crate) async fn phone_socket(&self, app: &TestApp) -> ConversationSocket {
-        PhoneConversation::connect(&app.address, &self.grant)
+        ConversationSocket::connect(&app.address, &self.grant)
             .await
             .unwrap_or_else(|e| panic!("phone socket refused: {e}"))
     }
@@ -115,7 +115,7 @@ impl Conv {
             "{}/v1/conversations/{}/phone?t={}",
             ws_base(app),
             self.id,
-            self.grant.phone_token.expose()
+            self.grant.phone_token.as_str()
         );
         Browser::connect(&url, None)
             .await
@@ -376,7 +376,7 @@ async fn a_hundred_auto_confirmed_requests_arrive_in_order_with_valid_signatures
         .expect("the phone loop stops when the conversation ends")
         .unwrap();
     let summary = summary.unwrap();
-    assert_eq!(summary.ended.by, EndedBy::Requester);
+    assert_eq!(summary.ended.by, EndedBy::Requester.as_str());
     assert_eq!((summary.approved, summary.refused), (100, 0));
     assert_eq!(answered.len(), 100);
     assert!(answered.iter().all(|(_, o)| *o
@@ -406,11 +406,11 @@ async fn manual_confirmation_and_rejection_reach_the_requester() {
         .approve(&got1, &conv.phone.identity, false)
         .await
         .unwrap();
-    assert_eq!(ack.status, AckStatus::Approved);
+    assert_eq!(ack.status, AckStatus::Approved.as_str());
     let got2 = phone.next_request().await.unwrap().unwrap();
     assert_eq!((got2.request_id.as_str(), got2.seq), (r2.as_str(), 2));
     let ack = phone.reject(&got2, "金额与合同不符").await.unwrap();
-    assert_eq!(ack.status, AckStatus::Rejected);
+    assert_eq!(ack.status, AckStatus::Rejected.as_str());
 
     let res1 = next_result(&mut requester).await;
     assert_eq!(res1["request_id"], r1.as_str());
@@ -710,7 +710,7 @@ async fn the_requester_ends_it_and_both_sides_hear() {
     // A phone connecting afterwards hears how it ended, at once.
     let mut late = conv.phone_socket(&app).await;
     assert_eq!(late.next_request().await.unwrap(), None);
-    assert_eq!(late.ended().unwrap().by, EndedBy::Requester);
+    assert_eq!(late.ended().unwrap().by, EndedBy::Requester.as_str());
 }
 
 #[tokio::test]
@@ -722,7 +722,7 @@ async fn the_phone_ends_it_and_both_sides_hear() {
     let mut phone = conv.phone_socket(&app).await;
     let pending = conv.add(&app, &page(1), "第1页").await;
     let ended = phone.end().await.unwrap();
-    assert_eq!(ended.by, EndedBy::Phone);
+    assert_eq!(ended.by, EndedBy::Phone.as_str());
     assert!(ended.at.is_some());
     let before = expect_ended(&mut requester, "phone").await;
     assert_eq!(before.len(), 1, "{before:?}");
@@ -843,7 +843,7 @@ async fn a_response_after_revocation_is_refused_and_ends_the_conversation() {
         other => panic!("a revoked certificate's signature must be refused, got {other:?}"),
     }
     assert_eq!(phone.next_request().await.unwrap(), None);
-    assert_eq!(phone.ended().unwrap().by, EndedBy::Certificate);
+    assert_eq!(phone.ended().unwrap().by, EndedBy::Certificate.as_str());
     let before = expect_ended(&mut requester, "certificate").await;
     assert_eq!(before.len(), 1);
     assert_eq!(
@@ -878,10 +878,10 @@ async fn conversations_are_guarded_by_their_tokens_and_app() {
 
     // The requester's token does not open the phone's socket, nor the reverse.
     let swapped = PhoneConversation {
-        phone_token: bzt_phone::Token::new(conv.token.clone()),
+        phone_token: conv.token.clone(),
         ..conv.grant.clone()
     };
-    match PhoneConversation::connect(&app.address, &swapped).await {
+    match ConversationSocket::connect(&app.address, &swapped).await {
         Err(ConversationError::Broker(b)) => {
             assert_eq!((b.status, b.code.as_str()), (401, "unauthorized"))
         }
@@ -891,7 +891,7 @@ async fn conversations_are_guarded_by_their_tokens_and_app() {
         "{}/v1/conversations/{}/ws?t={}",
         ws_base(&app),
         conv.id,
-        conv.grant.phone_token.expose()
+        conv.grant.phone_token.as_str()
     );
     let (status, body) = ws_refusal(Browser::connect(&url, None).await.err().unwrap());
     assert_eq!(status, 401, "{body}");

@@ -189,7 +189,7 @@ async fn a_conversation_request_has_a_context_only_while_it_is_pending() {
     let app = spawn_with_cosigner().await;
     let conv = open(&app, policy(10, 600, 7200)).await;
     let rid = conv.add(&app, "第2页：报价明细".as_bytes(), "第2页").await;
-    let token = conv.grant.phone_token.expose().to_owned();
+    let token = conv.grant.phone_token.as_str().to_owned();
     let body = |rid: &str, token: &str| json!({ "conversation": { "id": conv.id, "request_id": rid, "phone_token": token } });
 
     let context = context_ok(&app, &body(&rid, &token)).await;
@@ -309,7 +309,9 @@ async fn a_decrypt_session_carries_its_opening_window_and_completes_only_inside_
         .await
         .unwrap()
     {
-        DecryptOutcome::Approved(answer) => assert_eq!(answer.status, SessionStatus::Approved),
+        DecryptOutcome::Approved(answer) => {
+            assert_eq!(answer.status, SessionStatus::Approved.as_str())
+        }
         DecryptOutcome::Rejected { refusal, .. } => panic!("refused: {refusal:?}"),
     }
 }

@@ -140,7 +140,7 @@ async fn encrypt_then_decrypt(app: &TestApp) -> Flow {
         )
         .await
         .unwrap();
-    assert_eq!(done.status, SessionStatus::Approved);
+    assert_eq!(done.status, SessionStatus::Approved.as_str());
     let view = app.get_session(&created.id).await;
     assert_eq!(view["status"], "approved", "{view}");
     let result = &view["result"];
@@ -213,7 +213,7 @@ async fn encrypt_then_decrypt(app: &TestApp) -> Flow {
         .await
         .unwrap()
     {
-        DecryptOutcome::Approved(a) => assert_eq!(a.status, SessionStatus::Approved),
+        DecryptOutcome::Approved(a) => assert_eq!(a.status, SessionStatus::Approved.as_str()),
         DecryptOutcome::Rejected { refusal, .. } => panic!("a recipient refused: {refusal}"),
     }
     let (status, result) = outcome(&mut hall).await;
@@ -300,7 +300,7 @@ async fn a_phone_whose_certificate_is_not_a_recipient_rejects_with_its_reason() 
         DecryptOutcome::Rejected { refusal, answer } => (refusal, answer),
         DecryptOutcome::Approved(_) => panic!("a non-recipient approved"),
     };
-    assert_eq!(answer.status, SessionStatus::Rejected);
+    assert_eq!(answer.status, SessionStatus::Rejected.as_str());
     assert!(
         matches!(&refusal, DecryptRefusal::NotARecipient { recipients, .. } if recipients.len() == 1),
         "{refusal:?}"

@@ -59,7 +59,7 @@ async fn approved_session(body: Value) -> (TestApp, Created, Value) {
     // Approve at once: the browser must still see `scanned` before the result.
     let done = phone.approve(&claimed).await.unwrap();
     assert_eq!(done.id, *id);
-    assert_eq!(done.status, SessionStatus::Approved);
+    assert_eq!(done.status, SessionStatus::Approved.as_str());
     assert_eq!(done.version, 3);
 
     let status = browser.next_event().await;
@@ -219,7 +219,7 @@ async fn a_phone_can_reject() {
         .reject(&claimed, "不是我本人操作")
         .await
         .unwrap();
-    assert_eq!(done.status, SessionStatus::Rejected);
+    assert_eq!(done.status, SessionStatus::Rejected.as_str());
     let result = browser.next_event().await;
     assert_eq!(
         result,

@@ -91,7 +91,7 @@ async fn sign_with(
     let answer = phone
         .approve_split(&claimed, &key, ApproveExtras::default())
         .await?;
-    assert_eq!(answer.status, SessionStatus::Approved);
+    assert_eq!(answer.status, SessionStatus::Approved.as_str());
     Ok(app.get_session(&created.id).await)
 }
 

@@ -303,7 +303,7 @@ async fn healthz_and_an_ordinary_login_answer_while_hostile_chains_are_checked()
     .expect("an ordinary login did not finish while hostile chains were checked");
     assert_eq!(
         login.unwrap().status,
-        bzt_phone::SessionStatus::Approved,
+        bzt_phone::SessionStatus::Approved.as_str(),
         "took {:?}",
         started.elapsed()
     );

@@ -195,7 +195,7 @@ async fn openssl_ca_certificate_and_signature_are_accepted() {
         )
         .await
         .unwrap();
-    assert_eq!(done.status, bzt_phone::SessionStatus::Approved);
+    assert_eq!(done.status, bzt_phone::SessionStatus::Approved.as_str());
 
     let view = app.get_session(&created.id).await;
     let cert = &view["result"]["certificate"];

@@ -745,7 +745,7 @@ async fn a_conversation_opened_with_a_seal_stamps_a_seal_on_each_page_with_auto_
     assert_error(resp, 400, "invalid_request").await;
 
     // The phone stamps every page with the seal the user chose once (自动确认).
-    let mut socket = bzt_phone::PhoneConversation::connect(&app.address, &grant)
+    let mut socket = bzt_phone::ConversationSocket::connect(&app.address, &grant)
         .await
         .unwrap()
         .with_seal(seal.clone());
@@ -849,7 +849,7 @@ async fn a_phone_without_a_seal_declines_seal_requests_and_a_bare_signature_is_r
     let r1: Value = post_seal().await.unwrap().json().await.unwrap();
     let r2: Value = post_seal().await.unwrap().json().await.unwrap();
 
-    let mut socket = bzt_phone::PhoneConversation::connect(&app.address, &grant)
+    let mut socket = bzt_phone::ConversationSocket::connect(&app.address, &grant)
         .await
         .unwrap();
     // A bare SM2 signature over the hash is not an answer to a seal request.
@@ -863,7 +863,7 @@ async fn a_phone_without_a_seal_declines_seal_requests_and_a_bare_signature_is_r
     assert_eq!(e.code(), Some("invalid_request"), "{e}");
     // The request stays pending after the refusal; the user declines it.
     let ack = socket.reject(&first, "手机未选择印章").await.unwrap();
-    assert_eq!(ack.status, bzt_phone::AckStatus::Rejected);
+    assert_eq!(ack.status, bzt_phone::AckStatus::Rejected.as_str());
     // Without a seal chosen, the library declines the next one instead of leaving it to expire.
     let mut seen = 0;
     socket
@@ -981,7 +981,7 @@ async fn a_conversation_seal_answer_with_a_40_kib_picture_is_accepted() {
             }),
         )
         .await;
-    let mut socket = bzt_phone::PhoneConversation::connect(&app.address, &grant)
+    let mut socket = bzt_phone::ConversationSocket::connect(&app.address, &grant)
         .await
         .unwrap()
         .with_seal(seal);

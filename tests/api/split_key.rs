@@ -19,8 +19,8 @@ use bzt_envelope::{open_to_path_with_content_key, unwrap_key, ContentKey, Recipi
 use bzt_phone::conversation::Decision;
 use bzt_phone::split::{Enrolled, SplitIdentity, UnlockedSplit};
 use bzt_phone::{
-    ApproveExtras, ConversationSigner, DecryptOutcome, Device, Phone, PhoneConversation,
-    RunSummary, SessionStatus,
+    ApproveExtras, ConversationSigner, ConversationSocket, DecryptOutcome, Device, Phone,
+    PhoneConversation, RunSummary, SessionStatus,
 };
 use bzt_rp_client::{CreateSession, Kind, SealInput};
 use serde_json::{json, Value};
@@ -214,7 +214,7 @@ pub(crate) async fn approve_requests_with_split_key(
     count: usize,
     auto_confirmed: bool,
 ) -> RunSummary {
-    let mut socket = PhoneConversation::connect(&app.address, grant)
+    let mut socket = ConversationSocket::connect(&app.address, grant)
         .await
         .unwrap();
     if let Some(seal) = seal {
@@ -225,7 +225,7 @@ pub(crate) async fn approve_requests_with_split_key(
         .run(
             ConversationSigner::Split {
                 key,
-                phone_token: grant.phone_token.expose().to_owned(),
+                phone_token: grant.phone_token.as_str().to_owned(),
             },
             |_| std::future::ready(Decision::Approve { auto_confirmed }),
             |_, _| {
@@ -275,7 +275,7 @@ async fn a_split_key_logs_in_signs_and_converses_and_openssl_verifies_its_signat
         .approve_split(&claimed, &key, ApproveExtras::default())
         .await
         .unwrap();
-    assert_eq!(answer.status, SessionStatus::Approved);
+    assert_eq!(answer.status, SessionStatus::Approved.as_str());
     let view = app.get_session(&created.id).await;
     let result = &view["result"];
     assert_eq!(
@@ -435,7 +435,7 @@ async fn open_at_the_hall(
         .await
         .unwrap()
     {
-        DecryptOutcome::Approved(a) => assert_eq!(a.status, SessionStatus::Approved),
+        DecryptOutcome::Approved(a) => assert_eq!(a.status, SessionStatus::Approved.as_str()),
         DecryptOutcome::Rejected { refusal, .. } => panic!("refused: {refusal:?}"),
     }
     let view: Value = app
@@ -779,7 +779,7 @@ async fn the_service_refuses_to_open_before_the_opening_time_and_freezing_stops_
         .approve_split(&claimed, &key, ApproveExtras::default())
         .await
         .unwrap();
-    assert_eq!(answer.status, SessionStatus::Approved);
+    assert_eq!(answer.status, SessionStatus::Approved.as_str());
 }
 
 /// A company seal made by the platform CA for `cert_pem`, valid for a year.
@@ -910,7 +910,7 @@ async fn a_split_key_stamps_a_seal_that_the_broker_and_openssl_verify_and_the_se
         )
         .await
         .unwrap();
-    assert_eq!(answer.status, SessionStatus::Approved);
+    assert_eq!(answer.status, SessionStatus::Approved.as_str());
     let view = app.get_session(&created.id).await;
     let result = &view["result"];
     assert_eq!(result["seal"]["name"], "示例建设有限公司", "{result}");
@@ -1089,7 +1089,9 @@ async fn the_hall_registers_its_opening_time_with_the_service_which_refuses_befo
                 .await
                 .unwrap()
             {
-                DecryptOutcome::Approved(a) => assert_eq!(a.status, SessionStatus::Approved),
+                DecryptOutcome::Approved(a) => {
+                    assert_eq!(a.status, SessionStatus::Approved.as_str())
+                }
                 DecryptOutcome::Rejected { refusal, .. } => panic!("refused: {refusal:?}"),
             }
         },

@@ -38,6 +38,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 pub const ACTOR_ADMINISTRATOR: &str = "administrator";
 pub const ACTOR_OPERATOR: &str = "operator";
 pub const ACTOR_AUTOMATIC: &str = "automatic";
+/// A reclaim record's reason when the lending administrator key was revoked.
+pub const REASON_LENDER_REVOKED: &str = "lender_revoked";
 
 fn reclaimed() -> ServiceError {
     ServiceError::new(
@@ -84,6 +86,39 @@ impl Service {
             self.reclaim(&entry, ACTOR_AUTOMATIC, true).await?;
             return Err(reclaimed());
         }
+        // The grant lends the administrator's certificate: it is no stronger
+        // than the administrator's own key.
+        let lender = self.store.get(&entry.grant.granted_by).await?;
+        match lender.map(|r| r.state) {
+            Some(KeyState::Active) => Ok(()),
+            Some(KeyState::Frozen) => Err(lender_frozen()),
+            // Revoking the lender reclaims its grants; this finishes the job
+            // should that have been cut short.
+            Some(KeyState::Revoked) | None => {
+                self.reclaim_for_revoked_lender(&entry).await?;
+                Err(reclaimed())
+            }
+        }
+    }
+
+    /// Reclaims a grant whose lending administrator key is revoked (actor
+    /// `operator`, reason `lender_revoked`); true if this call did.
+    pub(crate) async fn reclaim_for_revoked_lender(
+        &self,
+        entry: &GrantEntry,
+    ) -> Result<bool, ServiceError> {
+        self.reclaim_because(entry, ACTOR_OPERATOR, Some(REASON_LENDER_REVOKED), false)
+            .await
+    }
+
+    /// When the administrator key `lender` is revoked: every grant it made
+    /// that is not yet reclaimed is, once for all nodes.
+    pub(crate) async fn reclaim_grants_of(&self, lender: &str) -> Result<(), ServiceError> {
+        for entry in self.store.grants().await? {
+            if entry.grant.granted_by == lender && !entry.is_reclaimed() {
+                self.reclaim_for_revoked_lender(&entry).await?;
+            }
+        }
         Ok(())
     }
 
@@ -122,6 +157,18 @@ impl Service {
         actor: &str,
         only_if_expired: bool,
     ) -> Result<bool, ServiceError> {
+        self.reclaim_because(entry, actor, None, only_if_expired)
+            .await
+    }
+
+    /// [`Service::reclaim`], the record saying why (`reason`).
+    async fn reclaim_because(
+        &self,
+        entry: &GrantEntry,
+        actor: &str,
+        reason: Option<&str>,
+        only_if_expired: bool,
+    ) -> Result<bool, ServiceError> {
         let grant = &entry.grant;
         let done = GrantEntry {
             grant: Grant {
@@ -145,6 +192,7 @@ impl Service {
             member: grant.member.clone(),
             at: rfc3339(self.clock.now()),
             actor: actor.to_owned(),
+            reason: reason.map(str::to_owned),
             node: self.node.clone(),
         };
         let expected_end = only_if_expired.then_some(grant.end.as_str());
@@ -187,7 +235,7 @@ impl Service {
         granted_by: Option<&str>,
         grant: Option<Grant>,
     ) -> Result<GrantList, ServiceError> {
-        let grants: Vec<Grant> = self
+        let mut grants: Vec<Grant> = self
             .store
             .grants()
             .await?
@@ -195,6 +243,14 @@ impl Service {
             .map(|e| e.grant)
             .filter(|g| granted_by.is_none_or(|k| g.granted_by == k))
             .collect();
+        let mut lender_states = std::collections::HashMap::new();
+        for g in &mut grants {
+            if !lender_states.contains_key(&g.granted_by) {
+                let state = self.lender_state(&g.granted_by).await?;
+                lender_states.insert(g.granted_by.clone(), state);
+            }
+            g.lender_state = lender_states[&g.granted_by].clone();
+        }
         let reclaims = self
             .store
             .reclaims()
@@ -206,6 +262,16 @@ impl Service {
             grant,
             grants,
             reclaims,
+        })
+    }
+
+    /// `frozen` or `revoked` for an administrator key that is not active
+    /// (a key no longer stored reads as revoked).
+    async fn lender_state(&self, key_id: &str) -> Result<Option<String>, ServiceError> {
+        Ok(match self.store.get(key_id).await?.map(|r| r.state) {
+            Some(KeyState::Active) => None,
+            Some(KeyState::Frozen) => Some("frozen".to_owned()),
+            Some(KeyState::Revoked) | None => Some("revoked".to_owned()),
         })
     }
 
@@ -230,6 +296,14 @@ impl Service {
                 ServiceError::internal()
             })
     }
+}
+
+fn lender_frozen() -> ServiceError {
+    ServiceError::new(
+        StatusCode::FORBIDDEN,
+        "frozen",
+        "the administrator's key that lends this certificate is frozen (挂失); the grant works again once it is unfrozen",
+    )
 }
 
 fn member_cannot_grant() -> ServiceError {
@@ -460,6 +534,7 @@ async fn grant(
             start: rfc3339(svc.clock.now()),
             end,
             status: "pending".into(),
+            lender_state: None,
             authorisation,
         },
         pending: Some(PendingShare {

@@ -968,6 +968,10 @@ async fn admin_action(
     if action != "unlock" {
         svc.store.put(&record).await?;
     }
+    if action == "revoke" {
+        // The certificate this key lent to members goes with it.
+        svc.reclaim_grants_of(&key_id).await?;
+    }
     svc.audit(&key_id, &action, "admin", None, "ok").await;
     Ok(Json(status_of(&svc, &record).await?))
 }

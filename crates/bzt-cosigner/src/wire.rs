@@ -312,6 +312,12 @@ pub struct Grant {
     pub end: String,
     /// `pending` (not yet accepted by the member), `active`, `reclaimed`.
     pub status: String,
+    /// The state of the administrator's key that lends the certificate, when
+    /// it is not `active`: `frozen` (挂失: the member cannot co-sign until it
+    /// is unfrozen) or `revoked` (注销: the grant was reclaimed with it).
+    /// Worked out when listed, not stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lender_state: Option<String>,
     /// The administrator's last request about this grant, and its
     /// signature: anyone can check it against the company certificate.
     pub authorisation: Authorisation,
@@ -347,6 +353,10 @@ pub struct ReclaimRecord {
     pub at: String,
     /// `administrator`, `operator` or `automatic`.
     pub actor: String,
+    /// Why, when it was not the actor's own choice: `lender_revoked` (the
+    /// administrator's key that lent the certificate was revoked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Which service node wrote it.
     pub node: String,
 }

@@ -708,3 +708,64 @@ async fn revoking_a_members_key_reclaims_its_grant_once_with_the_redis_store() {
     }))
     .await;
 }
+
+/// The administrator's key lends the company certificate: frozen (挂失), its members cannot
+/// co-sign until it is unfrozen and the listing says the lender is frozen; revoked (注销), every
+/// grant it made is taken back at once (one 收回 record each, actor `operator`, reason
+/// `lender_revoked`) and the member can neither sign nor decrypt.
+#[tokio::test]
+async fn a_frozen_lender_suspends_its_grants_and_a_revoked_one_ends_them() {
+    let Granted {
+        broker,
+        service: _service,
+        _dir,
+        admin,
+        member,
+        grant_id,
+        ..
+    } = a_member_granted_for(3600).await;
+    let lender = admin.file.key_id.clone();
+    member.sign(&broker).await.unwrap();
+
+    admin
+        .client
+        .admin(ADMIN_TOKEN, &lender, "freeze")
+        .await
+        .unwrap();
+    assert_eq!(code(member.sign(&broker).await), "frozen");
+    assert_eq!(code(member.decrypt(&broker).await), "frozen");
+    let all = admin.client.operator_grants(ADMIN_TOKEN).await.unwrap();
+    assert_eq!(all.grants[0].status, "active");
+    assert_eq!(all.grants[0].lender_state.as_deref(), Some("frozen"));
+
+    admin
+        .client
+        .admin(ADMIN_TOKEN, &lender, "unfreeze")
+        .await
+        .unwrap();
+    member.sign(&broker).await.unwrap();
+    let all = admin.client.operator_grants(ADMIN_TOKEN).await.unwrap();
+    assert_eq!(all.grants[0].lender_state, None);
+
+    admin
+        .client
+        .admin(ADMIN_TOKEN, &lender, "revoke")
+        .await
+        .unwrap();
+    assert_eq!(code(member.sign(&broker).await), "reclaimed");
+    assert_eq!(code(member.decrypt(&broker).await), "reclaimed");
+    let all = admin.client.operator_grants(ADMIN_TOKEN).await.unwrap();
+    assert_eq!(all.grants[0].grant_id, grant_id);
+    assert_eq!(all.grants[0].status, "reclaimed");
+    assert_eq!(all.grants[0].lender_state.as_deref(), Some("revoked"));
+    assert_eq!(all.reclaims.len(), 1);
+    assert_eq!(all.reclaims[0].grant_id, grant_id);
+    assert_eq!(all.reclaims[0].actor, "operator");
+    assert_eq!(all.reclaims[0].reason.as_deref(), Some("lender_revoked"));
+    let member_key = admin
+        .client
+        .key_status(ADMIN_TOKEN, &grant_id)
+        .await
+        .unwrap();
+    assert_eq!(member_key.state, "revoked");
+}

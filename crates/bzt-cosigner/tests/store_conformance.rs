@@ -136,6 +136,7 @@ fn grant(id: &str, end: &str) -> GrantEntry {
             start: "2026-01-01T00:00:00Z".into(),
             end: end.into(),
             status: "active".into(),
+            lender_state: None,
             authorisation: Authorisation {
                 request_b64: "AA==".into(),
                 signature_b64: "AA==".into(),
@@ -152,6 +153,7 @@ fn reclaim_record(id: &str, actor: &str) -> ReclaimRecord {
         member: grant(id, "x").grant.member,
         at: "2026-01-02T00:00:00Z".into(),
         actor: actor.into(),
+        reason: None,
         node: "n".into(),
     }
 }

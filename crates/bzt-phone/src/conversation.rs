@@ -22,10 +22,10 @@
 //! # async fn demo(claimed: bzt_phone::Claimed, done: bzt_phone::CompleteAnswer,
 //! #               identity: bzt_phone::PhoneIdentity) -> Result<(), bzt_phone::ConversationError> {
 //! use std::ops::ControlFlow;
-//! use bzt_phone::PhoneConversation;
+//! use bzt_phone::ConversationSocket;
 //!
 //! let grant = done.conversation.expect("opened with open_conversation: true");
-//! let mut socket = PhoneConversation::connect(&claimed.base_url, &grant).await?;
+//! let mut socket = ConversationSocket::connect(&claimed.base_url, &grant).await?;
 //! let summary = socket
 //!     .run_auto_confirm(&identity, |request, outcome| {
 //!         println!("自动确认 #{} {}: {outcome:?}", request.seq, request.display.title);
@@ -45,7 +45,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::Url;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::macros::{format_description, offset};
@@ -124,87 +124,31 @@ impl SignRequest {
     }
 }
 
-/// Who or what ended a conversation (`ended.by`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EndedBy {
-    /// The phone sent `end`.
-    Phone,
-    /// The requester ended it (`DELETE /v1/conversations/<cid>`).
-    Requester,
-    /// No request for `idle_s` seconds.
-    Idle,
-    /// `max_s` passed, or `max_requests` were answered.
-    Limit,
-    /// The opening certificate stopped being acceptable (revoked, expired).
-    Certificate,
-    /// A reason this library does not know.
-    #[serde(other)]
-    Unknown,
-}
+/// Who or what ended a conversation; `ended.by` carries its wire name as text, so a cause this
+/// phone does not know still reads (see [`ended_by_label_zh`]).
+pub use bzt_wire::EndedBy;
 
-impl EndedBy {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndedBy::Phone => "phone",
-            EndedBy::Requester => "requester",
-            EndedBy::Idle => "idle",
-            EndedBy::Limit => "limit",
-            EndedBy::Certificate => "certificate",
-            EndedBy::Unknown => "unknown",
-        }
+/// The `ended` frame: `by` (text, compare with [`EndedBy::as_str`]) and `at` (RFC 3339, when the
+/// broker said).
+pub use bzt_wire::Ended;
+
+/// What an `ack` says the answer did; `ack.status` carries its wire name as text.
+pub use bzt_wire::RequestStatus as AckStatus;
+
+/// The broker accepted an answer: the request answered and what became of it.
+pub use bzt_wire::Ack;
+
+/// The reason a conversation ended (`ended.by`), on a Chinese screen; a cause this phone does not
+/// know reads 未知原因.
+pub fn ended_by_label_zh(by: &str) -> &'static str {
+    match by {
+        "phone" => "手机端结束",
+        "requester" => "请求方结束",
+        "idle" => "空闲超时",
+        "limit" => "达到会话上限",
+        "certificate" => "证书已失效",
+        _ => "未知原因",
     }
-
-    /// The reason on a Chinese screen.
-    pub fn label_zh(self) -> &'static str {
-        match self {
-            EndedBy::Phone => "手机端结束",
-            EndedBy::Requester => "请求方结束",
-            EndedBy::Idle => "空闲超时",
-            EndedBy::Limit => "达到会话上限",
-            EndedBy::Certificate => "证书已失效",
-            EndedBy::Unknown => "未知原因",
-        }
-    }
-}
-
-impl std::fmt::Display for EndedBy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The `ended` frame.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ended {
-    /// Why.
-    pub by: EndedBy,
-    /// When (RFC 3339), if the broker said.
-    #[serde(default)]
-    pub at: Option<String>,
-}
-
-/// What an `ack` says the answer did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AckStatus {
-    /// The signature verified; the requester has it.
-    Approved,
-    /// The decline was recorded.
-    Rejected,
-    /// A status this library does not know.
-    #[serde(other)]
-    Unknown,
-}
-
-/// The broker accepted an answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ack {
-    /// The request answered.
-    pub request_id: String,
-    /// What became of it.
-    pub status: AckStatus,
 }
 
 /// An `error` frame: the broker refused an answer (`bad_signature`, `conflict` for a request
@@ -380,12 +324,8 @@ type Ws = crate::net::WsStream;
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Incoming {
     SignRequest(bzt_wire::SignRequestFrame),
-    /// The phone's own reading of `ended`: a cause it does not know is [`EndedBy::Unknown`].
     Ended(Ended),
-    Ack {
-        request_id: String,
-        status: AckStatus,
-    },
+    Ack(Ack),
     Error(bzt_wire::FrameError),
     #[serde(other)]
     Other,
@@ -397,26 +337,6 @@ enum Frame {
     Ended(Ended),
     Ack(Ack),
     Error(FrameError),
-}
-
-impl PhoneConversation {
-    /// Opens the phone's conversation socket on the broker at `base_url` (the `base_url` of the
-    /// [`crate::Claimed`] session that opened it): [`ConversationSocket::connect`].
-    pub async fn connect(
-        base_url: &str,
-        grant: &PhoneConversation,
-    ) -> Result<ConversationSocket, ConversationError> {
-        ConversationSocket::connect(base_url, grant).await
-    }
-
-    /// [`PhoneConversation::connect`] trusting `tls`'s roots for `wss:`.
-    pub async fn connect_with_tls(
-        base_url: &str,
-        grant: &PhoneConversation,
-        tls: ClientTls,
-    ) -> Result<ConversationSocket, ConversationError> {
-        ConversationSocket::connect_with_tls(base_url, grant, tls).await
-    }
 }
 
 /// What signs a conversation's requests: the phone's whole key, or a split key co-signing
@@ -507,7 +427,7 @@ impl ConversationSocket {
         grant: &PhoneConversation,
         tls: ClientTls,
     ) -> Result<Self, ConversationError> {
-        let url = socket_url(base_url, &grant.id, grant.phone_token.expose())?;
+        let url = socket_url(base_url, &grant.id, &grant.phone_token)?;
         let ws = open(&url, &tls).await?;
         Ok(Self {
             url,
@@ -734,8 +654,9 @@ impl ConversationSocket {
     {
         let signer = signer.into();
         let mut summary = RunSummary {
+            // Replaced by the broker's `ended` before every successful return.
             ended: Ended {
-                by: EndedBy::Unknown,
+                by: String::new(),
                 at: None,
             },
             approved: 0,
@@ -988,7 +909,7 @@ impl ConversationSocket {
                     })
                 }
                 Incoming::Ended(e) => Frame::Ended(e),
-                Incoming::Ack { request_id, status } => Frame::Ack(Ack { request_id, status }),
+                Incoming::Ack(ack) => Frame::Ack(ack),
                 Incoming::Error(bzt_wire::FrameError { error, request_id }) => {
                     Frame::Error(FrameError {
                         code: error.code,
@@ -1104,19 +1025,16 @@ mod tests {
             serde_json::from_str(r#"{"type":"ended","by":"certificate","at":"t"}"#).unwrap();
         assert!(matches!(
             f,
-            Incoming::Ended(Ended {
-                by: EndedBy::Certificate,
-                ..
-            })
+            Incoming::Ended(Ended { by, .. }) if by == EndedBy::Certificate.as_str()
         ));
         let f: Incoming = serde_json::from_str(r#"{"type":"ended","by":"meteor"}"#).unwrap();
         assert!(matches!(
             f,
-            Incoming::Ended(Ended {
-                by: EndedBy::Unknown,
-                at: None
-            })
+            Incoming::Ended(Ended { ref by, at: None }) if ended_by_label_zh(by) == "未知原因"
         ));
+        let f: Incoming =
+            serde_json::from_str(r#"{"type":"ack","request_id":"r","status":"later"}"#).unwrap();
+        assert!(matches!(f, Incoming::Ack(Ack { status, .. }) if status == "later"));
         let f: Incoming = serde_json::from_str(r#"{"type":"hello","x":1}"#).unwrap();
         assert!(matches!(f, Incoming::Other));
     }

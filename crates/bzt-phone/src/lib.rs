@@ -31,7 +31,7 @@
 //! - [`challenge`]: [`Challenge`], the `BZT-CHALLENGE-V1` text, parsed and checked strictly.
 //! - [`client`]: [`Phone`] with `claim`, `approve`, `reject`, `complete_raw`.
 //! - [`conversation`]: [`ConversationSocket`], the phone's side of a conversation (会话签章):
-//!   opened from [`CompleteAnswer::conversation`] with [`PhoneConversation::connect`], it hands
+//!   opened from [`CompleteAnswer::conversation`] with [`ConversationSocket::connect`], it hands
 //!   out each [`SignRequest`] once (across reconnects), answers with `approve` / `reject` / `end`,
 //!   and runs the whole loop with [`ConversationSocket::run`] (a decision per request) or
 //!   [`ConversationSocket::run_auto_confirm`] (自动确认).
@@ -70,8 +70,8 @@ pub use challenge::{Challenge, ChallengeError};
 pub use claim::{Claimed, OpeningWindow, Token};
 pub use client::{approval_body, check_approval, signed_approval_body, ApproveExtras, Phone};
 pub use conversation::{
-    Ack, AckStatus, ConversationError, ConversationSigner, ConversationSocket, Decision, Ended,
-    EndedBy, FrameError, Outcome, Reconnect, RunSummary, SignRequest,
+    ended_by_label_zh, Ack, AckStatus, ConversationError, ConversationSigner, ConversationSocket,
+    Decision, Ended, EndedBy, FrameError, Outcome, Reconnect, RunSummary, SignRequest,
 };
 pub use envelope::{
     decrypt_answer, encrypt_recipients, recipients_with_own, DecryptOutcome, DecryptRefusal,

@@ -1,7 +1,7 @@
 //! Plain data the broker sends about a session, as the Phone API's JSON has it.
 //!
-//! Every type here ignores unknown fields, so a newer broker adding fields does not break an
-//! older phone.
+//! Answers are the broker's own wire types (`bzt-wire`), which ignore unknown fields and carry
+//! statuses as text, so a newer broker adding fields or values does not break an older phone.
 
 use serde::{Deserialize, Serialize};
 
@@ -74,28 +74,9 @@ impl std::fmt::Display for Kind {
     }
 }
 
-/// A session's state as the broker reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SessionStatus {
-    /// Created, not yet claimed.
-    Pending,
-    /// Claimed by a phone, waiting for its completion.
-    Scanned,
-    /// Completed by the phone with a valid signature.
-    Approved,
-    /// Declined by the phone (or a wrong number-match pick).
-    Rejected,
-    /// Its time ran out.
-    Expired,
-    /// Cancelled by the RP or the browser.
-    Cancelled,
-    /// Too many bad completions.
-    Failed,
-    /// A status this library does not know.
-    #[serde(other)]
-    Unknown,
-}
+/// A session's state (the broker's wire type). Answers carry it as text (a status added later
+/// does not break this phone): compare with [`SessionStatus::as_str`].
+pub use bzt_wire::Status as SessionStatus;
 
 /// What the RP asked to show on the phone (the broker's wire type: title, optional detail).
 pub type SessionDisplay = bzt_wire::DisplayView;
@@ -107,27 +88,10 @@ pub type AppInfo = bzt_wire::AppView;
 /// user can spot a relay.
 pub type Requester = bzt_wire::RequesterView;
 
-/// The conversation handle the phone gets when it opened one (`kind=sign`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PhoneConversation {
-    /// Conversation id (`/v1/conversations/<id>/phone`).
-    pub id: String,
-    /// The phone's token for the conversation socket (`?t=`).
-    pub phone_token: crate::claim::Token,
-    /// When the conversation ends at the latest.
-    pub expires_at: String,
-}
+/// The conversation handle the phone gets when it opened one (`kind=sign`): id, phone token
+/// (kept out of `Debug`), latest end.
+pub type PhoneConversation = bzt_wire::PhoneGrant;
 
-/// The broker's answer to a successful completion or rejection.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CompleteAnswer {
-    /// The session id.
-    pub id: String,
-    /// Its new status (`approved` or `rejected`).
-    pub status: SessionStatus,
-    /// Its new version.
-    pub version: u64,
-    /// Present when the completion opened a conversation.
-    #[serde(default)]
-    pub conversation: Option<PhoneConversation>,
-}
+/// The broker's answer to a successful completion or rejection: id, new status (`approved` or
+/// `rejected`, as text), new version, and the conversation when the completion opened one.
+pub type CompleteAnswer = bzt_wire::CompleteResponse;

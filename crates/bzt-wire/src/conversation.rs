@@ -183,12 +183,17 @@ pub enum RequesterFrame {
 }
 
 /// `ended`: who ended the conversation, and when.
+// Read leniently (plain comment: kept out of the OpenAPI text): `by` is text,
+// so a cause added later does not break a client, and the contract's frame
+// (`{"type": "ended", "by": ...}`) may come without `at`; the broker always
+// sends it, hence `required` in the schema.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Ended {
     #[schema(value_type = EndedBy)]
     pub by: String,
-    #[schema(format = DateTime)]
-    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(required = true, value_type = String, format = DateTime)]
+    pub at: Option<String>,
 }
 
 /// `error`: a frame was refused; `request_id` when the frame named one.
@@ -234,6 +239,7 @@ pub struct SignRequestFrame {
 }
 
 /// `ack`: an answer was accepted (`approved` or `rejected`).
+// `status` is read as text, so a status added later does not break a client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Ack {
     pub request_id: String,

@@ -130,4 +130,31 @@ mod tests {
         .unwrap();
         assert_eq!(answer.version, 3);
     }
+
+    #[test]
+    fn an_ended_frame_reads_with_a_new_cause_and_without_at() {
+        let frame: PhoneServerFrame =
+            serde_json::from_value(json!({ "type": "ended", "by": "meteor" })).unwrap();
+        assert_eq!(
+            frame,
+            PhoneServerFrame::Ended(Ended {
+                by: "meteor".into(),
+                at: None
+            })
+        );
+    }
+
+    #[test]
+    fn a_phone_grant_keeps_its_token_out_of_debug() {
+        let grant = PhoneGrant {
+            id: "c".into(),
+            phone_token: "secret-token".into(),
+            expires_at: "e".into(),
+        };
+        assert!(!format!("{grant:?}").contains("secret-token"));
+        assert_eq!(
+            serde_json::to_value(&grant).unwrap()["phone_token"],
+            "secret-token"
+        );
+    }
 }

@@ -142,7 +142,8 @@ pub struct Rejection {
 
 /// The phone's side of a conversation it opened; `phone_token` opens
 /// `GET /v1/conversations/{id}/phone`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+// `Debug` does not show the token, so it stays out of logs.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PhoneGrant {
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub id: String,
@@ -152,12 +153,23 @@ pub struct PhoneGrant {
     pub expires_at: String,
 }
 
+impl std::fmt::Debug for PhoneGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PhoneGrant")
+            .field("id", &self.id)
+            .field("phone_token", &"…")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
 /// `200` to `POST /v1/sessions/{id}/complete`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CompleteResponse {
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub id: String,
     /// `approved` or `rejected`.
+    // Read as text, so a status added later does not break a client.
     #[schema(value_type = crate::session::Status)]
     pub status: String,
     #[schema(minimum = 3)]

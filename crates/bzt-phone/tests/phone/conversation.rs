@@ -15,8 +15,7 @@ use axum::Router;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bzt_phone::{
-    ConversationError, ConversationSocket, Decision, EndedBy, Outcome, PhoneConversation,
-    Reconnect, Token,
+    ConversationError, ConversationSocket, Decision, EndedBy, Outcome, PhoneConversation, Reconnect,
 };
 use serde_json::{json, Value};
 
@@ -166,7 +165,7 @@ async fn serve(mut socket: WebSocket, st: St) {
 fn grant() -> PhoneConversation {
     PhoneConversation {
         id: "c1".into(),
-        phone_token: Token::new(TOKEN),
+        phone_token: TOKEN.into(),
         expires_at: "2030-01-01T00:00:00.000Z".into(),
     }
 }
@@ -189,7 +188,7 @@ async fn auto_confirm_survives_lost_answers_and_lost_acks() {
         drop_before_ack: Some(4),
     };
     let (base, st) = start(6, faults).await;
-    let mut socket = fast(PhoneConversation::connect(&base, &grant()).await.unwrap());
+    let mut socket = fast(ConversationSocket::connect(&base, &grant()).await.unwrap());
     let mut seen = Vec::new();
     let summary = socket
         .run_auto_confirm(&fx.identity, |r, outcome| {
@@ -198,7 +197,7 @@ async fn auto_confirm_survives_lost_answers_and_lost_acks() {
         })
         .await
         .unwrap();
-    assert_eq!(summary.ended.by, EndedBy::Limit);
+    assert_eq!(summary.ended.by, EndedBy::Limit.as_str());
     assert_eq!(summary.reconnects, 2);
     let approved = Outcome::Approved {
         auto_confirmed: true,
@@ -240,7 +239,7 @@ async fn auto_confirm_survives_lost_answers_and_lost_acks() {
 async fn decisions_reject_and_end() {
     let fx = Fixture::new();
     let (base, st) = start(5, Faults::default()).await;
-    let mut socket = fast(PhoneConversation::connect(&base, &grant()).await.unwrap());
+    let mut socket = fast(ConversationSocket::connect(&base, &grant()).await.unwrap());
     let summary = socket
         .run(
             &fx.identity,
@@ -260,7 +259,7 @@ async fn decisions_reject_and_end() {
         )
         .await
         .unwrap();
-    assert_eq!(summary.ended.by, EndedBy::Phone);
+    assert_eq!(summary.ended.by, EndedBy::Phone.as_str());
     assert_eq!((summary.approved, summary.rejected), (1, 1));
     let s = st.lock().unwrap();
     assert_eq!(s.answers["r1"][0]["auto_confirmed"], false);
@@ -278,7 +277,7 @@ async fn decisions_reject_and_end() {
 async fn on_answered_can_stop_after_n_and_a_reconnect_skips_what_was_handed_out() {
     let fx = Fixture::new();
     let (base, _st) = start(4, Faults::default()).await;
-    let mut socket = fast(PhoneConversation::connect(&base, &grant()).await.unwrap());
+    let mut socket = fast(ConversationSocket::connect(&base, &grant()).await.unwrap());
     let first = socket.next_request().await.unwrap().unwrap();
     assert_eq!(first.request_id, "r1");
     // The double sends r1..r4 again on the new connection; r1 is not handed out twice.
@@ -301,8 +300,11 @@ async fn on_answered_can_stop_after_n_and_a_reconnect_skips_what_was_handed_out(
         .unwrap();
     // r2 was handed out already and is the caller's; run answers r3, then stops with `end`.
     assert_eq!(summary.approved, 1);
-    assert_eq!(summary.ended.by, EndedBy::Phone);
-    assert_eq!(socket.ended().map(|e| e.by), Some(EndedBy::Phone));
+    assert_eq!(summary.ended.by, EndedBy::Phone.as_str());
+    assert_eq!(
+        socket.ended().map(|e| e.by.as_str()),
+        Some(EndedBy::Phone.as_str())
+    );
     assert_eq!(socket.next_request().await.unwrap(), None);
 }
 
@@ -310,16 +312,16 @@ async fn on_answered_can_stop_after_n_and_a_reconnect_skips_what_was_handed_out(
 async fn a_refused_upgrade_is_the_brokers_error() {
     let (base, _st) = start(1, Faults::default()).await;
     let wrong = PhoneConversation {
-        phone_token: Token::new("nope"),
+        phone_token: "nope".into(),
         ..grant()
     };
-    match PhoneConversation::connect(&base, &wrong).await {
+    match ConversationSocket::connect(&base, &wrong).await {
         Err(ConversationError::Broker(b)) => {
             assert_eq!((b.status, b.code.as_str()), (401, "unauthorized"));
         }
         other => panic!("expected the broker's 401, got {other:?}"),
     }
-    let err = PhoneConversation::connect("ftp://x", &grant())
+    let err = ConversationSocket::connect("ftp://x", &grant())
         .await
         .unwrap_err();
     assert!(matches!(err, ConversationError::Url(_)), "{err:?}");
