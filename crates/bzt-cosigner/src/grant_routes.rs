@@ -3,7 +3,7 @@
 //! the operator's list and reclaim, and automatic reclaim at the end time.
 //!
 //! A grant's member key has the grant's id. Reclaiming it, by whoever,
-//! goes through [`Service::reclaim`], which the store performs once for all
+//! goes through `Service::reclaim`, which the store performs once for all
 //! nodes: the grant becomes `reclaimed`, the member's server share is
 //! replaced by a revoked tombstone, and one reclaim record is written.
 
