@@ -684,9 +684,23 @@ async fn three_nodes_survive_a_redis_outage() {
         })
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let waiting = create(&fx.http, &nodes[0], 180).await;
 
     tokio::task::block_in_place(|| redis.stop());
     tokio::time::sleep(Duration::from_secs(1)).await;
+    // A phone scanning meanwhile is told to retry: the claim fails at reading the session,
+    // before any secret is compared (docs/security.md, failed claims).
+    match fx
+        .phone
+        .claim(&qr_on(&nodes[1], &waiting.qr_text), &fx.identity)
+        .await
+    {
+        Err(bzt_phone::Error::Broker(e)) => {
+            assert_eq!((e.status, e.code.as_str()), (503, "unavailable"));
+            assert!(e.retry_after.is_some());
+        }
+        other => panic!("expected 503 unavailable, got {other:?}"),
+    }
     for node in &nodes {
         let t = Instant::now();
         let r = fx
