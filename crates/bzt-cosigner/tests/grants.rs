@@ -248,38 +248,33 @@ async fn the_one_reclaim_by(admin: &Phone, actor: &str) -> ReclaimRecord {
 
 #[tokio::test]
 async fn a_member_signs_and_decrypts_with_its_own_share_and_the_audit_names_it() {
-    let Granted {
-        broker,
-        service: _service,
-        _dir,
-        admin,
-        member,
-        grant_id,
-        ..
-    } = a_member_granted_for(3600).await;
+    let g = a_member_granted_for(3600).await;
 
     // Same company key, different shares and key ids.
-    assert_eq!(member.file.public_key, admin.file.public_key);
-    assert_ne!(member.file.masked_share, admin.file.masked_share);
-    assert_eq!(member.file.key_id, grant_id);
-    member.sign(&broker).await.unwrap();
-    assert_eq!(member.decrypt(&broker).await.unwrap(), b"content-key-16B!");
-    admin.sign(&broker).await.unwrap();
+    assert_eq!(g.member.file.public_key, g.admin.file.public_key);
+    assert_ne!(g.member.file.masked_share, g.admin.file.masked_share);
+    assert_eq!(g.member.file.key_id, g.grant_id);
+    g.member.sign(&g.broker).await.unwrap();
+    assert_eq!(
+        g.member.decrypt(&g.broker).await.unwrap(),
+        b"content-key-16B!"
+    );
+    g.admin.sign(&g.broker).await.unwrap();
 
     // The member's PIN guards its share: a wrong one is the service's wrong_pin.
     let wrong = Phone {
         pin: "000000",
-        client: member.client.clone(),
-        file: member.file.clone(),
+        client: g.member.client.clone(),
+        file: g.member.file.clone(),
     };
-    assert_eq!(code(wrong.sign(&broker).await), "wrong_pin");
+    assert_eq!(code(wrong.sign(&g.broker).await), "wrong_pin");
 
-    let list = admin.grants().await.unwrap();
+    let list = g.admin.grants().await.unwrap();
     assert_eq!(list.grants.len(), 1);
     let grant = &list.grants[0];
     assert_eq!(
         (grant.status.as_str(), &grant.member, &grant.granted_by),
-        ("active", &li_si(), &admin.file.key_id)
+        ("active", &li_si(), &g.admin.file.key_id)
     );
     // The grant carries the administrator's signed request: it verifies under
     // the company key over exactly those bytes.
@@ -287,20 +282,20 @@ async fn a_member_signs_and_decrypts_with_its_own_share_and_the_audit_names_it()
     let sig =
         sm2::dsa::Signature::from_der(&B64.decode(&grant.authorisation.signature_b64).unwrap())
             .unwrap();
-    assert!(company_key(&admin.file).verify(&request, &sig).is_ok());
+    assert!(company_key(&g.admin.file).verify(&request, &sig).is_ok());
     assert!(String::from_utf8(request).unwrap().contains("member:李四"));
 
-    let audit = admin.client.audit(ADMIN_TOKEN).await.unwrap().records;
+    let audit = g.admin.client.audit(ADMIN_TOKEN).await.unwrap().records;
     let by_member: Vec<_> = audit
         .iter()
-        .filter(|r| r.key_id == grant_id && r.outcome == "ok")
+        .filter(|r| r.key_id == g.grant_id && r.outcome == "ok")
         .map(|r| (r.operation.as_str(), r.delegate.clone()))
         .collect();
     assert!(by_member.contains(&("sign", Some(li_si()))));
     assert!(by_member.contains(&("decrypt", Some(li_si()))));
     assert!(audit
         .iter()
-        .filter(|r| r.key_id == admin.file.key_id)
+        .filter(|r| r.key_id == g.admin.file.key_id)
         .all(|r| r.delegate.is_none()));
 }
 
@@ -361,38 +356,39 @@ async fn the_share_the_administrator_dealt_does_not_pass_the_members_pin_proof()
 
 #[tokio::test]
 async fn after_ungrant_the_member_cannot_sign_or_decrypt_the_administrator_still_can() {
-    let Granted {
-        broker,
-        service: _service,
-        _dir,
-        admin,
-        member,
-        grant_id,
-        ..
-    } = a_member_granted_for(3600).await;
-    member.sign(&broker).await.unwrap();
+    let g = a_member_granted_for(3600).await;
+    g.member.sign(&g.broker).await.unwrap();
 
-    let list = admin.ungrant(&grant_id).await.unwrap();
+    let list = g.admin.ungrant(&g.grant_id).await.unwrap();
     assert_eq!(list.grant.unwrap().status, "reclaimed");
 
-    assert_eq!(code(member.sign(&broker).await), "reclaimed");
-    assert_eq!(code(member.decrypt(&broker).await), "reclaimed");
-    admin.sign(&broker).await.unwrap();
-    assert_eq!(admin.decrypt(&broker).await.unwrap(), b"content-key-16B!");
+    assert_eq!(code(g.member.sign(&g.broker).await), "reclaimed");
+    assert_eq!(code(g.member.decrypt(&g.broker).await), "reclaimed");
+    g.admin.sign(&g.broker).await.unwrap();
+    assert_eq!(
+        g.admin.decrypt(&g.broker).await.unwrap(),
+        b"content-key-16B!"
+    );
 
     // Once: a second 解除授权 and the operator's reclaim find nothing to do.
-    assert_eq!(code(admin.ungrant(&grant_id).await), "reclaimed");
+    assert_eq!(code(g.admin.ungrant(&g.grant_id).await), "reclaimed");
     assert_eq!(
-        code(admin.client.operator_reclaim(ADMIN_TOKEN, &grant_id).await),
+        code(
+            g.admin
+                .client
+                .operator_reclaim(ADMIN_TOKEN, &g.grant_id)
+                .await
+        ),
         "reclaimed"
     );
-    let reclaim = the_one_reclaim_by(&admin, "administrator").await;
+    let reclaim = the_one_reclaim_by(&g.admin, "administrator").await;
     assert_eq!(reclaim.certificate, certificate());
     assert_eq!(reclaim.member, li_si());
     // The member's server share is gone from the store.
-    let status = admin
+    let status = g
+        .admin
         .client
-        .key_status(ADMIN_TOKEN, &grant_id)
+        .key_status(ADMIN_TOKEN, &g.grant_id)
         .await
         .unwrap();
     assert_eq!(status.state, "revoked");
@@ -400,119 +396,101 @@ async fn after_ungrant_the_member_cannot_sign_or_decrypt_the_administrator_still
 
 #[tokio::test]
 async fn the_end_time_reclaims_automatically_and_extending_before_it_keeps_the_member_working() {
-    let Granted {
-        broker,
-        clock,
-        start,
-        service,
-        _dir,
-        admin,
-        member,
-        grant_id,
-    } = a_member_granted_for(3600).await;
+    let g = a_member_granted_for(3600).await;
 
     // Before the end: extend to two hours.
-    clock.set(start + 1800);
-    let list = admin.extend(&grant_id, &at(start + 7200)).await.unwrap();
-    assert_eq!(list.grant.unwrap().end, at(start + 7200));
+    g.clock.set(g.start + 1800);
+    let list = g
+        .admin
+        .extend(&g.grant_id, &at(g.start + 7200))
+        .await
+        .unwrap();
+    assert_eq!(list.grant.unwrap().end, at(g.start + 7200));
     // Past the old end, before the new one: still working, and the sweep leaves it.
-    clock.set(start + 3601);
-    assert_eq!(service.service.sweep_grants().await.unwrap(), 0);
-    member.sign(&broker).await.unwrap();
+    g.clock.set(g.start + 3601);
+    assert_eq!(g.service.service.sweep_grants().await.unwrap(), 0);
+    g.member.sign(&g.broker).await.unwrap();
 
     // Past the new end: the sweep reclaims it, once.
-    clock.set(start + 7201);
-    assert_eq!(service.service.sweep_grants().await.unwrap(), 1);
-    assert_eq!(service.service.sweep_grants().await.unwrap(), 0);
-    assert_eq!(code(member.sign(&broker).await), "reclaimed");
-    assert_eq!(code(member.decrypt(&broker).await), "reclaimed");
-    admin.sign(&broker).await.unwrap();
-    the_one_reclaim_by(&admin, "automatic").await;
+    g.clock.set(g.start + 7201);
+    assert_eq!(g.service.service.sweep_grants().await.unwrap(), 1);
+    assert_eq!(g.service.service.sweep_grants().await.unwrap(), 0);
+    assert_eq!(code(g.member.sign(&g.broker).await), "reclaimed");
+    assert_eq!(code(g.member.decrypt(&g.broker).await), "reclaimed");
+    g.admin.sign(&g.broker).await.unwrap();
+    the_one_reclaim_by(&g.admin, "automatic").await;
     // Extending after the end does not bring it back.
     assert_eq!(
-        code(admin.extend(&grant_id, &at(start + 9000)).await),
+        code(g.admin.extend(&g.grant_id, &at(g.start + 9000)).await),
         "reclaimed"
     );
 }
 
 #[tokio::test]
 async fn a_member_found_past_its_end_time_is_refused_even_before_any_sweep() {
-    let Granted {
-        broker,
-        clock,
-        start,
-        service,
-        _dir,
-        admin,
-        member,
-        ..
-    } = a_member_granted_for(60).await;
-    clock.set(start + 61);
-    assert_eq!(code(member.sign(&broker).await), "reclaimed");
-    the_one_reclaim_by(&admin, "automatic").await;
-    assert_eq!(service.service.sweep_grants().await.unwrap(), 0);
+    let g = a_member_granted_for(60).await;
+    g.clock.set(g.start + 61);
+    assert_eq!(code(g.member.sign(&g.broker).await), "reclaimed");
+    the_one_reclaim_by(&g.admin, "automatic").await;
+    assert_eq!(g.service.service.sweep_grants().await.unwrap(), 0);
 }
 
 #[tokio::test]
 async fn the_operator_reclaims_with_the_service_admin_token_and_is_recorded_as_operator() {
-    let Granted {
-        broker,
-        service: _service,
-        _dir,
-        admin,
-        member,
-        grant_id,
-        ..
-    } = a_member_granted_for(3600).await;
+    let g = a_member_granted_for(3600).await;
     assert_eq!(
-        code(admin.client.operator_reclaim("wrong", &grant_id).await),
+        code(g.admin.client.operator_reclaim("wrong", &g.grant_id).await),
         "unauthorized"
     );
-    let list = admin
+    let list = g
+        .admin
         .client
-        .operator_reclaim(ADMIN_TOKEN, &grant_id)
+        .operator_reclaim(ADMIN_TOKEN, &g.grant_id)
         .await
         .unwrap();
     assert_eq!(list.reclaims.len(), 1);
     assert_eq!(list.reclaims[0].actor, "operator");
-    assert_eq!(code(member.sign(&broker).await), "reclaimed");
-    let all = admin.client.operator_grants(ADMIN_TOKEN).await.unwrap();
+    assert_eq!(code(g.member.sign(&g.broker).await), "reclaimed");
+    let all = g.admin.client.operator_grants(ADMIN_TOKEN).await.unwrap();
     assert_eq!(all.grants[0].status, "reclaimed");
 }
 
 #[tokio::test]
 async fn a_grant_not_co_signed_by_the_administrators_share_is_refused_and_a_member_cannot_grant() {
-    let Granted {
-        broker,
-        service: _service,
-        _dir,
-        admin,
-        member,
-        ..
-    } = a_member_granted_for(3600).await;
+    let g = a_member_granted_for(3600).await;
     let receiving = ChannelKey::generate().unwrap();
 
     // A member asking to grant with its own share: the service will not co-sign.
-    let refused = member.grant_to_li_si(&at(now() + 3600), &receiving).await;
-    let (d1, joint) = member.share();
+    let refused = g.member.grant_to_li_si(&at(now() + 3600), &receiving).await;
+    let (d1, joint) = g.member.share();
     assert_eq!(code(refused), "not_requested");
-    assert_eq!(code(member.grants().await), "not_requested");
+    assert_eq!(code(g.member.grants().await), "not_requested");
     // Nor does a member's share co-sign a certificate request for the company key.
     let csr = Context::Csr(bzt_cosigner::wire::CsrRef {
         tbs_b64: B64.encode(b"any request info"),
     });
     assert_eq!(
         code(
-            member
+            g.member
                 .client
-                .sign(&member.file.key_id, &d1, &joint, &csr, b"any request info")
+                .sign(
+                    &g.member.file.key_id,
+                    &d1,
+                    &joint,
+                    &csr,
+                    b"any request info"
+                )
                 .await
         ),
         "not_requested"
     );
     // Nor through the administrator's key id: a member's share does not pass
     // the administrator's PIN proof.
-    let stolen_id = member.client.grants(&admin.file.key_id, &d1, &joint).await;
+    let stolen_id = g
+        .member
+        .client
+        .grants(&g.admin.file.key_id, &d1, &joint)
+        .await;
     assert_eq!(code(stolen_id), "wrong_pin");
 
     // A request signed by some other key (here a whole key somebody holds).
@@ -522,7 +500,7 @@ async fn a_grant_not_co_signed_by_the_administrators_share_is_refused_and_a_memb
     let other = sm2::dsa::SigningKey::from_slice("1234567812345678", &secret).unwrap();
     let request = GrantRequest {
         action: Action::Grant,
-        key_id: admin.file.key_id.clone(),
+        key_id: g.admin.file.key_id.clone(),
         grant_id: Some("forged-grant-1".into()),
         member: Some(li_si()),
         certificate: Some(certificate()),
@@ -537,7 +515,7 @@ async fn a_grant_not_co_signed_by_the_administrators_share_is_refused_and_a_memb
         signature_b64: B64.encode(sig.to_der().as_bytes()),
         factor: Some("01".repeat(32)),
     };
-    let answer = post_sealed(&admin.client, &admin.file.key_id, &forged).await;
+    let answer = post_sealed(&g.admin.client, &g.admin.file.key_id, &forged).await;
     assert_eq!(answer, "not_authorised");
     // And with no signature at all.
     let unsigned = GrantCall {
@@ -545,20 +523,21 @@ async fn a_grant_not_co_signed_by_the_administrators_share_is_refused_and_a_memb
         ..forged
     };
     assert_eq!(
-        post_sealed(&admin.client, &admin.file.key_id, &unsigned).await,
+        post_sealed(&g.admin.client, &g.admin.file.key_id, &unsigned).await,
         "not_authorised"
     );
 
     // Broker bytes that look like a grant request are never co-signed in a session.
-    let session = broker.scanned("sign", text.as_bytes(), None);
-    let (d1, joint) = admin.share();
-    let tricked = admin
+    let session = g.broker.scanned("sign", text.as_bytes(), None);
+    let (d1, joint) = g.admin.share();
+    let tricked = g
+        .admin
         .client
-        .sign(&admin.file.key_id, &d1, &joint, &session, text.as_bytes())
+        .sign(&g.admin.file.key_id, &d1, &joint, &session, text.as_bytes())
         .await;
     assert_eq!(code(tricked), "not_requested");
     // Nothing was granted by any of this.
-    assert_eq!(admin.grants().await.unwrap().grants.len(), 1);
+    assert_eq!(g.admin.grants().await.unwrap().grants.len(), 1);
     // The grant context signs only requests about the signing key.
     let about_other = GrantRequest {
         key_id: "someone-else".into(),
@@ -567,10 +546,11 @@ async fn a_grant_not_co_signed_by_the_administrators_share_is_refused_and_a_memb
     let context = Context::Grant(GrantRef {
         tbs_b64: B64.encode(about_other.to_text()),
     });
-    let refused = admin
+    let refused = g
+        .admin
         .client
         .sign(
-            &admin.file.key_id,
+            &g.admin.file.key_id,
             &d1,
             &joint,
             &context,
@@ -715,56 +695,49 @@ async fn revoking_a_members_key_reclaims_its_grant_once_with_the_redis_store() {
 /// `lender_revoked`) and the member can neither sign nor decrypt.
 #[tokio::test]
 async fn a_frozen_lender_suspends_its_grants_and_a_revoked_one_ends_them() {
-    let Granted {
-        broker,
-        service: _service,
-        _dir,
-        admin,
-        member,
-        grant_id,
-        ..
-    } = a_member_granted_for(3600).await;
-    let lender = admin.file.key_id.clone();
-    member.sign(&broker).await.unwrap();
+    let g = a_member_granted_for(3600).await;
+    let lender = g.admin.file.key_id.clone();
+    g.member.sign(&g.broker).await.unwrap();
 
-    admin
+    g.admin
         .client
         .admin(ADMIN_TOKEN, &lender, "freeze")
         .await
         .unwrap();
-    assert_eq!(code(member.sign(&broker).await), "frozen");
-    assert_eq!(code(member.decrypt(&broker).await), "frozen");
-    let all = admin.client.operator_grants(ADMIN_TOKEN).await.unwrap();
+    assert_eq!(code(g.member.sign(&g.broker).await), "frozen");
+    assert_eq!(code(g.member.decrypt(&g.broker).await), "frozen");
+    let all = g.admin.client.operator_grants(ADMIN_TOKEN).await.unwrap();
     assert_eq!(all.grants[0].status, "active");
     assert_eq!(all.grants[0].lender_state.as_deref(), Some("frozen"));
 
-    admin
+    g.admin
         .client
         .admin(ADMIN_TOKEN, &lender, "unfreeze")
         .await
         .unwrap();
-    member.sign(&broker).await.unwrap();
-    let all = admin.client.operator_grants(ADMIN_TOKEN).await.unwrap();
+    g.member.sign(&g.broker).await.unwrap();
+    let all = g.admin.client.operator_grants(ADMIN_TOKEN).await.unwrap();
     assert_eq!(all.grants[0].lender_state, None);
 
-    admin
+    g.admin
         .client
         .admin(ADMIN_TOKEN, &lender, "revoke")
         .await
         .unwrap();
-    assert_eq!(code(member.sign(&broker).await), "reclaimed");
-    assert_eq!(code(member.decrypt(&broker).await), "reclaimed");
-    let all = admin.client.operator_grants(ADMIN_TOKEN).await.unwrap();
-    assert_eq!(all.grants[0].grant_id, grant_id);
+    assert_eq!(code(g.member.sign(&g.broker).await), "reclaimed");
+    assert_eq!(code(g.member.decrypt(&g.broker).await), "reclaimed");
+    let all = g.admin.client.operator_grants(ADMIN_TOKEN).await.unwrap();
+    assert_eq!(all.grants[0].grant_id, g.grant_id);
     assert_eq!(all.grants[0].status, "reclaimed");
     assert_eq!(all.grants[0].lender_state.as_deref(), Some("revoked"));
     assert_eq!(all.reclaims.len(), 1);
-    assert_eq!(all.reclaims[0].grant_id, grant_id);
+    assert_eq!(all.reclaims[0].grant_id, g.grant_id);
     assert_eq!(all.reclaims[0].actor, "operator");
     assert_eq!(all.reclaims[0].reason.as_deref(), Some("lender_revoked"));
-    let member_key = admin
+    let member_key = g
+        .admin
         .client
-        .key_status(ADMIN_TOKEN, &grant_id)
+        .key_status(ADMIN_TOKEN, &g.grant_id)
         .await
         .unwrap();
     assert_eq!(member_key.state, "revoked");
