@@ -197,12 +197,18 @@ fn code<T: std::fmt::Debug>(result: Result<T, bzt_cosigner::ClientError>) -> Str
     result.unwrap_err().code().unwrap_or("no code").to_owned()
 }
 
-async fn service_with_clock(
+/// A service on an injected clock and on `store` (default: its file store in the directory).
+async fn service_on(
     broker: &TestBroker,
     clock: Arc<ManualClock>,
+    store: Option<StoreConfig>,
 ) -> (TestService, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let service = TestService::start_with_clock(config(broker, dir.path()), clock).await;
+    let mut config = config(broker, dir.path());
+    if let Some(store) = store {
+        config.store = store;
+    }
+    let service = TestService::start_with_clock(config, clock).await;
     (service, dir)
 }
 
@@ -220,10 +226,15 @@ struct Granted {
 }
 
 async fn a_member_granted_for(granted_for_s: i64) -> Granted {
+    a_member_granted_on(None, granted_for_s).await
+}
+
+/// [`a_member_granted_for`] with the service on `store` (default: its file store).
+async fn a_member_granted_on(store: Option<StoreConfig>, granted_for_s: i64) -> Granted {
     let broker = TestBroker::start().await;
     let start = now();
     let clock = Arc::new(ManualClock::new(start));
-    let (service, dir) = service_with_clock(&broker, clock.clone()).await;
+    let (service, dir) = service_on(&broker, clock.clone(), store).await;
     let admin = Phone::administrator(&service).await;
     let (member, grant_id) = admin.grant_to_member(&at(start + granted_for_s)).await;
     Granted {
@@ -305,7 +316,7 @@ async fn the_share_the_administrator_dealt_does_not_pass_the_members_pin_proof()
     // administrator cannot act as the member (and be audited as 李四).
     let broker = TestBroker::start().await;
     let clock = Arc::new(ManualClock::new(now()));
-    let (service, _dir) = service_with_clock(&broker, clock).await;
+    let (service, _dir) = service_on(&broker, clock, None).await;
     let admin = Phone::administrator(&service).await;
     let receiving = ChannelKey::generate().unwrap();
     let (_, package) = admin
@@ -628,47 +639,52 @@ async fn two_nodes_on_one_redis_agree_and_reclaim_exactly_once() {
 /// is the operator taking the grant back: the grant lists as `reclaimed`, exactly one reclaim
 /// record names the operator, and neither a second 注销 nor a reclaim adds another.
 async fn revoking_a_members_key_reclaims_its_grant(store: Option<StoreConfig>) {
-    let broker = TestBroker::start().await;
-    let clock = Arc::new(ManualClock::new(now()));
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = config(&broker, dir.path());
-    if let Some(store) = store {
-        config.store = store;
-    }
-    let service = TestService::start_with_clock(config, clock).await;
-    let admin = Phone::administrator(&service).await;
-    let (member, grant_id) = admin.grant_to_member(&at(now() + 3600)).await;
-    member.sign(&broker).await.unwrap();
+    let g = a_member_granted_on(store, 3600).await;
+    g.member.sign(&g.broker).await.unwrap();
 
-    let status = admin
+    let status = g
+        .admin
         .client
-        .admin(ADMIN_TOKEN, &grant_id, "revoke")
+        .admin(ADMIN_TOKEN, &g.grant_id, "revoke")
         .await
         .unwrap();
     assert_eq!(status.state, "revoked");
-    let all = admin.client.operator_grants(ADMIN_TOKEN).await.unwrap();
+    let all = g.admin.client.operator_grants(ADMIN_TOKEN).await.unwrap();
     assert_eq!(all.grants.len(), 1);
     assert_eq!(all.grants[0].status, "reclaimed");
     assert_eq!(all.reclaims.len(), 1);
-    assert_eq!(all.reclaims[0].grant_id, grant_id);
+    assert_eq!(all.reclaims[0].grant_id, g.grant_id);
     assert_eq!(all.reclaims[0].actor, "operator");
     assert_eq!(all.reclaims[0].member, li_si());
     // The administrator's own list says the same.
-    assert_eq!(admin.grants().await.unwrap().grants[0].status, "reclaimed");
-    assert_eq!(code(member.sign(&broker).await), "reclaimed");
-    admin.sign(&broker).await.unwrap();
+    assert_eq!(
+        g.admin.grants().await.unwrap().grants[0].status,
+        "reclaimed"
+    );
+    assert_eq!(code(g.member.sign(&g.broker).await), "reclaimed");
+    g.admin.sign(&g.broker).await.unwrap();
 
     // Once: 注销 again, the operator's reclaim and 解除授权 find nothing to do.
     assert_eq!(
-        code(admin.client.admin(ADMIN_TOKEN, &grant_id, "revoke").await),
+        code(
+            g.admin
+                .client
+                .admin(ADMIN_TOKEN, &g.grant_id, "revoke")
+                .await
+        ),
         "revoked"
     );
     assert_eq!(
-        code(admin.client.operator_reclaim(ADMIN_TOKEN, &grant_id).await),
+        code(
+            g.admin
+                .client
+                .operator_reclaim(ADMIN_TOKEN, &g.grant_id)
+                .await
+        ),
         "reclaimed"
     );
-    assert_eq!(code(admin.ungrant(&grant_id).await), "reclaimed");
-    let all = admin.client.operator_grants(ADMIN_TOKEN).await.unwrap();
+    assert_eq!(code(g.admin.ungrant(&g.grant_id).await), "reclaimed");
+    let all = g.admin.client.operator_grants(ADMIN_TOKEN).await.unwrap();
     assert_eq!(all.reclaims.len(), 1, "{:?}", all.reclaims);
 }
 
@@ -694,8 +710,26 @@ async fn revoking_a_members_key_reclaims_its_grant_once_with_the_redis_store() {
 /// grant it made is taken back at once (one 收回 record each, actor `operator`, reason
 /// `lender_revoked`) and the member can neither sign nor decrypt.
 #[tokio::test]
-async fn a_frozen_lender_suspends_its_grants_and_a_revoked_one_ends_them() {
-    let g = a_member_granted_for(3600).await;
+async fn a_frozen_lender_suspends_its_grants_and_a_revoked_one_ends_them_with_the_file_store() {
+    a_frozen_lender_suspends_its_grants_and_a_revoked_one_ends_them(None).await;
+}
+
+#[tokio::test]
+async fn a_frozen_lender_suspends_its_grants_and_a_revoked_one_ends_them_with_the_redis_store() {
+    let redis = RedisServer::start();
+    a_frozen_lender_suspends_its_grants_and_a_revoked_one_ends_them(Some(StoreConfig {
+        kind: StoreKind::Redis,
+        path: None,
+        redis_url: Some(redis.url()),
+        key_prefix: Some("lender-test:".into()),
+    }))
+    .await;
+}
+
+async fn a_frozen_lender_suspends_its_grants_and_a_revoked_one_ends_them(
+    store: Option<StoreConfig>,
+) {
+    let g = a_member_granted_on(store, 3600).await;
     let lender = g.admin.file.key_id.clone();
     g.member.sign(&g.broker).await.unwrap();
 
