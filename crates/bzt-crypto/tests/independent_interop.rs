@@ -4,10 +4,12 @@
 //! what `openssl pkeyutl -encrypt` sealed to that certificate, and the
 //! channel's SM4-GCM opens with Python `cryptography`.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 
-use bzt_openssl_cli::{new_sm2_key, run_ok as openssl};
+use support::{new_sm2_key, openssl};
 
 use bzt_crypto::two_party::channel::{request_key_for_interop, seal_request};
 use bzt_crypto::two_party::{

@@ -4,6 +4,8 @@
 //! table — and refuses them altered, over another message, or made with
 //! OpenSSL's default empty distinguishing ID.
 
+mod support;
+
 use bzt_crypto::sm2verify::{verify, verify_without_table};
 use bzt_crypto::{KeptKey, SM2_DISTID as DEFAULT_DIST_ID};
 use sm2::dsa::{Signature, VerifyingKey};
@@ -11,7 +13,7 @@ use sm2::pkcs8::DecodePublicKey;
 use std::path::{Path, PathBuf};
 
 fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
-    bzt_openssl_cli::run_ok(dir, args).stdout
+    support::openssl(dir, args).stdout
 }
 
 fn work_dir() -> PathBuf {
@@ -38,7 +40,7 @@ fn sign(dir: &Path, msg: &[u8], distid: Option<&str>) -> Signature {
 #[test]
 fn signatures_made_by_openssl_verify_on_every_path_and_altered_ones_do_not() {
     let dir = work_dir();
-    bzt_openssl_cli::new_sm2_key(&dir, "key.pem");
+    support::new_sm2_key(&dir, "key.pem");
     let public_pem = String::from_utf8(openssl(&dir, &["pkey", "-in", "key.pem", "-pubout"]))
         .expect("PEM is ASCII");
     let public = sm2::PublicKey::from_public_key_pem(&public_pem).expect("SM2 public key");
