@@ -502,6 +502,43 @@ async fn subscribe_wakes_on_change<R: Subject>(nodes: Nodes<R>) {
         .expect("open");
 }
 
+/// A write that lands while another node is still subscribing is seen by
+/// the new receiver: either in the value it starts with, or as a wake-up.
+/// (A receiver that read the record's `rev` before its channel subscription
+/// took effect would miss such a write for good.)
+async fn a_write_racing_a_subscription_is_never_missed<R: Subject>(nodes: Nodes<R>) {
+    let (a, b) = (nodes[0].clone(), nodes[1].clone());
+    let now = Timestamp::now_utc();
+    let mut missed = 0;
+    for i in 0..150u64 {
+        let r = R::fresh(600, now);
+        let id = r.id().clone();
+        a.insert(&r).await.unwrap();
+        let writer = {
+            let (b, id, change) = (b.clone(), id.clone(), R::change(&r, now));
+            // Spread the write over the subscription's round trips.
+            let delay = Duration::from_micros((i * 37) % 1500);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                b.update(&id, now, change).await.unwrap().unwrap()
+            })
+        };
+        let mut rx = a.subscribe(&id).await.unwrap().unwrap();
+        let written = writer.await.unwrap();
+        assert!(written.changed);
+        let rev = written.record.rev();
+        let seen = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|v| *v >= rev)).await;
+        if !matches!(seen, Ok(Ok(_))) {
+            missed += 1;
+        }
+        a.remove(&id).await.unwrap();
+    }
+    assert_eq!(
+        missed, 0,
+        "writes missed by a receiver subscribing meanwhile"
+    );
+}
+
 async fn remove_closes_receivers<R: Subject>(nodes: Nodes<R>) {
     let (a, b) = (&nodes[0], &nodes[1]);
     let now = Timestamp::now_utc();
@@ -732,6 +769,13 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn subscribe_wakes_on_change() {
                 super::subscribe_wakes_on_change($nodes::<$record>(2, "wake").await).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_write_racing_a_subscription_is_never_missed() {
+                super::a_write_racing_a_subscription_is_never_missed(
+                    $nodes::<$record>(2, "subrace").await,
+                )
+                .await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn remove_closes_receivers() {

@@ -45,8 +45,14 @@ enum Scenario {
     Quick,
     /// Login flows on one node: open-loop rate sweep, closed-loop maximum, half-maximum.
     Flows(FlowArgs),
-    /// The same on 3 nodes + Redis.
-    Cluster(FlowArgs),
+    /// The same on several nodes + Redis.
+    Cluster {
+        #[command(flatten)]
+        flows: FlowArgs,
+        /// Broker nodes sharing the Redis (1 separates the cost of Redis from that of more nodes).
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+    },
     /// N idle browser sockets: RSS per socket, push to all; and the echo server.
     Idle {
         #[arg(long, default_value_t = 100_000)]
@@ -119,7 +125,8 @@ struct Target {
     _redis: Option<Proc>,
 }
 
-async fn start(cli: &Cli, fx: &Fixture, nodes: usize) -> anyhow::Result<Target> {
+/// `nodes` broker nodes, on a fresh Redis if `redis` (else one embedded node).
+async fn start(cli: &Cli, fx: &Fixture, nodes: usize, redis: bool) -> anyhow::Result<Target> {
     if let Some(url) = &cli.broker {
         return Ok(Target {
             nodes: vec![url.clone()],
@@ -129,7 +136,7 @@ async fn start(cli: &Cli, fx: &Fixture, nodes: usize) -> anyhow::Result<Target> 
         });
     }
     let bin = cli.bzt_bin.clone().unwrap_or_else(default_bzt_bin);
-    let (redis, store) = if nodes > 1 {
+    let (redis, store) = if redis {
         let (p, url) = spawn_redis(fx.dir.path())?;
         (
             Some(p),
@@ -176,7 +183,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     );
     let name = match &cli.scenario {
         Scenario::Quick => {
-            let t = start(&cli, &fx, 1).await?;
+            let t = start(&cli, &fx, 1, false).await?;
             let ctx = Arc::new(Ctx::new(
                 t.nodes.clone(),
                 fx.identities.clone(),
@@ -226,19 +233,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             out["conversation"] = json!(conv);
             "quick"
         }
-        Scenario::Flows(fa) | Scenario::Cluster(fa) => {
-            let cluster = matches!(cli.scenario, Scenario::Cluster(_));
-            let t = start(&cli, &fx, if cluster { 3 } else { 1 }).await?;
+        Scenario::Flows(fa)
+        | Scenario::Cluster {
+            flows: fa,
+            nodes: _,
+        } => {
+            let nodes = match cli.scenario {
+                Scenario::Cluster { nodes, .. } => Some(nodes.max(1)),
+                _ => None,
+            };
+            let t = match nodes {
+                Some(n) => start(&cli, &fx, n, true).await?,
+                None => start(&cli, &fx, 1, false).await?,
+            };
             let ctx = Arc::new(Ctx::new(
                 t.nodes.clone(),
                 fx.identities.clone(),
                 cli.src_ips,
             )?);
             let steps = flow_steps(ctx, &t.pids, fa).await;
-            let (name, title) = if cluster {
-                ("cluster", "3 nodes + Redis")
-            } else {
-                ("flows", "one embedded node")
+            let (name, title) = match nodes {
+                Some(n) => ("cluster", format!("{n} node(s) + Redis")),
+                None => ("flows", "one embedded node".to_owned()),
             };
             md += &format!(
                 "## Login flows ({title})\n\n{}",
@@ -255,7 +271,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             name
         }
         Scenario::Idle { n } => {
-            let t = start(&cli, &fx, 1).await?;
+            let t = start(&cli, &fx, 1, false).await?;
             let ctx = Arc::new(Ctx::new(
                 t.nodes.clone(),
                 fx.identities.clone(),
@@ -267,7 +283,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             "idle"
         }
         Scenario::Conversation { many, seconds } => {
-            let t = start(&cli, &fx, 1).await?;
+            let t = start(&cli, &fx, 1, false).await?;
             let ctx = Arc::new(Ctx::new(
                 t.nodes.clone(),
                 fx.identities.clone(),

@@ -426,6 +426,19 @@ impl RedisStore {
         channel: &str,
     ) -> Result<Option<watch::Receiver<u64>>, StoreError> {
         let (mut rx, mut active) = self.subs.register(channel);
+        // Wait until Redis confirmed the channel subscription, and only then
+        // read `rev`: a write before the read is in it, a write after it is
+        // announced to `rx`. (Read first, and a write landing between the
+        // read and the subscription would be missed for good.)
+        match tokio::time::timeout(self.timeout * 2, active.wait_for(|a| *a)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Ok(None), // removed meanwhile
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "redis: subscription to {channel} not confirmed"
+                )))
+            }
+        }
         let rev: Option<u64> = timed(
             self.timeout,
             "HGET",
@@ -439,17 +452,6 @@ impl RedisStore {
             return Ok(None);
         };
         self.subs.notify(channel, rev);
-        // Wait until Redis confirmed the channel subscription: a write after
-        // this returns is then always announced to `rx`.
-        match tokio::time::timeout(self.timeout * 2, active.wait_for(|a| *a)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => return Ok(None), // removed meanwhile
-            Err(_) => {
-                return Err(StoreError::Unavailable(format!(
-                    "redis: subscription to {channel} not confirmed"
-                )))
-            }
-        }
         rx.borrow_and_update();
         Ok(Some(rx))
     }
