@@ -527,8 +527,12 @@ async fn a_write_racing_a_subscription_is_never_missed<R: Subject>(nodes: Nodes<
         let written = writer.await.unwrap();
         assert!(written.changed);
         let rev = written.record.rev();
-        let seen = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|v| *v >= rev)).await;
-        if !matches!(seen, Ok(Ok(_))) {
+        // (`matches!` drops the borrow at once: a kept one blocks the next notification.)
+        let seen = matches!(
+            tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|v| *v >= rev)).await,
+            Ok(Ok(_))
+        );
+        if !seen {
             missed += 1;
         }
         a.remove(&id).await.unwrap();
@@ -1907,4 +1911,160 @@ async fn redis_webhook_queue_leases_each_delivery_to_one_node() {
 async fn redis_cluster_webhook_queue_leases_each_delivery_to_one_node() {
     let stores = redis_stores(2, &cluster_urls().await, "wh-cluster").await;
     webhook_queue_leases_each_delivery_to_one_node(stores).await
+}
+
+// ---- node-local copies (`get_recent`) ----------------------------------------
+
+/// A reject on the phone's copy from before the claim would be refused
+/// there (nothing to reject yet); the store runs it again on a fresh read,
+/// where the phone's claim makes it succeed. No refusal rests on a copy.
+async fn a_change_refused_on_a_stale_copy_runs_again_on_a_fresh_read(nodes: Nodes<Session>) {
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let now = Timestamp::now_utc();
+    let s = session(180, now);
+    a.insert(&s).await.unwrap();
+    let before_claim = b.get_recent(&s.id, 0).await.unwrap().unwrap();
+    let token = Secret::generate();
+    let mut op = claim(&s, 1);
+    if let Op::Claim { phone_token, .. } = &mut op {
+        *phone_token = token.hash();
+    }
+    let claimed = a
+        .update(&s.id, now, session_op(op, now))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(claimed.changed);
+    let rejected = b
+        .update_on(
+            &before_claim,
+            now,
+            session_op(
+                Op::Reject {
+                    phone_token: token,
+                    reason: "用户拒绝".into(),
+                },
+                now,
+            ),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rejected.changed, "{:?}", rejected.output);
+    assert_eq!(rejected.record.status, Status::Rejected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_a_change_refused_on_a_stale_copy_runs_again_on_a_fresh_read() {
+    a_change_refused_on_a_stale_copy_runs_again_on_a_fresh_read(memory_nodes(2, "refused").await)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_change_refused_on_a_stale_copy_runs_again_on_a_fresh_read() {
+    a_change_refused_on_a_stale_copy_runs_again_on_a_fresh_read(redis_nodes(2, "refused").await)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_a_change_refused_on_a_stale_copy_runs_again_on_a_fresh_read() {
+    a_change_refused_on_a_stale_copy_runs_again_on_a_fresh_read(cluster_nodes(2, "refused").await)
+        .await
+}
+
+/// A write's announcement carries the record: the node it wakes answers
+/// `get_recent` at that version from its copy, without asking Redis
+/// (Redis is paused meanwhile, and a plain read waits for the pause).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_woken_node_has_the_announced_version_without_a_read() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let prefix = unique_prefix("announced");
+    let a: Arc<dyn RecordStore<Session>> = Arc::new(redis_store(&url, &prefix).await);
+    let b: Arc<dyn RecordStore<Session>> = Arc::new(redis_store(&url, &prefix).await);
+    let now = Timestamp::now_utc();
+    let s = session(180, now);
+    b.insert(&s).await.unwrap();
+    let mut rx = a.subscribe(&s.id).await.unwrap().unwrap();
+    let claimed = b
+        .update(&s.id, now, session_op(claim(&s, 1), now))
+        .await
+        .unwrap()
+        .unwrap();
+    let rev = claimed.record.rev;
+    tokio::time::timeout(WAIT, rx.wait_for(|r| *r >= rev))
+        .await
+        .expect("woken")
+        .unwrap();
+
+    let mut admin = ::redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1000)
+        .arg("ALL")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let copy = a.get_recent(&s.id, rev).await.unwrap().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "answered from the copy, not from the paused Redis ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(copy.rev, rev);
+    assert_eq!(copy.status, Status::Scanned);
+    let read = a.get(&s.id).await.unwrap().unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "a read waits for the pause: the copy was not a read"
+    );
+    assert_eq!(read.rev, rev);
+}
+
+/// After a gap in the announcements (Redis restarted), a woken receiver's
+/// `get_recent` at the version it last saw reads afresh: the copy of that
+/// version may miss a write made during the gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_after_a_gap_a_woken_receiver_reads_afresh() {
+    let mut server = RedisServer::start();
+    let prefix = unique_prefix("gapcopy");
+    let a: Arc<dyn RecordStore<Session>> = Arc::new(redis_store(&server.url(), &prefix).await);
+    let b: Arc<dyn RecordStore<Session>> = Arc::new(redis_store(&server.url(), &prefix).await);
+    let now = Timestamp::now_utc();
+    let s = session(180, now);
+    a.insert(&s).await.unwrap();
+    let mut rx = a.subscribe(&s.id).await.unwrap().unwrap();
+    let seen = *rx.borrow_and_update();
+    assert_eq!(a.get_recent(&s.id, seen).await.unwrap().unwrap().rev, s.rev);
+
+    tokio::task::block_in_place(|| server.restart());
+    // The data is gone with the restart: the session comes back claimed,
+    // a write nobody announced.
+    let mut claimed = s.clone();
+    assert!(claimed.apply(&claim(&s, 1), now).output.is_ok());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while b.insert(&claimed).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "no recovery in 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(10), rx.changed())
+        .await
+        .expect("gap wake-up")
+        .unwrap();
+    let woken_at = *rx.borrow_and_update();
+    // (The command connection's first call after the restart may fail.)
+    let after = loop {
+        match a.get_recent(&s.id, woken_at).await {
+            Ok(found) => break found.expect("the session"),
+            Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(after.rev, claimed.rev, "read afresh, not the copy");
+    assert_eq!(after.status, Status::Scanned);
 }

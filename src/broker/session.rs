@@ -137,16 +137,22 @@ impl Broker {
         id: &SessionId,
         token: Option<&str>,
     ) -> Result<Session, ApiError> {
-        let token = token
-            .and_then(Secret::from_presented)
-            .ok_or_else(|| ApiError::unauthorized("the browser token (?t=) is missing"))?;
+        let token = browser_token(token)?;
         let session = self.load(id).await?;
-        if !session.browser_token.verify(&token) {
-            return Err(ApiError::unauthorized(
-                "the browser token (?t=) is not valid for this session",
-            ));
-        }
-        Ok(session)
+        check_browser_token(session, &token)
+    }
+
+    /// [`Self::session_for_browser`] for a browser socket, which once
+    /// subscribed keeps the session only if it is still the current version:
+    /// it may come from this node's copy (the token it checks never changes).
+    pub async fn session_for_browser_socket(
+        &self,
+        id: &SessionId,
+        token: Option<&str>,
+    ) -> Result<Session, ApiError> {
+        let token = browser_token(token)?;
+        let session = self.load_recent(id, 0).await?;
+        check_browser_token(session, &token)
     }
 
     /// Records who is asking, the first time a browser shows up, unless the
@@ -181,7 +187,8 @@ impl Broker {
             )));
         }
         let (id, secret) = parse_qr_text(qr_text)?;
-        let current = self.load(&id).await?;
+        // A copy serves: the claim is a compare-and-set, re-checked on a read if refused.
+        let current = self.load_recent(&id, 0).await?;
         let phone_token = Secret::generate();
         let op = Op::Claim {
             secret,
@@ -215,8 +222,7 @@ impl Broker {
         phone_token: &Secret,
         reason: String,
     ) -> Result<Session, ApiError> {
-        let session = self.load(id).await?;
-        self.check_completable(&session, phone_token).await?;
+        let session = self.completable(id, phone_token).await?;
         let record = audit_operation(&session, None, "rejected", Some(reason.clone()));
         self.audited(
             record,
@@ -253,8 +259,7 @@ impl Broker {
         phone_token: &Secret,
         c: Completion,
     ) -> Result<(Session, Option<super::OpenedConversation>), ApiError> {
-        let session = self.load(id).await?;
-        self.check_completable(&session, phone_token).await?;
+        let session = self.completable(id, phone_token).await?;
         // The hall's opening window: no key is re-wrapped outside it. Not a
         // bad completion (the phone did nothing wrong); the session stays scanned.
         if let Some(refused) = session
@@ -328,6 +333,25 @@ impl Broker {
                 Err(e)
             }
         }
+    }
+
+    /// The session, if the phone holding `token` may complete (or reject)
+    /// it now. This node's copy serves when it passes (usually the copy of
+    /// this node's own claim); a refusal is only ever given on a fresh read.
+    /// A copy that passes though the session has moved on since (another
+    /// node cancelled it) costs only the completion's checks: the
+    /// transition itself is a compare-and-set, and refuses then.
+    async fn completable(&self, id: &SessionId, token: &Secret) -> Result<Session, ApiError> {
+        let copy = self.load_recent(id, 0).await?;
+        if copy
+            .check_completable(token, self.parts.clock.now())
+            .is_ok()
+        {
+            return Ok(copy);
+        }
+        let session = self.load(id).await?;
+        self.check_completable(&session, token).await?;
+        Ok(session)
     }
 
     async fn check_completable(&self, session: &Session, token: &Secret) -> Result<(), ApiError> {
@@ -578,6 +602,18 @@ impl Broker {
         self.parts.store.get(id).await?.ok_or_else(not_found)
     }
 
+    /// The session, perhaps from this node's copy, but never a version
+    /// older than `at_least` (see `RecordStore::get_recent`): for a woken
+    /// socket (what it was woken with is what it needs), and for callers
+    /// that start a compare-and-set from it.
+    pub async fn load_recent(&self, id: &SessionId, at_least: u64) -> Result<Session, ApiError> {
+        self.parts
+            .store
+            .get_recent(id, at_least)
+            .await?
+            .ok_or_else(not_found)
+    }
+
     /// Applies an op and reacts to the transition it caused; `not_found` if the session is gone.
     pub async fn apply(&self, id: &SessionId, op: &Op) -> Result<Update, ApiError> {
         let now = self.parts.clock.now();
@@ -585,8 +621,8 @@ impl Broker {
         self.applied(written)
     }
 
-    /// [`Broker::apply`] for a session just read: the store may skip
-    /// reading it again.
+    /// [`Broker::apply`] for a session read or copied: the store may skip
+    /// reading it again (and re-reads if the copy was stale).
     async fn apply_on(&self, current: &Session, op: &Op) -> Result<Update, ApiError> {
         let now = self.parts.clock.now();
         let written = self
@@ -841,6 +877,21 @@ fn audit_operation(
         actor: None,
         delegate: s.delegate.clone(),
     }
+}
+
+fn browser_token(presented: Option<&str>) -> Result<Secret, ApiError> {
+    presented
+        .and_then(Secret::from_presented)
+        .ok_or_else(|| ApiError::unauthorized("the browser token (?t=) is missing"))
+}
+
+fn check_browser_token(session: Session, token: &Secret) -> Result<Session, ApiError> {
+    if !session.browser_token.verify(token) {
+        return Err(ApiError::unauthorized(
+            "the browser token (?t=) is not valid for this session",
+        ));
+    }
+    Ok(session)
 }
 
 fn not_found() -> ApiError {

@@ -127,18 +127,30 @@ pub async fn preflight(
 }
 
 /// Authenticates a browser request and records the requester on first sight.
+/// How a browser request reads its session.
+#[derive(Clone, Copy)]
+enum BrowserRead {
+    /// The current version: the answer is drawn from it (a QR image).
+    Fresh,
+    /// Perhaps this node's copy: a socket replaces it once subscribed unless
+    /// it is still current (`still_current`).
+    ForSocket,
+}
+
 async fn open_browser_request(
     state: &AppState,
     id: &str,
     q: &TokenQuery,
     headers: &HeaderMap,
     peer: SocketAddr,
+    read: BrowserRead,
 ) -> Result<(Session, Arc<App>), ApiError> {
     let id = super::session_id(id)?;
-    let session = state
-        .broker
-        .session_for_browser(&id, q.t.as_deref())
-        .await?;
+    let token = q.t.as_deref();
+    let session = match read {
+        BrowserRead::Fresh => state.broker.session_for_browser(&id, token).await?,
+        BrowserRead::ForSocket => state.broker.session_for_browser_socket(&id, token).await?,
+    };
     let app = check_origin(state, &session, headers)?;
     // Header text reaches the phone: keep it displayable and bounded.
     use bzt_core::session::{MAX_ORIGIN_CHARS, MAX_USER_AGENT_CHARS};
@@ -188,7 +200,8 @@ pub async fn websocket(
     state
         .limits
         .socket_connect(client_ip(&state, &headers, peer))?;
-    let (session, _app) = open_browser_request(&state, &id, &q, &headers, peer).await?;
+    let (session, _app) =
+        open_browser_request(&state, &id, &q, &headers, peer, BrowserRead::ForSocket).await?;
     let upgrade = upgrade.map_err(|e| {
         ApiError::invalid(format!("expected a WebSocket upgrade: {}", e.body_text()))
     })?;
@@ -259,7 +272,8 @@ async fn websocket_loop(
         .await
         {
             Wake::Changed => {
-                if Box::pin(send_changes(socket, state, id, &mut cursor)).await? {
+                let woken_at = *changes.borrow_and_update();
+                if Box::pin(send_changes(socket, state, id, woken_at, &mut cursor)).await? {
                     return Ok(());
                 }
             }
@@ -298,17 +312,19 @@ async fn send_snapshot(
     Ok(Some(cursor))
 }
 
-/// Re-reads the session after a change notification and sends what is new;
-/// `true` once the socket is closed after the final event.
+/// Re-reads the session after a change notification (of version
+/// `woken_at`, which this node's copy may already hold) and sends what is
+/// new; `true` once the socket is closed after the final event.
 async fn send_changes(
     socket: &mut WebSocket,
     state: &AppState,
     id: &SessionId,
+    woken_at: u64,
     cursor: &mut Cursor,
 ) -> Result<bool, axum::Error> {
     // A store hiccup leaves the socket open; the next change or a
     // reconnect's snapshot catches up.
-    let Ok(session) = state.broker.load(id).await else {
+    let Ok(session) = state.broker.load_recent(id, woken_at).await else {
         return Ok(false);
     };
     for event in cursor.advance(&session, state.broker.public_base_url()) {
@@ -383,7 +399,8 @@ pub async fn events(
     state
         .limits
         .socket_connect(client_ip(&state, &headers, peer))?;
-    let (session, app) = open_browser_request(&state, &id, &q, &headers, peer).await?;
+    let (session, app) =
+        open_browser_request(&state, &id, &q, &headers, peer, BrowserRead::ForSocket).await?;
     let slot = state.limits.socket_slot(&session.id)?;
     metrics::counter!("bzt_browser_connections_total", "transport" => "sse").increment(1);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(8);
@@ -435,7 +452,8 @@ async fn run_sse(
             tokio::select! {
                 changed = changes.changed() => {
                     if changed.is_err() { break 'stream; }
-                    let Ok(session) = broker.load(&id).await else { continue };
+                    let woken_at = *changes.borrow_and_update();
+                    let Ok(session) = broker.load_recent(&id, woken_at).await else { continue };
                     for event in cursor.advance(&session, base) {
                         if tx.send(to_sse(&event)).await.is_err() || event.is_final {
                             break 'stream;
@@ -492,7 +510,8 @@ async fn qr_image(
     content_type: &'static str,
     render: fn(&str) -> Result<Vec<u8>, ApiError>,
 ) -> Result<Response, ApiError> {
-    let (session, app) = open_browser_request(state, id, q, headers, peer).await?;
+    let (session, app) =
+        open_browser_request(state, id, q, headers, peer, BrowserRead::Fresh).await?;
     let answer = drawable(&session)
         .and_then(|()| render(&session.qr_text(state.broker.public_base_url())))
         .map(|image| image_response(content_type, image));

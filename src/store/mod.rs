@@ -129,12 +129,26 @@ pub trait RecordStore<R: StoredRecord>: Send + Sync + 'static {
 
     async fn get(&self, id: &R::Id) -> Result<Option<R>, StoreError>;
 
+    /// The record, perhaps as a node-local copy that is not the latest
+    /// version, but never one older than `at_least` (a `rev` the caller was
+    /// told of: a woken receiver asks for the one it was woken with, and
+    /// gets what a read at that moment would have answered). For callers
+    /// that check only what never changes on it, or start an `update_on`
+    /// from it (which re-checks on a fresh read); the default reads.
+    async fn get_recent(&self, id: &R::Id, at_least: u64) -> Result<Option<R>, StoreError> {
+        let _ = at_least;
+        self.get(id).await
+    }
+
     /// Atomically runs `change` on the record at `now` and writes it back
     /// if its `rev` moved; `None` if there is no such record. A caller that
-    /// has just read the record passes it as `current`: a store that reads
-    /// before writing may try its write on it first (a stale copy only costs
-    /// a retry on a fresh read). Callers use `update` and `update_on` (on
-    /// `dyn RecordStore`), which carry the change's answer out.
+    /// has a copy of the record (read, or from `get_recent`) passes it as
+    /// `current`: a store that reads before writing may try its write on it
+    /// first. The copy may be stale: a write from it that conflicts is
+    /// retried on a fresh read, and a change that writes nothing on it runs
+    /// again on a fresh read, so no answer rests on a stale copy. Callers
+    /// use `update` and `update_on` (on `dyn RecordStore`), which carry the
+    /// change's answer out.
     async fn update_with(
         &self,
         id: &R::Id,
@@ -190,7 +204,7 @@ impl<R: StoredRecord> dyn RecordStore<R> {
         self.update_from(id, None, now, change).await
     }
 
-    /// `update` for a caller that has just read the record.
+    /// `update` for a caller that has a copy of the record (see `update_with`).
     pub async fn update_on<T: Send>(
         &self,
         current: &R,

@@ -31,6 +31,7 @@
 mod audit;
 mod claim_failures;
 mod conn;
+mod copies;
 mod pubsub;
 mod records;
 mod webhooks;
@@ -41,6 +42,7 @@ pub use self::records::{RedisRecordSet, RECORD_POLL};
 pub use self::webhooks::RedisWebhookQueue;
 
 use self::conn::{connect, timed, Conn};
+use self::copies::Copies;
 use self::pubsub::{Subscriber, Subscriptions};
 use super::memory::deadline_to_record;
 use super::{
@@ -177,9 +179,15 @@ return 1",
     )
 });
 
-/// Compare-and-set on `rev`, then announce the new rev. KEYS: session,
+/// Compare-and-set on `rev`, then announce the write. KEYS: session,
 /// channel. ARGV: expected rev, new rev, json, ttl ms, publish command.
 /// Returns 1 if written, 0 if `rev` moved on, -1 if the record is gone.
+///
+/// Two announcements: `<rev> <json>`, so that a woken node has the record
+/// without reading it, then `<rev>` alone, for nodes of versions that
+/// expect a bare number (they skip the first with a warning; see
+/// docs/redis.md, "Push between nodes"). A current node takes the first and
+/// finds nothing new in the second.
 static CAS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -188,6 +196,7 @@ if not cur then return -1 end
 if cur ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'rev', ARGV[2], 'json', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call(ARGV[5], KEYS[2], ARGV[2] .. ' ' .. ARGV[3])
 redis.call(ARGV[5], KEYS[2], ARGV[2])
 return 1",
     )
@@ -256,6 +265,9 @@ pub struct RedisStore {
     keys: Keys,
     /// This node's receivers, fed by the subscriber task.
     subs: Arc<Subscriptions>,
+    /// Copies of records for `get_recent` (shared with the subscriber,
+    /// which keeps the records that announcements carry).
+    copies: Arc<Copies>,
     /// `SPUBLISH` if the server has sharded pub/sub (Redis ≥ 7), else `PUBLISH`.
     publish: &'static str,
     timeout: Duration,
@@ -295,7 +307,8 @@ impl RedisStore {
         )
         .await
         .is_ok();
-        let (subs, dirty_rx) = Subscriptions::new();
+        let copies = Arc::new(Copies::new());
+        let (subs, dirty_rx) = Subscriptions::new(copies.clone());
         let subscriber = Subscriber {
             subs: subs.clone(),
             conn: sub_conn,
@@ -316,6 +329,7 @@ impl RedisStore {
             conn,
             keys,
             subs,
+            copies,
             publish: if sharded { "SPUBLISH" } else { "PUBLISH" },
             timeout: settings.timeout,
             expiry_poll: settings.expiry_poll,
@@ -335,11 +349,8 @@ impl RedisStore {
 
     // ---- one record: a hash of `rev` and `json`, and its channel ----------
 
-    /// The record's `json` field, parsed.
-    async fn read_record<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &str,
-    ) -> Result<Option<T>, StoreError> {
+    /// The record's `json` field, parsed; keeps a copy.
+    async fn read_record<R: StoredRecord>(&self, key: &str) -> Result<Option<R>, StoreError> {
         let json: Option<String> = timed(
             self.timeout,
             "HGET",
@@ -349,10 +360,16 @@ impl RedisStore {
                 .query_async(&mut self.conn.clone()),
         )
         .await?;
-        json.map(|j| {
-            serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))
-        })
-        .transpose()
+        let record = json
+            .map(|j| {
+                serde_json::from_str::<R>(&j)
+                    .map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))
+            })
+            .transpose()?;
+        if let Some(r) = &record {
+            self.copies.keep(key, r.rev(), r);
+        }
+        Ok(record)
     }
 
     /// Creates the record; `Duplicate` if the key exists.
@@ -381,8 +398,8 @@ impl RedisStore {
         }
     }
 
-    /// Writes the record if its `rev` is still `expected` and announces
-    /// `rev` (here and, through Redis, on every node).
+    /// Writes the record if its `rev` is still `expected` and announces it
+    /// through Redis (the caller announces it here).
     async fn cas_record(
         &self,
         key: &str,
@@ -406,10 +423,7 @@ impl RedisStore {
         )
         .await?;
         Ok(match written {
-            1 => {
-                self.subs.notify(channel, rev);
-                Cas::Written
-            }
+            1 => Cas::Written,
             -1 => Cas::Gone,
             _ => {
                 metrics::counter!("bzt_store_cas_conflicts_total").increment(1);
@@ -469,6 +483,7 @@ impl RedisStore {
         )
         .await?;
         self.subs.forget(channel);
+        self.copies.forget(key);
         Ok(())
     }
 
@@ -516,21 +531,37 @@ impl<R: StoredRecord> RecordStore<R> for RedisStore {
         if let Some(at) = record.next_deadline() {
             RecordStore::<R>::schedule(self, R::DEADLINES, &[(id.clone(), Some(at))]).await?;
         }
+        let key = self.keys.record::<R>(id);
         self.insert_record(
-            &self.keys.record::<R>(id),
+            &key,
             record.rev(),
             json,
             ttl_until(record.kept_from(), record.created_at()),
         )
-        .await
+        .await?;
+        self.copies.keep(&key, record.rev(), record);
+        Ok(())
     }
 
     async fn get(&self, id: &R::Id) -> Result<Option<R>, StoreError> {
         self.read_record(&self.keys.record::<R>(id)).await
     }
 
+    /// From this node's copy when it has reached `at_least`: one round trip
+    /// and one parse fewer (see `copies.rs`).
+    async fn get_recent(&self, id: &R::Id, at_least: u64) -> Result<Option<R>, StoreError> {
+        let key = self.keys.record::<R>(id);
+        match self.copies.get::<R>(&key, at_least) {
+            Some(copy) => Ok(Some(copy)),
+            None => self.read_record(&key).await,
+        }
+    }
+
     /// Read, change in Rust, compare-and-set; the first attempt may start
-    /// from the caller's copy instead of a read (one round trip fewer).
+    /// from the caller's copy instead of a read (one round trip fewer). The
+    /// copy may be stale: a write from it conflicts and is retried on a
+    /// read, and a change that writes nothing on it runs again on a read,
+    /// so that no refusal rests on a stale copy.
     async fn update_with(
         &self,
         id: &R::Id,
@@ -540,6 +571,7 @@ impl<R: StoredRecord> RecordStore<R> for RedisStore {
     ) -> Result<Option<Written<R>>, StoreError> {
         let (key, channel) = (self.keys.record::<R>(id), self.keys.channel::<R>(id));
         for attempt in 0..MAX_CAS_ATTEMPTS {
+            let from_copy = current.is_some();
             let mut record = match current.take() {
                 Some(r) => r.clone(),
                 None => match self.read_record::<R>(&key).await? {
@@ -550,6 +582,9 @@ impl<R: StoredRecord> RecordStore<R> for RedisStore {
             let (expected, deadline) = (record.rev(), record.next_deadline());
             change(&mut record);
             if record.rev() == expected {
+                if from_copy {
+                    continue;
+                }
                 return Ok(Some(Written {
                     record,
                     changed: false,
@@ -562,6 +597,8 @@ impl<R: StoredRecord> RecordStore<R> for RedisStore {
                 .await?
             {
                 Cas::Written => {
+                    self.copies.keep(&key, record.rev(), &record);
+                    self.subs.notify(&channel, record.rev());
                     // After the write, never before: see the module doc. The
                     // write happened, so a failure here is only logged: it is
                     // the module doc's gap (this node's timer still holds the

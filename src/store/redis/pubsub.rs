@@ -3,8 +3,11 @@
 //! receivers. This module knows channels only by name: any record whose
 //! writes publish their `rev` on a channel can use it.
 //!
-//! - Every write publishes the record's new `rev` on the record's channel
-//!   (from inside the compare-and-set script, so no write goes unannounced).
+//! - Every write publishes the record's new `rev` and the record itself
+//!   (`<rev> <json>`), then the bare `rev` for older nodes, on the record's
+//!   channel (from inside the compare-and-set script, so no write goes
+//!   unannounced). The record is kept as this node's copy (`copies.rs`), so
+//!   a woken receiver need not read it; channels are named `<record key>:ch`.
 //! - [`Subscriptions::register`] gives a local `watch` receiver. The first
 //!   one for a channel makes the subscriber task subscribe to it
 //!   (`SSUBSCRIBE` on Redis ≥ 7, else `SUBSCRIBE`); the task unsubscribes
@@ -23,10 +26,14 @@
 //!   then wakes every local receiver, because messages may have been
 //!   published while it was away. Receivers re-read the record when woken,
 //!   so a lost message never loses a state; at worst it costs a re-read.
+//!   (Woken so, a receiver asks for the version it last saw, which its copy
+//!   has: the copies of those records are forgotten first, so that the
+//!   re-read is a real read.)
 //! - A payload of `0` means the record was removed: local receivers are
 //!   closed, as the memory stores close them.
 
 use super::conn::{timed, Conn};
+use super::copies::Copies;
 use futures_util::stream::{self, StreamExt};
 use redis::{Msg, PushInfo, PushKind};
 use std::collections::{HashMap, HashSet};
@@ -48,6 +55,8 @@ pub(super) struct Subscriptions {
     locals: Mutex<HashMap<String, Local>>,
     /// Channels whose wanted subscription may have changed, for the task.
     dirty: mpsc::UnboundedSender<String>,
+    /// The records' copies: announced records are kept there.
+    copies: Arc<Copies>,
 }
 
 struct Local {
@@ -60,11 +69,12 @@ struct Local {
 }
 
 impl Subscriptions {
-    pub(super) fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<String>) {
+    pub(super) fn new(copies: Arc<Copies>) -> (Arc<Self>, mpsc::UnboundedReceiver<String>) {
         let (dirty, rx) = mpsc::unbounded_channel();
         let s = Self {
             locals: Mutex::new(HashMap::new()),
             dirty,
+            copies,
         };
         (Arc::new(s), rx)
     }
@@ -103,16 +113,19 @@ impl Subscriptions {
 
     /// The record is gone: close its receivers.
     pub(super) fn forget(&self, channel: &str) {
+        self.copies.forget(record_key(channel));
         if self.locals().remove(channel).is_some() {
             let _ = self.dirty.send(channel.to_owned());
         }
     }
 
-    /// Wakes the receivers of `channels` (after a gap in their messages).
+    /// Wakes the receivers of `channels` (after a gap in their messages),
+    /// forgetting the records' copies first: the copies may miss a write.
     fn wake<'a>(&self, channels: impl Iterator<Item = &'a String>) {
         let locals = self.locals();
         for c in channels {
             if let Some(l) = locals.get(c) {
+                self.copies.forget(record_key(c));
                 l.changes.send_modify(|_| {});
             }
         }
@@ -120,17 +133,32 @@ impl Subscriptions {
 
     /// Wakes every receiver (after a gap in the message stream).
     fn wake_all(&self) {
-        for l in self.locals().values() {
+        for (c, l) in self.locals().iter() {
+            self.copies.forget(record_key(c));
             l.changes.send_modify(|_| {});
         }
     }
 
+    /// One message: `<rev> <json>` (a write, with the record), `<rev>` (a
+    /// write, as older nodes announce it), or `0` (removed).
     fn deliver(&self, channel: &str, payload: &str) {
-        match payload.parse::<u64>() {
-            Ok(0) => self.forget(channel),
-            Ok(rev) => self.notify(channel, rev),
-            Err(_) => {
-                tracing::warn!(channel, payload, "unexpected message on a record channel")
+        let (rev, record) = match payload.split_once(' ') {
+            Some((rev, json)) => (rev, Some(json)),
+            None => (payload, None),
+        };
+        match (rev.parse::<u64>(), record) {
+            (Ok(0), _) => self.forget(channel),
+            (Ok(rev), Some(json)) => {
+                self.copies.keep_json(record_key(channel), rev, json);
+                self.notify(channel, rev);
+            }
+            (Ok(rev), None) => self.notify(channel, rev),
+            (Err(_), _) => {
+                tracing::warn!(
+                    channel,
+                    payload = payload.get(..40).unwrap_or(payload),
+                    "unexpected message on a record channel"
+                )
             }
         }
     }
@@ -173,6 +201,11 @@ impl Subscriptions {
     pub(super) fn len(&self) -> usize {
         self.locals().len()
     }
+}
+
+/// The record whose writes `channel` announces (`<record key>:ch`).
+fn record_key(channel: &str) -> &str {
+    channel.strip_suffix(":ch").unwrap_or(channel)
 }
 
 /// The task that owns the subscriber connection's subscriptions. Messages
