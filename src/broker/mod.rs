@@ -188,6 +188,17 @@ impl Broker {
         self.parts.conversations.get(id).await
     }
 
+    /// [`Self::conversation_now`] for a woken socket: perhaps this node's
+    /// copy, never a version older than `at_least`, the one it was woken for
+    /// (see `RecordStore::get_recent`).
+    pub async fn conversation_at(
+        &self,
+        id: &ConversationId,
+        at_least: u64,
+    ) -> Result<Option<Conversation>, StoreError> {
+        self.parts.conversations.get_recent(id, at_least).await
+    }
+
     // ---- Readiness and background work -------------------------------------
 
     /// `Ok(store kind)` when the session store answers.

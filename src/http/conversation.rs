@@ -301,7 +301,8 @@ async fn requester_loop(
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
     loop {
-        if let Ok(Some(c)) = broker.conversation_now(id).await {
+        let seen = *changes.borrow_and_update();
+        if let Ok(Some(c)) = broker.conversation_at(id, seen).await {
             for r in c.requests.iter().filter(|r| r.is_finished()) {
                 if reported.insert(r.id.clone()) {
                     let frame = RequesterFrame::RequestResult(Box::new(r.result_view()));
@@ -402,7 +403,8 @@ async fn phone_loop(
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
     loop {
-        if let Ok(Some(c)) = broker.conversation_now(id).await {
+        let seen = *changes.borrow_and_update();
+        if let Ok(Some(c)) = broker.conversation_at(id, seen).await {
             if let Some(frame) = ended(&c).map(PhoneServerFrame::Ended) {
                 send_json(socket, &frame).await?;
                 return close(socket, 1000, "conversation ended").await;
