@@ -1621,6 +1621,28 @@ async fn redis_outage_is_fast_unavailable_then_recovers() {
         .unwrap();
 }
 
+/// Restarts Redis (its data is gone with it), puts `record` back through
+/// `b` once Redis answers, and waits for `rx`'s gap wake-up, which comes
+/// after its node re-subscribed. Answers the deadline of what follows.
+async fn restart_redis_and_put_back(
+    server: &mut RedisServer,
+    b: &Arc<dyn RecordStore<Session>>,
+    record: &Session,
+    rx: &mut tokio::sync::watch::Receiver<u64>,
+) -> std::time::Instant {
+    tokio::task::block_in_place(|| server.restart());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while b.insert(record).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "no recovery in 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(10), rx.changed())
+        .await
+        .expect("gap wake-up")
+        .unwrap();
+    deadline
+}
+
 /// The subscriber connection re-subscribes after a reconnection: a write
 /// made through another node afterwards still wakes this node's receiver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1635,18 +1657,7 @@ async fn redis_resubscribes_after_reconnect() {
     a.insert(&s).await.unwrap();
     let mut rx = a.subscribe(&s.id).await.unwrap().unwrap();
 
-    tokio::task::block_in_place(|| server.restart());
-    // The data is gone with the restart: put the session back.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while b.insert(&s).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "no recovery in 10 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // Wait for the gap wake-up, which comes after re-subscribing.
-    tokio::time::timeout(Duration::from_secs(10), rx.changed())
-        .await
-        .expect("gap wake-up")
-        .unwrap();
+    restart_redis_and_put_back(&mut server, &b, &s, &mut rx).await;
     let u = b
         .update(&s.id, now, session_op(claim(&s, 1), now))
         .await
@@ -2042,20 +2053,10 @@ async fn redis_after_a_gap_a_woken_receiver_reads_afresh() {
     let seen = *rx.borrow_and_update();
     assert_eq!(a.get_recent(&s.id, seen).await.unwrap().unwrap().rev, s.rev);
 
-    tokio::task::block_in_place(|| server.restart());
-    // The data is gone with the restart: the session comes back claimed,
-    // a write nobody announced.
+    // The session comes back claimed: a write nobody announced.
     let mut claimed = s.clone();
     assert!(claimed.apply(&claim(&s, 1), now).output.is_ok());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while b.insert(&claimed).await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "no recovery in 10 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::timeout(Duration::from_secs(10), rx.changed())
-        .await
-        .expect("gap wake-up")
-        .unwrap();
+    let deadline = restart_redis_and_put_back(&mut server, &b, &claimed, &mut rx).await;
     let woken_at = *rx.borrow_and_update();
     // (The command connection's first call after the restart may fail.)
     let after = loop {
