@@ -126,7 +126,6 @@ pub async fn preflight(
     resp
 }
 
-/// Authenticates a browser request and records the requester on first sight.
 /// How a browser request reads its session.
 #[derive(Clone, Copy)]
 enum BrowserRead {
@@ -137,6 +136,7 @@ enum BrowserRead {
     ForSocket,
 }
 
+/// Authenticates a browser request and records the requester on first sight.
 async fn open_browser_request(
     state: &AppState,
     id: &str,
