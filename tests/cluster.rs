@@ -56,6 +56,69 @@ async fn browser_sees_claim_and_result_from_other_nodes(fx: &Fixture, nodes: &[N
     assert_eq!(seen.close_code, Some(1000));
 }
 
+/// The phone claims on node 2, which keeps a copy of the session (scanned);
+/// the RP cancels it on node 1, which node 2 is not told of (no socket of
+/// that session is on node 2). The phone's approval on node 2 starts from
+/// the stale copy and is refused all the same: its compare-and-set reads the
+/// cancellation. The audit trail shows the lost race as docs/redis.md says:
+/// `approved`, then `aborted`.
+async fn an_approval_from_a_stale_copy_is_refused(fx: &Fixture, nodes: &[Node]) {
+    let created = create(&fx.http, &nodes[0], 180).await;
+    let claimed = fx
+        .phone
+        .claim(&qr_on(&nodes[1], &created.qr_text), &fx.identity)
+        .await
+        .expect("claim on node 2");
+    let r = fx
+        .http
+        .delete(format!("{}/v1/sessions/{}", nodes[0].base, created.id))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "cancel on node 1");
+
+    let refused = fx
+        .phone
+        .approve(&claimed, &fx.identity, ApproveExtras::default())
+        .await
+        .expect_err("an approval of a cancelled session");
+    let bzt_phone::Error::Broker(refused) = refused else {
+        panic!("a protocol refusal: {refused:?}");
+    };
+    assert_eq!(refused.status, 409, "{refused:?}");
+
+    let session: Value = fx
+        .http
+        .get(format!("{}/v1/sessions/{}", nodes[1].base, created.id))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(session["status"], "cancelled", "{session}");
+    let audit: Value = fx
+        .http
+        .get(format!("{}/v1/audit?limit=1000", nodes[1].base))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let outcomes: Vec<&str> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["session_id"] == created.id.as_str())
+        .filter_map(|r| r["outcome"].as_str())
+        .collect();
+    assert_eq!(outcomes, ["approved", "aborted"], "{audit}");
+}
+
 /// 200 phones claim one QR at once through 3 nodes: one wins.
 async fn concurrent_claims_have_one_winner(fx: &Fixture, nodes: &[Node]) {
     let created = create(&fx.http, &nodes[0], 180).await;
@@ -597,6 +660,14 @@ async fn three_nodes_one_redis_browser_phone_and_rp_on_different_nodes() {
     let fx = Fixture::new();
     let nodes = fx.start_nodes(3, &redis.url()).await;
     browser_sees_claim_and_result_from_other_nodes(&fx, &nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_one_redis_an_approval_from_a_stale_copy_is_refused() {
+    let redis = RedisServer::start();
+    let fx = Fixture::new();
+    let nodes = fx.start_nodes(2, &redis.url()).await;
+    an_approval_from_a_stale_copy_is_refused(&fx, &nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

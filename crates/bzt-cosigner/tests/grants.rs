@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use bzt_cosigner::config::{StoreConfig, StoreKind};
+use bzt_cosigner::config::StoreConfig;
 use bzt_cosigner::grants::{Action, GrantRequest, ManualClock};
 use bzt_cosigner::wire::{
     CertificateInfo, Context, Delegate, GrantCall, GrantList, GrantPackage, GrantRef, ReclaimRecord,
@@ -602,12 +602,7 @@ async fn two_nodes_on_one_redis_agree_and_reclaim_exactly_once() {
     let node = |name: &str| {
         let mut config = config(&broker, dir.path());
         config.node_name = Some(name.into());
-        config.store = StoreConfig {
-            kind: StoreKind::Redis,
-            path: None,
-            redis_url: Some(redis.url()),
-            key_prefix: Some("grants-test:".into()),
-        };
+        config.store = redis_store(&redis, "grants-test:");
         TestService::start_with_clock(config, clock.clone())
     };
     let a = node("node-a").await;
@@ -696,13 +691,7 @@ async fn revoking_a_members_key_reclaims_its_grant_once_with_the_file_store() {
 #[tokio::test]
 async fn revoking_a_members_key_reclaims_its_grant_once_with_the_redis_store() {
     let redis = RedisServer::start();
-    revoking_a_members_key_reclaims_its_grant(Some(StoreConfig {
-        kind: StoreKind::Redis,
-        path: None,
-        redis_url: Some(redis.url()),
-        key_prefix: Some("revoke-test:".into()),
-    }))
-    .await;
+    revoking_a_members_key_reclaims_its_grant(Some(redis_store(&redis, "revoke-test:"))).await;
 }
 
 /// The administrator's key lends the company certificate: frozen (挂失), its members cannot
@@ -717,12 +706,10 @@ async fn a_frozen_lender_suspends_its_grants_and_a_revoked_one_ends_them_with_th
 #[tokio::test]
 async fn a_frozen_lender_suspends_its_grants_and_a_revoked_one_ends_them_with_the_redis_store() {
     let redis = RedisServer::start();
-    a_frozen_lender_suspends_its_grants_and_a_revoked_one_ends_them(Some(StoreConfig {
-        kind: StoreKind::Redis,
-        path: None,
-        redis_url: Some(redis.url()),
-        key_prefix: Some("lender-test:".into()),
-    }))
+    a_frozen_lender_suspends_its_grants_and_a_revoked_one_ends_them(Some(redis_store(
+        &redis,
+        "lender-test:",
+    )))
     .await;
 }
 

@@ -4,7 +4,6 @@
 
 mod support;
 
-use bzt_cosigner::config::{StoreConfig, StoreKind};
 use bzt_cosigner::{CosignerClient, SplitKeyFile};
 use sm2::dsa::signature::Verifier;
 use support::redis::RedisServer;
@@ -18,12 +17,7 @@ async fn node(
 ) -> TestService {
     let mut config = config(broker, dir);
     config.node_name = Some(name.into());
-    config.store = StoreConfig {
-        kind: StoreKind::Redis,
-        path: None,
-        redis_url: Some(redis.url()),
-        key_prefix: Some("cosigner-test:".into()),
-    };
+    config.store = redis_store(redis, "cosigner-test:");
     TestService::start_with(config).await
 }
 

@@ -125,8 +125,7 @@ impl Subscriptions {
         let locals = self.locals();
         for c in channels {
             if let Some(l) = locals.get(c) {
-                self.copies.forget(record_key(c));
-                l.changes.send_modify(|_| {});
+                self.wake_after_gap(c, l);
             }
         }
     }
@@ -134,9 +133,13 @@ impl Subscriptions {
     /// Wakes every receiver (after a gap in the message stream).
     fn wake_all(&self) {
         for (c, l) in self.locals().iter() {
-            self.copies.forget(record_key(c));
-            l.changes.send_modify(|_| {});
+            self.wake_after_gap(c, l);
         }
+    }
+
+    fn wake_after_gap(&self, channel: &str, local: &Local) {
+        self.copies.forget(record_key(channel));
+        local.changes.send_modify(|_| {});
     }
 
     /// One message: `<rev> <json>` (a write, with the record), `<rev>` (a

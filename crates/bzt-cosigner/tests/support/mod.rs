@@ -24,6 +24,16 @@ use bzt_cosigner::wire::{BrokerContext, BrokerContextRequest, Context, Opening, 
 use bzt_cosigner::{Config, CosignerClient, Service};
 use tokio::net::TcpListener;
 
+/// The service's store on `redis`, its keys under `prefix`.
+pub fn redis_store(redis: &redis::RedisServer, prefix: &str) -> StoreConfig {
+    StoreConfig {
+        kind: StoreKind::Redis,
+        path: None,
+        redis_url: Some(redis.url()),
+        key_prefix: Some(prefix.into()),
+    }
+}
+
 pub const BROKER_CREDENTIAL: &str = "broker-credential-for-the-cosigner";
 pub const ENROLMENT_TOKEN: &str = "enrolment-token";
 pub const ADMIN_TOKEN: &str = "admin-token";
