@@ -11,7 +11,8 @@ test('camera: the phone page scans the login QR from a (fake) camera and logs in
   const login = await browser.context.newPage();
   await login.goto(broker.url + '/demo/login.html');
   const qr = await qrTextOf(login);
-  const img = login.locator('.bzt-widget img');
+  // `[src]`: the <img> is in the page before the widget has loaded the QR into it.
+  const img = login.locator('.bzt-widget img[src]');
   await img.waitFor({ timeout: 20000 });
   // The widget's image (a blob: or the broker's qr.svg URL): read it in the page.
   const svg = await login.evaluate(async (src) => (await fetch(src)).text(), await img.getAttribute('src'));
