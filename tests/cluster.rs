@@ -662,6 +662,25 @@ async fn three_nodes_one_redis_browser_phone_and_rp_on_different_nodes() {
     browser_sees_claim_and_result_from_other_nodes(&fx, &nodes).await;
 }
 
+/// A node allowed one CPU runs on one thread (cheaper: loadtest/RESULTS.md);
+/// the cross-node flow and the claim race behave as on the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_one_redis_each_on_one_cpu_run_one_thread_and_keep_the_protocol() {
+    let redis = RedisServer::start();
+    let fx = Fixture::new();
+    let nodes = fx.start_nodes_on_one_cpu(3, &redis.url()).await;
+    for node in &nodes {
+        assert!(
+            node.log().contains("runtime=\"current_thread\""),
+            "{} should say it runs one thread: {}",
+            node.name,
+            node.log()
+        );
+    }
+    browser_sees_claim_and_result_from_other_nodes(&fx, &nodes).await;
+    concurrent_claims_have_one_winner(&fx, &nodes).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_one_redis_an_approval_from_a_stale_copy_is_refused() {
     let redis = RedisServer::start();

@@ -21,7 +21,11 @@ pub struct ServeArgs {
 pub(super) fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("BZT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only on a terminal: a log file or journald gets plain text.
+    let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(on_terminal);
     if json {
         builder.json().init();
     } else {
@@ -62,7 +66,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(secrets) = &dev {
             print_dev_banner(&config, secrets, app.port());
         }
-        tracing::info!(addr = %app.local_addr(), store = ?config.store.kind, "bzt broker listening");
+        tracing::info!(
+            addr = %app.local_addr(),
+            store = ?config.store.kind,
+            runtime = super::RuntimeShape::for_this_process().name(),
+            "bzt broker listening"
+        );
         let broker = app.broker();
         let config_file = args.config.clone();
         tokio::spawn(reload_on_sighup(broker, config_file));

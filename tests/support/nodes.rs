@@ -59,15 +59,43 @@ impl Fixture {
     /// Starts `n` nodes on `redis_url` (comma-separated: a Cluster) under
     /// one key prefix, and waits until each is ready.
     pub async fn start_nodes(&self, n: usize, redis_url: &str) -> Vec<Node> {
+        self.start_nodes_with(n, redis_url, Cpus::All).await
+    }
+
+    /// [`Self::start_nodes`], each node allowed a single CPU (`taskset`),
+    /// as a container with a one-CPU limit would be.
+    pub async fn start_nodes_on_one_cpu(&self, n: usize, redis_url: &str) -> Vec<Node> {
+        self.start_nodes_with(n, redis_url, Cpus::One).await
+    }
+
+    async fn start_nodes_with(&self, n: usize, redis_url: &str, cpus: Cpus) -> Vec<Node> {
         let prefix = format!("it-{}", bzt_core::SessionId::generate());
         let mut nodes: Vec<Node> = (1..=n)
-            .map(|i| Node::spawn(self, &format!("node{i}"), redis_url, &prefix))
+            .map(|i| Node::spawn(self, &format!("node{i}"), redis_url, &prefix, cpus))
             .collect();
         for node in &mut nodes {
             node.wait_ready(&self.http).await;
         }
         nodes
     }
+}
+
+/// The CPUs a node process may run on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cpus {
+    All,
+    /// The first CPU this test may use.
+    One,
+}
+
+/// The first CPU in this process's affinity list (`Cpus_allowed_list`).
+fn first_allowed_cpu() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list in /proc/self/status");
+    list.trim().split([',', '-']).next().unwrap().to_owned()
 }
 
 /// One `bzt serve` process.
@@ -79,11 +107,12 @@ pub struct Node {
     pub prefix: String,
     config: PathBuf,
     log: PathBuf,
+    cpus: Cpus,
     child: Option<Child>,
 }
 
 impl Node {
-    fn spawn(fx: &Fixture, name: &str, redis_url: &str, prefix: &str) -> Self {
+    fn spawn(fx: &Fixture, name: &str, redis_url: &str, prefix: &str, cpus: Cpus) -> Self {
         let port = super::redis::free_port(false);
         let base = format!("http://127.0.0.1:{port}");
         let config = fx.dir.path().join(format!("{name}.toml"));
@@ -131,6 +160,7 @@ ca_pem_files = ["ca.pem"]
             prefix: prefix.to_owned(),
             config,
             log: fx.dir.path().join(format!("{name}.log")),
+            cpus,
             child: None,
         };
         node.start();
@@ -143,11 +173,21 @@ ca_pem_files = ["ca.pem"]
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_bzt"))
+        let bin = env!("CARGO_BIN_EXE_bzt");
+        let mut command = match self.cpus {
+            Cpus::All => Command::new(bin),
+            Cpus::One => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(first_allowed_cpu()).arg(bin);
+                c
+            }
+        };
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(&self.config)
-            .env("BZT_LOG", "warn")
+            // Warnings, and the start line (it names the runtime).
+            .env("BZT_LOG", "warn,bzt::cli=info")
             .env_remove("BZT_CONFIG")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
