@@ -10,6 +10,12 @@
 # and the top symbols. Needs perf. BZT_BIN=<path> profiles another broker
 # binary (e.g. an older build) with this load generator; BZT_LOAD=<path> uses
 # that load generator and builds nothing; BZT_RATES sets the open-loop rates.
+#
+# BZT_CALLERS=1 profiles by caller instead: the broker is built with frame
+# pointers (in target/frame-pointers, leaving the usual release build alone),
+# recorded with call graphs (`perf record -g`), and loadtest/callers.py prints
+# the share of samples with each of the broker's functions on the stack
+# (BZT_MATCH: a regular expression of the frames to list). Needs python3.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -17,11 +23,24 @@ measure=${1:-5}
 out=${2:-$(mktemp -d /tmp/bzt-profile.XXXXXX)}
 mkdir -p "$out"
 command -v perf >/dev/null || { echo "perf is required" >&2; exit 1; }
+callers=${BZT_CALLERS:-}
 if [ -z "${BZT_LOAD:-}" ]; then
   CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
     cargo build --release --quiet -p bzt --bin bzt -p bzt-loadtest --bin bzt-load
 fi
 bin=${BZT_BIN:-$root/target/release/bzt}
+graph=()
+if [ -n "$callers" ]; then
+  command -v python3 >/dev/null || { echo "python3 is required for BZT_CALLERS" >&2; exit 1; }
+  if [ -z "${BZT_BIN:-}" ]; then
+    CARGO_TARGET_DIR=target/frame-pointers RUSTFLAGS="-C force-frame-pointers=yes" \
+      CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
+      cargo build --release --quiet -p bzt --bin bzt
+    bin=$root/target/frame-pointers/release/bzt
+  fi
+  graph=(-g)
+fi
+match=${BZT_MATCH:-}
 load_bin=${BZT_LOAD:-target/release/bzt-load}
 scenario=${BZT_SCENARIO:-flows}
 case "$scenario" in
@@ -34,7 +53,7 @@ load_cpus=${BZT_LOAD_CPUS:-1}
 broker_cpus=${BZT_BROKER_CPUS:-0}
 # The broker reads BZT_* variables as configuration: keep this script's own
 # knobs from reaching it.
-unset BZT_BIN BZT_LOAD BZT_SCENARIO BZT_RATES BZT_LOAD_CPUS BZT_BROKER_CPUS
+unset BZT_BIN BZT_LOAD BZT_SCENARIO BZT_RATES BZT_LOAD_CPUS BZT_BROKER_CPUS BZT_CALLERS BZT_MATCH
 ulimit -n 65536 2>/dev/null || true
 taskset -c "$load_cpus" "$load_bin" --out "$out" --ref-seconds 1 \
   --bzt-bin "$bin" --broker-cpus "$broker_cpus" \
@@ -48,10 +67,17 @@ for _ in $(seq 2400); do
   sleep 0.05
 done
 [ -n "$brokers" ] || { echo "no broker started: see $out/flows.log" >&2; wait "$load"; exit 1; }
-perf record -q -F 999 -p "$brokers" -o "$out/perf.data" 2>"$out/perf.log" &
+perf record -q -F 999 "${graph[@]}" -p "$brokers" -o "$out/perf.data" 2>"$out/perf.log" &
 perf_pid=$!
 wait "$load"
 wait "$perf_pid" || true
+if [ -n "$callers" ]; then
+  perf script -i "$out/perf.data" 2>/dev/null >"$out/stacks.txt"
+  python3 "$root/loadtest/callers.py" "$out/stacks.txt" ${match:+"$match"}
+  echo "== flows report =="
+  grep -E '^\| (open|closed)' "$out/$scenario.md" || true
+  exit 0
+fi
 perf report -i "$out/perf.data" --no-children --sort dso,sym --stdio 2>/dev/null |
   grep -E '^ +[0-9.]+%' >"$out/symbols.txt"
 # Group leaf symbols into the parts of a flow.
