@@ -681,6 +681,20 @@ async fn three_nodes_one_redis_each_on_one_cpu_run_one_thread_and_keep_the_proto
     concurrent_claims_have_one_winner(&fx, &nodes).await;
 }
 
+/// The embedded mode (memory store, audit log on disk with its own
+/// writer thread) allowed one CPU: one thread, and a whole login works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_node_on_one_cpu_runs_one_thread_and_completes_a_login() {
+    let fx = Fixture::new();
+    let node = fx.start_embedded_on_one_cpu().await;
+    assert!(
+        node.log().contains("runtime=\"current_thread\""),
+        "the node should say it runs one thread: {}",
+        node.log()
+    );
+    full_flow_on(&fx, &node).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_one_redis_an_approval_from_a_stale_copy_is_refused() {
     let redis = RedisServer::start();

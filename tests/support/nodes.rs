@@ -1,6 +1,6 @@
 //! Broker nodes as separate processes of the real binary, all pointing at
-//! one Redis (or Redis Cluster), and the RP, browser and phone sides that
-//! talk to them.
+//! one Redis (or Redis Cluster), or one on its own memory store, and the
+//! RP, browser and phone sides that talk to them.
 //!
 //! Ports: a process cannot be told to bind port 0 and report it back
 //! cheaply, so each node gets a port found free by binding and releasing
@@ -68,10 +68,18 @@ impl Fixture {
         self.start_nodes_with(n, redis_url, Cpus::One).await
     }
 
+    /// One node on its own memory store (embedded mode, audit log on
+    /// disk), allowed a single CPU.
+    pub async fn start_embedded_on_one_cpu(&self) -> Node {
+        let mut node = Node::spawn(self, "embedded", None, "", Cpus::One);
+        node.wait_ready(&self.http).await;
+        node
+    }
+
     async fn start_nodes_with(&self, n: usize, redis_url: &str, cpus: Cpus) -> Vec<Node> {
         let prefix = format!("it-{}", bzt_core::SessionId::generate());
         let mut nodes: Vec<Node> = (1..=n)
-            .map(|i| Node::spawn(self, &format!("node{i}"), redis_url, &prefix, cpus))
+            .map(|i| Node::spawn(self, &format!("node{i}"), Some(redis_url), &prefix, cpus))
             .collect();
         for node in &mut nodes {
             node.wait_ready(&self.http).await;
@@ -112,10 +120,19 @@ pub struct Node {
 }
 
 impl Node {
-    fn spawn(fx: &Fixture, name: &str, redis_url: &str, prefix: &str, cpus: Cpus) -> Self {
+    /// A node on `redis_url` under `prefix`, or on a memory store.
+    fn spawn(fx: &Fixture, name: &str, redis_url: Option<&str>, prefix: &str, cpus: Cpus) -> Self {
         let port = super::redis::free_port(false);
         let base = format!("http://127.0.0.1:{port}");
         let config = fx.dir.path().join(format!("{name}.toml"));
+        let store = match redis_url {
+            // Generous for a loaded 2-core test machine running six servers;
+            // production keeps the 500 ms default.
+            Some(url) => format!(
+                "kind = \"redis\"\nredis_url = \"{url}\"\nkey_prefix = \"{prefix}\"\ntimeout_ms = 2000"
+            ),
+            None => "kind = \"memory\"".to_owned(),
+        };
         std::fs::write(
             &config,
             format!(
@@ -124,12 +141,7 @@ public_base_url = "{base}"
 data_dir = "{name}-data"
 admin_token = "{ADMIN_TOKEN}"
 [store]
-kind = "redis"
-redis_url = "{redis_url}"
-key_prefix = "{prefix}"
-# Generous for a loaded 2-core test machine running six servers; production
-# keeps the 500 ms default.
-timeout_ms = 2000
+{store}
 [limits]
 claims_per_ip_per_minute = 1000000
 creates_per_app_per_second = 1000000
