@@ -114,12 +114,14 @@ enum RuntimeShape {
 }
 
 impl RuntimeShape {
+    /// Decided once per process, so the start line names the runtime built.
     fn for_this_process() -> Self {
+        static SHAPE: std::sync::OnceLock<RuntimeShape> = std::sync::OnceLock::new();
         // Counts the CPUs of the process's affinity mask and cgroup quota.
-        match std::thread::available_parallelism() {
+        *SHAPE.get_or_init(|| match std::thread::available_parallelism() {
             Ok(n) if n.get() == 1 => Self::OneThread,
             _ => Self::WorkerPerCpu,
-        }
+        })
     }
 
     fn name(self) -> &'static str {
