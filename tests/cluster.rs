@@ -16,7 +16,9 @@ use bzt_phone::{ApproveExtras, ConversationSocket, EndedBy, PhoneConversation};
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use support::nodes::{create, qr_on, try_create, Browser, Fixture, Node, ADMIN_TOKEN, API_KEY};
+use support::nodes::{
+    create, qr_on, rp_get, try_create, Browser, Fixture, Node, ADMIN_TOKEN, API_KEY,
+};
 use support::redis::{RedisCluster, RedisServer};
 
 const STEP: Duration = Duration::from_secs(10);
@@ -88,27 +90,13 @@ async fn an_approval_from_a_stale_copy_is_refused(fx: &Fixture, nodes: &[Node]) 
     };
     assert_eq!(refused.status, 409, "{refused:?}");
 
-    let session: Value = fx
-        .http
-        .get(format!("{}/v1/sessions/{}", nodes[1].base, created.id))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let session: Value = rp_get(
+        &fx.http,
+        format!("{}/v1/sessions/{}", nodes[1].base, created.id),
+    )
+    .await;
     assert_eq!(session["status"], "cancelled", "{session}");
-    let audit: Value = fx
-        .http
-        .get(format!("{}/v1/audit?limit=1000", nodes[1].base))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit: Value = rp_get(&fx.http, format!("{}/v1/audit?limit=1000", nodes[1].base)).await;
     let outcomes: Vec<&str> = audit["records"]
         .as_array()
         .unwrap()
@@ -273,16 +261,11 @@ async fn open_conversation(
         .await
         .unwrap();
     let grant = answer.conversation.expect("a conversation was opened");
-    let session: Value = fx
-        .http
-        .get(format!("{}/v1/sessions/{session_id}", nodes[0].base))
-        .bearer_auth(API_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let session: Value = rp_get(
+        &fx.http,
+        format!("{}/v1/sessions/{session_id}", nodes[0].base),
+    )
+    .await;
     let token = session["result"]["conversation"]["token"]
         .as_str()
         .expect("result.conversation.token")
@@ -440,15 +423,7 @@ async fn conversation_across_nodes(fx: &Fixture, nodes: &[Node], redis_url: &str
     // The audit records of the flow, from any node: the same.
     let mut seen_by_node = Vec::new();
     for node in nodes {
-        let r = fx
-            .http
-            .get(format!("{}/v1/audit?limit=1000", node.base))
-            .bearer_auth(API_KEY)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let body: Value = r.json().await.unwrap();
+        let body = rp_get(&fx.http, format!("{}/v1/audit?limit=1000", node.base)).await;
         let ours: Vec<Value> = body["records"]
             .as_array()
             .unwrap()

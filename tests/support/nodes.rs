@@ -335,6 +335,13 @@ pub async fn create(http: &reqwest::Client, node: &Node, ttl_s: u32) -> Created 
         .unwrap_or_else(|e| panic!("create on {}: {e:?}", node.name))
 }
 
+/// `GET url` as the RP (the test app's API key): the JSON answer of a 200.
+pub async fn rp_get(http: &reqwest::Client, url: String) -> Value {
+    let r = http.get(&url).bearer_auth(API_KEY).send().await.unwrap();
+    assert_eq!(r.status(), 200, "GET {url}");
+    r.json().await.unwrap()
+}
+
 /// The QR text as a phone would scan it, pointed at `node`.
 pub fn qr_on(node: &Node, qr_text: &str) -> QrText {
     QrText::parse(&node.rebase(qr_text)).unwrap()
