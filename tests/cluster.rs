@@ -637,6 +637,16 @@ async fn three_nodes_one_redis_browser_phone_and_rp_on_different_nodes() {
     browser_sees_claim_and_result_from_other_nodes(&fx, &nodes).await;
 }
 
+/// The node's start line names the one-thread runtime.
+fn assert_runs_one_thread(node: &Node) {
+    assert!(
+        node.log().contains("runtime=\"current_thread\""),
+        "{} should say it runs one thread: {}",
+        node.name,
+        node.log()
+    );
+}
+
 /// A node allowed one CPU runs on one thread (cheaper: loadtest/RESULTS.md);
 /// the cross-node flow and the claim race behave as on the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -645,12 +655,7 @@ async fn three_nodes_one_redis_each_on_one_cpu_run_one_thread_and_keep_the_proto
     let fx = Fixture::new();
     let nodes = fx.start_nodes_on_one_cpu(3, &redis.url()).await;
     for node in &nodes {
-        assert!(
-            node.log().contains("runtime=\"current_thread\""),
-            "{} should say it runs one thread: {}",
-            node.name,
-            node.log()
-        );
+        assert_runs_one_thread(node);
     }
     browser_sees_claim_and_result_from_other_nodes(&fx, &nodes).await;
     concurrent_claims_have_one_winner(&fx, &nodes).await;
@@ -662,11 +667,7 @@ async fn three_nodes_one_redis_each_on_one_cpu_run_one_thread_and_keep_the_proto
 async fn an_embedded_node_on_one_cpu_runs_one_thread_and_completes_a_login() {
     let fx = Fixture::new();
     let node = fx.start_embedded_on_one_cpu().await;
-    assert!(
-        node.log().contains("runtime=\"current_thread\""),
-        "the node should say it runs one thread: {}",
-        node.log()
-    );
+    assert_runs_one_thread(&node);
     full_flow_on(&fx, &node).await;
 }
 
