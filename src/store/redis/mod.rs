@@ -125,6 +125,14 @@ pub(crate) struct Keys {
     prefix: String,
 }
 
+/// A record's channel is its key with this suffix ([`Keys::channel`]).
+const CHANNEL_SUFFIX: &str = ":ch";
+
+/// The record whose writes `channel` announces: [`Keys::channel`] undone.
+fn record_of_channel(channel: &str) -> &str {
+    channel.strip_suffix(CHANNEL_SUFFIX).unwrap_or(channel)
+}
+
 impl Keys {
     fn new(prefix: &str) -> Self {
         Self {
@@ -139,7 +147,7 @@ impl Keys {
 
     /// Where a record's writes are announced (same slot as the record).
     fn channel<R: StoredRecord>(&self, id: &R::Id) -> String {
-        format!("{}:{{{}:{id}}}:ch", self.prefix, R::TAG)
+        self.record::<R>(id) + CHANNEL_SUFFIX
     }
 
     /// A due-time queue.
@@ -296,7 +304,7 @@ impl RedisStore {
                 .with_context(|| format!("{} (subscriber; Redis ≥ 6 is required)", what()))?;
         let keys = Keys::new(&settings.key_prefix);
         // Sharded pub/sub exists from Redis 7 on: ask by using it.
-        let probe_channel = format!("{}:{{probe}}:ch", settings.key_prefix);
+        let probe_channel = format!("{}:{{probe}}{CHANNEL_SUFFIX}", settings.key_prefix);
         let sharded = timed(
             settings.timeout,
             "SPUBLISH",
@@ -721,6 +729,10 @@ mod tests {
         let c = ConversationId::parse("xyz_1").unwrap();
         assert_eq!(k.record::<Conversation>(&c), "bzt:{c:xyz_1}");
         assert_eq!(k.channel::<Conversation>(&c), "bzt:{c:xyz_1}:ch");
+        assert_eq!(
+            record_of_channel(&k.channel::<Conversation>(&c)),
+            k.record::<Conversation>(&c)
+        );
         assert_eq!(k.queue(Conversation::DEADLINES), "bzt:{cdue}");
         assert_eq!(k.audit(), "bzt:{audit}");
         assert_eq!(k.audit_head(), "bzt:{audit}:head");

@@ -34,6 +34,7 @@
 
 use super::conn::{timed, Conn};
 use super::copies::Copies;
+use super::record_of_channel;
 use futures_util::stream::{self, StreamExt};
 use redis::{Msg, PushInfo, PushKind};
 use std::collections::{HashMap, HashSet};
@@ -113,7 +114,7 @@ impl Subscriptions {
 
     /// The record is gone: close its receivers.
     pub(super) fn forget(&self, channel: &str) {
-        self.copies.forget(record_key(channel));
+        self.copies.forget(record_of_channel(channel));
         if self.locals().remove(channel).is_some() {
             let _ = self.dirty.send(channel.to_owned());
         }
@@ -138,7 +139,7 @@ impl Subscriptions {
     }
 
     fn wake_after_gap(&self, channel: &str, local: &Local) {
-        self.copies.forget(record_key(channel));
+        self.copies.forget(record_of_channel(channel));
         local.changes.send_modify(|_| {});
     }
 
@@ -152,7 +153,7 @@ impl Subscriptions {
         match (rev.parse::<u64>(), record) {
             (Ok(0), _) => self.forget(channel),
             (Ok(rev), Some(json)) => {
-                self.copies.keep_json(record_key(channel), rev, json);
+                self.copies.keep_json(record_of_channel(channel), rev, json);
                 self.notify(channel, rev);
             }
             (Ok(rev), None) => self.notify(channel, rev),
@@ -204,11 +205,6 @@ impl Subscriptions {
     pub(super) fn len(&self) -> usize {
         self.locals().len()
     }
-}
-
-/// The record whose writes `channel` announces (`<record key>:ch`).
-fn record_key(channel: &str) -> &str {
-    channel.strip_suffix(":ch").unwrap_or(channel)
 }
 
 /// The task that owns the subscriber connection's subscriptions. Messages
