@@ -18,9 +18,8 @@ use bzt_phone::{
 use bzt_rp_client::CreateSession;
 use serde_json::{json, Value};
 use sm2::SecretKey;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 // ---- helpers ----------------------------------------------------------------------------
@@ -394,38 +393,11 @@ async fn a_decrypt_challenge_that_names_another_header_is_refused_by_the_phone()
     }
 }
 
-/// A `tracing` writer into memory, to read what the broker logged.
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
-    type Writer = LogBuffer;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 // The default (current-thread) runtime: the broker's tasks run on this thread, so the
 // thread's default subscriber sees every event of the server and the clients.
 #[tokio::test]
 async fn the_broker_never_holds_the_content_key() {
-    let logs = LogBuffer::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(logs.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = LogBuffer::capture(tracing::Level::TRACE);
 
     let app = TestApp::spawn().await;
     let flow = encrypt_then_decrypt(&app).await;
@@ -466,7 +438,7 @@ async fn the_broker_never_holds_the_content_key() {
     }
     assert!(files > 0);
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(
         text.contains("/v1/claim") && text.contains("/complete"),
         "the logs were not captured: {} bytes",

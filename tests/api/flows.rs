@@ -180,6 +180,30 @@ async fn login_happy_path() {
     );
 }
 
+/// At the default level (`info`) a session writes one line, when it ends,
+/// naming its app, kind, final status and age (README, "Logging").
+#[tokio::test]
+async fn at_info_a_session_logs_one_line_when_it_ends() {
+    let (logs, _guard) = LogBuffer::capture(tracing::Level::INFO);
+    let (_app, created, _view) =
+        approved_session(json!({"kind": "login", "display": {"title": "登录"}})).await;
+    let text = logs.text();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(created.id.as_str()))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line for the session:\n{text}");
+    for part in [
+        "session finished",
+        &format!("app={APP_ID}"),
+        "kind=\"login\"",
+        "status=\"approved\"",
+        "ms=",
+    ] {
+        assert!(lines[0].contains(part), "{part} in {}", lines[0]);
+    }
+}
+
 #[tokio::test]
 async fn bind_happy_path() {
     let (_app, created, view) = approved_session(json!({

@@ -682,3 +682,43 @@ pub fn openssl_verifies(dir: &Path, cert_pem: &str, tbs: &[u8], sig: &[u8]) -> b
     std::fs::write(dir.join("verify-cert.pem"), cert_pem).unwrap();
     bzt_openssl_cli::verifies_with_certificate(dir, "verify-cert.pem", tbs, sig)
 }
+
+/// A `tracing` writer into memory, to read what the broker logged.
+#[derive(Clone, Default)]
+pub struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    /// Captures this thread's events up to `level` (plain text) until the
+    /// guard drops. Under the default current-thread test runtime the
+    /// broker's tasks run on this thread, so their events are captured too.
+    pub fn capture(level: tracing::Level) -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Self::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .with_writer(logs.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
