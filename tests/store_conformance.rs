@@ -1152,6 +1152,39 @@ return ids",
     nodes[0].remove(&c.id).await.unwrap();
 }
 
+/// A second insert of a taken id is refused and changes nothing, its
+/// deadline included (on one Redis server the record and its first
+/// deadline are one script; a Cluster, where they are two calls, may keep
+/// the earlier deadline: docs/redis.md).
+async fn a_refused_insert_leaves_the_deadline_alone(node: Arc<dyn RecordStore<Session>>) {
+    let t0 = Timestamp::now_utc();
+    let first = session(180, t0);
+    node.insert(&first).await.unwrap();
+    let mut again = first.clone();
+    again.expires_at = t0.plus_secs(10);
+
+    assert!(matches!(
+        node.insert(&again).await,
+        Err(StoreError::Duplicate)
+    ));
+
+    let due = |at| node.claim_due(Session::DEADLINES, at, 100);
+    assert!(due(t0.plus_secs(11)).await.unwrap().is_empty());
+    assert_eq!(due(first.expires_at).await.unwrap(), vec![first.id.clone()]);
+}
+
+#[tokio::test]
+async fn memory_a_refused_insert_leaves_the_deadline_alone() {
+    let node = memory_nodes::<Session>(1, "dup-due").await.remove(0);
+    a_refused_insert_leaves_the_deadline_alone(node).await
+}
+
+#[tokio::test]
+async fn redis_a_refused_insert_leaves_the_deadline_alone() {
+    let node = redis_nodes::<Session>(1, "dup-due").await.remove(0);
+    a_refused_insert_leaves_the_deadline_alone(node).await
+}
+
 macro_rules! conversation_only {
     ($backend:ident, $nodes:ident) => {
         mod $backend {

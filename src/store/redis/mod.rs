@@ -20,7 +20,9 @@
 //!   lease. The schedule script replaces a lease and otherwise keeps the earlier
 //!   due time (the rule of [`crate::store`]'s module doc). A queue is one
 //!   key, in its own slot, apart from the records: a write records its new
-//!   deadline in a second call after the compare-and-set. The one gap: a
+//!   deadline in a second call after the compare-and-set. (A new record's
+//!   first deadline is part of the insert script on one server; a Cluster
+//!   records it in a call of its own first.) The one gap: a
 //!   node that dies between the two leaves the previous due time, so the
 //!   new deadline can come late (at most until the previous one, and every
 //!   read in between applies due deadlines lazily anyway).
@@ -187,6 +189,34 @@ return 1",
     )
 });
 
+/// The rule of [`SCHEDULE`] for one id (`id`, due ms `at`) in queue `KEYS[q]`:
+/// a lease (a score ending in `.5`) is replaced, otherwise the earlier due
+/// time stays. Lua, shared by the scripts that schedule.
+const SCHEDULE_ONE: &str = r"
+local function schedule_one(q, id, at)
+  local cur = redis.call('ZSCORE', KEYS[q], id)
+  cur = cur and tonumber(cur)
+  if not (cur and cur == math.floor(cur) and cur <= tonumber(at)) then
+    redis.call('ZADD', KEYS[q], at, id)
+  end
+end";
+
+/// [`INSERT`] and the record's first deadline in one step, for one Redis
+/// server (a Cluster keeps a queue in another slot than the record, where
+/// one script cannot reach both: there the deadline is a call of its own).
+/// KEYS: record, queue. ARGV: rev, json, ttl ms, id, due ms. Returns 1 if
+/// created, 0 if taken (and then the queue is left alone).
+static INSERT_DUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{SCHEDULE_ONE}
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'rev', ARGV[1], 'json', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+schedule_one(2, ARGV[4], ARGV[5])
+return 1"
+    ))
+});
+
 /// Compare-and-set on `rev`, then announce the write. KEYS: session,
 /// channel. ARGV: expected rev, new rev, json, ttl ms, publish command.
 /// Returns 1 if written, 0 if `rev` moved on, -1 if the record is gone.
@@ -236,22 +266,18 @@ return ids",
 /// ms, or `''` to forget. A lease (a score ending in `.5`) is replaced;
 /// otherwise the earlier due time stays.
 static SCHEDULE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+    Script::new(&format!(
+        r"{SCHEDULE_ONE}
 for i = 1, #ARGV, 2 do
   local id, at = ARGV[i], ARGV[i + 1]
   if at == '' then
     redis.call('ZREM', KEYS[1], id)
   else
-    local cur = redis.call('ZSCORE', KEYS[1], id)
-    cur = cur and tonumber(cur)
-    if not (cur and cur == math.floor(cur) and cur <= tonumber(at)) then
-      redis.call('ZADD', KEYS[1], at, id)
-    end
+    schedule_one(1, id, at)
   end
 end
-return 1",
-    )
+return 1"
+    ))
 });
 
 /// Aborts the subscriber task when the store goes away.
@@ -380,23 +406,34 @@ impl RedisStore {
         Ok(record)
     }
 
-    /// Creates the record; `Duplicate` if the key exists.
+    /// Creates the record; `Duplicate` if the key exists. With `due`
+    /// (queue, id, time), also records the record's first deadline, in the
+    /// same script: only on one server ([`INSERT_DUE`]).
     async fn insert_record(
         &self,
         key: &str,
         rev: u64,
         json: String,
         ttl_ms: i64,
+        due: Option<(String, &str, Timestamp)>,
     ) -> Result<(), StoreError> {
+        let invocation = match &due {
+            Some((queue, id, at)) => {
+                let mut i = INSERT_DUE.key(key);
+                i.key(queue).arg(rev).arg(json).arg(ttl_ms);
+                i.arg(*id).arg(at.unix_millis());
+                i
+            }
+            None => {
+                let mut i = INSERT.key(key);
+                i.arg(rev).arg(json).arg(ttl_ms);
+                i
+            }
+        };
         let created: i64 = timed(
             self.timeout,
             "insert",
-            INSERT
-                .key(key)
-                .arg(rev)
-                .arg(json)
-                .arg(ttl_ms)
-                .invoke_async(&mut self.conn.clone()),
+            invocation.invoke_async(&mut self.conn.clone()),
         )
         .await?;
         if created == 1 {
@@ -532,12 +569,18 @@ impl<R: StoredRecord> RecordStore<R> for RedisStore {
     async fn insert(&self, record: &R) -> Result<(), StoreError> {
         let id = record.id();
         let json = to_json(record, id)?;
-        // The deadline first, so a record never exists without one (a sweep
-        // forgets a due time whose record is missing). For a duplicate id
-        // this may record an early deadline for the existing record: that
-        // costs one handling that changes nothing.
+        let mut due = None;
         if let Some(at) = record.next_deadline() {
-            RecordStore::<R>::schedule(self, R::DEADLINES, &[(id.clone(), Some(at))]).await?;
+            if self.conn.is_cluster() {
+                // The deadline first, so a record never exists without one
+                // (a sweep forgets a due time whose record is missing). For
+                // a duplicate id this may record an early deadline for the
+                // existing record: that costs one handling that changes
+                // nothing.
+                RecordStore::<R>::schedule(self, R::DEADLINES, &[(id.clone(), Some(at))]).await?;
+            } else {
+                due = Some((self.keys.queue(R::DEADLINES), id.as_str(), at));
+            }
         }
         let key = self.keys.record::<R>(id);
         self.insert_record(
@@ -545,6 +588,7 @@ impl<R: StoredRecord> RecordStore<R> for RedisStore {
             record.rev(),
             json,
             ttl_until(record.kept_from(), record.created_at()),
+            due,
         )
         .await?;
         self.copies.keep(&key, record.rev(), record);
