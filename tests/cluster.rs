@@ -671,6 +671,18 @@ async fn an_embedded_node_on_one_cpu_runs_one_thread_and_completes_a_login() {
     full_flow_on(&fx, &node).await;
 }
 
+/// A CPU quota of one CPU (a container's CPU limit) counts as one CPU,
+/// as docs/deploy.md says, though the node may run on every CPU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_node_under_a_one_cpu_quota_runs_one_thread_and_completes_a_login() {
+    let fx = Fixture::new();
+    let Some(node) = fx.start_embedded_under_a_quota_of_one_cpu().await else {
+        return;
+    };
+    assert_runs_one_thread(&node);
+    full_flow_on(&fx, &node).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_one_redis_an_approval_from_a_stale_copy_is_refused() {
     let redis = RedisServer::start();

@@ -76,10 +76,24 @@ impl Fixture {
         node
     }
 
+    /// One embedded node that may run on every CPU but gets the CPU time
+    /// of one: a cgroup CPU quota, the limit `docker run --cpus 1` or a
+    /// Kubernetes CPU limit of 1 sets. `None` when this test process may
+    /// not make cgroups (not root).
+    pub async fn start_embedded_under_a_quota_of_one_cpu(&self) -> Option<Node> {
+        let group = CpuQuotaGroup::of_one_cpu(&format!("bzt-test-{}", std::process::id()))?;
+        let mut node = Node::spawn(self, "embedded", None, "", Cpus::Quota(group));
+        node.wait_ready(&self.http).await;
+        Some(node)
+    }
+
     async fn start_nodes_with(&self, n: usize, redis_url: &str, cpus: Cpus) -> Vec<Node> {
         let prefix = format!("it-{}", bzt_core::SessionId::generate());
         let mut nodes: Vec<Node> = (1..=n)
-            .map(|i| Node::spawn(self, &format!("node{i}"), Some(redis_url), &prefix, cpus))
+            .map(|i| {
+                let name = format!("node{i}");
+                Node::spawn(self, &name, Some(redis_url), &prefix, cpus.clone())
+            })
             .collect();
         for node in &mut nodes {
             node.wait_ready(&self.http).await;
@@ -89,11 +103,75 @@ impl Fixture {
 }
 
 /// The CPUs a node process may run on.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone)]
 enum Cpus {
     All,
     /// The first CPU this test may use.
     One,
+    /// Every CPU, within a CPU-time quota (a cgroup of its own).
+    Quota(std::sync::Arc<CpuQuotaGroup>),
+}
+
+/// A cgroup whose CPU quota is one CPU's time, removed when dropped (after
+/// its processes are gone). Uses the cgroup v1 `cpu` controller where it is
+/// mounted (as on the CI machines), else cgroup v2's `cpu.max`.
+pub struct CpuQuotaGroup {
+    dir: PathBuf,
+}
+
+impl CpuQuotaGroup {
+    /// `None` when not root; panics when root but no cgroup can be made
+    /// (the test then cannot check what it is for).
+    fn of_one_cpu(name: &str) -> Option<std::sync::Arc<Self>> {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let root = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .is_some_and(|ids| ids.split_whitespace().nth(1) == Some("0"));
+        if !root {
+            eprintln!("not root: no cgroup for a CPU quota, so this check is skipped");
+            return None;
+        }
+        let v1 = PathBuf::from("/sys/fs/cgroup/cpu");
+        let (dir, limits): (PathBuf, &[(&str, &str)]) = if v1.join("cpu.cfs_quota_us").exists() {
+            (
+                v1.join(name),
+                &[
+                    ("cpu.cfs_period_us", "100000"),
+                    ("cpu.cfs_quota_us", "100000"),
+                ],
+            )
+        } else {
+            (
+                PathBuf::from("/sys/fs/cgroup").join(name),
+                &[("cpu.max", "100000 100000")],
+            )
+        };
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("make the cgroup {}: {e}", dir.display()));
+        for (file, value) in limits {
+            std::fs::write(dir.join(file), value)
+                .unwrap_or_else(|e| panic!("write {value} to {}/{file}: {e}", dir.display()));
+        }
+        Some(std::sync::Arc::new(Self { dir }))
+    }
+
+    /// `program` started inside this group (a shell moves itself in, then
+    /// becomes the program).
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#)
+            .arg(&self.dir)
+            .arg(program);
+        c
+    }
+}
+
+impl Drop for CpuQuotaGroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }
 
 /// The first CPU in this process's affinity list (`Cpus_allowed_list`).
@@ -186,13 +264,14 @@ ca_pem_files = ["ca.pem"]
             .open(&self.log)
             .unwrap();
         let bin = env!("CARGO_BIN_EXE_bzt");
-        let mut command = match self.cpus {
+        let mut command = match &self.cpus {
             Cpus::All => Command::new(bin),
             Cpus::One => {
                 let mut c = Command::new("taskset");
                 c.arg("-c").arg(first_allowed_cpu()).arg(bin);
                 c
             }
+            Cpus::Quota(group) => group.command(bin),
         };
         let child = command
             .arg("serve")
