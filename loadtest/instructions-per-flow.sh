@@ -11,13 +11,14 @@
 # Runs `bzt-load flows` (one embedded node; BZT_SCENARIO=cluster: 3 nodes +
 # Redis, all counted, or BZT_NODES of them) with each node under `valgrind --tool=callgrind`, at
 # an open-loop rate low enough for it (BZT_RATE, default 40/s). After a
-# warm-up it zeroes the counters, counts for BZT_COUNT_S seconds (default
-# 20), dumps them and divides by the sessions the nodes created meanwhile
+# warm-up it dumps (zeroing the counters), counts for BZT_COUNT_S seconds
+# (default 20), dumps again and divides by the sessions the nodes created meanwhile
 # (their `bzt_sessions_created_total`). The nodes are pinned to CPU
 # BZT_BROKER_CPUS (default 0), so they run the runtime the timed runs do.
-# Prints the total only: in these profiles callgrind puts every
-# instruction under one function, so `callgrind_annotate` cannot say
-# where they went (use loadtest/profile-flows.sh for that). Needs valgrind.
+# Prints the total only: callgrind puts nearly all of a serving node's
+# instructions under the thread's entry function (the runtime and the
+# request handling inlined into it), so `callgrind_annotate` cannot say
+# where they went; loadtest/profile-flows.sh can. Needs valgrind.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -88,13 +89,15 @@ for _ in $(seq 600); do
 done
 sleep $((warm / 2))
 before=$(created)
-for p in "${pids[@]}"; do callgrind_control -z "$p" >/dev/null 2>&1; done
+# A dump zeroes the counters: the first one closes the warm-up (part 1),
+# the second holds the counted window (part 2).
+for p in "${pids[@]}"; do callgrind_control -d "$p" >/dev/null 2>&1; done
 sleep "$count_s"
 for p in "${pids[@]}"; do callgrind_control -d "$p" >/dev/null 2>&1; done
 after=$(created)
 sleep 2
 flows=$((after - before))
-instructions=$(for f in "$out"/callgrind.*.1; do
+instructions=$(for f in "$out"/callgrind.*.2; do
   callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
 done | awk '{s += $1} END {print s}')
 {
