@@ -15,10 +15,11 @@
 # (default 20), dumps again and divides by the sessions the nodes created meanwhile
 # (their `bzt_sessions_created_total`). The nodes are pinned to CPU
 # BZT_BROKER_CPUS (default 0), so they run the runtime the timed runs do.
-# Prints the total only: callgrind puts nearly all of a serving node's
-# instructions under the thread's entry function (the runtime and the
-# request handling inlined into it), so `callgrind_annotate` cannot say
-# where they went; loadtest/profile-flows.sh can. Needs valgrind.
+# Prints the total only: in these runs callgrind put nearly all of a
+# serving node's instructions under the thread's entry function
+# (`__rust_begin_short_backtrace`; why was not found), so
+# `callgrind_annotate` cannot say where they went; loadtest/profile-flows.sh
+# can. Needs valgrind.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
