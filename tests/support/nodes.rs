@@ -305,8 +305,18 @@ ca_pem_files = ["ca.pem"]
     /// Waits for `/readyz` to answer 200 (the process is up and Redis reachable).
     pub async fn wait_ready(&mut self, http: &reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut moves = 0;
         loop {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                let taken = format!("cannot listen on 127.0.0.1:{}: Address", self.port);
+                if moves < 5 && self.log().contains(&taken) {
+                    // Another process took the port between `free_port` and
+                    // the node's bind (an outgoing connection's ephemeral
+                    // port, say): the node starts again on another one.
+                    moves += 1;
+                    self.move_to(super::redis::free_port(false));
+                    continue;
+                }
                 panic!("{} exited with {status}: {}", self.name, self.log());
             }
             if let Ok(r) = http.get(format!("{}/readyz", self.base)).send().await {
@@ -322,6 +332,18 @@ ca_pem_files = ["ca.pem"]
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Starts the node again on `port` (its configuration rewritten).
+    fn move_to(&mut self, port: u16) {
+        let config = std::fs::read_to_string(&self.config).unwrap();
+        let old = format!("127.0.0.1:{}", self.port);
+        let new = format!("127.0.0.1:{port}");
+        std::fs::write(&self.config, config.replace(&old, &new)).unwrap();
+        self.port = port;
+        self.base = format!("http://{new}");
+        self.child = None;
+        self.start();
     }
 
     /// SIGKILL: no shutdown, no goodbye to its sockets.
