@@ -39,8 +39,9 @@ esac
 # One CPU, as in the timed runs: the node runs its one-thread runtime.
 broker_cpus=${BZT_BROKER_CPUS:-0}
 unset BZT_RATE BZT_COUNT_S BZT_SCENARIO BZT_NODES BZT_BROKER_CPUS
-[ -x target/release/bzt-load ] ||
-  cargo build --release --quiet -p bzt-loadtest --bin bzt-load
+# Built every time (quick when fresh), so neither is older than the source.
+cargo build --release --quiet -p bzt-loadtest --bin bzt-load
+[ -n "${1:-}" ] || cargo build --release --quiet -p bzt --bin bzt
 # bzt-load starts "the broker binary" with its arguments: this wrapper
 # starts it under callgrind instead.
 wrapper=$out/bzt-under-callgrind
